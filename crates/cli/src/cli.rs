@@ -1,0 +1,188 @@
+//! Command-line definitions. The doc comments are the `--help` text.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+const AFTER_HELP: &str = "\
+Exit codes (all commands; the monitoring-plugin convention):
+  0  ok        valid, never expires or outside the warning window
+  1  warning   valid, but expires within --warn-days
+  2  critical  dead, expires within --crit-days, or a required permission is missing
+  3  unknown   could not tell: network failure, Graph API outage, rate limit, bad configuration or usage
+
+Try it without a Meta account:  permatoken check --sandbox";
+
+/// Keeps WhatsApp Business Platform access tokens alive: tells the truth about a token, and what to do.
+#[derive(Debug, Parser)]
+#[command(name = "permatoken", version, after_help = AFTER_HELP, propagate_version = true)]
+pub(crate) struct Cli {
+    #[command(subcommand)]
+    pub(crate) command: Command,
+    #[command(flatten)]
+    pub(crate) global: Global,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct Global {
+    /// More detail on standard error (-v: debug, -vv: trace). `RUST_LOG` works too.
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    pub(crate) verbose: u8,
+    /// When to colour the output.
+    #[arg(long, value_enum, default_value_t = ColorWhen::Auto, global = true, value_name = "WHEN")]
+    pub(crate) color: ColorWhen,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub(crate) enum ColorWhen {
+    /// Colour on a terminal, unless `NO_COLOR` is set.
+    Auto,
+    /// Always colour.
+    Always,
+    /// Never colour.
+    Never,
+}
+
+impl Global {
+    /// Sets colour and logging for the whole process.
+    pub(crate) fn apply(&self) {
+        match self.color {
+            ColorWhen::Auto => {}
+            ColorWhen::Always => anstream::ColorChoice::Always.write_global(),
+            ColorWhen::Never => anstream::ColorChoice::Never.write_global(),
+        }
+        let default = match self.verbose {
+            0 => "warn",
+            1 => "permatoken=debug,permatoken_graph=debug,permatoken_inspect=debug,warn",
+            _ => "trace",
+        };
+        let filter = match std::env::var("RUST_LOG") {
+            Ok(value) if !value.is_empty() => tracing_subscriber::EnvFilter::new(value),
+            _ => tracing_subscriber::EnvFilter::new(default),
+        };
+        let ansi = crate::render::stderr_has_colour();
+        tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_writer(std::io::stderr)
+            .with_ansi(ansi)
+            .with_target(true)
+            .init();
+    }
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum Command {
+    /// Tell what a token is, whether it works, when it dies and whether it holds the WhatsApp permissions.
+    ///
+    /// Calls `/me` and `/debug_token` concurrently and prints a report with a verdict: ok, warning,
+    /// critical or unknown, which is also the exit code (0, 1, 2, 3). The token is read, in this
+    /// order, from --token-file / --token-stdin, --env-file, the environment (`WHATSAPP_ACCESS_TOKEN`),
+    /// then `./.env`; never from the command line. With `FACEBOOK_APP_ID` and `FACEBOOK_APP_SECRET`
+    /// known, `/debug_token` is asked with the app token and every call carries `appsecret_proof`.
+    #[command(after_help = AFTER_HELP)]
+    Check(CheckArgs),
+    /// Run the local Graph API emulator, to try permatoken (or your own code) without a Meta account.
+    ///
+    /// Listens on 127.0.0.1 only, makes a fake app and one token per scenario at start, and prints them.
+    /// Point permatoken at it with `PERMATOKEN_GRAPH_URL`. Admin endpoints: `POST /_sandbox/faults`
+    /// (JSON: latency_ms, server_errors, rate_limits, regain_minutes, truncate), `POST /_sandbox/clock`
+    /// (`{"advance_seconds": N}` ages every token), `GET /_sandbox/requests`, `GET /_sandbox/scenarios`.
+    Sandbox(SandboxArgs),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    ///
+    /// bash: `permatoken completions bash > ~/.local/share/bash-completion/completions/permatoken`;
+    /// zsh: `permatoken completions zsh > ~/.zfunc/_permatoken`;
+    /// fish: `permatoken completions fish > ~/.config/fish/completions/permatoken.fish`.
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+}
+
+/// Where the token and app credentials come from.
+#[derive(Debug, Args)]
+pub(crate) struct SourceArgs {
+    /// Read the token (only the token) from this file.
+    #[arg(long, value_name = "PATH", conflicts_with = "token_stdin")]
+    pub(crate) token_file: Option<PathBuf>,
+    /// Read the token (only the token) from standard input.
+    #[arg(long)]
+    pub(crate) token_stdin: bool,
+    /// Read variables from this .env file instead of `./.env`.
+    #[arg(long, value_name = "PATH")]
+    pub(crate) env_file: Option<PathBuf>,
+}
+
+/// How to reach the Graph API.
+#[derive(Debug, Args)]
+pub(crate) struct GraphArgs {
+    /// Graph API base URL (plain http:// only to loopback).
+    #[arg(long, env = "PERMATOKEN_GRAPH_URL", value_name = "URL", default_value = permatoken_graph::DEFAULT_GRAPH_URL)]
+    pub(crate) graph_url: String,
+    /// Graph API version.
+    #[arg(long, env = "PERMATOKEN_GRAPH_VERSION", value_name = "VERSION", default_value = permatoken_graph::DEFAULT_GRAPH_VERSION)]
+    pub(crate) graph_version: String,
+    /// Also trust the CA certificates in this PEM file (beside the system's roots).
+    #[arg(long, value_name = "PATH")]
+    pub(crate) ca_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct CheckArgs {
+    #[command(flatten)]
+    pub(crate) source: SourceArgs,
+    #[command(flatten)]
+    pub(crate) graph: GraphArgs,
+    /// Check the primary token and every backup (`WHATSAPP_ACCESS_TOKEN_BACKUP`, `_BACKUP_2`, …).
+    /// With --sandbox: every scenario.
+    #[arg(long)]
+    pub(crate) all: bool,
+    /// Print one JSON object on standard output (fields documented in the README).
+    #[arg(long)]
+    pub(crate) json: bool,
+    /// Warn when the token expires within this many days.
+    #[arg(long, value_name = "DAYS", default_value_t = 14, value_parser = clap::value_parser!(u32).range(0..=3650))]
+    pub(crate) warn_days: u32,
+    /// Critical when the token expires within this many days.
+    #[arg(long, value_name = "DAYS", default_value_t = 3, value_parser = clap::value_parser!(u32).range(0..=3650))]
+    pub(crate) crit_days: u32,
+    /// Start the built-in sandbox and check one of its tokens: no Meta account needed.
+    #[arg(long, conflicts_with_all = ["token_file", "token_stdin", "env_file", "ca_file"])]
+    pub(crate) sandbox: bool,
+    /// With --sandbox: which scenario token to check (see `permatoken sandbox`).
+    #[arg(long, value_name = "NAME", requires = "sandbox", default_value = "system-user", value_parser = scenario_names())]
+    pub(crate) scenario: String,
+}
+
+fn scenario_names() -> clap::builder::PossibleValuesParser {
+    clap::builder::PossibleValuesParser::new(
+        permatoken_sandbox::SCENARIOS
+            .iter()
+            .map(|s| clap::builder::PossibleValue::new(s.name).help(s.about)),
+    )
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct SandboxArgs {
+    /// Port on 127.0.0.1 (0: any free port).
+    #[arg(long, default_value_t = 0)]
+    pub(crate) port: u16,
+    /// Refuse user-token calls without `appsecret_proof`, like an app with "Require App Secret" on.
+    #[arg(long)]
+    pub(crate) require_proof: bool,
+    /// Delay every answer by this many milliseconds.
+    #[arg(long, value_name = "MS", default_value_t = 0)]
+    pub(crate) latency_ms: u64,
+    /// Answer the next N requests with HTTP 503 and no body.
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub(crate) server_errors: u32,
+    /// Answer the next N requests with rate-limit code 4.
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub(crate) rate_limits: u32,
+    /// `estimated_time_to_regain_access` sent with those rate limits, in minutes.
+    #[arg(long, value_name = "MINUTES")]
+    pub(crate) regain_minutes: Option<u32>,
+    /// Cut the next N answers in the middle of their JSON.
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub(crate) truncate: u32,
+}

@@ -1,0 +1,233 @@
+//! `permatoken check`: find the token(s), ask the Graph API, print the report, exit with the verdict.
+
+use std::io::{IsTerminal, Read, Write};
+use std::time::Duration;
+
+use jiff::{SignedDuration, Timestamp};
+use permatoken_config::{Credentials, Request, Source, Sourced};
+use permatoken_graph::{Budget, Client, Config};
+use permatoken_inspect::{AppCredentials, Report, Status, Subject, Thresholds};
+use permatoken_secret::AccessToken;
+use serde_json::json;
+
+use super::Failure;
+use crate::cli::CheckArgs;
+use crate::render;
+
+/// A check ends within this, retries and waits included (a longer wait is reported, not waited).
+const BUDGET: Duration = Duration::from_secs(30);
+
+struct Target {
+    token: AccessToken,
+    source: String,
+    variable: Option<String>,
+}
+
+pub(crate) async fn run(args: CheckArgs) -> Result<u8, Failure> {
+    let json = args.json;
+    match check(args).await {
+        Ok(code) => Ok(code),
+        Err(failure) if json => {
+            // Scripts get their one JSON object even when the check could not start.
+            let object = json!({
+                "status": Status::Unknown,
+                "error": {"message": failure.message, "hint": failure.hint},
+            });
+            println!("{object:#}");
+            Err(failure)
+        }
+        Err(failure) => Err(failure),
+    }
+}
+
+async fn check(args: CheckArgs) -> Result<u8, Failure> {
+    let thresholds = Thresholds {
+        warn: SignedDuration::from_hours(i64::from(args.warn_days) * 24),
+        crit: SignedDuration::from_hours(i64::from(args.crit_days) * 24),
+    };
+    let mut config = Config::new(args.graph.graph_url.clone());
+    config.version = args.graph.graph_version.clone();
+    if let Some(path) = &args.graph.ca_file {
+        config.extra_roots_pem = Some(std::fs::read(path).map_err(|e| {
+            Failure::new(
+                format!("cannot read the CA file `{}`: {e}", path.display()),
+                "--ca-file takes a PEM file of CA certificates to trust beside the system's",
+            )
+        })?);
+    }
+
+    // Kept alive until the end: dropping it stops the in-process sandbox.
+    let mut _sandbox = None;
+    let (targets, app) = if args.sandbox {
+        let running = permatoken_sandbox::Sandbox::start(&permatoken_sandbox::Options::default())
+            .await
+            .map_err(|e| {
+                Failure::new(
+                    format!("cannot start the built-in sandbox: {e}"),
+                    "it listens on a free port of 127.0.0.1; check that loopback networking works",
+                )
+            })?;
+        config.base_url = running.url();
+        let names: Vec<&str> = if args.all {
+            permatoken_sandbox::SCENARIOS
+                .iter()
+                .map(|s| s.name)
+                .collect()
+        } else {
+            vec![args.scenario.as_str()]
+        };
+        let targets = names
+            .iter()
+            .filter_map(|name| {
+                Some(Target {
+                    token: running.token(name)?,
+                    source: format!("{} (scenario `{name}`)", Source::Sandbox),
+                    variable: None,
+                })
+            })
+            .collect();
+        let app = AppCredentials {
+            app_id: Some(running.app().id.to_string()),
+            app_secret: Some(running.app_secret().clone()),
+        };
+        _sandbox = Some(running);
+        (targets, app)
+    } else {
+        let credentials = read_credentials(&args)?;
+        for warning in &credentials.warnings {
+            render::warning(warning);
+        }
+        let app = AppCredentials {
+            app_id: credentials.app_id.as_ref().map(|s| s.value.clone()),
+            app_secret: credentials.app_secret.as_ref().map(|s| s.value.clone()),
+        };
+        config.app_secret = app.app_secret.clone();
+        (targets_of(credentials, args.all)?, app)
+    };
+    if args.sandbox {
+        config.app_secret = app.app_secret.clone();
+    }
+
+    let client = Client::new(config).map_err(|e| {
+        Failure::new(
+            e.to_string(),
+            "see `permatoken check --help` for --graph-url, --graph-version and --ca-file",
+        )
+    })?;
+    let budget = Budget::new(BUDGET);
+    let now = Timestamp::now();
+    let mut tasks = tokio::task::JoinSet::new();
+    for (i, target) in targets.into_iter().enumerate() {
+        let (client, app) = (client.clone(), app.clone());
+        tasks.spawn(async move {
+            let subject = Subject {
+                token: &target.token,
+                source: &target.source,
+                variable: target.variable.as_deref(),
+            };
+            (
+                i,
+                permatoken_inspect::check(&client, subject, &app, thresholds, now, &budget).await,
+            )
+        });
+    }
+    let mut reports: Vec<(usize, Report)> = Vec::new();
+    while let Some(done) = tasks.join_next().await {
+        reports.push(done.map_err(|e| {
+            Failure::new(
+                format!("a check stopped unexpectedly: {e}"),
+                "please report this as a bug",
+            )
+        })?);
+    }
+    reports.sort_by_key(|(i, _)| *i);
+    let reports: Vec<Report> = reports.into_iter().map(|(_, r)| r).collect();
+    let status = reports
+        .iter()
+        .map(|r| r.status)
+        .fold(Status::Ok, Status::worst);
+
+    let mut out = anstream::stdout().lock();
+    let written = if args.json {
+        let object = if args.all {
+            json!({"status": status, "tokens": reports})
+        } else {
+            serde_json::to_value(&reports[0]).unwrap_or_default()
+        };
+        writeln!(out, "{object:#}")
+    } else {
+        reports
+            .iter()
+            .enumerate()
+            .try_for_each(|(i, r)| {
+                if i > 0 {
+                    writeln!(out)?;
+                }
+                render::report(&mut out, r, now)
+            })
+            .and_then(|()| {
+                if reports.len() > 1 {
+                    writeln!(
+                        out,
+                        "\nOverall: {} tokens checked, worst status {:?} (exit {})",
+                        reports.len(),
+                        status,
+                        status.exit_code()
+                    )
+                } else {
+                    Ok(())
+                }
+            })
+    };
+    // A closed pipe (`| head`) is not the token's fault; the exit code still tells the verdict.
+    let _ = written;
+    Ok(status.exit_code())
+}
+
+fn read_credentials(args: &CheckArgs) -> Result<Credentials, Failure> {
+    let token_stdin = if args.source.token_stdin {
+        let stdin = std::io::stdin();
+        if stdin.is_terminal() {
+            eprintln!("Paste the token and press Enter (it is not shown anywhere else):");
+        }
+        let mut text = String::new();
+        stdin.lock().read_to_string(&mut text).map_err(|e| {
+            Failure::new(
+                format!("cannot read the token from standard input: {e}"),
+                "pipe the token in: `permatoken check --token-stdin < token.txt`",
+            )
+        })?;
+        Some(AccessToken::new(text))
+    } else {
+        None
+    };
+    let request = Request {
+        token_file: args.source.token_file.clone(),
+        token_stdin,
+        env_file: args.source.env_file.clone(),
+        cwd: std::env::current_dir().unwrap_or_else(|_| ".".into()),
+    };
+    permatoken_config::resolve(&request, std::env::vars()).map_err(|e| {
+        let hint = e.hint();
+        Failure::new(e.to_string(), hint)
+    })
+}
+
+fn targets_of(credentials: Credentials, all: bool) -> Result<Vec<Target>, Failure> {
+    let target = |s: Sourced<AccessToken>| Target {
+        token: s.value,
+        source: s.source.to_string(),
+        variable: s.var,
+    };
+    let mut targets: Vec<Target> = credentials.token.into_iter().map(target).collect();
+    if all {
+        targets.extend(credentials.backups.into_iter().map(target));
+    }
+    if targets.is_empty() {
+        return Err(Failure::new(
+            "no access token found: `WHATSAPP_ACCESS_TOKEN` is set neither in the environment nor in `./.env`",
+            "put `WHATSAPP_ACCESS_TOKEN=…` in `./.env` (and `chmod 600 .env`), or use --env-file, --token-file or --token-stdin; with `FACEBOOK_APP_ID` and `FACEBOOK_APP_SECRET` set too, the check says more. To try permatoken without a Meta account: `permatoken check --sandbox`",
+        ));
+    }
+    Ok(targets)
+}

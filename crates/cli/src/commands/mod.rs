@@ -1,0 +1,38 @@
+//! One module a command; each parses what it was given, calls the library crates, and renders.
+
+mod check;
+mod sandbox;
+
+use crate::cli::{Cli, Command};
+
+/// An error that stops a command: what happened and what to do, rendered in one place.
+pub(crate) struct Failure {
+    message: String,
+    hint: Option<String>,
+}
+
+impl Failure {
+    pub(crate) fn new(message: impl Into<String>, hint: impl Into<String>) -> Self {
+        Self {
+            message: message.into(),
+            hint: Some(hint.into()),
+        }
+    }
+}
+
+/// Runs a command and returns its exit code.
+pub(crate) async fn run(cli: Cli) -> u8 {
+    let result = match cli.command {
+        Command::Check(args) => check::run(args).await,
+        Command::Sandbox(args) => sandbox::run(args).await,
+        Command::Completions { shell } => {
+            let mut cmd = <Cli as clap::CommandFactory>::command();
+            clap_complete::generate(shell, &mut cmd, "permatoken", &mut std::io::stdout());
+            Ok(0)
+        }
+    };
+    result.unwrap_or_else(|failure| {
+        crate::render::error(&failure.message, failure.hint.as_deref());
+        3
+    })
+}

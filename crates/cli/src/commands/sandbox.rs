@@ -1,0 +1,74 @@
+//! `permatoken sandbox`: run the Graph API emulator until Ctrl-C or SIGTERM.
+//!
+//! The one command that prints tokens: the sandbox's own fake ones, made at start.
+
+use std::io::Write;
+
+use permatoken_sandbox::{Faults, Options, SCENARIOS, Sandbox};
+
+use super::Failure;
+use crate::cli::SandboxArgs;
+
+pub(crate) async fn run(args: SandboxArgs) -> Result<u8, Failure> {
+    let mut options = Options::default();
+    options.port = args.port;
+    options.require_proof = args.require_proof;
+    let mut faults = Faults::default();
+    faults.latency_ms = args.latency_ms;
+    faults.server_errors = args.server_errors;
+    faults.rate_limits = args.rate_limits;
+    faults.regain_minutes = args.regain_minutes;
+    faults.truncate = args.truncate;
+    options.faults = faults;
+    let running = Sandbox::start(&options).await.map_err(|e| {
+        Failure::new(
+            format!("cannot listen on 127.0.0.1:{}: {e}", args.port),
+            "pick another --port, or leave it out to take any free one",
+        )
+    })?;
+    let url = running.url();
+    let mut out = anstream::stdout().lock();
+    let _ = writeln!(
+        out,
+        "permatoken sandbox: a Graph API emulator on {url} (fake app and tokens, made now)\n"
+    );
+    let _ = writeln!(out, "Point permatoken at it:");
+    let _ = writeln!(out, "  export PERMATOKEN_GRAPH_URL={url}");
+    let _ = writeln!(out, "  export FACEBOOK_APP_ID={}", running.app().id);
+    let _ = writeln!(
+        out,
+        "  export FACEBOOK_APP_SECRET={}",
+        running.app_secret().expose_secret()
+    );
+    let _ = writeln!(out, "  export WHATSAPP_ACCESS_TOKEN=<a token below>\n");
+    let _ = writeln!(out, "Scenario tokens:");
+    for scenario in SCENARIOS {
+        if let Some(token) = running.token(scenario.name) {
+            let _ = writeln!(out, "  {:<24}{}", scenario.name, scenario.about);
+            let _ = writeln!(out, "    {}", token.expose_secret());
+        }
+    }
+    let _ = writeln!(
+        out,
+        "\nAdmin: POST {url}/_sandbox/faults {{\"latency_ms\":100,\"server_errors\":1,\"rate_limits\":1,\"regain_minutes\":5,\"truncate\":1}}\n       POST {url}/_sandbox/clock {{\"advance_seconds\":86400}}   GET {url}/_sandbox/requests\nCtrl-C stops it."
+    );
+    let _ = out.flush();
+    drop(out);
+    shutdown_signal().await;
+    Ok(0)
+}
+
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        if let Ok(mut term) = signal(SignalKind::terminate()) {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+            return;
+        }
+    }
+    let _ = tokio::signal::ctrl_c().await;
+}

@@ -1,0 +1,224 @@
+//! Everything a person reads: reports, errors and warnings. The one place errors are rendered.
+//!
+//! Output reads the same without colour; colour roles are fixed (red error, yellow warning, green
+//! success, cyan hints and paths) and appear only on a terminal, never with `NO_COLOR`. Data goes to
+//! standard output, errors and warnings to standard error.
+
+use std::io::Write;
+
+use anstyle::{AnsiColor, Style};
+use jiff::Timestamp;
+use permatoken_inspect::{Finding, Report, Severity, Status, human_span, human_time};
+
+const RED: Style = AnsiColor::Red.on_default().bold();
+const YELLOW: Style = AnsiColor::Yellow.on_default().bold();
+const GREEN: Style = AnsiColor::Green.on_default().bold();
+const CYAN: Style = AnsiColor::Cyan.on_default();
+const DIM: Style = Style::new().dimmed();
+const BOLD: Style = Style::new().bold();
+
+/// Wrap width for fixes: readable in an 80-column terminal with the indent.
+const WIDTH: usize = 96;
+
+pub(crate) fn stderr_has_colour() -> bool {
+    anstream::AutoStream::choice(&std::io::stderr()) != anstream::ColorChoice::Never
+}
+
+/// `error: …` and, when there is one, `hint: …`.
+pub(crate) fn error(message: &str, hint: Option<&str>) {
+    let mut err = anstream::stderr().lock();
+    let _ = writeln!(err, "{RED}error:{RED:#} {message}");
+    if let Some(hint) = hint {
+        let _ = writeln!(err, "{CYAN}hint:{CYAN:#} {}", wrap(hint, 6));
+    }
+}
+
+/// `warning: …`.
+pub(crate) fn warning(message: &str) {
+    let _ = writeln!(
+        anstream::stderr().lock(),
+        "{YELLOW}warning:{YELLOW:#} {message}"
+    );
+}
+
+fn mark(ok: bool) -> String {
+    if ok {
+        format!("{GREEN}✓{GREEN:#}")
+    } else {
+        format!("{RED}✗{RED:#}")
+    }
+}
+
+fn status_word(status: Status) -> String {
+    let (style, word) = match status {
+        Status::Ok => (GREEN, "OK"),
+        Status::Warning => (YELLOW, "WARNING"),
+        Status::Critical => (RED, "CRITICAL"),
+        Status::Unknown => (YELLOW, "UNKNOWN"),
+    };
+    format!("{style}{word}{style:#}")
+}
+
+fn when(rfc3339: Option<&str>, now: Timestamp) -> Option<String> {
+    let t: Timestamp = rfc3339?.parse().ok()?;
+    let span = human_span(t.duration_since(now));
+    Some(if t > now {
+        format!("{} (in {span})", human_time(t))
+    } else {
+        format!("{} ({span} ago)", human_time(t))
+    })
+}
+
+/// The human report of one token.
+pub(crate) fn report(out: &mut dyn Write, r: &Report, now: Timestamp) -> std::io::Result<()> {
+    let t = &r.token;
+    let from = match &t.variable {
+        Some(var) => format!("`{var}` from {CYAN}{}{CYAN:#}", t.source),
+        None => format!("from {CYAN}{}{CYAN:#}", t.source),
+    };
+    writeln!(out, "{BOLD}Token{BOLD:#} {from}")?;
+    let row = |out: &mut dyn Write, label: &str, value: &str| writeln!(out, "  {label:<13}{value}");
+    row(out, "fingerprint", &t.fingerprint)?;
+    let validity = match (t.valid, &r.identity) {
+        (Some(true), Some(id)) => format!(
+            "{} valid — acts as {} (id {})",
+            mark(true),
+            id.name.as_deref().unwrap_or("(no name)"),
+            id.id
+        ),
+        (Some(true), None) => format!("{} valid", mark(true)),
+        (Some(false), _) => format!("{} not valid", mark(false)),
+        (None, _) => format!("{YELLOW}?{YELLOW:#} could not tell"),
+    };
+    row(out, "status", &validity)?;
+    let kind = match &t.token_type {
+        Some(ty) => format!("{ty} — {}", t.kind.describe()),
+        None => t.kind.describe().to_owned(),
+    };
+    row(out, "kind", &kind)?;
+    let app = match (&t.application, &t.app_id) {
+        (Some(name), Some(id)) => format!("{name} ({id})"),
+        (None, Some(id)) => format!("{id} (decoded from the token)"),
+        _ => "unknown".to_owned(),
+    };
+    row(out, "app", &app)?;
+    if let Some(issued) = when(t.issued_at.as_deref(), now) {
+        row(out, "issued", &issued)?;
+    }
+    let expires = match (t.never_expires, when(t.expires_at.as_deref(), now)) {
+        (Some(true), _) => format!("{GREEN}never{GREEN:#}"),
+        (_, Some(at)) => at,
+        _ => "unknown".to_owned(),
+    };
+    row(out, "expires", &expires)?;
+    if let Some(lapses) = when(t.data_access_expires_at.as_deref(), now) {
+        row(out, "data access", &format!("until {lapses}"))?;
+    } else if t.never_expires == Some(true) {
+        row(out, "data access", "no limit")?;
+    }
+    if let Some(scopes) = &t.scopes {
+        let required = permatoken_inspect::REQUIRED_SCOPES
+            .iter()
+            .map(|s| format!("{} {s}", mark(scopes.iter().any(|x| x == s))))
+            .collect::<Vec<_>>()
+            .join("  ");
+        row(out, "required", &required)?;
+        let recommended = permatoken_inspect::RECOMMENDED_SCOPES
+            .iter()
+            .map(|s| {
+                if scopes.iter().any(|x| x == s) {
+                    format!("{} {s}", mark(true))
+                } else {
+                    format!("{YELLOW}–{YELLOW:#} {s} (missing)")
+                }
+            })
+            .collect::<Vec<_>>()
+            .join("  ");
+        row(out, "recommended", &recommended)?;
+        let others: Vec<&str> = scopes
+            .iter()
+            .map(String::as_str)
+            .filter(|s| {
+                !permatoken_inspect::REQUIRED_SCOPES.contains(s)
+                    && !permatoken_inspect::RECOMMENDED_SCOPES.contains(s)
+            })
+            .collect();
+        if !others.is_empty() {
+            row(out, "other scopes", &others.join(", "))?;
+        }
+    }
+    for (i, g) in t.granular_scopes.iter().enumerate() {
+        let targets = match &g.target_ids {
+            Some(ids) if g.scope.starts_with("whatsapp_") => {
+                format!("WhatsApp Business Account {}", ids.join(", "))
+            }
+            Some(ids) => ids.join(", "),
+            None => "all".to_owned(),
+        };
+        row(
+            out,
+            if i == 0 { "granted on" } else { "" },
+            &format!("{} → {targets}", g.scope),
+        )?;
+    }
+    if !r.findings.is_empty() {
+        writeln!(out)?;
+    }
+    for f in &r.findings {
+        finding(out, f)?;
+    }
+    writeln!(out)?;
+    writeln!(
+        out,
+        "{} (exit {})",
+        status_word(r.status),
+        r.status.exit_code()
+    )
+}
+
+fn finding(out: &mut dyn Write, f: &Finding) -> std::io::Result<()> {
+    let (style, sign) = match f.severity {
+        Severity::Critical => (RED, "✗"),
+        Severity::Warning => (YELLOW, "⚠"),
+        Severity::Info => (CYAN, "ℹ"),
+    };
+    let code = serde_json::to_value(f.code).ok();
+    let code = code.as_ref().and_then(|c| c.as_str()).unwrap_or("");
+    writeln!(
+        out,
+        "{style}{sign}{style:#} {}  {DIM}[{code}]{DIM:#}",
+        wrap(&f.message, 2)
+    )?;
+    if let Some(fix) = &f.fix {
+        writeln!(out, "  {CYAN}fix:{CYAN:#} {}", wrap(fix, 7))?;
+    }
+    if let Some(trace) = &f.trace_id {
+        writeln!(
+            out,
+            "  {DIM}fbtrace_id {trace} (Meta support asks for it){DIM:#}"
+        )?;
+    }
+    Ok(())
+}
+
+/// Wraps at word boundaries; continuation lines are indented by `indent`.
+fn wrap(text: &str, indent: usize) -> String {
+    let mut out = String::new();
+    let mut col = indent;
+    for (i, word) in text.split(' ').enumerate() {
+        let len = word.chars().count();
+        if i > 0 {
+            if col + 1 + len > WIDTH {
+                out.push('\n');
+                out.extend(std::iter::repeat_n(' ', indent));
+                col = indent;
+            } else {
+                out.push(' ');
+                col += 1;
+            }
+        }
+        out.push_str(word);
+        col += len;
+    }
+    out
+}

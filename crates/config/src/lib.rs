@@ -1,0 +1,446 @@
+//! Where credentials come from, and in which order (DESIGN §3).
+//!
+//! The token: `--token-file` or `--token-stdin` (the token only), then an explicit `--env-file`, then
+//! the process environment, then `./.env` when present. Every other variable: `--env-file`, the
+//! environment, `./.env`. `./.env` is not read when `--env-file` names another file: an explicit file is
+//! the whole configuration. Every value remembers where it came from, so the output can say so.
+//!
+//! Must never: take a token from the command line, or put a value in an error or in `Debug` output.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use permatoken_secret::{AccessToken, AppSecret};
+
+/// The variable that holds the primary token.
+pub const TOKEN_VAR: &str = "WHATSAPP_ACCESS_TOKEN";
+/// The variable that holds the app id.
+pub const APP_ID_VAR: &str = "FACEBOOK_APP_ID";
+/// The variable that holds the app secret.
+pub const APP_SECRET_VAR: &str = "FACEBOOK_APP_SECRET";
+/// The first backup token; later ones are `_BACKUP_2`, `_BACKUP_3`, …
+pub const BACKUP_VAR: &str = "WHATSAPP_ACCESS_TOKEN_BACKUP";
+
+/// Where a value came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Source {
+    /// `--token-file PATH`.
+    TokenFile(PathBuf),
+    /// `--token-stdin`.
+    Stdin,
+    /// `--env-file PATH`, or `./.env` found in the working folder.
+    EnvFile(PathBuf),
+    /// The process environment.
+    Environment,
+    /// Made up by `--sandbox`.
+    Sandbox,
+}
+
+impl fmt::Display for Source {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::TokenFile(p) | Self::EnvFile(p) => write!(f, "{}", p.display()),
+            Self::Stdin => f.write_str("standard input"),
+            Self::Environment => f.write_str("the environment"),
+            Self::Sandbox => f.write_str("the built-in sandbox"),
+        }
+    }
+}
+
+/// A value and where it came from.
+#[derive(Debug, Clone)]
+pub struct Sourced<T> {
+    /// The value.
+    pub value: T,
+    /// Its source.
+    pub source: Source,
+    /// The variable it was read from (`None` for a token file or standard input).
+    pub var: Option<String>,
+}
+
+/// Everything `check` and its kin need to know, as found.
+#[derive(Debug, Clone, Default)]
+pub struct Credentials {
+    /// `WHATSAPP_ACCESS_TOKEN`.
+    pub token: Option<Sourced<AccessToken>>,
+    /// `WHATSAPP_ACCESS_TOKEN_BACKUP`, `_BACKUP_2`, … in that order.
+    pub backups: Vec<Sourced<AccessToken>>,
+    /// `FACEBOOK_APP_ID`.
+    pub app_id: Option<Sourced<String>>,
+    /// `FACEBOOK_APP_SECRET`.
+    pub app_secret: Option<Sourced<AppSecret>>,
+    /// Things worth a warning that do not stop the run (duplicate keys, loose file modes).
+    pub warnings: Vec<String>,
+}
+
+/// What the command line asked for.
+#[derive(Debug, Clone, Default)]
+pub struct Request {
+    /// `--token-file`.
+    pub token_file: Option<PathBuf>,
+    /// The token read from standard input by `--token-stdin`.
+    pub token_stdin: Option<AccessToken>,
+    /// `--env-file`.
+    pub env_file: Option<PathBuf>,
+    /// The working folder, where `./.env` is looked for.
+    pub cwd: PathBuf,
+}
+
+/// Why credentials could not be read.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// A file could not be read.
+    #[error("cannot read `{path}`: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// A `.env` file does not parse.
+    #[error("`{path}` is not a valid .env file: {source}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// Where and why.
+        source: permatoken_dotenv::ParseError,
+    },
+    /// A value is there but cannot be right.
+    #[error("`{var}` from {origin} {problem}")]
+    Invalid {
+        /// The variable (or `--token-file`).
+        var: String,
+        /// Where it came from.
+        origin: Source,
+        /// What is wrong with it, without quoting it.
+        problem: String,
+    },
+}
+
+impl Error {
+    /// What to do about it, for the `hint:` line.
+    pub fn hint(&self) -> String {
+        match self {
+            Self::Read { .. } => "check the path and that this user may read the file".into(),
+            Self::Parse { .. } => {
+                "fix that line; values with spaces or `#` need quotes: KEY=\"a value\"".into()
+            }
+            Self::Invalid { var, .. } if var == APP_ID_VAR => {
+                "the app id is the number at the top of App Dashboard → Settings → Basic".into()
+            }
+            Self::Invalid { var, .. } if var == APP_SECRET_VAR => {
+                "the app secret is under App Dashboard → Settings → Basic → App secret → Show".into()
+            }
+            Self::Invalid { .. } => "copy the token again, whole, from where it was generated (Business Settings → System users, or WhatsApp → API Setup)".into(),
+        }
+    }
+}
+
+/// A variable source, for lookups in precedence order.
+struct Layer {
+    source: Source,
+    vars: Vec<(String, String)>,
+}
+
+/// Reads credentials from the places `request` allows, plus `environment` (the process environment, passed
+/// in so tests can set it).
+pub fn resolve(
+    request: &Request,
+    environment: impl IntoIterator<Item = (String, String)>,
+) -> Result<Credentials, Error> {
+    let mut credentials = Credentials::default();
+    let mut layers = Vec::new();
+    if let Some(path) = &request.env_file {
+        layers.push(read_env_file(path, &mut credentials.warnings)?);
+    }
+    layers.push(Layer {
+        source: Source::Environment,
+        vars: environment.into_iter().collect(),
+    });
+    if request.env_file.is_none() {
+        let path = request.cwd.join(".env");
+        if path.is_file() {
+            let mut layer = read_env_file(&path, &mut credentials.warnings)?;
+            // Named as people know it, whatever the folder: `./.env`.
+            layer.source = Source::EnvFile(PathBuf::from("./.env"));
+            layers.push(layer);
+        }
+    }
+    let lookup = |name: &str| -> Option<Sourced<String>> {
+        layers.iter().find_map(|layer| {
+            let value = layer.vars.iter().rev().find(|(k, _)| k == name)?.1.clone();
+            (!value.trim().is_empty()).then(|| Sourced {
+                value,
+                source: layer.source.clone(),
+                var: Some(name.to_owned()),
+            })
+        })
+    };
+
+    credentials.token = if let Some(path) = &request.token_file {
+        let text = std::fs::read_to_string(path).map_err(|source| Error::Read {
+            path: path.clone(),
+            source,
+        })?;
+        check_file_mode(path, &mut credentials.warnings);
+        Some(Sourced {
+            value: AccessToken::new(text),
+            source: Source::TokenFile(path.clone()),
+            var: None,
+        })
+    } else if let Some(token) = &request.token_stdin {
+        Some(Sourced {
+            value: token.clone(),
+            source: Source::Stdin,
+            var: None,
+        })
+    } else {
+        lookup(TOKEN_VAR).map(|s| Sourced {
+            value: AccessToken::new(s.value),
+            source: s.source,
+            var: s.var,
+        })
+    };
+    if let Some(token) = &credentials.token {
+        validate_token(token)?;
+    }
+
+    let mut backup_names: Vec<String> = layers
+        .iter()
+        .flat_map(|l| l.vars.iter().map(|(k, _)| k.clone()))
+        .filter_map(|k| backup_index(&k).map(|_| k))
+        .collect();
+    backup_names.sort_by_key(|k| backup_index(k));
+    backup_names.dedup();
+    for name in backup_names {
+        if let Some(s) = lookup(&name) {
+            let token = Sourced {
+                value: AccessToken::new(s.value),
+                source: s.source,
+                var: s.var,
+            };
+            validate_token(&token)?;
+            credentials.backups.push(token);
+        }
+    }
+
+    credentials.app_id = lookup(APP_ID_VAR).map(|mut s| {
+        s.value = s.value.trim().to_owned();
+        s
+    });
+    if let Some(id) = &credentials.app_id
+        && (!(1..=20).contains(&id.value.len()) || !id.value.bytes().all(|b| b.is_ascii_digit()))
+    {
+        return Err(Error::Invalid {
+            var: APP_ID_VAR.into(),
+            origin: id.source.clone(),
+            problem: "is not an app id: app ids are numbers, 10 to 16 digits".into(),
+        });
+    }
+    credentials.app_secret = lookup(APP_SECRET_VAR).map(|s| Sourced {
+        value: AppSecret::new(s.value),
+        source: s.source,
+        var: s.var,
+    });
+    if let Some(secret) = &credentials.app_secret {
+        let text = secret.value.expose_secret();
+        if text.len() != 32 || !text.bytes().all(|b| b.is_ascii_hexdigit()) {
+            credentials.warnings.push(format!(
+                "`{APP_SECRET_VAR}` from {} is not 32 hex characters, the shape of Meta app secrets; calls that use it will likely fail",
+                secret.source
+            ));
+        }
+    }
+    Ok(credentials)
+}
+
+/// `WHATSAPP_ACCESS_TOKEN_BACKUP` → 1, `…_BACKUP_2` → 2; anything else → `None`.
+fn backup_index(name: &str) -> Option<u32> {
+    let rest = name.strip_prefix(BACKUP_VAR)?;
+    if rest.is_empty() {
+        return Some(1);
+    }
+    rest.strip_prefix('_')?.parse().ok().filter(|n| *n >= 2)
+}
+
+fn validate_token(token: &Sourced<AccessToken>) -> Result<(), Error> {
+    let text = token.value.expose_secret();
+    let var = token.var.clone().unwrap_or_else(|| "the token".into());
+    let problem = if text.is_empty() {
+        Some("is empty")
+    } else if text.starts_with("Bearer ") {
+        Some("starts with `Bearer `: store the token alone, without the header's prefix")
+    } else if text.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        Some("holds spaces or line breaks inside it, so it was not copied whole")
+    } else if text.starts_with(['"', '\'']) {
+        Some("starts with a quote that the file's quoting did not remove")
+    } else {
+        None
+    };
+    match problem {
+        Some(problem) => Err(Error::Invalid {
+            var,
+            origin: token.source.clone(),
+            problem: problem.into(),
+        }),
+        None => Ok(()),
+    }
+}
+
+fn read_env_file(path: &Path, warnings: &mut Vec<String>) -> Result<Layer, Error> {
+    let text = std::fs::read_to_string(path).map_err(|source| Error::Read {
+        path: path.to_owned(),
+        source,
+    })?;
+    let env = permatoken_dotenv::parse(&text).map_err(|source| Error::Parse {
+        path: path.to_owned(),
+        source,
+    })?;
+    for (key, lines) in env.duplicates() {
+        let lines: Vec<String> = lines.iter().map(usize::to_string).collect();
+        warnings.push(format!(
+            "`{key}` is set more than once in `{}` (lines {}); the last one is used",
+            path.display(),
+            lines.join(", ")
+        ));
+    }
+    check_file_mode(path, warnings);
+    Ok(Layer {
+        source: Source::EnvFile(path.to_owned()),
+        vars: env.entries.into_iter().map(|e| (e.key, e.value)).collect(),
+    })
+}
+
+#[cfg(unix)]
+fn check_file_mode(path: &Path, warnings: &mut Vec<String>) {
+    use std::os::unix::fs::PermissionsExt;
+    if let Ok(meta) = std::fs::metadata(path) {
+        let mode = meta.permissions().mode() & 0o777;
+        if mode & 0o077 != 0 {
+            warnings.push(format!(
+                "`{}` holds secrets but other users may read it (mode {mode:o}); run `chmod 600 {}`",
+                path.display(),
+                path.display()
+            ));
+        }
+    }
+}
+
+#[cfg(not(unix))]
+fn check_file_mode(_: &Path, _: &mut Vec<String>) {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const T1: &str = "EAAPERMATOKENTESTfromdotenv";
+    const T2: &str = "EAAPERMATOKENTESTfromenvironment";
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn precedence_is_explicit_before_implicit() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join(".env"),
+            format!(
+                "{TOKEN_VAR}={T1}\n{APP_ID_VAR}=1234567890\n{BACKUP_VAR}_2=EAAPERMATOKENTESTb2\n"
+            ),
+        )
+        .unwrap();
+        let request = Request {
+            cwd: dir.path().into(),
+            ..Request::default()
+        };
+        let creds = resolve(
+            &request,
+            env(&[(TOKEN_VAR, T2), (BACKUP_VAR, "EAAPERMATOKENTESTb1")]),
+        )
+        .unwrap();
+        let token = creds.token.unwrap();
+        assert_eq!(token.value.expose_secret(), T2);
+        assert_eq!(token.source, Source::Environment);
+        assert_eq!(
+            creds.app_id.unwrap().source,
+            Source::EnvFile("./.env".into())
+        );
+        let backups: Vec<&str> = creds
+            .backups
+            .iter()
+            .map(|b| b.value.expose_secret())
+            .collect();
+        assert_eq!(backups, ["EAAPERMATOKENTESTb1", "EAAPERMATOKENTESTb2"]);
+
+        let file = dir.path().join("token");
+        std::fs::write(&file, format!("{T1}\n")).unwrap();
+        let request = Request {
+            token_file: Some(file.clone()),
+            cwd: dir.path().into(),
+            ..Request::default()
+        };
+        let token = resolve(&request, env(&[(TOKEN_VAR, T2)]))
+            .unwrap()
+            .token
+            .unwrap();
+        assert_eq!(
+            (token.value.expose_secret(), token.source),
+            (T1, Source::TokenFile(file))
+        );
+    }
+
+    #[test]
+    fn an_explicit_env_file_shadows_dot_env() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join(".env"),
+            format!("{APP_ID_VAR}=1111111111\n"),
+        )
+        .unwrap();
+        let other = dir.path().join("prod.env");
+        std::fs::write(&other, format!("{TOKEN_VAR}={T1}\n")).unwrap();
+        let request = Request {
+            env_file: Some(other),
+            cwd: dir.path().into(),
+            ..Request::default()
+        };
+        let creds = resolve(&request, env(&[])).unwrap();
+        assert!(creds.app_id.is_none());
+        assert_eq!(creds.token.unwrap().value.expose_secret(), T1);
+    }
+
+    #[test]
+    fn bad_values_are_named_never_shown() {
+        let dir = tempfile::tempdir().unwrap();
+        let request = Request {
+            cwd: dir.path().into(),
+            ..Request::default()
+        };
+        let err = resolve(&request, env(&[(TOKEN_VAR, "EAAPERMATOKENTEST half")])).unwrap_err();
+        assert!(err.to_string().contains(TOKEN_VAR), "{err}");
+        assert!(!err.to_string().contains("half"), "{err}");
+        let err = resolve(&request, env(&[(APP_ID_VAR, "my-app")])).unwrap_err();
+        assert!(err.hint().contains("Settings → Basic"), "{}", err.hint());
+        let creds = resolve(&request, env(&[(APP_SECRET_VAR, "nothex")])).unwrap();
+        assert_eq!(creds.warnings.len(), 1);
+    }
+
+    #[test]
+    fn parse_errors_name_the_file_and_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("bad.env");
+        std::fs::write(&file, "A=1\nB=\"open\n").unwrap();
+        let request = Request {
+            env_file: Some(file),
+            cwd: dir.path().into(),
+            ..Request::default()
+        };
+        let err = resolve(&request, env(&[])).unwrap_err();
+        assert!(err.to_string().contains("line 2, column 3"), "{err}");
+    }
+}

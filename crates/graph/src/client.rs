@@ -1,0 +1,531 @@
+//! The HTTP side: one `reqwest` client over rustls (ring), bearer tokens in headers, `appsecret_proof`
+//! on every call made with a user or system-user token when the app secret is known, and retries with
+//! exponential backoff and jitter for transient and rate-limited failures only, inside a time budget.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use permatoken_secret::{AccessToken, AppSecret, AppToken};
+use reqwest::{StatusCode, Url};
+use serde::de::DeserializeOwned;
+
+use crate::error::{Endpoint, Error, GraphError, human};
+use crate::types::{DebugTokenEnvelope, ErrorEnvelope, Me, TokenInfo};
+use crate::usage::Usage;
+
+/// `https://graph.facebook.com`.
+pub const DEFAULT_GRAPH_URL: &str = "https://graph.facebook.com";
+/// The Graph API version used unless told otherwise (`graph-api.md` §1: the newest, v26.0).
+pub const DEFAULT_GRAPH_VERSION: &str = "v26.0";
+
+/// How a client is set up. `Config::new` gives the defaults for a URL.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct Config {
+    /// Base URL, `https://` (plain `http://` only for loopback).
+    pub base_url: String,
+    /// `vNN.N`; an empty string calls without a version prefix (the app's default version).
+    pub version: String,
+    /// The app secret, for `appsecret_proof`.
+    pub app_secret: Option<AppSecret>,
+    /// PEM certificates trusted beside the system's roots (`--ca-file`).
+    pub extra_roots_pem: Option<Vec<u8>>,
+    /// Limit on establishing a connection.
+    pub connect_timeout: Duration,
+    /// Limit on one request, answer included.
+    pub request_timeout: Duration,
+    /// When to try again.
+    pub retry: RetryPolicy,
+}
+
+impl Config {
+    /// Defaults for `base_url`: version [`DEFAULT_GRAPH_VERSION`], 5 s to connect, 10 s a request.
+    pub fn new(base_url: impl Into<String>) -> Self {
+        Self {
+            base_url: base_url.into(),
+            version: DEFAULT_GRAPH_VERSION.to_owned(),
+            app_secret: None,
+            extra_roots_pem: None,
+            connect_timeout: Duration::from_secs(5),
+            request_timeout: Duration::from_secs(10),
+            retry: RetryPolicy::default(),
+        }
+    }
+}
+
+/// Retries for the transient and rate-limited classes: `base × 2^n`, with jitter, at most `max_retries`.
+#[derive(Debug, Clone, Copy)]
+#[non_exhaustive]
+pub struct RetryPolicy {
+    /// How many times a failed call is sent again.
+    pub max_retries: u32,
+    /// The first wait.
+    pub base: Duration,
+    /// No wait is longer than this, unless Meta asks for a longer one.
+    pub cap: Duration,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        Self {
+            max_retries: 3,
+            base: Duration::from_millis(250),
+            cap: Duration::from_secs(8),
+        }
+    }
+}
+
+impl RetryPolicy {
+    /// The wait before retry `attempt` (0-based): "equal jitter", between half and all of the step.
+    fn backoff(&self, attempt: u32) -> Duration {
+        let step = self.base.saturating_mul(1 << attempt.min(16)).min(self.cap);
+        let half = step / 2;
+        half + half.mul_f64(random_unit())
+    }
+}
+
+/// The time a whole operation may take, shared by the calls it makes.
+#[derive(Debug, Clone, Copy)]
+pub struct Budget {
+    deadline: Instant,
+}
+
+impl Budget {
+    /// A budget of `limit` from now.
+    pub fn new(limit: Duration) -> Self {
+        Self {
+            deadline: Instant::now() + limit,
+        }
+    }
+
+    /// What is left of it.
+    pub fn remaining(&self) -> Duration {
+        self.deadline.saturating_duration_since(Instant::now())
+    }
+}
+
+/// Who makes a `/debug_token` call.
+#[derive(Debug, Clone, Copy)]
+pub enum Caller<'a> {
+    /// The app token `APP_ID|APP_SECRET`.
+    App(&'a AppToken),
+    /// A valid token of the same app; the token inspecting itself is the usual case.
+    Token(&'a AccessToken),
+}
+
+/// A Graph API client. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Client {
+    http: reqwest::Client,
+    root: Url,
+    app_secret: Option<AppSecret>,
+    retry: RetryPolicy,
+    request_timeout: Duration,
+}
+
+impl Client {
+    /// Builds a client; fails on a URL that is not `https://` (or `http://` to loopback), a bad version
+    /// or unreadable extra certificates.
+    pub fn new(config: Config) -> Result<Self, Error> {
+        let root = root_url(&config.base_url, &config.version)?;
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        // reqwest builds a few TLS pieces of its own; they must find the same, single provider.
+        let _ = rustls::crypto::CryptoProvider::install_default(
+            rustls::crypto::ring::default_provider(),
+        );
+        let extra = match &config.extra_roots_pem {
+            Some(pem) => parse_pem_certs(pem)?,
+            None => Vec::new(),
+        };
+        let verifier =
+            rustls_platform_verifier::Verifier::new_with_extra_roots(extra, provider.clone())
+                .map_err(|e| {
+                    Error::Config(format!(
+                        "cannot load the system's TLS root certificates: {e}"
+                    ))
+                })?;
+        let tls = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(|e| Error::Config(format!("cannot set up TLS: {e}")))?
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(verifier))
+            .with_no_client_auth();
+        let http = reqwest::Client::builder()
+            .tls_backend_preconfigured(tls)
+            .connect_timeout(config.connect_timeout)
+            // A redirect could carry the Authorization header somewhere else; Graph never redirects.
+            .redirect(reqwest::redirect::Policy::none())
+            .user_agent(concat!("permatoken/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| {
+                Error::Config(format!(
+                    "cannot set up the HTTP client: {}",
+                    e.without_url()
+                ))
+            })?;
+        Ok(Self {
+            http,
+            root,
+            app_secret: config.app_secret,
+            retry: config.retry,
+            request_timeout: config.request_timeout,
+        })
+    }
+
+    /// The same client, without the app secret: for a token of another app, whose proof would fail.
+    pub fn without_app_secret(&self) -> Self {
+        Self {
+            app_secret: None,
+            ..self.clone()
+        }
+    }
+
+    /// Whether calls made with user tokens carry `appsecret_proof`.
+    pub fn sends_proof(&self) -> bool {
+        self.app_secret.is_some()
+    }
+
+    /// `GET /me?fields=id,name` with `token`.
+    pub async fn me(&self, token: &AccessToken, budget: &Budget) -> Result<Me, Error> {
+        self.get("me", &[("fields", "id,name")], Bearer::Token(token), budget)
+            .await
+    }
+
+    /// `GET /debug_token?input_token=…`. A dead `input` is not an error here: the API answers HTTP 200
+    /// with `is_valid: false` and `error`, which the returned [`TokenInfo`] holds.
+    pub async fn debug_token(
+        &self,
+        input: &AccessToken,
+        caller: Caller<'_>,
+        budget: &Budget,
+    ) -> Result<TokenInfo, Error> {
+        let bearer = match caller {
+            Caller::App(app) => Bearer::App(app),
+            Caller::Token(token) => Bearer::Token(token),
+        };
+        let query = [("input_token", input.expose_secret())];
+        let envelope: DebugTokenEnvelope = self.get("debug_token", &query, bearer, budget).await?;
+        Ok(envelope.data)
+    }
+
+    async fn get<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        query: &[(&str, &str)],
+        bearer: Bearer<'_>,
+        budget: &Budget,
+    ) -> Result<T, Error> {
+        let mut url = self
+            .root
+            .join(path)
+            .expect("a relative path joins onto a base URL");
+        {
+            let mut pairs = url.query_pairs_mut();
+            for (k, v) in query {
+                pairs.append_pair(k, v);
+            }
+            if let (Bearer::Token(token), Some(secret)) = (bearer, &self.app_secret) {
+                pairs.append_pair("appsecret_proof", &secret.appsecret_proof(token));
+            }
+        }
+        if url.query() == Some("") {
+            url.set_query(None);
+        }
+        let endpoint = format!("/{path}");
+        let mut attempt = 0;
+        loop {
+            let left = budget.remaining();
+            let result = self
+                .send_once::<T>(&url, &endpoint, bearer, self.request_timeout.min(left))
+                .await;
+            let err = match result {
+                Ok(value) => return Ok(value),
+                Err(err) => err,
+            };
+            if !err.class(Endpoint::Other).is_retryable() || attempt >= self.retry.max_retries {
+                return Err(err);
+            }
+            let wait = match &err {
+                Error::Graph { usage, .. } => usage.regain_after,
+                _ => None,
+            }
+            .unwrap_or_else(|| self.retry.backoff(attempt));
+            let left = budget.remaining();
+            if wait >= left {
+                return Err(Error::OutOfTime {
+                    endpoint,
+                    wait,
+                    left,
+                    last: Box::new(err),
+                });
+            }
+            tracing::debug!(%endpoint, attempt, wait = %human(wait), error = %err, "retrying");
+            tokio::time::sleep(wait).await;
+            attempt += 1;
+        }
+    }
+
+    async fn send_once<T: DeserializeOwned>(
+        &self,
+        url: &Url,
+        endpoint: &str,
+        bearer: Bearer<'_>,
+        timeout: Duration,
+    ) -> Result<T, Error> {
+        let authorization = match bearer {
+            Bearer::Token(token) => {
+                zeroize::Zeroizing::new(format!("Bearer {}", token.expose_secret()))
+            }
+            Bearer::App(app) => {
+                zeroize::Zeroizing::new(format!("Bearer {}", app.expose_secret().as_str()))
+            }
+        };
+        let mut header = reqwest::header::HeaderValue::from_str(&authorization).map_err(|_| {
+            Error::Config(
+                "the token holds characters an HTTP header cannot carry; check it was copied whole"
+                    .into(),
+            )
+        })?;
+        header.set_sensitive(true);
+        let started = Instant::now();
+        let response = self
+            .http
+            .get(url.clone())
+            .header(reqwest::header::AUTHORIZATION, header)
+            .timeout(timeout)
+            .send()
+            .await
+            .map_err(|e| self.transport_error(e, timeout))?;
+        let status = response.status();
+        let usage = Usage::from_headers(response.headers());
+        let body = response.bytes().await.map_err(|e| Error::Truncated {
+            endpoint: endpoint.to_owned(),
+            reason: chain(&e.without_url()),
+        })?;
+        // Only names, never values: the query holds `input_token`.
+        tracing::debug!(
+            endpoint,
+            query = %query_names(url),
+            status = status.as_u16(),
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            bytes = body.len(),
+            app_usage = ?usage.app_percent,
+            business_usage = ?usage.business_percent,
+            "graph call"
+        );
+        decode(endpoint, status, usage, &body)
+    }
+
+    fn transport_error(&self, e: reqwest::Error, timeout: Duration) -> Error {
+        let reason = if e.is_timeout() {
+            format!("no answer within {}", human(timeout))
+        } else {
+            chain(&e.without_url())
+        };
+        Error::Transport {
+            origin: self.root.origin().ascii_serialization(),
+            reason,
+        }
+    }
+}
+
+#[derive(Clone, Copy)]
+enum Bearer<'a> {
+    Token(&'a AccessToken),
+    App(&'a AppToken),
+}
+
+fn decode<T: DeserializeOwned>(
+    endpoint: &str,
+    status: StatusCode,
+    usage: Usage,
+    body: &[u8],
+) -> Result<T, Error> {
+    if let Ok(envelope) = serde_json::from_slice::<ErrorEnvelope>(body) {
+        let raw = envelope.error;
+        return Err(Error::Graph {
+            endpoint: endpoint.to_owned(),
+            error: Box::new(GraphError {
+                message: raw.message.unwrap_or_default(),
+                kind: raw.kind,
+                code: raw.code,
+                subcode: raw.error_subcode,
+                user_title: raw.error_user_title,
+                user_message: raw.error_user_msg,
+                trace_id: raw.fbtrace_id,
+                is_transient: raw.is_transient,
+                http_status: Some(status.as_u16()),
+            }),
+            usage,
+        });
+    }
+    if !status.is_success() {
+        return Err(Error::Status {
+            endpoint: endpoint.to_owned(),
+            status: status.as_u16(),
+        });
+    }
+    serde_json::from_slice(body).map_err(|e| {
+        let reason = e.to_string();
+        let endpoint = endpoint.to_owned();
+        match e.classify() {
+            serde_json::error::Category::Data => Error::Shape { endpoint, reason },
+            _ => Error::Truncated { endpoint, reason },
+        }
+    })
+}
+
+fn root_url(base: &str, version: &str) -> Result<Url, Error> {
+    let mut root = Url::parse(base).map_err(|e| {
+        Error::Config(format!(
+            "`{base}` is not a URL ({e}); set `--graph-url` / `PERMATOKEN_GRAPH_URL` to e.g. {DEFAULT_GRAPH_URL}"
+        ))
+    })?;
+    match root.scheme() {
+        "https" => {}
+        "http" if is_loopback(&root) => {}
+        "http" => {
+            return Err(Error::Config(format!(
+                "`{base}` is plain http:// to a host that is not loopback; tokens would travel in clear text, so use https://"
+            )));
+        }
+        other => {
+            return Err(Error::Config(format!(
+                "`{base}` has scheme `{other}`; the Graph API is reached over https://"
+            )));
+        }
+    }
+    if root.query().is_some() || root.fragment().is_some() || !root.username().is_empty() {
+        return Err(Error::Config(format!(
+            "`{base}` must be a plain base URL without credentials, query or fragment"
+        )));
+    }
+    let version = version.trim().trim_matches('/');
+    let mut path = root.path().trim_end_matches('/').to_owned();
+    if !version.is_empty() {
+        let v = version.strip_prefix('v').unwrap_or(version);
+        let ok = v
+            .split_once('.')
+            .is_some_and(|(a, b)| is_digits(a) && is_digits(b));
+        if !ok {
+            return Err(Error::Config(format!(
+                "`{version}` is not a Graph API version; versions look like `{DEFAULT_GRAPH_VERSION}`"
+            )));
+        }
+        path = format!("{path}/v{v}");
+    }
+    root.set_path(&format!("{path}/"));
+    Ok(root)
+}
+
+fn is_digits(s: &str) -> bool {
+    !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit())
+}
+
+fn is_loopback(url: &Url) -> bool {
+    match url.host() {
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
+        None => false,
+    }
+}
+
+fn parse_pem_certs(pem: &[u8]) -> Result<Vec<rustls::pki_types::CertificateDer<'static>>, Error> {
+    use rustls::pki_types::{CertificateDer, pem::PemObject};
+    let certs = CertificateDer::pem_slice_iter(pem)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| Error::Config(format!("the CA file is not valid PEM: {e}")))?;
+    if certs.is_empty() {
+        return Err(Error::Config(
+            "the CA file holds no `BEGIN CERTIFICATE` block".into(),
+        ));
+    }
+    Ok(certs)
+}
+
+fn query_names(url: &Url) -> String {
+    url.query_pairs()
+        .map(|(k, _)| format!("{k}=…"))
+        .collect::<Vec<_>>()
+        .join("&")
+}
+
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        let text = s.to_string();
+        if !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        source = s.source();
+    }
+    out
+}
+
+/// A number in [0, 1) for jitter. `RandomState` is seeded from the OS per instance, which is all the
+/// randomness jitter needs, without another dependency.
+fn random_unit() -> f64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u64(Instant::now().elapsed().as_nanos() as u64);
+    (h.finish() >> 11) as f64 / (1u64 << 53) as f64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn root_urls_carry_the_version_and_refuse_clear_text_to_the_world() {
+        let root = root_url("https://graph.facebook.com", "v26.0").unwrap();
+        assert_eq!(
+            root.join("me").unwrap().as_str(),
+            "https://graph.facebook.com/v26.0/me"
+        );
+        let root = root_url("http://127.0.0.1:8080/", "25.0").unwrap();
+        assert_eq!(root.as_str(), "http://127.0.0.1:8080/v25.0/");
+        let root = root_url("http://[::1]:8080/graph", "").unwrap();
+        assert_eq!(
+            root.join("me").unwrap().as_str(),
+            "http://[::1]:8080/graph/me"
+        );
+        assert!(root_url("http://graph.facebook.com", "v26.0").is_err());
+        assert!(root_url("ftp://127.0.0.1", "v26.0").is_err());
+        assert!(root_url("https://graph.facebook.com", "latest").is_err());
+        assert!(root_url("https://u:p@graph.facebook.com", "v1.0").is_err());
+    }
+
+    #[test]
+    fn backoff_grows_with_jitter_and_stays_capped() {
+        let policy = RetryPolicy::default();
+        for attempt in 0..6 {
+            let step = policy.base.saturating_mul(1 << attempt).min(policy.cap);
+            let wait = policy.backoff(attempt);
+            assert!(wait >= step / 2 && wait <= step, "{attempt}: {wait:?}");
+        }
+        assert!(policy.backoff(40) <= policy.cap);
+    }
+
+    #[test]
+    fn an_error_object_wins_over_the_status() {
+        let body = br#"{"error":{"message":"Error validating access token: Session has expired","type":"OAuthException","code":190,"error_subcode":463,"fbtrace_id":"AbC"}}"#;
+        let err = decode::<Me>("/me", StatusCode::OK, Usage::default(), body).unwrap_err();
+        let g = err.graph_error().unwrap();
+        assert_eq!(
+            (g.code, g.subcode, g.trace_id.as_deref()),
+            (Some(190), Some(463), Some("AbC"))
+        );
+        let err =
+            decode::<Me>("/me", StatusCode::OK, Usage::default(), br#"{"id":"1","na"#).unwrap_err();
+        assert!(matches!(err, Error::Truncated { .. }), "{err}");
+        let err =
+            decode::<Me>("/me", StatusCode::OK, Usage::default(), br#"{"name":"x"}"#).unwrap_err();
+        assert!(matches!(err, Error::Shape { .. }), "{err}");
+        let err =
+            decode::<Me>("/me", StatusCode::BAD_GATEWAY, Usage::default(), b"<html>").unwrap_err();
+        assert!(matches!(err, Error::Status { status: 502, .. }), "{err}");
+    }
+}

@@ -1,0 +1,293 @@
+//! What can go wrong talking to the Graph API, and the one function that decides what an error means.
+//!
+//! Meta's own tables disagree on HTTP statuses, so the class of an error is decided on its `code` and
+//! `error_subcode` (`graph-api.md` §3), never on the status. Messages here never hold a token, a secret
+//! or a URL with a query string.
+
+use std::time::Duration;
+
+use crate::usage::Usage;
+
+/// The error object the Graph API sends, every field kept because Meta support asks for them.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct GraphError {
+    /// `message`, as Meta wrote it.
+    pub message: String,
+    /// `type`, e.g. `OAuthException`, `GraphMethodException`.
+    pub kind: Option<String>,
+    /// `code`.
+    pub code: Option<i64>,
+    /// `error_subcode` (or `subcode` inside `/debug_token`'s `data.error`).
+    pub subcode: Option<i64>,
+    /// `error_user_title`.
+    pub user_title: Option<String>,
+    /// `error_user_msg`.
+    pub user_message: Option<String>,
+    /// `fbtrace_id`, the id Meta support asks for.
+    pub trace_id: Option<String>,
+    /// `is_transient`.
+    pub is_transient: Option<bool>,
+    /// The HTTP status it came with; `None` inside a `/debug_token` answer (HTTP 200).
+    pub http_status: Option<u16>,
+}
+
+impl GraphError {
+    /// The class of this error when it came from `endpoint`.
+    pub fn class(&self, endpoint: Endpoint) -> ErrorClass {
+        classify(self.code, self.subcode, self.is_transient, endpoint)
+    }
+
+    /// `code 190, subcode 463` or `code 190`, for messages.
+    pub fn code_text(&self) -> String {
+        match (self.code, self.subcode) {
+            (Some(code), Some(sub)) => format!("code {code}, subcode {sub}"),
+            (Some(code), None) => format!("code {code}"),
+            (None, _) => "no error code".to_owned(),
+        }
+    }
+}
+
+impl std::fmt::Display for GraphError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} ({})", self.message, self.code_text())
+    }
+}
+
+/// Which endpoint an error came from, where that changes its meaning.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Endpoint {
+    /// `/oauth/access_token`: code 1 there means the app id or secret is wrong.
+    OAuthAccessToken,
+    /// Every other endpoint.
+    Other,
+}
+
+/// What an error means for the caller: whether to retry, and what to tell the person.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ErrorClass {
+    /// The token's time ran out (190/463).
+    Expired,
+    /// The token was killed early: password change, logout, app removed, role lost (190/458…492, 102).
+    Invalidated,
+    /// The token is not valid and the API does not say why (190 without a subcode).
+    Invalid,
+    /// The token lacks a permission for this call (3, 10, 200–299).
+    Permission,
+    /// A rate limit was hit; retry after a wait.
+    RateLimited,
+    /// A passing failure of Meta's side or of the network; retry.
+    Transient,
+    /// The app id or app secret is wrong (code 1 from `/oauth/access_token`); never retried.
+    BadCredentials,
+    /// A bad request or anything else; not retried.
+    Other,
+}
+
+impl ErrorClass {
+    /// Whether a call that failed this way may be sent again.
+    pub fn is_retryable(self) -> bool {
+        matches!(self, Self::RateLimited | Self::Transient)
+    }
+
+    /// Whether the token is dead, as opposed to the call having failed.
+    pub fn token_is_dead(self) -> bool {
+        matches!(self, Self::Expired | Self::Invalidated | Self::Invalid)
+    }
+}
+
+/// The one classifier of Graph API errors (`graph-api.md` §3).
+pub fn classify(
+    code: Option<i64>,
+    subcode: Option<i64>,
+    is_transient: Option<bool>,
+    endpoint: Endpoint,
+) -> ErrorClass {
+    match (code, subcode) {
+        (Some(190), Some(463)) => ErrorClass::Expired,
+        (Some(190), Some(458 | 459 | 460 | 464 | 466 | 467 | 492)) | (Some(102), _) => {
+            ErrorClass::Invalidated
+        }
+        (Some(190), _) => ErrorClass::Invalid,
+        (Some(1), _) if endpoint == Endpoint::OAuthAccessToken => ErrorClass::BadCredentials,
+        (Some(3 | 10 | 200..=299), _) => ErrorClass::Permission,
+        (Some(4 | 17 | 32 | 613 | 80000..=80014 | 130429 | 131056 | 131048), _) => {
+            ErrorClass::RateLimited
+        }
+        (Some(1 | 2 | 131000 | 131016 | 133004), _) => ErrorClass::Transient,
+        _ if is_transient == Some(true) => ErrorClass::Transient,
+        _ => ErrorClass::Other,
+    }
+}
+
+/// Everything a Graph API call can fail with.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The API answered with an error object.
+    #[error("the Graph API refused `{endpoint}`: {error}")]
+    Graph {
+        /// The path called, without a query string.
+        endpoint: String,
+        /// The error object.
+        error: Box<GraphError>,
+        /// Usage headers sent with the error.
+        usage: Usage,
+    },
+    /// An HTTP error status with no Graph error object (a proxy or an outage page).
+    #[error("the Graph API answered `{endpoint}` with HTTP {status} and no error object")]
+    Status {
+        /// The path called.
+        endpoint: String,
+        /// The HTTP status.
+        status: u16,
+    },
+    /// The connection failed or timed out.
+    #[error("could not reach the Graph API at {origin}: {reason}")]
+    Transport {
+        /// Scheme, host and port.
+        origin: String,
+        /// What failed, without the URL.
+        reason: String,
+    },
+    /// The body was cut short or was not JSON.
+    #[error("the Graph API's answer to `{endpoint}` was cut short or not JSON: {reason}")]
+    Truncated {
+        /// The path called.
+        endpoint: String,
+        /// The parser's complaint.
+        reason: String,
+    },
+    /// The body was JSON but not of the documented shape.
+    #[error("the Graph API's answer to `{endpoint}` does not have the documented shape: {reason}")]
+    Shape {
+        /// The path called.
+        endpoint: String,
+        /// The parser's complaint.
+        reason: String,
+    },
+    /// A retry would have to wait longer than the time left.
+    #[error(
+        "gave up on `{endpoint}`: the next try would have to wait {}, longer than the {} left of the time budget; last error: {last}",
+        human(*wait), human(*left)
+    )]
+    OutOfTime {
+        /// The path called.
+        endpoint: String,
+        /// How long the next try would have had to wait.
+        wait: Duration,
+        /// What was left of the budget.
+        left: Duration,
+        /// The error that called for the wait.
+        last: Box<Error>,
+    },
+    /// The client was configured wrongly.
+    #[error("{0}")]
+    Config(String),
+}
+
+impl Error {
+    /// The class of this error when it came from `endpoint`.
+    pub fn class(&self, endpoint: Endpoint) -> ErrorClass {
+        match self {
+            Self::Graph { error, .. } => error.class(endpoint),
+            Self::Status { status, .. } if *status >= 500 => ErrorClass::Transient,
+            Self::Transport { .. } | Self::Truncated { .. } => ErrorClass::Transient,
+            Self::OutOfTime { last, .. } => last.class(endpoint),
+            Self::Status { .. } | Self::Shape { .. } | Self::Config(_) => ErrorClass::Other,
+        }
+    }
+
+    /// The Graph error object, if the API sent one (also through a gave-up wait).
+    pub fn graph_error(&self) -> Option<&GraphError> {
+        match self {
+            Self::Graph { error, .. } => Some(error.as_ref()),
+            Self::OutOfTime { last, .. } => last.graph_error(),
+            _ => None,
+        }
+    }
+}
+
+/// `2 min 30 s`, `800 ms`: how waits are shown.
+pub fn human(d: Duration) -> String {
+    let secs = d.as_secs();
+    if secs == 0 {
+        return format!("{} ms", d.as_millis());
+    }
+    match (secs / 3600, secs % 3600 / 60, secs % 60) {
+        (0, 0, s) => format!("{s} s"),
+        (0, m, 0) => format!("{m} min"),
+        (0, m, s) => format!("{m} min {s} s"),
+        (h, 0, _) => format!("{h} h"),
+        (h, m, _) => format!("{h} h {m} min"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ErrorClass::*;
+
+    #[test]
+    fn classes_follow_the_reference_table() {
+        let cases = [
+            (Some(190), Some(463), None, Endpoint::Other, Expired),
+            (Some(190), Some(460), None, Endpoint::Other, Invalidated),
+            (Some(190), Some(458), None, Endpoint::Other, Invalidated),
+            (Some(190), Some(492), None, Endpoint::Other, Invalidated),
+            (Some(102), None, None, Endpoint::Other, Invalidated),
+            (Some(190), None, None, Endpoint::Other, Invalid),
+            (Some(190), Some(999), None, Endpoint::Other, Invalid),
+            (Some(10), None, None, Endpoint::Other, Permission),
+            (Some(200), None, None, Endpoint::Other, Permission),
+            (Some(299), None, None, Endpoint::Other, Permission),
+            (Some(3), None, None, Endpoint::Other, Permission),
+            (Some(4), None, None, Endpoint::Other, RateLimited),
+            (Some(80007), None, None, Endpoint::Other, RateLimited),
+            (Some(130429), None, None, Endpoint::Other, RateLimited),
+            (Some(1), None, None, Endpoint::Other, Transient),
+            (Some(2), None, Some(true), Endpoint::Other, Transient),
+            (
+                Some(1),
+                None,
+                None,
+                Endpoint::OAuthAccessToken,
+                BadCredentials,
+            ),
+            (Some(100), None, None, Endpoint::Other, Other),
+            (Some(100), None, Some(true), Endpoint::Other, Transient),
+            (Some(190), Some(463), Some(true), Endpoint::Other, Expired),
+            (None, None, None, Endpoint::Other, Other),
+        ];
+        for (code, sub, transient, endpoint, want) in cases {
+            assert_eq!(
+                classify(code, sub, transient, endpoint),
+                want,
+                "{code:?}/{sub:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn an_outage_is_transient_whatever_the_body() {
+        let err = Error::Status {
+            endpoint: "/me".into(),
+            status: 503,
+        };
+        assert_eq!(err.class(Endpoint::Other), Transient);
+        let err = Error::Status {
+            endpoint: "/me".into(),
+            status: 404,
+        };
+        assert_eq!(err.class(Endpoint::Other), Other);
+    }
+
+    #[test]
+    fn waits_read_like_a_person_wrote_them() {
+        assert_eq!(human(Duration::from_millis(800)), "800 ms");
+        assert_eq!(human(Duration::from_secs(90)), "1 min 30 s");
+        assert_eq!(human(Duration::from_secs(300)), "5 min");
+        assert_eq!(human(Duration::from_secs(3900)), "1 h 5 min");
+    }
+}

@@ -1,0 +1,22 @@
+//! The Graph API client of permatoken.
+//!
+//! This room speaks HTTP to Meta's Graph API (or the sandbox) and turns answers into typed values and
+//! typed errors: the one place where an error's meaning is decided ([`classify`]), where retries happen,
+//! and where a token is put into a request. It keeps every token in the `Authorization` header (the one
+//! exception is `/debug_token`'s `input_token`, which the API takes only in the query), adds
+//! `appsecret_proof` whenever the app secret is known, and never logs a URL's query values.
+//!
+//! Must never: read the environment or files, print, or decide policy (what to renew or alert on is the
+//! caller's business).
+
+mod client;
+mod error;
+mod types;
+mod usage;
+
+pub use client::{
+    Budget, Caller, Client, Config, DEFAULT_GRAPH_URL, DEFAULT_GRAPH_VERSION, RetryPolicy,
+};
+pub use error::{Endpoint, Error, ErrorClass, GraphError, classify, human};
+pub use types::{GranularScope, Me, TokenInfo, TokenInfoError};
+pub use usage::Usage;

@@ -1,0 +1,401 @@
+//! The truth about one token: what `check` reports.
+//!
+//! This room asks the Graph API about a token (`/me` and `/debug_token`, concurrently), and turns the
+//! answers into a [`Report`]: identity, type, derived kind, expiry, scopes, findings with fixes, and a
+//! verdict on the monitoring-plugin scale of DESIGN §4. It decides what an answer *means* for the person
+//! (the Graph client only says what was answered).
+//!
+//! Must never: print, read files or the environment, or put a secret into a report (reports are
+//! serialised to JSON as they are).
+
+mod findings;
+mod kind;
+
+use jiff::{SignedDuration, Timestamp};
+use permatoken_graph::{
+    Budget, Caller, Client, Endpoint, Error as GraphError, ErrorClass, TokenInfo,
+};
+use permatoken_secret::{AccessToken, AppSecret, AppToken};
+use serde::Serialize;
+
+pub use findings::{Finding, FindingCode, Severity, human_span, human_time};
+pub use kind::{Kind, derive_kind};
+
+/// Permissions without which WhatsApp does not work.
+pub const REQUIRED_SCOPES: &[&str] = &[
+    "whatsapp_business_messaging",
+    "whatsapp_business_management",
+];
+/// Permissions that business-level reads need.
+pub const RECOMMENDED_SCOPES: &[&str] = &["business_management"];
+
+/// The verdict, on the monitoring-plugin scale: the exit code is its number.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    /// Valid, and never expires or expires outside the warning window.
+    Ok,
+    /// Valid, but expires within the warning window.
+    Warning,
+    /// Could not tell.
+    Unknown,
+    /// Dead, dying within the critical window, or missing a required permission.
+    Critical,
+}
+
+impl Status {
+    /// The exit code of DESIGN §4.
+    pub fn exit_code(self) -> u8 {
+        match self {
+            Self::Ok => 0,
+            Self::Warning => 1,
+            Self::Critical => 2,
+            Self::Unknown => 3,
+        }
+    }
+
+    /// The worse of two, ordered critical > unknown > warning > ok.
+    pub fn worst(self, other: Self) -> Self {
+        self.max(other)
+    }
+}
+
+/// The warning and critical windows.
+#[derive(Debug, Clone, Copy)]
+pub struct Thresholds {
+    /// `--warn-days`.
+    pub warn: SignedDuration,
+    /// `--crit-days`.
+    pub crit: SignedDuration,
+}
+
+impl Default for Thresholds {
+    fn default() -> Self {
+        Self {
+            warn: SignedDuration::from_hours(14 * 24),
+            crit: SignedDuration::from_hours(3 * 24),
+        }
+    }
+}
+
+/// The app credentials, as far as they are known.
+#[derive(Debug, Clone, Default)]
+pub struct AppCredentials {
+    /// `FACEBOOK_APP_ID`.
+    pub app_id: Option<String>,
+    /// `FACEBOOK_APP_SECRET`.
+    pub app_secret: Option<AppSecret>,
+}
+
+/// What `check` says about one token. Serialised as the `--json` object of DESIGN §4.
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    /// The verdict.
+    pub status: Status,
+    /// The token's facts.
+    pub token: TokenFacts,
+    /// Who the token acts as, from `/me`.
+    pub identity: Option<Identity>,
+    /// What is worth saying, worst first.
+    pub findings: Vec<Finding>,
+}
+
+/// The facts about a token; `null` where the API did not say.
+#[derive(Debug, Clone, Serialize)]
+pub struct TokenFacts {
+    /// Where the token came from (`./.env`, `the environment`, …).
+    pub source: String,
+    /// The variable it was read from.
+    pub variable: Option<String>,
+    /// `EAAT…sZD sha256:1a2b3c4d`: never the token.
+    pub fingerprint: String,
+    /// `type` from `/debug_token`, as Meta sent it.
+    #[serde(rename = "type")]
+    pub token_type: Option<String>,
+    /// The derived kind.
+    pub kind: Kind,
+    /// The app the API says the token belongs to, or else the one decoded from the token.
+    pub app_id: Option<String>,
+    /// The app id decoded offline from the token itself.
+    pub embedded_app_id: Option<String>,
+    /// The app's name.
+    pub application: Option<String>,
+    /// Whether the token works.
+    pub valid: Option<bool>,
+    /// Whether it never expires.
+    pub never_expires: Option<bool>,
+    /// RFC 3339, UTC.
+    pub issued_at: Option<String>,
+    /// RFC 3339, UTC.
+    pub expires_at: Option<String>,
+    /// RFC 3339, UTC.
+    pub data_access_expires_at: Option<String>,
+    /// Permissions the token holds.
+    pub scopes: Option<Vec<String>>,
+    /// Required permissions it lacks.
+    pub missing_scopes: Vec<String>,
+    /// Permissions limited to some targets (WhatsApp Business Account ids); `target_ids` null means all.
+    pub granular_scopes: Vec<GranularScope>,
+}
+
+/// A permission and the ids it is limited to.
+#[derive(Debug, Clone, Serialize)]
+pub struct GranularScope {
+    /// The permission.
+    pub scope: String,
+    /// The ids, or null for all.
+    pub target_ids: Option<Vec<String>>,
+}
+
+/// `/me`.
+#[derive(Debug, Clone, Serialize)]
+pub struct Identity {
+    /// The user or system-user id.
+    pub id: String,
+    /// Its name.
+    pub name: Option<String>,
+}
+
+/// The token to check and where it came from.
+#[derive(Debug, Clone, Copy)]
+pub struct Subject<'a> {
+    /// The token.
+    pub token: &'a AccessToken,
+    /// Where it came from, as the report should say it.
+    pub source: &'a str,
+    /// The variable it came from.
+    pub variable: Option<&'a str>,
+}
+
+/// The answers of one round of calls.
+struct Answers {
+    me: Result<permatoken_graph::Me, GraphError>,
+    info: Result<TokenInfo, GraphError>,
+}
+
+/// Checks one token: calls `/me` and `/debug_token` concurrently and judges the answers at `now`.
+pub async fn check(
+    client: &Client,
+    subject: Subject<'_>,
+    app: &AppCredentials,
+    thresholds: Thresholds,
+    now: Timestamp,
+    budget: &Budget,
+) -> Report {
+    let token = subject.token;
+    let mut findings = Vec::new();
+    let mut unknown = false;
+    let embedded = token.embedded_app_id().map(|id| id.to_string());
+    let mismatch = match (&app.app_id, &embedded) {
+        (Some(configured), Some(embedded)) if configured != embedded => {
+            findings.push(findings::app_mismatch(configured, embedded));
+            true
+        }
+        _ => false,
+    };
+    // A token of another app can neither carry our proof nor be inspected by our app token; asking
+    // with them would only produce a puzzling error, so it inspects itself.
+    let client = if mismatch {
+        client.without_app_secret()
+    } else {
+        client.clone()
+    };
+    let app_token = match (&app.app_id, &app.app_secret) {
+        (Some(id), Some(secret)) if !mismatch => Some(AppToken::new(id.clone(), secret.clone())),
+        _ => None,
+    };
+    let caller = app_token.as_ref().map_or(Caller::Token(token), Caller::App);
+    let mut answers = ask(&client, token, caller, budget).await;
+
+    let proof_refused = answers.me.as_ref().err().and_then(proof_problem);
+    let app_token_refused = app_token.is_some()
+        && answers
+            .info
+            .as_ref()
+            .err()
+            .and_then(GraphError::graph_error)
+            .is_some_and(|e| {
+                matches!(e.code, Some(190 | 101))
+                    || e.class(Endpoint::Other) == ErrorClass::Permission
+            });
+    if let Some(problem) = proof_refused {
+        findings.push(findings::proof_problem(problem, app));
+        unknown = true;
+    }
+    if app_token_refused {
+        findings.push(findings::app_token_refused(app));
+        unknown = true;
+    }
+    if proof_refused.is_some() || app_token_refused {
+        // Say what can still be said: ask again the way that needs no app credentials.
+        answers = ask(
+            &client.without_app_secret(),
+            token,
+            Caller::Token(token),
+            budget,
+        )
+        .await;
+    }
+
+    let info = answers.info.as_ref().ok();
+    let mut facts = facts(subject, info, embedded, now);
+    let identity = answers.me.as_ref().ok().map(|me| Identity {
+        id: me.id.clone(),
+        name: me.name.clone(),
+    });
+
+    // Dead or alive: `/debug_token` knows best (it keeps the subcode WhatsApp endpoints drop); a
+    // failed `/me` tells the same when `/debug_token` could not be asked.
+    let death = info
+        .filter(|i| i.is_valid == Some(false))
+        .map(|i| {
+            let err = i.error.clone().unwrap_or_default();
+            let class = permatoken_graph::classify(err.code, err.subcode, None, Endpoint::Other);
+            (
+                class,
+                err.code,
+                err.subcode,
+                err.message.unwrap_or_default(),
+                None,
+            )
+        })
+        .or_else(|| {
+            [answers.me.as_ref().err(), answers.info.as_ref().err()]
+                .into_iter()
+                .flatten()
+                .filter_map(GraphError::graph_error)
+                .find(|e| e.class(Endpoint::Other).token_is_dead())
+                .map(|e| {
+                    (
+                        e.class(Endpoint::Other),
+                        e.code,
+                        e.subcode,
+                        e.message.clone(),
+                        e.trace_id.clone(),
+                    )
+                })
+        });
+
+    if let Some((class, code, subcode, message, trace_id)) = death {
+        facts.valid = Some(false);
+        findings.push(findings::dead(
+            class, code, subcode, &message, trace_id, &facts, now,
+        ));
+        if token.embedded_app_id().is_none() {
+            findings.push(findings::not_token_shaped());
+        }
+    } else {
+        for err in [answers.me.as_ref().err(), answers.info.as_ref().err()]
+            .into_iter()
+            .flatten()
+        {
+            findings.push(findings::call_failed(err));
+            unknown = true;
+        }
+        if let Some(info) = info.filter(|i| i.is_valid == Some(true)) {
+            facts.valid = Some(true);
+            findings.extend(findings::alive(info, &facts, thresholds, now));
+        } else if info.is_some() && answers.me.is_ok() {
+            // `is_valid` missing: Meta did not say.
+            unknown = true;
+        }
+    }
+    if facts.valid.is_none() && answers.me.is_ok() && answers.info.is_err() {
+        facts.valid = Some(true);
+    }
+
+    findings.sort_by_key(|f| std::cmp::Reverse(f.severity));
+    let worst = findings.iter().map(|f| f.severity).max();
+    let status = match worst {
+        Some(Severity::Critical) => Status::Critical,
+        _ if unknown => Status::Unknown,
+        Some(Severity::Warning) => Status::Warning,
+        _ => Status::Ok,
+    };
+    Report {
+        status,
+        token: facts,
+        identity,
+        findings,
+    }
+}
+
+async fn ask(client: &Client, token: &AccessToken, caller: Caller<'_>, budget: &Budget) -> Answers {
+    let (me, info) = tokio::join!(
+        client.me(token, budget),
+        client.debug_token(token, caller, budget)
+    );
+    Answers { me, info }
+}
+
+/// Code 100 about `appsecret_proof`: the only way to tell it from other bad requests is the message.
+fn proof_problem(err: &GraphError) -> Option<findings::ProofProblem> {
+    let e = err.graph_error()?;
+    if e.code != Some(100) {
+        return None;
+    }
+    let message = e.message.to_ascii_lowercase();
+    if message.contains("require an appsecret_proof") {
+        Some(findings::ProofProblem::Required)
+    } else if message.contains("appsecret_proof") {
+        Some(findings::ProofProblem::Wrong)
+    } else {
+        None
+    }
+}
+
+fn rfc3339(unix: Option<i64>) -> Option<String> {
+    unix.filter(|t| *t > 0)
+        .and_then(|t| Timestamp::from_second(t).ok())
+        .map(|t| t.to_string())
+}
+
+fn facts(
+    subject: Subject<'_>,
+    info: Option<&TokenInfo>,
+    embedded: Option<String>,
+    now: Timestamp,
+) -> TokenFacts {
+    let kind = info.map_or(Kind::Unknown, |i| derive_kind(i, now));
+    let scopes = info
+        .filter(|i| i.is_valid == Some(true) || !i.scopes.is_empty())
+        .map(|i| i.scopes.clone());
+    let missing_scopes = match (&scopes, info.and_then(|i| i.is_valid)) {
+        (Some(scopes), Some(true)) => REQUIRED_SCOPES
+            .iter()
+            .filter(|r| !scopes.iter().any(|s| s == *r))
+            .map(|s| s.to_string())
+            .collect(),
+        _ => Vec::new(),
+    };
+    TokenFacts {
+        source: subject.source.to_owned(),
+        variable: subject.variable.map(str::to_owned),
+        fingerprint: subject.token.fingerprint(),
+        token_type: info.and_then(|i| i.token_type.clone()),
+        kind,
+        app_id: info
+            .and_then(|i| i.app_id.clone())
+            .or_else(|| embedded.clone()),
+        embedded_app_id: embedded,
+        application: info.and_then(|i| i.application.clone()),
+        valid: None,
+        never_expires: info.and_then(|i| i.expires_at).map(|e| e == 0),
+        issued_at: rfc3339(info.and_then(|i| i.issued_at)),
+        expires_at: rfc3339(info.and_then(|i| i.expires_at)),
+        data_access_expires_at: rfc3339(info.and_then(|i| i.data_access_expires_at)),
+        scopes,
+        missing_scopes,
+        granular_scopes: info
+            .map(|i| {
+                i.granular_scopes
+                    .iter()
+                    .map(|g| GranularScope {
+                        scope: g.scope.clone(),
+                        target_ids: g.target_ids.clone(),
+                    })
+                    .collect()
+            })
+            .unwrap_or_default(),
+    }
+}

@@ -1,0 +1,622 @@
+//! The HTTP surface: Graph endpoints written from `graph-api.md` §2–§7, and the `/_sandbox/` admin API.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::State as Extract;
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use crate::scenarios::{self, Owner, Record, WABA_ID};
+use crate::{App, Faults, Request, State};
+
+type Shared = Arc<State>;
+
+/// `expires_in` of a long-lived token, as Meta sends it (`graph-api.md` §6).
+const LONG_LIVED_SECONDS: i64 = 5_183_944;
+
+pub(crate) fn router(state: Shared) -> axum::Router {
+    axum::Router::new()
+        .route("/_sandbox/faults", get(get_faults).post(set_faults))
+        .route("/_sandbox/clock", post(advance_clock))
+        .route(
+            "/_sandbox/requests",
+            get(list_requests).delete(clear_requests),
+        )
+        .route("/_sandbox/scenarios", get(list_scenarios))
+        .fallback(graph)
+        .with_state(state)
+}
+
+pub(crate) fn unix_now() -> i64 {
+    jiff::Timestamp::now().as_second()
+}
+
+enum Fault {
+    Outage,
+    RateLimit(Option<u32>),
+    Truncate,
+}
+
+async fn graph(
+    Extract(state): Extract<Shared>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let authorization = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let (latency, fault) = {
+        let mut inner = state.lock();
+        inner.requests.push(Request {
+            method: method.to_string(),
+            path: uri.path().to_owned(),
+            query: uri.query().map(str::to_owned),
+            authorization: authorization.clone(),
+            body: String::from_utf8_lossy(&body).into_owned(),
+        });
+        let faults = &mut inner.faults;
+        let fault = if faults.server_errors > 0 {
+            faults.server_errors -= 1;
+            Some(Fault::Outage)
+        } else if faults.rate_limits > 0 {
+            faults.rate_limits -= 1;
+            Some(Fault::RateLimit(faults.regain_minutes))
+        } else if faults.truncate > 0 {
+            faults.truncate -= 1;
+            Some(Fault::Truncate)
+        } else {
+            None
+        };
+        (Duration::from_millis(faults.latency_ms), fault)
+    };
+    if !latency.is_zero() {
+        tokio::time::sleep(latency).await;
+    }
+    match fault {
+        Some(Fault::Outage) => return StatusCode::SERVICE_UNAVAILABLE.into_response(),
+        Some(Fault::RateLimit(regain)) => return rate_limited(regain),
+        _ => {}
+    }
+    let params = Params::new(uri.query(), &headers, &body);
+    let bearer = authorization
+        .as_deref()
+        .and_then(|a| {
+            a.strip_prefix("Bearer ")
+                .or_else(|| a.strip_prefix("OAuth "))
+        })
+        .map(str::to_owned)
+        .or_else(|| params.get("access_token").map(str::to_owned));
+    let path = strip_version(uri.path());
+    let mut response = match (&method, path) {
+        (&Method::GET, Some("/me")) => me(&state, bearer.as_deref(), &params),
+        (&Method::GET, Some("/debug_token")) => debug_token(&state, bearer.as_deref(), &params),
+        (&Method::GET | &Method::POST, Some("/oauth/access_token")) => exchange(&state, &params),
+        _ => error(
+            StatusCode::BAD_REQUEST,
+            2500,
+            None,
+            "OAuthException",
+            &format!("Unknown path components: {}", uri.path()),
+        ),
+    };
+    response.headers_mut().insert(
+        "x-app-usage",
+        HeaderValue::from_static(r#"{"call_count":1,"total_cputime":1,"total_time":1}"#),
+    );
+    if let Some(Fault::Truncate) = fault {
+        return truncate(response).await;
+    }
+    response
+}
+
+/// `/v26.0/me` → `/me`; `/me` stays; a malformed prefix is no known path.
+fn strip_version(path: &str) -> Option<&str> {
+    let Some(rest) = path.strip_prefix("/v") else {
+        return Some(path);
+    };
+    let (version, rest) = rest.split_once('/')?;
+    let (major, minor) = version.split_once('.')?;
+    let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+    (digits(major) && digits(minor)).then(|| &path[path.len() - rest.len() - 1..])
+}
+
+/// Parameters from the query and, for form posts, the body: the Graph API takes them from either.
+struct Params(HashMap<String, String>);
+
+impl Params {
+    fn new(query: Option<&str>, headers: &HeaderMap, body: &[u8]) -> Self {
+        let mut map: HashMap<String, String> =
+            url::form_urlencoded::parse(query.unwrap_or("").as_bytes())
+                .into_owned()
+                .collect();
+        let is_form = headers
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.starts_with("application/x-www-form-urlencoded"));
+        if is_form {
+            map.extend(url::form_urlencoded::parse(body).into_owned());
+        }
+        Self(map)
+    }
+
+    fn get(&self, name: &str) -> Option<&str> {
+        self.0
+            .get(name)
+            .map(String::as_str)
+            .filter(|v| !v.is_empty())
+    }
+}
+
+fn trace_id() -> String {
+    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
+    scenarios::random_bytes(11)
+        .iter()
+        .map(|b| char::from(ALPHABET[usize::from(*b) % ALPHABET.len()]))
+        .collect()
+}
+
+fn error(
+    status: StatusCode,
+    code: i64,
+    subcode: Option<i64>,
+    kind: &str,
+    message: &str,
+) -> Response {
+    let mut error = json!({
+        "message": message,
+        "type": kind,
+        "code": code,
+        "fbtrace_id": trace_id(),
+    });
+    if let Some(sub) = subcode {
+        error["error_subcode"] = json!(sub);
+    }
+    if code == 190 {
+        error["is_transient"] = json!(false);
+    }
+    (status, Json(json!({ "error": error }))).into_response()
+}
+
+fn rate_limited(regain_minutes: Option<u32>) -> Response {
+    let mut response = error(
+        StatusCode::BAD_REQUEST,
+        4,
+        None,
+        "OAuthException",
+        "(#4) Application request limit reached",
+    );
+    let headers = response.headers_mut();
+    headers.insert(
+        "x-app-usage",
+        HeaderValue::from_static(r#"{"call_count":100,"total_cputime":25,"total_time":30}"#),
+    );
+    let mut usage = json!({"type": "whatsapp_business_management", "call_count": 100, "total_cputime": 25, "total_time": 30});
+    if let Some(minutes) = regain_minutes {
+        usage["estimated_time_to_regain_access"] = json!(minutes);
+    }
+    let buc = json!({ WABA_ID: [usage] }).to_string();
+    headers.insert(
+        "x-business-use-case-usage",
+        HeaderValue::from_str(&buc).expect("JSON is a valid header value"),
+    );
+    response
+}
+
+async fn truncate(response: Response) -> Response {
+    let (mut parts, body) = response.into_parts();
+    let bytes = axum::body::to_bytes(body, usize::MAX)
+        .await
+        .unwrap_or_default();
+    parts.headers.remove(header::CONTENT_LENGTH);
+    (parts, bytes.slice(..bytes.len() / 2)).into_response()
+}
+
+/// What the API thinks of a token string at this moment.
+enum Seen {
+    Valid(Record),
+    Dead(Record, Option<i64>, String),
+    /// Not a token the API can parse: no fields but the error.
+    Garbage,
+}
+
+const CANNOT_PARSE: &str = "Invalid OAuth access token - Cannot parse access token";
+
+fn see(state: &State, token: &str) -> Seen {
+    let inner = state.lock();
+    let Some(record) = inner
+        .records
+        .iter()
+        .find(|r| r.token.expose_secret() == token && r.scenario != "malformed")
+    else {
+        return Seen::Garbage;
+    };
+    let record = aged(record, inner.clock_offset);
+    if let Some(death) = &record.death {
+        let message = death.message.to_owned();
+        return Seen::Dead(record.clone(), death.subcode, message);
+    }
+    let now = unix_now();
+    if record.expires_at != 0 && record.expires_at <= now {
+        let message = format!(
+            "Error validating access token: Session has expired on {}. The current time is {}.",
+            meta_time(record.expires_at),
+            meta_time(now)
+        );
+        return Seen::Dead(record, Some(463), message);
+    }
+    Seen::Valid(record)
+}
+
+/// The record as it looks after the clock moved `offset` seconds: every time that much earlier.
+fn aged(record: &Record, offset: i64) -> Record {
+    let shift = |t: i64| if t == 0 { 0 } else { t - offset };
+    Record {
+        issued_at: record.issued_at.map(shift),
+        expires_at: shift(record.expires_at),
+        data_access_expires_at: shift(record.data_access_expires_at),
+        ..record.clone()
+    }
+}
+
+/// "Wednesday, 16-Nov-22 07:45:51 UTC", the shape of Meta's expiry messages.
+fn meta_time(unix: i64) -> String {
+    jiff::Timestamp::from_second(unix)
+        .map(|t| t.strftime("%A, %d-%b-%y %H:%M:%S UTC").to_string())
+        .unwrap_or_else(|_| unix.to_string())
+}
+
+/// The error every endpoint answers for a token that does not work.
+fn token_error(seen: &Seen) -> Option<Response> {
+    let (subcode, message) = match seen {
+        Seen::Valid(_) => return None,
+        Seen::Dead(_, sub, message) => (*sub, message.as_str()),
+        Seen::Garbage => (None, CANNOT_PARSE),
+    };
+    Some(error(
+        StatusCode::BAD_REQUEST,
+        190,
+        subcode,
+        "OAuthException",
+        message,
+    ))
+}
+
+fn app_of(state: &State, owner: Owner) -> &App {
+    match owner {
+        Owner::Ours => &state.ours,
+        Owner::Other => &state.other,
+    }
+}
+
+/// `appsecret_proof` as the real API checks it (`graph-api.md` §2), computed here on its own.
+fn check_proof(state: &State, params: &Params, record: &Record) -> Option<Response> {
+    let app = app_of(state, record.owner);
+    let expected = {
+        let key = ring::hmac::Key::new(
+            ring::hmac::HMAC_SHA256,
+            app.secret.expose_secret().as_bytes(),
+        );
+        let tag = ring::hmac::sign(&key, record.token.expose_secret().as_bytes());
+        tag.as_ref()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect::<String>()
+    };
+    match params.get("appsecret_proof") {
+        Some(proof) if proof == expected => None,
+        Some(_) => Some(error(
+            StatusCode::BAD_REQUEST,
+            100,
+            None,
+            "GraphMethodException",
+            "Invalid appsecret_proof provided in the API argument",
+        )),
+        None if state.require_proof && record.owner == Owner::Ours => Some(error(
+            StatusCode::BAD_REQUEST,
+            100,
+            None,
+            "GraphMethodException",
+            "API calls from the server require an appsecret_proof argument",
+        )),
+        None => None,
+    }
+}
+
+fn me(state: &State, bearer: Option<&str>, params: &Params) -> Response {
+    let Some(token) = bearer.filter(|t| !t.contains('|')) else {
+        return error(
+            StatusCode::BAD_REQUEST,
+            2500,
+            None,
+            "OAuthException",
+            "An active access token must be used to query information about the current user.",
+        );
+    };
+    let seen = see(state, token);
+    if let Some(response) = token_error(&seen) {
+        return response;
+    }
+    let Seen::Valid(record) = seen else {
+        unreachable!("token_error covers the rest")
+    };
+    if let Some(response) = check_proof(state, params, &record) {
+        return response;
+    }
+    let fields = params.get("fields").unwrap_or("id,name");
+    let mut body = serde_json::Map::new();
+    for field in fields.split(',').map(str::trim) {
+        match field {
+            "id" => body.insert("id".into(), json!(record.user_id)),
+            "name" => body.insert("name".into(), json!(record.name)),
+            _ => None,
+        };
+    }
+    body.entry("id").or_insert(json!(record.user_id));
+    Json(Value::Object(body)).into_response()
+}
+
+fn debug_token(state: &State, bearer: Option<&str>, params: &Params) -> Response {
+    let Some(caller) = bearer else {
+        return error(
+            StatusCode::BAD_REQUEST,
+            100,
+            None,
+            "OAuthException",
+            "(#100) You must provide an app access token, or a user access token that is an owner or developer of the app",
+        );
+    };
+    let Some(input) = params.get("input_token") else {
+        return error(
+            StatusCode::BAD_REQUEST,
+            100,
+            None,
+            "OAuthException",
+            "(#100) The parameter input_token is required",
+        );
+    };
+    let viewing_app = if let Some((id, secret)) = caller.split_once('|') {
+        let Some(app) = [&state.ours, &state.other]
+            .into_iter()
+            .find(|a| a.id.to_string() == id)
+        else {
+            return error(
+                StatusCode::BAD_REQUEST,
+                101,
+                None,
+                "OAuthException",
+                "Error validating application. Invalid application ID.",
+            );
+        };
+        if app.secret.expose_secret() != secret {
+            return error(
+                StatusCode::BAD_REQUEST,
+                190,
+                None,
+                "OAuthException",
+                "Invalid OAuth access token signature.",
+            );
+        }
+        app
+    } else {
+        let seen = see(state, caller);
+        if let Some(response) = token_error(&seen) {
+            return response;
+        }
+        let Seen::Valid(record) = seen else {
+            unreachable!("token_error covers the rest")
+        };
+        if let Some(response) = check_proof(state, params, &record) {
+            return response;
+        }
+        app_of(state, record.owner)
+    };
+    let (record, dead) = match see(state, input) {
+        Seen::Garbage => {
+            return Json(json!({"data": {
+                "error": {"code": 190, "message": CANNOT_PARSE},
+                "is_valid": false,
+                "scopes": [],
+            }}))
+            .into_response();
+        }
+        Seen::Valid(record) => (record, None),
+        Seen::Dead(record, subcode, message) => (record, Some((subcode, message))),
+    };
+    let app = app_of(state, record.owner);
+    if app.id != viewing_app.id {
+        return error(
+            StatusCode::BAD_REQUEST,
+            100,
+            None,
+            "OAuthException",
+            "(#100) The App_id in the input_token did not match the Viewing App",
+        );
+    }
+    let granular: Vec<Value> = record
+        .scopes
+        .iter()
+        .map(|scope| {
+            if record.granular_to_waba && scope.starts_with("whatsapp_") {
+                json!({"scope": scope, "target_ids": [WABA_ID]})
+            } else {
+                json!({"scope": scope})
+            }
+        })
+        .collect();
+    let mut data = json!({
+        "app_id": app.id.to_string(),
+        "type": record.token_type,
+        "application": app.name,
+        "data_access_expires_at": record.data_access_expires_at,
+        "expires_at": record.expires_at,
+        "is_valid": dead.is_none(),
+        "scopes": record.scopes,
+        "granular_scopes": granular,
+        "user_id": record.user_id,
+    });
+    if let Some(issued) = record.issued_at {
+        data["issued_at"] = json!(issued);
+    }
+    if let Some((subcode, message)) = dead {
+        let mut err = json!({"code": 190, "message": message});
+        if let Some(sub) = subcode {
+            err["subcode"] = json!(sub);
+        }
+        data["error"] = err;
+    }
+    Json(json!({ "data": data })).into_response()
+}
+
+fn exchange(state: &State, params: &Params) -> Response {
+    if params.get("grant_type") != Some("fb_exchange_token") {
+        return error(
+            StatusCode::BAD_REQUEST,
+            100,
+            None,
+            "OAuthException",
+            "(#100) Unsupported grant_type; this sandbox knows `fb_exchange_token`",
+        );
+    }
+    let Some(app) = [&state.ours, &state.other]
+        .into_iter()
+        .find(|a| params.get("client_id") == Some(a.id.to_string().as_str()))
+    else {
+        return error(
+            StatusCode::BAD_REQUEST,
+            101,
+            None,
+            "OAuthException",
+            "Error validating application. Invalid application ID.",
+        );
+    };
+    if params.get("client_secret") != Some(app.secret.expose_secret()) {
+        return error(
+            StatusCode::BAD_REQUEST,
+            1,
+            None,
+            "OAuthException",
+            "Error validating client secret.",
+        );
+    }
+    let Some(input) = params.get("fb_exchange_token") else {
+        return error(
+            StatusCode::BAD_REQUEST,
+            100,
+            None,
+            "OAuthException",
+            "(#100) Missing parameter fb_exchange_token",
+        );
+    };
+    let seen = see(state, input);
+    if let Some(response) = token_error(&seen) {
+        return response;
+    }
+    let Seen::Valid(record) = seen else {
+        unreachable!("token_error covers the rest")
+    };
+    if app_of(state, record.owner).id != app.id {
+        return error(
+            StatusCode::BAD_REQUEST,
+            190,
+            Some(458),
+            "OAuthException",
+            &format!(
+                "Error validating access token: The user has not authorized application {}.",
+                app.id
+            ),
+        );
+    }
+    let now = unix_now();
+    let token = scenarios::mint(app.id);
+    let minted = Record {
+        scenario: "exchanged",
+        token: token.clone(),
+        issued_at: Some(now),
+        expires_at: now + LONG_LIVED_SECONDS,
+        data_access_expires_at: if record.token_type == "SYSTEM_USER" {
+            0
+        } else {
+            now + 90 * 86_400
+        },
+        death: None,
+        ..record
+    };
+    let mut inner = state.lock();
+    // Stored un-aged: `see` applies the clock offset to every record alike.
+    let offset = inner.clock_offset;
+    inner.records.push(Record {
+        issued_at: minted.issued_at.map(|t| t + offset),
+        expires_at: minted.expires_at + offset,
+        data_access_expires_at: if minted.data_access_expires_at == 0 {
+            0
+        } else {
+            minted.data_access_expires_at + offset
+        },
+        ..minted
+    });
+    Json(json!({
+        "access_token": token.expose_secret(),
+        "token_type": "bearer",
+        "expires_in": LONG_LIVED_SECONDS,
+    }))
+    .into_response()
+}
+
+async fn get_faults(Extract(state): Extract<Shared>) -> Json<Faults> {
+    Json(state.lock().faults.clone())
+}
+
+async fn set_faults(Extract(state): Extract<Shared>, Json(faults): Json<Faults>) -> Json<Faults> {
+    state.lock().faults = faults.clone();
+    Json(faults)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Advance {
+    advance_seconds: i64,
+}
+
+async fn advance_clock(Extract(state): Extract<Shared>, Json(advance): Json<Advance>) -> Response {
+    if advance.advance_seconds < 0 {
+        return (StatusCode::BAD_REQUEST, "the clock only moves forward\n").into_response();
+    }
+    let mut inner = state.lock();
+    inner.clock_offset = inner.clock_offset.saturating_add(advance.advance_seconds);
+    Json(json!({"offset_seconds": inner.clock_offset})).into_response()
+}
+
+async fn list_requests(Extract(state): Extract<Shared>) -> Json<Vec<Request>> {
+    Json(state.lock().requests.clone())
+}
+
+async fn clear_requests(Extract(state): Extract<Shared>) -> StatusCode {
+    state.lock().requests.clear();
+    StatusCode::NO_CONTENT
+}
+
+async fn list_scenarios(Extract(state): Extract<Shared>) -> Json<Value> {
+    let inner = state.lock();
+    let list: Vec<Value> = scenarios::SCENARIOS
+        .iter()
+        .filter_map(|s| {
+            let record = inner.records.iter().find(|r| r.scenario == s.name)?;
+            Some(json!({"name": s.name, "about": s.about, "token": record.token.expose_secret()}))
+        })
+        .collect();
+    Json(json!({
+        "app_id": state.ours.id.to_string(),
+        "app_secret": state.ours.secret.expose_secret(),
+        "scenarios": list,
+    }))
+}

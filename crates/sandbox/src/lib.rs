@@ -1,0 +1,281 @@
+//! A local emulator of the Graph API endpoints permatoken uses, for our tests and for people without a
+//! Meta account.
+//!
+//! It serves `/me`, `/debug_token` and `/oauth/access_token` (with or without a `/vNN.N` prefix) with the
+//! paths, field names, value sets, error objects and HTTP statuses of `graph-api.md`, holds scenario
+//! tokens made at start, checks `appsecret_proof` like the real API, has a movable clock, injects faults
+//! (latency, 5xx, rate limits, cut-short JSON) and records every request so tests can assert on what a
+//! client really sent. Admin endpoints live under `/_sandbox/`.
+//!
+//! Must never: bind anything but loopback, or share code with the client (`permatoken-graph`): its JSON
+//! is written from the reference, so that a misreading in one is caught by the other.
+
+mod api;
+mod scenarios;
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use permatoken_secret::{AccessToken, AppSecret};
+use serde::{Deserialize, Serialize};
+
+pub use scenarios::{App, SCENARIOS, Scenario};
+
+/// How a sandbox starts.
+#[derive(Debug, Clone, Default)]
+#[non_exhaustive]
+pub struct Options {
+    /// Port on 127.0.0.1; 0 picks a free one.
+    pub port: u16,
+    /// Refuse calls made with a user token that carry no `appsecret_proof` ("Require App Secret").
+    pub require_proof: bool,
+    /// Faults active from the start.
+    pub faults: Faults,
+}
+
+/// Faults to inject. Counters apply to the next that many Graph requests (admin calls do not count).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+#[non_exhaustive]
+pub struct Faults {
+    /// Added before every answer.
+    pub latency_ms: u64,
+    /// The next N requests answer HTTP 503 with an empty body (an outage).
+    pub server_errors: u32,
+    /// The next N requests answer code 4, "Application request limit reached", with usage headers.
+    pub rate_limits: u32,
+    /// `estimated_time_to_regain_access` sent with those rate limits, in minutes.
+    pub regain_minutes: Option<u32>,
+    /// The next N answers are cut in the middle of their JSON.
+    pub truncate: u32,
+}
+
+/// One request the sandbox received, as it arrived.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
+pub struct Request {
+    /// `GET`, `POST`, …
+    pub method: String,
+    /// The path, version prefix included.
+    pub path: String,
+    /// The raw query string.
+    pub query: Option<String>,
+    /// The `Authorization` header.
+    pub authorization: Option<String>,
+    /// The body, as text.
+    pub body: String,
+}
+
+impl Request {
+    /// The path and query, as a URL would show them.
+    pub fn target(&self) -> String {
+        match &self.query {
+            Some(q) => format!("{}?{q}", self.path),
+            None => self.path.clone(),
+        }
+    }
+
+    /// The value of one query parameter, decoded.
+    pub fn query_param(&self, name: &str) -> Option<String> {
+        url::form_urlencoded::parse(self.query.as_deref()?.as_bytes())
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.into_owned())
+    }
+
+    /// The bearer token, if the request carried one in its `Authorization` header.
+    pub fn bearer(&self) -> Option<&str> {
+        self.authorization.as_deref()?.strip_prefix("Bearer ")
+    }
+}
+
+pub(crate) struct State {
+    pub(crate) ours: App,
+    pub(crate) other: App,
+    pub(crate) require_proof: bool,
+    pub(crate) inner: Mutex<Inner>,
+}
+
+pub(crate) struct Inner {
+    pub(crate) records: Vec<scenarios::Record>,
+    /// How far the clock was moved forward, in seconds: every token is that much older.
+    pub(crate) clock_offset: i64,
+    pub(crate) faults: Faults,
+    pub(crate) requests: Vec<Request>,
+}
+
+impl State {
+    pub(crate) fn lock(&self) -> MutexGuard<'_, Inner> {
+        // A panic in one handler must not take the whole sandbox down with a poisoned lock.
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// A sandbox, made but not yet listening.
+#[derive(Clone)]
+pub struct Sandbox {
+    state: Arc<State>,
+}
+
+impl Sandbox {
+    /// Makes the apps and scenario tokens.
+    pub fn new(options: &Options) -> Self {
+        let ours = scenarios::new_app("Permatoken Sandbox");
+        let other = scenarios::new_app("Someone Else's App");
+        let records = scenarios::build(&ours, &other, api::unix_now());
+        Self {
+            state: Arc::new(State {
+                ours,
+                other,
+                require_proof: options.require_proof,
+                inner: Mutex::new(Inner {
+                    records,
+                    clock_offset: 0,
+                    faults: options.faults.clone(),
+                    requests: Vec::new(),
+                }),
+            }),
+        }
+    }
+
+    /// The HTTP service, for serving or for calling in-process.
+    pub fn router(&self) -> axum::Router {
+        api::router(self.state.clone())
+    }
+
+    /// Listens on 127.0.0.1 and serves on the current tokio runtime until the handle is dropped.
+    pub async fn start(options: &Options) -> std::io::Result<Running> {
+        let (sandbox, listener, addr) = Self::bind(options).await?;
+        let (stop, stopped) = tokio::sync::oneshot::channel();
+        tokio::spawn(serve(sandbox.router(), listener, stopped));
+        Ok(Running {
+            sandbox,
+            addr,
+            _stop: stop,
+        })
+    }
+
+    /// Like [`Sandbox::start`], on a thread and runtime of its own: for tests that block on a child
+    /// process while the sandbox answers it.
+    pub fn start_background(options: &Options) -> std::io::Result<Running> {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let options = options.clone();
+        std::thread::Builder::new()
+            .name("sandbox".into())
+            .spawn(move || {
+                let runtime = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build();
+                let runtime = match runtime {
+                    Ok(rt) => rt,
+                    Err(e) => return drop(tx.send(Err(e))),
+                };
+                runtime.block_on(async move {
+                    match Self::bind(&options).await {
+                        Ok((sandbox, listener, addr)) => {
+                            let (stop, stopped) = tokio::sync::oneshot::channel();
+                            let router = sandbox.router();
+                            let _ = tx.send(Ok(Running {
+                                sandbox,
+                                addr,
+                                _stop: stop,
+                            }));
+                            serve(router, listener, stopped).await;
+                        }
+                        Err(e) => drop(tx.send(Err(e))),
+                    }
+                });
+            })?;
+        rx.recv()
+            .map_err(|_| std::io::Error::other("the sandbox thread died while starting"))?
+    }
+
+    async fn bind(
+        options: &Options,
+    ) -> std::io::Result<(Self, tokio::net::TcpListener, SocketAddr)> {
+        let listener =
+            tokio::net::TcpListener::bind(SocketAddr::from((Ipv4Addr::LOCALHOST, options.port)))
+                .await?;
+        let addr = listener.local_addr()?;
+        Ok((Self::new(options), listener, addr))
+    }
+
+    /// The sandbox's app: id, name and secret (a fake one, made at start).
+    pub fn app(&self) -> &App {
+        &self.state.ours
+    }
+
+    /// The other app, whose token the `other-app` scenario holds.
+    pub fn other_app(&self) -> &App {
+        &self.state.other
+    }
+
+    /// The token of scenario `name`.
+    pub fn token(&self, name: &str) -> Option<AccessToken> {
+        let inner = self.state.lock();
+        inner
+            .records
+            .iter()
+            .find(|r| r.scenario == name)
+            .map(|r| r.token.clone())
+    }
+
+    /// Every request received so far (admin calls excluded).
+    pub fn requests(&self) -> Vec<Request> {
+        self.state.lock().requests.clone()
+    }
+
+    /// Replaces the active faults.
+    pub fn set_faults(&self, faults: Faults) {
+        self.state.lock().faults = faults;
+    }
+
+    /// Moves the clock forward: every token ages by `by`.
+    pub fn advance_clock(&self, by: Duration) {
+        self.state.lock().clock_offset += i64::try_from(by.as_secs()).unwrap_or(i64::MAX / 2);
+    }
+
+    /// The app secret, to tell the person running the sandbox.
+    pub fn app_secret(&self) -> &AppSecret {
+        &self.state.ours.secret
+    }
+}
+
+/// A listening sandbox. Dropping it stops the server.
+pub struct Running {
+    sandbox: Sandbox,
+    addr: SocketAddr,
+    _stop: tokio::sync::oneshot::Sender<()>,
+}
+
+/// Serves until the sender of `stopped` is dropped.
+async fn serve(
+    router: axum::Router,
+    listener: tokio::net::TcpListener,
+    stopped: tokio::sync::oneshot::Receiver<()>,
+) {
+    let _ = axum::serve(listener, router)
+        .with_graceful_shutdown(async {
+            let _ = stopped.await;
+        })
+        .await;
+}
+
+impl Running {
+    /// `http://127.0.0.1:PORT`.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// The address it listens on.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+}
+
+impl std::ops::Deref for Running {
+    type Target = Sandbox;
+    fn deref(&self) -> &Sandbox {
+        &self.sandbox
+    }
+}

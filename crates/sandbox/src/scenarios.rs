@@ -1,0 +1,359 @@
+//! The sandbox's apps and scenario tokens, generated at start so that no token is ever committed.
+//!
+//! Tokens are shaped like Meta's (`graph-api.md` §11): `E` + the Z-escaped base64 of the app id
+//! (8 bytes, big-endian) followed by random bytes, so they start with `EAA`, decode offline to their app
+//! id, and are about 180 characters long. The encoder is written here from the reference, not shared with
+//! the client's decoder, so that a misreading in one is caught by the other.
+
+use permatoken_secret::{AccessToken, AppSecret};
+use ring::rand::{SecureRandom, SystemRandom};
+
+/// An app as the sandbox knows it.
+#[derive(Debug, Clone)]
+pub struct App {
+    /// Its id: 15 digits, like apps of the last decade.
+    pub id: u64,
+    /// Its name, `application` in `/debug_token`.
+    pub name: String,
+    /// Its secret: 32 lowercase hex characters.
+    pub secret: AppSecret,
+}
+
+/// Which of the sandbox's two apps a token belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Owner {
+    Ours,
+    Other,
+}
+
+/// Why a token is dead before its time: what `/debug_token` and every other endpoint say.
+#[derive(Debug, Clone)]
+pub(crate) struct Death {
+    pub(crate) subcode: Option<i64>,
+    pub(crate) message: &'static str,
+}
+
+/// A token the sandbox issued, and everything `/debug_token` says about it.
+#[derive(Debug, Clone)]
+pub(crate) struct Record {
+    pub(crate) scenario: &'static str,
+    pub(crate) token: AccessToken,
+    pub(crate) owner: Owner,
+    pub(crate) token_type: &'static str,
+    pub(crate) user_id: String,
+    pub(crate) name: &'static str,
+    /// Unix seconds, before the clock offset; `None`: not reported (short-lived tokens).
+    pub(crate) issued_at: Option<i64>,
+    /// Unix seconds, before the clock offset; 0: never expires.
+    pub(crate) expires_at: i64,
+    /// Unix seconds, before the clock offset; 0: never.
+    pub(crate) data_access_expires_at: i64,
+    pub(crate) scopes: Vec<&'static str>,
+    pub(crate) granular_to_waba: bool,
+    pub(crate) death: Option<Death>,
+}
+
+/// A scenario: a named token with a story, for `--scenario NAME` and for tests.
+#[derive(Debug, Clone, Copy)]
+pub struct Scenario {
+    /// The name used on the command line.
+    pub name: &'static str,
+    /// What kind of token it is, in a sentence.
+    pub about: &'static str,
+}
+
+pub(crate) const WABA_ID: &str = "102290129340398";
+
+const HOUR: i64 = 3600;
+const DAY: i64 = 24 * HOUR;
+const ALL: &[&str] = &[
+    "whatsapp_business_messaging",
+    "whatsapp_business_management",
+    "business_management",
+];
+const WHATSAPP_ONLY: &[&str] = &[
+    "whatsapp_business_messaging",
+    "whatsapp_business_management",
+];
+
+/// The scenarios, in the order they are printed. The first is the default.
+pub const SCENARIOS: &[Scenario] = &[
+    Scenario {
+        name: "system-user",
+        about: "never-expiring system-user token with every permission (the production setup)",
+    },
+    Scenario {
+        name: "system-user-60d",
+        about: "system-user token that expires 60 days after it was made (50 days left)",
+    },
+    Scenario {
+        name: "user-60d",
+        about: "long-lived (60-day) user token from an exchange, 57 days left",
+    },
+    Scenario {
+        name: "user-expiring",
+        about: "long-lived user token inside the warning window: 10 days left",
+    },
+    Scenario {
+        name: "user-expires-soon",
+        about: "long-lived user token inside the critical window: 2 days left",
+    },
+    Scenario {
+        name: "temporary",
+        about: "temporary token from WhatsApp → API Setup with an hour left",
+    },
+    Scenario {
+        name: "temporary-fresh",
+        about: "temporary token from WhatsApp → API Setup, made 2 hours ago (22 hours left)",
+    },
+    Scenario {
+        name: "short-lived",
+        about: "short-lived login token (Graph API Explorer), 90 minutes left",
+    },
+    Scenario {
+        name: "expired",
+        about: "long-lived user token that expired 2 days ago",
+    },
+    Scenario {
+        name: "password-changed",
+        about: "user token invalidated because its user changed password",
+    },
+    Scenario {
+        name: "malformed",
+        about: "a token cut short when it was copied: the API cannot parse it",
+    },
+    Scenario {
+        name: "missing-permission",
+        about: "never-expiring system-user token without `whatsapp_business_messaging`",
+    },
+    Scenario {
+        name: "no-business-management",
+        about: "never-expiring system-user token without the recommended `business_management`",
+    },
+    Scenario {
+        name: "other-app",
+        about: "never-expiring system-user token of another app than the sandbox's",
+    },
+];
+
+pub(crate) fn random_bytes(n: usize) -> Vec<u8> {
+    let mut bytes = vec![0; n];
+    SystemRandom::new()
+        .fill(&mut bytes)
+        .expect("the operating system's random source works");
+    bytes
+}
+
+fn random_digits(n: usize) -> String {
+    random_bytes(n)
+        .iter()
+        .enumerate()
+        .map(|(i, b)| {
+            // A leading zero would shorten the number.
+            let d = if i == 0 { 1 + b % 9 } else { b % 10 };
+            char::from(b'0' + d)
+        })
+        .collect()
+}
+
+pub(crate) fn new_app(name: &str) -> App {
+    let secret: String = random_bytes(16)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    App {
+        id: random_digits(15).parse().expect("15 digits fit in a u64"),
+        name: name.to_owned(),
+        secret: AppSecret::new(secret),
+    }
+}
+
+/// A token of `app_id` in Meta's shape (`graph-api.md` §11).
+pub(crate) fn mint(app_id: u64) -> AccessToken {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut bytes = app_id.to_be_bytes().to_vec();
+    bytes.extend(random_bytes(124));
+    let mut b64 = Vec::with_capacity(bytes.len() * 4 / 3 + 4);
+    for chunk in bytes.chunks(3) {
+        let mut n = [0u8; 3];
+        n[..chunk.len()].copy_from_slice(chunk);
+        let n = u32::from(n[0]) << 16 | u32::from(n[1]) << 8 | u32::from(n[2]);
+        for i in 0..4 {
+            b64.push(if i <= chunk.len() {
+                ALPHABET[(n >> (18 - 6 * i)) as usize & 63]
+            } else {
+                b'='
+            });
+        }
+    }
+    let mut token = String::from("E");
+    for c in b64 {
+        match c {
+            b'Z' => token.push_str("ZA"),
+            b'+' => token.push_str("ZB"),
+            b'/' => token.push_str("ZC"),
+            b'=' => token.push_str("ZD"),
+            c => token.push(char::from(c)),
+        }
+    }
+    AccessToken::new(token)
+}
+
+pub(crate) fn build(ours: &App, other: &App, now: i64) -> Vec<Record> {
+    let user = |scenario, token_type, name, issued: Option<i64>, expires: i64| Record {
+        scenario,
+        token: mint(ours.id),
+        owner: Owner::Ours,
+        token_type,
+        user_id: random_digits(15),
+        name,
+        issued_at: issued.map(|i| now + i),
+        expires_at: if expires == 0 { 0 } else { now + expires },
+        data_access_expires_at: if token_type == "SYSTEM_USER" {
+            0
+        } else {
+            now + 87 * DAY
+        },
+        scopes: ALL.to_vec(),
+        granular_to_waba: true,
+        death: None,
+    };
+    let mut records = vec![
+        user(
+            "system-user",
+            "SYSTEM_USER",
+            "Sandbox System User",
+            Some(-30 * DAY),
+            0,
+        ),
+        user(
+            "system-user-60d",
+            "SYSTEM_USER",
+            "Sandbox System User",
+            Some(-10 * DAY),
+            50 * DAY,
+        ),
+        user(
+            "user-60d",
+            "USER",
+            "Sandbox Developer",
+            Some(-3 * DAY),
+            57 * DAY,
+        ),
+        user(
+            "user-expiring",
+            "USER",
+            "Sandbox Developer",
+            Some(-50 * DAY),
+            10 * DAY,
+        ),
+        user(
+            "user-expires-soon",
+            "USER",
+            "Sandbox Developer",
+            Some(-58 * DAY),
+            2 * DAY,
+        ),
+        user("temporary", "USER", "Sandbox Developer", None, HOUR),
+        user(
+            "temporary-fresh",
+            "USER",
+            "Sandbox Developer",
+            None,
+            22 * HOUR,
+        ),
+        user("short-lived", "USER", "Sandbox Developer", None, 90 * 60),
+        user(
+            "expired",
+            "USER",
+            "Sandbox Developer",
+            Some(-62 * DAY),
+            -2 * DAY,
+        ),
+        Record {
+            death: Some(Death {
+                subcode: Some(460),
+                message: "Error validating access token: The session has been invalidated because the user changed their password or Facebook has changed the session for security reasons.",
+            }),
+            ..user(
+                "password-changed",
+                "USER",
+                "Sandbox Developer",
+                Some(-5 * DAY),
+                55 * DAY,
+            )
+        },
+        Record {
+            scopes: vec!["whatsapp_business_management", "business_management"],
+            ..user(
+                "missing-permission",
+                "SYSTEM_USER",
+                "Sandbox System User",
+                Some(-30 * DAY),
+                0,
+            )
+        },
+        Record {
+            scopes: WHATSAPP_ONLY.to_vec(),
+            ..user(
+                "no-business-management",
+                "SYSTEM_USER",
+                "Sandbox System User",
+                Some(-30 * DAY),
+                0,
+            )
+        },
+        Record {
+            token: mint(other.id),
+            owner: Owner::Other,
+            ..user(
+                "other-app",
+                "SYSTEM_USER",
+                "Other App System User",
+                Some(-30 * DAY),
+                0,
+            )
+        },
+    ];
+    // A token cut short while being copied: the API cannot parse it, so it is in no table of Meta's.
+    // It is recorded only so that `--scenario malformed` can hand it out.
+    let cut = records[0].token.expose_secret()[..60].to_owned();
+    records.push(Record {
+        token: AccessToken::new(cut),
+        death: Some(Death {
+            subcode: None,
+            message: "Invalid OAuth access token - Cannot parse access token",
+        }),
+        ..user("malformed", "USER", "", None, 0)
+    });
+    debug_assert_eq!(records.len(), SCENARIOS.len());
+    records
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_look_like_metas_and_decode_to_their_app() {
+        let app = new_app("x");
+        for _ in 0..50 {
+            let token = mint(app.id);
+            let text = token.expose_secret();
+            assert!(text.starts_with("EAA"), "{text}");
+            assert!(text.bytes().all(|b| b.is_ascii_alphanumeric()), "{text}");
+            assert!((150..=260).contains(&text.len()), "{}", text.len());
+            assert_eq!(token.embedded_app_id(), Some(app.id));
+        }
+    }
+
+    #[test]
+    fn every_scenario_has_a_token() {
+        let (a, b) = (new_app("a"), new_app("b"));
+        let records = build(&a, &b, 1_800_000_000);
+        for s in SCENARIOS {
+            assert!(records.iter().any(|r| r.scenario == s.name), "{}", s.name);
+        }
+        assert_eq!(records.len(), SCENARIOS.len());
+    }
+}
