@@ -201,11 +201,26 @@ fn finding(out: &mut dyn Write, f: &Finding) -> std::io::Result<()> {
     Ok(())
 }
 
-/// Wraps at word boundaries; continuation lines are indented by `indent`.
+/// Wraps at word boundaries; continuation lines are indented by `indent`. A `quoted command` is never
+/// broken, so it can be copied whole.
 fn wrap(text: &str, indent: usize) -> String {
+    let mut words: Vec<String> = Vec::new();
+    let mut open = false;
+    for word in text.split(' ') {
+        match words.last_mut() {
+            Some(last) if open => {
+                last.push(' ');
+                last.push_str(word);
+            }
+            _ => words.push(word.to_owned()),
+        }
+        if word.matches('`').count() % 2 == 1 {
+            open = !open;
+        }
+    }
     let mut out = String::new();
     let mut col = indent;
-    for (i, word) in text.split(' ').enumerate() {
+    for (i, word) in words.iter().enumerate() {
         let len = word.chars().count();
         if i > 0 {
             if col + 1 + len > WIDTH {
@@ -221,4 +236,28 @@ fn wrap(text: &str, indent: usize) -> String {
         col += len;
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::wrap;
+
+    #[test]
+    fn wraps_between_words_but_never_inside_a_quoted_command() {
+        let text = format!(
+            "{} then run `permatoken check --sandbox` to see",
+            "word ".repeat(17)
+        );
+        let wrapped = wrap(&text, 4);
+        assert!(
+            wrapped.contains("`permatoken check --sandbox`"),
+            "{wrapped}"
+        );
+        assert!(wrapped.lines().count() > 1);
+        assert!(wrapped.lines().skip(1).all(|l| l.starts_with("    ")));
+        assert!(
+            wrapped.lines().all(|l| l.chars().count() <= super::WIDTH),
+            "{wrapped}"
+        );
+    }
 }

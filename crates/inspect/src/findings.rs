@@ -155,19 +155,22 @@ pub(crate) enum ProofProblem {
 }
 
 pub(crate) fn proof_problem(problem: ProofProblem, app: &AppCredentials) -> Finding {
-    let id = app.app_id.as_deref().unwrap_or("your app");
+    let id = app
+        .app_id
+        .as_deref()
+        .map_or_else(|| "your app".to_owned(), |id| format!("app {id}"));
     match problem {
         ProofProblem::Wrong => finding(
             FindingCode::AppCredentialsInvalid,
             Severity::Warning,
             "the Graph API refused the `appsecret_proof` made with `FACEBOOK_APP_SECRET`: that secret is not the secret of the token's app".into(),
-            format!("copy the secret of app {id} again from App Dashboard → Settings → Basic → App secret → Show into `FACEBOOK_APP_SECRET`; after a secret reset only the new one works"),
+            format!("copy the secret of {id} again from App Dashboard → Settings → Basic → App secret → Show into `FACEBOOK_APP_SECRET`; after a secret reset only the new one works"),
         ),
         ProofProblem::Required => finding(
             FindingCode::AppsecretProofRequired,
             Severity::Warning,
             "the app requires `appsecret_proof` on calls from servers (\"Require App Secret\" is on), and `FACEBOOK_APP_SECRET` is not set".into(),
-            format!("set `FACEBOOK_APP_SECRET` to the secret of app {id} (App Dashboard → Settings → Basic → App secret → Show)"),
+            format!("set `FACEBOOK_APP_SECRET` to the secret of {id} (App Dashboard → Settings → Basic → App secret → Show)"),
         ),
     }
 }

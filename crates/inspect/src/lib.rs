@@ -226,7 +226,9 @@ pub async fn check(
         findings.push(findings::app_token_refused(app));
         unknown = true;
     }
-    if proof_refused.is_some() || app_token_refused {
+    let wrong_credentials =
+        matches!(proof_refused, Some(findings::ProofProblem::Wrong)) || app_token_refused;
+    if wrong_credentials {
         // Say what can still be said: ask again the way that needs no app credentials.
         answers = ask(
             &client.without_app_secret(),
@@ -289,7 +291,10 @@ pub async fn check(
             .into_iter()
             .flatten()
         {
-            findings.push(findings::call_failed(err));
+            // A refused proof is explained by its own finding already.
+            if proof_problem(err).is_none() {
+                findings.push(findings::call_failed(err));
+            }
             unknown = true;
         }
         if let Some(info) = info.filter(|i| i.is_valid == Some(true)) {

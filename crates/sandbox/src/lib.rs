@@ -24,7 +24,6 @@ pub use scenarios::{App, SCENARIOS, Scenario};
 
 /// How a sandbox starts.
 #[derive(Debug, Clone, Default)]
-#[non_exhaustive]
 pub struct Options {
     /// Port on 127.0.0.1; 0 picks a free one.
     pub port: u16,
@@ -37,7 +36,6 @@ pub struct Options {
 /// Faults to inject. Counters apply to the next that many Graph requests (admin calls do not count).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
-#[non_exhaustive]
 pub struct Faults {
     /// Added before every answer.
     pub latency_ms: u64,

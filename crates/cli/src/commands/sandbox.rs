@@ -10,16 +10,17 @@ use super::Failure;
 use crate::cli::SandboxArgs;
 
 pub(crate) async fn run(args: SandboxArgs) -> Result<u8, Failure> {
-    let mut options = Options::default();
-    options.port = args.port;
-    options.require_proof = args.require_proof;
-    let mut faults = Faults::default();
-    faults.latency_ms = args.latency_ms;
-    faults.server_errors = args.server_errors;
-    faults.rate_limits = args.rate_limits;
-    faults.regain_minutes = args.regain_minutes;
-    faults.truncate = args.truncate;
-    options.faults = faults;
+    let options = Options {
+        port: args.port,
+        require_proof: args.require_proof,
+        faults: Faults {
+            latency_ms: args.latency_ms,
+            server_errors: args.server_errors,
+            rate_limits: args.rate_limits,
+            regain_minutes: args.regain_minutes,
+            truncate: args.truncate,
+        },
+    };
     let running = Sandbox::start(&options).await.map_err(|e| {
         Failure::new(
             format!("cannot listen on 127.0.0.1:{}: {e}", args.port),

@@ -1,0 +1,232 @@
+//! Where the token comes from, and what happens when it does not.
+
+use crate::harness::{Test, sandbox, sandbox_with};
+
+#[test]
+fn no_token_is_unknown_with_what_to_set() {
+    let out = Test::new().args(["check"]).run();
+    out.assert_code(3);
+    assert!(
+        out.stderr.contains("error: no access token found"),
+        "{}",
+        out.stderr
+    );
+    assert!(
+        out.stderr.contains("WHATSAPP_ACCESS_TOKEN"),
+        "{}",
+        out.stderr
+    );
+    assert!(
+        out.stderr.contains("permatoken check --sandbox"),
+        "{}",
+        out.stderr
+    );
+    let json = Test::new().args(["check", "--json"]).run();
+    json.assert_code(3);
+    assert_eq!(json.json()["status"], "unknown");
+    assert!(
+        json.json()["error"]["hint"]
+            .as_str()
+            .unwrap()
+            .contains("--token-file")
+    );
+}
+
+#[test]
+fn the_report_names_where_the_token_came_from() {
+    let sandbox = sandbox();
+    let token = sandbox
+        .token("system-user")
+        .unwrap()
+        .expose_secret()
+        .to_owned();
+    let source = |t: Test, args: &[&str]| {
+        t.args(["check", "--json"]).args(args).run().json()["token"]["source"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
+
+    assert_eq!(
+        source(
+            Test::against(&sandbox).env("WHATSAPP_ACCESS_TOKEN", &token),
+            &[]
+        ),
+        "the environment"
+    );
+    assert_eq!(
+        source(
+            Test::against(&sandbox).stdin(&format!("{token}\n")),
+            &["--token-stdin"]
+        ),
+        "standard input"
+    );
+    let t = Test::against(&sandbox).write(
+        "prod.env",
+        &format!("export WHATSAPP_ACCESS_TOKEN=\"{token}\" # primary\n"),
+    );
+    assert_eq!(source(t, &["--env-file", "prod.env"]), "prod.env");
+    let t = Test::against(&sandbox).write("token.txt", &format!("{token}\n"));
+    assert_eq!(source(t, &["--token-file", "token.txt"]), "token.txt");
+    // Explicit before implicit: a token file wins over the environment, the environment over ./.env.
+    let t = Test::against(&sandbox)
+        .write("token.txt", &token)
+        .env("WHATSAPP_ACCESS_TOKEN", "EAAPERMATOKENTESTnotused");
+    assert_eq!(source(t, &["--token-file", "token.txt"]), "token.txt");
+    let t = Test::against(&sandbox)
+        .dotenv(&sandbox, "expired", false)
+        .env("WHATSAPP_ACCESS_TOKEN", &token);
+    assert_eq!(source(t, &[]), "the environment");
+}
+
+#[test]
+fn a_token_is_never_taken_from_the_command_line() {
+    let out = Test::new()
+        .args(["check", "--token", "EAAPERMATOKENTEST"])
+        .run();
+    out.assert_code(3);
+    assert!(!out.stderr.contains("EAAPERMATOKENTEST"), "{}", out.stderr);
+}
+
+#[test]
+fn usage_errors_are_unknown_and_help_is_success() {
+    Test::new()
+        .args(["check", "--warn-days", "soon"])
+        .run()
+        .assert_code(3);
+    Test::new().args(["frobnicate"]).run().assert_code(3);
+    let help = Test::new().args(["check", "--help"]).run();
+    help.assert_code(0);
+    for word in [
+        "--token-file",
+        "--token-stdin",
+        "--env-file",
+        "--graph-url",
+        "--warn-days",
+        "--sandbox",
+        "Exit codes",
+    ] {
+        assert!(help.stdout.contains(word), "{word} not in --help");
+    }
+    Test::new().args(["--version"]).run().assert_code(0);
+    let bash = Test::new().args(["completions", "bash"]).run();
+    bash.assert_code(0);
+    assert!(
+        bash.stdout.contains("permatoken"),
+        "a bash completion script"
+    );
+}
+
+#[test]
+fn bad_files_get_line_and_column() {
+    let out = Test::new()
+        .write(
+            ".env",
+            "FACEBOOK_APP_ID=1\nWHATSAPP_ACCESS_TOKEN=\"EAAPERMATOKENTESTunclosed\n",
+        )
+        .args(["check"])
+        .run();
+    out.assert_code(3);
+    assert!(out.stderr.contains("line 2, column 23"), "{}", out.stderr);
+    assert!(
+        !out.stderr.contains("EAAPERMATOKENTESTunclosed"),
+        "{}",
+        out.stderr
+    );
+    let out = Test::new()
+        .args(["check", "--env-file", "missing.env"])
+        .run();
+    out.assert_code(3);
+    assert!(out.stderr.contains("missing.env"), "{}", out.stderr);
+    let out = Test::new()
+        .write(
+            ".env",
+            "WHATSAPP_ACCESS_TOKEN=EAAPERMATOKENTEST\nFACEBOOK_APP_ID=my-app\n",
+        )
+        .args(["check"])
+        .run();
+    out.assert_code(3);
+    assert!(out.stderr.contains("Settings → Basic"), "{}", out.stderr);
+}
+
+#[test]
+fn a_wrong_app_secret_is_named_and_the_report_still_made() {
+    let sandbox = sandbox();
+    let token = sandbox
+        .token("system-user")
+        .unwrap()
+        .expose_secret()
+        .to_owned();
+    let env = format!(
+        "WHATSAPP_ACCESS_TOKEN={token}\nFACEBOOK_APP_ID={}\nFACEBOOK_APP_SECRET={}\n",
+        sandbox.app().id,
+        "0".repeat(32)
+    );
+    let out = Test::against(&sandbox)
+        .write(".env", &env)
+        .args(["check", "--json"])
+        .run();
+    out.assert_code(3);
+    let report = out.json();
+    assert_eq!(
+        report["status"], "unknown",
+        "bad configuration is unknown (DESIGN §4)"
+    );
+    assert!(
+        out.codes().contains(&"app_credentials_invalid".to_owned()),
+        "{report:#}"
+    );
+    // Asked again without the app credentials, the token itself still reports.
+    assert_eq!(report["token"]["type"], "SYSTEM_USER");
+    assert_eq!(report["identity"]["name"], "Sandbox System User");
+}
+
+#[test]
+fn an_app_that_requires_the_proof_says_which_variable_to_set() {
+    let sandbox = sandbox_with(&permatoken_sandbox::Options {
+        require_proof: true,
+        ..Default::default()
+    });
+    let out = Test::against(&sandbox)
+        .dotenv(&sandbox, "system-user", false)
+        .args(["check", "--json"])
+        .run();
+    out.assert_code(3);
+    assert_eq!(out.codes(), ["appsecret_proof_required"]);
+    assert!(out.stdout.contains("FACEBOOK_APP_SECRET"));
+    // With the secret, the same sandbox is satisfied.
+    Test::against(&sandbox)
+        .dotenv(&sandbox, "system-user", true)
+        .args(["check"])
+        .run()
+        .assert_code(0);
+}
+
+#[test]
+fn loose_file_modes_are_warned_about() {
+    let sandbox = sandbox();
+    let t = Test::against(&sandbox).dotenv(&sandbox, "system-user", true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(
+            t.path().join(".env"),
+            std::fs::Permissions::from_mode(0o644),
+        )
+        .unwrap();
+    }
+    let out = t.args(["check"]).run();
+    out.assert_code(0);
+    assert!(out.stderr.contains("chmod 600"), "{}", out.stderr);
+}
+
+#[test]
+fn plain_http_is_refused_off_loopback() {
+    let out = Test::new()
+        .env("WHATSAPP_ACCESS_TOKEN", "EAAPERMATOKENTEST")
+        .env("PERMATOKEN_GRAPH_URL", "http://graph.example.invalid")
+        .args(["check"])
+        .run();
+    out.assert_code(3);
+    assert!(out.stderr.contains("https://"), "{}", out.stderr);
+}
