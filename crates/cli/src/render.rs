@@ -164,8 +164,11 @@ pub(crate) fn report(out: &mut dyn Write, r: &Report, now: Timestamp) -> std::io
     if !r.findings.is_empty() {
         writeln!(out)?;
     }
+    let mut previous_fix = None;
     for f in &r.findings {
-        finding(out, f)?;
+        let repeated = f.fix.is_some() && f.fix == previous_fix;
+        finding(out, f, repeated)?;
+        previous_fix = f.fix.clone();
     }
     writeln!(out)?;
     writeln!(
@@ -176,7 +179,7 @@ pub(crate) fn report(out: &mut dyn Write, r: &Report, now: Timestamp) -> std::io
     )
 }
 
-fn finding(out: &mut dyn Write, f: &Finding) -> std::io::Result<()> {
+fn finding(out: &mut dyn Write, f: &Finding, fix_repeated: bool) -> std::io::Result<()> {
     let (style, sign) = match f.severity {
         Severity::Critical => (RED, "✗"),
         Severity::Warning => (YELLOW, "⚠"),
@@ -189,8 +192,10 @@ fn finding(out: &mut dyn Write, f: &Finding) -> std::io::Result<()> {
         "{style}{sign}{style:#} {}  {DIM}[{code}]{DIM:#}",
         wrap(&f.message, 2)
     )?;
-    if let Some(fix) = &f.fix {
-        writeln!(out, "  {CYAN}fix:{CYAN:#} {}", wrap(fix, 7))?;
+    match &f.fix {
+        Some(_) if fix_repeated => writeln!(out, "  {CYAN}fix:{CYAN:#} as above")?,
+        Some(fix) => writeln!(out, "  {CYAN}fix:{CYAN:#} {}", wrap(fix, 7))?,
+        None => {}
     }
     if let Some(trace) = &f.trace_id {
         writeln!(

@@ -133,23 +133,33 @@ impl Client {
         let _ = rustls::crypto::CryptoProvider::install_default(
             rustls::crypto::ring::default_provider(),
         );
-        let extra = match &config.extra_roots_pem {
-            Some(pem) => parse_pem_certs(pem)?,
-            None => Vec::new(),
-        };
-        let verifier =
-            rustls_platform_verifier::Verifier::new_with_extra_roots(extra, provider.clone())
-                .map_err(|e| {
-                    Error::Config(format!(
-                        "cannot load the system's TLS root certificates: {e}"
-                    ))
-                })?;
-        let tls = rustls::ClientConfig::builder_with_provider(provider)
+        let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
             .with_safe_default_protocol_versions()
-            .map_err(|e| Error::Config(format!("cannot set up TLS: {e}")))?
-            .dangerous()
-            .with_custom_certificate_verifier(Arc::new(verifier))
-            .with_no_client_auth();
+            .map_err(|e| Error::Config(format!("cannot set up TLS: {e}")))?;
+        let tls = if root.scheme() == "https" {
+            let extra = match &config.extra_roots_pem {
+                Some(pem) => parse_pem_certs(pem)?,
+                None => Vec::new(),
+            };
+            let verifier = rustls_platform_verifier::Verifier::new_with_extra_roots(
+                extra, provider,
+            )
+            .map_err(|e| {
+                Error::Config(format!(
+                    "cannot load the system's TLS root certificates: {e}"
+                ))
+            })?;
+            builder
+                .dangerous()
+                .with_custom_certificate_verifier(Arc::new(verifier))
+                .with_no_client_auth()
+        } else {
+            // Plain http to loopback (the sandbox): reading the system's ~300 roots would only cost
+            // start-up time, and no certificate is ever verified.
+            builder
+                .with_root_certificates(rustls::RootCertStore::empty())
+                .with_no_client_auth()
+        };
         let http = reqwest::Client::builder()
             .tls_backend_preconfigured(tls)
             .connect_timeout(config.connect_timeout)

@@ -214,7 +214,7 @@ pub(crate) fn dead(
                 })
                 .unwrap_or_default();
             let fix = if facts.kind == Kind::SystemUser60d {
-                "generate a new token for the system user (Business Settings → Users → System users → Generate new token); next time renew it within its 60 days with `permatoken refresh`, or ".to_owned() + SYSTEM_USER_STEPS
+                "generate a new token for the system user (Business Settings → Users → System users → Generate new token), and next time renew it within its 60 days; or ".to_owned() + SYSTEM_USER_STEPS
             } else {
                 SYSTEM_USER_STEPS.to_owned()
             };
@@ -344,35 +344,37 @@ pub(crate) fn alive(
         let left = expires.duration_since(now);
         let when = format!("{} (in {})", human_time(expires), human_span(left));
         let renew = if facts.kind == Kind::SystemUser60d {
-            "renew it with `permatoken refresh` before then, or ".to_owned() + SYSTEM_USER_STEPS
+            "renew it within its 60 days: generate a new one for the system user (Business Settings → Users → System users → Generate new token), or by API with `grant_type=fb_exchange_token` and `set_token_expires_in_60_days=true`; or ".to_owned() + SYSTEM_USER_STEPS
         } else {
             SYSTEM_USER_STEPS.to_owned()
         };
+        let message = format!("this {} expires on {when}", facts.kind.describe());
         if left <= thresholds.crit {
             out.push(finding(
                 FindingCode::TokenExpiresSoon,
                 Severity::Critical,
-                format!("the token expires on {when}"),
-                renew.clone(),
+                message,
+                renew,
             ));
         } else if left <= thresholds.warn {
             out.push(finding(
                 FindingCode::TokenExpiring,
                 Severity::Warning,
-                format!("the token expires on {when}"),
-                renew.clone(),
+                message,
+                renew,
+            ));
+        } else {
+            // Outside both windows the verdict is ok, and this is where the way out is shown.
+            out.push(finding(
+                FindingCode::TokenNotPermanent,
+                Severity::Info,
+                format!(
+                    "this is a {}: it stops working on {when}",
+                    facts.kind.describe()
+                ),
+                renew,
             ));
         }
-        out.push(finding(
-            FindingCode::TokenNotPermanent,
-            Severity::Info,
-            format!(
-                "this is a {}: it stops working on {}",
-                facts.kind.describe(),
-                human_time(expires)
-            ),
-            renew,
-        ));
     }
     if !facts.missing_scopes.is_empty() {
         let list = facts.missing_scopes.join(", ");

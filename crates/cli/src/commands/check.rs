@@ -149,12 +149,21 @@ async fn check(args: CheckArgs) -> Result<u8, Failure> {
 
     let mut out = anstream::stdout().lock();
     let written = if args.json {
-        let object = if args.all {
-            json!({"status": status, "tokens": reports})
+        #[derive(serde::Serialize)]
+        struct All<'a> {
+            status: Status,
+            tokens: &'a [Report],
+        }
+        // Serialised from the structs, so fields keep the documented order (status first).
+        let text = if args.all {
+            serde_json::to_string_pretty(&All {
+                status,
+                tokens: &reports,
+            })
         } else {
-            serde_json::to_value(&reports[0]).unwrap_or_default()
+            serde_json::to_string_pretty(&reports[0])
         };
-        writeln!(out, "{object:#}")
+        writeln!(out, "{}", text.unwrap_or_default())
     } else {
         reports
             .iter()
