@@ -185,4 +185,10 @@ pub(crate) struct SandboxArgs {
     /// Cut the next N answers in the middle of their JSON.
     #[arg(long, value_name = "N", default_value_t = 0)]
     pub(crate) truncate: u32,
+    /// Serve HTTPS, with a certificate signed by a CA made at start; clients trust it with --ca-file.
+    #[arg(long)]
+    pub(crate) tls: bool,
+    /// With --tls: where to write the CA certificate (default: in the temporary folder).
+    #[arg(long, value_name = "PATH", requires = "tls")]
+    pub(crate) ca_out: Option<PathBuf>,
 }

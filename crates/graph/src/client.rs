@@ -327,15 +327,20 @@ impl Client {
     }
 
     fn transport_error(&self, e: reqwest::Error, timeout: Duration) -> Error {
+        let origin = self.root.origin().ascii_serialization();
+        let e = e.without_url();
+        if let Some(tls) = rustls_error(&e) {
+            return Error::Tls {
+                origin,
+                reason: tls.to_string(),
+            };
+        }
         let reason = if e.is_timeout() {
             format!("no answer within {}", human(timeout))
         } else {
-            chain(&e.without_url())
+            chain(&e)
         };
-        Error::Transport {
-            origin: self.root.origin().ascii_serialization(),
-            reason,
-        }
+        Error::Transport { origin, reason }
     }
 }
 
@@ -452,6 +457,26 @@ fn parse_pem_certs(pem: &[u8]) -> Result<Vec<rustls::pki_types::CertificateDer<'
         ));
     }
     Ok(certs)
+}
+
+/// The rustls error somewhere down a connection error's sources. It arrives wrapped in `io::Error`s
+/// (tokio-rustls, then reqwest's connector), whose `source()` skips the error they wrap, so each one
+/// is opened with `get_ref` too.
+fn rustls_error<'a>(e: &'a (dyn std::error::Error + 'static)) -> Option<&'a rustls::Error> {
+    let mut next = Some(e);
+    while let Some(err) = next {
+        if let Some(tls) = err.downcast_ref::<rustls::Error>() {
+            return Some(tls);
+        }
+        next = match err
+            .downcast_ref::<std::io::Error>()
+            .and_then(|io| io.get_ref())
+        {
+            Some(inner) => Some(inner as &(dyn std::error::Error + 'static)),
+            None => err.source(),
+        };
+    }
+    None
 }
 
 fn query_names(url: &Url) -> String {

@@ -151,6 +151,14 @@ pub enum Error {
         /// What failed, without the URL.
         reason: String,
     },
+    /// The server's TLS certificate was refused: not a passing failure, so never retried.
+    #[error("the TLS certificate of {origin} was refused: {reason}")]
+    Tls {
+        /// Scheme, host and port.
+        origin: String,
+        /// What rustls said.
+        reason: String,
+    },
     /// The body was cut short or was not JSON.
     #[error("the Graph API's answer to `{endpoint}` was cut short or not JSON: {reason}")]
     Truncated {
@@ -195,7 +203,9 @@ impl Error {
             Self::Status { status, .. } if *status >= 500 => ErrorClass::Transient,
             Self::Transport { .. } | Self::Truncated { .. } => ErrorClass::Transient,
             Self::OutOfTime { last, .. } => last.class(endpoint),
-            Self::Status { .. } | Self::Shape { .. } | Self::Config(_) => ErrorClass::Other,
+            Self::Status { .. } | Self::Shape { .. } | Self::Tls { .. } | Self::Config(_) => {
+                ErrorClass::Other
+            }
         }
     }
 

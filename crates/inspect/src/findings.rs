@@ -296,6 +296,14 @@ pub(crate) fn call_failed(err: &GraphError) -> Finding {
     let class = err.class(Endpoint::Other);
     let trace_id = err.graph_error().and_then(|e| e.trace_id.clone());
     let mut f = match (class, err) {
+        (_, GraphError::Tls { .. }) => finding(
+            FindingCode::GraphUnreachable,
+            Severity::Warning,
+            format!(
+                "could not reach the Graph API securely, so the token could not be judged: {err}"
+            ),
+            "if a proxy here inspects TLS, trust its CA with `--ca-file PEM`; otherwise check this machine's clock and its CA certificates (Debian: the ca-certificates package)",
+        ),
         (ErrorClass::RateLimited, GraphError::OutOfTime { wait, .. }) => finding(
             FindingCode::RateLimited,
             Severity::Warning,

@@ -12,6 +12,7 @@
 
 mod api;
 mod scenarios;
+mod tls;
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -31,6 +32,8 @@ pub struct Options {
     pub require_proof: bool,
     /// Faults active from the start.
     pub faults: Faults,
+    /// Serve HTTPS with a certificate signed by a CA made at start ([`Running::ca_pem`]).
+    pub tls: bool,
 }
 
 /// Faults to inject. Counters apply to the next that many Graph requests (admin calls do not count).
@@ -143,12 +146,14 @@ impl Sandbox {
 
     /// Listens on 127.0.0.1 and serves on the current tokio runtime until the handle is dropped.
     pub async fn start(options: &Options) -> std::io::Result<Running> {
-        let (sandbox, listener, addr) = Self::bind(options).await?;
+        let (sandbox, bound, ca_pem) = Self::bind(options).await?;
+        let addr = bound.local_addr()?;
         let (stop, stopped) = tokio::sync::oneshot::channel();
-        tokio::spawn(serve(sandbox.router(), listener, stopped));
+        tokio::spawn(serve(sandbox.router(), bound, stopped));
         Ok(Running {
             sandbox,
             addr,
+            ca_pem,
             _stop: stop,
         })
     }
@@ -169,16 +174,23 @@ impl Sandbox {
                     Err(e) => return drop(tx.send(Err(e))),
                 };
                 runtime.block_on(async move {
-                    match Self::bind(&options).await {
-                        Ok((sandbox, listener, addr)) => {
+                    let bound = Self::bind(&options)
+                        .await
+                        .and_then(|(sandbox, bound, ca_pem)| {
+                            Ok((sandbox, bound.local_addr()?, bound, ca_pem))
+                        });
+                    match bound {
+                        Ok((sandbox, addr, bound, ca_pem)) => {
                             let (stop, stopped) = tokio::sync::oneshot::channel();
                             let router = sandbox.router();
-                            let _ = tx.send(Ok(Running {
+                            let running = Running {
                                 sandbox,
                                 addr,
+                                ca_pem,
                                 _stop: stop,
-                            }));
-                            serve(router, listener, stopped).await;
+                            };
+                            let _ = tx.send(Ok(running));
+                            serve(router, bound, stopped).await;
                         }
                         Err(e) => drop(tx.send(Err(e))),
                     }
@@ -188,14 +200,22 @@ impl Sandbox {
             .map_err(|_| std::io::Error::other("the sandbox thread died while starting"))?
     }
 
-    async fn bind(
-        options: &Options,
-    ) -> std::io::Result<(Self, tokio::net::TcpListener, SocketAddr)> {
-        let listener =
+    async fn bind(options: &Options) -> std::io::Result<(Self, Bound, Option<String>)> {
+        // Loopback only: the sandbox's tokens and secret are printed for anyone to use.
+        let tcp =
             tokio::net::TcpListener::bind(SocketAddr::from((Ipv4Addr::LOCALHOST, options.port)))
                 .await?;
-        let addr = listener.local_addr()?;
-        Ok((Self::new(options), listener, addr))
+        let (bound, ca_pem) = if options.tls {
+            let ca = tls::make()?;
+            let acceptor = tokio_rustls::TlsAcceptor::from(ca.server);
+            (
+                Bound::Tls(tls::TlsListener { tcp, acceptor }),
+                Some(ca.ca_pem),
+            )
+        } else {
+            (Bound::Plain(tcp), None)
+        };
+        Ok((Self::new(options), bound, ca_pem))
     }
 
     /// The sandbox's app: id, name and secret (a fake one, made at start).
@@ -243,26 +263,49 @@ impl Sandbox {
 pub struct Running {
     sandbox: Sandbox,
     addr: SocketAddr,
+    ca_pem: Option<String>,
     _stop: tokio::sync::oneshot::Sender<()>,
 }
 
+enum Bound {
+    Plain(tokio::net::TcpListener),
+    Tls(tls::TlsListener),
+}
+
+impl Bound {
+    fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        match self {
+            Self::Plain(l) => l.local_addr(),
+            Self::Tls(l) => l.tcp.local_addr(),
+        }
+    }
+}
+
 /// Serves until the sender of `stopped` is dropped.
-async fn serve(
-    router: axum::Router,
-    listener: tokio::net::TcpListener,
-    stopped: tokio::sync::oneshot::Receiver<()>,
-) {
-    let _ = axum::serve(listener, router)
-        .with_graceful_shutdown(async {
-            let _ = stopped.await;
-        })
-        .await;
+async fn serve(router: axum::Router, bound: Bound, stopped: tokio::sync::oneshot::Receiver<()>) {
+    let stopped = async {
+        let _ = stopped.await;
+    };
+    let _ = match bound {
+        Bound::Plain(l) => axum::serve(l, router).with_graceful_shutdown(stopped).await,
+        Bound::Tls(l) => axum::serve(l, router).with_graceful_shutdown(stopped).await,
+    };
 }
 
 impl Running {
-    /// `http://127.0.0.1:PORT`.
+    /// `http://127.0.0.1:PORT`, or `https://` with TLS.
     pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
+        let scheme = if self.ca_pem.is_some() {
+            "https"
+        } else {
+            "http"
+        };
+        format!("{scheme}://{}", self.addr)
+    }
+
+    /// With TLS: the PEM certificate of the CA made at start, for clients to trust.
+    pub fn ca_pem(&self) -> Option<&str> {
+        self.ca_pem.as_deref()
     }
 
     /// The address it listens on.

@@ -20,6 +20,7 @@ pub(crate) async fn run(args: SandboxArgs) -> Result<u8, Failure> {
             regain_minutes: args.regain_minutes,
             truncate: args.truncate,
         },
+        tls: args.tls,
     };
     let running = Sandbox::start(&options).await.map_err(|e| {
         Failure::new(
@@ -28,6 +29,27 @@ pub(crate) async fn run(args: SandboxArgs) -> Result<u8, Failure> {
         )
     })?;
     let url = running.url();
+    let ca_file = match running.ca_pem() {
+        Some(pem) => {
+            let path = args.ca_out.clone().unwrap_or_else(|| {
+                std::env::temp_dir().join(format!(
+                    "permatoken-sandbox-ca-{}.pem",
+                    running.addr().port()
+                ))
+            });
+            std::fs::write(&path, pem).map_err(|e| {
+                Failure::new(
+                    format!(
+                        "cannot write the sandbox's CA certificate to `{}`: {e}",
+                        path.display()
+                    ),
+                    "choose a writable place with --ca-out",
+                )
+            })?;
+            Some(path)
+        }
+        None => None,
+    };
     let mut out = anstream::stdout().lock();
     let _ = writeln!(
         out,
@@ -41,7 +63,15 @@ pub(crate) async fn run(args: SandboxArgs) -> Result<u8, Failure> {
         "  export FACEBOOK_APP_SECRET={}",
         running.app_secret().expose_secret()
     );
-    let _ = writeln!(out, "  export WHATSAPP_ACCESS_TOKEN=<a token below>\n");
+    let _ = writeln!(out, "  export WHATSAPP_ACCESS_TOKEN=<a token below>");
+    if let Some(path) = &ca_file {
+        let _ = writeln!(
+            out,
+            "  permatoken check --ca-file {}   # trusts the CA made for this run",
+            path.display()
+        );
+    }
+    let _ = writeln!(out);
     let _ = writeln!(out, "Scenario tokens:");
     for scenario in SCENARIOS {
         if let Some(token) = running.token(scenario.name) {

@@ -6,3 +6,4 @@ mod check;
 mod credentials;
 mod faults;
 mod harness;
+mod tls;
