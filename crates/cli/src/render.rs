@@ -179,6 +179,16 @@ pub(crate) fn report(out: &mut dyn Write, r: &Report, now: Timestamp) -> std::io
     )
 }
 
+/// The last line of `check --all`.
+pub(crate) fn overall(out: &mut dyn Write, tokens: usize, status: Status) -> std::io::Result<()> {
+    writeln!(
+        out,
+        "\nOverall: {} (exit {}), the worst of {tokens} tokens",
+        status_word(status),
+        status.exit_code()
+    )
+}
+
 fn finding(out: &mut dyn Write, f: &Finding, fix_repeated: bool) -> std::io::Result<()> {
     let (style, sign) = match f.severity {
         Severity::Critical => (RED, "✗"),

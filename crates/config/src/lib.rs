@@ -273,6 +273,10 @@ fn validate_token(token: &Sourced<AccessToken>) -> Result<(), Error> {
         Some("starts with `Bearer `: store the token alone, without the header's prefix")
     } else if text.chars().any(|c| c.is_whitespace() || c.is_control()) {
         Some("holds spaces or line breaks inside it, so it was not copied whole")
+    } else if !text.is_ascii() {
+        Some(
+            "holds characters that are not in Meta tokens (a typographic quote or an invisible character copied with it?)",
+        )
     } else if text.starts_with(['"', '\'']) {
         Some("starts with a quote that the file's quoting did not remove")
     } else {

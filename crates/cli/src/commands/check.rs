@@ -1,6 +1,6 @@
 //! `permatoken check`: find the token(s), ask the Graph API, print the report, exit with the verdict.
 
-use std::io::{IsTerminal, Read, Write};
+use std::io::{BufRead, IsTerminal, Read, Write};
 use std::time::Duration;
 
 use jiff::{SignedDuration, Timestamp};
@@ -176,13 +176,7 @@ async fn check(args: CheckArgs) -> Result<u8, Failure> {
             })
             .and_then(|()| {
                 if reports.len() > 1 {
-                    writeln!(
-                        out,
-                        "\nOverall: {} tokens checked, worst status {:?} (exit {})",
-                        reports.len(),
-                        status,
-                        status.exit_code()
-                    )
+                    render::overall(&mut out, reports.len(), status)
                 } else {
                     Ok(())
                 }
@@ -196,11 +190,15 @@ async fn check(args: CheckArgs) -> Result<u8, Failure> {
 fn read_credentials(args: &CheckArgs) -> Result<Credentials, Failure> {
     let token_stdin = if args.source.token_stdin {
         let stdin = std::io::stdin();
-        if stdin.is_terminal() {
-            eprintln!("Paste the token and press Enter (it is not shown anywhere else):");
-        }
         let mut text = String::new();
-        stdin.lock().read_to_string(&mut text).map_err(|e| {
+        let read = if stdin.is_terminal() {
+            // Typed or pasted by a person: the line ends it (a pipe ends at end of input).
+            eprintln!("Paste the token and press Enter (it is shown nowhere else):");
+            stdin.lock().read_line(&mut text).map(drop)
+        } else {
+            stdin.lock().read_to_string(&mut text).map(drop)
+        };
+        read.map_err(|e| {
             Failure::new(
                 format!("cannot read the token from standard input: {e}"),
                 "pipe the token in: `permatoken check --token-stdin < token.txt`",

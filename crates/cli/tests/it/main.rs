@@ -6,4 +6,5 @@ mod check;
 mod credentials;
 mod faults;
 mod harness;
+mod output;
 mod tls;
