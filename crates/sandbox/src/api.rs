@@ -275,19 +275,21 @@ fn meta_time(unix: i64) -> String {
         .unwrap_or_else(|_| unix.to_string())
 }
 
-/// The error every endpoint answers for a token that does not work.
-fn token_error(seen: &Seen) -> Option<Response> {
-    let (subcode, message) = match seen {
-        Seen::Valid(_) => return None,
-        Seen::Dead(_, sub, message) => (*sub, message.as_str()),
-        Seen::Garbage => (None, CANNOT_PARSE),
+/// The token's record if it works, else the error every endpoint answers for a token that does not.
+// The error is the handler's own answer, returned at once; boxing it would only add noise.
+#[allow(clippy::result_large_err)]
+fn valid(state: &State, token: &str) -> Result<Record, Response> {
+    let (subcode, message) = match see(state, token) {
+        Seen::Valid(record) => return Ok(record),
+        Seen::Dead(_, sub, message) => (sub, message),
+        Seen::Garbage => (None, CANNOT_PARSE.to_owned()),
     };
-    Some(error(
+    Err(error(
         StatusCode::BAD_REQUEST,
         190,
         subcode,
         "OAuthException",
-        message,
+        &message,
     ))
 }
 
@@ -342,12 +344,9 @@ fn me(state: &State, bearer: Option<&str>, params: &Params) -> Response {
             "An active access token must be used to query information about the current user.",
         );
     };
-    let seen = see(state, token);
-    if let Some(response) = token_error(&seen) {
-        return response;
-    }
-    let Seen::Valid(record) = seen else {
-        unreachable!("token_error covers the rest")
+    let record = match valid(state, token) {
+        Ok(record) => record,
+        Err(response) => return response,
     };
     if let Some(response) = check_proof(state, params, &record) {
         return response;
@@ -408,12 +407,9 @@ fn debug_token(state: &State, bearer: Option<&str>, params: &Params) -> Response
         }
         app
     } else {
-        let seen = see(state, caller);
-        if let Some(response) = token_error(&seen) {
-            return response;
-        }
-        let Seen::Valid(record) = seen else {
-            unreachable!("token_error covers the rest")
+        let record = match valid(state, caller) {
+            Ok(record) => record,
+            Err(response) => return response,
         };
         if let Some(response) = check_proof(state, params, &record) {
             return response;
@@ -517,12 +513,9 @@ fn exchange(state: &State, params: &Params) -> Response {
             "(#100) Missing parameter fb_exchange_token",
         );
     };
-    let seen = see(state, input);
-    if let Some(response) = token_error(&seen) {
-        return response;
-    }
-    let Seen::Valid(record) = seen else {
-        unreachable!("token_error covers the rest")
+    let record = match valid(state, input) {
+        Ok(record) => record,
+        Err(response) => return response,
     };
     if app_of(state, record.owner).id != app.id {
         return error(

@@ -1,6 +1,6 @@
 //! Where the token comes from, and what happens when it does not.
 
-use crate::harness::{Test, sandbox, sandbox_with};
+use crate::harness::{Test, sandbox, sandbox_with, token_of};
 
 #[test]
 fn no_token_is_unknown_with_what_to_set() {
@@ -35,11 +35,7 @@ fn no_token_is_unknown_with_what_to_set() {
 #[test]
 fn the_report_names_where_the_token_came_from() {
     let sandbox = sandbox();
-    let token = sandbox
-        .token("system-user")
-        .unwrap()
-        .expose_secret()
-        .to_owned();
+    let token = token_of(&sandbox, "system-user");
     let source = |t: Test, args: &[&str]| {
         t.args(["check", "--json"]).args(args).run().json()["token"]["source"]
             .as_str()
@@ -152,11 +148,7 @@ fn bad_files_get_line_and_column() {
 #[test]
 fn a_wrong_app_secret_is_named_and_the_report_still_made() {
     let sandbox = sandbox();
-    let token = sandbox
-        .token("system-user")
-        .unwrap()
-        .expose_secret()
-        .to_owned();
+    let token = token_of(&sandbox, "system-user");
     let env = format!(
         "WHATSAPP_ACCESS_TOKEN={token}\nFACEBOOK_APP_ID={}\nFACEBOOK_APP_SECRET={}\n",
         sandbox.app().id,

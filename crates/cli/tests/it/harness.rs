@@ -121,6 +121,15 @@ impl Test {
     }
 }
 
+/// The token of a sandbox scenario, as text.
+pub(crate) fn token_of(sandbox: &Running, scenario: &str) -> String {
+    sandbox
+        .token(scenario)
+        .expect("a known scenario")
+        .expose_secret()
+        .to_owned()
+}
+
 pub(crate) fn app_lines(sandbox: &Running) -> String {
     format!(
         "FACEBOOK_APP_ID={}\nFACEBOOK_APP_SECRET={}\n",
