@@ -269,6 +269,10 @@ fn validate_token(token: &Sourced<AccessToken>) -> Result<(), Error> {
     let var = token.var.clone().unwrap_or_else(|| "the token".into());
     let problem = if text.is_empty() {
         Some("is empty")
+    } else if text.contains('|') {
+        Some(
+            "is an app token (`APP_ID|APP_SECRET`), not a user or system-user token: it cannot send WhatsApp messages, and it holds the app secret, so keep it out of this variable",
+        )
     } else if text.starts_with("Bearer ") {
         Some("starts with `Bearer `: store the token alone, without the header's prefix")
     } else if text.chars().any(|c| c.is_whitespace() || c.is_control()) {
@@ -428,6 +432,9 @@ mod tests {
         let err = resolve(&request, env(&[(TOKEN_VAR, "EAAPERMATOKENTEST half")])).unwrap_err();
         assert!(err.to_string().contains(TOKEN_VAR), "{err}");
         assert!(!err.to_string().contains("half"), "{err}");
+        let err = resolve(&request, env(&[(TOKEN_VAR, "1234567890|PERMATOKENTEST")])).unwrap_err();
+        assert!(err.to_string().contains("app token"), "{err}");
+        assert!(!err.to_string().contains("PERMATOKENTEST"), "{err}");
         let err = resolve(&request, env(&[(APP_ID_VAR, "my-app")])).unwrap_err();
         assert!(err.hint().contains("Settings → Basic"), "{}", err.hint());
         let creds = resolve(&request, env(&[(APP_SECRET_VAR, "nothex")])).unwrap();
