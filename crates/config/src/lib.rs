@@ -316,7 +316,10 @@ fn read_env_file(path: &Path, warnings: &mut Vec<String>) -> Result<Layer, Error
     check_file_mode(path, warnings);
     Ok(Layer {
         source: Source::EnvFile(path.to_owned()),
-        vars: env.entries.into_iter().map(|e| (e.key, e.value)).collect(),
+        vars: env
+            .entries()
+            .map(|e| (e.key.to_owned(), e.value.to_owned()))
+            .collect(),
     })
 }
 

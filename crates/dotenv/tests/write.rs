@@ -1,0 +1,219 @@
+//! Safe writes: modes, owners, symlinks, backups, stale temporaries, and a SIGKILL at random moments.
+
+use std::fs;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use permatoken_dotenv::{BACKUPS_KEPT, Locked};
+
+fn mode(path: &Path) -> u32 {
+    fs::metadata(path).unwrap().mode() & 0o777
+}
+
+#[test]
+fn a_new_file_is_0600_and_a_loose_one_is_tightened() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join(".env");
+    let written = Locked::open(&path)
+        .unwrap()
+        .replace(b"A=1\n", None)
+        .unwrap();
+    assert_eq!(written.backup, None, "nothing to back up");
+    assert_eq!(fs::read(&path).unwrap(), b"A=1\n");
+    assert_eq!(mode(&path), 0o600);
+    fs::set_permissions(&path, fs::Permissions::from_mode(0o644)).unwrap();
+    Locked::open(&path)
+        .unwrap()
+        .replace(b"A=2\n", None)
+        .unwrap();
+    assert_eq!(mode(&path), 0o600);
+    fs::set_permissions(&path, fs::Permissions::from_mode(0o400)).unwrap();
+    Locked::open(&path)
+        .unwrap()
+        .replace(b"A=3\n", None)
+        .unwrap();
+    assert_eq!(mode(&path), 0o400, "a stricter mode is the owner's choice");
+    let lock = dir.path().join(".env.lock");
+    assert_eq!(mode(&lock), 0o600);
+}
+
+#[test]
+fn owner_and_group_are_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join(".env");
+    fs::write(&path, "A=1\n").unwrap();
+    let before = fs::metadata(&path).unwrap();
+    // As root (CI), give the file to another owner first, so keeping it is not a coincidence.
+    let (uid, gid) = if before.uid() == 0 {
+        (65534, 65534)
+    } else {
+        (before.uid(), before.gid())
+    };
+    std::os::unix::fs::chown(&path, Some(uid), Some(gid)).unwrap();
+    Locked::open(&path)
+        .unwrap()
+        .replace(b"A=2\n", None)
+        .unwrap();
+    let after = fs::metadata(&path).unwrap();
+    assert_eq!((after.uid(), after.gid()), (uid, gid));
+}
+
+#[test]
+fn a_symlink_is_written_through_and_stays_a_link() {
+    let dir = tempfile::tempdir().unwrap();
+    let real = dir.path().join("shared.env");
+    fs::write(&real, "A=1\n").unwrap();
+    let link = dir.path().join(".env");
+    std::os::unix::fs::symlink("shared.env", &link).unwrap();
+    let locked = Locked::open(&link).unwrap();
+    assert_eq!(locked.target(), real);
+    locked.replace(b"A=2\n", None).unwrap();
+    assert!(
+        fs::symlink_metadata(&link)
+            .unwrap()
+            .file_type()
+            .is_symlink()
+    );
+    assert_eq!(fs::read(&real).unwrap(), b"A=2\n");
+}
+
+#[test]
+fn backups_live_outside_the_project_and_the_last_five_are_kept() {
+    let project = tempfile::tempdir().unwrap();
+    let state = tempfile::tempdir().unwrap();
+    let backups = state.path().join("permatoken/backups");
+    let path = project.path().join(".env");
+    fs::write(&path, "A=0\n").unwrap();
+    let mut made = Vec::new();
+    for i in 1..=7 {
+        let written = Locked::open(&path)
+            .unwrap()
+            .replace(format!("A={i}\n").as_bytes(), Some(&backups))
+            .unwrap();
+        let backup = written.backup.expect("a backup of the previous content");
+        assert_eq!(
+            fs::read_to_string(&backup).unwrap(),
+            format!("A={}\n", i - 1)
+        );
+        assert_eq!(mode(&backup), 0o600);
+        made.push(backup);
+    }
+    assert_eq!(mode(&backups), 0o700);
+    let mut left: Vec<_> = fs::read_dir(&backups)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    left.sort();
+    assert_eq!(left.len(), BACKUPS_KEPT);
+    assert_eq!(left, made[2..], "the oldest go first");
+    // Nothing but the file and its lock beside the project's .env: no backup a `git add .` could take.
+    let mut beside: Vec<_> = fs::read_dir(project.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    beside.sort();
+    assert_eq!(beside, [".env", ".env.lock"]);
+}
+
+#[test]
+fn stale_temporary_files_are_removed_by_the_next_writer() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join(".env");
+    let stale = dir.path().join(".permatoken-tmp.12345-678..env");
+    fs::write(&stale, "half a tok").unwrap();
+    let unrelated = dir.path().join(".permatoken-tmp.1-2.prod.env");
+    fs::write(&unrelated, "").unwrap();
+    Locked::open(&path)
+        .unwrap()
+        .replace(b"A=1\n", None)
+        .unwrap();
+    assert!(!stale.exists());
+    assert!(unrelated.exists(), "only this file's temporaries");
+}
+
+/// Run by `a_writer_killed_at_random_moments_never_leaves_a_half_file` in a child process: writes the
+/// two versions in turn, forever, until killed.
+#[test]
+fn writer_for_the_kill_test() {
+    let Some(path) = std::env::var_os("PERMATOKEN_KILL_TEST_FILE") else {
+        return;
+    };
+    let backups = std::env::var_os("PERMATOKEN_KILL_TEST_BACKUPS").unwrap();
+    let (old, new) = versions();
+    for i in 0.. {
+        let content = if i % 2 == 0 { &new } else { &old };
+        let locked = Locked::open(Path::new(&path)).unwrap();
+        locked
+            .replace(content.as_bytes(), Some(Path::new(&backups)))
+            .unwrap();
+    }
+}
+
+fn versions() -> (String, String) {
+    let token = |c: char| format!("EAAPERMATOKENTEST{}", c.to_string().repeat(3000));
+    (
+        format!("# app\nWHATSAPP_ACCESS_TOKEN={}\nOTHER=1\n", token('o')),
+        format!("# app\nWHATSAPP_ACCESS_TOKEN={}\nOTHER=1\n", token('n')),
+    )
+}
+
+#[test]
+fn a_writer_killed_at_random_moments_never_leaves_a_half_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join(".env");
+    let backups = dir.path().join("state");
+    let (old, new) = versions();
+    fs::write(&path, &old).unwrap();
+    let exe = std::env::current_exe().unwrap();
+    let started = Instant::now();
+    let mut kills = 0;
+    let mut seen_new = false;
+    let mut seed = u64::from(std::process::id()) | 1;
+    while kills < 300 && started.elapsed() < Duration::from_secs(60) {
+        let mut child = Command::new(&exe)
+            .args([
+                "--exact",
+                "writer_for_the_kill_test",
+                "--nocapture",
+                "--test-threads=1",
+            ])
+            .env("PERMATOKEN_KILL_TEST_FILE", &path)
+            .env("PERMATOKEN_KILL_TEST_BACKUPS", &backups)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        // xorshift: a different moment each time, 0 to 15 ms after the start.
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        std::thread::sleep(Duration::from_micros(seed % 15_000));
+        child.kill().unwrap(); // SIGKILL
+        child.wait().unwrap();
+        kills += 1;
+        let now = fs::read_to_string(&path).unwrap();
+        assert!(
+            now == old || now == new,
+            "after kill {kills} the file is neither version ({} bytes)",
+            now.len()
+        );
+        seen_new |= now == new;
+    }
+    assert!(kills >= 100, "only {kills} kills in the time allowed");
+    assert!(seen_new, "the writer got to write at least once");
+    // The next writer cleans up what the killed ones left.
+    Locked::open(&path)
+        .unwrap()
+        .replace(old.as_bytes(), None)
+        .unwrap();
+    let temps = fs::read_dir(dir.path()).unwrap().filter(|e| {
+        e.as_ref()
+            .unwrap()
+            .file_name()
+            .to_string_lossy()
+            .starts_with(".permatoken-tmp.")
+    });
+    assert_eq!(temps.count(), 0);
+}
