@@ -13,6 +13,17 @@ Exit codes (all commands; the monitoring-plugin convention):
 
 Try it without a Meta account:  permatoken check --sandbox";
 
+const RENEW_AFTER_HELP: &str = "\
+Exit codes:
+  0  done, or nothing needed
+  1  done, but the resulting token expires within --warn-days
+  2  failed (nothing written), a dead token that cannot be renewed, or written but --then failed
+  3  could not tell (network, Graph API outage) or bad configuration or usage; nothing written
+
+The token is written back where it came from: the .env file (only its line changes; the old file is
+kept in $XDG_STATE_HOME/permatoken/backups), or the --token-file. A token from the environment or
+standard input needs --env-file or --output.";
+
 /// Keeps WhatsApp Business Platform access tokens alive: tells the truth about a token, and what to do.
 #[derive(Debug, Parser)]
 #[command(name = "permatoken", version, after_help = AFTER_HELP, propagate_version = true)]
@@ -88,6 +99,32 @@ pub(crate) enum Command {
     /// (JSON: latency_ms, server_errors, rate_limits, regain_minutes, truncate), `POST /_sandbox/clock`
     /// (`{"advance_seconds": N}` ages every token), `GET /_sandbox/requests`, `GET /_sandbox/scenarios`.
     Sandbox(SandboxArgs),
+    /// Turn a short-lived user token into a long-lived (60-day) one, verify it, and write it back.
+    ///
+    /// The guide's Method 2, done safely: the app secret goes in a POST body (never a URL), the new token
+    /// is checked with `/me` and `/debug_token` (valid, same app, same or more permissions) before
+    /// anything is written, the `.env` file is edited in place (every other byte kept, the old content
+    /// backed up outside the project, mode 0600), and the token is never printed unless --reveal.
+    /// Needs `FACEBOOK_APP_ID` and `FACEBOOK_APP_SECRET`.
+    #[command(after_help = RENEW_AFTER_HELP)]
+    Exchange(ExchangeArgs),
+    /// Renew what can be renewed inside its renewal window; say plainly what cannot, and how to fix it.
+    ///
+    /// Looks at `WHATSAPP_ACCESS_TOKEN` and every `WHATSAPP_ACCESS_TOKEN_BACKUP*`. A 60-day system-user
+    /// token is renewed by API within its 60 days; a long-lived user token only with --try-user-token
+    /// (renewal is not documented for it, so only a later expiry on `/debug_token` counts); a
+    /// never-expiring system-user token is never touched. With --failover, a dead primary token is
+    /// replaced by the first healthy backup.
+    #[command(after_help = RENEW_AFTER_HELP)]
+    Refresh(RefreshArgs),
+    /// Make a permanent system-user token by API (the guide's Method 3), verify it, and write it.
+    ///
+    /// With a business admin's token (read like any token), the app id and secret, and the system
+    /// user's id (Business Settings → Users → System users), installs the app for the system user, asks
+    /// for a token with whatsapp_business_messaging, whatsapp_business_management and
+    /// business_management, checks it never expires, and writes it like `exchange` does.
+    #[command(after_help = RENEW_AFTER_HELP)]
+    Mint(MintArgs),
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
     ///
     /// bash: `permatoken completions bash > ~/.local/share/bash-completion/completions/permatoken`;
@@ -140,12 +177,8 @@ pub(crate) struct CheckArgs {
     /// Print one JSON object on standard output (fields documented in the README).
     #[arg(long)]
     pub(crate) json: bool,
-    /// Warn when the token expires within this many days.
-    #[arg(long, value_name = "DAYS", default_value_t = 14, value_parser = clap::value_parser!(u32).range(0..=3650))]
-    pub(crate) warn_days: u32,
-    /// Critical when the token expires within this many days.
-    #[arg(long, value_name = "DAYS", default_value_t = 3, value_parser = clap::value_parser!(u32).range(0..=3650))]
-    pub(crate) crit_days: u32,
+    #[command(flatten)]
+    pub(crate) windows: WindowArgs,
     /// Start the built-in sandbox and check one of its tokens: no Meta account needed.
     #[arg(long, conflicts_with_all = ["token_file", "token_stdin", "env_file", "ca_file"])]
     pub(crate) sandbox: bool,
@@ -191,4 +224,101 @@ pub(crate) struct SandboxArgs {
     /// With --tls: where to write the CA certificate (default: in the temporary folder).
     #[arg(long, value_name = "PATH", requires = "tls")]
     pub(crate) ca_out: Option<PathBuf>,
+}
+
+/// The warning and critical windows.
+#[derive(Debug, Args)]
+pub(crate) struct WindowArgs {
+    /// Warn when a token expires within this many days.
+    #[arg(long, value_name = "DAYS", default_value_t = 14, value_parser = clap::value_parser!(u32).range(0..=3650))]
+    pub(crate) warn_days: u32,
+    /// Critical when a token expires within this many days.
+    #[arg(long, value_name = "DAYS", default_value_t = 3, value_parser = clap::value_parser!(u32).range(0..=3650))]
+    pub(crate) crit_days: u32,
+}
+
+/// Where a new token goes, and what happens after.
+#[derive(Debug, Args)]
+pub(crate) struct WriteArgs {
+    /// Write the new token to this file (mode 0600) instead of the .env file.
+    #[arg(long, value_name = "FILE")]
+    pub(crate) output: Option<PathBuf>,
+    /// Show what would change, secrets masked, and write nothing.
+    #[arg(long)]
+    pub(crate) dry_run: bool,
+    /// After a successful write, run this command with `sh -c` (e.g. restart the service); its
+    /// environment holds no token or secret.
+    #[arg(long, value_name = "CMD")]
+    pub(crate) then: Option<String>,
+    /// Print one JSON object on standard output.
+    #[arg(long)]
+    pub(crate) json: bool,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct ExchangeArgs {
+    #[command(flatten)]
+    pub(crate) source: SourceArgs,
+    #[command(flatten)]
+    pub(crate) graph: GraphArgs,
+    #[command(flatten)]
+    pub(crate) write: WriteArgs,
+    #[command(flatten)]
+    pub(crate) windows: WindowArgs,
+    /// Also print the new token on standard output (it is otherwise never shown).
+    #[arg(long)]
+    pub(crate) reveal: bool,
+    /// Use the built-in sandbox's `short-lived` token (or --scenario); writes only with --output.
+    #[arg(long, conflicts_with_all = ["token_file", "token_stdin", "env_file", "ca_file"])]
+    pub(crate) sandbox: bool,
+    /// With --sandbox: which scenario token to exchange.
+    #[arg(long, value_name = "NAME", requires = "sandbox", default_value = "short-lived", value_parser = scenario_names())]
+    pub(crate) scenario: String,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct RefreshArgs {
+    #[command(flatten)]
+    pub(crate) source: SourceArgs,
+    #[command(flatten)]
+    pub(crate) graph: GraphArgs,
+    #[command(flatten)]
+    pub(crate) write: WriteArgs,
+    #[command(flatten)]
+    pub(crate) windows: WindowArgs,
+    /// Renew a token once it expires within this many days (default: --warn-days).
+    #[arg(long, value_name = "DAYS", value_parser = clap::value_parser!(u32).range(0..=3650))]
+    pub(crate) renew_days: Option<u32>,
+    /// Also try the exchange on a long-lived user token (not documented by Meta; kept only if
+    /// `/debug_token` shows a later expiry).
+    #[arg(long)]
+    pub(crate) try_user_token: bool,
+    /// When the primary token is dead (by the API's word, never on an outage), promote the first
+    /// healthy backup into `WHATSAPP_ACCESS_TOKEN`; the dead one stays in the backup copy of the file.
+    #[arg(long)]
+    pub(crate) failover: bool,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct MintArgs {
+    #[command(flatten)]
+    pub(crate) source: SourceArgs,
+    #[command(flatten)]
+    pub(crate) graph: GraphArgs,
+    #[command(flatten)]
+    pub(crate) write: WriteArgs,
+    #[command(flatten)]
+    pub(crate) windows: WindowArgs,
+    /// The system user's id (Business Settings → Users → System users → the user).
+    #[arg(long, value_name = "ID", required_unless_present = "sandbox")]
+    pub(crate) system_user: Option<String>,
+    /// Ask for a token that expires after 60 days, for businesses that must use expiring tokens.
+    #[arg(long)]
+    pub(crate) expires_60_days: bool,
+    /// Also print the new token on standard output (it is otherwise never shown).
+    #[arg(long)]
+    pub(crate) reveal: bool,
+    /// Use the built-in sandbox's business admin token and system user; writes only with --output.
+    #[arg(long, conflicts_with_all = ["token_file", "token_stdin", "env_file", "ca_file"])]
+    pub(crate) sandbox: bool,
 }

@@ -179,6 +179,107 @@ pub(crate) fn report(out: &mut dyn Write, r: &Report, now: Timestamp) -> std::io
     )
 }
 
+/// One labelled line of a report.
+pub(crate) fn line(out: &mut dyn Write, label: &str, text: &str) -> std::io::Result<()> {
+    writeln!(out, "  {label:<12} {}", wrap(text, 15))
+}
+
+/// The head of `exchange` and `mint`: what the new token is.
+pub(crate) fn new_token(
+    out: &mut dyn Write,
+    action: &str,
+    t: &permatoken_inspect::TokenFacts,
+) -> std::io::Result<()> {
+    let done = match action {
+        "mint" => "minted",
+        _ => "exchanged",
+    };
+    writeln!(
+        out,
+        "{} {done} and verified: {}",
+        mark(true),
+        t.kind.describe()
+    )?;
+    line(out, "new token", &t.fingerprint)?;
+    let expires = match (t.never_expires, t.expires_at.as_deref()) {
+        (Some(true), _) => "never".to_owned(),
+        (_, Some(at)) => when(Some(at), Timestamp::now()).unwrap_or_else(|| at.to_owned()),
+        _ => "unknown".to_owned(),
+    };
+    line(out, "expires", &expires)?;
+    if let Some(scopes) = &t.scopes {
+        line(out, "permissions", &scopes.join(", "))?;
+    }
+    Ok(())
+}
+
+/// Where a token was written, and the backup of what was there.
+pub(crate) fn written(
+    out: &mut dyn Write,
+    destination: &str,
+    backup: Option<&std::path::Path>,
+) -> std::io::Result<()> {
+    line(out, "written", &format!("{CYAN}{destination}{CYAN:#}"))?;
+    if let Some(backup) = backup {
+        line(
+            out,
+            "backup",
+            &format!(
+                "{CYAN}{}{CYAN:#} (the previous file, 0600)",
+                backup.display()
+            ),
+        )?;
+    }
+    Ok(())
+}
+
+/// What the `--then` command did.
+pub(crate) fn reload(out: &mut dyn Write, r: &permatoken_renew::Reload) -> std::io::Result<()> {
+    let text = match (&r.error, r.exit_code) {
+        (Some(e), _) => format!("{} `{}`: {e}", mark(false), r.command),
+        (None, Some(0)) => format!("{} `{}` exited 0", mark(true), r.command),
+        (None, Some(code)) => format!(
+            "{} `{}` exited {code}; the new token stays written",
+            mark(false),
+            r.command
+        ),
+        (None, None) => format!(
+            "{} `{}` was killed by a signal; the new token stays written",
+            mark(false),
+            r.command
+        ),
+    };
+    line(out, "reload", &text)
+}
+
+/// One token of `refresh`.
+pub(crate) fn refresh_outcome(
+    out: &mut dyn Write,
+    variable: Option<&str>,
+    source: &str,
+    decision: &permatoken_renew::Decision,
+    message: &str,
+    steps: Option<&str>,
+) -> std::io::Result<()> {
+    use permatoken_renew::Decision;
+    let sign = match decision {
+        Decision::NothingNeeded | Decision::Renewed => mark(true),
+        Decision::CannotRenew => format!("{YELLOW}⚠{YELLOW:#}"),
+        Decision::Dead => mark(false),
+        Decision::Unknown => format!("{YELLOW}?{YELLOW:#}"),
+    };
+    let name = variable.unwrap_or("the token");
+    writeln!(
+        out,
+        "{sign} `{name}` from {CYAN}{source}{CYAN:#}: {}",
+        wrap(message, 2)
+    )?;
+    if let Some(steps) = steps {
+        writeln!(out, "  {CYAN}fix:{CYAN:#} {}", wrap(steps, 7))?;
+    }
+    Ok(())
+}
+
 /// The last line of `check --all`.
 pub(crate) fn overall(out: &mut dyn Write, tokens: usize, status: Status) -> std::io::Result<()> {
     writeln!(

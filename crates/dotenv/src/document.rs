@@ -338,7 +338,6 @@ fn valid_key(key: &str) -> bool {
         .next()
         .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
         && chars.all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '.')
-        && key != "export"
 }
 
 /// How a value is written in the style of `previous` (the raw value it replaces).
@@ -600,6 +599,15 @@ mod tests {
         let mut doc = parse("A= # empty for now\n").unwrap();
         doc.set("A", "x").unwrap();
         assert_eq!(doc.render(), "A= x # empty for now\n");
+    }
+
+    #[test]
+    fn export_is_also_a_key_as_dotenvy_reads_it() {
+        // Found by the fuzzer: `export=` assigns the variable `export`, so it can be set too.
+        let mut doc = parse("  export=\rJ=1\n").unwrap();
+        assert_eq!(doc.get("export").unwrap().value, "");
+        doc.set("export", "x").unwrap();
+        assert_eq!(doc.render(), "  export=x\rJ=1\n");
     }
 
     #[test]

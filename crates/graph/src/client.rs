@@ -10,7 +10,9 @@ use reqwest::{StatusCode, Url};
 use serde::de::DeserializeOwned;
 
 use crate::error::{Endpoint, Error, GraphError, human};
-use crate::types::{DebugTokenEnvelope, ErrorEnvelope, Me, TokenInfo};
+use crate::types::{
+    DebugTokenEnvelope, ErrorEnvelope, Me, NewToken, Success, TokenAnswer, TokenInfo,
+};
 use crate::usage::Usage;
 
 /// `https://graph.facebook.com`.
@@ -197,8 +199,8 @@ impl Client {
 
     /// `GET /me?fields=id,name` with `token`.
     pub async fn me(&self, token: &AccessToken, budget: &Budget) -> Result<Me, Error> {
-        self.get("me", &[("fields", "id,name")], Bearer::Token(token), budget)
-            .await
+        let call = Call::get("me", Bearer::Token(token)).query("fields", "id,name");
+        self.call(call, budget).await
     }
 
     /// `GET /debug_token?input_token=…`. A dead `input` is not an error here: the API answers HTTP 200
@@ -213,46 +215,133 @@ impl Client {
             Caller::App(app) => Bearer::App(app),
             Caller::Token(token) => Bearer::Token(token),
         };
-        let query = [("input_token", input.expose_secret())];
-        let envelope: DebugTokenEnvelope = self.get("debug_token", &query, bearer, budget).await?;
+        let call = Call::get("debug_token", bearer).query("input_token", input.expose_secret());
+        let envelope: DebugTokenEnvelope = self.call(call, budget).await?;
         Ok(envelope.data)
     }
 
-    async fn get<T: DeserializeOwned>(
+    /// `POST /oauth/access_token` with `grant_type=fb_exchange_token`: a long-lived token for `input`
+    /// (or, with `sixty_days`, a renewed 60-day system-user token). The app secret travels in the
+    /// form body, never in the URL. Code 1 here means a wrong app id or secret and is never retried.
+    pub async fn exchange(
         &self,
-        path: &str,
-        query: &[(&str, &str)],
-        bearer: Bearer<'_>,
+        app: &AppToken,
+        input: &AccessToken,
+        sixty_days: bool,
         budget: &Budget,
-    ) -> Result<T, Error> {
+    ) -> Result<NewToken, Error> {
+        let secret = app.expose_secret();
+        let secret = secret.split_once('|').map_or("", |(_, s)| s);
+        let mut call = Call::post("oauth/access_token", None, Endpoint::OAuthAccessToken)
+            .form("grant_type", "fb_exchange_token")
+            .form("client_id", app.app_id())
+            .form("client_secret", secret)
+            .form("fb_exchange_token", input.expose_secret());
+        if sixty_days {
+            call = call.form("set_token_expires_in_60_days", "true");
+        }
+        let answer: TokenAnswer = self.call(call, budget).await?;
+        Ok(answer.into())
+    }
+
+    /// `POST /{system-user-id}/applications` with `business_app`: installs the app for the system user
+    /// (Meta answers `{"success": true}`, also when it was installed already).
+    pub async fn install_app(
+        &self,
+        admin: &AccessToken,
+        system_user_id: &str,
+        app_id: &str,
+        budget: &Budget,
+    ) -> Result<(), Error> {
+        let path = format!("{}/applications", path_segment(system_user_id)?);
+        let call = Call::post(&path, Some(Bearer::Token(admin)), Endpoint::Other)
+            .form("business_app", app_id);
+        let answer: Success = self.call(call, budget).await?;
+        match answer.success {
+            Some(true) => Ok(()),
+            _ => Err(Error::Shape {
+                endpoint: format!("/{path}"),
+                reason: "the answer did not say `success: true`".into(),
+            }),
+        }
+    }
+
+    /// `POST /{system-user-id}/access_tokens`: a new token for the system user, for `app_id`, with
+    /// `scopes`; never expiring unless `sixty_days`. Meta requires `appsecret_proof` here, so the
+    /// client must know the app secret.
+    pub async fn system_user_token(
+        &self,
+        admin: &AccessToken,
+        system_user_id: &str,
+        app_id: &str,
+        scopes: &[&str],
+        sixty_days: bool,
+        budget: &Budget,
+    ) -> Result<NewToken, Error> {
+        let path = format!("{}/access_tokens", path_segment(system_user_id)?);
+        let scope = scopes.join(",");
+        let mut call = Call::post(&path, Some(Bearer::Token(admin)), Endpoint::Other)
+            .form("business_app", app_id)
+            .form("scope", &scope);
+        if sixty_days {
+            call = call.form("set_token_expires_in_60_days", "true");
+        }
+        let answer: TokenAnswer = self.call(call, budget).await?;
+        Ok(answer.into())
+    }
+
+    async fn call<T: DeserializeOwned>(&self, call: Call<'_>, budget: &Budget) -> Result<T, Error> {
         let mut url = self
             .root
-            .join(path)
+            .join(&call.path)
             .expect("a relative path joins onto a base URL");
+        let proof = match (call.bearer, &self.app_secret) {
+            (Some(Bearer::Token(token)), Some(secret)) => Some(secret.appsecret_proof(token)),
+            _ => None,
+        };
+        let mut form = call.form.clone();
         {
             let mut pairs = url.query_pairs_mut();
-            for (k, v) in query {
+            for (k, v) in &call.query {
                 pairs.append_pair(k, v);
             }
-            if let (Bearer::Token(token), Some(secret)) = (bearer, &self.app_secret) {
-                pairs.append_pair("appsecret_proof", &secret.appsecret_proof(token));
+            match (&proof, &mut form) {
+                (Some(proof), Some(form)) => form.push(("appsecret_proof", proof)),
+                (Some(proof), None) => {
+                    pairs.append_pair("appsecret_proof", proof);
+                }
+                (None, _) => {}
             }
         }
         if url.query() == Some("") {
             url.set_query(None);
         }
-        let endpoint = format!("/{path}");
+        // The body may hold the app secret or a token: built once, zeroed when dropped.
+        let body = form.map(|form| {
+            let mut serializer = url::form_urlencoded::Serializer::new(String::new());
+            for (k, v) in form {
+                serializer.append_pair(k, v);
+            }
+            zeroize::Zeroizing::new(serializer.finish())
+        });
+        let endpoint = format!("/{}", call.path);
         let mut attempt = 0;
         loop {
             let left = budget.remaining();
             let result = self
-                .send_once::<T>(&url, &endpoint, bearer, self.request_timeout.min(left))
+                .send_once::<T>(
+                    &call,
+                    &url,
+                    body.as_ref().map(|b| b.as_str()),
+                    &endpoint,
+                    self.request_timeout.min(left),
+                )
                 .await;
             let err = match result {
                 Ok(value) => return Ok(value),
                 Err(err) => err,
             };
-            if !err.class(Endpoint::Other).is_retryable() || attempt >= self.retry.max_retries {
+            if !call.may_retry(&err) || attempt >= self.retry.max_retries {
                 return Err(err);
             }
             let wait = match &err {
@@ -277,53 +366,68 @@ impl Client {
 
     async fn send_once<T: DeserializeOwned>(
         &self,
+        call: &Call<'_>,
         url: &Url,
+        body: Option<&str>,
         endpoint: &str,
-        bearer: Bearer<'_>,
         timeout: Duration,
     ) -> Result<T, Error> {
-        let authorization = match bearer {
-            Bearer::Token(token) => {
-                zeroize::Zeroizing::new(format!("Bearer {}", token.expose_secret()))
-            }
-            Bearer::App(app) => {
-                zeroize::Zeroizing::new(format!("Bearer {}", app.expose_secret().as_str()))
-            }
-        };
-        let mut header = reqwest::header::HeaderValue::from_str(&authorization).map_err(|_| {
-            Error::Config(
-                "the token holds characters an HTTP header cannot carry; check it was copied whole"
-                    .into(),
-            )
-        })?;
-        header.set_sensitive(true);
-        let started = Instant::now();
-        let response = self
+        let mut request = self
             .http
-            .get(url.clone())
-            .header(reqwest::header::AUTHORIZATION, header)
-            .timeout(timeout)
+            .request(call.method.clone(), url.clone())
+            .timeout(timeout);
+        if let Some(bearer) = call.bearer {
+            let authorization = match bearer {
+                Bearer::Token(token) => {
+                    zeroize::Zeroizing::new(format!("Bearer {}", token.expose_secret()))
+                }
+                Bearer::App(app) => {
+                    zeroize::Zeroizing::new(format!("Bearer {}", app.expose_secret().as_str()))
+                }
+            };
+            let mut header =
+                reqwest::header::HeaderValue::from_str(&authorization).map_err(|_| {
+                    Error::Config(
+                        "the token holds characters an HTTP header cannot carry; check it was copied whole"
+                            .into(),
+                    )
+                })?;
+            header.set_sensitive(true);
+            request = request.header(reqwest::header::AUTHORIZATION, header);
+        }
+        if let Some(body) = body {
+            request = request
+                .header(
+                    reqwest::header::CONTENT_TYPE,
+                    "application/x-www-form-urlencoded",
+                )
+                .body(body.to_owned());
+        }
+        let started = Instant::now();
+        let response = request
             .send()
             .await
             .map_err(|e| self.transport_error(e, timeout))?;
         let status = response.status();
         let usage = Usage::from_headers(response.headers());
-        let body = response.bytes().await.map_err(|e| Error::Truncated {
+        let bytes = response.bytes().await.map_err(|e| Error::Truncated {
             endpoint: endpoint.to_owned(),
             reason: chain(&e.without_url()),
         })?;
-        // Only names, never values: the query holds `input_token`.
+        // Only names, never values: the query may hold `input_token`, the body a secret.
         tracing::debug!(
+            method = %call.method,
             endpoint,
             query = %query_names(url),
+            form = %call.form.as_ref().map(|f| f.iter().map(|(k, _)| *k).collect::<Vec<_>>().join(",")).unwrap_or_default(),
             status = status.as_u16(),
             elapsed_ms = started.elapsed().as_millis() as u64,
-            bytes = body.len(),
+            bytes = bytes.len(),
             app_usage = ?usage.app_percent,
             business_usage = ?usage.business_percent,
             "graph call"
         );
-        decode(endpoint, status, usage, &body)
+        decode(endpoint, status, usage, &bytes)
     }
 
     fn transport_error(&self, e: reqwest::Error, timeout: Duration) -> Error {
@@ -348,6 +452,73 @@ impl Client {
 enum Bearer<'a> {
     Token(&'a AccessToken),
     App(&'a AppToken),
+}
+
+/// One request, as the retry loop sends it again and again.
+struct Call<'a> {
+    method: reqwest::Method,
+    path: String,
+    query: Vec<(&'a str, &'a str)>,
+    /// A form body (POST); values may be secrets.
+    form: Option<Vec<(&'a str, &'a str)>>,
+    bearer: Option<Bearer<'a>>,
+    kind: Endpoint,
+}
+
+impl<'a> Call<'a> {
+    fn get(path: &str, bearer: Bearer<'a>) -> Self {
+        Self {
+            method: reqwest::Method::GET,
+            path: path.to_owned(),
+            query: Vec::new(),
+            form: None,
+            bearer: Some(bearer),
+            kind: Endpoint::Other,
+        }
+    }
+
+    fn post(path: &str, bearer: Option<Bearer<'a>>, kind: Endpoint) -> Self {
+        Self {
+            method: reqwest::Method::POST,
+            path: path.to_owned(),
+            query: Vec::new(),
+            form: Some(Vec::new()),
+            bearer,
+            kind,
+        }
+    }
+
+    fn query(mut self, name: &'a str, value: &'a str) -> Self {
+        self.query.push((name, value));
+        self
+    }
+
+    fn form(mut self, name: &'a str, value: &'a str) -> Self {
+        self.form.get_or_insert_with(Vec::new).push((name, value));
+        self
+    }
+
+    /// A GET is retried on any transient failure. A POST makes something (a token), so it is sent
+    /// again only when the server said it did not do it: an error object of a retryable class, or a
+    /// 5xx. A cut-short answer or a lost connection may hide a success.
+    fn may_retry(&self, err: &Error) -> bool {
+        if !err.class(self.kind).is_retryable() {
+            return false;
+        }
+        self.method == reqwest::Method::GET
+            || matches!(err, Error::Graph { .. } | Error::Status { .. })
+    }
+}
+
+/// A path segment from an id given by a person: digits only, so nothing can reach another path.
+fn path_segment(id: &str) -> Result<&str, Error> {
+    if !id.is_empty() && id.len() <= 32 && id.bytes().all(|b| b.is_ascii_digit()) {
+        Ok(id)
+    } else {
+        Err(Error::Config(format!(
+            "`{id}` is not a Graph API id: ids are numbers (Business Settings → Users → System users shows the system user's)"
+        )))
+    }
 }
 
 fn decode<T: DeserializeOwned>(

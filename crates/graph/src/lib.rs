@@ -18,5 +18,5 @@ pub use client::{
     Budget, Caller, Client, Config, DEFAULT_GRAPH_URL, DEFAULT_GRAPH_VERSION, RetryPolicy,
 };
 pub use error::{Endpoint, Error, ErrorClass, GraphError, classify, human};
-pub use types::{GranularScope, Me, TokenInfo, TokenInfoError};
+pub use types::{GranularScope, Me, NewToken, TokenInfo, TokenInfoError};
 pub use usage::Usage;

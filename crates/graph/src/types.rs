@@ -1,6 +1,7 @@
 //! The answers of the Graph API, as documented (`graph-api.md` §4, §5). Every value set is an open
 //! string and every field optional: Meta adds values and drops fields without notice.
 
+use permatoken_secret::AccessToken;
 use serde::{Deserialize, Deserializer};
 
 /// `GET /me?fields=id,name`.
@@ -81,6 +82,47 @@ pub struct TokenInfoError {
     /// The message.
     #[serde(default)]
     pub message: Option<String>,
+}
+
+/// A token the API just made (`/oauth/access_token`, `/{system-user-id}/access_tokens`).
+#[non_exhaustive]
+pub struct NewToken {
+    /// The token.
+    pub token: AccessToken,
+    /// `expires_in`, seconds, when sent.
+    pub expires_in: Option<i64>,
+}
+
+impl std::fmt::Debug for NewToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NewToken")
+            .field("token", &self.token)
+            .field("expires_in", &self.expires_in)
+            .finish()
+    }
+}
+
+/// Deliberately no `Debug`: it holds a token as plain text until it is boxed.
+#[derive(Deserialize)]
+pub(crate) struct TokenAnswer {
+    access_token: String,
+    #[serde(default)]
+    expires_in: Option<i64>,
+}
+
+impl From<TokenAnswer> for NewToken {
+    fn from(answer: TokenAnswer) -> Self {
+        Self {
+            token: AccessToken::new(answer.access_token),
+            expires_in: answer.expires_in,
+        }
+    }
+}
+
+#[derive(Deserialize)]
+pub(crate) struct Success {
+    #[serde(default)]
+    pub(crate) success: Option<bool>,
 }
 
 #[derive(Deserialize)]

@@ -100,6 +100,33 @@ pub struct Report {
     pub findings: Vec<Finding>,
 }
 
+impl Report {
+    /// Whether the API said the token is dead (expired, invalidated or invalid): never true for a
+    /// network failure or an outage, which leave the verdict unknown.
+    pub fn is_dead(&self) -> bool {
+        self.findings.iter().any(|f| {
+            matches!(
+                f.code,
+                FindingCode::TokenExpired
+                    | FindingCode::TokenInvalidated
+                    | FindingCode::TokenInvalid
+            )
+        })
+    }
+
+    /// Whether the token works and holds the required permissions, by the API's own word.
+    pub fn is_healthy(&self) -> bool {
+        self.token.valid == Some(true)
+            && self.token.missing_scopes.is_empty()
+            && matches!(self.status, Status::Ok | Status::Warning)
+    }
+
+    /// When the token expires; `None` if never or unknown.
+    pub fn expires_at(&self) -> Option<Timestamp> {
+        self.token.expires_at.as_deref()?.parse().ok()
+    }
+}
+
 /// The facts about a token; `null` where the API did not say.
 #[derive(Debug, Clone, Serialize)]
 pub struct TokenFacts {

@@ -20,6 +20,14 @@ type Shared = Arc<State>;
 
 /// `expires_in` of a long-lived token, as Meta sends it (`graph-api.md` §6).
 const LONG_LIVED_SECONDS: i64 = 5_183_944;
+/// A 60-day system-user token.
+const SIXTY_DAYS: i64 = 60 * 86_400;
+/// The permissions the sandbox grants when asked for them.
+const KNOWN_SCOPES: &[&str] = &[
+    "whatsapp_business_messaging",
+    "whatsapp_business_management",
+    "business_management",
+];
 
 pub(crate) fn router(state: Shared) -> axum::Router {
     axum::Router::new()
@@ -101,6 +109,10 @@ async fn graph(
         (&Method::GET, Some("/me")) => me(&state, bearer.as_deref(), &params),
         (&Method::GET, Some("/debug_token")) => debug_token(&state, bearer.as_deref(), &params),
         (&Method::GET | &Method::POST, Some("/oauth/access_token")) => exchange(&state, &params),
+        (&Method::POST, Some(path)) if system_user_edge(path).is_some() => {
+            let (id, edge) = system_user_edge(path).expect("just matched");
+            system_user(&state, bearer.as_deref(), &params, id, edge)
+        }
         _ => error(
             StatusCode::BAD_REQUEST,
             2500,
@@ -128,6 +140,13 @@ fn strip_version(path: &str) -> Option<&str> {
     let (major, minor) = version.split_once('.')?;
     let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
     (digits(major) && digits(minor)).then(|| &path[path.len() - rest.len() - 1..])
+}
+
+/// `/{digits}/applications` or `/{digits}/access_tokens` → the id and the edge.
+fn system_user_edge(path: &str) -> Option<(&str, &str)> {
+    let (id, edge) = path.strip_prefix('/')?.split_once('/')?;
+    let digits = !id.is_empty() && id.bytes().all(|b| b.is_ascii_digit());
+    (digits && matches!(edge, "applications" | "access_tokens")).then_some((id, edge))
 }
 
 /// Parameters from the query and, for form posts, the body: the Graph API takes them from either.
@@ -531,11 +550,17 @@ fn exchange(state: &State, params: &Params) -> Response {
     }
     let now = unix_now();
     let token = scenarios::mint(app.id);
+    // A 60-day system-user token renewed with `set_token_expires_in_60_days` gets 60 days more.
+    let lifetime = if record.token_type == "SYSTEM_USER" {
+        SIXTY_DAYS
+    } else {
+        LONG_LIVED_SECONDS
+    };
     let minted = Record {
         scenario: "exchanged",
         token: token.clone(),
         issued_at: Some(now),
-        expires_at: now + LONG_LIVED_SECONDS,
+        expires_at: now + lifetime,
         data_access_expires_at: if record.token_type == "SYSTEM_USER" {
             0
         } else {
@@ -544,25 +569,135 @@ fn exchange(state: &State, params: &Params) -> Response {
         death: None,
         ..record
     };
-    let mut inner = state.lock();
-    // Stored un-aged: `see` applies the clock offset to every record alike.
-    let offset = inner.clock_offset;
-    inner.records.push(Record {
-        issued_at: minted.issued_at.map(|t| t + offset),
-        expires_at: minted.expires_at + offset,
-        data_access_expires_at: if minted.data_access_expires_at == 0 {
-            0
-        } else {
-            minted.data_access_expires_at + offset
-        },
-        ..minted
-    });
+    store(state, minted);
     Json(json!({
         "access_token": token.expose_secret(),
         "token_type": "bearer",
-        "expires_in": LONG_LIVED_SECONDS,
+        "expires_in": lifetime,
     }))
     .into_response()
+}
+
+fn store(state: &State, record: Record) {
+    let mut inner = state.lock();
+    // Stored un-aged: `see` applies the clock offset to every record alike.
+    let offset = inner.clock_offset;
+    let shift = |t: i64| if t == 0 { 0 } else { t + offset };
+    inner.records.push(Record {
+        issued_at: record.issued_at.map(shift),
+        expires_at: shift(record.expires_at),
+        data_access_expires_at: shift(record.data_access_expires_at),
+        ..record
+    });
+}
+
+/// `POST /{system-user-id}/applications` and `/access_tokens` (`graph-api.md` §6), called with a
+/// business admin's token.
+fn system_user(
+    state: &State,
+    bearer: Option<&str>,
+    params: &Params,
+    id: &str,
+    edge: &str,
+) -> Response {
+    if id != state.system_user_id {
+        return error(
+            StatusCode::BAD_REQUEST,
+            100,
+            Some(33),
+            "GraphMethodException",
+            &format!(
+                "Unsupported post request. Object with ID '{id}' does not exist, cannot be loaded due to missing permissions, or does not support this operation."
+            ),
+        );
+    }
+    let Some(token) = bearer else {
+        return error(
+            StatusCode::BAD_REQUEST,
+            104,
+            None,
+            "OAuthException",
+            "An access token is required to request this resource.",
+        );
+    };
+    let admin = match valid(state, token) {
+        Ok(record) => record,
+        Err(response) => return response,
+    };
+    if let Some(response) = check_proof(state, params, &admin) {
+        return response;
+    }
+    if !admin.scopes.contains(&"business_management") {
+        return error(
+            StatusCode::FORBIDDEN,
+            200,
+            None,
+            "OAuthException",
+            "(#200) Requires business_management permission to manage the object",
+        );
+    }
+    let app = &state.ours;
+    if params.get("business_app") != Some(app.id.to_string().as_str()) {
+        return error(
+            StatusCode::BAD_REQUEST,
+            100,
+            None,
+            "OAuthException",
+            "(#100) Param business_app must be a valid app ID of an app owned by this business",
+        );
+    }
+    if edge == "applications" {
+        let mut inner = state.lock();
+        if !inner.installed.contains(&app.id) {
+            inner.installed.push(app.id);
+        }
+        return Json(json!({"success": true})).into_response();
+    }
+    if params.get("appsecret_proof").is_none() {
+        return error(
+            StatusCode::BAD_REQUEST,
+            100,
+            None,
+            "GraphMethodException",
+            "API calls from the server require an appsecret_proof argument",
+        );
+    }
+    if !state.lock().installed.contains(&app.id) {
+        return error(
+            StatusCode::BAD_REQUEST,
+            100,
+            None,
+            "OAuthException",
+            "(#100) The app must be installed for the system user before it can be given a token",
+        );
+    }
+    let scopes: Vec<&'static str> = params
+        .get("scope")
+        .unwrap_or("")
+        .split(',')
+        .filter_map(|s| KNOWN_SCOPES.iter().copied().find(|k| *k == s.trim()))
+        .collect();
+    let now = unix_now();
+    let sixty_days = params.get("set_token_expires_in_60_days") == Some("true");
+    let token = scenarios::mint(app.id);
+    store(
+        state,
+        Record {
+            scenario: "minted",
+            token: token.clone(),
+            owner: Owner::Ours,
+            token_type: "SYSTEM_USER",
+            user_id: state.system_user_id.clone(),
+            name: "Sandbox System User",
+            issued_at: Some(now),
+            expires_at: if sixty_days { now + SIXTY_DAYS } else { 0 },
+            data_access_expires_at: 0,
+            scopes,
+            granular_to_waba: true,
+            death: None,
+        },
+    );
+    Json(json!({"access_token": token.expose_secret()})).into_response()
 }
 
 async fn get_faults(Extract(state): Extract<Shared>) -> Json<Faults> {

@@ -93,6 +93,7 @@ impl Request {
 pub(crate) struct State {
     pub(crate) ours: App,
     pub(crate) other: App,
+    pub(crate) system_user_id: String,
     pub(crate) require_proof: bool,
     pub(crate) inner: Mutex<Inner>,
 }
@@ -103,6 +104,8 @@ pub(crate) struct Inner {
     pub(crate) clock_offset: i64,
     pub(crate) faults: Faults,
     pub(crate) requests: Vec<Request>,
+    /// Apps installed for the system user (`POST /{system-user-id}/applications`).
+    pub(crate) installed: Vec<u64>,
 }
 
 impl State {
@@ -123,17 +126,20 @@ impl Sandbox {
     pub fn new(options: &Options) -> Self {
         let ours = scenarios::new_app("Permatoken Sandbox");
         let other = scenarios::new_app("Someone Else's App");
-        let records = scenarios::build(&ours, &other, api::unix_now());
+        let system_user_id = scenarios::new_system_user_id();
+        let records = scenarios::build(&ours, &other, &system_user_id, api::unix_now());
         Self {
             state: Arc::new(State {
                 ours,
                 other,
+                system_user_id,
                 require_proof: options.require_proof,
                 inner: Mutex::new(Inner {
                     records,
                     clock_offset: 0,
                     faults: options.faults.clone(),
                     requests: Vec::new(),
+                    installed: Vec::new(),
                 }),
             }),
         }
@@ -221,6 +227,11 @@ impl Sandbox {
     /// The sandbox's app: id, name and secret (a fake one, made at start).
     pub fn app(&self) -> &App {
         &self.state.ours
+    }
+
+    /// The id of the sandbox business's system user, for `permatoken mint --system-user`.
+    pub fn system_user_id(&self) -> &str {
+        &self.state.system_user_id
     }
 
     /// The other app, whose token the `other-app` scenario holds.

@@ -131,6 +131,10 @@ pub const SCENARIOS: &[Scenario] = &[
         about: "never-expiring system-user token without the recommended `business_management`",
     },
     Scenario {
+        name: "admin",
+        about: "a business admin's long-lived user token, for `permatoken mint`",
+    },
+    Scenario {
         name: "other-app",
         about: "never-expiring system-user token of another app than the sandbox's",
     },
@@ -199,13 +203,22 @@ pub(crate) fn mint(app_id: u64) -> AccessToken {
     AccessToken::new(token)
 }
 
-pub(crate) fn build(ours: &App, other: &App, now: i64) -> Vec<Record> {
+/// The sandbox business's one system user: every system-user token of our app acts as it.
+pub(crate) fn new_system_user_id() -> String {
+    random_digits(15)
+}
+
+pub(crate) fn build(ours: &App, other: &App, system_user_id: &str, now: i64) -> Vec<Record> {
     let user = |scenario, token_type, name, issued: Option<i64>, expires: i64| Record {
         scenario,
         token: mint(ours.id),
         owner: Owner::Ours,
         token_type,
-        user_id: random_digits(15),
+        user_id: if token_type == "SYSTEM_USER" {
+            system_user_id.to_owned()
+        } else {
+            random_digits(15)
+        },
         name,
         issued_at: issued.map(|i| now + i),
         expires_at: if expires == 0 { 0 } else { now + expires },
@@ -306,6 +319,7 @@ pub(crate) fn build(ours: &App, other: &App, now: i64) -> Vec<Record> {
         Record {
             token: mint(other.id),
             owner: Owner::Other,
+            user_id: random_digits(15),
             ..user(
                 "other-app",
                 "SYSTEM_USER",
@@ -314,6 +328,13 @@ pub(crate) fn build(ours: &App, other: &App, now: i64) -> Vec<Record> {
                 0,
             )
         },
+        user(
+            "admin",
+            "USER",
+            "Sandbox Business Admin",
+            Some(-5 * DAY),
+            55 * DAY,
+        ),
     ];
     // A token cut short while being copied: the API cannot parse it, so it is in no table of Meta's.
     // It is recorded only so that `--scenario malformed` can hand it out.
@@ -350,7 +371,7 @@ mod tests {
     #[test]
     fn every_scenario_has_a_token() {
         let (a, b) = (new_app("a"), new_app("b"));
-        let records = build(&a, &b, 1_800_000_000);
+        let records = build(&a, &b, "100000000000001", 1_800_000_000);
         for s in SCENARIOS {
             assert!(records.iter().any(|r| r.scenario == s.name), "{}", s.name);
         }

@@ -1,12 +1,12 @@
 //! `permatoken check`: find the token(s), ask the Graph API, print the report, exit with the verdict.
 
-use std::io::{BufRead, IsTerminal, Read, Write};
+use std::io::Write;
 use std::time::Duration;
 
-use jiff::{SignedDuration, Timestamp};
-use permatoken_config::{Credentials, Request, Source, Sourced};
-use permatoken_graph::{Budget, Client, Config};
-use permatoken_inspect::{AppCredentials, Report, Status, Subject, Thresholds};
+use jiff::Timestamp;
+use permatoken_config::{Credentials, Source, Sourced};
+use permatoken_graph::Budget;
+use permatoken_inspect::{AppCredentials, Report, Status, Subject};
 use permatoken_secret::AccessToken;
 use serde_json::json;
 
@@ -41,20 +41,8 @@ pub(crate) async fn run(args: CheckArgs) -> Result<u8, Failure> {
 }
 
 async fn check(args: CheckArgs) -> Result<u8, Failure> {
-    let thresholds = Thresholds {
-        warn: SignedDuration::from_hours(i64::from(args.warn_days) * 24),
-        crit: SignedDuration::from_hours(i64::from(args.crit_days) * 24),
-    };
-    let mut config = Config::new(args.graph.graph_url.clone());
-    config.version = args.graph.graph_version.clone();
-    if let Some(path) = &args.graph.ca_file {
-        config.extra_roots_pem = Some(std::fs::read(path).map_err(|e| {
-            Failure::new(
-                format!("cannot read the CA file `{}`: {e}", path.display()),
-                "--ca-file takes a PEM file of CA certificates to trust beside the system's",
-            )
-        })?);
-    }
+    let thresholds = super::common::thresholds(&args.windows);
+    let mut config = super::common::graph_config(&args.graph)?;
 
     // Kept alive until the end: dropping it stops the in-process sandbox.
     let mut _sandbox = None;
@@ -93,14 +81,8 @@ async fn check(args: CheckArgs) -> Result<u8, Failure> {
         _sandbox = Some(running);
         (targets, app)
     } else {
-        let credentials = read_credentials(&args)?;
-        for warning in &credentials.warnings {
-            render::warning(warning);
-        }
-        let app = AppCredentials {
-            app_id: credentials.app_id.as_ref().map(|s| s.value.clone()),
-            app_secret: credentials.app_secret.as_ref().map(|s| s.value.clone()),
-        };
+        let credentials = super::common::read_credentials(&args.source)?;
+        let app = super::common::app_of(&credentials);
         config.app_secret = app.app_secret.clone();
         (targets_of(credentials, args.all)?, app)
     };
@@ -108,12 +90,7 @@ async fn check(args: CheckArgs) -> Result<u8, Failure> {
         config.app_secret = app.app_secret.clone();
     }
 
-    let client = Client::new(config).map_err(|e| {
-        Failure::new(
-            e.to_string(),
-            "see `permatoken check --help` for --graph-url, --graph-version and --ca-file",
-        )
-    })?;
+    let client = super::common::client(config)?;
     let budget = Budget::new(BUDGET);
     let now = Timestamp::now();
     let mut tasks = tokio::task::JoinSet::new();
@@ -185,39 +162,6 @@ async fn check(args: CheckArgs) -> Result<u8, Failure> {
     // A closed pipe (`| head`) is not the token's fault; the exit code still tells the verdict.
     let _ = written;
     Ok(status.exit_code())
-}
-
-fn read_credentials(args: &CheckArgs) -> Result<Credentials, Failure> {
-    let token_stdin = if args.source.token_stdin {
-        let stdin = std::io::stdin();
-        let mut text = String::new();
-        let read = if stdin.is_terminal() {
-            // Typed or pasted by a person: the line ends it (a pipe ends at end of input).
-            eprintln!("Paste the token and press Enter (it is shown nowhere else):");
-            stdin.lock().read_line(&mut text).map(drop)
-        } else {
-            stdin.lock().read_to_string(&mut text).map(drop)
-        };
-        read.map_err(|e| {
-            Failure::new(
-                format!("cannot read the token from standard input: {e}"),
-                "pipe the token in: `permatoken check --token-stdin < token.txt`",
-            )
-        })?;
-        Some(AccessToken::new(text))
-    } else {
-        None
-    };
-    let request = Request {
-        token_file: args.source.token_file.clone(),
-        token_stdin,
-        env_file: args.source.env_file.clone(),
-        cwd: std::env::current_dir().unwrap_or_else(|_| ".".into()),
-    };
-    permatoken_config::resolve(&request, std::env::vars()).map_err(|e| {
-        let hint = e.hint();
-        Failure::new(e.to_string(), hint)
-    })
 }
 
 fn targets_of(credentials: Credentials, all: bool) -> Result<Vec<Target>, Failure> {

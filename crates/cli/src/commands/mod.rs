@@ -1,14 +1,18 @@
 //! One module a command; each parses what it was given, calls the library crates, and renders.
 
 mod check;
+mod common;
+mod renew;
 mod sandbox;
 
 use crate::cli::{Cli, Command};
 
 /// An error that stops a command: what happened and what to do, rendered in one place.
 pub(crate) struct Failure {
-    message: String,
-    hint: Option<String>,
+    pub(crate) message: String,
+    pub(crate) hint: Option<String>,
+    /// 3 (could not tell / usage) unless the command says otherwise.
+    pub(crate) code: u8,
 }
 
 impl Failure {
@@ -16,6 +20,7 @@ impl Failure {
         Self {
             message: message.into(),
             hint: Some(hint.into()),
+            code: 3,
         }
     }
 }
@@ -25,6 +30,9 @@ pub(crate) async fn run(cli: Cli) -> u8 {
     let result = match cli.command {
         Command::Check(args) => check::run(args).await,
         Command::Sandbox(args) => sandbox::run(args).await,
+        Command::Exchange(args) => renew::exchange(args).await,
+        Command::Refresh(args) => renew::refresh(args).await,
+        Command::Mint(args) => renew::mint(args).await,
         Command::Completions { shell } => {
             let mut cmd = <Cli as clap::CommandFactory>::command();
             clap_complete::generate(shell, &mut cmd, "permatoken", &mut std::io::stdout());
@@ -33,6 +41,6 @@ pub(crate) async fn run(cli: Cli) -> u8 {
     };
     result.unwrap_or_else(|failure| {
         crate::render::error(&failure.message, failure.hint.as_deref());
-        3
+        failure.code
     })
 }

@@ -127,3 +127,38 @@ fn no_secret_is_ever_printed() {
     assert_clean(&out, &secrets, "parse error");
     assert!(runs > 100);
 }
+
+#[test]
+fn exchange_mint_and_refresh_print_no_secret_either() {
+    let sandbox = sandbox();
+    let id = sandbox.system_user_id().to_owned();
+    let runs: [(&str, Vec<&str>); 5] = [
+        ("short-lived", vec!["exchange"]),
+        ("short-lived", vec!["exchange", "--json", "--dry-run"]),
+        ("admin", vec!["mint", "--system-user", &id]),
+        ("expired", vec!["refresh", "--failover", "--json"]),
+        ("user-expiring", vec!["refresh", "--try-user-token"]),
+    ];
+    for (scenario, args) in runs {
+        let old = sandbox.token(scenario).unwrap().expose_secret().to_owned();
+        let env = format!(
+            "WHATSAPP_ACCESS_TOKEN={old}\nWHATSAPP_ACCESS_TOKEN_BACKUP={}\n{}",
+            sandbox.token("system-user").unwrap().expose_secret(),
+            app_lines(&sandbox)
+        );
+        let (out, dir) = Test::against(&sandbox)
+            .write(".env", &env)
+            .env("RUST_LOG", "trace")
+            .args(&args)
+            .run_keep();
+        let now = std::fs::read_to_string(dir.path().join(".env")).unwrap();
+        let new = permatoken_dotenv::parse(&now)
+            .unwrap()
+            .get("WHATSAPP_ACCESS_TOKEN")
+            .unwrap()
+            .value
+            .to_owned();
+        let secrets = [old, new, sandbox.app_secret().expose_secret().to_owned()];
+        assert_clean(&out, &secrets, &format!("{args:?}"));
+    }
+}

@@ -88,7 +88,17 @@ impl Test {
         self.write(".env", &text)
     }
 
+    /// Runs, and keeps the test's folder (also `HOME`) for looking at what was written.
+    pub(crate) fn run_keep(self) -> (Outcome, tempfile::TempDir) {
+        let outcome = self.spawn();
+        (outcome.0, outcome.1)
+    }
+
     pub(crate) fn run(self) -> Outcome {
+        self.spawn().0
+    }
+
+    fn spawn(self) -> (Outcome, tempfile::TempDir) {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_permatoken"));
         cmd.args(&self.args)
             .current_dir(self.dir.path())
@@ -113,11 +123,12 @@ impl Test {
                 .unwrap();
         }
         let out = child.wait_with_output().expect("the binary finishes");
-        Outcome {
+        let outcome = Outcome {
             code: out.status.code().expect("exited, not killed"),
             stdout: String::from_utf8(out.stdout).expect("stdout is UTF-8"),
             stderr: String::from_utf8(out.stderr).expect("stderr is UTF-8"),
-        }
+        };
+        (outcome, self.dir)
     }
 }
 

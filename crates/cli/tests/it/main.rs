@@ -7,4 +7,5 @@ mod credentials;
 mod faults;
 mod harness;
 mod output;
+mod renew;
 mod tls;

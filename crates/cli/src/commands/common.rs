@@ -1,0 +1,86 @@
+//! What several commands share: reading credentials, setting up the Graph client, the windows.
+
+use std::io::{BufRead, IsTerminal, Read};
+
+use jiff::SignedDuration;
+use permatoken_config::{Credentials, Request};
+use permatoken_graph::{Client, Config};
+use permatoken_inspect::{AppCredentials, Thresholds};
+use permatoken_secret::AccessToken;
+
+use super::Failure;
+use crate::cli::{GraphArgs, SourceArgs, WindowArgs};
+
+pub(crate) fn thresholds(windows: &WindowArgs) -> Thresholds {
+    Thresholds {
+        warn: SignedDuration::from_hours(i64::from(windows.warn_days) * 24),
+        crit: SignedDuration::from_hours(i64::from(windows.crit_days) * 24),
+    }
+}
+
+pub(crate) fn graph_config(graph: &GraphArgs) -> Result<Config, Failure> {
+    let mut config = Config::new(graph.graph_url.clone());
+    config.version = graph.graph_version.clone();
+    if let Some(path) = &graph.ca_file {
+        config.extra_roots_pem = Some(std::fs::read(path).map_err(|e| {
+            Failure::new(
+                format!("cannot read the CA file `{}`: {e}", path.display()),
+                "--ca-file takes a PEM file of CA certificates to trust beside the system's",
+            )
+        })?);
+    }
+    Ok(config)
+}
+
+pub(crate) fn client(config: Config) -> Result<Client, Failure> {
+    Client::new(config).map_err(|e| {
+        Failure::new(
+            e.to_string(),
+            "see --help for --graph-url, --graph-version and --ca-file",
+        )
+    })
+}
+
+pub(crate) fn app_of(credentials: &Credentials) -> AppCredentials {
+    AppCredentials {
+        app_id: credentials.app_id.as_ref().map(|s| s.value.clone()),
+        app_secret: credentials.app_secret.as_ref().map(|s| s.value.clone()),
+    }
+}
+
+pub(crate) fn read_credentials(source: &SourceArgs) -> Result<Credentials, Failure> {
+    let token_stdin = if source.token_stdin {
+        let stdin = std::io::stdin();
+        let mut text = String::new();
+        let read = if stdin.is_terminal() {
+            // Typed or pasted by a person: the line ends it (a pipe ends at end of input).
+            eprintln!("Paste the token and press Enter (it is shown nowhere else):");
+            stdin.lock().read_line(&mut text).map(drop)
+        } else {
+            stdin.lock().read_to_string(&mut text).map(drop)
+        };
+        read.map_err(|e| {
+            Failure::new(
+                format!("cannot read the token from standard input: {e}"),
+                "pipe the token in: `permatoken check --token-stdin < token.txt`",
+            )
+        })?;
+        Some(AccessToken::new(text))
+    } else {
+        None
+    };
+    let request = Request {
+        token_file: source.token_file.clone(),
+        token_stdin,
+        env_file: source.env_file.clone(),
+        cwd: std::env::current_dir().unwrap_or_else(|_| ".".into()),
+    };
+    let credentials = permatoken_config::resolve(&request, std::env::vars()).map_err(|e| {
+        let hint = e.hint();
+        Failure::new(e.to_string(), hint)
+    })?;
+    for warning in &credentials.warnings {
+        crate::render::warning(warning);
+    }
+    Ok(credentials)
+}

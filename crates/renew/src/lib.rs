@@ -1,0 +1,472 @@
+//! Keeping tokens alive: the guide's Method 2 (exchange), its "Token Refresh" snippet (refresh), its
+//! Method 3 by API (mint), and its "keep backup tokens" advice (failover), done so that nothing can go
+//! wrong quietly.
+//!
+//! Every new token is verified with `/me` and `/debug_token` before anything is written, and written
+//! through the locked, atomic, backed-up path of `permatoken-dotenv`. A failure leaves every file byte
+//! for byte as it was. The daemon reuses [`failover`] and [`refresh_one`].
+//!
+//! Must never: print, write a file other than the one it was told, decide on a network failure that a
+//! token is dead, or touch a never-expiring system-user token.
+
+mod reload;
+mod store;
+
+use jiff::{SignedDuration, Timestamp};
+use permatoken_graph::{Budget, Client, Endpoint, Error as GraphError, ErrorClass};
+use permatoken_inspect::{AppCredentials, Kind, Report, Status, Subject, Thresholds};
+use permatoken_secret::{AccessToken, AppToken};
+use serde::Serialize;
+
+pub use reload::{Reload, reload};
+pub use store::{Destination, StoreError, describe_change, promote_backup, write_token};
+
+/// The permissions a minted token asks for: the required ones and the recommended one.
+pub const MINT_SCOPES: &[&str] = &[
+    "whatsapp_business_messaging",
+    "whatsapp_business_management",
+    "business_management",
+];
+
+/// What the operations share: the client, the app credentials, the windows and the time budget.
+#[derive(Clone, Copy)]
+pub struct Ctx<'a> {
+    /// The Graph client (with the app secret, so calls carry `appsecret_proof`).
+    pub client: &'a Client,
+    /// `FACEBOOK_APP_ID` and `FACEBOOK_APP_SECRET`.
+    pub app: &'a AppCredentials,
+    /// `--warn-days`, `--crit-days`.
+    pub thresholds: Thresholds,
+    /// The time all calls share.
+    pub budget: &'a Budget,
+}
+
+impl Ctx<'_> {
+    /// `check` of one token.
+    pub async fn inspect(
+        &self,
+        token: &AccessToken,
+        source: &str,
+        variable: Option<&str>,
+    ) -> Report {
+        let subject = Subject {
+            token,
+            source,
+            variable,
+        };
+        permatoken_inspect::check(
+            self.client,
+            subject,
+            self.app,
+            self.thresholds,
+            Timestamp::now(),
+            self.budget,
+        )
+        .await
+    }
+
+    fn app_token(&self) -> Result<AppToken, Failure> {
+        match (&self.app.app_id, &self.app.app_secret) {
+            (Some(id), Some(secret)) => Ok(AppToken::new(id.clone(), secret.clone())),
+            (None, _) => Err(Failure::MissingAppCredential("FACEBOOK_APP_ID")),
+            (_, None) => Err(Failure::MissingAppCredential("FACEBOOK_APP_SECRET")),
+        }
+    }
+}
+
+/// Why an operation stopped. Every file is then as it was.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Failure {
+    /// The operation needs an app credential that is not set.
+    #[error("`{0}` is not set, and this needs it")]
+    MissingAppCredential(&'static str),
+    /// The token belongs to another app than `FACEBOOK_APP_ID`.
+    #[error("the token belongs to app {token_app}, not to app {configured} of `FACEBOOK_APP_ID`")]
+    OtherApp {
+        /// The app in the token.
+        token_app: String,
+        /// `FACEBOOK_APP_ID`.
+        configured: String,
+    },
+    /// A never-expiring system-user token: nothing to exchange.
+    #[error(
+        "the token is a never-expiring system-user token: it needs no exchange and was left as it is"
+    )]
+    NeedsNoExchange,
+    /// The token to work from is dead.
+    #[error("the token to exchange no longer works: {0}")]
+    InputDead(String),
+    /// Code 1 from `/oauth/access_token`.
+    #[error("the Graph API refused the app secret: \"Error validating client secret.\" (code 1)")]
+    WrongAppSecret,
+    /// Code 101 from `/oauth/access_token`.
+    #[error("the Graph API does not know the app id of `FACEBOOK_APP_ID` (code 101)")]
+    WrongAppId,
+    /// The API refused the call.
+    #[error("{0}")]
+    Refused(GraphError),
+    /// The API could not be reached or did not answer in time: nothing is known.
+    #[error("{0}")]
+    Unreachable(GraphError),
+    /// The new token came back but does not pass the checks.
+    #[error("the new token was not written, because {0}")]
+    Unverified(String),
+    /// Writing failed; the file is as it was.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl Failure {
+    /// The exit code (DESIGN §4): 3 when nothing could be told (network, missing configuration), 2 when
+    /// the operation failed.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            Self::MissingAppCredential(_) | Self::Unreachable(_) => 3,
+            Self::NeedsNoExchange => 0,
+            _ => 2,
+        }
+    }
+
+    /// What to do about it.
+    pub fn hint(&self) -> String {
+        match self {
+            Self::MissingAppCredential(var) => format!(
+                "set `{var}` in the .env file or the environment: App Dashboard → Settings → Basic shows the App ID and, under App secret → Show, the secret"
+            ),
+            Self::OtherApp { token_app, configured } => format!(
+                "use a token generated for app {configured}, or set `FACEBOOK_APP_ID` and `FACEBOOK_APP_SECRET` to those of app {token_app}"
+            ),
+            Self::NeedsNoExchange => "nothing to do: `permatoken check` shows it never expires".into(),
+            Self::InputDead(_) => "get a fresh token (WhatsApp → API Setup, or Graph API Explorer) and exchange it within its hour; better, mint a permanent one: `permatoken mint --help`".into(),
+            Self::WrongAppSecret => "copy the secret again from App Dashboard → Settings → Basic → App secret → Show into `FACEBOOK_APP_SECRET`; after a reset only the new one works".into(),
+            Self::WrongAppId => "`FACEBOOK_APP_ID` must be the App ID at the top of App Dashboard → Settings → Basic".into(),
+            Self::Refused(_) => "the message above is Meta's; `permatoken check` tells more about the token".into(),
+            Self::Unreachable(_) => "nothing was changed; check the network and Meta's status page (metastatus.com), then run again".into(),
+            Self::Unverified(_) => "nothing was changed; run `permatoken check` on the token you have, and try again later".into(),
+            Self::Store(_) => "nothing was changed; check that this user may write the file and its folder".into(),
+        }
+    }
+}
+
+/// A new token that passed its checks, with the report that says so.
+pub struct Verified {
+    /// The token.
+    pub token: AccessToken,
+    /// `check` of it.
+    pub report: Report,
+}
+
+fn graph_failure(err: GraphError, endpoint: Endpoint) -> Failure {
+    match err.class(endpoint) {
+        ErrorClass::BadCredentials => Failure::WrongAppSecret,
+        ErrorClass::Transient | ErrorClass::RateLimited => Failure::Unreachable(err),
+        _ if err.graph_error().and_then(|e| e.code) == Some(101) => Failure::WrongAppId,
+        class if class.token_is_dead() => {
+            let message = err
+                .graph_error()
+                .map(|e| e.message.clone())
+                .unwrap_or_default();
+            Failure::InputDead(message)
+        }
+        _ => Failure::Refused(err),
+    }
+}
+
+/// Checks that `new` works, belongs to the app, and holds at least `scopes`.
+async fn verify(
+    ctx: &Ctx<'_>,
+    new: AccessToken,
+    scopes: &[String],
+    source: &str,
+) -> Result<Verified, Failure> {
+    let report = ctx.inspect(&new, source, None).await;
+    if report.token.valid != Some(true) {
+        if report.status == Status::Unknown {
+            return Err(Failure::Unverified(
+                "the Graph API could not be asked whether it works".into(),
+            ));
+        }
+        return Err(Failure::Unverified(
+            "the Graph API says it does not work".into(),
+        ));
+    }
+    if let (Some(want), Some(got)) = (&ctx.app.app_id, &report.token.app_id)
+        && want != got
+    {
+        return Err(Failure::Unverified(format!(
+            "it belongs to app {got}, not {want}"
+        )));
+    }
+    let have = report.token.scopes.clone().unwrap_or_default();
+    let lost: Vec<&str> = scopes
+        .iter()
+        .filter(|s| !have.contains(s))
+        .map(String::as_str)
+        .collect();
+    if !lost.is_empty() {
+        return Err(Failure::Unverified(format!(
+            "it lacks permissions the old one had: {}",
+            lost.join(", ")
+        )));
+    }
+    Ok(Verified { token: new, report })
+}
+
+/// `permatoken exchange`: a short-lived user token for a long-lived one, verified.
+pub async fn exchange(ctx: &Ctx<'_>, input: &AccessToken) -> Result<Verified, Failure> {
+    let app = ctx.app_token()?;
+    if let Some(embedded) = input.embedded_app_id().map(|id| id.to_string())
+        && embedded != app.app_id()
+    {
+        return Err(Failure::OtherApp {
+            token_app: embedded,
+            configured: app.app_id().to_owned(),
+        });
+    }
+    let before = ctx.inspect(input, "the token to exchange", None).await;
+    if before.is_dead() {
+        let why = before
+            .findings
+            .first()
+            .map(|f| f.message.clone())
+            .unwrap_or_default();
+        return Err(Failure::InputDead(why));
+    }
+    if before.token.kind == Kind::SystemUserPermanent {
+        return Err(Failure::NeedsNoExchange);
+    }
+    let sixty_day_system_user = before.token.kind == Kind::SystemUser60d;
+    let new = ctx
+        .client
+        .exchange(&app, input, sixty_day_system_user, ctx.budget)
+        .await
+        .map_err(|e| graph_failure(e, Endpoint::OAuthAccessToken))?;
+    let scopes = before.token.scopes.clone().unwrap_or_default();
+    verify(ctx, new.token, &scopes, "the exchanged token").await
+}
+
+/// What `refresh` decided for one token.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Decision {
+    /// Never expires, or outside the renewal window.
+    NothingNeeded,
+    /// Renewed by API.
+    Renewed,
+    /// Expiring, but not renewable by API; `steps` says what to do by hand.
+    CannotRenew,
+    /// The API said it is dead.
+    Dead,
+    /// Could not tell.
+    Unknown,
+}
+
+/// `refresh` of one token.
+pub struct Refreshed {
+    /// The decision.
+    pub decision: Decision,
+    /// In words.
+    pub message: String,
+    /// For [`Decision::CannotRenew`] and [`Decision::Dead`]: which of the guide's methods applies.
+    pub steps: Option<String>,
+    /// The report of the token as it was.
+    pub before: Report,
+    /// The renewed token, verified.
+    pub renewed: Option<Verified>,
+}
+
+const METHOD_3: &str = "Method 3 (system user, never expires): in Business Settings → Users → System users, add a system user (Admin), give it the app and the WhatsApp account, Generate new token with expiration \"Never\" and whatsapp_business_messaging, whatsapp_business_management, business_management; or by API: `permatoken mint --system-user ID`";
+
+/// Options of `refresh`.
+#[derive(Debug, Clone, Copy)]
+pub struct RefreshOptions {
+    /// Renew once a token has this little left.
+    pub renew_window: SignedDuration,
+    /// Try the undocumented exchange of a long-lived user token.
+    pub try_user_token: bool,
+}
+
+/// Looks at one token and renews it if it is inside its renewal window and renewable by API.
+pub async fn refresh_one(
+    ctx: &Ctx<'_>,
+    token: &AccessToken,
+    source: &str,
+    variable: Option<&str>,
+    options: RefreshOptions,
+) -> Refreshed {
+    let before = ctx.inspect(token, source, variable).await;
+    let outcome = |decision, message: String, steps: Option<&str>, before| Refreshed {
+        decision,
+        message,
+        steps: steps.map(str::to_owned),
+        before,
+        renewed: None,
+    };
+    if before.is_dead() {
+        let why = before
+            .findings
+            .first()
+            .map(|f| f.message.clone())
+            .unwrap_or_default();
+        return outcome(Decision::Dead, why, Some(METHOD_3), before);
+    }
+    if before.token.valid != Some(true) {
+        return outcome(
+            Decision::Unknown,
+            "could not tell whether the token works; nothing was changed".into(),
+            None,
+            before,
+        );
+    }
+    let Some(expires) = before.expires_at() else {
+        let message = match before.token.kind {
+            Kind::SystemUserPermanent => {
+                "a never-expiring system-user token: nothing to renew, and never touched"
+            }
+            _ => "the token does not expire: nothing to renew",
+        };
+        return outcome(Decision::NothingNeeded, message.into(), None, before);
+    };
+    let left = expires.duration_since(Timestamp::now());
+    if left > options.renew_window {
+        let message = format!(
+            "expires on {}, outside the renewal window; nothing to do yet",
+            permatoken_inspect::human_time(expires)
+        );
+        return outcome(Decision::NothingNeeded, message, None, before);
+    }
+    let renewable = match before.token.kind {
+        Kind::SystemUser60d => true,
+        Kind::LongLivedUser | Kind::Temporary | Kind::ShortLivedUser => options.try_user_token,
+        _ => false,
+    };
+    if !renewable {
+        let (message, steps) = match before.token.kind {
+            Kind::LongLivedUser => (
+                "a long-lived user token cannot be renewed by a documented API call; `--try-user-token` tries the exchange anyway and keeps the result only if `/debug_token` shows it lives longer",
+                METHOD_3,
+            ),
+            Kind::Temporary | Kind::ShortLivedUser => (
+                "a temporary token cannot be renewed: `permatoken exchange` turns a fresh one into a 60-day token (Method 2), but only a system-user token stops the expiring",
+                METHOD_3,
+            ),
+            _ => ("this kind of token cannot be renewed by API", METHOD_3),
+        };
+        return outcome(Decision::CannotRenew, message.into(), Some(steps), before);
+    }
+    let renewed = match exchange(ctx, token).await {
+        Ok(v) => v,
+        Err(failure) => {
+            let decision = if matches!(failure, Failure::Unreachable(_)) {
+                Decision::Unknown
+            } else {
+                Decision::CannotRenew
+            };
+            return outcome(
+                decision,
+                format!("renewal failed: {failure}"),
+                Some(METHOD_3),
+                before,
+            );
+        }
+    };
+    // For a user token the renewal is undocumented: believe only a later expiry.
+    if renewed
+        .report
+        .expires_at()
+        .is_some_and(|new| new <= expires)
+    {
+        return outcome(
+            Decision::CannotRenew,
+            "the exchange answered, but `/debug_token` shows the new token expires no later than the old one; kept the old one".into(),
+            Some(METHOD_3),
+            before,
+        );
+    }
+    Refreshed {
+        decision: Decision::Renewed,
+        message: match renewed.report.expires_at() {
+            Some(at) => format!(
+                "renewed: the new token expires on {}",
+                permatoken_inspect::human_time(at)
+            ),
+            None => "renewed: the new token never expires".into(),
+        },
+        steps: None,
+        before,
+        renewed: Some(renewed),
+    }
+}
+
+/// The outcome of [`failover`].
+pub struct FailoverChoice {
+    /// Index into the backups given.
+    pub index: usize,
+    /// Its report.
+    pub report: Report,
+}
+
+/// Picks the first backup that checks healthy, when the primary is dead by the API's own word. `None`
+/// when the primary is not dead (an outage is never a reason) or no backup is healthy.
+pub async fn failover(
+    ctx: &Ctx<'_>,
+    primary: &Report,
+    backups: &[(String, AccessToken)],
+) -> Option<FailoverChoice> {
+    if !primary.is_dead() {
+        return None;
+    }
+    for (index, (variable, token)) in backups.iter().enumerate() {
+        let report = ctx.inspect(token, "backup", Some(variable)).await;
+        if report.is_healthy() {
+            return Some(FailoverChoice { index, report });
+        }
+    }
+    None
+}
+
+/// `permatoken mint`: install the app for the system user, make a token for it, verify it.
+pub async fn mint(
+    ctx: &Ctx<'_>,
+    admin: &AccessToken,
+    system_user_id: &str,
+    sixty_days: bool,
+) -> Result<Verified, Failure> {
+    let app = ctx.app_token()?;
+    ctx.client
+        .install_app(admin, system_user_id, app.app_id(), ctx.budget)
+        .await
+        .map_err(|e| graph_failure(e, Endpoint::Other))?;
+    let new = ctx
+        .client
+        .system_user_token(
+            admin,
+            system_user_id,
+            app.app_id(),
+            MINT_SCOPES,
+            sixty_days,
+            ctx.budget,
+        )
+        .await
+        .map_err(|e| graph_failure(e, Endpoint::Other))?;
+    let required: Vec<String> = permatoken_inspect::REQUIRED_SCOPES
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    let verified = verify(ctx, new.token, &required, "the minted token").await?;
+    let kind = verified.report.token.kind;
+    let expected = if sixty_days {
+        Kind::SystemUser60d
+    } else {
+        Kind::SystemUserPermanent
+    };
+    if kind != expected {
+        return Err(Failure::Unverified(format!(
+            "`/debug_token` calls it a {}, not the {} asked for",
+            kind.describe(),
+            expected.describe()
+        )));
+    }
+    Ok(verified)
+}
