@@ -269,11 +269,10 @@ pub(crate) fn refresh_outcome(
         Decision::Unknown => format!("{YELLOW}?{YELLOW:#}"),
     };
     let name = variable.unwrap_or("the token");
-    writeln!(
-        out,
-        "{sign} `{name}` from {CYAN}{source}{CYAN:#}: {}",
-        wrap(message, 2)
-    )?;
+    // Wrapped as one line, so the first line's length counts; the colour goes on afterwards.
+    let text = wrap(&format!("`{name}` from {source}: {message}"), 2);
+    let text = text.replacen(source, &format!("{CYAN}{source}{CYAN:#}"), 1);
+    writeln!(out, "{sign} {text}")?;
     if let Some(steps) = steps {
         writeln!(out, "  {CYAN}fix:{CYAN:#} {}", wrap(steps, 7))?;
     }
@@ -284,9 +283,10 @@ pub(crate) fn refresh_outcome(
 pub(crate) fn overall(out: &mut dyn Write, tokens: usize, status: Status) -> std::io::Result<()> {
     writeln!(
         out,
-        "\nOverall: {} (exit {}), the worst of {tokens} tokens",
+        "\nOverall: {} (exit {}), the worst of {tokens} token{}",
         status_word(status),
-        status.exit_code()
+        status.exit_code(),
+        if tokens == 1 { "" } else { "s" }
     )
 }
 
