@@ -125,6 +125,21 @@ pub(crate) enum Command {
     /// business_management, checks it never expires, and writes it like `exchange` does.
     #[command(after_help = RENEW_AFTER_HELP)]
     Mint(MintArgs),
+    /// The production checklist: token, business verification, phone number, app subscription,
+    /// webhook URL and rate limits, each proven against the API and the live webhook.
+    ///
+    /// Reads what `check` reads plus `WHATSAPP_BUSINESS_ACCOUNT_ID`, `WHATSAPP_PHONE_NUMBER_ID`,
+    /// `WHATSAPP_WEBHOOK_URL` and `WHATSAPP_WEBHOOK_VERIFY_TOKEN`; an item whose input is not set is
+    /// `skipped`, not failed. Every item not ✓ comes with the exact fix. The exit code is the worst
+    /// item's (critical 2 > unknown 3 > warning 1 > ok 0).
+    #[command(after_help = AFTER_HELP)]
+    Doctor(DoctorArgs),
+    /// Send the `hello_world` template to a number: the end-to-end proof that messages go out.
+    ///
+    /// Uses `WHATSAPP_PHONE_NUMBER_ID` and the token. The number may be written as people do
+    /// (`+1 650-555-0100`). Exit 0 accepted (not yet delivered: delivery reports arrive on the
+    /// webhook), 2 refused (with Meta's reason explained), 3 could not tell.
+    SendTest(SendTestArgs),
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
     ///
     /// bash: `permatoken completions bash > ~/.local/share/bash-completion/completions/permatoken`;
@@ -319,6 +334,55 @@ pub(crate) struct MintArgs {
     #[arg(long)]
     pub(crate) reveal: bool,
     /// Use the built-in sandbox's business admin token and system user; writes only with --output.
+    #[arg(long, conflicts_with_all = ["token_file", "token_stdin", "env_file", "ca_file"])]
+    pub(crate) sandbox: bool,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct DoctorArgs {
+    #[command(flatten)]
+    pub(crate) source: SourceArgs,
+    #[command(flatten)]
+    pub(crate) graph: GraphArgs,
+    /// Print one JSON object: `{"status", "items": [{"id", "title", "status", "evidence", "fix"}]}`.
+    #[arg(long)]
+    pub(crate) json: bool,
+    /// Fix what can be fixed by API: subscribe this app to the account's webhooks (asks first).
+    #[arg(long)]
+    pub(crate) fix: bool,
+    /// With --fix: do not ask (for scripts).
+    #[arg(long, requires = "fix")]
+    pub(crate) yes: bool,
+    /// Let a webhook on a private address pass (tests and labs; Meta cannot reach it).
+    #[arg(long)]
+    pub(crate) allow_private_webhook: bool,
+    /// Do not send the inert test notifications to the webhook.
+    #[arg(long)]
+    pub(crate) no_webhook_post: bool,
+    /// Run against the built-in sandbox and a local webhook receiver: no Meta account needed.
+    #[arg(long, conflicts_with_all = ["token_file", "token_stdin", "env_file", "ca_file"])]
+    pub(crate) sandbox: bool,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct SendTestArgs {
+    #[command(flatten)]
+    pub(crate) source: SourceArgs,
+    #[command(flatten)]
+    pub(crate) graph: GraphArgs,
+    /// The recipient, with its country code: `+1 650-555-0100`.
+    #[arg(long, value_name = "NUMBER")]
+    pub(crate) to: String,
+    /// The template to send.
+    #[arg(long, default_value = "hello_world")]
+    pub(crate) template: String,
+    /// The template's language.
+    #[arg(long, default_value = "en_US")]
+    pub(crate) language: String,
+    /// Print one JSON object.
+    #[arg(long)]
+    pub(crate) json: bool,
+    /// Send through the built-in sandbox (its test number and allowed list).
     #[arg(long, conflicts_with_all = ["token_file", "token_stdin", "env_file", "ca_file"])]
     pub(crate) sandbox: bool,
 }

@@ -279,6 +279,64 @@ pub(crate) fn refresh_outcome(
     Ok(())
 }
 
+/// `doctor`'s checklist: a line an item, the evidence under it, the fix for anything not ✓.
+pub(crate) fn checklist(
+    out: &mut dyn Write,
+    c: &permatoken_doctor::Checklist,
+) -> std::io::Result<()> {
+    use permatoken_doctor::ItemStatus as S;
+    for item in &c.items {
+        let sign = match item.status {
+            S::Ok => format!("{GREEN}✓{GREEN:#}"),
+            S::Warning => format!("{YELLOW}⚠{YELLOW:#}"),
+            S::Critical => format!("{RED}✗{RED:#}"),
+            S::Unknown => format!("{YELLOW}?{YELLOW:#}"),
+            S::Skipped => format!("{DIM}–{DIM:#}"),
+        };
+        writeln!(
+            out,
+            "{sign} {BOLD}{}{BOLD:#}  {DIM}[{}]{DIM:#}",
+            item.title, item.id
+        )?;
+        for fact in &item.evidence {
+            writeln!(out, "    {}", wrap(fact, 4))?;
+        }
+        if item.status != S::Ok
+            && let Some(fix) = &item.fix
+        {
+            writeln!(out, "  {CYAN}fix:{CYAN:#} {}", wrap(fix, 7))?;
+        }
+    }
+    let status = match c.status {
+        S::Ok | S::Skipped => Status::Ok,
+        S::Warning => Status::Warning,
+        S::Critical => Status::Critical,
+        S::Unknown => Status::Unknown,
+    };
+    writeln!(out, "\n{} (exit {})", status_word(status), c.exit_code())
+}
+
+/// `send-test`'s success.
+pub(crate) fn sent(
+    out: &mut dyn Write,
+    template: &str,
+    to: &str,
+    wa_id: &str,
+    id: &str,
+) -> std::io::Result<()> {
+    writeln!(
+        out,
+        "{} `{template}` accepted for +{to} (WhatsApp id {wa_id})",
+        mark(true)
+    )?;
+    line(out, "message id", id)?;
+    line(
+        out,
+        "note",
+        "accepted is not delivered: delivery (or its failure) arrives later on the webhook, as a `statuses` notification",
+    )
+}
+
 /// The last line of `check --all`.
 pub(crate) fn overall(out: &mut dyn Write, tokens: usize, status: Status) -> std::io::Result<()> {
     writeln!(

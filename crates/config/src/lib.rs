@@ -10,7 +10,7 @@
 use std::fmt;
 use std::path::{Path, PathBuf};
 
-use permatoken_secret::{AccessToken, AppSecret};
+use permatoken_secret::{AccessToken, AppSecret, VerifyToken};
 
 /// The variable that holds the primary token.
 pub const TOKEN_VAR: &str = "WHATSAPP_ACCESS_TOKEN";
@@ -18,6 +18,14 @@ pub const TOKEN_VAR: &str = "WHATSAPP_ACCESS_TOKEN";
 pub const APP_ID_VAR: &str = "FACEBOOK_APP_ID";
 /// The variable that holds the app secret.
 pub const APP_SECRET_VAR: &str = "FACEBOOK_APP_SECRET";
+/// The WhatsApp Business Account id.
+pub const WABA_VAR: &str = "WHATSAPP_BUSINESS_ACCOUNT_ID";
+/// The phone number id.
+pub const PHONE_VAR: &str = "WHATSAPP_PHONE_NUMBER_ID";
+/// The webhook URL Meta calls.
+pub const WEBHOOK_URL_VAR: &str = "WHATSAPP_WEBHOOK_URL";
+/// The webhook verify token (a secret).
+pub const VERIFY_TOKEN_VAR: &str = "WHATSAPP_WEBHOOK_VERIFY_TOKEN";
 /// The first backup token; later ones are `_BACKUP_2`, `_BACKUP_3`, …
 pub const BACKUP_VAR: &str = "WHATSAPP_ACCESS_TOKEN_BACKUP";
 
@@ -69,6 +77,14 @@ pub struct Credentials {
     pub app_id: Option<Sourced<String>>,
     /// `FACEBOOK_APP_SECRET`.
     pub app_secret: Option<Sourced<AppSecret>>,
+    /// `WHATSAPP_BUSINESS_ACCOUNT_ID`.
+    pub waba_id: Option<Sourced<String>>,
+    /// `WHATSAPP_PHONE_NUMBER_ID`.
+    pub phone_number_id: Option<Sourced<String>>,
+    /// `WHATSAPP_WEBHOOK_URL`.
+    pub webhook_url: Option<Sourced<String>>,
+    /// `WHATSAPP_WEBHOOK_VERIFY_TOKEN`.
+    pub verify_token: Option<Sourced<VerifyToken>>,
     /// Things worth a warning that do not stop the run (duplicate keys, loose file modes).
     pub warnings: Vec<String>,
 }
@@ -237,6 +253,30 @@ pub fn resolve(
             origin: id.source.clone(),
             problem: "is not an app id: app ids are numbers, 10 to 16 digits".into(),
         });
+    }
+    let trimmed = |mut s: Sourced<String>| {
+        s.value = s.value.trim().to_owned();
+        s
+    };
+    credentials.waba_id = lookup(WABA_VAR).map(trimmed);
+    credentials.phone_number_id = lookup(PHONE_VAR).map(trimmed);
+    credentials.webhook_url = lookup(WEBHOOK_URL_VAR).map(trimmed);
+    credentials.verify_token = lookup(VERIFY_TOKEN_VAR).map(|s| Sourced {
+        value: VerifyToken::new(s.value),
+        source: s.source,
+        var: s.var,
+    });
+    for id in [&credentials.waba_id, &credentials.phone_number_id]
+        .into_iter()
+        .flatten()
+    {
+        if !id.value.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(Error::Invalid {
+                var: id.var.clone().unwrap_or_default(),
+                origin: id.source.clone(),
+                problem: "is not an id: WhatsApp ids are numbers (WhatsApp Manager and App Dashboard → WhatsApp → API Setup show them)".into(),
+            });
+        }
     }
     credentials.app_secret = lookup(APP_SECRET_VAR).map(|s| Sourced {
         value: AppSecret::new(s.value),

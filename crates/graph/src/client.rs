@@ -130,38 +130,9 @@ impl Client {
     /// or unreadable extra certificates.
     pub fn new(config: Config) -> Result<Self, Error> {
         let root = root_url(&config.base_url, &config.version)?;
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        // reqwest builds a few TLS pieces of its own; they must find the same, single provider.
-        let _ = rustls::crypto::CryptoProvider::install_default(
-            rustls::crypto::ring::default_provider(),
-        );
-        let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
-            .with_safe_default_protocol_versions()
-            .map_err(|e| Error::Config(format!("cannot set up TLS: {e}")))?;
-        let tls = if root.scheme() == "https" {
-            let extra = match &config.extra_roots_pem {
-                Some(pem) => parse_pem_certs(pem)?,
-                None => Vec::new(),
-            };
-            let verifier = rustls_platform_verifier::Verifier::new_with_extra_roots(
-                extra, provider,
-            )
-            .map_err(|e| {
-                Error::Config(format!(
-                    "cannot load the system's TLS root certificates: {e}"
-                ))
-            })?;
-            builder
-                .dangerous()
-                .with_custom_certificate_verifier(Arc::new(verifier))
-                .with_no_client_auth()
-        } else {
-            // Plain http to loopback (the sandbox): reading the system's ~300 roots would only cost
-            // start-up time, and no certificate is ever verified.
-            builder
-                .with_root_certificates(rustls::RootCertStore::empty())
-                .with_no_client_auth()
-        };
+        // Plain http to loopback (the sandbox): reading the system's ~300 roots would only cost
+        // start-up time, and no certificate is ever verified.
+        let tls = tls_config(config.extra_roots_pem.as_deref(), root.scheme() == "https")?;
         let http = reqwest::Client::builder()
             .tls_backend_preconfigured(tls)
             .connect_timeout(config.connect_timeout)
@@ -290,7 +261,21 @@ impl Client {
         Ok(answer.into())
     }
 
-    async fn call<T: DeserializeOwned>(&self, call: Call<'_>, budget: &Budget) -> Result<T, Error> {
+    pub(crate) async fn call<T: DeserializeOwned>(
+        &self,
+        call: Call<'_>,
+        budget: &Budget,
+    ) -> Result<T, Error> {
+        self.call_usage(call, budget)
+            .await
+            .map(|answer| answer.value)
+    }
+
+    pub(crate) async fn call_usage<T: DeserializeOwned>(
+        &self,
+        call: Call<'_>,
+        budget: &Budget,
+    ) -> Result<Answer<T>, Error> {
         let mut url = self
             .root
             .join(&call.path)
@@ -306,8 +291,10 @@ impl Client {
                 pairs.append_pair(k, v);
             }
             match (&proof, &mut form) {
-                (Some(proof), Some(form)) => form.push(("appsecret_proof", proof)),
-                (Some(proof), None) => {
+                (Some(proof), Some(form)) if call.json.is_none() => {
+                    form.push(("appsecret_proof", proof))
+                }
+                (Some(proof), _) => {
                     pairs.append_pair("appsecret_proof", proof);
                 }
                 (None, _) => {}
@@ -317,13 +304,20 @@ impl Client {
             url.set_query(None);
         }
         // The body may hold the app secret or a token: built once, zeroed when dropped.
-        let body = form.map(|form| {
-            let mut serializer = url::form_urlencoded::Serializer::new(String::new());
-            for (k, v) in form {
-                serializer.append_pair(k, v);
+        let body = match (&call.json, form) {
+            (Some(json), _) => Some((zeroize::Zeroizing::new(json.clone()), "application/json")),
+            (None, Some(form)) => {
+                let mut serializer = url::form_urlencoded::Serializer::new(String::new());
+                for (k, v) in form {
+                    serializer.append_pair(k, v);
+                }
+                Some((
+                    zeroize::Zeroizing::new(serializer.finish()),
+                    "application/x-www-form-urlencoded",
+                ))
             }
-            zeroize::Zeroizing::new(serializer.finish())
-        });
+            (None, None) => None,
+        };
         let endpoint = format!("/{}", call.path);
         let mut attempt = 0;
         loop {
@@ -332,7 +326,7 @@ impl Client {
                 .send_once::<T>(
                     &call,
                     &url,
-                    body.as_ref().map(|b| b.as_str()),
+                    body.as_ref().map(|(b, kind)| (b.as_str(), *kind)),
                     &endpoint,
                     self.request_timeout.min(left),
                 )
@@ -368,10 +362,10 @@ impl Client {
         &self,
         call: &Call<'_>,
         url: &Url,
-        body: Option<&str>,
+        body: Option<(&str, &'static str)>,
         endpoint: &str,
         timeout: Duration,
-    ) -> Result<T, Error> {
+    ) -> Result<Answer<T>, Error> {
         let mut request = self
             .http
             .request(call.method.clone(), url.clone())
@@ -395,12 +389,9 @@ impl Client {
             header.set_sensitive(true);
             request = request.header(reqwest::header::AUTHORIZATION, header);
         }
-        if let Some(body) = body {
+        if let Some((body, kind)) = body {
             request = request
-                .header(
-                    reqwest::header::CONTENT_TYPE,
-                    "application/x-www-form-urlencoded",
-                )
+                .header(reqwest::header::CONTENT_TYPE, kind)
                 .body(body.to_owned());
         }
         let started = Instant::now();
@@ -427,7 +418,8 @@ impl Client {
             business_usage = ?usage.business_percent,
             "graph call"
         );
-        decode(endpoint, status, usage, &bytes)
+        let value = decode(endpoint, status, usage.clone(), &bytes)?;
+        Ok(Answer { value, usage })
     }
 
     fn transport_error(&self, e: reqwest::Error, timeout: Duration) -> Error {
@@ -449,47 +441,58 @@ impl Client {
 }
 
 #[derive(Clone, Copy)]
-enum Bearer<'a> {
+pub(crate) enum Bearer<'a> {
     Token(&'a AccessToken),
     App(&'a AppToken),
 }
 
 /// One request, as the retry loop sends it again and again.
-struct Call<'a> {
+pub(crate) struct Call<'a> {
     method: reqwest::Method,
     path: String,
     query: Vec<(&'a str, &'a str)>,
     /// A form body (POST); values may be secrets.
     form: Option<Vec<(&'a str, &'a str)>>,
+    /// A JSON body (POST), instead of a form; `appsecret_proof` then goes in the query.
+    json: Option<String>,
     bearer: Option<Bearer<'a>>,
     kind: Endpoint,
 }
 
 impl<'a> Call<'a> {
-    fn get(path: &str, bearer: Bearer<'a>) -> Self {
+    pub(crate) fn get(path: &str, bearer: Bearer<'a>) -> Self {
         Self {
             method: reqwest::Method::GET,
             path: path.to_owned(),
             query: Vec::new(),
             form: None,
+            json: None,
             bearer: Some(bearer),
             kind: Endpoint::Other,
         }
     }
 
-    fn post(path: &str, bearer: Option<Bearer<'a>>, kind: Endpoint) -> Self {
+    pub(crate) fn post(path: &str, bearer: Option<Bearer<'a>>, kind: Endpoint) -> Self {
         Self {
             method: reqwest::Method::POST,
             path: path.to_owned(),
             query: Vec::new(),
             form: Some(Vec::new()),
+            json: None,
             bearer,
             kind,
         }
     }
 
-    fn query(mut self, name: &'a str, value: &'a str) -> Self {
+    pub(crate) fn query(mut self, name: &'a str, value: &'a str) -> Self {
         self.query.push((name, value));
+        self
+    }
+
+    /// A JSON body instead of a form.
+    pub(crate) fn json(mut self, body: String) -> Self {
+        self.form = None;
+        self.json = Some(body);
         self
     }
 
@@ -510,8 +513,17 @@ impl<'a> Call<'a> {
     }
 }
 
+/// An answer and the usage headers that came with it.
+#[derive(Debug, Clone)]
+pub struct Answer<T> {
+    /// The answer.
+    pub value: T,
+    /// `X-App-Usage` and `X-Business-Use-Case-Usage`.
+    pub usage: Usage,
+}
+
 /// A path segment from an id given by a person: digits only, so nothing can reach another path.
-fn path_segment(id: &str) -> Result<&str, Error> {
+pub(crate) fn path_segment(id: &str) -> Result<&str, Error> {
     if !id.is_empty() && id.len() <= 32 && id.bytes().all(|b| b.is_ascii_digit()) {
         Ok(id)
     } else {
@@ -540,6 +552,11 @@ fn decode<T: DeserializeOwned>(
                 user_message: raw.error_user_msg,
                 trace_id: raw.fbtrace_id,
                 is_transient: raw.is_transient,
+                details: raw.error_data.as_ref().and_then(|d| match d {
+                    serde_json::Value::Object(o) => o.get("details")?.as_str().map(str::to_owned),
+                    serde_json::Value::String(s) => Some(s.clone()),
+                    _ => None,
+                }),
                 http_status: Some(status.as_u16()),
             }),
             usage,
@@ -615,6 +632,41 @@ fn is_loopback(url: &Url) -> bool {
         Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
         None => false,
     }
+}
+
+/// The TLS set-up every connection of permatoken uses: rustls with the ring provider, the system's
+/// roots (through the platform verifier) plus `extra_roots_pem` (`--ca-file`). With `system_roots`
+/// false, no root at all: for plain-http clients that never verify a certificate.
+pub fn tls_config(
+    extra_roots_pem: Option<&[u8]>,
+    system_roots: bool,
+) -> Result<rustls::ClientConfig, Error> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    // reqwest builds a few TLS pieces of its own; they must find the same, single provider.
+    let _ =
+        rustls::crypto::CryptoProvider::install_default(rustls::crypto::ring::default_provider());
+    let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| Error::Config(format!("cannot set up TLS: {e}")))?;
+    if !system_roots {
+        return Ok(builder
+            .with_root_certificates(rustls::RootCertStore::empty())
+            .with_no_client_auth());
+    }
+    let extra = match extra_roots_pem {
+        Some(pem) => parse_pem_certs(pem)?,
+        None => Vec::new(),
+    };
+    let verifier = rustls_platform_verifier::Verifier::new_with_extra_roots(extra, provider)
+        .map_err(|e| {
+            Error::Config(format!(
+                "cannot load the system's TLS root certificates: {e}"
+            ))
+        })?;
+    Ok(builder
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(verifier))
+        .with_no_client_auth())
 }
 
 fn parse_pem_certs(pem: &[u8]) -> Result<Vec<rustls::pki_types::CertificateDer<'static>>, Error> {

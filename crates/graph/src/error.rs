@@ -28,6 +28,8 @@ pub struct GraphError {
     pub trace_id: Option<String>,
     /// `is_transient`.
     pub is_transient: Option<bool>,
+    /// `error_data.details` (WhatsApp's explanation).
+    pub details: Option<String>,
     /// The HTTP status it came with; `None` inside a `/debug_token` answer (HTTP 200).
     pub http_status: Option<u16>,
 }

@@ -13,10 +13,16 @@ mod client;
 mod error;
 mod types;
 mod usage;
+mod whatsapp;
 
 pub use client::{
-    Budget, Caller, Client, Config, DEFAULT_GRAPH_URL, DEFAULT_GRAPH_VERSION, RetryPolicy,
+    Answer, Budget, Caller, Client, Config, DEFAULT_GRAPH_URL, DEFAULT_GRAPH_VERSION, RetryPolicy,
+    tls_config,
 };
 pub use error::{Endpoint, Error, ErrorClass, GraphError, classify, human};
 pub use types::{GranularScope, Me, NewToken, TokenInfo, TokenInfoError};
 pub use usage::Usage;
+pub use whatsapp::{
+    Business, BusinessAccount, HealthEntity, HealthError, HealthStatus, OwnerBusiness, PhoneNumber,
+    Sent, SentContact, SentMessage, Throughput,
+};

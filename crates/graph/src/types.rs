@@ -153,6 +153,9 @@ pub(crate) struct RawError {
     pub(crate) fbtrace_id: Option<String>,
     #[serde(default)]
     pub(crate) is_transient: Option<bool>,
+    /// WhatsApp: `{"details": "…"}`; elsewhere sometimes a JSON string.
+    #[serde(default)]
+    pub(crate) error_data: Option<serde_json::Value>,
 }
 
 fn string_or_number<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {

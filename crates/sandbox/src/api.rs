@@ -14,7 +14,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::scenarios::{self, Owner, Record, WABA_ID};
-use crate::{App, Faults, Request, State};
+use crate::{App, Faults, Request, State, whatsapp};
 
 type Shared = Arc<State>;
 
@@ -113,6 +113,13 @@ async fn graph(
             let (id, edge) = system_user_edge(path).expect("just matched");
             system_user(&state, bearer.as_deref(), &params, id, edge)
         }
+        (_, Some(path))
+            if whatsapp_answer(&state, &method, path, bearer.as_deref(), &params, &body)
+                .is_some() =>
+        {
+            whatsapp_answer(&state, &method, path, bearer.as_deref(), &params, &body)
+                .expect("just matched")
+        }
         _ => error(
             StatusCode::BAD_REQUEST,
             2500,
@@ -142,6 +149,38 @@ fn strip_version(path: &str) -> Option<&str> {
     (digits(major) && digits(minor)).then(|| &path[path.len() - rest.len() - 1..])
 }
 
+/// The WhatsApp nodes and edges (`whatsapp.rs`), if `path` is one of theirs.
+fn whatsapp_answer(
+    state: &State,
+    method: &Method,
+    path: &str,
+    bearer: Option<&str>,
+    params: &Params,
+    body: &[u8],
+) -> Option<Response> {
+    let rest = path.strip_prefix('/')?;
+    let (id, edge) = match rest.split_once('/') {
+        Some((id, edge)) => (id, Some(edge)),
+        None => (rest, None),
+    };
+    if id.is_empty() || !id.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    match (method, edge) {
+        (&Method::GET, None) => whatsapp::node(state, bearer, params, id),
+        (&Method::GET | &Method::POST, Some(edge)) => whatsapp::edge(
+            state,
+            bearer,
+            params,
+            method == Method::POST,
+            id,
+            edge,
+            body,
+        ),
+        _ => None,
+    }
+}
+
 /// `/{digits}/applications` or `/{digits}/access_tokens` → the id and the edge.
 fn system_user_edge(path: &str) -> Option<(&str, &str)> {
     let (id, edge) = path.strip_prefix('/')?.split_once('/')?;
@@ -150,7 +189,7 @@ fn system_user_edge(path: &str) -> Option<(&str, &str)> {
 }
 
 /// Parameters from the query and, for form posts, the body: the Graph API takes them from either.
-struct Params(HashMap<String, String>);
+pub(crate) struct Params(HashMap<String, String>);
 
 impl Params {
     fn new(query: Option<&str>, headers: &HeaderMap, body: &[u8]) -> Self {
@@ -168,7 +207,7 @@ impl Params {
         Self(map)
     }
 
-    fn get(&self, name: &str) -> Option<&str> {
+    pub(crate) fn get(&self, name: &str) -> Option<&str> {
         self.0
             .get(name)
             .map(String::as_str)
@@ -176,7 +215,7 @@ impl Params {
     }
 }
 
-fn trace_id() -> String {
+pub(crate) fn trace_id() -> String {
     const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
     scenarios::random_bytes(11)
         .iter()
@@ -184,7 +223,7 @@ fn trace_id() -> String {
         .collect()
 }
 
-fn error(
+pub(crate) fn error(
     status: StatusCode,
     code: i64,
     subcode: Option<i64>,
@@ -295,9 +334,7 @@ fn meta_time(unix: i64) -> String {
 }
 
 /// The token's record if it works, else the error every endpoint answers for a token that does not.
-// The error is the handler's own answer, returned at once; boxing it would only add noise.
-#[allow(clippy::result_large_err)]
-fn valid(state: &State, token: &str) -> Result<Record, Response> {
+pub(crate) fn valid(state: &State, token: &str) -> Result<Record, Response> {
     let (subcode, message) = match see(state, token) {
         Seen::Valid(record) => return Ok(record),
         Seen::Dead(_, sub, message) => (sub, message),
@@ -320,7 +357,7 @@ fn app_of(state: &State, owner: Owner) -> &App {
 }
 
 /// `appsecret_proof` as the real API checks it (`graph-api.md` §2), computed here on its own.
-fn check_proof(state: &State, params: &Params, record: &Record) -> Option<Response> {
+pub(crate) fn check_proof(state: &State, params: &Params, record: &Record) -> Option<Response> {
     let app = app_of(state, record.owner);
     let expected = {
         let key = ring::hmac::Key::new(
@@ -462,7 +499,7 @@ fn debug_token(state: &State, bearer: Option<&str>, params: &Params) -> Response
         .iter()
         .map(|scope| {
             if record.granular_to_waba && scope.starts_with("whatsapp_") {
-                json!({"scope": scope, "target_ids": [WABA_ID]})
+                json!({"scope": scope, "target_ids": whatsapp::granted_accounts()})
             } else {
                 json!({"scope": scope})
             }

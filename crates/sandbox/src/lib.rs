@@ -10,13 +10,22 @@
 //! Must never: bind anything but loopback, or share code with the client (`permatoken-graph`): its JSON
 //! is written from the reference, so that a misreading in one is caught by the other.
 
+// Handlers' helpers return the error answer itself (`Result<_, Response>`), at once; boxing it would
+// only add noise.
+#![allow(clippy::result_large_err)]
+
 mod api;
 mod scenarios;
 mod tls;
+mod webhook;
+mod whatsapp;
 
+pub(crate) use scenarios::Owner;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
+pub use webhook::{Behaviour, Certificate, Webhook, WebhookOptions};
+pub use whatsapp::{ACCOUNTS, ALLOWED_RECIPIENTS, Account, PHONES, Phone};
 
 use permatoken_secret::{AccessToken, AppSecret};
 use serde::{Deserialize, Serialize};
@@ -106,6 +115,8 @@ pub(crate) struct Inner {
     pub(crate) requests: Vec<Request>,
     /// Apps installed for the system user (`POST /{system-user-id}/applications`).
     pub(crate) installed: Vec<u64>,
+    /// WhatsApp Business Accounts this app is subscribed to.
+    pub(crate) subscribed: Vec<String>,
 }
 
 impl State {
@@ -140,6 +151,7 @@ impl Sandbox {
                     faults: options.faults.clone(),
                     requests: Vec::new(),
                     installed: Vec::new(),
+                    subscribed: whatsapp::initially_subscribed(),
                 }),
             }),
         }

@@ -26,6 +26,27 @@ pub struct AccessToken(Zeroizing<String>);
 #[derive(Clone, PartialEq, Eq)]
 pub struct AppSecret(Zeroizing<String>);
 
+/// `WHATSAPP_WEBHOOK_VERIFY_TOKEN`: the string Meta sends back in the webhook verification handshake.
+#[derive(Clone, PartialEq, Eq)]
+pub struct VerifyToken(Zeroizing<String>);
+
+impl VerifyToken {
+    /// Wraps a verify token. Surrounding whitespace is dropped.
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(Zeroizing::new(trimmed(value.into())))
+    }
+
+    /// The value itself.
+    pub fn expose_secret(&self) -> &str {
+        &self.0
+    }
+
+    /// First and last characters and a short SHA-256.
+    pub fn fingerprint(&self) -> String {
+        fingerprint(&self.0)
+    }
+}
+
 /// The app access token `APP_ID|APP_SECRET`. It holds the secret, so it is a secret too.
 #[derive(Clone, PartialEq, Eq)]
 pub struct AppToken {
@@ -78,8 +99,14 @@ impl AppSecret {
 
     /// `appsecret_proof` for calls made with `token`: lowercase hex of HMAC-SHA256 keyed by this secret.
     pub fn appsecret_proof(&self, token: &AccessToken) -> String {
+        self.sign(token.0.as_bytes())
+    }
+
+    /// Lowercase hex of HMAC-SHA256 of `message` keyed by this secret: what `X-Hub-Signature-256`
+    /// carries (after `sha256=`) for a webhook body.
+    pub fn sign(&self, message: &[u8]) -> String {
         let key = hmac::Key::new(hmac::HMAC_SHA256, self.0.as_bytes());
-        hex(hmac::sign(&key, token.0.as_bytes()).as_ref())
+        hex(hmac::sign(&key, message).as_ref())
     }
 }
 
@@ -123,7 +150,12 @@ macro_rules! fingerprint_only_formatting {
     )*};
 }
 
-fingerprint_only_formatting!(AccessToken => "AccessToken", AppSecret => "AppSecret", AppToken => "AppToken");
+fingerprint_only_formatting!(
+    AccessToken => "AccessToken",
+    AppSecret => "AppSecret",
+    AppToken => "AppToken",
+    VerifyToken => "VerifyToken",
+);
 
 fn trimmed(mut value: String) -> String {
     let end = value.trim_end().len();

@@ -2,6 +2,7 @@
 
 mod check;
 mod common;
+mod doctor;
 mod renew;
 mod sandbox;
 
@@ -33,6 +34,8 @@ pub(crate) async fn run(cli: Cli) -> u8 {
         Command::Exchange(args) => renew::exchange(args).await,
         Command::Refresh(args) => renew::refresh(args).await,
         Command::Mint(args) => renew::mint(args).await,
+        Command::Doctor(args) => doctor::doctor(args).await,
+        Command::SendTest(args) => doctor::send_test(args).await,
         Command::Completions { shell } => {
             let mut cmd = <Cli as clap::CommandFactory>::command();
             clap_complete::generate(shell, &mut cmd, "permatoken", &mut std::io::stdout());
