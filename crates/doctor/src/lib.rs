@@ -50,6 +50,8 @@ pub struct Item {
     pub evidence: Vec<String>,
     /// What to do, for anything not ok.
     pub fix: Option<String>,
+    /// How long the item took (its calls run concurrently with the other items').
+    pub elapsed_ms: u64,
 }
 
 impl Item {
@@ -60,6 +62,7 @@ impl Item {
             status: ItemStatus::Ok,
             evidence: Vec::new(),
             fix: None,
+            elapsed_ms: 0,
         }
     }
 
@@ -148,14 +151,20 @@ pub struct Inputs {
 /// Runs the checklist.
 pub async fn doctor(client: &Client, inputs: &Inputs, budget: &Budget) -> Checklist {
     let (token, business, phone, subscription, webhook) = tokio::join!(
-        token_item(client, inputs, budget),
-        business_item(client, inputs, budget),
-        phone_item(client, inputs, budget),
-        subscription_item(client, inputs, budget),
-        webhook::item(inputs),
+        timed(token_item(client, inputs, budget)),
+        timed(business_item(client, inputs, budget)),
+        timed(phone_item(client, inputs, budget)),
+        timed(subscription_item(client, inputs, budget)),
+        timed(webhook::item(inputs)),
     );
-    let (phone, usage) = phone;
-    let (business, business_usage) = business;
+    let ((mut phone, usage), phone_ms) = phone;
+    let ((mut business, business_usage), business_ms) = business;
+    phone.elapsed_ms = phone_ms;
+    business.elapsed_ms = business_ms;
+    let [token, subscription, webhook] = [token, subscription, webhook].map(|(mut item, ms)| {
+        item.elapsed_ms = ms;
+        item
+    });
     let rate = rate_item([usage, business_usage].into_iter().flatten().collect());
     let items = vec![token, business, phone, subscription, webhook, rate];
     let status = items
@@ -165,6 +174,12 @@ pub async fn doctor(client: &Client, inputs: &Inputs, budget: &Budget) -> Checkl
         .max()
         .unwrap_or(ItemStatus::Ok);
     Checklist { status, items }
+}
+
+async fn timed<T>(work: impl std::future::Future<Output = T>) -> (T, u64) {
+    let started = std::time::Instant::now();
+    let value = work.await;
+    (value, started.elapsed().as_millis() as u64)
 }
 
 const METHOD_3: &str = "make a never-expiring system-user token: Business Settings → Users → System users → Generate new token, expiration \"Never\", with whatsapp_business_messaging, whatsapp_business_management and business_management (or `permatoken mint --system-user ID`)";

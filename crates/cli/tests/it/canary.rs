@@ -162,3 +162,60 @@ fn exchange_mint_and_refresh_print_no_secret_either() {
         assert_clean(&out, &secrets, &format!("{args:?}"));
     }
 }
+
+#[test]
+fn doctor_and_send_test_print_no_secret_either() {
+    use permatoken_sandbox::{ACCOUNTS, Behaviour, Certificate, PHONES, Webhook, WebhookOptions};
+    let sandbox = sandbox();
+    let verify = "PERMATOKENTEST-canary-verify-token-value".to_owned();
+    let webhook = Webhook::start_background(WebhookOptions {
+        certificate: Certificate::Good,
+        behaviour: Behaviour::WrongChallenge,
+        verify_token: verify.clone(),
+        app_secret: sandbox.app_secret().expose_secret().to_owned(),
+    })
+    .unwrap();
+    let token = sandbox
+        .token("system-user")
+        .unwrap()
+        .expose_secret()
+        .to_owned();
+    let env = format!(
+        "WHATSAPP_ACCESS_TOKEN={token}\n{}WHATSAPP_BUSINESS_ACCOUNT_ID={}\nWHATSAPP_PHONE_NUMBER_ID={}\nWHATSAPP_WEBHOOK_URL={}\nWHATSAPP_WEBHOOK_VERIFY_TOKEN={verify}\n",
+        app_lines(&sandbox),
+        ACCOUNTS[1].id,
+        PHONES[2].id,
+        webhook.url()
+    );
+    let secrets = [
+        token,
+        sandbox.app_secret().expose_secret().to_owned(),
+        verify,
+    ];
+    for args in [
+        &[
+            "doctor",
+            "--ca-file",
+            "ca.pem",
+            "--allow-private-webhook",
+            "-vv",
+        ][..],
+        &[
+            "doctor",
+            "--json",
+            "--ca-file",
+            "ca.pem",
+            "--allow-private-webhook",
+        ][..],
+        &["send-test", "--to", "+16505550100"][..],
+        &["send-test", "--json", "--to", "+16505550100"][..],
+    ] {
+        let out = Test::against(&sandbox)
+            .write(".env", &env)
+            .write("ca.pem", webhook.ca_pem())
+            .env("RUST_LOG", "trace")
+            .args(args)
+            .run();
+        assert_clean(&out, &secrets, &format!("{args:?}"));
+    }
+}

@@ -4,6 +4,7 @@
 mod canary;
 mod check;
 mod credentials;
+mod doctor;
 mod faults;
 mod harness;
 mod output;
