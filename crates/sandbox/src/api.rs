@@ -63,7 +63,7 @@ async fn graph(
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned);
-    let (latency, fault) = {
+    let (latency, fault, usage) = {
         let mut inner = state.lock();
         inner.requests.push(Request {
             method: method.to_string(),
@@ -85,7 +85,11 @@ async fn graph(
         } else {
             None
         };
-        (Duration::from_millis(faults.latency_ms), fault)
+        (
+            Duration::from_millis(faults.latency_ms),
+            fault,
+            faults.app_usage_percent,
+        )
     };
     if !latency.is_zero() {
         tokio::time::sleep(latency).await;
@@ -128,9 +132,11 @@ async fn graph(
             &format!("Unknown path components: {}", uri.path()),
         ),
     };
+    let usage = usage.unwrap_or(1);
+    let usage = format!(r#"{{"call_count":{usage},"total_cputime":1,"total_time":1}}"#);
     response.headers_mut().insert(
         "x-app-usage",
-        HeaderValue::from_static(r#"{"call_count":1,"total_cputime":1,"total_time":1}"#),
+        HeaderValue::from_str(&usage).expect("digits and JSON punctuation"),
     );
     if let Some(Fault::Truncate) = fault {
         return truncate(response).await;

@@ -59,6 +59,8 @@ pub struct Faults {
     pub regain_minutes: Option<u32>,
     /// The next N answers are cut in the middle of their JSON.
     pub truncate: u32,
+    /// `call_count` of `X-App-Usage` on every answer (percent of the hourly allowance; default 1).
+    pub app_usage_percent: Option<u32>,
 }
 
 /// One request the sandbox received, as it arrived.

@@ -19,6 +19,7 @@ pub(crate) async fn run(args: SandboxArgs) -> Result<u8, Failure> {
             rate_limits: args.rate_limits,
             regain_minutes: args.regain_minutes,
             truncate: args.truncate,
+            app_usage_percent: None,
         },
         tls: args.tls,
     };

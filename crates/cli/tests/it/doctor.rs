@@ -459,6 +459,25 @@ fn webhook_states_against_real_https_receivers() {
 }
 
 #[test]
+fn rate_limit_usage_states() {
+    let sandbox = sandbox();
+    let webhook = receiver(&sandbox, Certificate::Good, Behaviour::Correct);
+    for (percent, code, status, words) in [
+        (80, 1, "warning", &["80 % used", "fewer calls"][..]),
+        (100, 2, "critical", &["100 % used", "spent"][..]),
+    ] {
+        sandbox.set_faults(Faults {
+            app_usage_percent: Some(percent),
+            ..Faults::default()
+        });
+        let out =
+            Setup::healthy(&sandbox, &webhook).run(Some(&webhook), &["--allow-private-webhook"]);
+        out.assert_code(code);
+        expect(&out.json(), "rate_limits", status, words);
+    }
+}
+
+#[test]
 fn an_outage_is_unknown() {
     let sandbox = sandbox();
     let webhook = receiver(&sandbox, Certificate::Good, Behaviour::Correct);
