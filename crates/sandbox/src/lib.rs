@@ -32,6 +32,12 @@ use serde::{Deserialize, Serialize};
 
 pub use scenarios::{App, SCENARIOS, Scenario};
 
+/// A token of `app_id` shaped like Meta's (`graph-api.md` §11), for test corpora: it decodes to
+/// `app_id` but works nowhere.
+pub fn fake_token(app_id: u64) -> AccessToken {
+    scenarios::mint(app_id)
+}
+
 /// How a sandbox starts.
 #[derive(Debug, Clone, Default)]
 pub struct Options {

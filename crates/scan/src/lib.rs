@@ -1,0 +1,357 @@
+//! Finding leaked Meta credentials: access tokens, app tokens and app secrets, in files, standard
+//! input and git history, each decoded offline to the app it belongs to.
+//!
+//! This room reads and detects; the binary renders and verifies. A finding keeps its secret only in a
+//! zeroed-on-drop box that never serialises, for `--verify` and for the baseline's hash.
+//!
+//! Must never: print or serialise a secret, follow a `.git` folder's internals as files, or change
+//! anything it scans.
+
+mod detect;
+mod git;
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use permatoken_secret::{AccessToken, AppSecret};
+use serde::{Deserialize, Serialize};
+use zeroize::Zeroizing;
+
+pub use detect::Kind;
+use detect::{Detectors, Hit};
+pub use git::{GitError, scan_git};
+
+/// A found secret's text. Never serialised; `Debug` shows only its fingerprint.
+#[derive(Clone)]
+pub struct SecretText(Zeroizing<String>);
+
+impl SecretText {
+    /// The secret itself, for `--verify`.
+    pub fn expose_secret(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for SecretText {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "SecretText({})",
+            AccessToken::new(self.0.as_str()).fingerprint()
+        )
+    }
+}
+
+/// What `--verify` found out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Verified {
+    /// It works: rotate it now.
+    Live,
+    /// It expired.
+    Expired,
+    /// The API refuses it.
+    Invalid,
+    /// Could not tell.
+    Unknown,
+}
+
+/// One leaked secret, where it was found.
+#[derive(Debug, Clone, Serialize)]
+pub struct Finding {
+    /// What it is.
+    pub kind: Kind,
+    /// The path as given, joined with the file's relative path; `-` for standard input.
+    pub path: String,
+    /// 1-based line.
+    pub line: usize,
+    /// 1-based column, in Unicode code points.
+    pub column: usize,
+    /// First and last characters and a short SHA-256: never the secret.
+    pub fingerprint: String,
+    /// The app it belongs to (decoded from a token, or assigned near a secret).
+    pub app_id: Option<String>,
+    /// In `--git` scans: the oldest commit that brought this secret to this path.
+    pub commit: Option<String>,
+    /// In `--git` scans: whether the secret is still in HEAD's tree.
+    pub at_head: Option<bool>,
+    /// `--verify`'s answer.
+    pub verified: Option<Verified>,
+    /// SHA-256 of the secret, hex: the baseline's key, so moving a line does not revive a finding.
+    pub sha256: String,
+    #[serde(skip)]
+    secret: SecretText,
+}
+
+impl Finding {
+    /// The secret, for `--verify`.
+    pub fn secret(&self) -> &SecretText {
+        &self.secret
+    }
+}
+
+/// Counts for the report.
+#[derive(Debug, Default, Serialize)]
+pub struct Stats {
+    /// Files (or blobs) read.
+    pub files: u64,
+    /// Bytes read.
+    pub bytes: u64,
+    /// Files skipped because they look binary (a NUL byte in the first 8 KiB).
+    pub skipped_binary: u64,
+    /// Files skipped because they are larger than the limit.
+    pub skipped_large: u64,
+    /// Files that could not be read.
+    pub unreadable: u64,
+    /// Findings silenced by a `permatoken:allow` comment.
+    pub allowed: u64,
+    /// Findings silenced by the baseline.
+    pub baselined: u64,
+    /// In `--git` scans: distinct blobs read, and commits walked.
+    pub blobs: u64,
+    /// Commits walked.
+    pub commits: u64,
+}
+
+/// A finished scan.
+#[derive(Debug, Default, Serialize)]
+pub struct Scan {
+    /// What was found, sorted by path, line and column.
+    pub findings: Vec<Finding>,
+    /// Counts.
+    pub stats: Stats,
+}
+
+/// How to scan.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Honour `.gitignore` and `.ignore` files.
+    pub respect_gitignore: bool,
+    /// Files larger than this are skipped and counted.
+    pub max_file_size: u64,
+    /// Worker threads.
+    pub threads: usize,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            respect_gitignore: false,
+            max_file_size: 50 * 1024 * 1024,
+            threads: std::thread::available_parallelism().map_or(2, |n| n.get()),
+        }
+    }
+}
+
+/// Live counters for a progress display.
+#[derive(Debug, Default)]
+pub struct Progress {
+    /// Files read so far.
+    pub files: AtomicU64,
+    /// Bytes read so far.
+    pub bytes: AtomicU64,
+}
+
+const ALLOW: &[u8] = b"permatoken:allow";
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    ring::digest::digest(&ring::digest::SHA256, bytes)
+        .as_ref()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+fn looks_binary(bytes: &[u8]) -> bool {
+    memchr::memchr(0, &bytes[..bytes.len().min(8192)]).is_some()
+}
+
+/// The findings of one buffer, named `path`; allowed ones only counted.
+fn findings_in(detectors: &Detectors, path: &str, text: &[u8], allowed: &mut u64) -> Vec<Finding> {
+    let hits: Vec<Hit> = detectors.detect(text);
+    let mut out = Vec::with_capacity(hits.len());
+    for hit in hits {
+        let line_start = memchr::memrchr(b'\n', &text[..hit.range.start]).map_or(0, |i| i + 1);
+        let line_end =
+            memchr::memchr(b'\n', &text[hit.range.end..]).map_or(text.len(), |i| hit.range.end + i);
+        if memchr::memmem::find(&text[line_start..line_end], ALLOW).is_some() {
+            *allowed += 1;
+            continue;
+        }
+        let line = memchr::memchr_iter(b'\n', &text[..line_start]).count() + 1;
+        let column = String::from_utf8_lossy(&text[line_start..hit.range.start])
+            .chars()
+            .count()
+            + 1;
+        let secret = String::from_utf8_lossy(&text[hit.range.clone()]).into_owned();
+        let fingerprint = match hit.kind {
+            Kind::AppSecret => AppSecret::new(secret.as_str()).fingerprint(),
+            _ => AccessToken::new(secret.as_str()).fingerprint(),
+        };
+        out.push(Finding {
+            kind: hit.kind,
+            path: path.to_owned(),
+            line,
+            column,
+            fingerprint,
+            app_id: hit.app_id,
+            commit: None,
+            at_head: None,
+            verified: None,
+            sha256: sha256_hex(secret.as_bytes()),
+            secret: SecretText(Zeroizing::new(secret)),
+        });
+    }
+    out
+}
+
+/// Scans one buffer (standard input, a blob).
+pub fn scan_bytes(path: &str, bytes: &[u8]) -> Scan {
+    let detectors = Detectors::new();
+    let mut scan = Scan::default();
+    scan.stats.files = 1;
+    scan.stats.bytes = bytes.len() as u64;
+    scan.findings = findings_in(&detectors, path, bytes, &mut scan.stats.allowed);
+    scan
+}
+
+/// Scans files and folders: a parallel walk of every file, hidden ones included, `.git` internals
+/// skipped.
+pub fn scan_paths(paths: &[PathBuf], options: &Options, progress: Option<&Progress>) -> Scan {
+    let detectors = Detectors::new();
+    let findings = Mutex::new(Vec::new());
+    let stats = Mutex::new(Stats::default());
+    let Some((first, rest)) = paths.split_first() else {
+        return Scan::default();
+    };
+    let mut walk = ignore::WalkBuilder::new(first);
+    for p in rest {
+        walk.add(p);
+    }
+    let respect = options.respect_gitignore;
+    walk.hidden(false)
+        .git_ignore(respect)
+        .git_exclude(respect)
+        .git_global(respect)
+        .ignore(respect)
+        .parents(respect)
+        .require_git(false)
+        .follow_links(false)
+        .threads(options.threads)
+        .filter_entry(|e| e.file_name() != ".git");
+    walk.build_parallel().run(|| {
+        let detectors = &detectors;
+        let findings = &findings;
+        let stats = &stats;
+        Box::new(move |entry| {
+            let Ok(entry) = entry else {
+                stats.lock().unwrap_or_else(|e| e.into_inner()).unreadable += 1;
+                return ignore::WalkState::Continue;
+            };
+            if !entry.file_type().is_some_and(|t| t.is_file()) {
+                return ignore::WalkState::Continue;
+            }
+            let path = entry.path();
+            let size = entry.metadata().map_or(0, |m| m.len());
+            if size > options.max_file_size {
+                stats
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .skipped_large += 1;
+                return ignore::WalkState::Continue;
+            }
+            let Ok(bytes) = std::fs::read(path) else {
+                stats.lock().unwrap_or_else(|e| e.into_inner()).unreadable += 1;
+                return ignore::WalkState::Continue;
+            };
+            if let Some(p) = progress {
+                p.files.fetch_add(1, Ordering::Relaxed);
+                p.bytes.fetch_add(bytes.len() as u64, Ordering::Relaxed);
+            }
+            if looks_binary(&bytes) {
+                stats
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .skipped_binary += 1;
+                return ignore::WalkState::Continue;
+            }
+            let mut allowed = 0;
+            let found = findings_in(detectors, &display(path), &bytes, &mut allowed);
+            {
+                let mut s = stats.lock().unwrap_or_else(|e| e.into_inner());
+                s.files += 1;
+                s.bytes += bytes.len() as u64;
+                s.allowed += allowed;
+            }
+            if !found.is_empty() {
+                findings
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .extend(found);
+            }
+            ignore::WalkState::Continue
+        })
+    });
+    let mut findings = findings.into_inner().unwrap_or_else(|e| e.into_inner());
+    findings.sort_by(|a, b| (&a.path, a.line, a.column).cmp(&(&b.path, b.line, b.column)));
+    Scan {
+        findings,
+        stats: stats.into_inner().unwrap_or_else(|e| e.into_inner()),
+    }
+}
+
+fn display(path: &Path) -> String {
+    path.to_string_lossy().into_owned()
+}
+
+/// A baseline: secrets already known, by kind and SHA-256, so moving a line does not revive them.
+#[derive(Debug, Default, Serialize, Deserialize)]
+pub struct Baseline {
+    /// Format version.
+    pub version: u32,
+    /// The known secrets.
+    pub secrets: Vec<BaselineEntry>,
+}
+
+/// One known secret.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BaselineEntry {
+    /// Its kind.
+    pub kind: Kind,
+    /// SHA-256 of the secret, hex.
+    pub sha256: String,
+}
+
+impl Baseline {
+    /// The baseline of a scan's findings.
+    pub fn of(scan: &Scan) -> Self {
+        let mut secrets: Vec<BaselineEntry> = scan
+            .findings
+            .iter()
+            .map(|f| BaselineEntry {
+                kind: f.kind,
+                sha256: f.sha256.clone(),
+            })
+            .collect();
+        secrets.sort_by(|a, b| (a.kind, &a.sha256).cmp(&(b.kind, &b.sha256)));
+        secrets.dedup();
+        Self {
+            version: 1,
+            secrets,
+        }
+    }
+
+    /// Drops the findings the baseline knows, and counts them.
+    pub fn apply(&self, scan: &mut Scan) {
+        let before = scan.findings.len();
+        scan.findings.retain(|f| {
+            !self
+                .secrets
+                .iter()
+                .any(|s| s.kind == f.kind && s.sha256 == f.sha256)
+        });
+        scan.stats.baselined += (before - scan.findings.len()) as u64;
+    }
+}
