@@ -13,6 +13,19 @@ Exit codes (all commands; the monitoring-plugin convention):
 
 Try it without a Meta account:  permatoken check --sandbox";
 
+const SCAN_AFTER_HELP: &str = "\
+Exit codes (the secret-scanner convention):
+  0  clean
+  1  findings
+  2  findings, of which --verify proved at least one live
+  3  error
+
+Examples:
+  permatoken scan                       # this folder, every file
+  permatoken scan --git                 # every blob in this repository's history
+  git diff --cached | permatoken scan - # what is about to be committed
+  permatoken scan --format sarif > permatoken.sarif";
+
 const RENEW_AFTER_HELP: &str = "\
 Exit codes:
   0  done, or nothing needed
@@ -140,6 +153,14 @@ pub(crate) enum Command {
     /// (`+1 650-555-0100`). Exit 0 accepted (not yet delivered: delivery reports arrive on the
     /// webhook), 2 refused (with Meta's reason explained), 3 could not tell.
     SendTest(SendTestArgs),
+    /// Find leaked Meta access tokens, app tokens and app secrets in files, standard input or git
+    /// history, each with the app it belongs to; --verify says whether they still work.
+    ///
+    /// Walks every file, hidden ones included (`.env` is where tokens live), skipping `.git` internals,
+    /// binary and huge files. Secrets are shown only as fingerprints. Silence a known one with a
+    /// `permatoken:allow` comment on its line, or with a baseline (--write-baseline, --baseline).
+    #[command(after_help = SCAN_AFTER_HELP)]
+    Scan(ScanArgs),
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
     ///
     /// bash: `permatoken completions bash > ~/.local/share/bash-completion/completions/permatoken`;
@@ -385,4 +406,44 @@ pub(crate) struct SendTestArgs {
     /// Send through the built-in sandbox (its test number and allowed list).
     #[arg(long, conflicts_with_all = ["token_file", "token_stdin", "env_file", "ca_file"])]
     pub(crate) sandbox: bool,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub(crate) enum ScanFormat {
+    /// For people: file:line, the fingerprint, the app, and how to rotate.
+    Human,
+    /// One JSON object (documented in the README).
+    Json,
+    /// SARIF 2.1.0, for code-scanning dashboards.
+    Sarif,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct ScanArgs {
+    /// Files and folders to scan (`-` for standard input); with --git, repositories.
+    #[arg(value_name = "PATH", default_value = ".")]
+    pub(crate) paths: Vec<PathBuf>,
+    /// Scan every blob in the history of the repository (each distinct blob once).
+    #[arg(long)]
+    pub(crate) git: bool,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = ScanFormat::Human)]
+    pub(crate) format: ScanFormat,
+    /// Ask the Graph API whether each token and app secret still works (never printing one).
+    #[arg(long)]
+    pub(crate) verify: bool,
+    /// Leave out the secrets listed in this baseline file.
+    #[arg(long, value_name = "FILE")]
+    pub(crate) baseline: Option<PathBuf>,
+    /// Write the secrets found to this baseline file (by kind and SHA-256, never the secret).
+    #[arg(long, value_name = "FILE")]
+    pub(crate) write_baseline: Option<PathBuf>,
+    /// Honour .gitignore and .ignore files (by default every file is read).
+    #[arg(long)]
+    pub(crate) respect_gitignore: bool,
+    /// Skip files larger than this many MiB.
+    #[arg(long, value_name = "MIB", default_value_t = 50)]
+    pub(crate) max_file_size: u64,
+    #[command(flatten)]
+    pub(crate) graph: GraphArgs,
 }

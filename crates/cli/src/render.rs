@@ -337,6 +337,113 @@ pub(crate) fn sent(
     )
 }
 
+/// Text from a scanned tree (a file name) made safe for a terminal: control characters and
+/// bidirectional overrides, which could hide or reorder what is shown, become `\u{…}` escapes.
+pub(crate) fn sanitise(text: &str) -> String {
+    text.chars()
+        .map(|c| {
+            let bidi = matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}' | '\u{200e}' | '\u{200f}' | '\u{061c}');
+            if c.is_control() || bidi {
+                format!("\\u{{{:x}}}", c as u32)
+            } else {
+                c.to_string()
+            }
+        })
+        .collect()
+}
+
+/// `scan`'s findings, for people.
+pub(crate) fn scan(
+    out: &mut dyn Write,
+    scan: &permatoken_scan::Scan,
+    seconds: f64,
+) -> std::io::Result<()> {
+    use permatoken_scan::{Kind, Verified};
+    let mut previous_fix = None;
+    for f in &scan.findings {
+        let what = match f.kind {
+            Kind::AccessToken => "access token",
+            Kind::AppToken => "app token",
+            Kind::AppSecret => "app secret",
+        };
+        let mut head = format!(
+            "{RED}✗{RED:#} {what:<12} {CYAN}{}:{}:{}{CYAN:#}  {}",
+            sanitise(&f.path),
+            f.line,
+            f.column,
+            f.fingerprint
+        );
+        if let Some(app) = &f.app_id {
+            head.push_str(&format!("  app {app}"));
+        }
+        if let Some(commit) = &f.commit {
+            let short = &commit[..commit.len().min(12)];
+            let where_ = if f.at_head == Some(true) {
+                "still at HEAD"
+            } else {
+                "only in history"
+            };
+            head.push_str(&format!("  commit {short}, {where_}"));
+        }
+        match f.verified {
+            Some(Verified::Live) => head.push_str(&format!("  {RED}LIVE{RED:#}")),
+            Some(v) => head.push_str(&format!(
+                "  {}",
+                serde_json::to_value(v)
+                    .ok()
+                    .and_then(|v| v.as_str().map(str::to_owned))
+                    .unwrap_or_default()
+            )),
+            None => {}
+        }
+        writeln!(out, "{head}")?;
+        let fix = crate::commands::scan_fix(f.kind, f.app_id.as_deref());
+        if previous_fix.as_ref() == Some(&fix) {
+            writeln!(out, "  {CYAN}fix:{CYAN:#} as above")?;
+        } else {
+            writeln!(out, "  {CYAN}fix:{CYAN:#} {}", wrap(&fix, 7))?;
+        }
+        previous_fix = Some(fix);
+    }
+    let s = &scan.stats;
+    let read = if s.blobs > 0 {
+        format!("{} blobs of {} commits", s.files, s.commits)
+    } else {
+        format!("{} files", s.files)
+    };
+    let mut skipped = Vec::new();
+    for (n, what) in [
+        (s.skipped_binary, "binary"),
+        (s.skipped_large, "too large"),
+        (s.unreadable, "unreadable"),
+        (s.allowed, "allowed by comment"),
+        (s.baselined, "in the baseline"),
+    ] {
+        if n > 0 {
+            skipped.push(format!("{n} {what}"));
+        }
+    }
+    let skipped = if skipped.is_empty() {
+        String::new()
+    } else {
+        format!("; left out: {}", skipped.join(", "))
+    };
+    let verdict = if scan.findings.is_empty() {
+        format!("{GREEN}clean{GREEN:#}")
+    } else {
+        format!(
+            "{RED}{} finding{}{RED:#}",
+            scan.findings.len(),
+            if scan.findings.len() == 1 { "" } else { "s" }
+        )
+    };
+    writeln!(
+        out,
+        "\n{verdict}: read {read}, {:.1} MB in {seconds:.2} s{skipped}",
+        s.bytes as f64 / 1e6
+    )
+}
+
 /// The last line of `check --all`.
 pub(crate) fn overall(out: &mut dyn Write, tokens: usize, status: Status) -> std::io::Result<()> {
     writeln!(

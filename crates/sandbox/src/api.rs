@@ -478,6 +478,27 @@ fn debug_token(state: &State, bearer: Option<&str>, params: &Params) -> Response
         }
         app_of(state, record.owner)
     };
+    // An app token inspected: valid when its secret is the app's (`type: APP`, no expiry).
+    if let Some((id, secret)) = input.split_once('|') {
+        let app = [&state.ours, &state.other]
+            .into_iter()
+            .find(|a| a.id.to_string() == id && a.secret.expose_secret() == secret);
+        return Json(match app {
+            Some(app) => json!({"data": {
+                "app_id": app.id.to_string(),
+                "type": "APP",
+                "application": app.name,
+                "is_valid": true,
+                "scopes": [],
+            }}),
+            None => json!({"data": {
+                "error": {"code": 190, "message": "Invalid OAuth access token signature."},
+                "is_valid": false,
+                "scopes": [],
+            }}),
+        })
+        .into_response();
+    }
     let (record, dead) = match see(state, input) {
         Seen::Garbage => {
             return Json(json!({"data": {

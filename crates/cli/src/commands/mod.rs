@@ -5,8 +5,11 @@ mod common;
 mod doctor;
 mod renew;
 mod sandbox;
+mod scan;
 
 use crate::cli::{Cli, Command};
+
+pub(crate) use scan::fix as scan_fix;
 
 /// An error that stops a command: what happened and what to do, rendered in one place.
 pub(crate) struct Failure {
@@ -36,6 +39,7 @@ pub(crate) async fn run(cli: Cli) -> u8 {
         Command::Mint(args) => renew::mint(args).await,
         Command::Doctor(args) => doctor::doctor(args).await,
         Command::SendTest(args) => doctor::send_test(args).await,
+        Command::Scan(args) => scan::run(args).await,
         Command::Completions { shell } => {
             let mut cmd = <Cli as clap::CommandFactory>::command();
             clap_complete::generate(shell, &mut cmd, "permatoken", &mut std::io::stdout());

@@ -69,6 +69,9 @@ impl Test {
     /// Writes a file in the test's working folder (mode 0600, as a careful user keeps secrets).
     pub(crate) fn write(self, name: &str, content: &str) -> Self {
         let path = self.dir.path().join(name);
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent).expect("make the test file's folder");
+        }
         std::fs::write(&path, content).expect("write a test file");
         #[cfg(unix)]
         {

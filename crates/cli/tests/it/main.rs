@@ -9,4 +9,5 @@ mod faults;
 mod harness;
 mod output;
 mod renew;
+mod scan;
 mod tls;

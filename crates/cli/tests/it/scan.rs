@@ -1,0 +1,246 @@
+//! `permatoken scan` as a user runs it: exit codes, JSON and SARIF fields, standard input, baselines,
+//! `--git`, `--verify` against the sandbox, and no secret printed.
+
+use permatoken_sandbox::Faults;
+use serde_json::Value;
+
+use crate::harness::{Test, app_lines, sandbox, token_of};
+
+fn findings(out: &crate::harness::Outcome) -> Vec<Value> {
+    out.json()["findings"].as_array().unwrap().clone()
+}
+
+#[test]
+fn clean_is_0_findings_are_1_errors_are_3() {
+    let clean = Test::new()
+        .write("readme.md", "nothing here\n")
+        .args(["scan", "."])
+        .run();
+    clean.assert_code(0);
+    assert!(clean.stdout.contains("clean"), "{}", clean.stdout);
+    let sandbox = sandbox();
+    let token = token_of(&sandbox, "system-user");
+    let found = Test::new()
+        .write(".env", &format!("WHATSAPP_ACCESS_TOKEN={token}\n"))
+        .args(["scan", "--format", "json"])
+        .run();
+    found.assert_code(1);
+    let f = &findings(&found)[0];
+    assert_eq!(f["kind"], "access_token");
+    assert_eq!(f["path"], "./.env");
+    assert_eq!(
+        (f["line"].as_u64(), f["column"].as_u64()),
+        (Some(1), Some(23))
+    );
+    assert_eq!(
+        f["app_id"],
+        sandbox.app().id.to_string(),
+        "decoded offline from the token"
+    );
+    assert_eq!(
+        (
+            f["commit"].clone(),
+            f["at_head"].clone(),
+            f["verified"].clone()
+        ),
+        (Value::Null, Value::Null, Value::Null)
+    );
+    assert!(f["fingerprint"].as_str().unwrap().contains("sha256:"));
+    assert!(!found.stdout.contains(&token), "never the secret");
+    assert_eq!(found.json()["stats"]["files"], 1);
+    Test::new()
+        .args(["scan", "missing-folder"])
+        .run()
+        .assert_code(3);
+}
+
+#[test]
+fn standard_input_is_dash() {
+    let sandbox = sandbox();
+    let text = format!(
+        "+FACEBOOK_APP_SECRET={}\n",
+        sandbox.app_secret().expose_secret()
+    );
+    let out = Test::new()
+        .stdin(&text)
+        .args(["scan", "-", "--format", "json"])
+        .run();
+    out.assert_code(1);
+    let f = &findings(&out)[0];
+    assert_eq!(
+        (f["kind"].as_str(), f["path"].as_str(), f["column"].as_u64()),
+        (Some("app_secret"), Some("-"), Some(22))
+    );
+}
+
+#[test]
+fn sarif_for_dashboards() {
+    let sandbox = sandbox();
+    let out = Test::new()
+        .write(
+            "src/app.py",
+            &format!(
+                "APP_TOKEN = '{}|{}'\n",
+                sandbox.app().id,
+                sandbox.app_secret().expose_secret()
+            ),
+        )
+        .args(["scan", "--format", "sarif"])
+        .run();
+    out.assert_code(1);
+    let sarif = out.json();
+    assert_eq!(sarif["version"], "2.1.0");
+    let run = &sarif["runs"][0];
+    assert_eq!(run["columnKind"], "unicodeCodePoints");
+    assert_eq!(run["tool"]["driver"]["rules"].as_array().unwrap().len(), 3);
+    let result = &run["results"][0];
+    assert_eq!(result["ruleId"], "app_token");
+    let location = &result["locations"][0]["physicalLocation"];
+    assert_eq!(location["artifactLocation"]["uri"], "src/app.py");
+    assert_eq!(location["region"]["startLine"], 1);
+    assert_eq!(location["region"]["startColumn"], 14);
+    assert!(result["partialFingerprints"]["secretSha256/v1"].is_string());
+    assert!(!out.stdout.contains(sandbox.app_secret().expose_secret()));
+}
+
+#[test]
+fn a_baseline_keeps_known_secrets_quiet() {
+    let sandbox = sandbox();
+    let token = token_of(&sandbox, "user-60d");
+    let (out, dir) = Test::new()
+        .write("notes.txt", &format!("token: {token}\n"))
+        .args(["scan", "notes.txt", "--write-baseline", "baseline.json"])
+        .run_keep();
+    out.assert_code(1);
+    let baseline = std::fs::read_to_string(dir.path().join("baseline.json")).unwrap();
+    assert!(
+        !baseline.contains(&token),
+        "the baseline holds hashes, not secrets"
+    );
+    let out = Test::new()
+        .write("notes.txt", &format!("\n\nmoved: {token}\n"))
+        .write("baseline.json", &baseline)
+        .args(["scan", "notes.txt", "--baseline", "baseline.json"])
+        .run();
+    out.assert_code(0);
+    assert!(out.stdout.contains("1 in the baseline"), "{}", out.stdout);
+}
+
+#[test]
+fn git_history_findings_name_their_commit() {
+    let sandbox = sandbox();
+    let token = token_of(&sandbox, "system-user");
+    let test = Test::new().write(".env", &format!("WHATSAPP_ACCESS_TOKEN={token}\n"));
+    let git = |args: &[&str]| {
+        let ok = std::process::Command::new("git")
+            .arg("-C")
+            .arg(test.path())
+            .args([
+                "-c",
+                "user.name=t",
+                "-c",
+                "user.email=t@example.invalid",
+                "-c",
+                "commit.gpgsign=false",
+            ])
+            .args(args)
+            .output()
+            .unwrap()
+            .status
+            .success();
+        assert!(ok, "git {args:?}");
+    };
+    git(&["init", "-q"]);
+    git(&["add", ".env"]);
+    git(&["commit", "-qm", "oops"]);
+    git(&["rm", "-q", ".env"]);
+    git(&["commit", "-qm", "remove it"]);
+    let out = test.args(["scan", "--git", "--format", "json"]).run();
+    out.assert_code(1);
+    let f = &findings(&out)[0];
+    assert_eq!(f["path"], ".env");
+    assert_eq!(f["commit"].as_str().unwrap().len(), 40);
+    assert_eq!(f["at_head"], false);
+    assert_eq!(out.json()["stats"]["commits"], 2);
+}
+
+#[test]
+fn verify_says_live_expired_invalid_or_unknown_and_live_is_exit_2() {
+    let sandbox = sandbox();
+    let text = format!(
+        "WHATSAPP_ACCESS_TOKEN={}\nOLD={}\n{}FB_APP_TOKEN={}|{}\n",
+        token_of(&sandbox, "system-user"),
+        token_of(&sandbox, "expired"),
+        app_lines(&sandbox),
+        sandbox.app().id,
+        "0".repeat(32)
+    );
+    let out = Test::against(&sandbox)
+        .write(".env", &text)
+        .args(["scan", "--verify", "--format", "json"])
+        .run();
+    out.assert_code(2);
+    let verdicts: Vec<(String, String)> = findings(&out)
+        .iter()
+        .map(|f| {
+            (
+                f["kind"].as_str().unwrap().to_owned(),
+                f["verified"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        verdicts,
+        [
+            ("access_token".to_owned(), "live".to_owned()),
+            ("access_token".to_owned(), "expired".to_owned()),
+            ("app_secret".to_owned(), "live".to_owned()),
+            ("app_token".to_owned(), "invalid".to_owned()),
+        ]
+    );
+    // An outage is unknown, never a verdict.
+    sandbox.set_faults(Faults {
+        server_errors: 10_000,
+        ..Faults::default()
+    });
+    let out = Test::against(&sandbox)
+        .write(".env", &text)
+        .args(["scan", "--verify", "--format", "json"])
+        .run();
+    out.assert_code(1);
+    assert!(findings(&out).iter().all(|f| f["verified"] == "unknown"));
+    for secret in [
+        token_of(&sandbox, "system-user"),
+        sandbox.app_secret().expose_secret().to_owned(),
+    ] {
+        assert!(!out.stdout.contains(&secret) && !out.stderr.contains(&secret));
+    }
+}
+
+#[test]
+fn file_names_are_sanitised_before_they_reach_a_terminal() {
+    let sandbox = sandbox();
+    let name = "evil\u{1b}[2J\u{202e}.env";
+    let out = Test::new()
+        .write(
+            name,
+            &format!(
+                "WHATSAPP_ACCESS_TOKEN={}\n",
+                token_of(&sandbox, "system-user")
+            ),
+        )
+        .env("NO_COLOR", "1")
+        .args(["scan"])
+        .run();
+    out.assert_code(1);
+    assert!(
+        !out.stdout.contains('\u{1b}') && !out.stdout.contains('\u{202e}'),
+        "{:?}",
+        out.stdout
+    );
+    assert!(
+        out.stdout.contains("evil\\u{1b}[2J\\u{202e}.env"),
+        "{}",
+        out.stdout
+    );
+}
