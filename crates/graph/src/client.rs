@@ -227,14 +227,7 @@ impl Client {
         let path = format!("{}/applications", path_segment(system_user_id)?);
         let call = Call::post(&path, Some(Bearer::Token(admin)), Endpoint::Other)
             .form("business_app", app_id);
-        let answer: Success = self.call(call, budget).await?;
-        match answer.success {
-            Some(true) => Ok(()),
-            _ => Err(Error::Shape {
-                endpoint: format!("/{path}"),
-                reason: "the answer did not say `success: true`".into(),
-            }),
-        }
+        self.call_success(call, budget).await
     }
 
     /// `POST /{system-user-id}/access_tokens`: a new token for the system user, for `app_id`, with
@@ -259,6 +252,19 @@ impl Client {
         }
         let answer: TokenAnswer = self.call(call, budget).await?;
         Ok(answer.into())
+    }
+
+    /// A call whose answer is `{"success": true}`.
+    pub(crate) async fn call_success(&self, call: Call<'_>, budget: &Budget) -> Result<(), Error> {
+        let endpoint = format!("/{}", call.path);
+        let answer: Success = self.call(call, budget).await?;
+        match answer.success {
+            Some(true) => Ok(()),
+            _ => Err(Error::Shape {
+                endpoint,
+                reason: "the answer did not say `success: true`".into(),
+            }),
+        }
     }
 
     pub(crate) async fn call<T: DeserializeOwned>(

@@ -167,12 +167,6 @@ struct AppData {
     id: Option<String>,
 }
 
-#[derive(Deserialize)]
-struct Success {
-    #[serde(default)]
-    success: Option<bool>,
-}
-
 /// What `POST /{phone-number-id}/messages` answered.
 #[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq, Eq)]
 #[non_exhaustive]
@@ -274,14 +268,7 @@ impl Client {
     ) -> Result<(), Error> {
         let path = format!("{}/subscribed_apps", path_segment(waba)?);
         let call = Call::post(&path, Some(Bearer::Token(token)), Endpoint::Other);
-        let answer: Success = self.call(call, budget).await?;
-        match answer.success {
-            Some(true) => Ok(()),
-            _ => Err(Error::Shape {
-                endpoint: format!("/{path}"),
-                reason: "the answer did not say `success: true`".into(),
-            }),
-        }
+        self.call_success(call, budget).await
     }
 
     /// Sends a template message (`POST /{phone-number-id}/messages`). 200 means accepted, not

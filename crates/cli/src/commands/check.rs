@@ -47,14 +47,7 @@ async fn check(args: CheckArgs) -> Result<u8, Failure> {
     // Kept alive until the end: dropping it stops the in-process sandbox.
     let mut _sandbox = None;
     let (targets, app) = if args.sandbox {
-        let running = permatoken_sandbox::Sandbox::start(&permatoken_sandbox::Options::default())
-            .await
-            .map_err(|e| {
-                Failure::new(
-                    format!("cannot start the built-in sandbox: {e}"),
-                    "it listens on a free port of 127.0.0.1; check that loopback networking works",
-                )
-            })?;
+        let running = super::common::start_sandbox().await?;
         config.base_url = running.url();
         let names: Vec<&str> = if args.all {
             permatoken_sandbox::SCENARIOS

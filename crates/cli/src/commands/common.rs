@@ -84,3 +84,15 @@ pub(crate) fn read_credentials(source: &SourceArgs) -> Result<Credentials, Failu
     }
     Ok(credentials)
 }
+
+/// Starts the built-in sandbox on this runtime, for `--sandbox`.
+pub(crate) async fn start_sandbox() -> Result<permatoken_sandbox::Running, Failure> {
+    permatoken_sandbox::Sandbox::start(&permatoken_sandbox::Options::default())
+        .await
+        .map_err(|e| {
+            Failure::new(
+                format!("cannot start the built-in sandbox: {e}"),
+                "it listens on a free port of 127.0.0.1; check that loopback networking works",
+            )
+        })
+}

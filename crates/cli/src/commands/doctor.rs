@@ -35,14 +35,7 @@ async fn read(
         ..WebhookCheck::default()
     };
     if sandbox {
-        let running = permatoken_sandbox::Sandbox::start(&permatoken_sandbox::Options::default())
-            .await
-            .map_err(|e| {
-                Failure::new(
-                    format!("cannot start the built-in sandbox: {e}"),
-                    "check that loopback networking works",
-                )
-            })?;
+        let running = common::start_sandbox().await?;
         config.base_url = running.url();
         config.app_secret = Some(running.app_secret().clone());
         let verify = "PERMATOKENTEST-sandbox-verify".to_owned();

@@ -98,15 +98,7 @@ async fn setup(
     let mut config = common::graph_config(graph)?;
     let (credentials, sandbox) = match sandbox_scenario {
         Some(scenario) => {
-            let running =
-                permatoken_sandbox::Sandbox::start(&permatoken_sandbox::Options::default())
-                    .await
-                    .map_err(|e| {
-                        Failure::new(
-                            format!("cannot start the built-in sandbox: {e}"),
-                            "check that loopback networking works",
-                        )
-                    })?;
+            let running = common::start_sandbox().await?;
             config.base_url = running.url();
             let sourced = |value| Sourced {
                 value,
