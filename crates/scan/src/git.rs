@@ -4,7 +4,7 @@
 //! whether the secret is still anywhere in HEAD's tree.
 
 use std::collections::{HashMap, HashSet};
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufRead, BufReader, Read};
 use std::path::Path;
 use std::process::{Command, Stdio};
 
@@ -102,26 +102,17 @@ pub fn scan_git(repo: &Path, options: &Options) -> Result<Scan, GitError> {
         Err(_) => HashSet::new(), // an empty repository has no HEAD
     };
 
-    let mut blobs: Vec<&String> = brought.keys().collect();
-    blobs.sort();
+    // Every object in pack order (`--unordered`): delta bases are then still in git's cache, which
+    // makes reading a history several times faster than asking for blobs one by one.
     let mut child = Command::new("git")
         .arg("-C")
         .arg(repo)
-        .args(["cat-file", "--batch"])
-        .stdin(Stdio::piped())
+        .args(["cat-file", "--batch-all-objects", "--batch", "--unordered"])
+        .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
         .map_err(GitError::Spawn)?;
-    let mut stdin = child.stdin.take().expect("piped");
-    let ids: Vec<String> = blobs.iter().map(|b| b.to_string()).collect();
-    let writer = std::thread::spawn(move || {
-        for id in ids {
-            if writeln!(stdin, "{id}").is_err() {
-                break;
-            }
-        }
-    });
     let mut out = BufReader::with_capacity(1 << 20, child.stdout.take().expect("piped"));
     let detectors = Detectors::new();
     let mut scan = Scan::default();
@@ -130,14 +121,22 @@ pub fn scan_git(repo: &Path, options: &Options) -> Result<Scan, GitError> {
     let mut found: HashMap<(String, Kind, String), (usize, crate::Finding)> = HashMap::new();
     let mut head_secrets: HashSet<String> = HashSet::new();
     let mut header = String::new();
-    for blob in &blobs {
+    loop {
         header.clear();
         if out.read_line(&mut header).unwrap_or(0) == 0 {
             break;
         }
         let mut parts = header.split_whitespace();
-        let (Some(_), Some(kind), Some(size)) = (parts.next(), parts.next(), parts.next()) else {
+        let (Some(id), Some(kind), Some(size)) = (parts.next(), parts.next(), parts.next()) else {
             continue; // "<id> missing"
+        };
+        let Some((blob, places)) = brought.get_key_value(id) else {
+            // Trees, commits, and blobs no commit reaches: read past them.
+            let size: u64 = size.parse().unwrap_or(0);
+            if std::io::copy(&mut (&mut out).take(size + 1), &mut std::io::sink()).is_err() {
+                break;
+            }
+            continue;
         };
         let size: usize = size.parse().unwrap_or(0);
         let mut content = vec![0; size + 1]; // the content and its trailing newline
@@ -162,10 +161,10 @@ pub fn scan_git(repo: &Path, options: &Options) -> Result<Scan, GitError> {
         let mut allowed = 0;
         let hits = findings_in(&detectors, "", &content, &mut allowed);
         scan.stats.allowed += allowed;
-        if head.contains(*blob) {
+        if head.contains(blob) {
             head_secrets.extend(hits.iter().map(|f| f.sha256.clone()));
         }
-        for (path, order, commit) in &brought[*blob] {
+        for (path, order, commit) in places {
             for hit in &hits {
                 let key = (path.clone(), hit.kind, hit.sha256.clone());
                 let older = found.get(&key).is_none_or(|(o, _)| order < o);
@@ -178,7 +177,6 @@ pub fn scan_git(repo: &Path, options: &Options) -> Result<Scan, GitError> {
             }
         }
     }
-    let _ = writer.join();
     let _ = child.wait();
     let mut findings: Vec<crate::Finding> = found
         .into_values()
