@@ -333,6 +333,13 @@ pub(crate) struct RefreshArgs {
     /// healthy backup into `WHATSAPP_ACCESS_TOKEN`; the dead one stays in the backup copy of the file.
     #[arg(long)]
     pub(crate) failover: bool,
+    /// Use the built-in sandbox's `system-user-60d` token (or --scenario); writes only with --output.
+    /// Add `--renew-days 60` to see a renewal.
+    #[arg(long, conflicts_with_all = ["token_file", "token_stdin", "env_file", "ca_file", "failover"])]
+    pub(crate) sandbox: bool,
+    /// With --sandbox: which scenario token to refresh.
+    #[arg(long, value_name = "NAME", requires = "sandbox", default_value = "system-user-60d", value_parser = scenario_names())]
+    pub(crate) scenario: String,
 }
 
 #[derive(Debug, Args)]

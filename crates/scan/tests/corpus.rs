@@ -98,7 +98,8 @@ fn corpus() -> Corpus {
     write(
         "fp/blob.txt",
         &format!(
-            "data:image/png;base64,iVBORw0KGgoEAAAAAAAA{b64}\n\"EAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA\"\n"
+            "data:image/png;base64,iVBORw0KGgoEAAAAAAAA{b64}\n\"EAA{}\"\n",
+            "A".repeat(120)
         ),
     );
     let bad_escapes = format!("EAAG{}Zx{}", "abcdefgh".repeat(12), "Qq".repeat(20));

@@ -340,7 +340,8 @@ pub(crate) async fn refresh(args: RefreshArgs) -> Result<u8, Failure> {
 }
 
 async fn run_refresh(args: RefreshArgs) -> Result<u8, Failure> {
-    let setup = setup(&args.source, &args.graph, &args.windows, None).await?;
+    let scenario = args.sandbox.then_some(args.scenario.as_str());
+    let setup = setup(&args.source, &args.graph, &args.windows, scenario).await?;
     let primary_destination = setup.destination(&args.write)?;
     let options = permatoken_renew::RefreshOptions {
         renew_window: jiff::SignedDuration::from_hours(

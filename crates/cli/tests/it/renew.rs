@@ -495,3 +495,17 @@ fn mint_makes_a_permanent_system_user_token() {
     assert!(out.stderr.contains("does not exist"), "{}", out.stderr);
     assert_eq!(read(dir.path(), ".env"), original);
 }
+
+#[test]
+fn the_sandbox_shows_a_renewal_without_writing() {
+    let out = Test::new()
+        .args(["refresh", "--sandbox", "--renew-days", "60", "--json"])
+        .run();
+    out.assert_code(0);
+    let report = out.json();
+    assert_eq!(report["tokens"][0]["decision"], "renewed");
+    assert_eq!(report["tokens"][0]["written"], serde_json::Value::Null);
+    let out = Test::new().args(["refresh", "--sandbox"]).run();
+    out.assert_code(0);
+    assert!(out.stdout.contains("nothing to do yet"), "{}", out.stdout);
+}
