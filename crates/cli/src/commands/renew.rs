@@ -379,11 +379,25 @@ async fn run_refresh(args: RefreshArgs) -> Result<u8, Failure> {
             }
         };
         let mut written = None;
-        if let (Some(renewed), Some(destination), false) =
-            (&refreshed.renewed, &destination, args.write.dry_run)
-        {
-            written = Some(store(destination, &renewed.token)?);
-            wrote = true;
+        let mut message = refreshed.message.clone();
+        match (&refreshed.renewed, &destination, args.write.dry_run) {
+            (Some(renewed), Some(destination), false) => {
+                written = Some(store(destination, &renewed.token)?);
+                wrote = true;
+            }
+            (Some(_), Some(destination), true) => {
+                message.push_str(&format!(
+                    "; not written (--dry-run): {destination} stays as it is"
+                ));
+            }
+            (Some(_), None, _) => {
+                // Only a .env file can take a renewed backup back; say so rather than drop it quietly.
+                message.push_str(&format!(
+                    "; not written: it came from {}, which permatoken cannot write (use --env-file, or --output for the primary)",
+                    sourced.source
+                ));
+            }
+            _ => {}
         }
         let token_code = match refreshed.decision {
             Decision::NothingNeeded => code_for(&refreshed.before, setup.thresholds),
@@ -400,7 +414,7 @@ async fn run_refresh(args: RefreshArgs) -> Result<u8, Failure> {
             variable: sourced.var.clone(),
             source,
             decision: refreshed.decision,
-            message: refreshed.message,
+            message,
             steps: refreshed.steps,
             token: refreshed.before.token.clone(),
             renewed: refreshed.renewed.as_ref().map(|r| r.report.token.clone()),
