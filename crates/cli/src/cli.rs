@@ -9,7 +9,7 @@ Exit codes (all commands; the monitoring-plugin convention):
   0  ok        valid, never expires or outside the warning window
   1  warning   valid, but expires within --warn-days
   2  critical  dead, expires within --crit-days, or a required permission is missing
-  3  unknown   could not tell: network failure, Graph API outage, rate limit, bad configuration or usage
+  3  unknown   could not tell: network failure, outage, rate limit, bad configuration or usage
 
 Try it without a Meta account:  permatoken check --sandbox";
 

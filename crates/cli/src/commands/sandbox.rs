@@ -64,7 +64,22 @@ pub(crate) async fn run(args: SandboxArgs) -> Result<u8, Failure> {
         "  export FACEBOOK_APP_SECRET={}",
         running.app_secret().expose_secret()
     );
+    let _ = writeln!(
+        out,
+        "  export WHATSAPP_BUSINESS_ACCOUNT_ID={}",
+        permatoken_sandbox::ACCOUNTS[0].id
+    );
+    let _ = writeln!(
+        out,
+        "  export WHATSAPP_PHONE_NUMBER_ID={}",
+        permatoken_sandbox::PHONES[0].id
+    );
     let _ = writeln!(out, "  export WHATSAPP_ACCESS_TOKEN=<a token below>");
+    let _ = writeln!(
+        out,
+        "  (the system user for `permatoken mint --system-user`: {})",
+        running.system_user_id()
+    );
     if let Some(path) = &ca_file {
         let _ = writeln!(
             out,
