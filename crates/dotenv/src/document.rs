@@ -247,57 +247,34 @@ impl Scanner<'_> {
             match self.peek() {
                 None | Some('\n' | '\r') => return Ok(out),
                 Some(c) if is_blank(c) => return Ok(out),
-                Some('\'') => {
-                    let (open_line, open) = (self.line, self.error("this quote is never closed"));
-                    self.bump();
-                    loop {
-                        match self.bump() {
-                            None => {
-                                return Err(ParseError {
-                                    line: open_line,
-                                    ..open
-                                });
-                            }
-                            Some('\'') => break,
-                            Some(c) => {
-                                if c == '\n' {
-                                    self.line += 1;
-                                    self.line_start = self.pos;
-                                }
-                                out.push(c);
-                            }
-                        }
-                    }
-                }
-                Some('"') => {
-                    let (open_line, open) = (self.line, self.error("this quote is never closed"));
-                    self.bump();
-                    loop {
-                        match self.bump() {
-                            None => {
-                                return Err(ParseError {
-                                    line: open_line,
-                                    ..open
-                                });
-                            }
-                            Some('"') => break,
-                            Some('\\') => out.push(self.escape()?),
-                            Some(c) => {
-                                if c == '\n' {
-                                    self.line += 1;
-                                    self.line_start = self.pos;
-                                }
-                                out.push(c);
-                            }
-                        }
-                    }
-                }
+                Some(quote @ ('\'' | '"')) => self.quoted(quote, &mut out)?,
                 Some('\\') => {
                     self.bump();
                     out.push(self.escape()?);
                 }
                 Some(c) => {
                     self.bump();
+                    out.push(c);
+                }
+            }
+        }
+    }
+
+    /// A quoted part of a value, which may span lines: `'…'` literal, `"…"` with escapes.
+    fn quoted(&mut self, quote: char, out: &mut String) -> Result<(), ParseError> {
+        // Reported where the quote opens: that is where the person has to look.
+        let open = self.error("this quote is never closed");
+        self.bump();
+        loop {
+            match self.bump() {
+                None => return Err(open),
+                Some(c) if c == quote => return Ok(()),
+                Some('\\') if quote == '"' => out.push(self.escape()?),
+                Some(c) => {
+                    if c == '\n' {
+                        self.line += 1;
+                        self.line_start = self.pos;
+                    }
                     out.push(c);
                 }
             }

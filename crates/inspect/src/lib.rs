@@ -121,6 +121,14 @@ impl Report {
             && matches!(self.status, Status::Ok | Status::Warning)
     }
 
+    /// The first (worst) finding's message: what a one-line summary should say.
+    pub fn headline(&self) -> String {
+        self.findings
+            .first()
+            .map(|f| f.message.clone())
+            .unwrap_or_default()
+    }
+
     /// When the token expires; `None` if never or unknown.
     pub fn expires_at(&self) -> Option<Timestamp> {
         self.token.expires_at.as_deref()?.parse().ok()

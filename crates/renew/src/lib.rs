@@ -226,12 +226,7 @@ pub async fn exchange(ctx: &Ctx<'_>, input: &AccessToken) -> Result<Verified, Fa
     }
     let before = ctx.inspect(input, "the token to exchange", None).await;
     if before.is_dead() {
-        let why = before
-            .findings
-            .first()
-            .map(|f| f.message.clone())
-            .unwrap_or_default();
-        return Err(Failure::InputDead(why));
+        return Err(Failure::InputDead(before.headline()));
     }
     if before.token.kind == Kind::SystemUserPermanent {
         return Err(Failure::NeedsNoExchange);
@@ -304,12 +299,7 @@ pub async fn refresh_one(
         renewed: None,
     };
     if before.is_dead() {
-        let why = before
-            .findings
-            .first()
-            .map(|f| f.message.clone())
-            .unwrap_or_default();
-        return outcome(Decision::Dead, why, Some(METHOD_3), before);
+        return outcome(Decision::Dead, before.headline(), Some(METHOD_3), before);
     }
     if before.token.valid != Some(true) {
         return outcome(
