@@ -30,23 +30,6 @@ pub struct AppSecret(Zeroizing<String>);
 #[derive(Clone, PartialEq, Eq)]
 pub struct VerifyToken(Zeroizing<String>);
 
-impl VerifyToken {
-    /// Wraps a verify token. Surrounding whitespace is dropped.
-    pub fn new(value: impl Into<String>) -> Self {
-        Self(Zeroizing::new(trimmed(value.into())))
-    }
-
-    /// The value itself.
-    pub fn expose_secret(&self) -> &str {
-        &self.0
-    }
-
-    /// First and last characters and a short SHA-256.
-    pub fn fingerprint(&self) -> String {
-        fingerprint(&self.0)
-    }
-}
-
 /// The app access token `APP_ID|APP_SECRET`. It holds the secret, so it is a secret too.
 #[derive(Clone, PartialEq, Eq)]
 pub struct AppToken {
@@ -55,21 +38,6 @@ pub struct AppToken {
 }
 
 impl AccessToken {
-    /// Wraps a token. Surrounding whitespace (a trailing newline from a file) is dropped.
-    pub fn new(value: impl Into<String>) -> Self {
-        Self(Zeroizing::new(trimmed(value.into())))
-    }
-
-    /// The token itself. Every call is a place where a secret leaves its box: keep them few.
-    pub fn expose_secret(&self) -> &str {
-        &self.0
-    }
-
-    /// `EAAT…sZD sha256:1a2b3c4d`: enough to tell tokens apart, useless to an attacker.
-    pub fn fingerprint(&self) -> String {
-        fingerprint(&self.0)
-    }
-
     /// The app id a token carries inside it, decoded offline (`graph-api.md` §11).
     ///
     /// Meta does not document the format; it was observed on public sample tokens: after un-escaping
@@ -82,21 +50,6 @@ impl AccessToken {
 }
 
 impl AppSecret {
-    /// Wraps an app secret. Surrounding whitespace is dropped.
-    pub fn new(value: impl Into<String>) -> Self {
-        Self(Zeroizing::new(trimmed(value.into())))
-    }
-
-    /// The secret itself. Every call is a place where a secret leaves its box: keep them few.
-    pub fn expose_secret(&self) -> &str {
-        &self.0
-    }
-
-    /// First and last characters and a short SHA-256 of the secret.
-    pub fn fingerprint(&self) -> String {
-        fingerprint(&self.0)
-    }
-
     /// `appsecret_proof` for calls made with `token`: lowercase hex of HMAC-SHA256 keyed by this secret.
     pub fn appsecret_proof(&self, token: &AccessToken) -> String {
         self.sign(token.0.as_bytes())
@@ -134,6 +87,31 @@ impl AppToken {
         format!("{}|{}", self.app_id, self.secret.fingerprint())
     }
 }
+
+/// The part every string-backed secret shares: construction (surrounding whitespace, such as a file's
+/// trailing newline, dropped), the one exposing call, and the fingerprint.
+macro_rules! secret_string {
+    ($($ty:ty),* $(,)?) => {$(
+        impl $ty {
+            /// Wraps a value. Surrounding whitespace (a trailing newline from a file) is dropped.
+            pub fn new(value: impl Into<String>) -> Self {
+                Self(Zeroizing::new(trimmed(value.into())))
+            }
+
+            /// The value itself. Every call is a place where a secret leaves its box: keep them few.
+            pub fn expose_secret(&self) -> &str {
+                &self.0
+            }
+
+            /// `EAAT…sZD sha256:1a2b3c4d`: enough to tell secrets apart, useless to an attacker.
+            pub fn fingerprint(&self) -> String {
+                fingerprint(&self.0)
+            }
+        }
+    )*};
+}
+
+secret_string!(AccessToken, AppSecret, VerifyToken);
 
 macro_rules! fingerprint_only_formatting {
     ($($ty:ty => $label:literal),* $(,)?) => {$(
