@@ -72,9 +72,27 @@ impl AppToken {
         }
     }
 
+    /// Reads `APP_ID|APP_SECRET` as written in a file or a config, or with its `|` percent-encoded
+    /// (`%7C`), as it appears in a URL someone pasted. `None` when there is no separator or the id part
+    /// is not all digits: then the text is no app token, and nobody should split it by hand.
+    pub fn parse(text: &str) -> Option<Self> {
+        let text = text.trim();
+        let (id, secret) = text.split_once('|').or_else(|| {
+            let at = text.to_ascii_lowercase().find("%7c")?;
+            Some((&text[..at], &text[at + 3..]))
+        })?;
+        let plausible_id = !id.is_empty() && id.bytes().all(|b| b.is_ascii_digit());
+        (plausible_id && !secret.is_empty()).then(|| Self::new(id, AppSecret::new(secret)))
+    }
+
     /// The app id part, which is not secret.
     pub fn app_id(&self) -> &str {
         &self.app_id
+    }
+
+    /// The app secret part.
+    pub fn secret(&self) -> &AppSecret {
+        &self.secret
     }
 
     /// `APP_ID|APP_SECRET`, in memory that is zeroed when the returned value is dropped.
@@ -296,6 +314,30 @@ mod tests {
             "1234567890|0123456789abcdef0123456789abcdef"
         );
         assert_eq!(format!("{}", AppSecret::new("short")).len(), 15);
+    }
+
+    #[test]
+    fn an_app_token_is_parsed_into_its_parts() {
+        for text in [
+            "1234567890|PERMATOKENTESTsecret",
+            "1234567890%7CPERMATOKENTESTsecret",
+            " 1234567890%7cPERMATOKENTESTsecret\n",
+        ] {
+            let app = AppToken::parse(text).expect(text);
+            assert_eq!(app.app_id(), "1234567890");
+            assert_eq!(app.secret().expose_secret(), "PERMATOKENTESTsecret");
+        }
+        for text in [
+            "",
+            "|",
+            "1234|",
+            "|secret",
+            "abc|secret",
+            "no separator",
+            "12%7",
+        ] {
+            assert!(AppToken::parse(text).is_none(), "{text}");
+        }
     }
 
     #[test]
