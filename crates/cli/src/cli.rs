@@ -67,6 +67,40 @@ pub(crate) enum ColorWhen {
     Never,
 }
 
+/// Refuses, before clap reads them, environment variables that back options (`PERMATOKEN_GRAPH_URL`, …)
+/// and are not UTF-8: clap would say only "invalid UTF-8 was detected", naming nothing. Returns the
+/// exit code on refusal.
+pub(crate) fn check_environment() -> Result<(), u8> {
+    fn walk(cmd: &clap::Command, bad: &mut Vec<String>) {
+        for arg in cmd.get_arguments() {
+            if let Some(name) = arg.get_env()
+                && std::env::var_os(name).is_some_and(|v| v.to_str().is_none())
+            {
+                bad.push(name.to_string_lossy().into_owned());
+            }
+        }
+        for sub in cmd.get_subcommands() {
+            walk(sub, bad);
+        }
+    }
+    let mut bad = Vec::new();
+    walk(&<Cli as clap::CommandFactory>::command(), &mut bad);
+    bad.sort();
+    bad.dedup();
+    match bad.first() {
+        None => Ok(()),
+        Some(name) => {
+            crate::render::error(
+                &format!("`{name}` from the environment is not UTF-8 text"),
+                Some(&format!(
+                    "set `{name}` again as plain text, or unset it to use the default"
+                )),
+            );
+            Err(3)
+        }
+    }
+}
+
 impl Global {
     /// Sets colour and logging for the whole process.
     pub(crate) fn apply(&self) {

@@ -10,6 +10,15 @@ use std::process::ExitCode;
 use clap::Parser as _;
 
 fn main() -> ExitCode {
+    std::panic::set_hook(Box::new(|info| {
+        let location = info
+            .location()
+            .map(|l| format!("{}:{}", l.file(), l.line()));
+        render::internal_error(location.as_deref());
+    }));
+    if let Err(code) = cli::check_environment() {
+        return ExitCode::from(code);
+    }
     let cli = match cli::Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => {
@@ -31,6 +40,7 @@ fn main() -> ExitCode {
             return ExitCode::from(3);
         }
     };
-    let code = runtime.block_on(commands::run(cli));
-    ExitCode::from(code)
+    // The hook has said what it can; a panic is "could not tell" (3), not Rust's 101.
+    let run = std::panic::AssertUnwindSafe(|| runtime.block_on(commands::run(cli)));
+    ExitCode::from(std::panic::catch_unwind(run).unwrap_or(3))
 }

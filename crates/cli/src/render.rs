@@ -27,17 +27,44 @@ pub(crate) fn stderr_has_colour() -> bool {
 /// `error: …` and, when there is one, `hint: …`.
 pub(crate) fn error(message: &str, hint: Option<&str>) {
     let mut err = anstream::stderr().lock();
-    let _ = writeln!(err, "{RED}error:{RED:#} {message}");
+    // Messages quote the Graph API, file names and git: made safe for the terminal here, once.
+    let _ = writeln!(err, "{RED}error:{RED:#} {}", sanitise(message));
     if let Some(hint) = hint {
-        let _ = writeln!(err, "{CYAN}hint:{CYAN:#} {}", wrap(hint, 6));
+        let _ = writeln!(err, "{CYAN}hint:{CYAN:#} {}", wrap(&sanitise(hint), 6));
     }
+}
+
+/// One JSON object on standard output. A reader that went away (`| head -c1`) is not an error of
+/// ours: the exit code still tells the verdict, so a closed pipe is ignored rather than a panic.
+pub(crate) fn stdout_json(value: &serde_json::Value) {
+    let _ = writeln!(anstream::stdout().lock(), "{value:#}");
+}
+
+/// Bytes on standard output as they are (a completion script), a closed pipe ignored.
+pub(crate) fn stdout_bytes(bytes: &[u8]) {
+    let _ = std::io::stdout().lock().write_all(bytes);
+}
+
+/// What the panic hook prints: where, never the panic's message, which could quote a secret
+/// (`Result::unwrap` on a value, a failed assertion on a token).
+pub(crate) fn internal_error(location: Option<&str>) {
+    let at = location.map(|l| format!(" at {l}")).unwrap_or_default();
+    error(
+        &format!(
+            "permatoken stopped on an internal error{at} (its message is not shown: it could hold a secret)"
+        ),
+        Some(
+            "this is a bug in permatoken: please report it with the command you ran; nothing was written",
+        ),
+    );
 }
 
 /// `warning: …`.
 pub(crate) fn warning(message: &str) {
     let _ = writeln!(
         anstream::stderr().lock(),
-        "{YELLOW}warning:{YELLOW:#} {message}"
+        "{YELLOW}warning:{YELLOW:#} {}",
+        sanitise(message)
     );
 }
 
@@ -83,8 +110,8 @@ pub(crate) fn report(out: &mut dyn Write, r: &Report, now: Timestamp) -> std::io
         (Some(true), Some(id)) => format!(
             "{} valid — acts as {} (id {})",
             mark(true),
-            id.name.as_deref().unwrap_or("(no name)"),
-            id.id
+            sanitise(id.name.as_deref().unwrap_or("(no name)")),
+            sanitise(&id.id)
         ),
         (Some(true), None) => format!("{} valid", mark(true)),
         (Some(false), _) => format!("{} not valid", mark(false)),
@@ -92,13 +119,13 @@ pub(crate) fn report(out: &mut dyn Write, r: &Report, now: Timestamp) -> std::io
     };
     row(out, "status", &validity)?;
     let kind = match &t.token_type {
-        Some(ty) => format!("{ty} — {}", t.kind.describe()),
+        Some(ty) => format!("{} — {}", sanitise(ty), t.kind.describe()),
         None => t.kind.describe().to_owned(),
     };
     row(out, "kind", &kind)?;
     let app = match (&t.application, &t.app_id) {
-        (Some(name), Some(id)) => format!("{name} ({id})"),
-        (None, Some(id)) => format!("{id} (decoded from the token)"),
+        (Some(name), Some(id)) => format!("{} ({})", sanitise(name), sanitise(id)),
+        (None, Some(id)) => format!("{} (decoded from the token)", sanitise(id)),
         _ => "unknown".to_owned(),
     };
     row(out, "app", &app)?;
@@ -144,7 +171,7 @@ pub(crate) fn report(out: &mut dyn Write, r: &Report, now: Timestamp) -> std::io
             })
             .collect();
         if !others.is_empty() {
-            row(out, "other scopes", &others.join(", "))?;
+            row(out, "other scopes", &sanitise(&others.join(", ")))?;
         }
     }
     for (i, g) in t.granular_scopes.iter().enumerate() {
@@ -158,7 +185,7 @@ pub(crate) fn report(out: &mut dyn Write, r: &Report, now: Timestamp) -> std::io
         row(
             out,
             if i == 0 { "granted on" } else { "" },
-            &format!("{} → {targets}", g.scope),
+            &sanitise(&format!("{} → {targets}", g.scope)),
         )?;
     }
     if !r.findings.is_empty() {
@@ -208,7 +235,7 @@ pub(crate) fn new_token(
     };
     line(out, "expires", &expires)?;
     if let Some(scopes) = &t.scopes {
-        line(out, "permissions", &scopes.join(", "))?;
+        line(out, "permissions", &sanitise(&scopes.join(", ")))?;
     }
     Ok(())
 }
@@ -270,11 +297,11 @@ pub(crate) fn refresh_outcome(
     };
     let name = variable.unwrap_or("the token");
     // Wrapped as one line, so the first line's length counts; the colour goes on afterwards.
-    let text = wrap(&format!("`{name}` from {source}: {message}"), 2);
+    let text = wrap(&sanitise(&format!("`{name}` from {source}: {message}")), 2);
     let text = text.replacen(source, &format!("{CYAN}{source}{CYAN:#}"), 1);
     writeln!(out, "{sign} {text}")?;
     if let Some(steps) = steps {
-        writeln!(out, "  {CYAN}fix:{CYAN:#} {}", wrap(steps, 7))?;
+        writeln!(out, "  {CYAN}fix:{CYAN:#} {}", wrap(&sanitise(steps), 7))?;
     }
     Ok(())
 }
@@ -298,13 +325,14 @@ pub(crate) fn checklist(
             "{sign} {BOLD}{}{BOLD:#}  {DIM}[{}]{DIM:#}",
             item.title, item.id
         )?;
+        // Evidence quotes what the Graph API and the webhook answered.
         for fact in &item.evidence {
-            writeln!(out, "    {}", wrap(fact, 4))?;
+            writeln!(out, "    {}", wrap(&sanitise(fact), 4))?;
         }
         if item.status != S::Ok
             && let Some(fix) = &item.fix
         {
-            writeln!(out, "  {CYAN}fix:{CYAN:#} {}", wrap(fix, 7))?;
+            writeln!(out, "  {CYAN}fix:{CYAN:#} {}", wrap(&sanitise(fix), 7))?;
         }
     }
     let status = match c.status {
@@ -337,8 +365,9 @@ pub(crate) fn sent(
     )
 }
 
-/// Text from a scanned tree (a file name) made safe for a terminal: control characters and
-/// bidirectional overrides, which could hide or reorder what is shown, become `\u{…}` escapes.
+/// Text from outside (a Graph API message or name, a file name, git's stderr) made safe for a
+/// terminal: control characters and bidirectional overrides, which could hide or reorder what is
+/// shown or drive the terminal, become `\u{…}` escapes.
 pub(crate) fn sanitise(text: &str) -> String {
     text.chars()
         .map(|c| {
@@ -466,17 +495,18 @@ fn finding(out: &mut dyn Write, f: &Finding, fix_repeated: bool) -> std::io::Res
     writeln!(
         out,
         "{style}{sign}{style:#} {}  {DIM}[{code}]{DIM:#}",
-        wrap(&f.message, 2)
+        wrap(&sanitise(&f.message), 2)
     )?;
     match &f.fix {
         Some(_) if fix_repeated => writeln!(out, "  {CYAN}fix:{CYAN:#} as above")?,
-        Some(fix) => writeln!(out, "  {CYAN}fix:{CYAN:#} {}", wrap(fix, 7))?,
+        Some(fix) => writeln!(out, "  {CYAN}fix:{CYAN:#} {}", wrap(&sanitise(fix), 7))?,
         None => {}
     }
     if let Some(trace) = &f.trace_id {
         writeln!(
             out,
-            "  {DIM}fbtrace_id {trace} (Meta support asks for it){DIM:#}"
+            "  {DIM}fbtrace_id {} (Meta support asks for it){DIM:#}",
+            sanitise(trace)
         )?;
     }
     Ok(())

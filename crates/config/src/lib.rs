@@ -7,6 +7,7 @@
 //!
 //! Must never: take a token from the command line, or put a value in an error or in `Debug` output.
 
+use std::ffi::OsString;
 use std::fmt;
 use std::path::{Path, PathBuf};
 
@@ -122,6 +123,22 @@ pub enum Error {
         /// Where and why.
         source: permatoken_dotenv::ParseError,
     },
+    /// A variable we need holds bytes that are not UTF-8 (a token pasted with a Latin-1 byte).
+    #[error("`{var}` from {origin} is not UTF-8 text")]
+    NotUtf8 {
+        /// The variable (or `--token-file`).
+        var: String,
+        /// Where it came from.
+        origin: Source,
+    },
+    /// A `.env` file holds bytes that are not UTF-8.
+    #[error("`{path}` is not UTF-8 text: line {line} holds a byte that is not")]
+    NotUtf8File {
+        /// The file.
+        path: PathBuf,
+        /// The first line with such a byte, from 1.
+        line: usize,
+    },
     /// A value is there but cannot be right.
     #[error("`{var}` from {origin} {problem}")]
     Invalid {
@@ -148,6 +165,13 @@ impl Error {
             Self::Invalid { var, .. } if var == APP_SECRET_VAR => {
                 "the app secret is under App Dashboard → Settings → Basic → App secret → Show".into()
             }
+            Self::NotUtf8 { var, .. } if var == TOKEN_VAR || var.starts_with(BACKUP_VAR) || var == "--token-file" => {
+                "a Meta token is plain ASCII: copy it again, whole, from where it was generated (Business Settings → System users, or WhatsApp → API Setup), and check the terminal or editor saves UTF-8".into()
+            }
+            Self::NotUtf8 { var, .. } => format!("set `{var}` again as plain text (check the terminal or editor saves UTF-8)"),
+            Self::NotUtf8File { .. } => {
+                "save the file as UTF-8 (an editor's \"Save with encoding\"); Meta tokens and ids are plain ASCII".into()
+            }
             Self::Invalid { .. } => "copy the token again, whole, from where it was generated (Business Settings → System users, or WhatsApp → API Setup)".into(),
         }
     }
@@ -156,14 +180,19 @@ impl Error {
 /// A variable source, for lookups in precedence order.
 struct Layer {
     source: Source,
-    vars: Vec<(String, String)>,
+    /// `None`: the value is not UTF-8. Kept, not dropped, so that asking for it is an error naming the
+    /// variable rather than a silent fall-through to a lower layer.
+    vars: Vec<(String, Option<String>)>,
 }
 
-/// Reads credentials from the places `request` allows, plus `environment` (the process environment, passed
-/// in so tests can set it).
+/// Reads credentials from the places `request` allows, plus `environment` (the process environment as
+/// bytes, `std::env::vars_os()`, passed in so tests can set it).
+///
+/// A variable that is not UTF-8 is an error naming it (never showing it) only when it is one we read;
+/// any other is ignored, as is a variable whose name is not UTF-8.
 pub fn resolve(
     request: &Request,
-    environment: impl IntoIterator<Item = (String, String)>,
+    environment: impl IntoIterator<Item = (OsString, OsString)>,
 ) -> Result<Credentials, Error> {
     let mut credentials = Credentials::default();
     let mut layers = Vec::new();
@@ -172,7 +201,10 @@ pub fn resolve(
     }
     layers.push(Layer {
         source: Source::Environment,
-        vars: environment.into_iter().collect(),
+        vars: environment
+            .into_iter()
+            .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok())))
+            .collect(),
     });
     if request.env_file.is_none() {
         let path = request.cwd.join(".env");
@@ -183,21 +215,36 @@ pub fn resolve(
             layers.push(layer);
         }
     }
-    let lookup = |name: &str| -> Option<Sourced<String>> {
-        layers.iter().find_map(|layer| {
-            let value = layer.vars.iter().rev().find(|(k, _)| k == name)?.1.clone();
-            (!value.trim().is_empty()).then(|| Sourced {
-                value,
-                source: layer.source.clone(),
-                var: Some(name.to_owned()),
-            })
-        })
+    let lookup = |name: &str| -> Result<Option<Sourced<String>>, Error> {
+        for layer in &layers {
+            let Some((_, value)) = layer.vars.iter().rev().find(|(k, _)| k == name) else {
+                continue;
+            };
+            let Some(value) = value else {
+                return Err(Error::NotUtf8 {
+                    var: name.to_owned(),
+                    origin: layer.source.clone(),
+                });
+            };
+            if !value.trim().is_empty() {
+                return Ok(Some(Sourced {
+                    value: value.clone(),
+                    source: layer.source.clone(),
+                    var: Some(name.to_owned()),
+                }));
+            }
+        }
+        Ok(None)
     };
 
     credentials.token = if let Some(path) = &request.token_file {
-        let text = std::fs::read_to_string(path).map_err(|source| Error::Read {
+        let bytes = std::fs::read(path).map_err(|source| Error::Read {
             path: path.clone(),
             source,
+        })?;
+        let text = String::from_utf8(bytes).map_err(|_| Error::NotUtf8 {
+            var: "--token-file".into(),
+            origin: Source::TokenFile(path.clone()),
         })?;
         check_file_mode(path, &mut credentials.warnings);
         Some(Sourced {
@@ -212,7 +259,7 @@ pub fn resolve(
             var: None,
         })
     } else {
-        lookup(TOKEN_VAR).map(|s| Sourced {
+        lookup(TOKEN_VAR)?.map(|s| Sourced {
             value: AccessToken::new(s.value),
             source: s.source,
             var: s.var,
@@ -230,7 +277,7 @@ pub fn resolve(
     backup_names.sort_by_key(|k| backup_index(k));
     backup_names.dedup();
     for name in backup_names {
-        if let Some(s) = lookup(&name) {
+        if let Some(s) = lookup(&name)? {
             let token = Sourced {
                 value: AccessToken::new(s.value),
                 source: s.source,
@@ -241,7 +288,7 @@ pub fn resolve(
         }
     }
 
-    credentials.app_id = lookup(APP_ID_VAR).map(|mut s| {
+    credentials.app_id = lookup(APP_ID_VAR)?.map(|mut s| {
         s.value = s.value.trim().to_owned();
         s
     });
@@ -258,10 +305,10 @@ pub fn resolve(
         s.value = s.value.trim().to_owned();
         s
     };
-    credentials.waba_id = lookup(WABA_VAR).map(trimmed);
-    credentials.phone_number_id = lookup(PHONE_VAR).map(trimmed);
-    credentials.webhook_url = lookup(WEBHOOK_URL_VAR).map(trimmed);
-    credentials.verify_token = lookup(VERIFY_TOKEN_VAR).map(|s| Sourced {
+    credentials.waba_id = lookup(WABA_VAR)?.map(trimmed);
+    credentials.phone_number_id = lookup(PHONE_VAR)?.map(trimmed);
+    credentials.webhook_url = lookup(WEBHOOK_URL_VAR)?.map(trimmed);
+    credentials.verify_token = lookup(VERIFY_TOKEN_VAR)?.map(|s| Sourced {
         value: VerifyToken::new(s.value),
         source: s.source,
         var: s.var,
@@ -278,7 +325,7 @@ pub fn resolve(
             });
         }
     }
-    credentials.app_secret = lookup(APP_SECRET_VAR).map(|s| Sourced {
+    credentials.app_secret = lookup(APP_SECRET_VAR)?.map(|s| Sourced {
         value: AppSecret::new(s.value),
         source: s.source,
         var: s.var,
@@ -337,9 +384,16 @@ fn validate_token(token: &Sourced<AccessToken>) -> Result<(), Error> {
 }
 
 fn read_env_file(path: &Path, warnings: &mut Vec<String>) -> Result<Layer, Error> {
-    let text = std::fs::read_to_string(path).map_err(|source| Error::Read {
+    let bytes = std::fs::read(path).map_err(|source| Error::Read {
         path: path.to_owned(),
         source,
+    })?;
+    let text = String::from_utf8(bytes).map_err(|e| Error::NotUtf8File {
+        path: path.to_owned(),
+        line: 1 + e.as_bytes()[..e.utf8_error().valid_up_to()]
+            .iter()
+            .filter(|&&b| b == b'\n')
+            .count(),
     })?;
     let env = permatoken_dotenv::parse(&text).map_err(|source| Error::Parse {
         path: path.to_owned(),
@@ -358,7 +412,7 @@ fn read_env_file(path: &Path, warnings: &mut Vec<String>) -> Result<Layer, Error
         source: Source::EnvFile(path.to_owned()),
         vars: env
             .entries()
-            .map(|e| (e.key.to_owned(), e.value.to_owned()))
+            .map(|e| (e.key.to_owned(), Some(e.value.to_owned())))
             .collect(),
     })
 }
@@ -388,11 +442,76 @@ mod tests {
     const T1: &str = "EAAPERMATOKENTESTfromdotenv";
     const T2: &str = "EAAPERMATOKENTESTfromenvironment";
 
-    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-        pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
+    fn env(pairs: &[(&str, &str)]) -> Vec<(OsString, OsString)> {
+        pairs.iter().map(|(k, v)| (k.into(), v.into())).collect()
+    }
+
+    #[test]
+    fn a_variable_that_is_not_utf8_is_named_never_shown_and_ignored_when_unused() {
+        use std::os::unix::ffi::OsStringExt;
+        let dir = tempfile::tempdir().unwrap();
+        let request = Request {
+            cwd: dir.path().to_owned(),
+            ..Request::default()
+        };
+        let latin1 = |text: &str| OsString::from_vec([text.as_bytes(), b"\xe9tail"].concat());
+        for var in [
+            TOKEN_VAR,
+            "WHATSAPP_ACCESS_TOKEN_BACKUP_2",
+            APP_SECRET_VAR,
+            APP_ID_VAR,
+        ] {
+            let environment = vec![
+                (
+                    OsString::from(TOKEN_VAR),
+                    OsString::from("EAAPERMATOKENTESTxxxxxxxxxxxxxxxxxxxx"),
+                ),
+                (OsString::from(var), latin1("EAAPERMATOKENTESTcanary")),
+            ];
+            let err = resolve(&request, environment).unwrap_err();
+            let shown = format!("{err} {err:?} {}", err.hint());
+            assert!(matches!(err, Error::NotUtf8 { .. }), "{shown}");
+            assert!(shown.contains(&format!("`{var}`")), "{shown}");
+            assert!(!shown.contains("canary"), "{shown}");
+        }
+        let environment = vec![
+            (
+                OsString::from(TOKEN_VAR),
+                OsString::from("EAAPERMATOKENTESTxxxxxxxxxxxxxxxxxxxx"),
+            ),
+            (OsString::from("UNRELATED"), latin1("x")),
+            (
+                OsString::from_vec(b"NAME_\xff".to_vec()),
+                OsString::from("x"),
+            ),
+        ];
+        assert!(resolve(&request, environment).unwrap().token.is_some());
+    }
+
+    #[test]
+    fn a_file_that_is_not_utf8_names_its_line_never_its_bytes() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(".env");
+        std::fs::write(&path, b"# ok\nFACEBOOK_APP_ID=1234567890\nWHATSAPP_ACCESS_TOKEN=EAAPERMATOKENTEST\xe9canary\n").unwrap();
+        let request = Request {
+            cwd: dir.path().to_owned(),
+            ..Request::default()
+        };
+        let err = resolve(&request, env(&[])).unwrap_err();
+        let shown = format!("{err} {err:?} {}", err.hint());
+        assert!(shown.contains("line 3"), "{shown}");
+        assert!(!shown.contains("canary"), "{shown}");
+        // The same bytes as a token file, read from a folder without a `.env`.
+        let elsewhere = tempfile::tempdir().unwrap();
+        let request = Request {
+            token_file: Some(path),
+            cwd: elsewhere.path().to_owned(),
+            ..Request::default()
+        };
+        let err = resolve(&request, env(&[])).unwrap_err();
+        let shown = format!("{err} {err:?} {}", err.hint());
+        assert!(shown.contains("--token-file"), "{shown}");
+        assert!(!shown.contains("canary"), "{shown}");
     }
 
     #[test]

@@ -8,7 +8,6 @@ use permatoken_config::{Credentials, Source, Sourced};
 use permatoken_graph::Budget;
 use permatoken_inspect::{AppCredentials, Report, Status, Subject};
 use permatoken_secret::AccessToken;
-use serde_json::json;
 
 use super::Failure;
 use crate::cli::CheckArgs;
@@ -24,20 +23,7 @@ struct Target {
 }
 
 pub(crate) async fn run(args: CheckArgs) -> Result<u8, Failure> {
-    let json = args.json;
-    match check(args).await {
-        Ok(code) => Ok(code),
-        Err(failure) if json => {
-            // Scripts get their one JSON object even when the check could not start.
-            let object = json!({
-                "status": Status::Unknown,
-                "error": {"message": failure.message, "hint": failure.hint},
-            });
-            println!("{object:#}");
-            Err(failure)
-        }
-        Err(failure) => Err(failure),
-    }
+    check(args).await
 }
 
 async fn check(args: CheckArgs) -> Result<u8, Failure> {
@@ -103,10 +89,11 @@ async fn check(args: CheckArgs) -> Result<u8, Failure> {
     }
     let mut reports: Vec<(usize, Report)> = Vec::new();
     while let Some(done) = tasks.join_next().await {
-        reports.push(done.map_err(|e| {
+        // A JoinError's text carries the panic's message, which could quote a secret: not shown.
+        reports.push(done.map_err(|_| {
             Failure::new(
-                format!("a check stopped unexpectedly: {e}"),
-                "please report this as a bug",
+                "a check stopped on an internal error",
+                "this is a bug in permatoken: please report it with the command you ran",
             )
         })?);
     }

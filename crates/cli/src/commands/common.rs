@@ -75,7 +75,7 @@ pub(crate) fn read_credentials(source: &SourceArgs) -> Result<Credentials, Failu
         env_file: source.env_file.clone(),
         cwd: std::env::current_dir().unwrap_or_else(|_| ".".into()),
     };
-    let credentials = permatoken_config::resolve(&request, std::env::vars()).map_err(|e| {
+    let credentials = permatoken_config::resolve(&request, std::env::vars_os()).map_err(|e| {
         let hint = e.hint();
         Failure::new(e.to_string(), hint)
     })?;

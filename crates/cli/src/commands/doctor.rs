@@ -162,32 +162,21 @@ fn print(checklist: &Checklist, json: bool) {
 
 pub(crate) async fn send_test(args: SendTestArgs) -> Result<u8, Failure> {
     let json = args.json;
-    let fail = |f: Failure| {
-        if json {
-            println!(
-                "{:#}",
-                json!({"status": "unknown", "error": {"message": f.message, "hint": f.hint}})
-            );
-        }
-        f
-    };
     let to = permatoken_doctor::normalise_number(&args.to).map_err(|why| {
-        fail(Failure::new(
+        Failure::new(
             format!(
                 "`{}` is not a phone number permatoken can send to: {why}",
-                args.to
+                render::sanitise(&args.to)
             ),
             "write it with its country code: --to '+1 650-555-0100'",
-        ))
+        )
     })?;
-    let (client, inputs, _lab) = read(&args.source, &args.graph, args.sandbox, false)
-        .await
-        .map_err(fail)?;
+    let (client, inputs, _lab) = read(&args.source, &args.graph, args.sandbox, false).await?;
     let Some(phone) = &inputs.phone else {
-        return Err(fail(Failure::new(
+        return Err(Failure::new(
             "`WHATSAPP_PHONE_NUMBER_ID` is not set: there is no number to send from",
             "set it to the id App Dashboard → WhatsApp → API Setup shows under \"From\" (not the phone number itself)",
-        )));
+        ));
     };
     let budget = Budget::new(Duration::from_secs(30));
     let result = client

@@ -29,8 +29,29 @@ impl Failure {
     }
 }
 
+impl Command {
+    /// Whether the command was asked for one JSON object on standard output, and the `action` it
+    /// names there (the renewal commands say which one ran).
+    fn json_output(&self) -> Option<Option<&'static str>> {
+        match self {
+            Command::Check(args) => args.json.then_some(None),
+            Command::Doctor(args) => args.json.then_some(None),
+            Command::SendTest(args) => args.json.then_some(None),
+            Command::Exchange(args) => args.write.json.then_some(Some("exchange")),
+            Command::Refresh(args) => args.write.json.then_some(Some("refresh")),
+            Command::Mint(args) => args.write.json.then_some(Some("mint")),
+            // Scan's formats are its findings' (SARIF has its own shape); its errors go to stderr.
+            Command::Scan(_) | Command::Sandbox(_) | Command::Completions { .. } => None,
+        }
+    }
+}
+
 /// Runs a command and returns its exit code.
+///
+/// The one way out for failures: the error and its hint on standard error, and, when the command was
+/// asked for JSON, the one object scripts wait for on standard output, whatever the command.
 pub(crate) async fn run(cli: Cli) -> u8 {
+    let json = cli.command.json_output();
     let result = match cli.command {
         Command::Check(args) => check::run(args).await,
         Command::Sandbox(args) => sandbox::run(args).await,
@@ -42,12 +63,33 @@ pub(crate) async fn run(cli: Cli) -> u8 {
         Command::Scan(args) => scan::run(args).await,
         Command::Completions { shell } => {
             let mut cmd = <Cli as clap::CommandFactory>::command();
-            clap_complete::generate(shell, &mut cmd, "permatoken", &mut std::io::stdout());
+            let mut script = Vec::new();
+            clap_complete::generate(shell, &mut cmd, "permatoken", &mut script);
+            crate::render::stdout_bytes(&script);
             Ok(0)
         }
     };
     result.unwrap_or_else(|failure| {
+        if let Some(action) = json {
+            let mut object = serde_json::json!({"status": status_of(failure.code)});
+            if let Some(action) = action {
+                object["action"] = action.into();
+            }
+            object["error"] = serde_json::json!({"message": failure.message, "hint": failure.hint});
+            crate::render::stdout_json(&object);
+        }
         crate::render::error(&failure.message, failure.hint.as_deref());
         failure.code
     })
+}
+
+/// The verdict an exit code stands for (DESIGN §4).
+pub(crate) fn status_of(code: u8) -> permatoken_inspect::Status {
+    use permatoken_inspect::Status;
+    match code {
+        0 => Status::Ok,
+        1 => Status::Warning,
+        2 => Status::Critical,
+        _ => Status::Unknown,
+    }
 }

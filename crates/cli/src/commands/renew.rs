@@ -252,22 +252,8 @@ fn finish(
     Ok(code)
 }
 
-fn fail_json(action: &str, json: bool, failure: Failure) -> Failure {
-    if json {
-        print_json(&json!({
-            "status": status_of(failure.code),
-            "action": action,
-            "error": {"message": failure.message, "hint": failure.hint},
-        }));
-    }
-    failure
-}
-
 pub(crate) async fn exchange(args: ExchangeArgs) -> Result<u8, Failure> {
-    let json = args.write.json;
-    run_exchange(args)
-        .await
-        .map_err(|f| fail_json("exchange", json, f))
+    run_exchange(args).await
 }
 
 async fn run_exchange(args: ExchangeArgs) -> Result<u8, Failure> {
@@ -299,8 +285,7 @@ async fn run_exchange(args: ExchangeArgs) -> Result<u8, Failure> {
 }
 
 pub(crate) async fn mint(args: MintArgs) -> Result<u8, Failure> {
-    let json = args.write.json;
-    run_mint(args).await.map_err(|f| fail_json("mint", json, f))
+    run_mint(args).await
 }
 
 async fn run_mint(args: MintArgs) -> Result<u8, Failure> {
@@ -333,10 +318,7 @@ struct TokenOutcome {
 }
 
 pub(crate) async fn refresh(args: RefreshArgs) -> Result<u8, Failure> {
-    let json = args.write.json;
-    run_refresh(args)
-        .await
-        .map_err(|f| fail_json("refresh", json, f))
+    run_refresh(args).await
 }
 
 async fn run_refresh(args: RefreshArgs) -> Result<u8, Failure> {

@@ -5,6 +5,7 @@ mod canary;
 mod check;
 mod credentials;
 mod doctor;
+mod environment;
 mod faults;
 mod harness;
 mod output;
