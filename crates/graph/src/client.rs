@@ -9,6 +9,7 @@ use permatoken_secret::{AccessToken, AppSecret, AppToken};
 use reqwest::{StatusCode, Url};
 use serde::de::DeserializeOwned;
 
+use crate::body::{Capped, MAX_ANSWER_BYTES, read_capped};
 use crate::error::{Endpoint, Error, GraphError, human};
 use crate::types::{
     DebugTokenEnvelope, ErrorEnvelope, Me, NewToken, Success, TokenAnswer, TokenInfo,
@@ -407,10 +408,21 @@ impl Client {
             .map_err(|e| self.transport_error(e, timeout))?;
         let status = response.status();
         let usage = Usage::from_headers(response.headers());
-        let bytes = response.bytes().await.map_err(|e| Error::Truncated {
-            endpoint: endpoint.to_owned(),
-            reason: chain(&e.without_url()),
-        })?;
+        let bytes = match read_capped(response, MAX_ANSWER_BYTES).await {
+            Ok(Capped::Whole(bytes)) => bytes,
+            Ok(Capped::OverLimit) => {
+                return Err(Error::TooLarge {
+                    endpoint: endpoint.to_owned(),
+                    limit: MAX_ANSWER_BYTES,
+                });
+            }
+            Err(e) => {
+                return Err(Error::Truncated {
+                    endpoint: endpoint.to_owned(),
+                    reason: chain(&e.without_url()),
+                });
+            }
+        };
         // Only names, never values: the query may hold `input_token`, the body a secret.
         tracing::debug!(
             method = %call.method,

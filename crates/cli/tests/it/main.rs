@@ -7,6 +7,7 @@ mod credentials;
 mod doctor;
 mod faults;
 mod harness;
+mod hostile;
 mod output;
 mod renew;
 mod scan;
