@@ -12,6 +12,7 @@
 mod body;
 mod client;
 mod error;
+mod proxy;
 mod types;
 mod usage;
 mod whatsapp;
@@ -22,6 +23,7 @@ pub use client::{
     tls_config,
 };
 pub use error::{Endpoint, Error, ErrorClass, GraphError, classify, human};
+pub use proxy::ProxyConfig;
 pub use types::{GranularScope, Me, NewToken, TokenInfo, TokenInfoError};
 pub use usage::Usage;
 pub use whatsapp::{

@@ -9,6 +9,7 @@ mod faults;
 mod harness;
 mod hostile;
 mod output;
+mod proxy;
 mod renew;
 mod scan;
 mod tls;
