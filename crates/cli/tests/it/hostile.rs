@@ -222,3 +222,130 @@ fn an_endless_graph_answer_is_unknown_in_bounded_memory() {
         assert!(most < FLOOD_BYTES / 4, "{most} bytes taken");
     }
 }
+
+const VERIFY: &str = "PERMATOKENTEST-hostile-verify-token";
+
+/// A receiver behaving as `behaviour`, and a `.env` that points `doctor` at it and at `sandbox`.
+fn webhook_setup(
+    sandbox: &permatoken_sandbox::Running,
+    behaviour: permatoken_sandbox::Behaviour,
+) -> (permatoken_sandbox::Webhook, String) {
+    use permatoken_sandbox::{ACCOUNTS, Certificate, PHONES, Webhook, WebhookOptions};
+    let webhook = Webhook::start_background(WebhookOptions {
+        certificate: Certificate::Good,
+        behaviour,
+        verify_token: VERIFY.to_owned(),
+        app_secret: sandbox.app_secret().expose_secret().to_owned(),
+    })
+    .expect("a local HTTPS receiver");
+    let env = format!(
+        "WHATSAPP_ACCESS_TOKEN={}\n{}WHATSAPP_BUSINESS_ACCOUNT_ID={}\nWHATSAPP_PHONE_NUMBER_ID={}\nWHATSAPP_WEBHOOK_URL={}\nWHATSAPP_WEBHOOK_VERIFY_TOKEN={VERIFY}\n",
+        crate::harness::token_of(sandbox, "system-user"),
+        crate::harness::app_lines(sandbox),
+        ACCOUNTS[0].id,
+        PHONES[0].id,
+        webhook.url()
+    );
+    (webhook, env)
+}
+
+/// `doctor`'s webhook item: status and evidence, and every secret checked absent from all output.
+fn doctor_webhook(
+    sandbox: &permatoken_sandbox::Running,
+    webhook: &permatoken_sandbox::Webhook,
+    env: &str,
+) -> (String, String) {
+    let secrets = [
+        VERIFY.to_owned(),
+        crate::harness::token_of(sandbox, "system-user"),
+        sandbox.app_secret().expose_secret().to_owned(),
+    ];
+    let mut found = None;
+    for json in [true, false] {
+        let mut args = vec!["doctor", "--ca-file", "ca.pem", "--allow-private-webhook"];
+        if json {
+            args.push("--json");
+        }
+        let out = crate::harness::Test::against(sandbox)
+            .write(".env", env)
+            .write("ca.pem", webhook.ca_pem())
+            .env("RUST_LOG", "trace")
+            .args(args)
+            .run();
+        out.assert_code(2);
+        for secret in &secrets {
+            for text in [&out.stdout, &out.stderr] {
+                assert!(
+                    !text.contains(&secret[..secret.len() / 2]),
+                    "a secret leaked:\n{text}"
+                );
+            }
+        }
+        if json {
+            let report = out.json();
+            let item = report["items"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|i| i["id"] == "webhook")
+                .expect("a webhook item")
+                .clone();
+            let evidence: Vec<&str> = item["evidence"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|e| e.as_str().unwrap())
+                .collect();
+            found = Some((
+                item["status"].as_str().unwrap().to_owned(),
+                format!("{} | fix: {}", evidence.join(" | "), item["fix"]),
+            ));
+        }
+    }
+    found.unwrap()
+}
+
+#[test]
+fn a_receiver_echoing_the_verify_token_is_told_so_without_showing_it() {
+    let sandbox = crate::harness::sandbox();
+    let (webhook, env) = webhook_setup(&sandbox, permatoken_sandbox::Behaviour::EchoesVerifyToken);
+    let (status, said) = doctor_webhook(&sandbox, &webhook, &env);
+    assert_eq!(status, "critical", "{said}");
+    assert!(
+        said.contains("the receiver echoed the verify token instead of the challenge"),
+        "{said}"
+    );
+    assert!(said.contains("`hub.challenge`"), "{said}");
+}
+
+#[test]
+fn a_receiver_echoing_the_query_has_the_verify_token_named_not_shown() {
+    let sandbox = crate::harness::sandbox();
+    let (webhook, env) = webhook_setup(&sandbox, permatoken_sandbox::Behaviour::EchoesQuery);
+    let (status, said) = doctor_webhook(&sandbox, &webhook, &env);
+    assert_eq!(status, "critical", "{said}");
+    assert!(said.contains("not the challenge"), "{said}");
+    assert!(
+        said.contains("\"hub.verify_token=[verify token]&"),
+        "{said}"
+    );
+}
+
+#[test]
+fn an_endless_webhook_reply_is_read_up_to_64_kib() {
+    let sandbox = crate::harness::sandbox();
+    let (webhook, env) = webhook_setup(&sandbox, permatoken_sandbox::Behaviour::EndlessReply);
+    let (status, said) = doctor_webhook(&sandbox, &webhook, &env);
+    assert_eq!(status, "critical", "{said}");
+    assert!(
+        said.contains("verification handshake answered 200 OK with more than 64 KiB"),
+        "{said}"
+    );
+    let most = webhook.most_sent();
+    eprintln!(
+        "most one webhook connection took: {} MB",
+        most / (1024 * 1024)
+    );
+    assert!(most > 0, "the receiver sent its endless reply");
+    assert!(most < FLOOD_BYTES / 4, "{most} bytes taken");
+}

@@ -314,3 +314,58 @@ fn a_graph_url_with_a_password_is_refused_without_showing_it() {
         assert!(!all.contains(PASSWORD), "{all}");
     }
 }
+
+#[test]
+fn the_webhook_probe_never_goes_through_a_proxy() {
+    use permatoken_sandbox::{ACCOUNTS, Behaviour, Certificate, PHONES, Webhook, WebhookOptions};
+    let sandbox = sandbox();
+    let proxy = Proxy::start();
+    let verify = "PERMATOKENTEST-proxy-verify";
+    let webhook = Webhook::start_background(WebhookOptions {
+        certificate: Certificate::Good,
+        behaviour: Behaviour::Correct,
+        verify_token: verify.to_owned(),
+        app_secret: sandbox.app_secret().expose_secret().to_owned(),
+    })
+    .expect("a local HTTPS receiver");
+    // By name: looked up once, checked, then connected to as checked.
+    let url = webhook.url().replace("127.0.0.1", "localhost");
+    let env = format!(
+        "WHATSAPP_ACCESS_TOKEN={}\n{}WHATSAPP_BUSINESS_ACCOUNT_ID={}\nWHATSAPP_PHONE_NUMBER_ID={}\nWHATSAPP_WEBHOOK_URL={url}\nWHATSAPP_WEBHOOK_VERIFY_TOKEN={verify}\n",
+        token_of(&sandbox, "system-user"),
+        crate::harness::app_lines(&sandbox),
+        ACCOUNTS[0].id,
+        PHONES[0].id,
+    );
+    let mut test = Test::against(&sandbox)
+        .write(".env", &env)
+        .write("ca.pem", webhook.ca_pem());
+    for var in ["HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "ALL_PROXY"] {
+        test = test.env(var, &proxy.url());
+    }
+    let out = test
+        .args([
+            "doctor",
+            "--json",
+            "--ca-file",
+            "ca.pem",
+            "--allow-private-webhook",
+        ])
+        .run();
+    out.assert_code(0);
+    let report = out.json();
+    let item = report["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["id"] == "webhook")
+        .unwrap();
+    assert_eq!(item["status"], "ok", "{item:#}");
+    let evidence = item["evidence"].to_string();
+    assert!(
+        evidence.contains("localhost resolves to")
+            && evidence.contains("signed notification accepted"),
+        "{evidence}"
+    );
+    assert_eq!(proxy.connections(), 0);
+}
