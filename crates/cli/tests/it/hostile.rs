@@ -144,8 +144,7 @@ impl Flood {
                     if read_head(&mut stream).is_none() {
                         return;
                     }
-                    let sent = flood_body(&mut stream, declare_length);
-                    most.fetch_max(sent, Ordering::SeqCst);
+                    flood_body(&mut stream, declare_length, &most);
                 });
             }
         });
@@ -157,8 +156,9 @@ impl Flood {
     }
 }
 
-/// `{"id":"aaaa…` for [`FLOOD_BYTES`] or until the reader hangs up; the bytes it took.
-fn flood_body(stream: &mut impl Write, declare_length: bool) -> u64 {
+/// `{"id":"aaaa…` for [`FLOOD_BYTES`] or until the reader hangs up, raising `most` to the bytes
+/// taken as it goes (the reader never sees a byte before it is counted).
+fn flood_body(stream: &mut impl Write, declare_length: bool, most: &AtomicU64) {
     let head = if declare_length {
         format!(
             "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{{\"id\":\"",
@@ -169,7 +169,7 @@ fn flood_body(stream: &mut impl Write, declare_length: bool) -> u64 {
             .to_owned()
     };
     if stream.write_all(head.as_bytes()).is_err() {
-        return 0;
+        return;
     }
     let chunk = vec![b'a'; 64 * 1024];
     let mut sent = 0;
@@ -178,8 +178,8 @@ fn flood_body(stream: &mut impl Write, declare_length: bool) -> u64 {
             break;
         }
         sent += chunk.len() as u64;
+        most.fetch_max(sent, Ordering::SeqCst);
     }
-    sent
 }
 
 #[test]
@@ -348,4 +348,37 @@ fn an_endless_webhook_reply_is_read_up_to_64_kib() {
     );
     assert!(most > 0, "the receiver sent its endless reply");
     assert!(most < FLOOD_BYTES / 4, "{most} bytes taken");
+}
+
+#[test]
+fn an_endless_answer_to_send_test_is_unknown_and_not_sent_again() {
+    let flood = Flood::start(false);
+    let token = test_token();
+    let out = Child::new()
+        .env("WHATSAPP_ACCESS_TOKEN", &token)
+        .env("WHATSAPP_PHONE_NUMBER_ID", "106540352242922")
+        .run(
+            &[
+                "send-test",
+                "--json",
+                "--to",
+                "+16505550100",
+                "--graph-url",
+                &flood.url(),
+            ],
+            &flood.pid,
+        );
+    out.assert_code(3);
+    let report = out.json();
+    assert_eq!(report["status"], "unknown");
+    assert_eq!(report["accepted"], false);
+    let message = report["error"]["message"].as_str().unwrap();
+    assert!(message.contains("larger than 4 MiB"), "{message}");
+    for text in [&out.stdout, &out.stderr] {
+        assert!(!text.contains(&token[..token.len() / 2]), "{text}");
+    }
+    // A message may have been sent: it is not sent again.
+    assert_eq!(flood.connections.load(Ordering::SeqCst), 1);
+    let most = flood.most_sent.load(Ordering::SeqCst);
+    assert!(most > 0 && most < FLOOD_BYTES / 4, "{most} bytes taken");
 }
