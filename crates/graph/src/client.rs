@@ -711,6 +711,11 @@ fn loopback_name(root: &Url) -> Result<Option<(String, Vec<SocketAddr>)>, Error>
             ))
         })?
         .collect();
+    only_loopback(name, port, &addrs)?;
+    Ok(Some((name.to_owned(), addrs)))
+}
+
+fn only_loopback(name: &str, port: u16, addrs: &[SocketAddr]) -> Result<(), Error> {
     if addrs.is_empty() || !addrs.iter().all(|a| a.ip().is_loopback()) {
         let found: Vec<String> = addrs.iter().map(|a| a.ip().to_string()).collect();
         return Err(Error::Config(format!(
@@ -722,7 +727,7 @@ fn loopback_name(root: &Url) -> Result<Option<(String, Vec<SocketAddr>)>, Error>
             }
         )));
     }
-    Ok(Some((name.to_owned(), addrs)))
+    Ok(())
 }
 
 fn is_digits(s: &str) -> bool {
@@ -887,6 +892,20 @@ mod tests {
         assert!(!addrs.is_empty() && addrs.iter().all(|a| a.ip().is_loopback()));
         let root = root_url("http://127.0.0.1:8080", "v26.0").unwrap();
         assert!(loopback_name(&root).unwrap().is_none());
+        // A hosts file or resolver that sends `localhost` elsewhere is refused, naming where.
+        let elsewhere: Vec<SocketAddr> = vec![
+            "127.0.0.1:8080".parse().unwrap(),
+            "10.0.0.5:8080".parse().unwrap(),
+        ];
+        let err = only_loopback("localhost", 8080, &elsewhere)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("resolves to 127.0.0.1, 10.0.0.5 here"),
+            "{err}"
+        );
+        assert!(only_loopback("localhost", 8080, &[]).is_err());
+        assert!(only_loopback("localhost", 8080, &elsewhere[..1]).is_ok());
     }
 
     #[test]
