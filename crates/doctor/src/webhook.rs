@@ -4,8 +4,12 @@
 //! an inert, signed notification accepted within 10 s; and the same notification with a wrong
 //! signature refused.
 //!
-//! Must never: log the verify token (it is in the handshake URL, as Meta sends it), or send a
-//! notification that could make the service act (the entry list is empty).
+//! Every connection goes to the addresses that were checked (a second lookup could be steered
+//! elsewhere: DNS rebinding), never through a proxy, and a reply is read up to 64 KiB only.
+//!
+//! Must never: log or show the verify token (it is in the handshake URL, as Meta sends it, and a
+//! broken receiver may echo it), the app secret or the access token, or send a notification that
+//! could make the service act (the entry list is empty).
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
@@ -31,6 +35,8 @@ pub struct WebhookCheck {
 /// The inert notification: no entry, so no business logic runs.
 const INERT: &str = r#"{"object":"whatsapp_business_account","entry":[]}"#;
 const TIMEOUT: Duration = Duration::from_secs(10);
+/// The most read of a receiver's reply: a challenge is a few digits.
+const MAX_REPLY_BYTES: usize = 64 * 1024;
 const CERT_WARN_DAYS: i64 = 14;
 
 /// Whether Meta's servers could reach `ip`: not loopback, private, link-local, CGNAT, unique-local
@@ -83,10 +89,11 @@ pub(crate) async fn item(inputs: &Inputs) -> Item {
         return item.skipped("WHATSAPP_WEBHOOK_URL");
     };
     let check = &inputs.webhook;
+    let secrets = Secrets::of(inputs);
     let url = match Url::parse(raw) {
         Ok(url) if url.host_str().is_some() => url,
         _ => {
-            item.fact(format!("`{raw}` is not a URL"));
+            item.fact(format!("`{}` is not a URL", preview(&secrets.redact(raw))));
             item.flag(
                 ItemStatus::Critical,
                 "set `WHATSAPP_WEBHOOK_URL` to the full https:// address Meta calls",
@@ -171,7 +178,7 @@ pub(crate) async fn item(inputs: &Inputs) -> Item {
             return item;
         }
     };
-    match probe_certificate(&tls, &host, addrs[0]).await {
+    match probe_certificate(&tls, &host, &addrs).await {
         Ok(expires) => {
             let left = expires.map(|t| t.duration_since(Timestamp::now()).as_hours() / 24);
             match left {
@@ -194,12 +201,7 @@ pub(crate) async fn item(inputs: &Inputs) -> Item {
         }
     }
 
-    let http = match reqwest::Client::builder()
-        .tls_backend_preconfigured(tls)
-        .timeout(TIMEOUT)
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-    {
+    let http = match pinned_client(&host, &addrs, tls) {
         Ok(c) => c,
         Err(e) => {
             item.fact(format!("cannot set up HTTPS: {}", e.without_url()));
@@ -216,7 +218,7 @@ pub(crate) async fn item(inputs: &Inputs) -> Item {
             );
             item.flag(ItemStatus::Warning, "set `WHATSAPP_WEBHOOK_VERIFY_TOKEN` to the verify token configured in App Dashboard → WhatsApp → Configuration");
         }
-        Some(verify) => handshake(&mut item, &http, &url, verify).await,
+        Some(verify) => handshake(&mut item, &http, &url, verify, &secrets).await,
     }
 
     if check.no_post {
@@ -236,14 +238,74 @@ pub(crate) async fn item(inputs: &Inputs) -> Item {
     item
 }
 
+/// The client for the handshake and the notifications: it connects only to `addrs`, the addresses
+/// that were checked, and never through a proxy (reqwest would follow `HTTPS_PROXY` on its own).
+fn pinned_client(
+    host: &str,
+    addrs: &[SocketAddr],
+    tls: rustls::ClientConfig,
+) -> reqwest::Result<reqwest::Client> {
+    let mut builder = reqwest::Client::builder()
+        .no_proxy()
+        .tls_backend_preconfigured(tls)
+        .timeout(TIMEOUT)
+        .redirect(reqwest::redirect::Policy::none());
+    // An address in the URL is connected to as it is; a name is looked up no more.
+    if host.parse::<IpAddr>().is_err() {
+        builder = builder.resolve_to_addrs(host, addrs);
+    }
+    builder.build()
+}
+
+/// The secrets `doctor` knows, to keep out of anything a receiver answers.
+struct Secrets(Vec<(String, &'static str)>);
+
+impl Secrets {
+    fn of(inputs: &Inputs) -> Self {
+        let mut known = Vec::new();
+        if let Some(verify) = &inputs.verify_token {
+            known.push((verify.expose_secret().to_owned(), "[verify token]"));
+        }
+        if let Some(secret) = &inputs.app.app_secret {
+            known.push((secret.expose_secret().to_owned(), "[app secret]"));
+        }
+        known.push((inputs.token.expose_secret().to_owned(), "[access token]"));
+        // As they travel in a query string, too: a receiver may echo the query.
+        let encoded: Vec<_> = known
+            .iter()
+            .map(|(value, name)| {
+                let form: String = url::form_urlencoded::byte_serialize(value.as_bytes()).collect();
+                (form, *name)
+            })
+            .filter(|(form, _)| !known.iter().any(|(value, _)| value == form))
+            .collect();
+        known.extend(encoded);
+        known.retain(|(value, _)| !value.is_empty());
+        // Longest first, so that a secret holding another is replaced whole.
+        known.sort_by_key(|(value, _)| std::cmp::Reverse(value.len()));
+        Self(known)
+    }
+
+    /// `text` with every known secret replaced by its name.
+    fn redact(&self, text: &str) -> String {
+        let mut out = text.to_owned();
+        for (value, name) in &self.0 {
+            if out.contains(value.as_str()) {
+                out = out.replace(value.as_str(), name);
+            }
+        }
+        out
+    }
+}
+
 type Refusal = (ItemStatus, String, String);
 
-/// A TLS handshake with the system's roots (and `--ca-file`): the certificate's expiry, or why Meta
-/// would refuse it.
+/// A TLS handshake with the system's roots (and `--ca-file`) with the first of `addrs` that takes a
+/// connection: the certificate's expiry, or why Meta would refuse it.
 async fn probe_certificate(
     tls: &rustls::ClientConfig,
     host: &str,
-    addr: SocketAddr,
+    addrs: &[SocketAddr],
 ) -> Result<Option<Timestamp>, Refusal> {
     let unknown = |fact: String| {
         (
@@ -252,10 +314,20 @@ async fn probe_certificate(
             "check that the server is up and reachable from here, then run again".to_owned(),
         )
     };
-    let stream = match tokio::time::timeout(TIMEOUT, tokio::net::TcpStream::connect(addr)).await {
-        Ok(Ok(s)) => s,
-        Ok(Err(e)) => return Err(unknown(format!("cannot connect to {addr}: {e}"))),
-        Err(_) => return Err(unknown(format!("no connection to {addr} within 10 s"))),
+    let mut connected = None;
+    let mut failures = Vec::new();
+    for &addr in addrs {
+        match tokio::time::timeout(TIMEOUT, tokio::net::TcpStream::connect(addr)).await {
+            Ok(Ok(s)) => {
+                connected = Some(s);
+                break;
+            }
+            Ok(Err(e)) => failures.push(format!("cannot connect to {addr}: {e}")),
+            Err(_) => failures.push(format!("no connection to {addr} within 10 s")),
+        }
+    }
+    let Some(stream) = connected else {
+        return Err(unknown(failures.join("; ")));
     };
     let name = rustls::pki_types::ServerName::try_from(host.to_owned())
         .map_err(|_| unknown(format!("`{host}` is not a host name TLS can check")))?;
@@ -313,17 +385,28 @@ fn challenge() -> String {
     u64::from_le_bytes(bytes).to_string()
 }
 
-/// What a body holds, safe to print: short, printable.
+/// What a body holds, safe to print: short, printable, no bidirectional overrides. Secrets are
+/// taken out before, by [`Secrets::redact`].
 fn preview(body: &str) -> String {
-    let clean: String = body.chars().filter(|c| !c.is_control()).take(40).collect();
-    if body.chars().count() > 40 {
+    let shown = |c: &char| {
+        !c.is_control()
+            && !matches!(c, '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+    };
+    let clean: String = body.chars().filter(shown).take(40).collect();
+    if body.chars().filter(shown).count() > 40 {
         format!("{clean}…")
     } else {
         clean
     }
 }
 
-async fn handshake(item: &mut Item, http: &reqwest::Client, url: &Url, verify: &VerifyToken) {
+async fn handshake(
+    item: &mut Item,
+    http: &reqwest::Client,
+    url: &Url,
+    verify: &VerifyToken,
+    secrets: &Secrets,
+) {
     let challenge = challenge();
     let mut target = url.clone();
     target
@@ -335,13 +418,37 @@ async fn handshake(item: &mut Item, http: &reqwest::Client, url: &Url, verify: &
     match http.get(target).send().await {
         Ok(response) => {
             let status = response.status();
-            let body = response.text().await.unwrap_or_default();
+            let body = match permatoken_graph::read_capped(response, MAX_REPLY_BYTES).await {
+                Ok(permatoken_graph::Capped::Whole(body)) => body,
+                Ok(permatoken_graph::Capped::OverLimit) => {
+                    item.fact(format!(
+                        "verification handshake answered {status} with more than {} (not read further), not the challenge",
+                        permatoken_graph::human_bytes(MAX_REPLY_BYTES)
+                    ));
+                    item.flag(ItemStatus::Critical, fix);
+                    return;
+                }
+                Err(e) => {
+                    item.fact(format!(
+                        "verification handshake answered {status}, then the answer was cut short: {}",
+                        e.without_url()
+                    ));
+                    item.flag(ItemStatus::Critical, fix);
+                    return;
+                }
+            };
+            let body = String::from_utf8_lossy(&body);
             if status.as_u16() == 200 && body == challenge {
                 item.fact("verification handshake answered 200 with exactly the challenge");
+            } else if body.trim() == verify.expose_secret() {
+                item.fact(format!(
+                    "verification handshake answered {status}: the receiver echoed the verify token instead of the challenge"
+                ));
+                item.flag(ItemStatus::Critical, "answer with the value of `hub.challenge`, not `hub.verify_token`: Meta checks that the body is exactly the challenge it sent");
             } else {
                 item.fact(format!(
                     "verification handshake answered {status} with \"{}\", not the challenge",
-                    preview(&body)
+                    preview(&secrets.redact(&body))
                 ));
                 item.flag(ItemStatus::Critical, fix);
             }
@@ -407,6 +514,67 @@ async fn notifications(item: &mut Item, http: &reqwest::Client, url: &Url, secre
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A name that never resolves (`.invalid`, RFC 6761) still reaches the checked address: the
+    /// client connects only where the check looked, without a second lookup that could lead
+    /// elsewhere.
+    #[tokio::test]
+    async fn connections_go_to_the_checked_addresses_only() {
+        use std::io::{Read, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        std::thread::spawn(move || {
+            let (mut stream, _) = listener.accept().unwrap();
+            let mut head = Vec::new();
+            let mut byte = [0u8; 1];
+            while !head.ends_with(b"\r\n\r\n") && stream.read(&mut byte).unwrap() == 1 {
+                head.push(byte[0]);
+            }
+            stream
+                .write_all(
+                    b"HTTP/1.1 200 OK\r\nContent-Length: 6\r\nConnection: close\r\n\r\npinned",
+                )
+                .unwrap();
+        });
+        let tls = permatoken_graph::tls_config(None, false).unwrap();
+        let http = pinned_client("rebound.invalid", &[addr], tls).unwrap();
+        let url = format!("http://rebound.invalid:{}/webhook", addr.port());
+        let response = http
+            .get(url)
+            .send()
+            .await
+            .expect("connected to the pinned address");
+        assert_eq!(response.text().await.unwrap(), "pinned");
+    }
+
+    #[test]
+    fn known_secrets_are_named_not_shown() {
+        let inputs = Inputs {
+            token: permatoken_secret::AccessToken::new("EAAPERMATOKENTESTaccess"),
+            source: String::new(),
+            app: permatoken_inspect::AppCredentials {
+                app_id: Some("1".into()),
+                app_secret: Some(AppSecret::new("PERMATOKENTEST0app0secret")),
+            },
+            waba: None,
+            phone: None,
+            webhook_url: None,
+            verify_token: Some(VerifyToken::new("PERMATOKENTEST verify&token")),
+            webhook: WebhookCheck::default(),
+            subscribe: false,
+        };
+        let secrets = Secrets::of(&inputs);
+        let echoed = "hub.mode=subscribe&hub.verify_token=PERMATOKENTEST+verify%26token&x=PERMATOKENTEST0app0secret EAAPERMATOKENTESTaccess PERMATOKENTEST verify&token";
+        let shown = secrets.redact(echoed);
+        assert!(!shown.contains("PERMATOKENTEST"), "{shown}");
+        assert!(
+            shown.contains("hub.verify_token=[verify token]")
+                && shown.contains("[app secret]")
+                && shown.contains("[access token]"),
+            "{shown}"
+        );
+        assert_eq!(preview("a\u{202e}b\nc"), "abc");
+    }
 
     #[test]
     fn only_public_addresses_pass() {

@@ -2,6 +2,7 @@
 //! on every call made with a user or system-user token when the app secret is known, and retries with
 //! exponential backoff and jitter for transient and rate-limited failures only, inside a time budget.
 
+use std::net::{SocketAddr, ToSocketAddrs};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -9,7 +10,9 @@ use permatoken_secret::{AccessToken, AppSecret, AppToken};
 use reqwest::{StatusCode, Url};
 use serde::de::DeserializeOwned;
 
+use crate::body::{Capped, MAX_ANSWER_BYTES, read_capped};
 use crate::error::{Endpoint, Error, GraphError, human};
+use crate::proxy::{ProxyConfig, shown};
 use crate::types::{
     DebugTokenEnvelope, ErrorEnvelope, Me, NewToken, Success, TokenAnswer, TokenInfo,
 };
@@ -38,6 +41,8 @@ pub struct Config {
     pub request_timeout: Duration,
     /// When to try again.
     pub retry: RetryPolicy,
+    /// The proxy for `https://` calls (none by default); plain `http://` never goes through one.
+    pub proxy: ProxyConfig,
 }
 
 impl Config {
@@ -51,6 +56,7 @@ impl Config {
             connect_timeout: Duration::from_secs(5),
             request_timeout: Duration::from_secs(10),
             retry: RetryPolicy::default(),
+            proxy: ProxyConfig::default(),
         }
     }
 }
@@ -123,35 +129,66 @@ pub struct Client {
     app_secret: Option<AppSecret>,
     retry: RetryPolicy,
     request_timeout: Duration,
+    /// The proxy calls go through, as it may be shown, and the variable that named it.
+    via: Option<(String, &'static str)>,
 }
 
 impl Client {
-    /// Builds a client; fails on a URL that is not `https://` (or `http://` to loopback), a bad version
-    /// or unreadable extra certificates.
+    /// Builds a client; fails on a URL that is not `https://` (or `http://` to loopback), that holds
+    /// a user name or password, a bad version, unreadable extra certificates or an unusable proxy.
     pub fn new(config: Config) -> Result<Self, Error> {
         let root = root_url(&config.base_url, &config.version)?;
         // Plain http to loopback (the sandbox): reading the system's ~300 roots would only cost
         // start-up time, and no certificate is ever verified.
         let tls = tls_config(config.extra_roots_pem.as_deref(), root.scheme() == "https")?;
-        let http = reqwest::Client::builder()
+        let set_up = |e: reqwest::Error| {
+            Error::Config(format!(
+                "cannot set up the HTTP client: {}",
+                e.without_url()
+            ))
+        };
+        // reqwest would follow every proxy variable on its own, `HTTP_PROXY` for plain http too:
+        // the bearer token in clear text to a proxy. Only the proxy chosen here is used.
+        let mut builder = reqwest::Client::builder()
+            .no_proxy()
             .tls_backend_preconfigured(tls)
             .connect_timeout(config.connect_timeout)
             // A redirect could carry the Authorization header somewhere else; Graph never redirects.
             .redirect(reqwest::redirect::Policy::none())
-            .user_agent(concat!("permatoken/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .map_err(|e| {
-                Error::Config(format!(
-                    "cannot set up the HTTP client: {}",
-                    e.without_url()
-                ))
-            })?;
+            .user_agent(concat!("permatoken/", env!("CARGO_PKG_VERSION")));
+        if let Some((name, addrs)) = loopback_name(&root)? {
+            // The check above and the connections must see the same addresses.
+            builder = builder.resolve_to_addrs(&name, &addrs);
+        }
+        let ignored = config.proxy.ignored();
+        if !ignored.is_empty() {
+            tracing::debug!(
+                "`{}` not followed: plain http:// goes only to loopback, never through a proxy; https:// follows `HTTPS_PROXY`",
+                ignored.join("`, `")
+            );
+        }
+        let via = match config.proxy.for_url(&root)? {
+            Some((proxy, var)) => {
+                let shown = shown(proxy);
+                tracing::debug!(
+                    proxy = %shown,
+                    from = var,
+                    "https calls to {} go through a proxy (a CONNECT tunnel: TLS runs end to end)",
+                    root.host_str().unwrap_or_default()
+                );
+                builder = builder.proxy(reqwest::Proxy::https(proxy.as_str()).map_err(set_up)?);
+                Some((shown, var))
+            }
+            None => None,
+        };
+        let http = builder.build().map_err(set_up)?;
         Ok(Self {
             http,
             root,
             app_secret: config.app_secret,
             retry: config.retry,
             request_timeout: config.request_timeout,
+            via,
         })
     }
 
@@ -201,8 +238,7 @@ impl Client {
         sixty_days: bool,
         budget: &Budget,
     ) -> Result<NewToken, Error> {
-        let secret = app.expose_secret();
-        let secret = secret.split_once('|').map_or("", |(_, s)| s);
+        let secret = app.secret().expose_secret();
         let mut call = Call::post("oauth/access_token", None, Endpoint::OAuthAccessToken)
             .form("grant_type", "fb_exchange_token")
             .form("client_id", app.app_id())
@@ -407,10 +443,21 @@ impl Client {
             .map_err(|e| self.transport_error(e, timeout))?;
         let status = response.status();
         let usage = Usage::from_headers(response.headers());
-        let bytes = response.bytes().await.map_err(|e| Error::Truncated {
-            endpoint: endpoint.to_owned(),
-            reason: chain(&e.without_url()),
-        })?;
+        let bytes = match read_capped(response, MAX_ANSWER_BYTES).await {
+            Ok(Capped::Whole(bytes)) => bytes,
+            Ok(Capped::OverLimit) => {
+                return Err(Error::TooLarge {
+                    endpoint: endpoint.to_owned(),
+                    limit: MAX_ANSWER_BYTES,
+                });
+            }
+            Err(e) => {
+                return Err(Error::Truncated {
+                    endpoint: endpoint.to_owned(),
+                    reason: chain(&e.without_url()),
+                });
+            }
+        };
         // Only names, never values: the query may hold `input_token`, the body a secret.
         tracing::debug!(
             method = %call.method,
@@ -437,11 +484,14 @@ impl Client {
                 reason: tls.to_string(),
             };
         }
-        let reason = if e.is_timeout() {
+        let mut reason = if e.is_timeout() {
             format!("no answer within {}", human(timeout))
         } else {
             chain(&e)
         };
+        if let Some((proxy, var)) = &self.via {
+            reason.push_str(&format!(" (through the proxy {proxy} that `{var}` names)"));
+        }
         Error::Transport { origin, reason }
     }
 }
@@ -587,9 +637,16 @@ fn decode<T: DeserializeOwned>(
 fn root_url(base: &str, version: &str) -> Result<Url, Error> {
     let mut root = Url::parse(base).map_err(|e| {
         Error::Config(format!(
-            "`{base}` is not a URL ({e}); set `--graph-url` / `PERMATOKEN_GRAPH_URL` to e.g. {DEFAULT_GRAPH_URL}"
+            "`{}` is not a URL ({e}); set `--graph-url` / `PERMATOKEN_GRAPH_URL` to e.g. {DEFAULT_GRAPH_URL}",
+            without_userinfo(base)
         ))
     })?;
+    if !root.username().is_empty() || root.password().is_some() {
+        return Err(Error::Config(format!(
+            "`{}` holds a user name or password before `@`; the Graph API takes none (the token travels in a header): remove it from `--graph-url` / `PERMATOKEN_GRAPH_URL`",
+            without_userinfo(base)
+        )));
+    }
     match root.scheme() {
         "https" => {}
         "http" if is_loopback(&root) => {}
@@ -604,9 +661,9 @@ fn root_url(base: &str, version: &str) -> Result<Url, Error> {
             )));
         }
     }
-    if root.query().is_some() || root.fragment().is_some() || !root.username().is_empty() {
+    if root.query().is_some() || root.fragment().is_some() {
         return Err(Error::Config(format!(
-            "`{base}` must be a plain base URL without credentials, query or fragment"
+            "`{base}` must be a plain base URL without query or fragment"
         )));
     }
     let version = version.trim().trim_matches('/');
@@ -625,6 +682,52 @@ fn root_url(base: &str, version: &str) -> Result<Url, Error> {
     }
     root.set_path(&format!("{path}/"));
     Ok(root)
+}
+
+/// `base` as it may be shown: whatever stands before an `@` in its authority becomes `…`.
+fn without_userinfo(base: &str) -> String {
+    let start = base.find("://").map_or(0, |i| i + 3);
+    let end = base[start..]
+        .find(['/', '?', '#'])
+        .map_or(base.len(), |i| start + i);
+    match base[start..end].rfind('@') {
+        Some(at) => format!("{}…{}", &base[..start], &base[start + at..]),
+        None => base.to_owned(),
+    }
+}
+
+/// For plain http to `localhost`: the addresses it resolves to, all loopback, for the connections
+/// to use. `localhost` is trusted with clear text only when it leads to this machine.
+fn loopback_name(root: &Url) -> Result<Option<(String, Vec<SocketAddr>)>, Error> {
+    let (Some(url::Host::Domain(name)), "http") = (root.host(), root.scheme()) else {
+        return Ok(None);
+    };
+    let port = root.port_or_known_default().unwrap_or(80);
+    let addrs: Vec<SocketAddr> = (name, port)
+        .to_socket_addrs()
+        .map_err(|e| {
+            Error::Config(format!(
+                "`{name}` does not resolve here ({e}); use http://127.0.0.1:{port}"
+            ))
+        })?
+        .collect();
+    only_loopback(name, port, &addrs)?;
+    Ok(Some((name.to_owned(), addrs)))
+}
+
+fn only_loopback(name: &str, port: u16, addrs: &[SocketAddr]) -> Result<(), Error> {
+    if addrs.is_empty() || !addrs.iter().all(|a| a.ip().is_loopback()) {
+        let found: Vec<String> = addrs.iter().map(|a| a.ip().to_string()).collect();
+        return Err(Error::Config(format!(
+            "`{name}` resolves to {} here, not only to loopback, so plain http:// to it could leave this machine; use http://127.0.0.1:{port}",
+            if found.is_empty() {
+                "nothing".to_owned()
+            } else {
+                found.join(", ")
+            }
+        )));
+    }
+    Ok(())
 }
 
 fn is_digits(s: &str) -> bool {
@@ -760,6 +863,49 @@ mod tests {
         assert!(root_url("ftp://127.0.0.1", "v26.0").is_err());
         assert!(root_url("https://graph.facebook.com", "latest").is_err());
         assert!(root_url("https://u:p@graph.facebook.com", "v1.0").is_err());
+    }
+
+    #[test]
+    fn a_url_with_a_password_is_refused_without_showing_it() {
+        for base in [
+            "https://me:PERMATOKENTEST-pw@graph.facebook.com",
+            "https://:PERMATOKENTEST-pw@graph.facebook.com/x",
+            "http://me:PERMATOKENTEST-pw@127.0.0.1:8080",
+            "https://me@graph.facebook.com",
+            "https://me:PERMATOKENTEST-pw@graph.facebook.com:99999",
+        ] {
+            let err = root_url(base, "v26.0").unwrap_err().to_string();
+            assert!(!err.contains("PERMATOKENTEST"), "{err}");
+            assert!(!err.contains("me@") && !err.contains("me:"), "{err}");
+            assert!(
+                err.contains("…@graph.facebook.com") || err.contains("…@127.0.0.1"),
+                "{err}"
+            );
+        }
+    }
+
+    #[test]
+    fn localhost_is_pinned_to_loopback() {
+        let root = root_url("http://localhost:8080", "v26.0").unwrap();
+        let (name, addrs) = loopback_name(&root).unwrap().expect("localhost is pinned");
+        assert_eq!(name, "localhost");
+        assert!(!addrs.is_empty() && addrs.iter().all(|a| a.ip().is_loopback()));
+        let root = root_url("http://127.0.0.1:8080", "v26.0").unwrap();
+        assert!(loopback_name(&root).unwrap().is_none());
+        // A hosts file or resolver that sends `localhost` elsewhere is refused, naming where.
+        let elsewhere: Vec<SocketAddr> = vec![
+            "127.0.0.1:8080".parse().unwrap(),
+            "10.0.0.5:8080".parse().unwrap(),
+        ];
+        let err = only_loopback("localhost", 8080, &elsewhere)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("resolves to 127.0.0.1, 10.0.0.5 here"),
+            "{err}"
+        );
+        assert!(only_loopback("localhost", 8080, &[]).is_err());
+        assert!(only_loopback("localhost", 8080, &elsewhere[..1]).is_ok());
     }
 
     #[test]

@@ -169,6 +169,18 @@ pub enum Error {
         /// The parser's complaint.
         reason: String,
     },
+    /// The body was longer than any Graph API answer: a broken proxy or a hostile server. Only the
+    /// cap was read.
+    #[error(
+        "the answer to `{endpoint}` was larger than {}, more than any Graph API answer, so it was not read: something between here and Meta (a proxy?) is not the Graph API",
+        crate::body::human_bytes(*limit)
+    )]
+    TooLarge {
+        /// The path called.
+        endpoint: String,
+        /// The cap, in bytes.
+        limit: usize,
+    },
     /// The body was JSON but not of the documented shape.
     #[error("the Graph API's answer to `{endpoint}` does not have the documented shape: {reason}")]
     Shape {
@@ -203,7 +215,9 @@ impl Error {
         match self {
             Self::Graph { error, .. } => error.class(endpoint),
             Self::Status { status, .. } if *status >= 500 => ErrorClass::Transient,
-            Self::Transport { .. } | Self::Truncated { .. } => ErrorClass::Transient,
+            Self::Transport { .. } | Self::Truncated { .. } | Self::TooLarge { .. } => {
+                ErrorClass::Transient
+            }
             Self::OutOfTime { last, .. } => last.class(endpoint),
             Self::Status { .. } | Self::Shape { .. } | Self::Tls { .. } | Self::Config(_) => {
                 ErrorClass::Other

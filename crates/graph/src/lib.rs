@@ -9,17 +9,21 @@
 //! Must never: read the environment or files, print, or decide policy (what to renew or alert on is the
 //! caller's business).
 
+mod body;
 mod client;
 mod error;
+mod proxy;
 mod types;
 mod usage;
 mod whatsapp;
 
+pub use body::{Capped, MAX_ANSWER_BYTES, human_bytes, read_capped};
 pub use client::{
     Answer, Budget, Caller, Client, Config, DEFAULT_GRAPH_URL, DEFAULT_GRAPH_VERSION, RetryPolicy,
     tls_config,
 };
 pub use error::{Endpoint, Error, ErrorClass, GraphError, classify, human};
+pub use proxy::ProxyConfig;
 pub use types::{GranularScope, Me, NewToken, TokenInfo, TokenInfoError};
 pub use usage::Usage;
 pub use whatsapp::{

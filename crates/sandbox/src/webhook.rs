@@ -1,11 +1,12 @@
 //! A webhook receiver over real HTTPS, with certificates made at start, in the states `doctor` must
 //! tell apart: a good one, and ones with an expired certificate, a certificate for another host, a
-//! self-signed certificate, a certificate about to expire, a wrong challenge echo, or no signature
-//! check. It plays the user's service, not Meta: it is how `doctor`'s webhook checks are tested
-//! without the internet.
+//! self-signed certificate, a certificate about to expire, a wrong challenge echo (or the verify
+//! token echoed), no signature check, or a reply that never ends. It plays the user's service, not
+//! Meta: it is how `doctor`'s webhook checks are tested without the internet.
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use axum::body::Bytes;
 use axum::extract::{Query, State as Extract};
@@ -43,7 +44,18 @@ pub enum Behaviour {
     WrongChallenge,
     /// Answers 200 to any notification, signed or not.
     AcceptsBadSignatures,
+    /// Answers the handshake with `hub.verify_token` instead of `hub.challenge` (a common bug).
+    EchoesVerifyToken,
+    /// Answers the handshake with the query it received, as a debugging receiver might, its last
+    /// pair (`hub.verify_token`, as Meta orders them) first.
+    EchoesQuery,
+    /// Answers every request with 200 and a body of digits that does not end (400 MB, then it
+    /// hangs up): a challenge that never stops.
+    EndlessReply,
 }
+
+/// What [`Behaviour::EndlessReply`] sends at most on one connection.
+const ENDLESS_BYTES: u64 = 400 * 1024 * 1024;
 
 /// A receiver to start.
 #[derive(Debug, Clone)]
@@ -62,6 +74,7 @@ pub struct WebhookOptions {
 pub struct Webhook {
     addr: SocketAddr,
     ca_pem: String,
+    sent: Arc<AtomicU64>,
     _stop: tokio::sync::oneshot::Sender<()>,
 }
 
@@ -74,6 +87,11 @@ impl Webhook {
     /// The run's CA certificate, PEM, for `--ca-file`.
     pub fn ca_pem(&self) -> &str {
         &self.ca_pem
+    }
+
+    /// The most body bytes one connection took before its client hung up ([`Behaviour::EndlessReply`]).
+    pub fn most_sent(&self) -> u64 {
+        self.sent.load(Ordering::SeqCst)
     }
 
     /// Starts a receiver on a thread and runtime of its own.
@@ -103,15 +121,24 @@ impl Webhook {
                     match started.await {
                         Ok((tcp, addr, ca_pem, server)) => {
                             let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+                            let sent = Arc::new(AtomicU64::new(0));
                             let _ = tx.send(Ok(Self {
                                 addr,
                                 ca_pem,
+                                sent: sent.clone(),
                                 _stop: stop,
                             }));
                             let listener = TlsListener {
                                 tcp,
                                 acceptor: tokio_rustls::TlsAcceptor::from(server),
                             };
+                            if options.behaviour == Behaviour::EndlessReply {
+                                tokio::select! {
+                                    () = endless(listener, sent) => {}
+                                    _ = stopped => {}
+                                }
+                                return;
+                            }
                             let router = axum::Router::new()
                                 .route("/webhook", axum::routing::get(handshake).post(notification))
                                 .with_state(Arc::new(options));
@@ -132,6 +159,36 @@ impl Webhook {
 
 type Shared = Arc<WebhookOptions>;
 
+/// Serves [`Behaviour::EndlessReply`] by hand: an HTTP framework would hold the body it sends.
+async fn endless(mut listener: TlsListener, sent: Arc<AtomicU64>) {
+    use axum::serve::Listener as _;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    loop {
+        let (mut io, _) = listener.accept().await;
+        let sent = sent.clone();
+        tokio::spawn(async move {
+            let mut head = Vec::new();
+            let mut buf = [0u8; 4096];
+            while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                match io.read(&mut buf).await {
+                    Ok(n @ 1..) if head.len() < 64 * 1024 => head.extend_from_slice(&buf[..n]),
+                    _ => return,
+                }
+            }
+            let start = b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nConnection: close\r\n\r\n";
+            if io.write_all(start).await.is_err() {
+                return;
+            }
+            let chunk = vec![b'7'; 64 * 1024];
+            let mut total = 0;
+            while total < ENDLESS_BYTES && io.write_all(&chunk).await.is_ok() {
+                total += chunk.len() as u64;
+                sent.fetch_max(total, Ordering::SeqCst);
+            }
+        });
+    }
+}
+
 async fn handshake(
     Extract(options): Extract<Shared>,
     Query(query): Query<Vec<(String, String)>>,
@@ -150,6 +207,14 @@ async fn handshake(
     let challenge = get("hub.challenge").unwrap_or("");
     match options.behaviour {
         Behaviour::WrongChallenge => (StatusCode::OK, "OK").into_response(),
+        Behaviour::EchoesVerifyToken => {
+            (StatusCode::OK, options.verify_token.clone()).into_response()
+        }
+        Behaviour::EchoesQuery => {
+            let mut echo = url::form_urlencoded::Serializer::new(String::new());
+            echo.extend_pairs(query.iter().rev());
+            (StatusCode::OK, echo.finish()).into_response()
+        }
         _ => (StatusCode::OK, challenge.to_owned()).into_response(),
     }
 }

@@ -21,6 +21,7 @@ pub(crate) fn thresholds(windows: &WindowArgs) -> Thresholds {
 pub(crate) fn graph_config(graph: &GraphArgs) -> Result<Config, Failure> {
     let mut config = Config::new(graph.graph_url.clone());
     config.version = graph.graph_version.clone();
+    config.proxy = permatoken_graph::ProxyConfig::from_vars(std::env::vars_os());
     if let Some(path) = &graph.ca_file {
         config.extra_roots_pem = Some(std::fs::read(path).map_err(|e| {
             Failure::new(
