@@ -92,7 +92,11 @@ pub fn write_token(
     token: &AccessToken,
     backup_dir: Option<&Path>,
 ) -> Result<Written, StoreError> {
-    let locked = Locked::open(destination.path())?;
+    let locked = Locked::open(
+        destination.path(),
+        std::time::Duration::from_secs(30),
+        |_| {},
+    )?;
     match destination {
         Destination::TokenFile { .. } => {
             let content = Zeroizing::new(format!("{}\n", token.expose_secret()));
@@ -114,7 +118,7 @@ pub fn promote_backup(
     index: usize,
     backup_dir: Option<&Path>,
 ) -> Result<Written, StoreError> {
-    let locked = Locked::open(path)?;
+    let locked = Locked::open(path, std::time::Duration::from_secs(30), |_| {})?;
     edit_env(&locked, path, backup_dir, |doc| {
         let value = doc
             .get(&backups[index])
