@@ -12,12 +12,10 @@ fn mode(path: &Path) -> u32 {
     fs::metadata(path).unwrap().mode() & 0o777
 }
 
-/// The lock of `path`, which nobody else holds in these tests.
+/// The lock of `path`. Held by nobody else, except for a moment by a child another test forks
+/// (between fork and exec it shares our open files), so it may have to wait an instant.
 fn lock(path: &Path) -> Locked {
-    Locked::open(path, Duration::from_secs(30), |held| {
-        panic!("nobody else holds `{}`", held.display())
-    })
-    .unwrap()
+    Locked::open(path, Duration::from_secs(30), |_| {}).unwrap()
 }
 
 /// FNV-1a of a file name: how every permatoken version names that file's temporaries.
