@@ -891,3 +891,50 @@ fn failover_promotes_only_the_value_it_verified() {
     assert_eq!(minting_requests(&sandbox), Vec::<String>::new());
     drop(test);
 }
+
+#[test]
+fn two_renewals_in_one_file_take_its_lock_once() {
+    let sandbox = sandbox();
+    let (primary, backup) = (
+        token_of(&sandbox, "system-user-60d"),
+        token_of(&sandbox, "user-expiring"),
+    );
+    let original = env_text(
+        &primary,
+        &sandbox,
+        &format!("WHATSAPP_ACCESS_TOKEN_BACKUP={backup}\n"),
+    );
+    // With no wait allowed, a second lock of the same file by the same run would fail at once.
+    let (out, dir) = run(Test::against(&sandbox).write(".env", &original).args([
+        "refresh",
+        "--renew-days",
+        "60",
+        "--try-user-token",
+        "--lock-timeout",
+        "0",
+        "--json",
+    ]));
+    out.assert_code(0);
+    let report = out.json();
+    assert_eq!(report["tokens"][0]["decision"], "renewed");
+    assert_eq!(report["tokens"][1]["decision"], "renewed");
+    let now = read(dir.path(), ".env");
+    let (new_primary, new_backup) = (
+        value_of(&now, "WHATSAPP_ACCESS_TOKEN").unwrap(),
+        value_of(&now, "WHATSAPP_ACCESS_TOKEN_BACKUP").unwrap(),
+    );
+    assert!(new_primary != primary && new_backup != backup);
+    assert_eq!(
+        now,
+        original
+            .replace(&primary, &new_primary)
+            .replace(&backup, &new_backup)
+    );
+    assert_eq!(backups(dir.path()).len(), 2, "one backup a write");
+    assert!(
+        !out.stderr.contains("another process holds"),
+        "{}",
+        out.stderr
+    );
+    assert_no_secret(&out, &[&primary, &backup, &new_primary, &new_backup]);
+}
