@@ -313,9 +313,18 @@ pub(crate) struct WriteArgs {
     /// Write the new token to this file (mode 0600) instead of the .env file.
     #[arg(long, value_name = "FILE")]
     pub(crate) output: Option<PathBuf>,
-    /// Show what would change, secrets masked, and write nothing.
+    /// Check the current token and show what would change, secrets masked: Meta is asked for no new
+    /// token and nothing is written.
     #[arg(long)]
     pub(crate) dry_run: bool,
+    /// How long to wait for another process writing the same file (holding its `<file>.lock`) before
+    /// giving up with exit 3: `30s`, `2m`, `1m 30s`, or a number of seconds.
+    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = parse_lock_timeout)]
+    pub(crate) lock_timeout: std::time::Duration,
+    /// Write without keeping a backup of the previous file (only way to write when neither
+    /// `XDG_STATE_HOME` nor `HOME` is set).
+    #[arg(long)]
+    pub(crate) no_backup: bool,
     /// After a successful write, run this command with `sh -c` (e.g. restart the service); its
     /// environment holds no token or secret.
     #[arg(long, value_name = "CMD")]
@@ -323,6 +332,18 @@ pub(crate) struct WriteArgs {
     /// Print one JSON object on standard output.
     #[arg(long)]
     pub(crate) json: bool,
+}
+
+/// `--lock-timeout`: a humane duration (`30s`, `2m`, `1m 30s`, `500ms`) or a number of seconds.
+fn parse_lock_timeout(text: &str) -> Result<std::time::Duration, String> {
+    let text = text.trim();
+    if let Ok(seconds) = text.parse::<u64>() {
+        return Ok(std::time::Duration::from_secs(seconds));
+    }
+    let duration: jiff::SignedDuration = text.parse().map_err(|_| {
+        format!("`{text}` is not a duration: write `30s`, `2m`, `1m 30s` or seconds")
+    })?;
+    std::time::Duration::try_from(duration).map_err(|_| "a timeout cannot be negative".to_owned())
 }
 
 #[derive(Debug, Args)]

@@ -290,7 +290,7 @@ pub(crate) fn refresh_outcome(
 ) -> std::io::Result<()> {
     use permatoken_renew::Decision;
     let sign = match decision {
-        Decision::NothingNeeded | Decision::Renewed => mark(true),
+        Decision::NothingNeeded | Decision::Renewed | Decision::WouldRenew => mark(true),
         Decision::CannotRenew => format!("{YELLOW}⚠{YELLOW:#}"),
         Decision::Dead => mark(false),
         Decision::Unknown => format!("{YELLOW}?{YELLOW:#}"),

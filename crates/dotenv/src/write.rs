@@ -3,34 +3,62 @@
 //! folder fsynced, so that a reader (or a crash) sees the old file or the new one, never half of one.
 //! Mode 0600 (a stricter existing mode is kept), owner and group kept, a symlink written through to its
 //! target, and the previous content kept as a 0600 backup outside the project folder.
+//!
+//! Must never: wait for a lock without saying so or without end, name a temporary or backup file in a
+//! way that a long path makes too long, or touch another file's backups.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 /// How many backups of one file are kept.
 pub const BACKUPS_KEPT: usize = 5;
 
-/// Temporary files are `.permatoken-tmp.<pid>-<nanos>.<name>`: hidden, beside the file, and told apart
-/// from another file's (`a` against `b.a`) by the digits between the mark and the name.
+/// Temporary files are `.permatoken-tmp.<hash>.<pid>-<nanos>`: hidden, beside the file, short whatever
+/// the file's name (the hash of the name tells one file's temporaries from another's).
 const TEMP_MARK: &str = ".permatoken-tmp.";
+
+/// The longest file name Linux and the BSDs take (`NAME_MAX`), in bytes.
+const NAME_MAX: usize = 255;
+
+/// The longest backup suffix: `.20261126T043000.123Z-9999`.
+const STAMP_MAX: usize = ".20261126T043000.123Z-9999".len();
 
 /// What went wrong, with the path it went wrong on. Never holds file content.
 #[derive(Debug, thiserror::Error)]
-#[error("cannot {action} `{}`: {source}", path.display())]
-pub struct WriteError {
-    /// What was being done: "lock", "read", "write", "back up", …
-    pub action: &'static str,
-    /// The path.
-    pub path: PathBuf,
-    /// The I/O error.
-    #[source]
-    pub source: io::Error,
+#[non_exhaustive]
+pub enum WriteError {
+    /// A file operation failed.
+    #[error("cannot {action} `{}`: {source}", path.display())]
+    Io {
+        /// What was being done: "lock", "read", "write", "back up", …
+        action: &'static str,
+        /// The path.
+        path: PathBuf,
+        /// The I/O error.
+        #[source]
+        source: io::Error,
+    },
+    /// Another process held the lock for longer than we were told to wait.
+    #[error(
+        "`{}` was still locked by another process after {waited:?} (lock file `{}`), so it was left as it is",
+        target.display(),
+        lock.display()
+    )]
+    LockHeld {
+        /// The file that was to be written.
+        target: PathBuf,
+        /// Its lock file.
+        lock: PathBuf,
+        /// How long we waited.
+        waited: Duration,
+    },
 }
 
 fn fail<'a>(action: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> WriteError + 'a {
-    move |source| WriteError {
+    move |source| WriteError::Io {
         action,
         path: path.to_owned(),
         source,
@@ -65,14 +93,26 @@ pub struct Written {
     pub path: PathBuf,
     /// The backup of the previous content, if there was one.
     pub backup: Option<PathBuf>,
+    /// Set when the new content is in place but its folder could not be flushed to disk: why. The
+    /// file is written; only a crash before the system flushes the folder by itself could bring the
+    /// old one back.
+    pub unsynced: Option<String>,
 }
 
 impl Locked {
-    /// Takes the lock of `path` (waiting for another writer to finish) and removes temporary files a
-    /// killed writer left behind.
-    pub fn open(path: &Path) -> Result<Self, WriteError> {
+    /// Takes the lock of `path` and removes temporary files a killed writer left behind. When another
+    /// process holds the lock, `on_held` is told the lock file's path at once, and the lock is waited
+    /// for up to `timeout`; then [`WriteError::LockHeld`].
+    ///
+    /// The lock is `flock`, held by the open file: in one process, take it once per file and pass the
+    /// `Locked` around; opening it a second time waits on itself.
+    pub fn open(
+        path: &Path,
+        timeout: Duration,
+        on_held: impl FnOnce(&Path),
+    ) -> Result<Self, WriteError> {
         let target = resolve(path)?;
-        let lock_path = sibling(&target, ".lock");
+        let lock_path = lock_path(&target);
         let lock = OpenOptions::new()
             .create(true)
             .truncate(false)
@@ -80,7 +120,29 @@ impl Locked {
             .mode(0o600)
             .open(&lock_path)
             .map_err(fail("create the lock file", &lock_path))?;
-        lock.lock().map_err(fail("lock", &lock_path))?;
+        let mut on_held = Some(on_held);
+        let started = Instant::now();
+        let mut pause = Duration::from_millis(10);
+        loop {
+            match lock.try_lock() {
+                Ok(()) => break,
+                Err(fs::TryLockError::WouldBlock) => {}
+                Err(fs::TryLockError::Error(e)) => return Err(fail("lock", &lock_path)(e)),
+            }
+            if let Some(tell) = on_held.take() {
+                tell(&lock_path);
+            }
+            let waited = started.elapsed();
+            if waited >= timeout {
+                return Err(WriteError::LockHeld {
+                    target,
+                    lock: lock_path,
+                    waited: timeout,
+                });
+            }
+            std::thread::sleep(pause.min(timeout - waited));
+            pause = (pause * 2).min(Duration::from_millis(200));
+        }
         // Holding the lock, no other writer is alive in this file's name: what is left is stale.
         clean_stale_temporaries(&target);
         Ok(Self {
@@ -97,11 +159,16 @@ impl Locked {
     /// The file's content, `None` if it does not exist.
     pub fn read(&self) -> Result<Option<String>, WriteError> {
         match fs::read(&self.target) {
-            Ok(bytes) => String::from_utf8(bytes).map(Some).map_err(|_| WriteError {
-                action: "read",
-                path: self.target.clone(),
-                source: io::Error::new(io::ErrorKind::InvalidData, "the file is not UTF-8 text"),
-            }),
+            Ok(bytes) => String::from_utf8(bytes)
+                .map(Some)
+                .map_err(|_| WriteError::Io {
+                    action: "read",
+                    path: self.target.clone(),
+                    source: io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        "the file is not UTF-8 text",
+                    ),
+                }),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(fail("read", &self.target)(e)),
         }
@@ -129,10 +196,11 @@ impl Locked {
             _ => 0o600,
         };
         let owner = existing.as_ref().map(|m| (m.uid(), m.gid()));
-        write_atomically(&self.target, content, mode, owner)?;
+        let unsynced = write_atomically(&self.target, content, mode, owner, sync_folder)?;
         Ok(Written {
             path: self.target.clone(),
             backup,
+            unsynced: unsynced.map(|e| e.to_string()),
         })
     }
 
@@ -151,7 +219,8 @@ impl Locked {
             path = dir.join(format!("{stem}.{stamp}-{n}"));
             n += 1;
         }
-        write_atomically(&path, &content, 0o600, None)?;
+        // A backup whose folder could not be flushed is still a backup: the target's write goes on.
+        let _unsynced = write_atomically(&path, &content, 0o600, None, sync_folder)?;
         prune(dir, &stem);
         Ok(path)
     }
@@ -172,70 +241,98 @@ fn resolve(path: &Path) -> Result<PathBuf, WriteError> {
             _ => return Ok(target),
         }
     }
-    Err(WriteError {
+    Err(WriteError::Io {
         action: "follow the symlinks of",
         path: path.to_owned(),
         source: io::Error::other("too many levels of symbolic links"),
     })
 }
 
-fn sibling(target: &Path, suffix: &str) -> PathBuf {
-    let mut name = target.file_name().unwrap_or_default().to_owned();
-    name.push(suffix);
-    target.with_file_name(name)
+/// FNV-1a: a short, stable name for a long one (the same in every permatoken version).
+fn short_hash(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |hash, &b| {
+        (hash ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    })
 }
 
-fn file_name(target: &Path) -> String {
-    target
-        .file_name()
-        .unwrap_or_default()
-        .to_string_lossy()
-        .into_owned()
+fn name_bytes(target: &Path) -> &[u8] {
+    use std::os::unix::ffi::OsStrExt;
+    target.file_name().unwrap_or_default().as_bytes()
 }
 
-fn is_temporary_of(candidate: &str, name: &str) -> bool {
+/// `<file>.lock`; for a name too long to take the suffix, `.permatoken-lock.<hash>` (still beside it,
+/// still the same for every process).
+fn lock_path(target: &Path) -> PathBuf {
+    let name = target.file_name().unwrap_or_default();
+    if name.len() + ".lock".len() <= NAME_MAX {
+        let mut lock = name.to_owned();
+        lock.push(".lock");
+        target.with_file_name(lock)
+    } else {
+        target.with_file_name(format!(
+            ".permatoken-lock.{:016x}",
+            short_hash(name_bytes(target))
+        ))
+    }
+}
+
+/// `.permatoken-tmp.<hash of the name>.`: what every temporary of `target` starts with.
+fn temporary_prefix(target: &Path) -> String {
+    format!("{TEMP_MARK}{:016x}.", short_hash(name_bytes(target)))
+}
+
+fn is_temporary_of(candidate: &str, prefix: &str) -> bool {
     candidate
-        .strip_prefix(TEMP_MARK)
-        .and_then(|rest| rest.strip_suffix(name))
-        .and_then(|rest| rest.strip_suffix('.'))
+        .strip_prefix(prefix)
         .and_then(|stamp| stamp.split_once('-'))
-        .is_some_and(|(pid, nanos)| {
-            [pid, nanos]
-                .iter()
-                .all(|s| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()))
-        })
+        .is_some_and(|(pid, nanos)| all_digits(pid) && all_digits(nanos))
+}
+
+fn all_digits(s: &str) -> bool {
+    !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit())
+}
+
+fn folder_of(target: &Path) -> &Path {
+    match target.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    }
 }
 
 fn clean_stale_temporaries(target: &Path) {
-    let name = file_name(target);
-    let dir = match target.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p,
-        _ => Path::new("."),
-    };
-    let Ok(entries) = fs::read_dir(dir) else {
+    let prefix = temporary_prefix(target);
+    let Ok(entries) = fs::read_dir(folder_of(target)) else {
         return;
     };
     for entry in entries.flatten() {
-        if is_temporary_of(&entry.file_name().to_string_lossy(), &name) {
+        if is_temporary_of(&entry.file_name().to_string_lossy(), &prefix) {
             let _ = fs::remove_file(entry.path());
         }
     }
 }
 
-/// The temporary file, fsync, rename, fsync of the folder. `owner`: uid and gid to keep.
+fn sync_folder(dir: &Path) -> io::Result<()> {
+    File::open(dir)?.sync_all()
+}
+
+/// The temporary file, fsync, rename, fsync of the folder (`sync`). `owner`: uid and gid to keep.
+///
+/// Once the rename is done the new content is in place: a folder that cannot be flushed after it is
+/// not a failed write, and comes back as `Ok(Some(why))`.
 fn write_atomically(
     target: &Path,
     content: &[u8],
     mode: u32,
     owner: Option<(u32, u32)>,
-) -> Result<(), WriteError> {
+    sync: impl FnOnce(&Path) -> io::Result<()>,
+) -> Result<Option<io::Error>, WriteError> {
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.subsec_nanos());
     let temp = target.with_file_name(format!(
-        "{TEMP_MARK}{}-{nanos}.{}",
-        std::process::id(),
-        file_name(target)
+        "{}{}-{nanos}",
+        temporary_prefix(target),
+        std::process::id()
     ));
     let result = (|| {
         let mut file = OpenOptions::new()
@@ -256,28 +353,52 @@ fn write_atomically(
         }
         file.write_all(content).map_err(fail("write", &temp))?;
         file.sync_all().map_err(fail("flush to disk", &temp))?;
-        fs::rename(&temp, target).map_err(fail("replace", target))?;
-        let dir = match target.parent() {
-            Some(p) if !p.as_os_str().is_empty() => p,
-            _ => Path::new("."),
-        };
-        File::open(dir)
-            .and_then(|d| d.sync_all())
-            .map_err(fail("flush the folder of", target))
+        fs::rename(&temp, target).map_err(fail("replace", target))
     })();
-    if result.is_err() {
+    if let Err(e) = result {
         let _ = fs::remove_file(&temp);
+        return Err(e);
     }
-    result
+    Ok(sync(folder_of(target)).err())
 }
 
-/// `/srv/app/.env` → `srv%app%.env`: one flat folder for the backups of every file.
+/// `/srv/app/.env` → `srv%app%.env`: one flat folder for the backups of every file. A path too long
+/// for a file name keeps its end, after a hash of the whole.
 fn backup_stem(target: &Path) -> String {
     let absolute = std::path::absolute(target).unwrap_or_else(|_| target.to_owned());
-    absolute
+    let stem = absolute
         .to_string_lossy()
         .trim_start_matches('/')
-        .replace('/', "%")
+        .replace('/', "%");
+    if stem.len() + STAMP_MAX <= NAME_MAX {
+        return stem;
+    }
+    let hash = format!("{:016x}", short_hash(stem.as_bytes()));
+    let room = NAME_MAX - STAMP_MAX - hash.len() - 1;
+    let mut start = stem.len() - room;
+    while !stem.is_char_boundary(start) {
+        start += 1;
+    }
+    format!("{hash}%{}", &stem[start..])
+}
+
+/// `20261126T043000.123Z`, maybe followed by `-<n>`: the end of a backup's name and nothing else, so
+/// the backups of `.env.1` (`….env.1.<stamp>`) are never taken for those of `.env`.
+fn is_stamp(rest: &str) -> bool {
+    let (stamp, n) = match rest.split_once('-') {
+        Some((stamp, n)) => (stamp, Some(n)),
+        None => (rest, None),
+    };
+    let b = stamp.as_bytes();
+    let digits = |range: std::ops::Range<usize>| b[range].iter().all(u8::is_ascii_digit);
+    b.len() == 20
+        && digits(0..8)
+        && b[8] == b'T'
+        && digits(9..15)
+        && b[15] == b'.'
+        && digits(16..19)
+        && b[19] == b'Z'
+        && n.is_none_or(all_digits)
 }
 
 fn prune(dir: &Path, stem: &str) {
@@ -291,7 +412,7 @@ fn prune(dir: &Path, stem: &str) {
             e.file_name()
                 .to_str()
                 .and_then(|n| n.strip_prefix(&prefix))
-                .is_some_and(|rest| rest.starts_with(|c: char| c.is_ascii_digit()))
+                .is_some_and(is_stamp)
         })
         .map(|e| e.path())
         .collect();
@@ -300,5 +421,56 @@ fn prune(dir: &Path, stem: &str) {
     let excess = backups.len().saturating_sub(BACKUPS_KEPT);
     for old in &backups[..excess] {
         let _ = fs::remove_file(old);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_folder_that_cannot_be_flushed_after_the_rename_is_a_written_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(".env");
+        fs::write(&path, "A=old\n").unwrap();
+        let unsynced = write_atomically(&path, b"A=new\n", 0o600, None, |_| {
+            Err(io::Error::other("injected: the disk refused"))
+        })
+        .expect("the rename happened, so the write did");
+        assert_eq!(
+            unsynced.map(|e| e.to_string()).as_deref(),
+            Some("injected: the disk refused")
+        );
+        assert_eq!(fs::read(&path).unwrap(), b"A=new\n");
+        let left: Vec<_> = fs::read_dir(dir.path()).unwrap().collect();
+        assert_eq!(left.len(), 1, "no temporary left behind");
+    }
+
+    #[test]
+    fn stamps_are_recognised_exactly() {
+        assert!(is_stamp("20261126T043000.123Z"));
+        assert!(is_stamp("20261126T043000.123Z-12"));
+        assert!(!is_stamp("1.20261126T043000.123Z"));
+        assert!(!is_stamp("20261126T043000.123Z-"));
+        assert!(!is_stamp("20261126T043000.123"));
+        assert!(!is_stamp("bak"));
+    }
+
+    #[test]
+    fn long_names_get_short_siblings() {
+        let long = Path::new("/srv").join("e".repeat(NAME_MAX));
+        for name in [
+            lock_path(&long),
+            PathBuf::from(temporary_prefix(&long) + "4294967295-999999999"),
+            PathBuf::from(backup_stem(&long) + ".20261126T043000.123Z-9999"),
+        ] {
+            let len = name.file_name().unwrap().len();
+            assert!(len <= NAME_MAX, "{len} bytes: {}", name.display());
+        }
+        assert_eq!(
+            lock_path(Path::new("/srv/.env")),
+            Path::new("/srv/.env.lock")
+        );
+        assert_eq!(backup_stem(Path::new("/srv/app/.env")), "srv%app%.env");
     }
 }

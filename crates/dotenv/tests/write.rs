@@ -6,34 +6,48 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use permatoken_dotenv::{BACKUPS_KEPT, Locked};
+use permatoken_dotenv::{BACKUPS_KEPT, Locked, WriteError};
 
 fn mode(path: &Path) -> u32 {
     fs::metadata(path).unwrap().mode() & 0o777
+}
+
+/// The lock of `path`. Held by nobody else, except for a moment by a child another test forks
+/// (between fork and exec it shares our open files), so it may have to wait an instant.
+fn lock(path: &Path) -> Locked {
+    Locked::open(path, Duration::from_secs(30), |_| {}).unwrap()
+}
+
+/// FNV-1a of a file name: how every permatoken version names that file's temporaries.
+fn name_hash(name: &str) -> String {
+    let hash = name.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    });
+    format!("{hash:016x}")
+}
+
+fn names_in(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    names
 }
 
 #[test]
 fn a_new_file_is_0600_and_a_loose_one_is_tightened() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join(".env");
-    let written = Locked::open(&path)
-        .unwrap()
-        .replace(b"A=1\n", None)
-        .unwrap();
+    let written = lock(&path).replace(b"A=1\n", None).unwrap();
     assert_eq!(written.backup, None, "nothing to back up");
     assert_eq!(fs::read(&path).unwrap(), b"A=1\n");
     assert_eq!(mode(&path), 0o600);
     fs::set_permissions(&path, fs::Permissions::from_mode(0o644)).unwrap();
-    Locked::open(&path)
-        .unwrap()
-        .replace(b"A=2\n", None)
-        .unwrap();
+    lock(&path).replace(b"A=2\n", None).unwrap();
     assert_eq!(mode(&path), 0o600);
     fs::set_permissions(&path, fs::Permissions::from_mode(0o400)).unwrap();
-    Locked::open(&path)
-        .unwrap()
-        .replace(b"A=3\n", None)
-        .unwrap();
+    lock(&path).replace(b"A=3\n", None).unwrap();
     assert_eq!(mode(&path), 0o400, "a stricter mode is the owner's choice");
     let lock = dir.path().join(".env.lock");
     assert_eq!(mode(&lock), 0o600);
@@ -52,10 +66,7 @@ fn owner_and_group_are_kept() {
         (before.uid(), before.gid())
     };
     std::os::unix::fs::chown(&path, Some(uid), Some(gid)).unwrap();
-    Locked::open(&path)
-        .unwrap()
-        .replace(b"A=2\n", None)
-        .unwrap();
+    lock(&path).replace(b"A=2\n", None).unwrap();
     let after = fs::metadata(&path).unwrap();
     assert_eq!((after.uid(), after.gid()), (uid, gid));
 }
@@ -67,7 +78,7 @@ fn a_symlink_is_written_through_and_stays_a_link() {
     fs::write(&real, "A=1\n").unwrap();
     let link = dir.path().join(".env");
     std::os::unix::fs::symlink("shared.env", &link).unwrap();
-    let locked = Locked::open(&link).unwrap();
+    let locked = lock(&link);
     assert_eq!(locked.target(), real);
     locked.replace(b"A=2\n", None).unwrap();
     assert!(
@@ -88,8 +99,7 @@ fn backups_live_outside_the_project_and_the_last_five_are_kept() {
     fs::write(&path, "A=0\n").unwrap();
     let mut made = Vec::new();
     for i in 1..=7 {
-        let written = Locked::open(&path)
-            .unwrap()
+        let written = lock(&path)
             .replace(format!("A={i}\n").as_bytes(), Some(&backups))
             .unwrap();
         let backup = written.backup.expect("a backup of the previous content");
@@ -121,14 +131,15 @@ fn backups_live_outside_the_project_and_the_last_five_are_kept() {
 fn stale_temporary_files_are_removed_by_the_next_writer() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join(".env");
-    let stale = dir.path().join(".permatoken-tmp.12345-678..env");
+    let stale = dir
+        .path()
+        .join(format!(".permatoken-tmp.{}.12345-678", name_hash(".env")));
     fs::write(&stale, "half a tok").unwrap();
-    let unrelated = dir.path().join(".permatoken-tmp.1-2.prod.env");
+    let unrelated = dir
+        .path()
+        .join(format!(".permatoken-tmp.{}.1-2", name_hash("prod.env")));
     fs::write(&unrelated, "").unwrap();
-    Locked::open(&path)
-        .unwrap()
-        .replace(b"A=1\n", None)
-        .unwrap();
+    lock(&path).replace(b"A=1\n", None).unwrap();
     assert!(!stale.exists());
     assert!(unrelated.exists(), "only this file's temporaries");
 }
@@ -144,7 +155,7 @@ fn writer_for_the_kill_test() {
     let (old, new) = versions();
     for i in 0.. {
         let content = if i % 2 == 0 { &new } else { &old };
-        let locked = Locked::open(Path::new(&path)).unwrap();
+        let locked = lock(Path::new(&path));
         locked
             .replace(content.as_bytes(), Some(Path::new(&backups)))
             .unwrap();
@@ -204,10 +215,7 @@ fn a_writer_killed_at_random_moments_never_leaves_a_half_file() {
     assert!(kills >= 100, "only {kills} kills in the time allowed");
     assert!(seen_new, "the writer got to write at least once");
     // The next writer cleans up what the killed ones left.
-    Locked::open(&path)
-        .unwrap()
-        .replace(old.as_bytes(), None)
-        .unwrap();
+    lock(&path).replace(old.as_bytes(), None).unwrap();
     let temps = fs::read_dir(dir.path()).unwrap().filter(|e| {
         e.as_ref()
             .unwrap()
@@ -216,4 +224,95 @@ fn a_writer_killed_at_random_moments_never_leaves_a_half_file() {
             .starts_with(".permatoken-tmp.")
     });
     assert_eq!(temps.count(), 0);
+}
+
+#[test]
+fn a_held_lock_is_reported_at_once_and_waited_for_only_so_long() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join(".env");
+    fs::write(&path, "A=1\n").unwrap();
+    let holder = lock(&path);
+    let mut told = None;
+    let err = Locked::open(&path, Duration::from_millis(50), |held| {
+        told = Some(held.to_owned())
+    })
+    .err()
+    .expect("the lock is held");
+    let lock_file = dir.path().join(".env.lock");
+    assert_eq!(told.as_deref(), Some(lock_file.as_path()), "told at once");
+    match &err {
+        WriteError::LockHeld { lock, target, .. } => {
+            assert_eq!(lock, &lock_file);
+            assert_eq!(target, &path);
+        }
+        other => panic!("not LockHeld: {other}"),
+    }
+    let message = err.to_string();
+    assert!(
+        message.contains(&lock_file.display().to_string()) && message.contains("still locked"),
+        "{message}"
+    );
+    assert_eq!(fs::read(&path).unwrap(), b"A=1\n", "left as it was");
+    drop(holder);
+    lock(&path).replace(b"A=2\n", None).unwrap();
+    assert_eq!(fs::read(&path).unwrap(), b"A=2\n");
+}
+
+#[test]
+fn the_backups_of_a_file_named_like_another_plus_a_suffix_are_its_own() {
+    let project = tempfile::tempdir().unwrap();
+    let backups = tempfile::tempdir().unwrap();
+    let env = project.path().join(".env");
+    let env1 = project.path().join(".env.1");
+    fs::write(&env, "A=0\n").unwrap();
+    fs::write(&env1, "B=0\n").unwrap();
+    let kept = lock(&env)
+        .replace(b"A=1\n", Some(backups.path()))
+        .unwrap()
+        .backup
+        .unwrap();
+    for i in 1..=BACKUPS_KEPT + 2 {
+        lock(&env1)
+            .replace(format!("B={i}\n").as_bytes(), Some(backups.path()))
+            .unwrap();
+    }
+    assert_eq!(
+        fs::read(&kept).unwrap(),
+        b"A=0\n",
+        "the one backup of .env survives"
+    );
+    let of_env1 = names_in(backups.path())
+        .into_iter()
+        .filter(|n| n.contains(".env.1."))
+        .count();
+    assert_eq!(of_env1, BACKUPS_KEPT);
+}
+
+#[test]
+fn a_file_name_as_long_as_the_system_allows_is_written_locked_and_backed_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let backups = tempfile::tempdir().unwrap();
+    let name = "e".repeat(255);
+    let path = dir.path().join(&name);
+    fs::write(&path, "A=0\n").unwrap();
+    let stale = dir
+        .path()
+        .join(format!(".permatoken-tmp.{}.1-2", name_hash(&name)));
+    fs::write(&stale, "half").unwrap();
+    for i in 1..=BACKUPS_KEPT + 1 {
+        let written = lock(&path)
+            .replace(format!("A={i}\n").as_bytes(), Some(backups.path()))
+            .unwrap();
+        assert_eq!(
+            fs::read(written.backup.unwrap()).unwrap(),
+            format!("A={}\n", i - 1).as_bytes()
+        );
+    }
+    assert_eq!(fs::read(&path).unwrap(), b"A=6\n");
+    assert_eq!(names_in(backups.path()).len(), BACKUPS_KEPT);
+    // The file, and its lock under a short name; the killed writer's temporary is gone.
+    let beside = names_in(dir.path());
+    assert_eq!(beside.len(), 2, "{beside:?}");
+    assert!(beside.contains(&name));
+    assert!(beside.iter().any(|n| n.starts_with(".permatoken-lock.")));
 }

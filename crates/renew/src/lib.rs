@@ -2,12 +2,16 @@
 //! Method 3 by API (mint), and its "keep backup tokens" advice (failover), done so that nothing can go
 //! wrong quietly.
 //!
-//! Every new token is verified with `/me` and `/debug_token` before anything is written, and written
-//! through the locked, atomic, backed-up path of `permatoken-dotenv`. A failure leaves every file byte
-//! for byte as it was. The daemon reuses [`failover`] and [`refresh_one`].
+//! Every operation comes in two steps: a plan ([`plan_exchange`], [`assess`], [`plan_mint`]) checks the
+//! current token and asks Meta for nothing new; running it asks for the new token. Between the two
+//! the caller takes the lock of the file the token goes to ([`Claims`]), so that no token is minted
+//! that cannot be written, and a dry run stops at the plan. Every new token is verified with `/me` and
+//! `/debug_token` before anything is written, and written through the locked, atomic, backed-up path
+//! of `permatoken-dotenv`. A failure leaves every file byte for byte as it was. The daemon reuses
+//! [`failover`] and [`refresh_one`].
 //!
 //! Must never: print, write a file other than the one it was told, decide on a network failure that a
-//! token is dead, or touch a never-expiring system-user token.
+//! token is dead, touch a never-expiring system-user token, or ask for a new token in a plan.
 
 mod reload;
 mod store;
@@ -19,7 +23,19 @@ use permatoken_secret::{AccessToken, AppToken};
 use serde::Serialize;
 
 pub use reload::{Reload, reload};
-pub use store::{Destination, StoreError, describe_change, promote_backup, write_token};
+pub use store::{Claims, Destination, StoreError, describe_change};
+
+/// Where the previous content of a written file is kept: `$XDG_STATE_HOME/permatoken/backups` (or
+/// `~/.local/state/…`). With neither variable set there is nowhere to keep it, and writing without a
+/// backup must be asked for (`no_backup`), never happen silently.
+pub fn backup_dir(no_backup: bool) -> Result<Option<std::path::PathBuf>, Failure> {
+    if no_backup {
+        return Ok(None);
+    }
+    permatoken_dotenv::default_backup_dir()
+        .map(Some)
+        .ok_or(Failure::NoBackupFolder)
+}
 
 /// The permissions a minted token asks for: the required ones and the recommended one.
 pub const MINT_SCOPES: &[&str] = &[
@@ -112,6 +128,14 @@ pub enum Failure {
     /// The new token came back but does not pass the checks.
     #[error("the new token was not written, because {0}")]
     Unverified(String),
+    /// The business admin's token given to `mint` is dead.
+    #[error("the business admin's token no longer works: {0}")]
+    AdminDead(String),
+    /// Neither `XDG_STATE_HOME` nor `HOME` is set: no place for the backup of the file to write.
+    #[error(
+        "neither `XDG_STATE_HOME` nor `HOME` is set, so there is no place to keep a backup of the file, and nothing was written"
+    )]
+    NoBackupFolder,
     /// Writing failed; the file is as it was.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -122,7 +146,11 @@ impl Failure {
     /// the operation failed.
     pub fn exit_code(&self) -> u8 {
         match self {
-            Self::MissingAppCredential(_) | Self::Unreachable(_) => 3,
+            Self::MissingAppCredential(_)
+            | Self::Unreachable(_)
+            | Self::NoBackupFolder
+            | Self::Store(StoreError::Changed { .. })
+            | Self::Store(StoreError::Write(permatoken_dotenv::WriteError::LockHeld { .. })) => 3,
             Self::NeedsNoExchange => 0,
             _ => 2,
         }
@@ -144,6 +172,13 @@ impl Failure {
             Self::Refused(_) => "the message above is Meta's; `permatoken check` tells more about the token".into(),
             Self::Unreachable(_) => "nothing was changed; check the network and Meta's status page (metastatus.com), then run again".into(),
             Self::Unverified(_) => "nothing was changed; run `permatoken check` on the token you have, and try again later".into(),
+            Self::AdminDead(_) => "mint needs a working token of a business admin: generate one in Graph API Explorer (or Business Settings) with business_management, and put it in `WHATSAPP_ACCESS_TOKEN` for this run".into(),
+            Self::NoBackupFolder => "set `XDG_STATE_HOME` (or `HOME`) to a folder where permatoken may keep the previous file (it goes in `permatoken/backups` there), or pass --no-backup to write without a backup".into(),
+            Self::Store(StoreError::Write(permatoken_dotenv::WriteError::LockHeld { lock, .. })) => format!(
+                "nothing was asked of Meta for it; another permatoken is writing that file: wait for it and run again, or wait longer with --lock-timeout (`fuser {}` shows who holds the lock)",
+                lock.display()
+            ),
+            Self::Store(StoreError::Changed { .. }) => "another process edited the file meanwhile; run the command again to check what it holds now".into(),
             Self::Store(_) => "nothing was changed; check that this user may write the file and its folder".into(),
         }
     }
@@ -213,8 +248,43 @@ async fn verify(
     Ok(Verified { token: new, report })
 }
 
-/// `permatoken exchange`: a short-lived user token for a long-lived one, verified.
-pub async fn exchange(ctx: &Ctx<'_>, input: &AccessToken) -> Result<Verified, Failure> {
+/// An exchange whose input passed its checks, before Meta is asked for anything.
+pub struct ExchangePlan {
+    app: AppToken,
+    input: AccessToken,
+    before: Report,
+}
+
+impl ExchangePlan {
+    /// `check` of the token to exchange.
+    pub fn before(&self) -> &Report {
+        &self.before
+    }
+
+    /// What the exchange would give.
+    pub fn would_give(&self) -> &'static str {
+        match self.before.token.kind {
+            Kind::SystemUser60d => "a new 60-day system-user token",
+            _ => "a new long-lived (60-day) user token",
+        }
+    }
+
+    /// Asks Meta for the new token and verifies it.
+    pub async fn run(self, ctx: &Ctx<'_>) -> Result<Verified, Failure> {
+        let sixty_day_system_user = self.before.token.kind == Kind::SystemUser60d;
+        let new = ctx
+            .client
+            .exchange(&self.app, &self.input, sixty_day_system_user, ctx.budget)
+            .await
+            .map_err(|e| graph_failure(e, Endpoint::OAuthAccessToken))?;
+        let scopes = self.before.token.scopes.clone().unwrap_or_default();
+        verify(ctx, new.token, &scopes, "the exchanged token").await
+    }
+}
+
+/// The checks of `permatoken exchange`, asking Meta for nothing new: the app credentials, the app of
+/// the token, and whether it works and needs an exchange.
+pub async fn plan_exchange(ctx: &Ctx<'_>, input: &AccessToken) -> Result<ExchangePlan, Failure> {
     let app = ctx.app_token()?;
     if let Some(embedded) = input.embedded_app_id().map(|id| id.to_string())
         && embedded != app.app_id()
@@ -231,14 +301,16 @@ pub async fn exchange(ctx: &Ctx<'_>, input: &AccessToken) -> Result<Verified, Fa
     if before.token.kind == Kind::SystemUserPermanent {
         return Err(Failure::NeedsNoExchange);
     }
-    let sixty_day_system_user = before.token.kind == Kind::SystemUser60d;
-    let new = ctx
-        .client
-        .exchange(&app, input, sixty_day_system_user, ctx.budget)
-        .await
-        .map_err(|e| graph_failure(e, Endpoint::OAuthAccessToken))?;
-    let scopes = before.token.scopes.clone().unwrap_or_default();
-    verify(ctx, new.token, &scopes, "the exchanged token").await
+    Ok(ExchangePlan {
+        app,
+        input: input.clone(),
+        before,
+    })
+}
+
+/// `permatoken exchange`: a short-lived user token for a long-lived one, verified.
+pub async fn exchange(ctx: &Ctx<'_>, input: &AccessToken) -> Result<Verified, Failure> {
+    plan_exchange(ctx, input).await?.run(ctx).await
 }
 
 /// What `refresh` decided for one token.
@@ -249,6 +321,9 @@ pub enum Decision {
     NothingNeeded,
     /// Renewed by API.
     Renewed,
+    /// Inside its window and renewable: a dry run, or a run in which it could not be written, stopped
+    /// before asking Meta.
+    WouldRenew,
     /// Expiring, but not renewable by API; `steps` says what to do by hand.
     CannotRenew,
     /// The API said it is dead.
@@ -282,27 +357,127 @@ pub struct RefreshOptions {
     pub try_user_token: bool,
 }
 
-/// Looks at one token and renews it if it is inside its renewal window and renewable by API.
-pub async fn refresh_one(
+/// What [`assess`] found: a settled outcome, or a token to renew.
+// One per token per run, moved once: boxing either variant would buy nothing.
+#[allow(clippy::large_enum_variant)]
+pub enum Assessment {
+    /// Nothing to ask Meta for.
+    Settled(Refreshed),
+    /// Inside its renewal window and renewable by API.
+    Renewable(RenewPlan),
+}
+
+/// A renewal decided on, before Meta is asked for anything.
+pub struct RenewPlan {
+    token: AccessToken,
+    before: Report,
+    expires: Timestamp,
+}
+
+impl RenewPlan {
+    /// `check` of the token as it is.
+    pub fn before(&self) -> &Report {
+        &self.before
+    }
+
+    /// What the renewal would give.
+    pub fn would_give(&self) -> &'static str {
+        match self.before.token.kind {
+            Kind::SystemUser60d => "a renewed 60-day system-user token",
+            _ => "a renewed token, kept only if it lives longer",
+        }
+    }
+
+    /// The outcome when Meta is not asked: `message` says why (a dry run, nowhere to write).
+    pub fn stop(self, decision: Decision, message: String) -> Refreshed {
+        Refreshed {
+            decision,
+            message: format!(
+                "expires on {}, inside the renewal window: {message}",
+                permatoken_inspect::human_time(self.expires)
+            ),
+            steps: None,
+            before: self.before,
+            renewed: None,
+        }
+    }
+
+    /// Asks Meta for the renewed token, verifies it, and keeps it only if it lives longer.
+    pub async fn renew(self, ctx: &Ctx<'_>) -> Refreshed {
+        let Self {
+            token,
+            before,
+            expires,
+        } = self;
+        let outcome = |decision, message: String, before| Refreshed {
+            decision,
+            message,
+            steps: Some(METHOD_3.to_owned()),
+            before,
+            renewed: None,
+        };
+        let renewed = match exchange(ctx, &token).await {
+            Ok(v) => v,
+            Err(failure) => {
+                let decision = if matches!(failure, Failure::Unreachable(_)) {
+                    Decision::Unknown
+                } else {
+                    Decision::CannotRenew
+                };
+                return outcome(decision, format!("renewal failed: {failure}"), before);
+            }
+        };
+        // For a user token the renewal is undocumented: believe only a later expiry.
+        if renewed
+            .report
+            .expires_at()
+            .is_some_and(|new| new <= expires)
+        {
+            return outcome(
+                Decision::CannotRenew,
+                "the exchange answered, but `/debug_token` shows the new token expires no later than the old one; kept the old one".into(),
+                before,
+            );
+        }
+        Refreshed {
+            decision: Decision::Renewed,
+            message: match renewed.report.expires_at() {
+                Some(at) => format!(
+                    "renewed: the new token expires on {}",
+                    permatoken_inspect::human_time(at)
+                ),
+                None => "renewed: the new token never expires".into(),
+            },
+            steps: None,
+            before,
+            renewed: Some(renewed),
+        }
+    }
+}
+
+/// Looks at one token and decides whether it is to be renewed, asking Meta for nothing new.
+pub async fn assess(
     ctx: &Ctx<'_>,
     token: &AccessToken,
     source: &str,
     variable: Option<&str>,
     options: RefreshOptions,
-) -> Refreshed {
+) -> Assessment {
     let before = ctx.inspect(token, source, variable).await;
-    let outcome = |decision, message: String, steps: Option<&str>, before| Refreshed {
-        decision,
-        message,
-        steps: steps.map(str::to_owned),
-        before,
-        renewed: None,
+    let settled = |decision, message: String, steps: Option<&str>, before| {
+        Assessment::Settled(Refreshed {
+            decision,
+            message,
+            steps: steps.map(str::to_owned),
+            before,
+            renewed: None,
+        })
     };
     if before.is_dead() {
-        return outcome(Decision::Dead, before.headline(), Some(METHOD_3), before);
+        return settled(Decision::Dead, before.headline(), Some(METHOD_3), before);
     }
     if before.token.valid != Some(true) {
-        return outcome(
+        return settled(
             Decision::Unknown,
             "could not tell whether the token works; nothing was changed".into(),
             None,
@@ -316,7 +491,7 @@ pub async fn refresh_one(
             }
             _ => "the token does not expire: nothing to renew",
         };
-        return outcome(Decision::NothingNeeded, message.into(), None, before);
+        return settled(Decision::NothingNeeded, message.into(), None, before);
     };
     let left = expires.duration_since(Timestamp::now());
     if left > options.renew_window {
@@ -324,7 +499,7 @@ pub async fn refresh_one(
             "expires on {}, outside the renewal window; nothing to do yet",
             permatoken_inspect::human_time(expires)
         );
-        return outcome(Decision::NothingNeeded, message, None, before);
+        return settled(Decision::NothingNeeded, message, None, before);
     }
     let renewable = match before.token.kind {
         Kind::SystemUser60d => true,
@@ -332,60 +507,41 @@ pub async fn refresh_one(
         _ => false,
     };
     if !renewable {
-        let (message, steps) = match before.token.kind {
-            Kind::LongLivedUser => (
-                "a long-lived user token cannot be renewed by a documented API call; `--try-user-token` tries the exchange anyway and keeps the result only if `/debug_token` shows it lives longer",
-                METHOD_3,
-            ),
-            Kind::Temporary | Kind::ShortLivedUser => (
-                "a temporary token cannot be renewed: `permatoken exchange` turns a fresh one into a 60-day token (Method 2), but only a system-user token stops the expiring",
-                METHOD_3,
-            ),
-            _ => ("this kind of token cannot be renewed by API", METHOD_3),
+        let message = match before.token.kind {
+            Kind::LongLivedUser => {
+                "a long-lived user token cannot be renewed by a documented API call; `--try-user-token` tries the exchange anyway and keeps the result only if `/debug_token` shows it lives longer"
+            }
+            Kind::Temporary | Kind::ShortLivedUser => {
+                "a temporary token cannot be renewed: `permatoken exchange` turns a fresh one into a 60-day token (Method 2), but only a system-user token stops the expiring"
+            }
+            _ => "this kind of token cannot be renewed by API",
         };
-        return outcome(Decision::CannotRenew, message.into(), Some(steps), before);
-    }
-    let renewed = match exchange(ctx, token).await {
-        Ok(v) => v,
-        Err(failure) => {
-            let decision = if matches!(failure, Failure::Unreachable(_)) {
-                Decision::Unknown
-            } else {
-                Decision::CannotRenew
-            };
-            return outcome(
-                decision,
-                format!("renewal failed: {failure}"),
-                Some(METHOD_3),
-                before,
-            );
-        }
-    };
-    // For a user token the renewal is undocumented: believe only a later expiry.
-    if renewed
-        .report
-        .expires_at()
-        .is_some_and(|new| new <= expires)
-    {
-        return outcome(
+        return settled(
             Decision::CannotRenew,
-            "the exchange answered, but `/debug_token` shows the new token expires no later than the old one; kept the old one".into(),
+            message.into(),
             Some(METHOD_3),
             before,
         );
     }
-    Refreshed {
-        decision: Decision::Renewed,
-        message: match renewed.report.expires_at() {
-            Some(at) => format!(
-                "renewed: the new token expires on {}",
-                permatoken_inspect::human_time(at)
-            ),
-            None => "renewed: the new token never expires".into(),
-        },
-        steps: None,
+    Assessment::Renewable(RenewPlan {
+        token: token.clone(),
         before,
-        renewed: Some(renewed),
+        expires,
+    })
+}
+
+/// Looks at one token and renews it if it is inside its renewal window and renewable by API. Takes
+/// no lock: a caller that writes the result takes it between [`assess`] and [`RenewPlan::renew`].
+pub async fn refresh_one(
+    ctx: &Ctx<'_>,
+    token: &AccessToken,
+    source: &str,
+    variable: Option<&str>,
+    options: RefreshOptions,
+) -> Refreshed {
+    match assess(ctx, token, source, variable, options).await {
+        Assessment::Settled(refreshed) => refreshed,
+        Assessment::Renewable(plan) => plan.renew(ctx).await,
     }
 }
 
@@ -416,6 +572,106 @@ pub async fn failover(
     None
 }
 
+/// A mint whose admin token passed its checks, before Meta is asked for anything.
+pub struct MintPlan {
+    app: AppToken,
+    admin: AccessToken,
+    admin_report: Report,
+    system_user_id: String,
+    sixty_days: bool,
+}
+
+impl MintPlan {
+    /// `check` of the admin's token.
+    pub fn before(&self) -> &Report {
+        &self.admin_report
+    }
+
+    /// What minting would do and give.
+    pub fn would_give(&self) -> String {
+        let kind = if self.sixty_days {
+            Kind::SystemUser60d
+        } else {
+            Kind::SystemUserPermanent
+        };
+        format!(
+            "a new {} of system user {} (after installing app {} for it), with {}",
+            kind.describe(),
+            self.system_user_id,
+            self.app.app_id(),
+            MINT_SCOPES.join(", ")
+        )
+    }
+
+    /// Installs the app for the system user, asks Meta for the token, and verifies it.
+    pub async fn run(self, ctx: &Ctx<'_>) -> Result<Verified, Failure> {
+        let Self {
+            app,
+            admin,
+            system_user_id,
+            sixty_days,
+            ..
+        } = self;
+        ctx.client
+            .install_app(&admin, &system_user_id, app.app_id(), ctx.budget)
+            .await
+            .map_err(|e| graph_failure(e, Endpoint::Other))?;
+        let new = ctx
+            .client
+            .system_user_token(
+                &admin,
+                &system_user_id,
+                app.app_id(),
+                MINT_SCOPES,
+                sixty_days,
+                ctx.budget,
+            )
+            .await
+            .map_err(|e| graph_failure(e, Endpoint::Other))?;
+        let required: Vec<String> = permatoken_inspect::REQUIRED_SCOPES
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        let verified = verify(ctx, new.token, &required, "the minted token").await?;
+        let kind = verified.report.token.kind;
+        let expected = if sixty_days {
+            Kind::SystemUser60d
+        } else {
+            Kind::SystemUserPermanent
+        };
+        if kind != expected {
+            return Err(Failure::Unverified(format!(
+                "`/debug_token` calls it a {}, not the {} asked for",
+                kind.describe(),
+                expected.describe()
+            )));
+        }
+        Ok(verified)
+    }
+}
+
+/// The checks of `permatoken mint`, asking Meta for nothing new: the app credentials, and whether the
+/// admin's token works.
+pub async fn plan_mint(
+    ctx: &Ctx<'_>,
+    admin: &AccessToken,
+    system_user_id: &str,
+    sixty_days: bool,
+) -> Result<MintPlan, Failure> {
+    let app = ctx.app_token()?;
+    let admin_report = ctx.inspect(admin, "the business admin's token", None).await;
+    if admin_report.is_dead() {
+        return Err(Failure::AdminDead(admin_report.headline()));
+    }
+    Ok(MintPlan {
+        app,
+        admin: admin.clone(),
+        admin_report,
+        system_user_id: system_user_id.to_owned(),
+        sixty_days,
+    })
+}
+
 /// `permatoken mint`: install the app for the system user, make a token for it, verify it.
 pub async fn mint(
     ctx: &Ctx<'_>,
@@ -423,40 +679,8 @@ pub async fn mint(
     system_user_id: &str,
     sixty_days: bool,
 ) -> Result<Verified, Failure> {
-    let app = ctx.app_token()?;
-    ctx.client
-        .install_app(admin, system_user_id, app.app_id(), ctx.budget)
+    plan_mint(ctx, admin, system_user_id, sixty_days)
+        .await?
+        .run(ctx)
         .await
-        .map_err(|e| graph_failure(e, Endpoint::Other))?;
-    let new = ctx
-        .client
-        .system_user_token(
-            admin,
-            system_user_id,
-            app.app_id(),
-            MINT_SCOPES,
-            sixty_days,
-            ctx.budget,
-        )
-        .await
-        .map_err(|e| graph_failure(e, Endpoint::Other))?;
-    let required: Vec<String> = permatoken_inspect::REQUIRED_SCOPES
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
-    let verified = verify(ctx, new.token, &required, "the minted token").await?;
-    let kind = verified.report.token.kind;
-    let expected = if sixty_days {
-        Kind::SystemUser60d
-    } else {
-        Kind::SystemUserPermanent
-    };
-    if kind != expected {
-        return Err(Failure::Unverified(format!(
-            "`/debug_token` calls it a {}, not the {} asked for",
-            kind.describe(),
-            expected.describe()
-        )));
-    }
-    Ok(verified)
 }

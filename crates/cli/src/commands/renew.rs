@@ -7,14 +7,16 @@ use std::time::Duration;
 use permatoken_config::{Credentials, Source, Sourced};
 use permatoken_graph::{Budget, Client};
 use permatoken_inspect::{AppCredentials, Status, Thresholds, TokenFacts};
-use permatoken_renew::{Ctx, Decision, Destination, Failure as RenewFailure, Reload, Verified};
+use permatoken_renew::{
+    Assessment, Claims, Ctx, Decision, Destination, Failure as RenewFailure, Reload, Verified,
+};
 use permatoken_sandbox::Running;
 use permatoken_secret::AccessToken;
 use serde::Serialize;
 use serde_json::json;
 
-use super::Failure;
 use super::common;
+use super::{Failure, status_of};
 use crate::cli::{
     ExchangeArgs, GraphArgs, MintArgs, RefreshArgs, SourceArgs, WindowArgs, WriteArgs,
 };
@@ -55,36 +57,75 @@ impl Setup {
     }
 
     /// Where the new token goes (DESIGN §3): `--output`, else back where the token came from; a token
-    /// from the environment or standard input needs `--env-file` or `--output`. `None`: the sandbox
-    /// without `--output`, where nothing is written.
-    fn destination(&self, write: &WriteArgs) -> Result<Option<Destination>, Failure> {
+    /// from the environment or standard input needs `--env-file` or `--output`. The sandbox without
+    /// `--output` writes nothing.
+    fn target(&self, write: &WriteArgs) -> Result<Target, Failure> {
         if let Some(path) = &write.output {
-            return Ok(Some(Destination::TokenFile { path: path.clone() }));
+            return Ok(Target::File {
+                destination: Destination::TokenFile { path: path.clone() },
+                holds_input: false,
+            });
         }
         if self.sandbox.is_some() {
-            return Ok(None);
+            return Ok(Target::Demo);
         }
         let token = self.token()?;
         let variable = token
             .var
             .clone()
             .unwrap_or_else(|| permatoken_config::TOKEN_VAR.to_owned());
-        match (&token.source, &self.env_file) {
-            (Source::EnvFile(path), _) => Ok(Some(Destination::EnvFile {
-                path: path.clone(),
-                variable,
-            })),
-            (Source::TokenFile(path), _) => Ok(Some(Destination::TokenFile { path: path.clone() })),
-            (_, Some(env_file)) => Ok(Some(Destination::EnvFile {
-                path: env_file.clone(),
-                variable,
-            })),
-            (source, None) => Err(Failure::new(
-                format!(
-                    "the token came from {source}, so there is no file to write the new one to"
-                ),
-                "say where: --env-file FILE (edits its `WHATSAPP_ACCESS_TOKEN`) or --output FILE (a 0600 file of its own)",
-            )),
+        let (destination, holds_input) = match (&token.source, &self.env_file) {
+            (Source::EnvFile(path), _) => (
+                Destination::EnvFile {
+                    path: path.clone(),
+                    variable,
+                },
+                true,
+            ),
+            (Source::TokenFile(path), _) => (Destination::TokenFile { path: path.clone() }, true),
+            (_, Some(env_file)) => (
+                Destination::EnvFile {
+                    path: env_file.clone(),
+                    variable,
+                },
+                false,
+            ),
+            (source, None) => {
+                return Err(Failure::new(
+                    format!(
+                        "the token came from {source}, so there is no file to write the new one to"
+                    ),
+                    "say where: --env-file FILE (edits its `WHATSAPP_ACCESS_TOKEN`) or --output FILE (a 0600 file of its own)",
+                ));
+            }
+        };
+        Ok(Target::File {
+            destination,
+            holds_input,
+        })
+    }
+}
+
+/// Where a new token would go.
+#[derive(Clone)]
+enum Target {
+    /// A file. `holds_input`: the token worked from was read there, so under the lock the file must
+    /// still hold it.
+    File {
+        destination: Destination,
+        holds_input: bool,
+    },
+    /// The sandbox without `--output`: shown, never written.
+    Demo,
+    /// A backup token from somewhere permatoken cannot write (the environment): never renewed.
+    Nowhere,
+}
+
+impl Target {
+    fn destination(&self) -> Option<&Destination> {
+        match self {
+            Self::File { destination, .. } => Some(destination),
+            Self::Demo | Self::Nowhere => None,
         }
     }
 }
@@ -142,20 +183,59 @@ struct WriteReport {
     destination: Destination,
     path: PathBuf,
     backup: Option<PathBuf>,
+    /// The file is written, but its folder could not be flushed to disk: why.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    unsynced: Option<String>,
 }
 
-fn backup_dir() -> Option<PathBuf> {
-    permatoken_dotenv::default_backup_dir()
+/// Where backups go, known before any call: refusing to write comes before asking Meta for a token.
+fn backup_dir(write: &WriteArgs) -> Result<Option<PathBuf>, Failure> {
+    permatoken_renew::backup_dir(write.no_backup).map_err(renew_failure)
 }
 
-fn store(destination: &Destination, token: &AccessToken) -> Result<WriteReport, Failure> {
-    let written = permatoken_renew::write_token(destination, token, backup_dir().as_deref())
+/// The locks of this command's files, each taken once, saying at once when another process holds one.
+fn claims(write: &WriteArgs, backup_dir: Option<PathBuf>) -> Claims<'static> {
+    let timeout = write.lock_timeout;
+    Claims::new(timeout, backup_dir, move |lock| {
+        render::warning(&format!(
+            "another process holds `{}`, the lock of the file to write; waiting up to {timeout:?} for it (--lock-timeout)",
+            lock.display()
+        ));
+    })
+}
+
+fn store(
+    claims: &mut Claims<'_>,
+    destination: &Destination,
+    token: &AccessToken,
+) -> Result<WriteReport, Failure> {
+    let written = claims
+        .write_token(destination, token)
         .map_err(|e| renew_failure(RenewFailure::Store(e)))?;
+    if let Some(why) = &written.unsynced {
+        render::warning(&format!(
+            "{destination} was written (the new token is in place), but its folder could not be flushed to disk ({why}): a power cut in the next moments could bring back the old file"
+        ));
+    }
     Ok(WriteReport {
         destination: destination.clone(),
         path: written.path,
         backup: written.backup,
+        unsynced: written.unsynced,
     })
+}
+
+/// Takes the lock of `target`'s file before Meta is asked for the token that goes there.
+fn claim(claims: &mut Claims<'_>, target: &Target, read: &AccessToken) -> Result<(), Failure> {
+    match target {
+        Target::File {
+            destination,
+            holds_input,
+        } => claims
+            .claim(destination, holds_input.then_some(read))
+            .map_err(|e| renew_failure(RenewFailure::Store(e))),
+        Target::Demo | Target::Nowhere => Ok(()),
+    }
 }
 
 fn renew_failure(failure: RenewFailure) -> Failure {
@@ -163,15 +243,6 @@ fn renew_failure(failure: RenewFailure) -> Failure {
         code: failure.exit_code(),
         hint: Some(failure.hint()),
         message: failure.to_string(),
-    }
-}
-
-fn status_of(code: u8) -> Status {
-    match code {
-        0 => Status::Ok,
-        1 => Status::Warning,
-        2 => Status::Critical,
-        _ => Status::Unknown,
     }
 }
 
@@ -192,19 +263,24 @@ fn run_then(then: Option<&str>, wrote: bool) -> Option<Reload> {
     then.filter(|_| wrote).map(permatoken_renew::reload)
 }
 
-/// The shared ending of `exchange` and `mint`: write (or not), reload, render, exit code.
+/// The shared ending of `exchange` and `mint`: write (under the lock taken before), reload, render,
+/// exit code.
 fn finish(
     action: &str,
+    target: &Target,
+    mut claims: Claims<'_>,
     setup: &Setup,
     write: &WriteArgs,
     reveal: bool,
     verified: Verified,
 ) -> Result<u8, Failure> {
-    let destination = setup.destination(write)?;
-    let written = match (&destination, write.dry_run) {
-        (Some(d), false) => Some(store(d, &verified.token)?),
-        _ => None,
+    let destination = target.destination();
+    let written = match destination {
+        Some(d) => Some(store(&mut claims, d, &verified.token)?),
+        None => None,
     };
+    // The reload may start something that writes the same file: the locks go first.
+    drop(claims);
     let reload = run_then(write.then.as_deref(), written.is_some());
     let mut code = code_for(&verified.report, setup.thresholds);
     if reload.as_ref().is_some_and(|r| !r.ok) {
@@ -214,7 +290,7 @@ fn finish(
         let mut object = json!({
             "status": status_of(code),
             "action": action,
-            "dry_run": write.dry_run,
+            "dry_run": false,
             "destination": destination,
             "written": written,
             "token": verified.report.token,
@@ -227,20 +303,13 @@ fn finish(
     } else {
         let mut out = anstream::stdout().lock();
         let _ = render::new_token(&mut out, action, &verified.report.token);
-        let _ = match (&destination, &written) {
-            (Some(d), None) => render::line(
-                &mut out,
-                "dry run",
-                &permatoken_renew::describe_change(d, &verified.token),
-            ),
-            (None, _) => render::line(
+        let _ = match &written {
+            None => render::line(
                 &mut out,
                 "not written",
                 "the sandbox writes only with --output FILE",
             ),
-            (Some(_), Some(w)) => {
-                render::written(&mut out, &w.destination.to_string(), w.backup.as_deref())
-            }
+            Some(w) => render::written(&mut out, &w.destination.to_string(), w.backup.as_deref()),
         };
         if let Some(reload) = &reload {
             let _ = render::reload(&mut out, reload);
@@ -252,6 +321,59 @@ fn finish(
     Ok(code)
 }
 
+/// The ending of a dry run of `exchange` or `mint`: the token as it is, and what would change. Meta
+/// was asked for nothing new.
+fn dry_run(
+    action: &str,
+    target: &Target,
+    write: &WriteArgs,
+    current: &AccessToken,
+    before: &permatoken_inspect::Report,
+    would_give: &str,
+    backup_dir: Option<&std::path::Path>,
+) -> u8 {
+    let change = match target {
+        Target::File {
+            destination,
+            holds_input,
+        } => permatoken_renew::describe_change(
+            destination,
+            holds_input.then_some(current),
+            would_give,
+            backup_dir,
+        ),
+        Target::Demo | Target::Nowhere => {
+            format!("would get {would_give}; the sandbox writes only with --output FILE")
+        }
+    };
+    let would = format!("{change}; nothing was asked of Meta and nothing written (--dry-run)");
+    if write.json {
+        print_json(&json!({
+            "status": Status::Ok,
+            "action": action,
+            "dry_run": true,
+            "destination": target.destination(),
+            "written": null,
+            "would": would,
+            "token": before.token,
+            "reload": null,
+        }));
+    } else {
+        let mut out = anstream::stdout().lock();
+        let _ = render::line(
+            &mut out,
+            "token",
+            &format!(
+                "{}: {}",
+                before.token.fingerprint,
+                before.token.kind.describe()
+            ),
+        );
+        let _ = render::line(&mut out, "dry run", &would);
+    }
+    0
+}
+
 pub(crate) async fn exchange(args: ExchangeArgs) -> Result<u8, Failure> {
     run_exchange(args).await
 }
@@ -259,11 +381,17 @@ pub(crate) async fn exchange(args: ExchangeArgs) -> Result<u8, Failure> {
 async fn run_exchange(args: ExchangeArgs) -> Result<u8, Failure> {
     let scenario = args.sandbox.then_some(args.scenario.as_str());
     let setup = setup(&args.source, &args.graph, &args.windows, scenario).await?;
-    // Known before any call: a token from the environment with nowhere to go stops here.
-    setup.destination(&args.write)?;
+    // Known before any call: a token with nowhere to go, or a file that could not be backed up, stops
+    // here.
+    let target = setup.target(&args.write)?;
+    let backup_dir = match target {
+        Target::File { .. } => backup_dir(&args.write)?,
+        Target::Demo | Target::Nowhere => None,
+    };
     let input = setup.token()?.value.clone();
-    let verified = match permatoken_renew::exchange(&setup.ctx(), &input).await {
-        Ok(v) => v,
+    let ctx = setup.ctx();
+    let plan = match permatoken_renew::plan_exchange(&ctx, &input).await {
+        Ok(plan) => plan,
         Err(RenewFailure::NeedsNoExchange) => {
             let failure = RenewFailure::NeedsNoExchange;
             if args.write.json {
@@ -281,7 +409,29 @@ async fn run_exchange(args: ExchangeArgs) -> Result<u8, Failure> {
         }
         Err(failure) => return Err(renew_failure(failure)),
     };
-    finish("exchange", &setup, &args.write, args.reveal, verified)
+    if args.write.dry_run {
+        return Ok(dry_run(
+            "exchange",
+            &target,
+            &args.write,
+            &input,
+            plan.before(),
+            plan.would_give(),
+            backup_dir.as_deref(),
+        ));
+    }
+    let mut claims = claims(&args.write, backup_dir);
+    claim(&mut claims, &target, &input)?;
+    let verified = plan.run(&ctx).await.map_err(renew_failure)?;
+    finish(
+        "exchange",
+        &target,
+        claims,
+        &setup,
+        &args.write,
+        args.reveal,
+        verified,
+    )
 }
 
 pub(crate) async fn mint(args: MintArgs) -> Result<u8, Failure> {
@@ -291,17 +441,44 @@ pub(crate) async fn mint(args: MintArgs) -> Result<u8, Failure> {
 async fn run_mint(args: MintArgs) -> Result<u8, Failure> {
     let scenario = args.sandbox.then_some("admin");
     let setup = setup(&args.source, &args.graph, &args.windows, scenario).await?;
-    setup.destination(&args.write)?;
+    let target = setup.target(&args.write)?;
+    let backup_dir = match target {
+        Target::File { .. } => backup_dir(&args.write)?,
+        Target::Demo | Target::Nowhere => None,
+    };
     let system_user = match (&args.system_user, &setup.sandbox) {
         (Some(id), _) => id.clone(),
         (None, Some(sandbox)) => sandbox.system_user_id().to_owned(),
         (None, None) => unreachable!("clap requires --system-user without --sandbox"),
     };
     let admin = setup.token()?.value.clone();
-    let verified = permatoken_renew::mint(&setup.ctx(), &admin, &system_user, args.expires_60_days)
+    let ctx = setup.ctx();
+    let plan = permatoken_renew::plan_mint(&ctx, &admin, &system_user, args.expires_60_days)
         .await
         .map_err(renew_failure)?;
-    finish("mint", &setup, &args.write, args.reveal, verified)
+    if args.write.dry_run {
+        return Ok(dry_run(
+            "mint",
+            &target,
+            &args.write,
+            &admin,
+            plan.before(),
+            &plan.would_give(),
+            backup_dir.as_deref(),
+        ));
+    }
+    let mut claims = claims(&args.write, backup_dir);
+    claim(&mut claims, &target, &admin)?;
+    let verified = plan.run(&ctx).await.map_err(renew_failure)?;
+    finish(
+        "mint",
+        &target,
+        claims,
+        &setup,
+        &args.write,
+        args.reveal,
+        verified,
+    )
 }
 
 /// One token's line in `refresh`'s report.
@@ -324,7 +501,11 @@ pub(crate) async fn refresh(args: RefreshArgs) -> Result<u8, Failure> {
 async fn run_refresh(args: RefreshArgs) -> Result<u8, Failure> {
     let scenario = args.sandbox.then_some(args.scenario.as_str());
     let setup = setup(&args.source, &args.graph, &args.windows, scenario).await?;
-    let primary_destination = setup.destination(&args.write)?;
+    let primary_target = setup.target(&args.write)?;
+    let backup_dir = match primary_target {
+        Target::File { .. } => backup_dir(&args.write)?,
+        Target::Demo | Target::Nowhere => None,
+    };
     let options = permatoken_renew::RefreshOptions {
         renew_window: jiff::SignedDuration::from_hours(
             i64::from(args.renew_days.unwrap_or(args.windows.warn_days)) * 24,
@@ -336,12 +517,27 @@ async fn run_refresh(args: RefreshArgs) -> Result<u8, Failure> {
     let mut tokens: Vec<&Sourced<AccessToken>> = vec![primary];
     tokens.extend(setup.credentials.backups.iter());
 
+    let mut claims = claims(&args.write, backup_dir.clone());
     let mut outcomes = Vec::new();
     let mut code = 0u8;
     let mut wrote = false;
     for (i, sourced) in tokens.iter().enumerate() {
         let source = sourced.source.to_string();
-        let refreshed = permatoken_renew::refresh_one(
+        let target = if i == 0 {
+            primary_target.clone()
+        } else {
+            match &sourced.source {
+                Source::EnvFile(path) => Target::File {
+                    destination: Destination::EnvFile {
+                        path: path.clone(),
+                        variable: sourced.var.clone().unwrap_or_default(),
+                    },
+                    holds_input: true,
+                },
+                _ => Target::Nowhere,
+            }
+        };
+        let assessment = permatoken_renew::assess(
             &ctx,
             &sourced.value,
             &source,
@@ -349,37 +545,43 @@ async fn run_refresh(args: RefreshArgs) -> Result<u8, Failure> {
             options,
         )
         .await;
-        let destination = if i == 0 {
-            primary_destination.clone()
-        } else {
-            match &sourced.source {
-                Source::EnvFile(path) => Some(Destination::EnvFile {
-                    path: path.clone(),
-                    variable: sourced.var.clone().unwrap_or_default(),
-                }),
-                _ => None,
+        let refreshed = match assessment {
+            Assessment::Settled(refreshed) => refreshed,
+            Assessment::Renewable(plan) if args.write.dry_run => {
+                let would = match &target {
+                    Target::File {
+                        destination,
+                        holds_input,
+                    } => permatoken_renew::describe_change(
+                        destination,
+                        holds_input.then_some(&sourced.value),
+                        plan.would_give(),
+                        backup_dir.as_deref(),
+                    ),
+                    _ => format!("would get {}", plan.would_give()),
+                };
+                plan.stop(
+                    Decision::WouldRenew,
+                    format!("{would}; nothing was asked of Meta (--dry-run)"),
+                )
+            }
+            Assessment::Renewable(plan) if matches!(target, Target::Nowhere) => {
+                // Only a file can take a renewed token back: one that cannot be written is not minted.
+                let message = format!(
+                    "not renewed: it came from {}, which permatoken cannot write (put it in the .env file, or use --env-file)",
+                    sourced.source
+                );
+                plan.stop(Decision::CannotRenew, message)
+            }
+            Assessment::Renewable(plan) => {
+                claim(&mut claims, &target, &sourced.value)?;
+                plan.renew(&ctx).await
             }
         };
         let mut written = None;
-        let mut message = refreshed.message.clone();
-        match (&refreshed.renewed, &destination, args.write.dry_run) {
-            (Some(renewed), Some(destination), false) => {
-                written = Some(store(destination, &renewed.token)?);
-                wrote = true;
-            }
-            (Some(_), Some(destination), true) => {
-                message.push_str(&format!(
-                    "; not written (--dry-run): {destination} stays as it is"
-                ));
-            }
-            (Some(_), None, _) => {
-                // Only a .env file can take a renewed backup back; say so rather than drop it quietly.
-                message.push_str(&format!(
-                    "; not written: it came from {}, which permatoken cannot write (use --env-file, or --output for the primary)",
-                    sourced.source
-                ));
-            }
-            _ => {}
+        if let (Some(renewed), Some(destination)) = (&refreshed.renewed, target.destination()) {
+            written = Some(store(&mut claims, destination, &renewed.token)?);
+            wrote = true;
         }
         let token_code = match refreshed.decision {
             Decision::NothingNeeded => code_for(&refreshed.before, setup.thresholds),
@@ -387,6 +589,7 @@ async fn run_refresh(args: RefreshArgs) -> Result<u8, Failure> {
                 .renewed
                 .as_ref()
                 .map_or(0, |r| code_for(&r.report, setup.thresholds)),
+            Decision::WouldRenew => 0,
             Decision::CannotRenew => 1,
             Decision::Dead => 2,
             Decision::Unknown => 3,
@@ -396,7 +599,7 @@ async fn run_refresh(args: RefreshArgs) -> Result<u8, Failure> {
             variable: sourced.var.clone(),
             source,
             decision: refreshed.decision,
-            message,
+            message: refreshed.message,
             steps: refreshed.steps,
             token: refreshed.before.token.clone(),
             renewed: refreshed.renewed.as_ref().map(|r| r.report.token.clone()),
@@ -410,11 +613,14 @@ async fn run_refresh(args: RefreshArgs) -> Result<u8, Failure> {
 
     let mut failover = None;
     if args.failover && outcomes[0].decision == Decision::Dead {
-        let (result, failover_code) = run_failover(&setup, &args.write, primary).await?;
+        let (result, failover_code) =
+            run_failover(&setup, &args.write, primary, &mut claims).await?;
         wrote |= result.get("written").is_some_and(|w| !w.is_null());
         failover = Some(result);
         code = failover_code;
     }
+    // The reload may start something that writes the same files: the locks go first.
+    drop(claims);
     let reload = run_then(args.write.then.as_deref(), wrote);
     if reload.as_ref().is_some_and(|r| !r.ok) {
         code = 2;
@@ -475,6 +681,7 @@ async fn run_failover(
     setup: &Setup,
     write: &WriteArgs,
     primary: &Sourced<AccessToken>,
+    claims: &mut Claims<'_>,
 ) -> Result<(serde_json::Value, u8), Failure> {
     let Source::EnvFile(path) = &primary.source else {
         return Err(Failure {
@@ -528,18 +735,26 @@ async fn run_failover(
         .var
         .as_deref()
         .unwrap_or(permatoken_config::TOKEN_VAR);
-    let written = permatoken_renew::promote_backup(
-        path,
-        primary_var,
-        &names,
-        choice.index,
-        backup_dir().as_deref(),
-    )
-    .map_err(|e| renew_failure(RenewFailure::Store(e)))?;
+    // What goes in is the value checked above: under the lock the file must still hold it.
+    let written = claims
+        .promote_backup(
+            path,
+            primary_var,
+            &names,
+            choice.index,
+            &backups[choice.index].1,
+        )
+        .map_err(|e| renew_failure(RenewFailure::Store(e)))?;
+    if let Some(why) = &written.unsynced {
+        render::warning(&format!(
+            "{} was written (the backup is promoted), but its folder could not be flushed to disk ({why}): a power cut in the next moments could bring back the old file",
+            path.display()
+        ));
+    }
     let report = json!({
         "promoted": variable,
         "message": message,
-        "written": {"path": written.path, "backup": written.backup},
+        "written": {"path": written.path, "backup": written.backup, "unsynced": written.unsynced},
         "token": choice.report.token,
     });
     Ok((report, code_for(&choice.report, setup.thresholds)))

@@ -2,8 +2,10 @@
 //! modes, backups, the reload command, and the requests the sandbox received.
 
 use std::fs;
+use std::io::{BufRead, BufReader, Read};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use permatoken_sandbox::{Faults, Running};
@@ -475,7 +477,9 @@ fn mint_makes_a_permanent_system_user_token() {
         "scope=whatsapp_business_messaging%2Cwhatsapp_business_management%2Cbusiness_management"
     ));
 
-    let (out, _) = run(Test::against(&sandbox).write(".env", &original).args([
+    // A dry run checks the admin's token and asks for nothing: no install, no token.
+    let posts_before = minting_requests(&sandbox);
+    let (out, dir) = run(Test::against(&sandbox).write(".env", &original).args([
         "mint",
         "--system-user",
         &id,
@@ -484,7 +488,18 @@ fn mint_makes_a_permanent_system_user_token() {
         "--dry-run",
     ]));
     out.assert_code(0);
-    assert_eq!(out.json()["token"]["kind"], "system_user_60d");
+    let report = out.json();
+    assert_eq!(report["dry_run"], true);
+    assert_eq!(report["written"], serde_json::Value::Null);
+    assert!(
+        report["would"]
+            .as_str()
+            .unwrap()
+            .contains("a new 60-day system-user token"),
+        "{report}"
+    );
+    assert_eq!(read(dir.path(), ".env"), original);
+    assert_eq!(minting_requests(&sandbox), posts_before);
 
     let (out, dir) = run(Test::against(&sandbox).write(".env", &original).args([
         "mint",
@@ -508,4 +523,418 @@ fn the_sandbox_shows_a_renewal_without_writing() {
     let out = Test::new().args(["refresh", "--sandbox"]).run();
     out.assert_code(0);
     assert!(out.stdout.contains("nothing to do yet"), "{}", out.stdout);
+}
+
+/// Every request that asks Meta for a token or installs an app: what no dry run or refused write may
+/// make.
+fn minting_requests(sandbox: &Running) -> Vec<String> {
+    sandbox
+        .requests()
+        .into_iter()
+        .filter(|r| {
+            r.method == "POST"
+                || r.path.ends_with("/oauth/access_token")
+                || r.path.ends_with("/access_tokens")
+        })
+        .map(|r| r.path)
+        .collect()
+}
+
+#[track_caller]
+fn assert_no_secret(out: &Outcome, secrets: &[&str]) {
+    for secret in secrets {
+        assert!(
+            !out.stdout.contains(secret) && !out.stderr.contains(secret),
+            "a secret was printed:\n{}\n{}",
+            out.stdout,
+            out.stderr
+        );
+    }
+}
+
+/// Holds the lock of `<dir>/.env` as another permatoken would, until dropped.
+fn hold_lock(dir: &Path) -> fs::File {
+    let lock = fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(dir.join(".env.lock"))
+        .unwrap();
+    lock.lock().unwrap();
+    lock
+}
+
+#[test]
+fn a_held_lock_is_announced_waited_for_then_exit_3_before_any_token_is_minted() {
+    for command in ["exchange", "refresh", "mint"] {
+        let sandbox = sandbox();
+        let token = match command {
+            "exchange" => token_of(&sandbox, "short-lived"),
+            "refresh" => token_of(&sandbox, "system-user-60d"),
+            _ => token_of(&sandbox, "admin"),
+        };
+        if command == "refresh" {
+            // Ten days left: inside the renewal window.
+            sandbox.advance_clock(Duration::from_secs(40 * 86_400));
+        }
+        let original = env_text(&token, &sandbox, "");
+        let test = Test::against(&sandbox).write(".env", &original);
+        let mut args = vec![command, "--lock-timeout", "300ms"];
+        let id = sandbox.system_user_id().to_owned();
+        if command == "mint" {
+            args.extend(["--system-user", &id]);
+        }
+        let holder = hold_lock(test.path());
+        let (out, dir) = run(test.args(&args));
+        drop(holder);
+        out.assert_code(3);
+        assert!(
+            out.stderr.contains("another process holds `./.env.lock`")
+                && out.stderr.contains("waiting up to 300ms"),
+            "{command}: said at once that it waits:\n{}",
+            out.stderr
+        );
+        assert!(
+            out.stderr.contains("(lock file `./.env.lock`)")
+                && out
+                    .stderr
+                    .contains("still locked by another process after 300ms")
+                && out.stderr.contains("--lock-timeout"),
+            "{command}: the error names the lock:\n{}",
+            out.stderr
+        );
+        assert_eq!(read(dir.path(), ".env"), original, "{command}");
+        assert!(backups(dir.path()).is_empty());
+        assert_eq!(
+            minting_requests(&sandbox),
+            Vec::<String>::new(),
+            "{command}: Meta was asked for nothing"
+        );
+        assert_no_secret(&out, &[&token, sandbox.app_secret().expose_secret()]);
+    }
+}
+
+#[test]
+fn lock_timeout_takes_seconds_or_a_humane_duration() {
+    let sandbox = sandbox();
+    let original = env_text(&token_of(&sandbox, "short-lived"), &sandbox, "");
+    for (value, said) in [("0", "after 0ns"), ("1m 30s", "up to 90s")] {
+        let test = Test::against(&sandbox).write(".env", &original);
+        let holder = hold_lock(test.path());
+        let test = test.args(["exchange", "--lock-timeout", value]);
+        if value == "0" {
+            let out = test.run();
+            out.assert_code(3);
+            assert!(out.stderr.contains(said), "{}", out.stderr);
+        } else {
+            // Accepted: released while it waits, the exchange goes through.
+            let dir = test.path().to_owned();
+            let waiting = start_waiting(&dir, &sandbox, &["exchange", "--lock-timeout", value]);
+            assert!(waiting.said.contains(said), "{}", waiting.said);
+            drop(holder);
+            let out = waiting.finish();
+            out.assert_code(0);
+            assert_ne!(read(&dir, ".env"), original);
+            continue;
+        }
+        drop(holder);
+    }
+    let out = Test::against(&sandbox)
+        .write(".env", &original)
+        .args(["exchange", "--lock-timeout", "soon"])
+        .run();
+    out.assert_code(3);
+    assert!(
+        out.stderr.contains("`soon` is not a duration"),
+        "{}",
+        out.stderr
+    );
+}
+
+/// permatoken started in a folder, stopped at the point where it says it waits for a lock.
+struct Waiting {
+    child: std::process::Child,
+    /// Standard error up to the line that says it waits.
+    said: String,
+    rest: std::thread::JoinHandle<String>,
+}
+
+/// Starts permatoken in `dir` as the harness would, and reads its standard error until it says it
+/// waits for the lock.
+fn start_waiting(dir: &Path, sandbox: &Running, args: &[&str]) -> Waiting {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_permatoken"))
+        .args(args)
+        .current_dir(dir)
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("HOME", dir)
+        .env("PERMATOKEN_GRAPH_URL", sandbox.url())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut reader = BufReader::new(child.stderr.take().unwrap());
+    let mut said = String::new();
+    loop {
+        let mut line = String::new();
+        let n = reader.read_line(&mut line).unwrap();
+        said.push_str(&line);
+        assert!(n > 0, "ended without waiting for the lock:\n{said}");
+        if line.contains("waiting up to") {
+            break;
+        }
+    }
+    let rest = std::thread::spawn(move || {
+        let mut rest = String::new();
+        let _ = reader.read_to_string(&mut rest);
+        rest
+    });
+    Waiting { child, said, rest }
+}
+
+impl Waiting {
+    fn finish(self) -> Outcome {
+        let out = self.child.wait_with_output().unwrap();
+        Outcome {
+            code: out.status.code().unwrap(),
+            stdout: String::from_utf8(out.stdout).unwrap(),
+            stderr: self.said + &self.rest.join().unwrap(),
+        }
+    }
+}
+
+#[test]
+fn a_dry_run_checks_the_current_token_and_asks_meta_for_no_new_one() {
+    for (command, scenario) in [
+        ("exchange", "short-lived"),
+        ("refresh", "system-user-60d"),
+        ("mint", "admin"),
+    ] {
+        let sandbox = sandbox();
+        let token = token_of(&sandbox, scenario);
+        if command == "refresh" {
+            sandbox.advance_clock(Duration::from_secs(40 * 86_400));
+        }
+        let original = env_text(&token, &sandbox, "");
+        let id = sandbox.system_user_id().to_owned();
+        let mut args = vec![command, "--dry-run"];
+        if command == "mint" {
+            args.extend(["--system-user", &id]);
+        }
+        let (out, dir) = run(Test::against(&sandbox).write(".env", &original).args(&args));
+        out.assert_code(0);
+        let masked = sandbox.token(scenario).unwrap().fingerprint();
+        // As one line: the report wraps long ones.
+        let said = out.stdout.split_whitespace().collect::<Vec<_>>().join(" ");
+        assert!(
+            said.contains("would set `WHATSAPP_ACCESS_TOKEN`")
+                && said.contains(&format!("{masked} →"))
+                && said.contains("nothing was asked of Meta"),
+            "{command}: the change, masked:\n{}",
+            out.stdout
+        );
+        // The current token was checked, and nothing else was asked.
+        let requests = sandbox.requests();
+        assert!(
+            requests.iter().any(|r| r.path.ends_with("/debug_token")),
+            "{command}: the current token is checked"
+        );
+        assert_eq!(
+            minting_requests(&sandbox),
+            Vec::<String>::new(),
+            "{command}"
+        );
+        assert_eq!(read(dir.path(), ".env"), original);
+        assert!(backups(dir.path()).is_empty());
+        assert!(
+            !dir.path().join(".env.lock").exists(),
+            "{command}: a dry run takes no lock"
+        );
+        assert_no_secret(&out, &[&token, sandbox.app_secret().expose_secret()]);
+    }
+
+    // In JSON, the current token's facts and what would be done.
+    let sandbox = sandbox();
+    sandbox.advance_clock(Duration::from_secs(40 * 86_400));
+    let original = env_text(&token_of(&sandbox, "system-user-60d"), &sandbox, "");
+    let out = Test::against(&sandbox)
+        .write(".env", &original)
+        .args(["refresh", "--dry-run", "--json"])
+        .run();
+    out.assert_code(0);
+    let report = out.json();
+    assert_eq!(report["dry_run"], true);
+    assert_eq!(report["tokens"][0]["decision"], "would_renew");
+    assert_eq!(report["tokens"][0]["renewed"], serde_json::Value::Null);
+    assert_eq!(report["tokens"][0]["token"]["kind"], "system_user_60d");
+    assert_eq!(minting_requests(&sandbox), Vec::<String>::new());
+}
+
+#[test]
+fn with_no_place_for_backups_nothing_is_written_unless_no_backup_is_given() {
+    let sandbox = sandbox();
+    let short = token_of(&sandbox, "short-lived");
+    let original = env_text(&short, &sandbox, "");
+    // No HOME (empty counts as unset) and a relative XDG_STATE_HOME (which the spec ignores).
+    let (out, dir) = run(Test::against(&sandbox)
+        .write(".env", &original)
+        .env("HOME", "")
+        .env("XDG_STATE_HOME", "state")
+        .args(["exchange"]));
+    out.assert_code(3);
+    assert!(
+        out.stderr
+            .contains("neither `XDG_STATE_HOME` nor `HOME` is set")
+            && out.stderr.contains("--no-backup"),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(read(dir.path(), ".env"), original);
+    assert!(sandbox.requests().is_empty(), "stopped before any call");
+    assert_no_secret(&out, &[&short, sandbox.app_secret().expose_secret()]);
+
+    // Asked for, the write goes through, and no backup lands anywhere.
+    let (out, dir) = run(Test::against(&sandbox)
+        .write(".env", &original)
+        .env("HOME", "")
+        .args(["exchange", "--no-backup"]));
+    out.assert_code(0);
+    assert_ne!(read(dir.path(), ".env"), original);
+    let mut beside: Vec<_> = fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    beside.sort();
+    assert_eq!(beside, [".env", ".env.lock"]);
+    assert!(!out.stdout.contains("backup"), "{}", out.stdout);
+
+    // An absolute XDG_STATE_HOME is enough.
+    let state = tempfile::tempdir().unwrap();
+    let (out, _dir) = run(Test::against(&sandbox)
+        .write(".env", &original)
+        .env("HOME", "")
+        .env("XDG_STATE_HOME", &state.path().display().to_string())
+        .args(["exchange"]));
+    out.assert_code(0);
+    assert_eq!(
+        fs::read_dir(state.path().join("permatoken/backups"))
+            .unwrap()
+            .count(),
+        1
+    );
+}
+
+#[test]
+fn failover_promotes_only_the_value_it_verified() {
+    let sandbox = sandbox();
+    let (dead, verified, other) = (
+        token_of(&sandbox, "expired"),
+        token_of(&sandbox, "system-user"),
+        token_of(&sandbox, "user-60d"),
+    );
+    let original = env_text(
+        &dead,
+        &sandbox,
+        &format!("WHATSAPP_ACCESS_TOKEN_BACKUP={verified}\n"),
+    );
+    let test = Test::against(&sandbox).write(".env", &original);
+    let dir = test.path().to_owned();
+    let holder = hold_lock(&dir);
+    // permatoken checks the backup, then waits for the lock; meanwhile another writer replaces the
+    // backup with a token permatoken never checked.
+    let waiting = start_waiting(&dir, &sandbox, &["refresh", "--failover"]);
+    let edited = original.replace(&verified, &other);
+    fs::write(dir.join(".env"), &edited).unwrap();
+    drop(holder);
+    let out = waiting.finish();
+    out.assert_code(3);
+    assert!(
+        out.stderr.contains(
+            "`WHATSAPP_ACCESS_TOKEN_BACKUP` in ./.env changed while permatoken was checking it"
+        ) && out
+            .stderr
+            .contains("only a token that was verified is written"),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(
+        read(&dir, ".env"),
+        edited,
+        "left as the other writer left it"
+    );
+    assert!(backups(&dir).is_empty());
+    assert_no_secret(&out, &[&dead, &verified, &other]);
+    drop(test);
+
+    // The same for a renewal: the token renewed must be the one still in the file.
+    let sandbox = crate::harness::sandbox();
+    sandbox.advance_clock(Duration::from_secs(40 * 86_400));
+    let old = token_of(&sandbox, "system-user-60d");
+    let original = env_text(&old, &sandbox, "");
+    let test = Test::against(&sandbox).write(".env", &original);
+    let dir = test.path().to_owned();
+    let holder = hold_lock(&dir);
+    let waiting = start_waiting(&dir, &sandbox, &["refresh"]);
+    let edited = original.replace(&old, &token_of(&sandbox, "system-user"));
+    fs::write(dir.join(".env"), &edited).unwrap();
+    drop(holder);
+    let out = waiting.finish();
+    out.assert_code(3);
+    assert!(
+        out.stderr
+            .contains("changed while permatoken was checking it"),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(read(&dir, ".env"), edited);
+    assert_eq!(minting_requests(&sandbox), Vec::<String>::new());
+    drop(test);
+}
+
+#[test]
+fn two_renewals_in_one_file_take_its_lock_once() {
+    let sandbox = sandbox();
+    let (primary, backup) = (
+        token_of(&sandbox, "system-user-60d"),
+        token_of(&sandbox, "user-expiring"),
+    );
+    let original = env_text(
+        &primary,
+        &sandbox,
+        &format!("WHATSAPP_ACCESS_TOKEN_BACKUP={backup}\n"),
+    );
+    // With no wait allowed, a second lock of the same file by the same run would fail at once.
+    let (out, dir) = run(Test::against(&sandbox).write(".env", &original).args([
+        "refresh",
+        "--renew-days",
+        "60",
+        "--try-user-token",
+        "--lock-timeout",
+        "0",
+        "--json",
+    ]));
+    out.assert_code(0);
+    let report = out.json();
+    assert_eq!(report["tokens"][0]["decision"], "renewed");
+    assert_eq!(report["tokens"][1]["decision"], "renewed");
+    let now = read(dir.path(), ".env");
+    let (new_primary, new_backup) = (
+        value_of(&now, "WHATSAPP_ACCESS_TOKEN").unwrap(),
+        value_of(&now, "WHATSAPP_ACCESS_TOKEN_BACKUP").unwrap(),
+    );
+    assert!(new_primary != primary && new_backup != backup);
+    assert_eq!(
+        now,
+        original
+            .replace(&primary, &new_primary)
+            .replace(&backup, &new_backup)
+    );
+    assert_eq!(backups(dir.path()).len(), 2, "one backup a write");
+    assert!(
+        !out.stderr.contains("another process holds"),
+        "{}",
+        out.stderr
+    );
+    assert_no_secret(&out, &[&primary, &backup, &new_primary, &new_backup]);
 }
