@@ -31,24 +31,16 @@ pub(crate) async fn run(args: SandboxArgs) -> Result<u8, Failure> {
     })?;
     let url = running.url();
     let ca_file = match running.ca_pem() {
-        Some(pem) => {
-            let path = args.ca_out.clone().unwrap_or_else(|| {
-                std::env::temp_dir().join(format!(
-                    "permatoken-sandbox-ca-{}.pem",
-                    running.addr().port()
-                ))
-            });
-            std::fs::write(&path, pem).map_err(|e| {
-                Failure::new(
-                    format!(
-                        "cannot write the sandbox's CA certificate to `{}`: {e}",
-                        path.display()
-                    ),
-                    "choose a writable place with --ca-out",
-                )
-            })?;
-            Some(path)
-        }
+        Some(_) => Some(running.write_ca(args.ca_out.as_deref()).map_err(|e| {
+            let place = args.ca_out.as_deref().map_or_else(
+                || "a new folder of the temporary folder".to_owned(),
+                |p| format!("`{}`", p.display()),
+            );
+            Failure::new(
+                format!("cannot write the sandbox's CA certificate to {place}: {e}"),
+                "--ca-out takes a file that does not exist yet, in a folder you may write to",
+            )
+        })?),
         None => None,
     };
     let mut out = anstream::stdout().lock();
@@ -95,13 +87,25 @@ pub(crate) async fn run(args: SandboxArgs) -> Result<u8, Failure> {
             let _ = writeln!(out, "    {}", token.expose_secret());
         }
     }
+    let admin = format!(
+        "{}: {}",
+        permatoken_sandbox::ADMIN_HEADER,
+        running.admin_secret()
+    );
     let _ = writeln!(
         out,
-        "\nAdmin: POST {url}/_sandbox/faults {{\"latency_ms\":100,\"server_errors\":1,\"rate_limits\":1,\"regain_minutes\":5,\"truncate\":1}}\n       POST {url}/_sandbox/clock {{\"advance_seconds\":86400}}   GET {url}/_sandbox/requests\nCtrl-C stops it."
+        "\nAdmin API (only with the header `{admin}`):\n  curl -H '{admin}' {url}/_sandbox/requests\n  POST {url}/_sandbox/faults {{\"latency_ms\":100,\"server_errors\":1,\"rate_limits\":1,\"regain_minutes\":5,\"truncate\":1}}\n  POST {url}/_sandbox/clock {{\"advance_seconds\":86400}}   GET {url}/_sandbox/scenarios\nCtrl-C stops it."
     );
     let _ = out.flush();
     drop(out);
     shutdown_signal().await;
+    // The folder made for this run's CA goes with the run; a file the user named stays.
+    if let (Some(path), None) = (&ca_file, &args.ca_out) {
+        let _ = std::fs::remove_file(path);
+        if let Some(folder) = path.parent() {
+            let _ = std::fs::remove_dir(folder);
+        }
+    }
     Ok(0)
 }
 
