@@ -6,6 +6,7 @@ mod check;
 mod credentials;
 mod doctor;
 mod faults;
+mod fidelity;
 mod harness;
 mod output;
 mod renew;
