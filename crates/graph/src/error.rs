@@ -126,6 +126,14 @@ pub fn classify(
         // Captured expiries come without `error_subcode` (WhatsApp endpoints dropped it from v16):
         // "Error validating access token: Session has expired on …".
         (Some(190), _) if says("session has expired") => ErrorClass::Expired,
+        // The same for an invalidation: captured 460s come without their subcode too.
+        (Some(190), _)
+            if says("session has been invalidated")
+                || says("session was invalidated")
+                || says("session is invalid because") =>
+        {
+            ErrorClass::Invalidated
+        }
         (Some(190), _) => ErrorClass::Invalid,
         // "Error validating client secret." is wrong credentials; "fb_exchange_token parameter not
         // specified" is the same code for a bad request.
@@ -305,7 +313,7 @@ mod tests {
     }
 
     #[test]
-    fn an_expiry_without_a_subcode_is_told_by_its_message() {
+    fn a_190_without_a_subcode_is_told_by_its_message() {
         let captured = "Error validating access token: Session has expired on Monday, 23-Nov-15 14:00:00 PST. The current time is Tuesday, 24-Nov-15 02:00:00 PST.";
         assert_eq!(
             classify(Some(190), None, None, captured, Endpoint::Other),
@@ -320,6 +328,21 @@ mod tests {
                 Endpoint::Other
             ),
             Expired
+        );
+        let invalidated = "Error validating access token: The session has been invalidated because the user changed their password or Facebook has changed the session for security reasons.";
+        assert_eq!(
+            classify(Some(190), None, None, invalidated, Endpoint::Other),
+            Invalidated
+        );
+        assert_eq!(
+            classify(
+                Some(190),
+                None,
+                None,
+                "Error validating access token: The session is invalid because the user logged out.",
+                Endpoint::Other
+            ),
+            Invalidated
         );
         // The subcode still wins where it names an invalidation.
         assert_eq!(
