@@ -326,10 +326,9 @@ fn rate_limited(regain_minutes: Option<u32>) -> Response {
         "x-app-usage",
         HeaderValue::from_static(r#"{"call_count":100,"total_cputime":25,"total_time":30}"#),
     );
-    let mut usage = json!({"type": "whatsapp_business_management", "call_count": 100, "total_cputime": 25, "total_time": 30});
-    if let Some(minutes) = regain_minutes {
-        usage["estimated_time_to_regain_access"] = json!(minutes);
-    }
+    // Always present in captured headers, 0 when Meta names no wait (§12).
+    let usage = json!({"type": "whatsapp_business_management", "call_count": 100, "total_cputime": 25, "total_time": 30,
+        "estimated_time_to_regain_access": regain_minutes.unwrap_or(0)});
     let buc = json!({ WABA_ID: [usage] }).to_string();
     headers.insert(
         "x-business-use-case-usage",

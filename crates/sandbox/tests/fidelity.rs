@@ -235,8 +235,22 @@ async fn a_rate_limit_says_it_is_transient() {
         rate_limits: 1,
         ..Faults::default()
     });
-    let a = get(&sandbox, "/me", Some(&token(&sandbox, "system-user"))).await;
-    let e = &a.json()["error"];
+    let user = token(&sandbox, "system-user");
+    let request = Request::builder()
+        .uri("/me")
+        .header("authorization", format!("Bearer {user}"))
+        .body(Body::empty())
+        .unwrap();
+    let response = sandbox.router().oneshot(request).await.unwrap();
+    // `estimated_time_to_regain_access` is always there, 0 when no wait is named (§12).
+    let buc: Value =
+        serde_json::from_slice(response.headers()["x-business-use-case-usage"].as_bytes()).unwrap();
+    let entry = &buc.as_object().unwrap().values().next().unwrap()[0];
+    assert_eq!(entry["estimated_time_to_regain_access"], 0);
+    let body = axum::body::to_bytes(response.into_body(), usize::MAX)
+        .await
+        .unwrap();
+    let e = &serde_json::from_slice::<Value>(&body).unwrap()["error"];
     assert_eq!(
         (e["code"].as_i64(), e["is_transient"].as_bool()),
         (Some(4), Some(true))
