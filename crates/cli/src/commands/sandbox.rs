@@ -29,6 +29,7 @@ pub(crate) async fn run(args: SandboxArgs) -> Result<u8, Failure> {
             "pick another --port, or leave it out to take any free one",
         )
     })?;
+    let stopped = shutdown_signal();
     let url = running.url();
     let ca_file = match running.ca_pem() {
         Some(_) => Some(running.write_ca(args.ca_out.as_deref()).map_err(|e| {
@@ -98,7 +99,7 @@ pub(crate) async fn run(args: SandboxArgs) -> Result<u8, Failure> {
     );
     let _ = out.flush();
     drop(out);
-    shutdown_signal().await;
+    stopped.await;
     // The folder made for this run's CA goes with the run; a file the user named stays.
     if let (Some(path), None) = (&ca_file, &args.ca_out) {
         let _ = std::fs::remove_file(path);
@@ -109,17 +110,25 @@ pub(crate) async fn run(args: SandboxArgs) -> Result<u8, Failure> {
     Ok(0)
 }
 
-async fn shutdown_signal() {
+/// Registers for Ctrl-C and SIGTERM at once, and returns what ends at the first of them. Registered
+/// before the banner says the sandbox is up: a signal sent right after it must still clean up.
+fn shutdown_signal() -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>> {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{SignalKind, signal};
-        if let Ok(mut term) = signal(SignalKind::terminate()) {
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => {}
-                _ = term.recv() => {}
-            }
-            return;
+        if let (Ok(mut term), Ok(mut int)) = (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+        ) {
+            return Box::pin(async move {
+                tokio::select! {
+                    _ = int.recv() => {}
+                    _ = term.recv() => {}
+                }
+            });
         }
     }
-    let _ = tokio::signal::ctrl_c().await;
+    Box::pin(async {
+        let _ = tokio::signal::ctrl_c().await;
+    })
 }

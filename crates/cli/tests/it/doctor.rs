@@ -362,6 +362,7 @@ fn phone_number_states() {
         let out = setup.run(Some(&webhook), &["--allow-private-webhook"]);
         out.assert_code(code);
         expect(&out.json(), "phone_number", status, words);
+        assert!(!out.stdout.contains(&token_of(&sandbox, "system-user")));
     }
     // `messaging_limit_tier` exists up to v23.0: there, the number that sends no limit from v24.0
     // shows the deprecated tier, and every other number the same tier as it shows from v24.0.
