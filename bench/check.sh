@@ -25,6 +25,7 @@ url=$(grep -o 'PERMATOKEN_GRAPH_URL=[^ ]*' "$work/sandbox.txt" | cut -d= -f2)
 app_id=$(grep -o 'FACEBOOK_APP_ID=[0-9]*' "$work/sandbox.txt" | cut -d= -f2)
 app_secret=$(grep -o 'FACEBOOK_APP_SECRET=[0-9a-f]*' "$work/sandbox.txt" | cut -d= -f2)
 token=$(sed -n '/^  system-user /{n;p;}' "$work/sandbox.txt" | tr -d ' ')
+admin=$(grep -o 'x-sandbox-admin: [0-9a-f]*' "$work/sandbox.txt" | head -1)   # the admin API's header
 printf 'WHATSAPP_ACCESS_TOKEN=%s\nFACEBOOK_APP_ID=%s\nFACEBOOK_APP_SECRET=%s\n' "$token" "$app_id" "$app_secret" >"$work/.env"
 chmod 600 "$work/.env"
 
@@ -38,14 +39,14 @@ echo "$(uname -sr); $(rustc --version); $(curl --version | head -1 | cut -d' ' -
 echo
 
 for latency in 0 100; do
-  curl -sf -X POST -H 'content-type: application/json' -d "{\"latency_ms\":$latency}" "$url/_sandbox/faults" >/dev/null
+  curl -sf -X POST -H "$admin" -H 'content-type: application/json' -d "{\"latency_ms\":$latency}" "$url/_sandbox/faults" >/dev/null
   echo "## check vs the guide's two curl calls, ${latency} ms injected latency per call ($runs runs each)"
   hyperfine --style none --warmup 10 --runs "$runs" --export-markdown "$work/lat$latency.md" \
     -n 'permatoken check' "$check" -n 'curl /me; curl /debug_token' "$curls" 2>&1 | grep -E '^(Benchmark|  Time|  Range)|±.*times faster' || true
   cat "$work/lat$latency.md"
   echo
 done
-curl -sf -X POST -H 'content-type: application/json' -d '{}' "$url/_sandbox/faults" >/dev/null
+curl -sf -X POST -H "$admin" -H 'content-type: application/json' -d '{}' "$url/_sandbox/faults" >/dev/null
 
 echo "## Start-up (no shell: hyperfine -N)"
 hyperfine --style none -N --warmup 20 --runs 500 --export-markdown "$work/start.md" "$bin --version" >/dev/null 2>&1

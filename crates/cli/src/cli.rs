@@ -144,7 +144,8 @@ pub(crate) enum Command {
     /// Listens on 127.0.0.1 only, makes a fake app and one token per scenario at start, and prints them.
     /// Point permatoken at it with `PERMATOKEN_GRAPH_URL`. Admin endpoints: `POST /_sandbox/faults`
     /// (JSON: latency_ms, server_errors, rate_limits, regain_minutes, truncate), `POST /_sandbox/clock`
-    /// (`{"advance_seconds": N}` ages every token), `GET /_sandbox/requests`, `GET /_sandbox/scenarios`.
+    /// (`{"advance_seconds": N}` ages every token), `GET /_sandbox/requests`, `GET /_sandbox/scenarios`,
+    /// each only with the header `x-sandbox-admin` and the admin secret printed at start.
     Sandbox(SandboxArgs),
     /// Turn a short-lived user token into a long-lived (60-day) one, verify it, and write it back.
     ///
@@ -291,7 +292,8 @@ pub(crate) struct SandboxArgs {
     /// Serve HTTPS, with a certificate signed by a CA made at start; clients trust it with --ca-file.
     #[arg(long)]
     pub(crate) tls: bool,
-    /// With --tls: where to write the CA certificate (default: in the temporary folder).
+    /// With --tls: a new file to write the CA certificate to (default: a private folder made for the
+    /// run in the temporary folder).
     #[arg(long, value_name = "PATH", requires = "tls")]
     pub(crate) ca_out: Option<PathBuf>,
 }

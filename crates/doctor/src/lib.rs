@@ -13,7 +13,7 @@ mod webhook;
 
 use jiff::Timestamp;
 use permatoken_graph::{Budget, Client, Endpoint, Error as GraphError, ErrorClass, Usage};
-use permatoken_inspect::{AppCredentials, Kind, Report, Subject, Thresholds};
+use permatoken_inspect::{AppCredentials, FindingCode, Kind, Report, Subject, Thresholds};
 use permatoken_secret::{AccessToken, VerifyToken};
 use serde::Serialize;
 
@@ -229,13 +229,28 @@ async fn token_item(client: &Client, inputs: &Inputs, budget: &Budget) -> Item {
         );
         return item;
     }
+    // It works, but without the app's credentials Meta does not say for how long, nor with which
+    // permissions: nothing below can be judged.
+    if let Some(f) = report
+        .findings
+        .iter()
+        .find(|f| f.code == FindingCode::AppTokenRequired)
+    {
+        item.fact(f.message.clone());
+        item.flag(ItemStatus::Unknown, f.fix.clone().unwrap_or_default());
+        return item;
+    }
     match t.kind {
         Kind::SystemUserPermanent => item.fact("never expires"),
         kind => {
-            item.fact(format!(
-                "expires {}",
-                t.expires_at.as_deref().unwrap_or("(unknown)")
-            ));
+            item.fact(match (t.never_expires, &t.expires_at) {
+                (Some(true), _) => format!(
+                    "does not expire by time; its data access lapses {}",
+                    t.data_access_expires_at.as_deref().unwrap_or("(not said)")
+                ),
+                (_, Some(at)) => format!("expires {at}"),
+                _ => "expires (unknown)".to_owned(),
+            });
             let fix = if kind == Kind::SystemUser60d {
                 format!("renew it within its 60 days (`permatoken refresh`), or {METHOD_3}")
             } else {
@@ -281,7 +296,7 @@ async fn token_item(client: &Client, inputs: &Inputs, budget: &Budget) -> Item {
     if let Some(f) = report
         .findings
         .iter()
-        .find(|f| f.code == permatoken_inspect::FindingCode::AppMismatch)
+        .find(|f| f.code == FindingCode::AppMismatch)
     {
         item.fact(f.message.clone());
         item.flag(ItemStatus::Warning, f.fix.clone().unwrap_or_default());
@@ -338,6 +353,30 @@ async fn business_item(client: &Client, inputs: &Inputs, budget: &Budget) -> (It
     (item, Some(account.usage))
 }
 
+/// What a number's `status` means for sending. Meta's lists disagree (`graph-api.md` §9; its OpenAPI
+/// file `business-messaging-api_v23.0.yaml` has four enums for it), so only the values they name are
+/// judged: `CONNECTED` can send; the rest they name cannot, but for `RATE_LIMITED`, which passes. A
+/// value none of them names is unknown, never critical: Meta adds values without notice.
+fn phone_status(status: Option<&str>) -> ItemStatus {
+    const CANNOT_SEND: &[&str] = &[
+        "DISCONNECTED",
+        "FLAGGED",
+        "RESTRICTED",
+        "BANNED",
+        "DELETED",
+        "PENDING",
+        "UNVERIFIED",
+        "MIGRATED",
+        "UNLINKED",
+    ];
+    match status {
+        Some(s) if s.eq_ignore_ascii_case("CONNECTED") => ItemStatus::Ok,
+        Some(s) if s.eq_ignore_ascii_case("RATE_LIMITED") => ItemStatus::Warning,
+        Some(s) if CANNOT_SEND.iter().any(|c| c.eq_ignore_ascii_case(s)) => ItemStatus::Critical,
+        _ => ItemStatus::Unknown,
+    }
+}
+
 fn limit_words(tier: &str) -> String {
     let users = match tier.to_ascii_uppercase().as_str() {
         "TIER_50" => "50",
@@ -374,8 +413,11 @@ async fn phone_item(client: &Client, inputs: &Inputs, budget: &Budget) -> (Item,
     ));
     let status = or(&p.status);
     item.fact(format!("status {status}"));
-    if !status.eq_ignore_ascii_case("CONNECTED") {
-        item.flag(ItemStatus::Critical, "the number must be CONNECTED to send: WhatsApp Manager → Phone numbers shows why it is not (register it with `POST /{phone-number-id}/register` if it was never registered)");
+    match phone_status(p.status.as_deref()) {
+        ItemStatus::Critical => item.flag(ItemStatus::Critical, "the number must be CONNECTED to send: WhatsApp Manager → Phone numbers shows why it is not (register it with `POST /{phone-number-id}/register` if it was never registered)"),
+        ItemStatus::Warning => item.flag(ItemStatus::Warning, "the number is rate-limited for now: send less, and WhatsApp Manager → Phone numbers shows when it is lifted"),
+        ItemStatus::Unknown => item.flag(ItemStatus::Unknown, "the number must be CONNECTED to send, and permatoken does not know this status: WhatsApp Manager → Phone numbers shows what it means"),
+        _ => {}
     }
     let code = or(&p.code_verification_status);
     item.fact(format!("code verification {code}"));
@@ -531,4 +573,27 @@ fn rate_item(usage: Vec<Usage>) -> Item {
         );
     }
     item
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_phone_status_is_judged_only_when_meta_names_it() {
+        assert_eq!(phone_status(Some("CONNECTED")), ItemStatus::Ok);
+        assert_eq!(phone_status(Some("connected")), ItemStatus::Ok);
+        for dead in ["DISCONNECTED", "FLAGGED", "BANNED", "RESTRICTED", "DELETED"] {
+            assert_eq!(phone_status(Some(dead)), ItemStatus::Critical, "{dead}");
+        }
+        assert_eq!(phone_status(Some("RATE_LIMITED")), ItemStatus::Warning);
+        for unknown in ["SOMETHING_NEW", "MESSAGING_LIMIT_TIER_2", ""] {
+            assert_eq!(
+                phone_status(Some(unknown)),
+                ItemStatus::Unknown,
+                "{unknown}"
+            );
+        }
+        assert_eq!(phone_status(None), ItemStatus::Unknown);
+    }
 }

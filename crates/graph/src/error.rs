@@ -1,7 +1,8 @@
 //! What can go wrong talking to the Graph API, and the one function that decides what an error means.
 //!
 //! Meta's own tables disagree on HTTP statuses, so the class of an error is decided on its `code` and
-//! `error_subcode` (`graph-api.md` §3), never on the status. Messages here never hold a token, a secret
+//! `error_subcode` (`graph-api.md` §3), never on the status; the message decides only where the code
+//! alone cannot (an expiry without a subcode, code 1 from `/oauth/access_token`, §12). Messages here never hold a token, a secret
 //! or a URL with a query string.
 
 use std::time::Duration;
@@ -37,7 +38,13 @@ pub struct GraphError {
 impl GraphError {
     /// The class of this error when it came from `endpoint`.
     pub fn class(&self, endpoint: Endpoint) -> ErrorClass {
-        classify(self.code, self.subcode, self.is_transient, endpoint)
+        classify(
+            self.code,
+            self.subcode,
+            self.is_transient,
+            &self.message,
+            endpoint,
+        )
     }
 
     /// `code 190, subcode 463` or `code 190`, for messages.
@@ -59,7 +66,8 @@ impl std::fmt::Display for GraphError {
 /// Which endpoint an error came from, where that changes its meaning.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Endpoint {
-    /// `/oauth/access_token`: code 1 there means the app id or secret is wrong.
+    /// `/oauth/access_token`: code 1 there that speaks of the client secret means the app secret is
+    /// wrong; any other code 1 there is a bad request.
     OAuthAccessToken,
     /// Every other endpoint.
     Other,
@@ -69,7 +77,7 @@ pub enum Endpoint {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum ErrorClass {
-    /// The token's time ran out (190/463).
+    /// The token's time ran out (190/463, or 190 saying "Session has expired").
     Expired,
     /// The token was killed early: password change, logout, app removed, role lost (190/458…492, 102).
     Invalidated,
@@ -81,7 +89,8 @@ pub enum ErrorClass {
     RateLimited,
     /// A passing failure of Meta's side or of the network; retry.
     Transient,
-    /// The app id or app secret is wrong (code 1 from `/oauth/access_token`); never retried.
+    /// The app id or app secret is wrong (code 1 from `/oauth/access_token` about the client secret);
+    /// never retried.
     BadCredentials,
     /// A bad request or anything else; not retried.
     Other,
@@ -99,20 +108,42 @@ impl ErrorClass {
     }
 }
 
-/// The one classifier of Graph API errors (`graph-api.md` §3).
+/// The one classifier of Graph API errors (`graph-api.md` §3, §12), on the code and subcode, and on
+/// the message where they do not decide.
 pub fn classify(
     code: Option<i64>,
     subcode: Option<i64>,
     is_transient: Option<bool>,
+    message: &str,
     endpoint: Endpoint,
 ) -> ErrorClass {
+    let says = |words: &str| contains_ignoring_case(message, words);
     match (code, subcode) {
         (Some(190), Some(463)) => ErrorClass::Expired,
         (Some(190), Some(458 | 459 | 460 | 464 | 466 | 467 | 492)) | (Some(102), _) => {
             ErrorClass::Invalidated
         }
+        // Captured expiries come without `error_subcode` (WhatsApp endpoints dropped it from v16):
+        // "Error validating access token: Session has expired on …".
+        (Some(190), _) if says("session has expired") => ErrorClass::Expired,
+        // The same for an invalidation: captured 460s come without their subcode too.
+        (Some(190), _)
+            if says("session has been invalidated")
+                || says("session was invalidated")
+                || says("session is invalid because") =>
+        {
+            ErrorClass::Invalidated
+        }
         (Some(190), _) => ErrorClass::Invalid,
-        (Some(1), _) if endpoint == Endpoint::OAuthAccessToken => ErrorClass::BadCredentials,
+        // "Error validating client secret." is wrong credentials; "fb_exchange_token parameter not
+        // specified" is the same code for a bad request.
+        (Some(1), _) if endpoint == Endpoint::OAuthAccessToken => {
+            if says("client secret") {
+                ErrorClass::BadCredentials
+            } else {
+                ErrorClass::Other
+            }
+        }
         (Some(3 | 10 | 200..=299), _) => ErrorClass::Permission,
         (Some(4 | 17 | 32 | 613 | 80000..=80014 | 130429 | 131056 | 131048), _) => {
             ErrorClass::RateLimited
@@ -121,6 +152,13 @@ pub fn classify(
         _ if is_transient == Some(true) => ErrorClass::Transient,
         _ => ErrorClass::Other,
     }
+}
+
+/// Whether `haystack` holds `needle` (ASCII, any case), without allocating: messages come from the
+/// network.
+fn contains_ignoring_case(haystack: &str, needle: &str) -> bool {
+    let (h, n) = (haystack.as_bytes(), needle.as_bytes());
+    n.is_empty() || h.windows(n.len()).any(|w| w.eq_ignore_ascii_case(n))
 }
 
 /// Everything a Graph API call can fail with.
@@ -274,13 +312,6 @@ mod tests {
             (Some(130429), None, None, Endpoint::Other, RateLimited),
             (Some(1), None, None, Endpoint::Other, Transient),
             (Some(2), None, Some(true), Endpoint::Other, Transient),
-            (
-                Some(1),
-                None,
-                None,
-                Endpoint::OAuthAccessToken,
-                BadCredentials,
-            ),
             (Some(100), None, None, Endpoint::Other, Other),
             (Some(100), None, Some(true), Endpoint::Other, Transient),
             (Some(190), Some(463), Some(true), Endpoint::Other, Expired),
@@ -288,10 +319,90 @@ mod tests {
         ];
         for (code, sub, transient, endpoint, want) in cases {
             assert_eq!(
-                classify(code, sub, transient, endpoint),
+                classify(code, sub, transient, "", endpoint),
                 want,
                 "{code:?}/{sub:?}"
             );
+        }
+    }
+
+    #[test]
+    fn a_190_without_a_subcode_is_told_by_its_message() {
+        let captured = "Error validating access token: Session has expired on Monday, 23-Nov-15 14:00:00 PST. The current time is Tuesday, 24-Nov-15 02:00:00 PST.";
+        assert_eq!(
+            classify(Some(190), None, None, captured, Endpoint::Other),
+            Expired
+        );
+        assert_eq!(
+            classify(
+                Some(190),
+                None,
+                None,
+                &captured.to_uppercase(),
+                Endpoint::Other
+            ),
+            Expired
+        );
+        let invalidated = "Error validating access token: The session has been invalidated because the user changed their password or Facebook has changed the session for security reasons.";
+        assert_eq!(
+            classify(Some(190), None, None, invalidated, Endpoint::Other),
+            Invalidated
+        );
+        assert_eq!(
+            classify(
+                Some(190),
+                None,
+                None,
+                "Error validating access token: The session is invalid because the user logged out.",
+                Endpoint::Other
+            ),
+            Invalidated
+        );
+        // The subcode still wins where it names an invalidation.
+        assert_eq!(
+            classify(Some(190), Some(460), None, captured, Endpoint::Other),
+            Invalidated
+        );
+        for invalid in [
+            "Invalid OAuth access token - Cannot parse access token",
+            "The access token could not be decrypted",
+            "Invalid OAuth access token signature.",
+        ] {
+            assert_eq!(
+                classify(Some(190), None, None, invalid, Endpoint::Other),
+                Invalid,
+                "{invalid}"
+            );
+        }
+    }
+
+    #[test]
+    fn code_1_from_the_token_endpoint_is_wrong_credentials_only_about_the_secret() {
+        let at = Endpoint::OAuthAccessToken;
+        assert_eq!(
+            classify(Some(1), None, None, "Error validating client secret.", at),
+            BadCredentials
+        );
+        let request = "fb_exchange_token parameter not specified";
+        assert_eq!(classify(Some(1), None, None, request, at), Other);
+        assert!(!classify(Some(1), None, None, request, at).is_retryable());
+        assert_eq!(
+            classify(Some(1), None, None, request, Endpoint::Other),
+            Transient
+        );
+    }
+
+    #[test]
+    fn code_4_is_a_rate_limit_whatever_the_status() {
+        for status in [400, 403, 429] {
+            let e = GraphError {
+                message: "(#4) Application request limit reached".into(),
+                code: Some(4),
+                is_transient: Some(true),
+                http_status: Some(status),
+                ..GraphError::default()
+            };
+            assert_eq!(e.class(Endpoint::Other), RateLimited, "HTTP {status}");
         }
     }
 

@@ -50,6 +50,9 @@ pub enum FindingCode {
     AppCredentialsInvalid,
     /// The app requires `appsecret_proof` and no secret is set.
     AppsecretProofRequired,
+    /// Meta shows the token's expiry and permissions only to its app (or a developer of the app), and
+    /// `FACEBOOK_APP_ID`/`FACEBOOK_APP_SECRET` are not set: the verdict is unknown.
+    AppTokenRequired,
     /// The Graph API could not be reached or failed.
     GraphUnreachable,
     /// The Graph API refused a call for a reason other than the token.
@@ -185,6 +188,26 @@ pub(crate) fn app_token_refused(app: &AppCredentials) -> Finding {
         ),
         format!(
             "check both in App Dashboard → Settings → Basic of app {id}: the App ID at the top and App secret → Show"
+        ),
+    )
+}
+
+pub(crate) fn app_token_required(app_id: Option<&str>, works: bool) -> Finding {
+    let app = app_id.map_or_else(|| "its app".to_owned(), |id| format!("its app ({id})"));
+    let lead = if works {
+        "the token works (`/me` answers), but "
+    } else {
+        ""
+    };
+    finding(
+        FindingCode::AppTokenRequired,
+        Severity::Warning,
+        format!(
+            "{lead}Meta shows a token's expiry and permissions only to {app} or to a developer of that app, so they cannot be checked with the token alone"
+        ),
+        format!(
+            "set `FACEBOOK_APP_ID` and `FACEBOOK_APP_SECRET` of {} (App Dashboard → Settings → Basic: App ID, and App secret → Show; the guide keeps both in `.env` beside the token): the check then asks with the app token and shows the expiry and permissions",
+            app_id.map_or_else(|| "the token's app".to_owned(), |id| format!("app {id}"))
         ),
     )
 }

@@ -59,13 +59,18 @@ const TEMPORARY_MAX_SECS: i64 = 2 * 86_400;
 /// Derives the kind: `SYSTEM_USER` by whether it expires, `USER` by its lifetime (`expires_at −
 /// issued_at`, or the time left when `issued_at` is absent, as Meta sends it only for long-lived
 /// tokens).
+///
+/// `expires_at` 0 means "never expires" only on a valid token: an invalidated token shows 0 too
+/// (`graph-api.md` §12), so a dead token's 0 tells nothing. A valid `USER` token with 0 is a
+/// long-lived user token that does not expire by time (its data access still lapses).
 pub fn derive_kind(info: &TokenInfo, now: Timestamp) -> Kind {
     let token_type = info.token_type.as_deref().unwrap_or("");
+    let never = info.expires_at == Some(0) && info.is_valid == Some(true);
     if token_type.eq_ignore_ascii_case("SYSTEM_USER") {
         return match info.expires_at {
-            Some(0) => Kind::SystemUserPermanent,
+            Some(0) if never => Kind::SystemUserPermanent,
+            Some(0) | None => Kind::Unknown,
             Some(_) => Kind::SystemUser60d,
-            None => Kind::Unknown,
         };
     }
     if token_type.eq_ignore_ascii_case("PAGE") {
@@ -76,6 +81,9 @@ pub fn derive_kind(info: &TokenInfo, now: Timestamp) -> Kind {
     }
     if !token_type.eq_ignore_ascii_case("USER") {
         return Kind::Unknown;
+    }
+    if never {
+        return Kind::LongLivedUser;
     }
     let Some(expires) = info.expires_at.filter(|e| *e > 0) else {
         return Kind::Unknown;
@@ -96,8 +104,14 @@ mod tests {
     use super::*;
 
     fn info(t: &str, issued: Option<i64>, expires: i64) -> TokenInfo {
-        let json = serde_json::json!({"data_access_expires_at": 0, "type": t, "issued_at": issued, "expires_at": expires});
+        let json = serde_json::json!({"data_access_expires_at": 0, "type": t, "issued_at": issued, "expires_at": expires, "is_valid": true});
         serde_json::from_value(json).unwrap()
+    }
+
+    fn dead(t: &str, expires: i64) -> TokenInfo {
+        let mut info = info(t, None, expires);
+        info.is_valid = Some(false);
+        info
     }
 
     #[test]
@@ -129,7 +143,12 @@ mod tests {
             (info("PAGE", None, 0), Kind::Page),
             (info("APP", None, 0), Kind::App),
             (info("SOMETHING_NEW", None, 0), Kind::Unknown),
-            (info("USER", None, 0), Kind::Unknown),
+            // Valid with 0: a long-lived user token that does not expire by time (§12).
+            (info("USER", None, 0), Kind::LongLivedUser),
+            (info("USER", Some(n - 100), 0), Kind::LongLivedUser),
+            // Dead with 0: an invalidated token shows 0; it says nothing about its lifetime.
+            (dead("USER", 0), Kind::Unknown),
+            (dead("SYSTEM_USER", 0), Kind::Unknown),
         ];
         for (info, want) in cases {
             assert_eq!(derive_kind(&info, now), want, "{info:?}");

@@ -241,6 +241,7 @@ pub async fn check(
     };
     let caller = app_token.as_ref().map_or(Caller::Token(token), Caller::App);
     let mut answers = ask(&client, token, caller, budget).await;
+    let mut inspected_itself = app_token.is_none();
 
     let proof_refused = answers.me.as_ref().err().and_then(proof_problem);
     let app_token_refused = app_token.is_some()
@@ -272,7 +273,17 @@ pub async fn check(
             budget,
         )
         .await;
+        inspected_itself = true;
     }
+    // Only the app (or a developer of it) may inspect a token: a system-user token asking about
+    // itself gets code 100 (`graph-api.md` §5). Not an error of the check: the limit of what can be
+    // known without the app's credentials.
+    let app_token_needed = inspected_itself
+        && answers
+            .info
+            .as_ref()
+            .err()
+            .is_some_and(|e| needs_app_token(e) && proof_problem(e).is_none());
 
     let info = answers.info.as_ref().ok();
     // The offline decoding is observed, not documented: when the API itself names the configured
@@ -292,7 +303,13 @@ pub async fn check(
         .filter(|i| i.is_valid == Some(false))
         .map(|i| {
             let err = i.error.clone().unwrap_or_default();
-            let class = permatoken_graph::classify(err.code, err.subcode, None, Endpoint::Other);
+            let class = permatoken_graph::classify(
+                err.code,
+                err.subcode,
+                None,
+                err.message.as_deref().unwrap_or(""),
+                Endpoint::Other,
+            );
             (
                 class,
                 err.code,
@@ -327,12 +344,23 @@ pub async fn check(
             findings.push(findings::not_token_shaped());
         }
     } else {
-        for err in [answers.me.as_ref().err(), answers.info.as_ref().err()]
-            .into_iter()
-            .flatten()
-        {
+        if let Err(err) = &answers.me {
             // A refused proof is explained by its own finding already.
             if proof_problem(err).is_none() {
+                findings.push(findings::call_failed(err));
+            }
+            unknown = true;
+        }
+        if let Err(err) = &answers.info {
+            if app_token_needed {
+                // Refused app credentials are explained by their own finding already.
+                if !wrong_credentials {
+                    findings.push(findings::app_token_required(
+                        embedded_app(token).as_deref(),
+                        answers.me.is_ok(),
+                    ));
+                }
+            } else if proof_problem(err).is_none() {
                 findings.push(findings::call_failed(err));
             }
             unknown = true;
@@ -371,6 +399,17 @@ async fn ask(client: &Client, token: &AccessToken, caller: Caller<'_>, budget: &
         client.debug_token(token, caller, budget)
     );
     Answers { me, info }
+}
+
+fn embedded_app(token: &AccessToken) -> Option<String> {
+    token.embedded_app_id().map(|id| id.to_string())
+}
+
+/// Code 100 from `/debug_token` asked by the token itself: "(#100) You must provide an app access
+/// token, or a user access token that is an owner or developer of the app". The code decides (Meta
+/// rewords messages); the proof's own code-100 errors are told apart by the caller.
+fn needs_app_token(err: &GraphError) -> bool {
+    err.graph_error().is_some_and(|e| e.code == Some(100))
 }
 
 /// Code 100 about `appsecret_proof`: the only way to tell it from other bad requests is the message.
@@ -425,7 +464,12 @@ fn facts(
         embedded_app_id: embedded,
         application: info.and_then(|i| i.application.clone()),
         valid: None,
-        never_expires: info.and_then(|i| i.expires_at).map(|e| e == 0),
+        // 0 is "never" only on a valid token: an invalidated one shows 0 too (§12).
+        never_expires: info.and_then(|i| match i.expires_at? {
+            0 if i.is_valid == Some(true) => Some(true),
+            0 => None,
+            _ => Some(false),
+        }),
         issued_at: rfc3339(info.and_then(|i| i.issued_at)),
         expires_at: rfc3339(info.and_then(|i| i.expires_at)),
         data_access_expires_at: rfc3339(info.and_then(|i| i.data_access_expires_at)),

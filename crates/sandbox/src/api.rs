@@ -38,8 +38,44 @@ pub(crate) fn router(state: Shared) -> axum::Router {
             get(list_requests).delete(clear_requests),
         )
         .route("/_sandbox/scenarios", get(list_scenarios))
+        // Only the admin routes above: Graph calls are answered as Meta would, whoever sends them.
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            admin_only,
+        ))
         .fallback(graph)
         .with_state(state)
+}
+
+/// The header that carries the run's admin secret ([`crate::ADMIN_HEADER`]).
+async fn admin_only(
+    Extract(state): Extract<Shared>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let given = request
+        .headers()
+        .get(crate::ADMIN_HEADER)
+        .map(HeaderValue::as_bytes)
+        .unwrap_or_default();
+    if equal_in_constant_time(given, state.admin_secret.as_bytes()) {
+        next.run(request).await
+    } else {
+        // The request log holds what clients sent, the scenario list the tokens and secret, and the
+        // faults and clock steer every answer: none of it for another local user.
+        (
+            StatusCode::UNAUTHORIZED,
+            format!(
+                "the sandbox's admin API needs the header `{}` with the admin secret printed when it started\n",
+                crate::ADMIN_HEADER
+            ),
+        )
+            .into_response()
+    }
+}
+
+fn equal_in_constant_time(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 pub(crate) fn unix_now() -> i64 {
@@ -109,6 +145,7 @@ async fn graph(
         .map(str::to_owned)
         .or_else(|| params.get("access_token").map(str::to_owned));
     let path = strip_version(uri.path());
+    let major = version_major(uri.path());
     let mut response = match (&method, path) {
         (&Method::GET, Some("/me")) => me(&state, bearer.as_deref(), &params),
         (&Method::GET, Some("/debug_token")) => debug_token(&state, bearer.as_deref(), &params),
@@ -118,11 +155,27 @@ async fn graph(
             system_user(&state, bearer.as_deref(), &params, id, edge)
         }
         (_, Some(path))
-            if whatsapp_answer(&state, &method, path, bearer.as_deref(), &params, &body)
-                .is_some() =>
+            if whatsapp_answer(
+                &state,
+                &method,
+                path,
+                bearer.as_deref(),
+                &params,
+                &body,
+                major,
+            )
+            .is_some() =>
         {
-            whatsapp_answer(&state, &method, path, bearer.as_deref(), &params, &body)
-                .expect("just matched")
+            whatsapp_answer(
+                &state,
+                &method,
+                path,
+                bearer.as_deref(),
+                &params,
+                &body,
+                major,
+            )
+            .expect("just matched")
         }
         _ => error(
             StatusCode::BAD_REQUEST,
@@ -155,6 +208,13 @@ fn strip_version(path: &str) -> Option<&str> {
     (digits(major) && digits(minor)).then(|| &path[path.len() - rest.len() - 1..])
 }
 
+/// The major version of a `/vNN.N/…` path; `None` without a prefix (the app's default version,
+/// taken as the newest).
+fn version_major(path: &str) -> Option<u32> {
+    let rest = path.strip_prefix("/v")?;
+    rest[..rest.find('.')?].parse().ok()
+}
+
 /// The WhatsApp nodes and edges (`whatsapp.rs`), if `path` is one of theirs.
 fn whatsapp_answer(
     state: &State,
@@ -163,6 +223,7 @@ fn whatsapp_answer(
     bearer: Option<&str>,
     params: &Params,
     body: &[u8],
+    major: Option<u32>,
 ) -> Option<Response> {
     let rest = path.strip_prefix('/')?;
     let (id, edge) = match rest.split_once('/') {
@@ -173,15 +234,15 @@ fn whatsapp_answer(
         return None;
     }
     match (method, edge) {
-        (&Method::GET, None) => whatsapp::node(state, bearer, params, id),
+        (&Method::GET, None) => whatsapp::node(state, bearer, params, id, major),
         (&Method::GET | &Method::POST, Some(edge)) => whatsapp::edge(
             state,
             bearer,
             params,
-            method == Method::POST,
             id,
             edge,
-            body,
+            (method == Method::POST).then_some(body),
+            major,
         ),
         _ => None,
     }
@@ -245,8 +306,9 @@ pub(crate) fn error(
     if let Some(sub) = subcode {
         error["error_subcode"] = json!(sub);
     }
-    if code == 190 {
-        error["is_transient"] = json!(false);
+    // Rate-limit bodies say they pass; captured 190 errors carry no `is_transient` (§12).
+    if code == 4 {
+        error["is_transient"] = json!(true);
     }
     (status, Json(json!({ "error": error }))).into_response()
 }
@@ -264,10 +326,9 @@ fn rate_limited(regain_minutes: Option<u32>) -> Response {
         "x-app-usage",
         HeaderValue::from_static(r#"{"call_count":100,"total_cputime":25,"total_time":30}"#),
     );
-    let mut usage = json!({"type": "whatsapp_business_management", "call_count": 100, "total_cputime": 25, "total_time": 30});
-    if let Some(minutes) = regain_minutes {
-        usage["estimated_time_to_regain_access"] = json!(minutes);
-    }
+    // Always present in captured headers, 0 when Meta names no wait (§12).
+    let usage = json!({"type": "whatsapp_business_management", "call_count": 100, "total_cputime": 25, "total_time": 30,
+        "estimated_time_to_regain_access": regain_minutes.unwrap_or(0)});
     let buc = json!({ WABA_ID: [usage] }).to_string();
     headers.insert(
         "x-business-use-case-usage",
@@ -289,11 +350,14 @@ async fn truncate(response: Response) -> Response {
 enum Seen {
     Valid(Record),
     Dead(Record, Option<i64>, String),
-    /// Not a token the API can parse: no fields but the error.
-    Garbage,
+    /// Not a token the API knows: no fields but the error, whose message this is.
+    Garbage(&'static str),
 }
 
 const CANNOT_PARSE: &str = "Invalid OAuth access token - Cannot parse access token";
+/// A token whose shape is whole but whose content is not one the API issued (one character
+/// changed): `graph-api.md` §3, §12.
+const CANNOT_DECRYPT: &str = "The access token could not be decrypted";
 
 fn see(state: &State, token: &str) -> Seen {
     let inner = state.lock();
@@ -302,7 +366,11 @@ fn see(state: &State, token: &str) -> Seen {
         .iter()
         .find(|r| r.token.expose_secret() == token && r.scenario != "malformed")
     else {
-        return Seen::Garbage;
+        return Seen::Garbage(if scenarios::well_formed(token) {
+            CANNOT_DECRYPT
+        } else {
+            CANNOT_PARSE
+        });
     };
     let record = aged(record, inner.clock_offset);
     if let Some(death) = &record.death {
@@ -316,7 +384,8 @@ fn see(state: &State, token: &str) -> Seen {
             meta_time(record.expires_at),
             meta_time(now)
         );
-        return Seen::Dead(record, Some(463), message);
+        let subcode = (!record.drops_subcode).then_some(463);
+        return Seen::Dead(record, subcode, message);
     }
     Seen::Valid(record)
 }
@@ -332,11 +401,40 @@ fn aged(record: &Record, offset: i64) -> Record {
     }
 }
 
-/// "Wednesday, 16-Nov-22 07:45:51 UTC", the shape of Meta's expiry messages.
-fn meta_time(unix: i64) -> String {
-    jiff::Timestamp::from_second(unix)
-        .map(|t| t.strftime("%A, %d-%b-%y %H:%M:%S UTC").to_string())
-        .unwrap_or_else(|_| unix.to_string())
+/// "Wednesday, 16-Nov-22 07:45:51 PST", the shape of Meta's expiry messages: US Pacific time
+/// (`graph-api.md` §3, §12).
+pub(crate) fn meta_time(unix: i64) -> String {
+    match jiff::Timestamp::from_second(unix) {
+        Ok(t) => {
+            let (local, zone) = pacific(t);
+            format!("{} {zone}", local.strftime("%A, %d-%b-%y %H:%M:%S"))
+        }
+        Err(_) => unix.to_string(),
+    }
+}
+
+/// US Pacific time, computed by hand: jiff knows named time zones only with a time-zone database,
+/// and bundling one would weigh more than the sandbox itself. The rule is the one in force since
+/// 2007 (Energy Policy Act of 2005): daylight time (PDT, UTC−7) from the second Sunday of March at
+/// 02:00 PST (10:00 UTC) to the first Sunday of November at 02:00 PDT (09:00 UTC); standard time
+/// (PST, UTC−8) otherwise. The sandbox's clock only moves forward from now, so earlier rules never
+/// apply.
+fn pacific(t: jiff::Timestamp) -> (jiff::civil::DateTime, &'static str) {
+    use jiff::civil::{Weekday, date};
+    use jiff::tz::Offset;
+    let year = Offset::UTC.to_datetime(t).year();
+    let change = |month: i8, nth: i8, utc_hour: i8| {
+        let day = date(year, month, 1)
+            .nth_weekday_of_month(nth, Weekday::Sunday)
+            .ok()?;
+        Offset::UTC.to_timestamp(day.at(utc_hour, 0, 0, 0)).ok()
+    };
+    let daylight = match (change(3, 2, 10), change(11, 1, 9)) {
+        (Some(start), Some(end)) => start <= t && t < end,
+        _ => false,
+    };
+    let (hours, zone) = if daylight { (-7, "PDT") } else { (-8, "PST") };
+    (Offset::constant(hours).to_datetime(t), zone)
 }
 
 /// The token's record if it works, else the error every endpoint answers for a token that does not.
@@ -344,7 +442,7 @@ pub(crate) fn valid(state: &State, token: &str) -> Result<Record, Response> {
     let (subcode, message) = match see(state, token) {
         Seen::Valid(record) => return Ok(record),
         Seen::Dead(_, sub, message) => (sub, message),
-        Seen::Garbage => (None, CANNOT_PARSE.to_owned()),
+        Seen::Garbage(message) => (None, message.to_owned()),
     };
     Err(error(
         StatusCode::BAD_REQUEST,
@@ -426,6 +524,8 @@ fn me(state: &State, bearer: Option<&str>, params: &Params) -> Response {
     Json(Value::Object(body)).into_response()
 }
 
+const MUST_PROVIDE_APP_TOKEN: &str = "(#100) You must provide an app access token, or a user access token that is an owner or developer of the app";
+
 fn debug_token(state: &State, bearer: Option<&str>, params: &Params) -> Response {
     let Some(caller) = bearer else {
         return error(
@@ -433,7 +533,7 @@ fn debug_token(state: &State, bearer: Option<&str>, params: &Params) -> Response
             100,
             None,
             "OAuthException",
-            "(#100) You must provide an app access token, or a user access token that is an owner or developer of the app",
+            MUST_PROVIDE_APP_TOKEN,
         );
     };
     let Some(input) = params.get("input_token") else {
@@ -476,6 +576,18 @@ fn debug_token(state: &State, bearer: Option<&str>, params: &Params) -> Response
         if let Some(response) = check_proof(state, params, &record) {
             return response;
         }
+        // Only the app, or a person who is an owner or developer of it, may inspect tokens: a system
+        // user is neither, so a system-user token cannot inspect itself (§5, §12). The sandbox's user
+        // tokens stand for its developers.
+        if record.token_type == "SYSTEM_USER" {
+            return error(
+                StatusCode::BAD_REQUEST,
+                100,
+                None,
+                "OAuthException",
+                MUST_PROVIDE_APP_TOKEN,
+            );
+        }
         app_of(state, record.owner)
     };
     // An app token inspected: valid when its secret is the app's (`type: APP`, no expiry).
@@ -500,9 +612,9 @@ fn debug_token(state: &State, bearer: Option<&str>, params: &Params) -> Response
         .into_response();
     }
     let (record, dead) = match see(state, input) {
-        Seen::Garbage => {
+        Seen::Garbage(message) => {
             return Json(json!({"data": {
-                "error": {"code": 190, "message": CANNOT_PARSE},
+                "error": {"code": 190, "message": message},
                 "is_valid": false,
                 "scopes": [],
             }}))
@@ -587,13 +699,14 @@ fn exchange(state: &State, params: &Params) -> Response {
             "Error validating client secret.",
         );
     }
+    // Code 1, as captured (§12): the same code as a wrong secret, told apart only by the message.
     let Some(input) = params.get("fb_exchange_token") else {
         return error(
             StatusCode::BAD_REQUEST,
-            100,
+            1,
             None,
             "OAuthException",
-            "(#100) Missing parameter fb_exchange_token",
+            "fb_exchange_token parameter not specified",
         );
     };
     let record = match valid(state, input) {
@@ -612,6 +725,10 @@ fn exchange(state: &State, params: &Params) -> Response {
             ),
         );
     }
+    // The answer may lack `expires_in` (§12); the sandbox leaves it out, deterministically, when the
+    // token exchanged is a temporary API Setup token, so clients must learn the lifetime from
+    // `/debug_token`.
+    let omit_lifetime = record.scenario.starts_with("temporary");
     let now = unix_now();
     let token = scenarios::mint(app.id);
     // A 60-day system-user token renewed with `set_token_expires_in_60_days` gets 60 days more.
@@ -631,15 +748,18 @@ fn exchange(state: &State, params: &Params) -> Response {
             now + 90 * 86_400
         },
         death: None,
+        drops_subcode: false,
         ..record
     };
     store(state, minted);
-    Json(json!({
+    let mut answer = json!({
         "access_token": token.expose_secret(),
         "token_type": "bearer",
-        "expires_in": lifetime,
-    }))
-    .into_response()
+    });
+    if !omit_lifetime {
+        answer["expires_in"] = json!(lifetime);
+    }
+    Json(answer).into_response()
 }
 
 fn store(state: &State, record: Record) {
@@ -759,6 +879,7 @@ fn system_user(
             scopes,
             granular_to_waba: true,
             death: None,
+            drops_subcode: false,
         },
     );
     Json(json!({"access_token": token.expose_secret()})).into_response()
@@ -811,4 +932,47 @@ async fn list_scenarios(Extract(state): Extract<Shared>) -> Json<Value> {
         "app_secret": state.ours.secret.expose_secret(),
         "scenarios": list,
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::meta_time;
+
+    fn at(rfc3339: &str) -> i64 {
+        rfc3339.parse::<jiff::Timestamp>().unwrap().as_second()
+    }
+
+    #[test]
+    fn expiry_times_read_like_metas_in_pacific_time() {
+        // The captured message of `graph-api.md` §12.
+        assert_eq!(
+            meta_time(at("2015-11-23T22:00:00Z")),
+            "Monday, 23-Nov-15 14:00:00 PST"
+        );
+        assert_eq!(
+            meta_time(at("2022-11-17T05:45:51Z")),
+            "Wednesday, 16-Nov-22 21:45:51 PST"
+        );
+        assert_eq!(
+            meta_time(at("2026-07-01T12:00:00Z")),
+            "Wednesday, 01-Jul-26 05:00:00 PDT"
+        );
+        // 2026: daylight time from Sunday 8 March 02:00 PST to Sunday 1 November 02:00 PDT.
+        assert_eq!(
+            meta_time(at("2026-03-08T09:59:59Z")),
+            "Sunday, 08-Mar-26 01:59:59 PST"
+        );
+        assert_eq!(
+            meta_time(at("2026-03-08T10:00:00Z")),
+            "Sunday, 08-Mar-26 03:00:00 PDT"
+        );
+        assert_eq!(
+            meta_time(at("2026-11-01T08:59:59Z")),
+            "Sunday, 01-Nov-26 01:59:59 PDT"
+        );
+        assert_eq!(
+            meta_time(at("2026-11-01T09:00:00Z")),
+            "Sunday, 01-Nov-26 01:00:00 PST"
+        );
+    }
 }

@@ -5,7 +5,9 @@
 //! paths, field names, value sets, error objects and HTTP statuses of `graph-api.md`, holds scenario
 //! tokens made at start, checks `appsecret_proof` like the real API, has a movable clock, injects faults
 //! (latency, 5xx, rate limits, cut-short JSON) and records every request so tests can assert on what a
-//! client really sent. Admin endpoints live under `/_sandbox/`.
+//! client really sent. Admin endpoints live under `/_sandbox/` and answer only requests that carry the
+//! run's admin secret in the [`ADMIN_HEADER`] header: the port is open to every local user, and the
+//! request log holds whatever `Authorization` values clients sent.
 //!
 //! Must never: bind anything but loopback, or share code with the client (`permatoken-graph`): its JSON
 //! is written from the reference, so that a misreading in one is caught by the other.
@@ -25,12 +27,15 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 pub use webhook::{Behaviour, Certificate, Webhook, WebhookOptions};
-pub use whatsapp::{ACCOUNTS, ALLOWED_RECIPIENTS, Account, PHONES, Phone};
+pub use whatsapp::{ACCOUNTS, ALLOWED_RECIPIENTS, Account, PHONES, Phone, granted_accounts};
 
 use permatoken_secret::{AccessToken, AppSecret};
 use serde::{Deserialize, Serialize};
 
 pub use scenarios::{App, SCENARIOS, Scenario};
+
+/// The header that carries the admin secret on calls to `/_sandbox/`.
+pub const ADMIN_HEADER: &str = "x-sandbox-admin";
 
 /// A token of `app_id` shaped like Meta's (`graph-api.md` §11), for test corpora: it decodes to
 /// `app_id` but works nowhere.
@@ -112,6 +117,8 @@ pub(crate) struct State {
     pub(crate) other: App,
     pub(crate) system_user_id: String,
     pub(crate) require_proof: bool,
+    /// Made at start; the admin API answers only requests that carry it.
+    pub(crate) admin_secret: String,
     pub(crate) inner: Mutex<Inner>,
 }
 
@@ -153,6 +160,10 @@ impl Sandbox {
                 other,
                 system_user_id,
                 require_proof: options.require_proof,
+                admin_secret: scenarios::random_bytes(16)
+                    .iter()
+                    .map(|b| format!("{b:02x}"))
+                    .collect(),
                 inner: Mutex::new(Inner {
                     records,
                     clock_offset: 0,
@@ -284,6 +295,12 @@ impl Sandbox {
         self.state.lock().clock_offset += i64::try_from(by.as_secs()).unwrap_or(i64::MAX / 2);
     }
 
+    /// The secret the admin API (`/_sandbox/…`) asks for in the [`ADMIN_HEADER`] header, made at
+    /// start: to tell the person running the sandbox.
+    pub fn admin_secret(&self) -> &str {
+        &self.state.admin_secret
+    }
+
     /// The app secret, to tell the person running the sandbox.
     pub fn app_secret(&self) -> &AppSecret {
         &self.state.ours.secret
@@ -342,6 +359,23 @@ impl Running {
     /// The address it listens on.
     pub fn addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// With TLS: writes the CA certificate where clients can read it, and returns the path. With
+    /// `path`, that file, which must not exist yet; without, `ca.pem` in a new folder of the system's
+    /// temporary folder, made for this run, readable by its owner only. Either way the file is
+    /// created exclusively with mode 0600: a file of that name made beforehand by someone else (a
+    /// predictable `/tmp` name, a symbolic link) is refused, never written through.
+    pub fn write_ca(&self, path: Option<&std::path::Path>) -> std::io::Result<std::path::PathBuf> {
+        let pem = self.ca_pem.as_deref().ok_or_else(|| {
+            std::io::Error::other("the sandbox serves plain http: it has no CA certificate")
+        })?;
+        let path = match path {
+            Some(path) => path.to_owned(),
+            None => tls::private_folder()?.join("ca.pem"),
+        };
+        tls::create_exclusive(&path, pem.as_bytes())?;
+        Ok(path)
     }
 }
 

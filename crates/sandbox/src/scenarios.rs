@@ -51,6 +51,9 @@ pub(crate) struct Record {
     pub(crate) scopes: Vec<&'static str>,
     pub(crate) granular_to_waba: bool,
     pub(crate) death: Option<Death>,
+    /// Its expiry errors carry no `error_subcode`: WhatsApp endpoints dropped it from v16 on, and
+    /// captured 190 errors show the same (`graph-api.md` §3, §12).
+    pub(crate) drops_subcode: bool,
 }
 
 /// A scenario: a named token with a story, for `--scenario NAME` and for tests.
@@ -113,6 +116,14 @@ pub const SCENARIOS: &[Scenario] = &[
     Scenario {
         name: "expired",
         about: "long-lived user token that expired 2 days ago",
+    },
+    Scenario {
+        name: "expired-no-subcode",
+        about: "user token that expired a day ago, its errors without `error_subcode` (as WhatsApp endpoints answer)",
+    },
+    Scenario {
+        name: "user-no-expiry",
+        about: "valid user token with `expires_at` 0: no expiry by time, data access lapses in 87 days",
     },
     Scenario {
         name: "password-changed",
@@ -203,6 +214,28 @@ pub(crate) fn mint(app_id: u64) -> AccessToken {
     AccessToken::new(token)
 }
 
+/// Whether `token` has the whole shape [`mint`] gives: `E`, then the Z-escaped base64 of exactly the
+/// 132 bytes of a token. A token with one character changed keeps it; one cut short does not.
+pub(crate) fn well_formed(token: &str) -> bool {
+    let Some(rest) = token.strip_prefix('E') else {
+        return false;
+    };
+    let mut chars = rest.bytes();
+    let mut len = 0;
+    while let Some(c) = chars.next() {
+        let ok = match c {
+            b'Z' => matches!(chars.next(), Some(b'A' | b'B' | b'C' | b'D')),
+            c => c.is_ascii_alphanumeric(),
+        };
+        if !ok {
+            return false;
+        }
+        len += 1;
+    }
+    // 132 bytes are 44 groups of three: 176 characters, no padding.
+    len == 176
+}
+
 /// The sandbox business's one system user: every system-user token of our app acts as it.
 pub(crate) fn new_system_user_id() -> String {
     random_digits(15)
@@ -230,6 +263,7 @@ pub(crate) fn build(ours: &App, other: &App, system_user_id: &str, now: i64) -> 
         scopes: ALL.to_vec(),
         granular_to_waba: true,
         death: None,
+        drops_subcode: false,
     };
     let mut records = vec![
         user(
@@ -284,17 +318,30 @@ pub(crate) fn build(ours: &App, other: &App, system_user_id: &str, now: i64) -> 
             -2 * DAY,
         ),
         Record {
+            drops_subcode: true,
+            ..user(
+                "expired-no-subcode",
+                "USER",
+                "Sandbox Developer",
+                Some(-61 * DAY),
+                -DAY,
+            )
+        },
+        user(
+            "user-no-expiry",
+            "USER",
+            "Sandbox Developer",
+            Some(-3 * DAY),
+            0,
+        ),
+        // An invalidated token's `/debug_token` shows `expires_at: 0` and no `issued_at` (§12): a
+        // dead token's 0 does not mean "never expires".
+        Record {
             death: Some(Death {
                 subcode: Some(460),
                 message: "Error validating access token: The session has been invalidated because the user changed their password or Facebook has changed the session for security reasons.",
             }),
-            ..user(
-                "password-changed",
-                "USER",
-                "Sandbox Developer",
-                Some(-5 * DAY),
-                55 * DAY,
-            )
+            ..user("password-changed", "USER", "Sandbox Developer", None, 0)
         },
         Record {
             scopes: vec!["whatsapp_business_management", "business_management"],
@@ -366,6 +413,16 @@ mod tests {
             assert!((150..=260).contains(&text.len()), "{}", text.len());
             assert_eq!(token.embedded_app_id(), Some(app.id));
         }
+    }
+
+    #[test]
+    fn a_whole_token_is_well_formed_and_a_cut_one_is_not() {
+        let token = mint(new_app("x").id);
+        let text = token.expose_secret();
+        assert!(well_formed(text));
+        assert!(!well_formed(&text[..60]));
+        assert!(!well_formed(&text[1..]));
+        assert!(!well_formed(&format!("{text}A")));
     }
 
     #[test]

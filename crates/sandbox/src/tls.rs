@@ -57,6 +57,41 @@ pub(crate) fn make() -> std::io::Result<TestCa> {
     })
 }
 
+/// A new folder `permatoken-sandbox-<random>` in the system's temporary folder, mode 0700 from its
+/// creation: its name cannot be guessed beforehand, and no other user can read or add to it.
+pub(crate) fn private_folder() -> std::io::Result<std::path::PathBuf> {
+    let base = std::env::temp_dir();
+    let mut last = None;
+    for _ in 0..8 {
+        let name: String = crate::scenarios::random_bytes(8)
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        let path = base.join(format!("permatoken-sandbox-{name}"));
+        let mut builder = std::fs::DirBuilder::new();
+        #[cfg(unix)]
+        std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+        match builder.create(&path) {
+            Ok(()) => return Ok(path),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => last = Some(e),
+            Err(e) => return Err(e),
+        }
+    }
+    Err(last.unwrap_or_else(|| std::io::Error::other("no free folder name")))
+}
+
+/// Creates `path` with `bytes`, mode 0600; fails if anything (a file, a symbolic link) is there.
+pub(crate) fn create_exclusive(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut file = options.open(path)?;
+    file.write_all(bytes)?;
+    file.sync_all()
+}
+
 /// Handshakes are done one at a time, so a client that never sends its hello must not hold up others.
 const HANDSHAKE_LIMIT: std::time::Duration = std::time::Duration::from_secs(5);
 

@@ -22,6 +22,9 @@ pub struct Account {
     owner: Business,
     phones: &'static [&'static str],
     subscribed: bool,
+    /// Whether the scenario tokens' WhatsApp scopes are granted on it.
+    granted: bool,
+    review: &'static str,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -42,14 +45,24 @@ const UNVERIFIED: Business = Business {
     verification: "not_verified",
 };
 
-/// The accounts, the first the healthy one.
+/// The accounts, the first the healthy one. A phone number's `health_status` names the first account
+/// that lists it, and that account's business.
 pub const ACCOUNTS: &[Account] = &[
     Account {
         id: "102290129340398",
         about: "healthy: verified business, this app subscribed",
         owner: VERIFIED,
-        phones: &["106540352242922"],
+        phones: &[
+            "106540352242922",
+            "106540352242925",
+            "106540352242926",
+            "106540352242927",
+            "106540352242928",
+            "106540352242929",
+        ],
         subscribed: true,
+        granted: true,
+        review: "APPROVED",
     },
     Account {
         id: "102290129340399",
@@ -57,6 +70,8 @@ pub const ACCOUNTS: &[Account] = &[
         owner: VERIFIED,
         phones: &["106540352242922"],
         subscribed: false,
+        granted: true,
+        review: "APPROVED",
     },
     Account {
         id: "102290129340400",
@@ -64,6 +79,8 @@ pub const ACCOUNTS: &[Account] = &[
         owner: UNVERIFIED,
         phones: &["106540352242923"],
         subscribed: true,
+        granted: true,
+        review: "APPROVED",
     },
     Account {
         id: "102290129340401",
@@ -71,6 +88,17 @@ pub const ACCOUNTS: &[Account] = &[
         owner: VERIFIED,
         phones: &[],
         subscribed: true,
+        granted: false,
+        review: "APPROVED",
+    },
+    Account {
+        id: "102290129340402",
+        about: "banned: its number's health is BLOCKED (141014)",
+        owner: VERIFIED,
+        phones: &["106540352242924"],
+        subscribed: true,
+        granted: true,
+        review: "REJECTED",
     },
 ];
 
@@ -87,8 +115,11 @@ pub struct Phone {
     health: &'static str,
     /// (entity type, error code, description, solution) of the entity that is not AVAILABLE.
     problem: Option<(&'static str, i64, &'static str, &'static str)>,
-    /// `None`: only the deprecated `messaging_limit_tier` is sent.
+    /// `whatsapp_business_manager_messaging_limit`, sent from v24.0 on; `None`: not sent.
     limit: Option<&'static str>,
+    /// The deprecated `messaging_limit_tier`, sent up to v23.0: the same tier as `limit` when there is
+    /// one, so the two never contradict each other.
+    tier: &'static str,
 }
 
 /// The numbers, the first the healthy one.
@@ -101,7 +132,8 @@ pub const PHONES: &[Phone] = &[
         platform: "CLOUD_API",
         health: "AVAILABLE",
         problem: None,
-        limit: Some("TIER_2K"),
+        limit: Some("TIER_10K"),
+        tier: "TIER_10K",
     },
     Phone {
         id: "106540352242923",
@@ -117,6 +149,7 @@ pub const PHONES: &[Phone] = &[
             "Complete business verification in Business Settings → Security Center",
         )),
         limit: Some("TIER_250"),
+        tier: "TIER_250",
     },
     Phone {
         id: "106540352242924",
@@ -131,7 +164,8 @@ pub const PHONES: &[Phone] = &[
             "WhatsApp Business Account is banned",
             "Request a review in WhatsApp Manager → Account quality",
         )),
-        limit: Some("TIER_2K"),
+        limit: Some("TIER_10K"),
+        tier: "TIER_10K",
     },
     Phone {
         id: "106540352242925",
@@ -141,7 +175,8 @@ pub const PHONES: &[Phone] = &[
         platform: "CLOUD_API",
         health: "AVAILABLE",
         problem: None,
-        limit: Some("TIER_2K"),
+        limit: Some("TIER_10K"),
+        tier: "TIER_10K",
     },
     Phone {
         id: "106540352242926",
@@ -151,7 +186,8 @@ pub const PHONES: &[Phone] = &[
         platform: "CLOUD_API",
         health: "AVAILABLE",
         problem: None,
-        limit: Some("TIER_2K"),
+        limit: Some("TIER_10K"),
+        tier: "TIER_10K",
     },
     Phone {
         id: "106540352242927",
@@ -161,17 +197,30 @@ pub const PHONES: &[Phone] = &[
         platform: "ON_PREMISE",
         health: "AVAILABLE",
         problem: None,
-        limit: Some("TIER_2K"),
+        limit: Some("TIER_10K"),
+        tier: "TIER_10K",
     },
     Phone {
         id: "106540352242928",
-        about: "only the deprecated messaging_limit_tier",
+        about: "no messaging limit from v24.0 on; only the deprecated messaging_limit_tier (TIER_1K) up to v23.0",
         status: "CONNECTED",
         code_verification: "VERIFIED",
         platform: "CLOUD_API",
         health: "AVAILABLE",
         problem: None,
         limit: None,
+        tier: "TIER_1K",
+    },
+    Phone {
+        id: "106540352242929",
+        about: "a status no list of Meta's names: judged unknown, never critical",
+        status: "SOMETHING_NEW",
+        code_verification: "VERIFIED",
+        platform: "CLOUD_API",
+        health: "AVAILABLE",
+        problem: None,
+        limit: Some("TIER_10K"),
+        tier: "TIER_10K",
     },
 ];
 
@@ -187,10 +236,11 @@ pub(crate) fn initially_subscribed() -> Vec<String> {
         .collect()
 }
 
-/// The accounts the scenario tokens' WhatsApp scopes are granted on: all but the last.
-pub(crate) fn granted_accounts() -> Vec<&'static str> {
-    ACCOUNTS[..ACCOUNTS.len() - 1]
+/// The accounts the scenario tokens' WhatsApp scopes are granted on (`target_ids`).
+pub fn granted_accounts() -> Vec<&'static str> {
+    ACCOUNTS
         .iter()
+        .filter(|a| a.granted)
         .map(|a| a.id)
         .collect()
 }
@@ -259,13 +309,23 @@ fn fields(all: Value, params: &Params, default: &[&str]) -> Value {
     Value::Object(out)
 }
 
-fn phone_json(p: &Phone) -> Value {
+/// The account a number belongs to: the first that lists it.
+fn account_of(p: &Phone) -> &'static Account {
+    ACCOUNTS
+        .iter()
+        .find(|a| a.phones.contains(&p.id))
+        .expect("every sandbox number belongs to an account")
+}
+
+/// A phone number as version `major` (the newest when `None`) answers it.
+fn phone_json(state: &State, p: &Phone, major: Option<u32>) -> Value {
     let entity = |kind: &str, id: &str, can: &str| json!({"entity_type": kind, "id": id, "can_send_message": can});
+    let account = account_of(p);
     let mut entities = vec![
         entity("PHONE_NUMBER", p.id, "AVAILABLE"),
-        entity("WABA", ACCOUNTS[0].id, "AVAILABLE"),
-        entity("BUSINESS", VERIFIED.id, "AVAILABLE"),
-        entity("APP", "0", "AVAILABLE"),
+        entity("WABA", account.id, "AVAILABLE"),
+        entity("BUSINESS", account.owner.id, "AVAILABLE"),
+        entity("APP", &state.ours.id.to_string(), "AVAILABLE"),
     ];
     if let Some((kind, code, description, solution)) = p.problem {
         for e in entities.iter_mut().filter(|e| e["entity_type"] == kind) {
@@ -284,10 +344,13 @@ fn phone_json(p: &Phone) -> Value {
         "platform_type": p.platform,
         "throughput": {"level": "STANDARD"},
         "account_mode": "LIVE",
-        "messaging_limit_tier": "TIER_1K",
         "health_status": {"can_send_message": p.health, "entities": entities},
     });
-    if let Some(limit) = p.limit {
+    // `whatsapp_business_manager_messaging_limit` exists from v24.0, `messaging_limit_tier` up to
+    // v23.0 (§9, §12).
+    if major.is_some_and(|m| m <= 23) {
+        v["messaging_limit_tier"] = json!(p.tier);
+    } else if let Some(limit) = p.limit {
         v["whatsapp_business_manager_messaging_limit"] = json!(limit);
     }
     v
@@ -297,7 +360,7 @@ fn account_json(a: &Account) -> Value {
     json!({
         "id": a.id,
         "name": "Sandbox WhatsApp Account",
-        "account_review_status": "APPROVED",
+        "account_review_status": a.review,
         "business_verification_status": a.owner.verification,
         "ownership_type": "SELF_OWNED",
         "owner_business_info": {"id": a.owner.id, "name": a.owner.name},
@@ -313,6 +376,7 @@ pub(crate) fn node(
     bearer: Option<&str>,
     params: &Params,
     id: &str,
+    major: Option<u32>,
 ) -> Option<Response> {
     let account = ACCOUNTS.iter().find(|a| a.id == id);
     let phone = PHONES.iter().find(|p| p.id == id);
@@ -339,7 +403,7 @@ pub(crate) fn node(
             return Some(permission_error("whatsapp_business_management"));
         }
         Json(fields(
-            phone_json(p),
+            phone_json(state, p, major),
             params,
             &["display_phone_number", "verified_name", "quality_rating"],
         ))
@@ -369,11 +433,14 @@ pub(crate) fn edge(
     state: &State,
     bearer: Option<&str>,
     params: &Params,
-    post: bool,
     id: &str,
     edge: &str,
-    body: &[u8],
+    // The body of a POST; `None` for a GET.
+    posted: Option<&[u8]>,
+    major: Option<u32>,
 ) -> Option<Response> {
+    let post = posted.is_some();
+    let body = posted.unwrap_or_default();
     let account = ACCOUNTS.iter().find(|a| a.id == id);
     let phone = PHONES.iter().find(|p| p.id == id);
     match (edge, post, account, phone) {
@@ -402,7 +469,7 @@ pub(crate) fn edge(
                 .filter_map(|id| PHONES.iter().find(|p| p.id == *id))
                 .map(|p| {
                     fields(
-                        phone_json(p),
+                        phone_json(state, p, major),
                         params,
                         &["display_phone_number", "verified_name", "quality_rating"],
                     )

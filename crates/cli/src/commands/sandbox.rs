@@ -29,26 +29,19 @@ pub(crate) async fn run(args: SandboxArgs) -> Result<u8, Failure> {
             "pick another --port, or leave it out to take any free one",
         )
     })?;
+    let stopped = shutdown_signal();
     let url = running.url();
     let ca_file = match running.ca_pem() {
-        Some(pem) => {
-            let path = args.ca_out.clone().unwrap_or_else(|| {
-                std::env::temp_dir().join(format!(
-                    "permatoken-sandbox-ca-{}.pem",
-                    running.addr().port()
-                ))
-            });
-            std::fs::write(&path, pem).map_err(|e| {
-                Failure::new(
-                    format!(
-                        "cannot write the sandbox's CA certificate to `{}`: {e}",
-                        path.display()
-                    ),
-                    "choose a writable place with --ca-out",
-                )
-            })?;
-            Some(path)
-        }
+        Some(_) => Some(running.write_ca(args.ca_out.as_deref()).map_err(|e| {
+            let place = args.ca_out.as_deref().map_or_else(
+                || "a new folder of the temporary folder".to_owned(),
+                |p| format!("`{}`", p.display()),
+            );
+            Failure::new(
+                format!("cannot write the sandbox's CA certificate to {place}: {e}"),
+                "--ca-out takes a file that does not exist yet, in a folder you may write to",
+            )
+        })?),
         None => None,
     };
     let mut out = anstream::stdout().lock();
@@ -95,27 +88,47 @@ pub(crate) async fn run(args: SandboxArgs) -> Result<u8, Failure> {
             let _ = writeln!(out, "    {}", token.expose_secret());
         }
     }
+    let admin = format!(
+        "{}: {}",
+        permatoken_sandbox::ADMIN_HEADER,
+        running.admin_secret()
+    );
     let _ = writeln!(
         out,
-        "\nAdmin: POST {url}/_sandbox/faults {{\"latency_ms\":100,\"server_errors\":1,\"rate_limits\":1,\"regain_minutes\":5,\"truncate\":1}}\n       POST {url}/_sandbox/clock {{\"advance_seconds\":86400}}   GET {url}/_sandbox/requests\nCtrl-C stops it."
+        "\nAdmin API (only with the header `{admin}`):\n  curl -H '{admin}' {url}/_sandbox/requests\n  POST {url}/_sandbox/faults {{\"latency_ms\":100,\"server_errors\":1,\"rate_limits\":1,\"regain_minutes\":5,\"truncate\":1}}\n  POST {url}/_sandbox/clock {{\"advance_seconds\":86400}}   GET {url}/_sandbox/scenarios\nCtrl-C stops it."
     );
     let _ = out.flush();
     drop(out);
-    shutdown_signal().await;
+    stopped.await;
+    // The folder made for this run's CA goes with the run; a file the user named stays.
+    if let (Some(path), None) = (&ca_file, &args.ca_out) {
+        let _ = std::fs::remove_file(path);
+        if let Some(folder) = path.parent() {
+            let _ = std::fs::remove_dir(folder);
+        }
+    }
     Ok(0)
 }
 
-async fn shutdown_signal() {
+/// Registers for Ctrl-C and SIGTERM at once, and returns what ends at the first of them. Registered
+/// before the banner says the sandbox is up: a signal sent right after it must still clean up.
+fn shutdown_signal() -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>> {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{SignalKind, signal};
-        if let Ok(mut term) = signal(SignalKind::terminate()) {
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => {}
-                _ = term.recv() => {}
-            }
-            return;
+        if let (Ok(mut term), Ok(mut int)) = (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+        ) {
+            return Box::pin(async move {
+                tokio::select! {
+                    _ = int.recv() => {}
+                    _ = term.recv() => {}
+                }
+            });
         }
     }
-    let _ = tokio::signal::ctrl_c().await;
+    Box::pin(async {
+        let _ = tokio::signal::ctrl_c().await;
+    })
 }

@@ -1,4 +1,7 @@
 //! Every scenario's verdict, with and without app credentials, and what the sandbox received.
+//!
+//! Without app credentials a system-user token cannot inspect itself (`graph-api.md` §5): the real
+//! API refuses `/debug_token` with code 100, and so does the sandbox.
 
 use permatoken_secret::{AccessToken, AppSecret};
 
@@ -113,6 +116,26 @@ const EXPECT: &[Expect] = &[
             "Token expiration \"Never\"",
         ],
     },
+    // Captured expiries come without a subcode; the message says it.
+    Expect {
+        scenario: "expired-no-subcode",
+        code: 2,
+        status: "critical",
+        kind: "*",
+        valid: false,
+        findings: &["token_expired"],
+        words: &["the token expired", "(Graph API code 190)"],
+    },
+    // Valid, `USER`, `expires_at` 0: long-lived, never expiring by time, data access still lapses.
+    Expect {
+        scenario: "user-no-expiry",
+        code: 0,
+        status: "ok",
+        kind: "long_lived_user",
+        valid: true,
+        findings: &[],
+        words: &["expires      never", "data access  until"],
+    },
     Expect {
         scenario: "password-changed",
         code: 2,
@@ -154,9 +177,41 @@ const EXPECT: &[Expect] = &[
     },
 ];
 
+/// What every system-user token shows without app credentials: it works, and Meta will not say more.
+fn alone(scenario: &'static str) -> Expect {
+    Expect {
+        scenario,
+        code: 3,
+        status: "unknown",
+        kind: "unknown",
+        valid: true,
+        findings: &["app_token_required"],
+        words: &[
+            "✓ valid — acts as Sandbox System User",
+            "expires      unknown",
+            "[app_token_required]",
+            "fix: set `FACEBOOK_APP_ID`",
+            "UNKNOWN (exit 3)",
+        ],
+    }
+}
+
 fn check_all_scenarios(with_app: bool) {
     let sandbox = sandbox();
+    let system_users = [
+        "system-user",
+        "system-user-60d",
+        "missing-permission",
+        "no-business-management",
+    ];
     for e in EXPECT {
+        let substitute;
+        let e = if !with_app && system_users.contains(&e.scenario) {
+            substitute = alone(e.scenario);
+            &substitute
+        } else {
+            e
+        };
         let json = Test::against(&sandbox)
             .dotenv(&sandbox, e.scenario, with_app)
             .args(["check", "--json"])
@@ -181,6 +236,12 @@ fn check_all_scenarios(with_app: bool) {
                 "every finding has a fix: {context}"
             );
         }
+        assert!(
+            !json
+                .stdout
+                .contains(&crate::harness::token_of(&sandbox, e.scenario)),
+            "no token in the report: {context}"
+        );
 
         let human = Test::against(&sandbox)
             .dotenv(&sandbox, e.scenario, with_app)
@@ -265,12 +326,9 @@ fn the_report_holds_the_design_fields() {
     assert!(token["issued_at"].as_str().unwrap().ends_with('Z'));
     assert_eq!(token["scopes"].as_array().unwrap().len(), 3);
     assert_eq!(token["missing_scopes"], serde_json::json!([]));
-    // WhatsApp scopes are granted on the sandbox's accounts, all but the last.
-    let accounts = &permatoken_sandbox::ACCOUNTS;
-    let granted: Vec<&str> = accounts[..accounts.len() - 1]
-        .iter()
-        .map(|a| a.id)
-        .collect();
+    // WhatsApp scopes are granted on the sandbox's accounts, all but one.
+    let granted = permatoken_sandbox::granted_accounts();
+    assert_eq!(granted.len(), permatoken_sandbox::ACCOUNTS.len() - 1);
     assert_eq!(
         token["granular_scopes"][0]["target_ids"],
         serde_json::json!(granted)
@@ -290,9 +348,10 @@ fn another_apps_token_is_named_as_such() {
         .dotenv(&sandbox, "other-app", true)
         .args(["check", "--json"])
         .run();
-    out.assert_code(1);
+    // Its own app could inspect it; ours may not, and the token itself may not either.
+    out.assert_code(3);
     let report = out.json();
-    assert_eq!(out.codes(), ["app_mismatch"]);
+    assert_eq!(out.codes(), ["app_mismatch", "app_token_required"]);
     assert_eq!(
         report["token"]["app_id"],
         sandbox.other_app().id.to_string()
@@ -309,12 +368,18 @@ fn another_apps_token_is_named_as_such() {
         assert_eq!(r.query_param("appsecret_proof"), None, "{}", r.target());
         assert!(!r.bearer().unwrap().contains('|'), "{}", r.target());
     }
-    // Without app credentials there is nothing to mismatch.
-    Test::against(&sandbox)
+    let fix = report["findings"][1]["fix"].as_str().unwrap();
+    assert!(
+        fix.contains(&format!("of app {}", sandbox.other_app().id)),
+        "{fix}"
+    );
+    // Without app credentials there is nothing to mismatch, and still nobody to inspect it.
+    let alone = Test::against(&sandbox)
         .dotenv(&sandbox, "other-app", false)
-        .args(["check"])
-        .run()
-        .assert_code(0);
+        .args(["check", "--json"])
+        .run();
+    alone.assert_code(3);
+    assert_eq!(alone.codes(), ["app_token_required"]);
 }
 
 #[test]
@@ -371,22 +436,74 @@ fn expected_proof(secret: &AppSecret, token: &str) -> String {
 }
 
 #[test]
-fn without_app_credentials_the_token_inspects_itself() {
+fn without_app_credentials_a_system_user_token_is_unknown_and_says_which_variables() {
     let sandbox = sandbox();
-    Test::against(&sandbox)
+    let out = Test::against(&sandbox)
         .dotenv(&sandbox, "system-user", false)
-        .args(["check"])
-        .run()
-        .assert_code(0);
-    let token = sandbox.token("system-user").unwrap();
+        .args(["check", "--json"])
+        .run();
+    out.assert_code(3);
+    let report = out.json();
+    assert_eq!(report["status"], "unknown");
+    let token = &report["token"];
+    // What `/me` and the token itself tell: it works, who it is, which app it belongs to.
+    assert_eq!(token["valid"], true);
+    assert_eq!(report["identity"]["name"], "Sandbox System User");
+    assert_eq!(token["app_id"], sandbox.app().id.to_string());
+    // What only the app may see is null, not guessed.
+    for field in [
+        "type",
+        "expires_at",
+        "issued_at",
+        "never_expires",
+        "scopes",
+        "data_access_expires_at",
+    ] {
+        assert_eq!(token[field], serde_json::Value::Null, "{field}");
+    }
+    assert_eq!(token["kind"], "unknown");
+    assert_eq!(out.codes(), ["app_token_required"]);
+    let finding = &report["findings"][0];
+    assert_eq!(finding["severity"], "warning");
+    let message = finding["message"].as_str().unwrap();
+    assert!(message.contains("the token works"), "{message}");
+    assert!(message.contains("developer of that app"), "{message}");
+    assert!(
+        !message.contains("system user"),
+        "also said to users: {message}"
+    );
+    let fix = finding["fix"].as_str().unwrap();
+    for word in [
+        "`FACEBOOK_APP_ID`",
+        "`FACEBOOK_APP_SECRET`",
+        "App Dashboard → Settings → Basic",
+        ".env",
+    ] {
+        assert!(fix.contains(word), "`{word}` not in {fix}");
+    }
+    assert!(!fix.contains("--graph-url"), "{fix}");
+    let secret = sandbox.token("system-user").unwrap();
+    assert!(
+        !out.stdout.contains(secret.expose_secret())
+            && !out.stderr.contains(secret.expose_secret())
+    );
+    // It asked as itself, without a proof (no secret), and was refused as the real API refuses.
     for r in sandbox.requests() {
-        assert_eq!(r.bearer(), Some(token.expose_secret()));
+        assert_eq!(r.bearer(), Some(secret.expose_secret()));
         assert_eq!(
             r.query_param("appsecret_proof"),
             None,
             "no secret, no proof"
         );
     }
+
+    // A user token whose person develops the app may inspect itself: a full report.
+    let user = Test::against(&sandbox)
+        .dotenv(&sandbox, "user-60d", false)
+        .args(["check", "--json"])
+        .run();
+    user.assert_code(0);
+    assert_eq!(user.json()["token"]["type"], "USER");
 }
 
 #[test]
@@ -466,6 +583,12 @@ fn the_sandbox_flag_needs_nothing_else() {
         out.stdout
     );
     assert!(out.stdout.contains("OK (exit 0)"));
+    // The README's first command: a full report, the sandbox's app credentials passed along.
+    assert!(out.stdout.contains("expires      never"), "{}", out.stdout);
+    let out = Test::new().args(["check", "--sandbox", "--json"]).run();
+    out.assert_code(0);
+    assert_eq!(out.json()["token"]["kind"], "system_user_permanent");
+    assert_eq!(out.codes(), Vec::<String>::new());
     let out = Test::new()
         .args([
             "check",

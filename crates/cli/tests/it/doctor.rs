@@ -17,6 +17,8 @@ struct Setup<'a> {
     phone: Option<&'a str>,
     webhook: Option<String>,
     verify: bool,
+    /// `FACEBOOK_APP_ID` and `FACEBOOK_APP_SECRET` in the `.env`.
+    app: bool,
 }
 
 impl<'a> Setup<'a> {
@@ -28,15 +30,18 @@ impl<'a> Setup<'a> {
             phone: Some(PHONES[0].id),
             webhook: Some(webhook.url()),
             verify: true,
+            app: true,
         }
     }
 
     fn env(&self) -> String {
         let mut text = format!(
-            "WHATSAPP_ACCESS_TOKEN={}\n{}",
-            token_of(self.sandbox, self.scenario),
-            app_lines(self.sandbox)
+            "WHATSAPP_ACCESS_TOKEN={}\n",
+            token_of(self.sandbox, self.scenario)
         );
+        if self.app {
+            text.push_str(&app_lines(self.sandbox));
+        }
         if let Some(waba) = self.waba {
             text.push_str(&format!("WHATSAPP_BUSINESS_ACCOUNT_ID={waba}\n"));
         }
@@ -155,7 +160,7 @@ fn a_healthy_setup_is_all_ok_and_items_ids_are_stable() {
         &report,
         "phone_number",
         "ok",
-        &["2,000 unique users a day", "AVAILABLE"],
+        &["10,000 unique users a day", "AVAILABLE"],
     );
     // Without the flag, the loopback address fails: Meta could not reach it.
     let out = Setup::healthy(&sandbox, &webhook).run(Some(&webhook), &[]);
@@ -178,6 +183,7 @@ fn missing_inputs_are_skipped_with_the_variable_to_set() {
         phone: None,
         webhook: None,
         verify: false,
+        app: true,
     };
     let out = setup.run(None, &[]);
     out.assert_code(0);
@@ -231,6 +237,13 @@ fn token_states() {
             "critical",
             &["not on `WHATSAPP_BUSINESS_ACCOUNT_ID`", "Add assets"][..],
         ),
+        (
+            "user-no-expiry",
+            ACCOUNTS[0].id,
+            1,
+            "warning",
+            &["does not expire by time", "data access lapses 20"][..],
+        ),
     ];
     for (scenario, waba, code, status, words) in cases {
         let setup = Setup {
@@ -242,6 +255,33 @@ fn token_states() {
         out.assert_code(code);
         expect(&out.json(), "token", status, words);
     }
+}
+
+#[test]
+fn without_app_credentials_the_token_item_is_unknown_and_names_them() {
+    let sandbox = sandbox();
+    let webhook = receiver(&sandbox, Certificate::Good, Behaviour::Correct);
+    let setup = Setup {
+        app: false,
+        ..Setup::healthy(&sandbox, &webhook)
+    };
+    let out = setup.run(Some(&webhook), &["--allow-private-webhook"]);
+    out.assert_code(3);
+    let report = out.json();
+    expect(
+        &report,
+        "token",
+        "unknown",
+        &[
+            "the token works",
+            "only to its app",
+            "`FACEBOOK_APP_ID` and `FACEBOOK_APP_SECRET`",
+            "Settings → Basic",
+        ],
+    );
+    let (_, text) = said(&report, "token");
+    assert!(!text.contains("--graph-url"), "{text}");
+    assert!(!out.stdout.contains(&token_of(&sandbox, "system-user")));
 }
 
 #[test]
@@ -305,11 +345,13 @@ fn phone_number_states() {
             "critical",
             &["platform ON_PREMISE", "Cloud API"][..],
         ),
+        (PHONES[6].id, 0, "ok", &["messaging limit not sent"][..]),
+        // A status no list of Meta's names is shown as it is and judged unknown, never critical.
         (
-            PHONES[6].id,
-            0,
-            "ok",
-            &["deprecated messaging_limit_tier", "1,000 unique users"][..],
+            PHONES[7].id,
+            3,
+            "unknown",
+            &["status SOMETHING_NEW", "does not know this status"][..],
         ),
     ];
     for (phone, code, status, words) in cases {
@@ -320,6 +362,30 @@ fn phone_number_states() {
         let out = setup.run(Some(&webhook), &["--allow-private-webhook"]);
         out.assert_code(code);
         expect(&out.json(), "phone_number", status, words);
+        assert!(!out.stdout.contains(&token_of(&sandbox, "system-user")));
+    }
+    // `messaging_limit_tier` exists up to v23.0: there, the number that sends no limit from v24.0
+    // shows the deprecated tier, and every other number the same tier as it shows from v24.0.
+    for (phone, words) in [
+        (
+            PHONES[6].id,
+            &["deprecated messaging_limit_tier", "1,000 unique users"][..],
+        ),
+        (
+            PHONES[0].id,
+            &["deprecated messaging_limit_tier", "10,000 unique users"][..],
+        ),
+    ] {
+        let setup = Setup {
+            phone: Some(phone),
+            ..Setup::healthy(&sandbox, &webhook)
+        };
+        let out = setup.run(
+            Some(&webhook),
+            &["--allow-private-webhook", "--graph-version", "v23.0"],
+        );
+        out.assert_code(0);
+        expect(&out.json(), "phone_number", "ok", words);
     }
 }
 

@@ -7,6 +7,7 @@ mod credentials;
 mod doctor;
 mod environment;
 mod faults;
+mod fidelity;
 mod harness;
 mod hostile;
 mod output;
