@@ -10,6 +10,7 @@ use axum::extract::State as Extract;
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use permatoken_secret::AppToken;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -545,10 +546,10 @@ fn debug_token(state: &State, bearer: Option<&str>, params: &Params) -> Response
             "(#100) The parameter input_token is required",
         );
     };
-    let viewing_app = if let Some((id, secret)) = caller.split_once('|') {
+    let viewing_app = if let Some(caller) = AppToken::parse(caller) {
         let Some(app) = [&state.ours, &state.other]
             .into_iter()
-            .find(|a| a.id.to_string() == id)
+            .find(|a| a.id.to_string() == caller.app_id())
         else {
             return error(
                 StatusCode::BAD_REQUEST,
@@ -558,7 +559,7 @@ fn debug_token(state: &State, bearer: Option<&str>, params: &Params) -> Response
                 "Error validating application. Invalid application ID.",
             );
         };
-        if app.secret.expose_secret() != secret {
+        if app.secret != *caller.secret() {
             return error(
                 StatusCode::BAD_REQUEST,
                 190,
@@ -591,10 +592,10 @@ fn debug_token(state: &State, bearer: Option<&str>, params: &Params) -> Response
         app_of(state, record.owner)
     };
     // An app token inspected: valid when its secret is the app's (`type: APP`, no expiry).
-    if let Some((id, secret)) = input.split_once('|') {
+    if let Some(input) = AppToken::parse(input) {
         let app = [&state.ours, &state.other]
             .into_iter()
-            .find(|a| a.id.to_string() == id && a.secret.expose_secret() == secret);
+            .find(|a| a.id.to_string() == input.app_id() && a.secret == *input.secret());
         return Json(match app {
             Some(app) => json!({"data": {
                 "app_id": app.id.to_string(),
