@@ -14,4 +14,5 @@ mod output;
 mod proxy;
 mod renew;
 mod scan;
+mod systemd;
 mod tls;
