@@ -6,9 +6,10 @@ use std::time::Duration;
 
 use permatoken_config::{Credentials, Source, Sourced};
 use permatoken_graph::{Budget, Client};
-use permatoken_inspect::{AppCredentials, Status, Thresholds, TokenFacts};
+use permatoken_inspect::{AppCredentials, Status, Thresholds};
 use permatoken_renew::{
-    Assessment, Claims, Ctx, Decision, Destination, Failure as RenewFailure, Reload, Verified,
+    Claims, Ctx, Destination, FailoverOutcome, Failure as RenewFailure, LockNotice, Promotion,
+    RefreshOptions, RefreshReport, Reload, RenewPolicy, Target, TokenSpec, Verified,
 };
 use permatoken_sandbox::Running;
 use permatoken_secret::AccessToken;
@@ -106,30 +107,6 @@ impl Setup {
     }
 }
 
-/// Where a new token would go.
-#[derive(Clone)]
-enum Target {
-    /// A file. `holds_input`: the token worked from was read there, so under the lock the file must
-    /// still hold it.
-    File {
-        destination: Destination,
-        holds_input: bool,
-    },
-    /// The sandbox without `--output`: shown, never written.
-    Demo,
-    /// A backup token from somewhere permatoken cannot write (the environment): never renewed.
-    Nowhere,
-}
-
-impl Target {
-    fn destination(&self) -> Option<&Destination> {
-        match self {
-            Self::File { destination, .. } => Some(destination),
-            Self::Demo | Self::Nowhere => None,
-        }
-    }
-}
-
 async fn setup(
     source: &SourceArgs,
     graph: &GraphArgs,
@@ -193,15 +170,20 @@ fn backup_dir(write: &WriteArgs) -> Result<Option<PathBuf>, Failure> {
     permatoken_renew::backup_dir(write.no_backup).map_err(renew_failure)
 }
 
-/// The locks of this command's files, each taken once, saying at once when another process holds one.
-fn claims(write: &WriteArgs, backup_dir: Option<PathBuf>) -> Claims<'static> {
-    let timeout = write.lock_timeout;
-    Claims::new(timeout, backup_dir, move |lock| {
+/// Says at once when another process holds the lock of a file to write.
+fn lock_notice(timeout: Duration) -> LockNotice {
+    std::sync::Arc::new(move |lock: &std::path::Path| {
         render::warning(&format!(
             "another process holds `{}`, the lock of the file to write; waiting up to {timeout:?} for it (--lock-timeout)",
             lock.display()
         ));
     })
+}
+
+/// The locks of this command's files, each taken once, saying at once when another process holds one.
+fn claims(write: &WriteArgs, backup_dir: Option<PathBuf>) -> Claims<'static> {
+    let notice = lock_notice(write.lock_timeout);
+    Claims::new(write.lock_timeout, backup_dir, move |lock| notice(lock))
 }
 
 fn store(
@@ -481,19 +463,6 @@ async fn run_mint(args: MintArgs) -> Result<u8, Failure> {
     )
 }
 
-/// One token's line in `refresh`'s report.
-#[derive(Serialize)]
-struct TokenOutcome {
-    variable: Option<String>,
-    source: String,
-    decision: Decision,
-    message: String,
-    steps: Option<String>,
-    token: TokenFacts,
-    renewed: Option<TokenFacts>,
-    written: Option<WriteReport>,
-}
-
 pub(crate) async fn refresh(args: RefreshArgs) -> Result<u8, Failure> {
     run_refresh(args).await
 }
@@ -501,261 +470,85 @@ pub(crate) async fn refresh(args: RefreshArgs) -> Result<u8, Failure> {
 async fn run_refresh(args: RefreshArgs) -> Result<u8, Failure> {
     let scenario = args.sandbox.then_some(args.scenario.as_str());
     let setup = setup(&args.source, &args.graph, &args.windows, scenario).await?;
-    let primary_target = setup.target(&args.write)?;
-    let backup_dir = match primary_target {
+    let target = setup.target(&args.write)?;
+    let backup_dir = match target {
         Target::File { .. } => backup_dir(&args.write)?,
         Target::Demo | Target::Nowhere => None,
     };
-    let options = permatoken_renew::RefreshOptions {
-        renew_window: jiff::SignedDuration::from_hours(
-            i64::from(args.renew_days.unwrap_or(args.windows.warn_days)) * 24,
-        ),
-        try_user_token: args.try_user_token,
+    let spec = TokenSpec {
+        primary: setup.token()?.clone(),
+        target,
+        backups: setup.credentials.backups.clone(),
     };
-    let ctx = setup.ctx();
-    let primary = setup.token()?;
-    let mut tokens: Vec<&Sourced<AccessToken>> = vec![primary];
-    tokens.extend(setup.credentials.backups.iter());
-
-    let mut claims = claims(&args.write, backup_dir.clone());
-    let mut outcomes = Vec::new();
-    let mut code = 0u8;
-    let mut wrote = false;
-    for (i, sourced) in tokens.iter().enumerate() {
-        let source = sourced.source.to_string();
-        let target = if i == 0 {
-            primary_target.clone()
-        } else {
-            match &sourced.source {
-                Source::EnvFile(path) => Target::File {
-                    destination: Destination::EnvFile {
-                        path: path.clone(),
-                        variable: sourced.var.clone().unwrap_or_default(),
-                    },
-                    holds_input: true,
-                },
-                _ => Target::Nowhere,
-            }
-        };
-        let assessment = permatoken_renew::assess(
-            &ctx,
-            &sourced.value,
-            &source,
-            sourced.var.as_deref(),
-            options,
-        )
-        .await;
-        let refreshed = match assessment {
-            Assessment::Settled(refreshed) => refreshed,
-            Assessment::Renewable(plan) if args.write.dry_run => {
-                let would = match &target {
-                    Target::File {
-                        destination,
-                        holds_input,
-                    } => permatoken_renew::describe_change(
-                        destination,
-                        holds_input.then_some(&sourced.value),
-                        plan.would_give(),
-                        backup_dir.as_deref(),
-                    ),
-                    _ => format!("would get {}", plan.would_give()),
-                };
-                plan.stop(
-                    Decision::WouldRenew,
-                    format!("{would}; nothing was asked of Meta (--dry-run)"),
-                )
-            }
-            Assessment::Renewable(plan) if matches!(target, Target::Nowhere) => {
-                // Only a file can take a renewed token back: one that cannot be written is not minted.
-                let message = format!(
-                    "not renewed: it came from {}, which permatoken cannot write (put it in the .env file, or use --env-file)",
-                    sourced.source
-                );
-                plan.stop(Decision::CannotRenew, message)
-            }
-            Assessment::Renewable(plan) => {
-                claim(&mut claims, &target, &sourced.value)?;
-                plan.renew(&ctx).await
-            }
-        };
-        let mut written = None;
-        if let (Some(renewed), Some(destination)) = (&refreshed.renewed, target.destination()) {
-            written = Some(store(&mut claims, destination, &renewed.token)?);
-            wrote = true;
-        }
-        let token_code = match refreshed.decision {
-            Decision::NothingNeeded => code_for(&refreshed.before, setup.thresholds),
-            Decision::Renewed => refreshed
-                .renewed
-                .as_ref()
-                .map_or(0, |r| code_for(&r.report, setup.thresholds)),
-            Decision::WouldRenew => 0,
-            Decision::CannotRenew => 1,
-            Decision::Dead => 2,
-            Decision::Unknown => 3,
-        };
-        code = worst(code, token_code);
-        outcomes.push(TokenOutcome {
-            variable: sourced.var.clone(),
-            source,
-            decision: refreshed.decision,
-            message: refreshed.message,
-            steps: refreshed.steps,
-            token: refreshed.before.token.clone(),
-            renewed: refreshed.renewed.as_ref().map(|r| r.report.token.clone()),
-            written,
+    let options = RefreshOptions {
+        policy: RenewPolicy {
+            renew_window: jiff::SignedDuration::from_hours(
+                i64::from(args.renew_days.unwrap_or(args.windows.warn_days)) * 24,
+            ),
+            try_user_token: args.try_user_token,
+        },
+        failover: args.failover,
+        reload: args.write.then.clone(),
+        lock_timeout: args.write.lock_timeout,
+        dry_run: args.write.dry_run,
+        backup_dir,
+        on_lock_held: Some(lock_notice(args.write.lock_timeout)),
+    };
+    let report = permatoken_renew::refresh_all(&setup.ctx(), &spec, &options)
+        .await
+        .map_err(renew_failure)?;
+    for (what, why) in report.unsynced() {
+        render::warning(&format!(
+            "{what} was written, but its folder could not be flushed to disk ({why}): a power cut in the next moments could bring back the old file"
+        ));
+    }
+    if let Some(failover @ FailoverOutcome::NotInEnvFile { .. }) = &report.failover {
+        return Err(Failure {
+            code: report.status.exit_code(),
+            message: failover.message(),
+            hint: failover.hint().map(str::to_owned),
         });
-        if i == 0 && args.failover && outcomes[0].decision == Decision::Dead {
-            // Failover decides the primary's fate; the backups are looked at there.
-            break;
-        }
-    }
-
-    let mut failover = None;
-    if args.failover && outcomes[0].decision == Decision::Dead {
-        let (result, failover_code) =
-            run_failover(&setup, &args.write, primary, &mut claims).await?;
-        wrote |= result.get("written").is_some_and(|w| !w.is_null());
-        failover = Some(result);
-        code = failover_code;
-    }
-    // The reload may start something that writes the same files: the locks go first.
-    drop(claims);
-    let reload = run_then(args.write.then.as_deref(), wrote);
-    if reload.as_ref().is_some_and(|r| !r.ok) {
-        code = 2;
     }
     if args.write.json {
-        print_json(&json!({
-            "status": status_of(code),
-            "action": "refresh",
-            "dry_run": args.write.dry_run,
-            "tokens": outcomes,
-            "failover": failover,
-            "reload": reload,
-        }));
+        print_json(&serde_json::to_value(&report).unwrap_or_default());
     } else {
-        let mut out = anstream::stdout().lock();
-        for o in &outcomes {
-            let _ = render::refresh_outcome(
-                &mut out,
-                o.variable.as_deref(),
-                &o.source,
-                &o.decision,
-                &o.message,
-                o.steps.as_deref(),
-            );
-            if let Some(w) = &o.written {
-                let _ = render::written(&mut out, &w.destination.to_string(), w.backup.as_deref());
-            }
-        }
-        if let Some(f) = &failover {
-            let _ = render::line(&mut out, "failover", f["message"].as_str().unwrap_or(""));
-            if let Some(path) = f["written"]["backup"].as_str() {
-                let _ = render::line(
-                    &mut out,
-                    "backup",
-                    &format!("{path} (holds the dead token)"),
-                );
-            }
-        }
-        if let Some(reload) = &reload {
-            let _ = render::reload(&mut out, reload);
-        }
-        let _ = render::overall(&mut out, outcomes.len(), status_of(code));
+        let _ = render_refresh(&mut anstream::stdout().lock(), &report);
     }
-    Ok(code)
+    Ok(report.status.exit_code())
 }
 
-/// The worse of two exit codes, ordered critical (2) > unknown (3) > warning (1) > ok (0).
-fn worst(a: u8, b: u8) -> u8 {
-    let rank = |c| match c {
-        2 => 3,
-        3 => 2,
-        c => c,
-    };
-    if rank(b) > rank(a) { b } else { a }
-}
-
-async fn run_failover(
-    setup: &Setup,
-    write: &WriteArgs,
-    primary: &Sourced<AccessToken>,
-    claims: &mut Claims<'_>,
-) -> Result<(serde_json::Value, u8), Failure> {
-    let Source::EnvFile(path) = &primary.source else {
-        return Err(Failure {
-            code: 2,
-            message: format!("the primary token is dead, but it came from {}, where a backup cannot be promoted", primary.source),
-            hint: Some("failover edits the .env file that holds `WHATSAPP_ACCESS_TOKEN` and its backups: use --env-file".into()),
-        });
-    };
-    // Only backups of the same file can move up within it.
-    let backups: Vec<(String, AccessToken)> = setup
-        .credentials
-        .backups
-        .iter()
-        .filter(|b| b.source == primary.source)
-        .filter_map(|b| Some((b.var.clone()?, b.value.clone())))
-        .collect();
-    let primary_report = setup
-        .ctx()
-        .inspect(
-            &primary.value,
-            &primary.source.to_string(),
-            primary.var.as_deref(),
-        )
-        .await;
-    let Some(choice) = permatoken_renew::failover(&setup.ctx(), &primary_report, &backups).await
-    else {
-        let message = if backups.is_empty() {
-            "the primary token is dead and there is no backup (`WHATSAPP_ACCESS_TOKEN_BACKUP`) to promote; nothing was changed"
-        } else {
-            "the primary token is dead and no backup checks healthy; nothing was changed"
-        };
-        return Ok((
-            json!({"promoted": null, "message": message, "written": null}),
-            2,
-        ));
-    };
-    let variable = &backups[choice.index].0;
-    let names: Vec<String> = backups.iter().map(|(v, _)| v.clone()).collect();
-    let message = format!(
-        "promoted `{variable}` into `{}`; later backups moved up",
-        permatoken_config::TOKEN_VAR
-    );
-    if write.dry_run {
-        let message = format!("would have {message}");
-        return Ok((
-            json!({"promoted": variable, "message": message, "written": null, "token": choice.report.token}),
-            code_for(&choice.report, setup.thresholds),
-        ));
+fn render_refresh(out: &mut dyn Write, report: &RefreshReport) -> std::io::Result<()> {
+    for t in &report.tokens {
+        render::refresh_outcome(
+            out,
+            t.variable.as_deref(),
+            &t.source,
+            &t.decision,
+            &t.message,
+            t.steps.as_deref(),
+        )?;
+        if let Some(w) = &t.written {
+            render::written(out, &w.destination.to_string(), w.backup.as_deref())?;
+        }
     }
-    let primary_var = primary
-        .var
-        .as_deref()
-        .unwrap_or(permatoken_config::TOKEN_VAR);
-    // What goes in is the value checked above: under the lock the file must still hold it.
-    let written = claims
-        .promote_backup(
-            path,
-            primary_var,
-            &names,
-            choice.index,
-            &backups[choice.index].1,
-        )
-        .map_err(|e| renew_failure(RenewFailure::Store(e)))?;
-    if let Some(why) = &written.unsynced {
-        render::warning(&format!(
-            "{} was written (the backup is promoted), but its folder could not be flushed to disk ({why}): a power cut in the next moments could bring back the old file",
-            path.display()
-        ));
+    if let Some(failover) = &report.failover {
+        render::line(out, "failover", &failover.message())?;
+        if let FailoverOutcome::Promoted {
+            written: Some(Promotion {
+                backup: Some(path), ..
+            }),
+            ..
+        } = failover
+        {
+            render::line(
+                out,
+                "backup",
+                &format!("{} (holds the dead token)", path.display()),
+            )?;
+        }
     }
-    let report = json!({
-        "promoted": variable,
-        "message": message,
-        "written": {"path": written.path, "backup": written.backup, "unsynced": written.unsynced},
-        "token": choice.report.token,
-    });
-    Ok((report, code_for(&choice.report, setup.thresholds)))
+    if let Some(reload) = &report.reload {
+        render::reload(out, reload)?;
+    }
+    render::overall(out, report.tokens.len(), report.status)
 }
