@@ -391,6 +391,8 @@ pub struct Promotion {
 }
 
 /// What failover did, when the primary was dead and failover was asked for.
+// One per round, moved once: boxing the report would buy nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug)]
 pub enum FailoverOutcome {
     /// `variable` (a backup) checked healthy and now stands in `into`; later backups moved up.
@@ -578,7 +580,7 @@ impl Locks {
         let (destination, read) = (destination.clone(), holds_input.then(|| read.clone()));
         self.with(move |c| c.claim(&destination, read.as_ref()))
             .await
-            .map_err(|e| Failure::Store(e))
+            .map_err(Failure::Store)
     }
 
     async fn write(
