@@ -284,13 +284,9 @@ pub fn app_credentials(app: &AppToken) -> AppCredentials {
 /// Told the lock file's path when another process holds a lock to wait for.
 pub type LockNotice = Arc<dyn Fn(&Path) + Send + Sync>;
 
-/// How one round runs. The windows, the app and the time budget are in [`Ctx`].
-#[derive(Clone)]
-pub struct RefreshOptions {
-    /// When to renew.
-    pub policy: RenewPolicy,
-    /// Promote a healthy backup when the primary is dead by the API's word.
-    pub failover: bool,
+/// How a new token is written: shared by [`refresh_all`] and [`crate::acquire`].
+#[derive(Clone, Default)]
+pub struct WriteOptions {
     /// `sh -c` this after a token was written.
     pub reload: Option<String>,
     /// How long to wait for another process's lock.
@@ -303,11 +299,9 @@ pub struct RefreshOptions {
     pub on_lock_held: Option<LockNotice>,
 }
 
-impl std::fmt::Debug for RefreshOptions {
+impl std::fmt::Debug for WriteOptions {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RefreshOptions")
-            .field("policy", &self.policy)
-            .field("failover", &self.failover)
+        f.debug_struct("WriteOptions")
             .field("reload", &self.reload)
             .field("lock_timeout", &self.lock_timeout)
             .field("dry_run", &self.dry_run)
@@ -316,8 +310,36 @@ impl std::fmt::Debug for RefreshOptions {
     }
 }
 
+impl WriteOptions {
+    /// The locks of one operation, each taken once.
+    pub(crate) fn locks(&self) -> Locks {
+        let notice = self.on_lock_held.clone();
+        Locks(Some(Claims::new(
+            self.lock_timeout,
+            self.backup_dir.clone(),
+            move |lock: &Path| {
+                if let Some(notice) = &notice {
+                    notice(lock);
+                }
+            },
+        )))
+    }
+}
+
+/// How one round runs. The windows, the app and the time budget are in [`Ctx`].
+#[derive(Debug, Clone)]
+pub struct RefreshOptions {
+    /// When to renew.
+    pub policy: RenewPolicy,
+    /// Promote a healthy backup when the primary is dead by the API's word.
+    pub failover: bool,
+    /// Dry run, locks, backups, reload.
+    pub write: WriteOptions,
+}
+
 impl Default for RefreshOptions {
-    /// The CLI's defaults: renew within 14 days, no failover, no reload, 10 s lock wait.
+    /// The CLI's defaults: renew within 14 days, no failover, no reload, 10 s lock wait, no backup
+    /// folder (set [`WriteOptions::backup_dir`] from [`crate::backup_dir`]).
     fn default() -> Self {
         Self {
             policy: RenewPolicy {
@@ -325,11 +347,10 @@ impl Default for RefreshOptions {
                 try_user_token: false,
             },
             failover: false,
-            reload: None,
-            lock_timeout: Duration::from_secs(10),
-            dry_run: false,
-            backup_dir: None,
-            on_lock_held: None,
+            write: WriteOptions {
+                lock_timeout: Duration::from_secs(10),
+                ..WriteOptions::default()
+            },
         }
     }
 }
@@ -551,7 +572,7 @@ pub fn expiry_status(report: &Report, thresholds: Thresholds) -> Status {
 }
 
 /// The locks of the round, used only on tokio's blocking pool: `flock` waits.
-struct Locks(Option<Claims<'static>>);
+pub(crate) struct Locks(Option<Claims<'static>>);
 
 impl Locks {
     async fn with<T: Send + 'static>(
@@ -569,7 +590,11 @@ impl Locks {
         out
     }
 
-    async fn claim(&mut self, target: &Target, read: &AccessToken) -> Result<(), Failure> {
+    pub(crate) async fn claim(
+        &mut self,
+        target: &Target,
+        read: &AccessToken,
+    ) -> Result<(), Failure> {
         let Target::File {
             destination,
             holds_input,
@@ -583,7 +608,7 @@ impl Locks {
             .map_err(Failure::Store)
     }
 
-    async fn write(
+    pub(crate) async fn write(
         &mut self,
         destination: &Destination,
         token: &AccessToken,
@@ -603,7 +628,7 @@ impl Locks {
 }
 
 /// Runs `command` after a write, on the blocking pool.
-async fn run_reload(command: &str) -> Reload {
+pub(crate) async fn run_reload(command: &str) -> Reload {
     let command = command.to_owned();
     tokio::task::spawn_blocking(move || crate::reload(&command))
         .await
@@ -622,16 +647,7 @@ pub async fn refresh_all(
     spec: &TokenSpec,
     options: &RefreshOptions,
 ) -> Result<RefreshReport, Failure> {
-    let notice = options.on_lock_held.clone();
-    let mut locks = Locks(Some(Claims::new(
-        options.lock_timeout,
-        options.backup_dir.clone(),
-        move |lock: &Path| {
-            if let Some(notice) = &notice {
-                notice(lock);
-            }
-        },
-    )));
+    let mut locks = options.write.locks();
     let mut tokens = Vec::new();
     let mut status = Status::Ok;
     let all = std::iter::once(&spec.primary).chain(&spec.backups);
@@ -655,7 +671,7 @@ pub async fn refresh_all(
         .await;
         let refreshed = match assessment {
             Assessment::Settled(refreshed) => refreshed,
-            Assessment::Renewable(plan) if options.dry_run => {
+            Assessment::Renewable(plan) if options.write.dry_run => {
                 let would = match &target {
                     Target::File {
                         destination,
@@ -664,7 +680,7 @@ pub async fn refresh_all(
                         destination,
                         holds_input.then_some(&sourced.value),
                         plan.would_give(),
-                        options.backup_dir.as_deref(),
+                        options.write.backup_dir.as_deref(),
                     ),
                     _ => format!("would get {}", plan.would_give()),
                 };
@@ -730,12 +746,12 @@ pub async fn refresh_all(
     drop(locks);
     let mut report = RefreshReport {
         status,
-        dry_run: options.dry_run,
+        dry_run: options.write.dry_run,
         tokens,
         failover,
         reload: None,
     };
-    if let Some(command) = options.reload.as_deref().filter(|_| report.wrote()) {
+    if let Some(command) = options.write.reload.as_deref().filter(|_| report.wrote()) {
         let reload = run_reload(command).await;
         if !reload.ok {
             report.status = Status::Critical;
@@ -777,7 +793,7 @@ async fn fail_over(
         .var
         .clone()
         .unwrap_or_else(|| permatoken_config::TOKEN_VAR.to_owned());
-    let written = if options.dry_run {
+    let written = if options.write.dry_run {
         None
     } else {
         let names: Vec<String> = backups.iter().map(|(v, _)| v.clone()).collect();
@@ -799,7 +815,7 @@ async fn fail_over(
         into,
         report: choice.report,
         written,
-        dry_run: options.dry_run,
+        dry_run: options.write.dry_run,
     })
 }
 

@@ -11,10 +11,12 @@
 //!
 //! [`refresh_all`] is the whole of `permatoken refresh` (and of one round of `watch` for one token):
 //! assess, lock, renew, write, fail over, reload, and a typed [`RefreshReport`] with its [`Status`].
+//! [`acquire`] is the whole of `exchange` and `mint` the same way ([`AcquireReport`]).
 //!
 //! Must never: print, write a file other than the one it was told, decide on a network failure that a
 //! token is dead, touch a never-expiring system-user token, or ask for a new token in a plan.
 
+mod acquire;
 mod engine;
 mod reload;
 mod store;
@@ -25,9 +27,11 @@ use permatoken_inspect::{AppCredentials, Kind, Report, Status, Subject, Threshol
 use permatoken_secret::{AccessToken, AppToken};
 use serde::Serialize;
 
+pub use acquire::{Acquire, AcquireReport, Acquired, acquire};
 pub use engine::{
     FailoverOutcome, LoadError, LockNotice, Promotion, RefreshOptions, RefreshReport, Target,
-    TokenOutcome, TokenSource, TokenSpec, WriteReport, app_credentials, expiry_status, refresh_all,
+    TokenOutcome, TokenSource, TokenSpec, WriteOptions, WriteReport, app_credentials,
+    expiry_status, refresh_all,
 };
 pub use reload::{Reload, reload};
 pub use store::{Claims, Destination, StoreError, describe_change};

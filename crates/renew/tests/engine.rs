@@ -46,10 +46,9 @@ async fn round(sandbox: &Running, spec: &TokenSpec, options: &RefreshOptions) ->
 }
 
 fn options(dir: &Path) -> RefreshOptions {
-    RefreshOptions {
-        backup_dir: Some(dir.join("backups")),
-        ..RefreshOptions::default()
-    }
+    let mut options = RefreshOptions::default();
+    options.write.backup_dir = Some(dir.join("backups"));
+    options
 }
 
 /// Neither the report's JSON nor its `Debug` holds any of `secrets`.
@@ -165,11 +164,9 @@ async fn a_dead_primary_is_replaced_by_its_healthy_backup_and_the_reload_runs() 
         ]
     );
     let marker = dir.path().join("reloaded");
-    let options = RefreshOptions {
-        failover: true,
-        reload: Some(format!("echo reloaded > '{}'", marker.display())),
-        ..options(dir.path())
-    };
+    let mut options = options(dir.path());
+    options.failover = true;
+    options.write.reload = Some(format!("echo reloaded > '{}'", marker.display()));
     let report = round(&sandbox, &spec, &options).await;
     assert_eq!(report.tokens.len(), 1);
     assert_eq!(report.tokens[0].decision, Decision::Dead);

@@ -6,18 +6,17 @@ use std::time::Duration;
 
 use permatoken_config::{Credentials, Source, Sourced};
 use permatoken_graph::{Budget, Client};
-use permatoken_inspect::{AppCredentials, Status, Thresholds};
+use permatoken_inspect::{AppCredentials, Thresholds};
 use permatoken_renew::{
-    Claims, Ctx, Destination, FailoverOutcome, Failure as RenewFailure, LockNotice, Promotion,
-    RefreshOptions, RefreshReport, Reload, RenewPolicy, Target, TokenSpec, Verified,
+    Acquire, AcquireReport, Acquired, Ctx, Destination, FailoverOutcome, Failure as RenewFailure,
+    LockNotice, Promotion, RefreshOptions, RefreshReport, RenewPolicy, Target, TokenSpec,
+    WriteOptions,
 };
 use permatoken_sandbox::Running;
 use permatoken_secret::AccessToken;
-use serde::Serialize;
-use serde_json::json;
 
+use super::Failure;
 use super::common;
-use super::{Failure, status_of};
 use crate::cli::{
     ExchangeArgs, GraphArgs, MintArgs, RefreshArgs, SourceArgs, WindowArgs, WriteArgs,
 };
@@ -154,70 +153,30 @@ async fn setup(
     })
 }
 
-/// What a write did, for the report.
-#[derive(Serialize)]
-struct WriteReport {
-    destination: Destination,
-    path: PathBuf,
-    backup: Option<PathBuf>,
-    /// The file is written, but its folder could not be flushed to disk: why.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    unsynced: Option<String>,
-}
-
 /// Where backups go, known before any call: refusing to write comes before asking Meta for a token.
-fn backup_dir(write: &WriteArgs) -> Result<Option<PathBuf>, Failure> {
-    permatoken_renew::backup_dir(write.no_backup).map_err(renew_failure)
+fn backup_dir(write: &WriteArgs, target: &Target) -> Result<Option<PathBuf>, Failure> {
+    match target {
+        Target::File { .. } => permatoken_renew::backup_dir(write.no_backup).map_err(renew_failure),
+        Target::Demo | Target::Nowhere => Ok(None),
+    }
 }
 
-/// Says at once when another process holds the lock of a file to write.
-fn lock_notice(timeout: Duration) -> LockNotice {
-    std::sync::Arc::new(move |lock: &std::path::Path| {
+/// The write options of `--dry-run`, `--then`, `--lock-timeout`, `--no-backup`.
+fn write_options(write: &WriteArgs, target: &Target) -> Result<WriteOptions, Failure> {
+    let timeout = write.lock_timeout;
+    let on_lock_held: LockNotice = std::sync::Arc::new(move |lock: &std::path::Path| {
         render::warning(&format!(
             "another process holds `{}`, the lock of the file to write; waiting up to {timeout:?} for it (--lock-timeout)",
             lock.display()
         ));
+    });
+    Ok(WriteOptions {
+        reload: write.then.clone(),
+        lock_timeout: timeout,
+        dry_run: write.dry_run,
+        backup_dir: backup_dir(write, target)?,
+        on_lock_held: Some(on_lock_held),
     })
-}
-
-/// The locks of this command's files, each taken once, saying at once when another process holds one.
-fn claims(write: &WriteArgs, backup_dir: Option<PathBuf>) -> Claims<'static> {
-    let notice = lock_notice(write.lock_timeout);
-    Claims::new(write.lock_timeout, backup_dir, move |lock| notice(lock))
-}
-
-fn store(
-    claims: &mut Claims<'_>,
-    destination: &Destination,
-    token: &AccessToken,
-) -> Result<WriteReport, Failure> {
-    let written = claims
-        .write_token(destination, token)
-        .map_err(|e| renew_failure(RenewFailure::Store(e)))?;
-    if let Some(why) = &written.unsynced {
-        render::warning(&format!(
-            "{destination} was written (the new token is in place), but its folder could not be flushed to disk ({why}): a power cut in the next moments could bring back the old file"
-        ));
-    }
-    Ok(WriteReport {
-        destination: destination.clone(),
-        path: written.path,
-        backup: written.backup,
-        unsynced: written.unsynced,
-    })
-}
-
-/// Takes the lock of `target`'s file before Meta is asked for the token that goes there.
-fn claim(claims: &mut Claims<'_>, target: &Target, read: &AccessToken) -> Result<(), Failure> {
-    match target {
-        Target::File {
-            destination,
-            holds_input,
-        } => claims
-            .claim(destination, holds_input.then_some(read))
-            .map_err(|e| renew_failure(RenewFailure::Store(e))),
-        Target::Demo | Target::Nowhere => Ok(()),
-    }
 }
 
 fn renew_failure(failure: RenewFailure) -> Failure {
@@ -228,239 +187,122 @@ fn renew_failure(failure: RenewFailure) -> Failure {
     }
 }
 
-/// 0, or 1 when the token expires within the warning window.
-fn code_for(report: &permatoken_inspect::Report, thresholds: Thresholds) -> u8 {
-    match report.expires_at() {
-        Some(at) if at.duration_since(jiff::Timestamp::now()) <= thresholds.warn => 1,
-        _ => 0,
-    }
-}
-
 fn print_json(value: &serde_json::Value) {
     let _ = writeln!(anstream::stdout().lock(), "{value:#}");
 }
 
-/// Runs `then` after a write: a failed reload is exit 2, the token stays written.
-fn run_then(then: Option<&str>, wrote: bool) -> Option<Reload> {
-    then.filter(|_| wrote).map(permatoken_renew::reload)
+fn unsynced_warning(what: &str, why: &str) {
+    render::warning(&format!(
+        "{what} was written (the new token is in place), but its folder could not be flushed to disk ({why}): a power cut in the next moments could bring back the old file"
+    ));
 }
 
-/// The shared ending of `exchange` and `mint`: write (under the lock taken before), reload, render,
-/// exit code.
-fn finish(
-    action: &str,
-    target: &Target,
-    mut claims: Claims<'_>,
+/// `exchange` and `mint`: set up, [`permatoken_renew::acquire`], render.
+async fn run_acquire(
     setup: &Setup,
     write: &WriteArgs,
     reveal: bool,
-    verified: Verified,
+    what: Acquire,
 ) -> Result<u8, Failure> {
-    let destination = target.destination();
-    let written = match destination {
-        Some(d) => Some(store(&mut claims, d, &verified.token)?),
-        None => None,
-    };
-    // The reload may start something that writes the same file: the locks go first.
-    drop(claims);
-    let reload = run_then(write.then.as_deref(), written.is_some());
-    let mut code = code_for(&verified.report, setup.thresholds);
-    if reload.as_ref().is_some_and(|r| !r.ok) {
-        code = 2;
+    // Known before any call: a token with nowhere to go, or a file that could not be backed up, stops
+    // here.
+    let target = setup.target(write)?;
+    let options = write_options(write, &target)?;
+    let report = permatoken_renew::acquire(&setup.ctx(), &what, &target, &options)
+        .await
+        .map_err(renew_failure)?;
+    if let Acquired::New {
+        written: Some(w), ..
+    } = &report.outcome
+        && let Some(why) = &w.unsynced
+    {
+        unsynced_warning(&w.destination.to_string(), why);
     }
     if write.json {
-        let mut object = json!({
-            "status": status_of(code),
-            "action": action,
-            "dry_run": false,
-            "destination": destination,
-            "written": written,
-            "token": verified.report.token,
-            "reload": reload,
-        });
-        if reveal {
-            object["access_token"] = json!(verified.token.expose_secret());
+        let mut object = serde_json::to_value(&report).unwrap_or_default();
+        if let (true, Acquired::New { token, .. }) = (reveal, &report.outcome) {
+            object["access_token"] = token.token.expose_secret().into();
         }
         print_json(&object);
     } else {
-        let mut out = anstream::stdout().lock();
-        let _ = render::new_token(&mut out, action, &verified.report.token);
-        let _ = match &written {
-            None => render::line(
-                &mut out,
-                "not written",
-                "the sandbox writes only with --output FILE",
-            ),
-            Some(w) => render::written(&mut out, &w.destination.to_string(), w.backup.as_deref()),
-        };
-        if let Some(reload) = &reload {
-            let _ = render::reload(&mut out, reload);
-        }
-        if reveal {
-            let _ = writeln!(out, "{}", verified.token.expose_secret());
-        }
+        let _ = render_acquire(&mut anstream::stdout().lock(), &report, reveal);
     }
-    Ok(code)
+    Ok(report.status.exit_code())
 }
 
-/// The ending of a dry run of `exchange` or `mint`: the token as it is, and what would change. Meta
-/// was asked for nothing new.
-fn dry_run(
-    action: &str,
-    target: &Target,
-    write: &WriteArgs,
-    current: &AccessToken,
-    before: &permatoken_inspect::Report,
-    would_give: &str,
-    backup_dir: Option<&std::path::Path>,
-) -> u8 {
-    let change = match target {
-        Target::File {
-            destination,
-            holds_input,
-        } => permatoken_renew::describe_change(
-            destination,
-            holds_input.then_some(current),
-            would_give,
-            backup_dir,
-        ),
-        Target::Demo | Target::Nowhere => {
-            format!("would get {would_give}; the sandbox writes only with --output FILE")
+fn render_acquire(
+    out: &mut dyn Write,
+    report: &AcquireReport,
+    reveal: bool,
+) -> std::io::Result<()> {
+    match &report.outcome {
+        Acquired::NothingNeeded { message } => render::line(out, "nothing to do", message),
+        Acquired::WouldAcquire { before, would } => {
+            render::line(
+                out,
+                "token",
+                &format!(
+                    "{}: {}",
+                    before.token.fingerprint,
+                    before.token.kind.describe()
+                ),
+            )?;
+            render::line(out, "dry run", would)
         }
-    };
-    let would = format!("{change}; nothing was asked of Meta and nothing written (--dry-run)");
-    if write.json {
-        print_json(&json!({
-            "status": Status::Ok,
-            "action": action,
-            "dry_run": true,
-            "destination": target.destination(),
-            "written": null,
-            "would": would,
-            "token": before.token,
-            "reload": null,
-        }));
-    } else {
-        let mut out = anstream::stdout().lock();
-        let _ = render::line(
-            &mut out,
-            "token",
-            &format!(
-                "{}: {}",
-                before.token.fingerprint,
-                before.token.kind.describe()
-            ),
-        );
-        let _ = render::line(&mut out, "dry run", &would);
+        Acquired::New { token, written } => {
+            render::new_token(out, report.action, &token.report.token)?;
+            match written {
+                None => render::line(
+                    out,
+                    "not written",
+                    "the sandbox writes only with --output FILE",
+                )?,
+                Some(w) => render::written(out, &w.destination.to_string(), w.backup.as_deref())?,
+            }
+            if let Some(reload) = &report.reload {
+                render::reload(out, reload)?;
+            }
+            if reveal {
+                writeln!(out, "{}", token.token.expose_secret())?;
+            }
+            Ok(())
+        }
     }
-    0
 }
 
 pub(crate) async fn exchange(args: ExchangeArgs) -> Result<u8, Failure> {
-    run_exchange(args).await
-}
-
-async fn run_exchange(args: ExchangeArgs) -> Result<u8, Failure> {
     let scenario = args.sandbox.then_some(args.scenario.as_str());
     let setup = setup(&args.source, &args.graph, &args.windows, scenario).await?;
-    // Known before any call: a token with nowhere to go, or a file that could not be backed up, stops
-    // here.
-    let target = setup.target(&args.write)?;
-    let backup_dir = match target {
-        Target::File { .. } => backup_dir(&args.write)?,
-        Target::Demo | Target::Nowhere => None,
-    };
     let input = setup.token()?.value.clone();
-    let ctx = setup.ctx();
-    let plan = match permatoken_renew::plan_exchange(&ctx, &input).await {
-        Ok(plan) => plan,
-        Err(RenewFailure::NeedsNoExchange) => {
-            let failure = RenewFailure::NeedsNoExchange;
-            if args.write.json {
-                print_json(
-                    &json!({"status": Status::Ok, "action": "exchange", "message": failure.to_string(), "written": null}),
-                );
-            } else {
-                let _ = render::line(
-                    &mut anstream::stdout().lock(),
-                    "nothing to do",
-                    &failure.to_string(),
-                );
-            }
-            return Ok(0);
-        }
-        Err(failure) => return Err(renew_failure(failure)),
-    };
-    if args.write.dry_run {
-        return Ok(dry_run(
-            "exchange",
-            &target,
-            &args.write,
-            &input,
-            plan.before(),
-            plan.would_give(),
-            backup_dir.as_deref(),
-        ));
-    }
-    let mut claims = claims(&args.write, backup_dir);
-    claim(&mut claims, &target, &input)?;
-    let verified = plan.run(&ctx).await.map_err(renew_failure)?;
-    finish(
-        "exchange",
-        &target,
-        claims,
+    run_acquire(
         &setup,
         &args.write,
         args.reveal,
-        verified,
+        Acquire::Exchange { input },
     )
+    .await
 }
 
 pub(crate) async fn mint(args: MintArgs) -> Result<u8, Failure> {
-    run_mint(args).await
-}
-
-async fn run_mint(args: MintArgs) -> Result<u8, Failure> {
-    let scenario = args.sandbox.then_some("admin");
-    let setup = setup(&args.source, &args.graph, &args.windows, scenario).await?;
-    let target = setup.target(&args.write)?;
-    let backup_dir = match target {
-        Target::File { .. } => backup_dir(&args.write)?,
-        Target::Demo | Target::Nowhere => None,
-    };
-    let system_user = match (&args.system_user, &setup.sandbox) {
+    let setup = setup(
+        &args.source,
+        &args.graph,
+        &args.windows,
+        args.sandbox.then_some("admin"),
+    )
+    .await?;
+    let system_user_id = match (&args.system_user, &setup.sandbox) {
         (Some(id), _) => id.clone(),
         (None, Some(sandbox)) => sandbox.system_user_id().to_owned(),
         (None, None) => unreachable!("clap requires --system-user without --sandbox"),
     };
     let admin = setup.token()?.value.clone();
-    let ctx = setup.ctx();
-    let plan = permatoken_renew::plan_mint(&ctx, &admin, &system_user, args.expires_60_days)
-        .await
-        .map_err(renew_failure)?;
-    if args.write.dry_run {
-        return Ok(dry_run(
-            "mint",
-            &target,
-            &args.write,
-            &admin,
-            plan.before(),
-            &plan.would_give(),
-            backup_dir.as_deref(),
-        ));
-    }
-    let mut claims = claims(&args.write, backup_dir);
-    claim(&mut claims, &target, &admin)?;
-    let verified = plan.run(&ctx).await.map_err(renew_failure)?;
-    finish(
-        "mint",
-        &target,
-        claims,
-        &setup,
-        &args.write,
-        args.reveal,
-        verified,
-    )
+    let what = Acquire::Mint {
+        admin,
+        system_user_id,
+        sixty_days: args.expires_60_days,
+    };
+    run_acquire(&setup, &args.write, args.reveal, what).await
 }
 
 pub(crate) async fn refresh(args: RefreshArgs) -> Result<u8, Failure> {
@@ -471,10 +313,7 @@ async fn run_refresh(args: RefreshArgs) -> Result<u8, Failure> {
     let scenario = args.sandbox.then_some(args.scenario.as_str());
     let setup = setup(&args.source, &args.graph, &args.windows, scenario).await?;
     let target = setup.target(&args.write)?;
-    let backup_dir = match target {
-        Target::File { .. } => backup_dir(&args.write)?,
-        Target::Demo | Target::Nowhere => None,
-    };
+    let write = write_options(&args.write, &target)?;
     let spec = TokenSpec {
         primary: setup.token()?.clone(),
         target,
@@ -488,19 +327,13 @@ async fn run_refresh(args: RefreshArgs) -> Result<u8, Failure> {
             try_user_token: args.try_user_token,
         },
         failover: args.failover,
-        reload: args.write.then.clone(),
-        lock_timeout: args.write.lock_timeout,
-        dry_run: args.write.dry_run,
-        backup_dir,
-        on_lock_held: Some(lock_notice(args.write.lock_timeout)),
+        write,
     };
     let report = permatoken_renew::refresh_all(&setup.ctx(), &spec, &options)
         .await
         .map_err(renew_failure)?;
     for (what, why) in report.unsynced() {
-        render::warning(&format!(
-            "{what} was written, but its folder could not be flushed to disk ({why}): a power cut in the next moments could bring back the old file"
-        ));
+        unsynced_warning(&what, why);
     }
     if let Some(failover @ FailoverOutcome::NotInEnvFile { .. }) = &report.failover {
         return Err(Failure {
