@@ -273,6 +273,33 @@ impl TokenSpec {
     }
 }
 
+/// `FACEBOOK_APP_ID` and `FACEBOOK_APP_SECRET` of a `.env` file, when both are set there: for a
+/// configured token whose app credentials live beside it. `None` when either is missing.
+pub fn load_app(path: &Path) -> Result<Option<AppToken>, LoadError> {
+    let text = read_capped(path)?;
+    let doc = permatoken_dotenv::parse(&text).map_err(|source| LoadError::Parse {
+        path: path.to_owned(),
+        source,
+    })?;
+    let value = |key| {
+        doc.get(key)
+            .map(|e| e.value.trim().to_owned())
+            .filter(|v| !v.is_empty())
+    };
+    Ok(
+        match (
+            value(permatoken_config::APP_ID_VAR),
+            value(permatoken_config::APP_SECRET_VAR).map(Zeroizing::new),
+        ) {
+            (Some(id), Some(secret)) => Some(AppToken::new(
+                id,
+                permatoken_secret::AppSecret::new(secret.as_str()),
+            )),
+            _ => None,
+        },
+    )
+}
+
 /// The app credentials of an app token, for [`Ctx::app`].
 pub fn app_credentials(app: &AppToken) -> AppCredentials {
     AppCredentials {
@@ -831,5 +858,72 @@ mod tests {
         assert_eq!(backup_rank(key, "WHATSAPP_ACCESS_TOKEN_BACKUP_1"), None);
         assert_eq!(backup_rank(key, "WHATSAPP_ACCESS_TOKEN_BACKUPX"), None);
         assert_eq!(backup_rank(key, "WHATSAPP_ACCESS_TOKEN"), None);
+    }
+
+    fn vars(spec: &TokenSpec) -> Vec<String> {
+        spec.backups
+            .iter()
+            .map(|b| b.var.clone().unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn a_spec_is_loaded_from_a_key_its_backups_a_token_file_or_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let env = dir.path().join(".env");
+        std::fs::write(
+            &env,
+            "K=PERMATOKENTEST0\nK_BACKUP_10=PERMATOKENTEST10\nK_BACKUP=PERMATOKENTEST1\nK_BACKUP_2=PERMATOKENTEST2\nK_BACKUP_3=\nOTHER_BACKUP=x\nFACEBOOK_APP_ID=123\nFACEBOOK_APP_SECRET=PERMATOKENTESTsecret\n",
+        )
+        .unwrap();
+        let source = TokenSource::EnvFile {
+            path: env.clone(),
+            key: "K".into(),
+        };
+        let spec = TokenSpec::load(&source, None).unwrap();
+        assert_eq!(spec.primary.value.expose_secret(), "PERMATOKENTEST0");
+        // Ranked by number, not by name; an empty one is no backup.
+        assert_eq!(vars(&spec), ["K_BACKUP", "K_BACKUP_2", "K_BACKUP_10"]);
+        assert_eq!(
+            spec.target,
+            Target::File {
+                destination: Destination::EnvFile {
+                    path: env.clone(),
+                    variable: "K".into()
+                },
+                holds_input: true
+            }
+        );
+        let given = ["K_BACKUP_2".to_owned(), "MISSING".to_owned()];
+        let spec = TokenSpec::load(&source, Some(&given)).unwrap();
+        assert_eq!(vars(&spec), ["K_BACKUP_2"]);
+        let app = load_app(&env).unwrap().unwrap();
+        assert_eq!(app.app_id(), "123");
+
+        let missing = TokenSource::EnvFile {
+            path: env.clone(),
+            key: "NOPE".into(),
+        };
+        assert!(matches!(
+            TokenSpec::load(&missing, None),
+            Err(LoadError::Missing { .. })
+        ));
+
+        let file = dir.path().join("token");
+        std::fs::write(&file, "PERMATOKENTESTfile\n").unwrap();
+        let spec = TokenSpec::load(&TokenSource::TokenFile { path: file.clone() }, None).unwrap();
+        assert_eq!(spec.primary.value.expose_secret(), "PERMATOKENTESTfile");
+        assert_eq!(
+            spec.target,
+            Target::File {
+                destination: Destination::TokenFile { path: file.clone() },
+                holds_input: true
+            }
+        );
+        std::fs::write(&file, vec![b'a'; MAX_FILE as usize + 1]).unwrap();
+        assert!(matches!(
+            TokenSpec::load(&TokenSource::TokenFile { path: file }, None),
+            Err(LoadError::TooLarge { .. })
+        ));
     }
 }

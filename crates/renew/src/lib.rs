@@ -31,7 +31,7 @@ pub use acquire::{Acquire, AcquireReport, Acquired, acquire};
 pub use engine::{
     FailoverOutcome, LoadError, LockNotice, Promotion, RefreshOptions, RefreshReport, Target,
     TokenOutcome, TokenSource, TokenSpec, WriteOptions, WriteReport, app_credentials,
-    expiry_status, refresh_all,
+    expiry_status, load_app, refresh_all,
 };
 pub use reload::{Reload, reload};
 pub use store::{Claims, Destination, StoreError, describe_change};
