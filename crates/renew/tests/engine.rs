@@ -6,10 +6,10 @@ use std::time::Duration;
 
 use permatoken_config::{Source, Sourced};
 use permatoken_graph::{Budget, Client, Config};
-use permatoken_inspect::{Status, Thresholds};
+use permatoken_inspect::{AppCredentials, Status, Thresholds};
 use permatoken_renew::{
-    Ctx, Decision, Destination, FailoverOutcome, LoadError, RefreshOptions, RefreshReport,
-    TokenSource, TokenSpec, app_credentials,
+    Acquire, Acquired, Ctx, Decision, Destination, FailoverOutcome, LoadError, RefreshOptions,
+    RefreshReport, Target, TokenSource, TokenSpec, WriteOptions, app_credentials,
 };
 use permatoken_sandbox::{Options, Running, Sandbox};
 use permatoken_secret::{AccessToken, AppToken};
@@ -26,14 +26,19 @@ fn token_of(sandbox: &Running, scenario: &str) -> String {
         .to_owned()
 }
 
-/// Runs one round with the app of `sandbox` given explicitly, as the daemon gives it.
-async fn round(sandbox: &Running, spec: &TokenSpec, options: &RefreshOptions) -> RefreshReport {
+/// The client and app of `sandbox`, the app given explicitly, as the daemon gives it.
+fn parts(sandbox: &Running) -> (Client, AppCredentials, Budget) {
     let app = AppToken::new(sandbox.app().id.to_string(), sandbox.app_secret().clone());
     let app = app_credentials(&app);
     let mut config = Config::new(sandbox.url());
     config.app_secret = app.app_secret.clone();
     let client = Client::new(config).expect("a client for the sandbox");
-    let budget = Budget::new(Duration::from_secs(60));
+    (client, app, Budget::new(Duration::from_secs(60)))
+}
+
+/// Runs one round.
+async fn round(sandbox: &Running, spec: &TokenSpec, options: &RefreshOptions) -> RefreshReport {
+    let (client, app, budget) = parts(sandbox);
     let ctx = Ctx {
         client: &client,
         app: &app,
@@ -238,4 +243,66 @@ async fn a_token_from_the_environment_is_checked_and_reported_as_not_writable() 
         None,
     );
     assert!(matches!(missing, Err(LoadError::Missing { .. })));
+}
+
+#[tokio::test]
+async fn exchange_by_acquire_plans_then_writes_a_verified_token_to_its_file() {
+    let sandbox = sandbox();
+    let dir = tempfile::tempdir().unwrap();
+    let short = token_of(&sandbox, "short-lived");
+    let file = dir.path().join("token");
+    std::fs::write(&file, format!("{short}\n")).unwrap();
+    let spec = TokenSpec::load(&TokenSource::TokenFile { path: file.clone() }, None).unwrap();
+    let (client, app, budget) = parts(&sandbox);
+    let ctx = Ctx {
+        client: &client,
+        app: &app,
+        thresholds: Thresholds::default(),
+        budget: &budget,
+    };
+    let what = Acquire::Exchange {
+        input: spec.primary.value.clone(),
+    };
+    let mut options = WriteOptions {
+        dry_run: true,
+        backup_dir: Some(dir.path().join("backups")),
+        ..WriteOptions::default()
+    };
+    let report = permatoken_renew::acquire(&ctx, &what, &spec.target, &options)
+        .await
+        .unwrap();
+    assert!(matches!(report.outcome, Acquired::WouldAcquire { .. }));
+    assert!(sandbox.requests().iter().all(|r| r.method == "GET"));
+    assert_eq!(
+        std::fs::read_to_string(&file).unwrap(),
+        format!("{short}\n")
+    );
+
+    options.dry_run = false;
+    let report = permatoken_renew::acquire(&ctx, &what, &spec.target, &options)
+        .await
+        .unwrap();
+    let Acquired::New {
+        token,
+        written: Some(written),
+    } = &report.outcome
+    else {
+        panic!("a new token, written: {report:?}");
+    };
+    let new = token.token.expose_secret().to_owned();
+    assert_eq!(written.path, file);
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), format!("{new}\n"));
+    assert_eq!(report.status, Status::Ok);
+    let json = serde_json::to_value(&report).unwrap();
+    assert_eq!(json["action"], "exchange");
+    assert_eq!(json["token"]["kind"], "long_lived_user");
+    let text = format!("{json} {report:?}");
+    assert!(!text.contains(&new) && !text.contains(&short), "{text}");
+    assert_eq!(
+        spec.target,
+        Target::File {
+            destination: Destination::TokenFile { path: file },
+            holds_input: true
+        }
+    );
 }

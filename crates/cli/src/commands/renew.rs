@@ -1,4 +1,5 @@
-//! `permatoken exchange`, `refresh` and `mint`: read, call `permatoken-renew`, write, reload, render.
+//! `permatoken exchange`, `refresh` and `mint`: read the arguments and credentials, call
+//! `permatoken-renew` (`acquire`, `refresh_all`), render its report. No policy lives here.
 
 use std::io::Write;
 use std::path::PathBuf;
