@@ -306,3 +306,19 @@ async fn exchange_by_acquire_plans_then_writes_a_verified_token_to_its_file() {
         }
     );
 }
+
+/// The daemon spawns rounds on its runtime: the futures must be `Send`.
+#[allow(dead_code)]
+fn rounds_can_be_spawned(ctx: &Ctx<'_>, spec: &TokenSpec, options: &RefreshOptions) {
+    fn send<T: Send>(_: T) {}
+    send(permatoken_renew::refresh_all(ctx, spec, options));
+    let what = Acquire::Exchange {
+        input: spec.primary.value.clone(),
+    };
+    send(permatoken_renew::acquire(
+        ctx,
+        &what,
+        &spec.target,
+        &options.write,
+    ));
+}
