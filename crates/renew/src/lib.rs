@@ -7,12 +7,17 @@
 //! the caller takes the lock of the file the token goes to ([`Claims`]), so that no token is minted
 //! that cannot be written, and a dry run stops at the plan. Every new token is verified with `/me` and
 //! `/debug_token` before anything is written, and written through the locked, atomic, backed-up path
-//! of `permatoken-dotenv`. A failure leaves every file byte for byte as it was. The daemon reuses
-//! [`failover`] and [`refresh_one`].
+//! of `permatoken-dotenv`. A failure leaves every file byte for byte as it was.
+//!
+//! [`refresh_all`] is the whole of `permatoken refresh` (and of one round of `watch` for one token):
+//! assess, lock, renew, write, fail over, reload, and a typed [`RefreshReport`] with its [`Status`].
+//! [`acquire`] is the whole of `exchange` and `mint` the same way ([`AcquireReport`]).
 //!
 //! Must never: print, write a file other than the one it was told, decide on a network failure that a
 //! token is dead, touch a never-expiring system-user token, or ask for a new token in a plan.
 
+mod acquire;
+mod engine;
 mod reload;
 mod store;
 
@@ -22,6 +27,12 @@ use permatoken_inspect::{AppCredentials, Kind, Report, Status, Subject, Threshol
 use permatoken_secret::{AccessToken, AppToken};
 use serde::Serialize;
 
+pub use acquire::{Acquire, AcquireReport, Acquired, acquire};
+pub use engine::{
+    FailoverOutcome, LoadError, LockNotice, Promotion, RefreshOptions, RefreshReport, Target,
+    TokenOutcome, TokenSource, TokenSpec, WriteOptions, WriteReport, app_credentials,
+    expiry_status, load_app, refresh_all,
+};
 pub use reload::{Reload, reload};
 pub use store::{Claims, Destination, StoreError, describe_change};
 
@@ -184,12 +195,21 @@ impl Failure {
     }
 }
 
-/// A new token that passed its checks, with the report that says so.
+/// A new token that passed its checks, with the report that says so. Its `Debug` and `Serialize`
+/// show only the report's facts (the fingerprint); the token itself only through
+/// `token.expose_secret()`.
+#[derive(Debug)]
 pub struct Verified {
     /// The token.
     pub token: AccessToken,
     /// `check` of it.
     pub report: Report,
+}
+
+impl Serialize for Verified {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        self.report.token.serialize(serializer)
+    }
 }
 
 fn graph_failure(err: GraphError, endpoint: Endpoint) -> Failure {
@@ -333,6 +353,7 @@ pub enum Decision {
 }
 
 /// `refresh` of one token.
+#[derive(Debug)]
 pub struct Refreshed {
     /// The decision.
     pub decision: Decision,
@@ -348,9 +369,9 @@ pub struct Refreshed {
 
 const METHOD_3: &str = "Method 3 (system user, never expires): in Business Settings → Users → System users, add a system user (Admin), give it the app and the WhatsApp account, Generate new token with expiration \"Never\" and whatsapp_business_messaging, whatsapp_business_management, business_management; or by API: `permatoken mint --system-user ID`";
 
-/// Options of `refresh`.
+/// When `refresh` renews a token.
 #[derive(Debug, Clone, Copy)]
-pub struct RefreshOptions {
+pub struct RenewPolicy {
     /// Renew once a token has this little left.
     pub renew_window: SignedDuration,
     /// Try the undocumented exchange of a long-lived user token.
@@ -461,7 +482,7 @@ pub async fn assess(
     token: &AccessToken,
     source: &str,
     variable: Option<&str>,
-    options: RefreshOptions,
+    options: RenewPolicy,
 ) -> Assessment {
     let before = ctx.inspect(token, source, variable).await;
     let settled = |decision, message: String, steps: Option<&str>, before| {
@@ -537,7 +558,7 @@ pub async fn refresh_one(
     token: &AccessToken,
     source: &str,
     variable: Option<&str>,
-    options: RefreshOptions,
+    options: RenewPolicy,
 ) -> Refreshed {
     match assess(ctx, token, source, variable, options).await {
         Assessment::Settled(refreshed) => refreshed,
