@@ -551,21 +551,6 @@ pub async fn assess(
     })
 }
 
-/// Looks at one token and renews it if it is inside its renewal window and renewable by API. Takes
-/// no lock: a caller that writes the result takes it between [`assess`] and [`RenewPlan::renew`].
-pub async fn refresh_one(
-    ctx: &Ctx<'_>,
-    token: &AccessToken,
-    source: &str,
-    variable: Option<&str>,
-    options: RenewPolicy,
-) -> Refreshed {
-    match assess(ctx, token, source, variable, options).await {
-        Assessment::Settled(refreshed) => refreshed,
-        Assessment::Renewable(plan) => plan.renew(ctx).await,
-    }
-}
-
 /// The outcome of [`failover`].
 pub struct FailoverChoice {
     /// Index into the backups given.
@@ -693,15 +678,3 @@ pub async fn plan_mint(
     })
 }
 
-/// `permatoken mint`: install the app for the system user, make a token for it, verify it.
-pub async fn mint(
-    ctx: &Ctx<'_>,
-    admin: &AccessToken,
-    system_user_id: &str,
-    sixty_days: bool,
-) -> Result<Verified, Failure> {
-    plan_mint(ctx, admin, system_user_id, sixty_days)
-        .await?
-        .run(ctx)
-        .await
-}
