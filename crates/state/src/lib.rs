@@ -12,6 +12,16 @@
 //!
 //! Times are whole unix seconds: anything finer is dropped when stored.
 //!
+//! The PostgreSQL backend (issue 10) is meant to be an addition: a `Backend::Postgres` variant over
+//! tokio-postgres, a `Store::open_postgres(…)` beside [`Store::open`], `migrations/postgres/0001_init.sql`
+//! (the same tables; `BIGINT GENERATED ALWAYS AS IDENTITY` for the two auto-numbered keys), the same
+//! queries with `$N` for `?N` and `RETURNING id` for SQLite's last row id, migrations under their own
+//! advisory lock. The exclusive hold differs by design: replicas share one database and elect a leader,
+//! so PostgreSQL takes no file lock.
+//!
+//! Writes that belong together (an alert, its deliveries and the announced state; a round's checks)
+//! are one transaction, so a crash leaves all of them or none.
+//!
 //! Must never: store a secret (a token, an app secret, a route's URL), or know the terminal.
 
 mod sqlite;
