@@ -63,6 +63,15 @@ pub enum Error {
         /// The newest schema this build knows.
         known: i64,
     },
+    /// The file exists but is not an SQLite database (a wrong `--state`).
+    #[error(
+        "`{}` is not a permatoken state file (not an SQLite database); move it away or give another `--state`",
+        path.display()
+    )]
+    NotADatabase {
+        /// The file.
+        path: PathBuf,
+    },
     /// A file or folder could not be created, opened or locked.
     #[error("cannot {action} `{}`: {source}", path.display())]
     Io {
@@ -472,6 +481,13 @@ impl Store {
         Ok(Self {
             backend: Backend::Sqlite(sqlite),
         })
+    }
+
+    /// Where the state lives, for messages (the SQLite file).
+    pub fn location(&self) -> &Path {
+        match &self.backend {
+            Backend::Sqlite(db) => db.path(),
+        }
     }
 
     /// The schema version of the open state (equal to [`SCHEMA_VERSION`] once open).

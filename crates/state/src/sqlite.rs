@@ -98,6 +98,18 @@ impl Sqlite {
             .open(path)
             .map_err(io("create", path))?;
         let mut conn = Connection::open(path).map_err(db(path))?;
+        // The first statement reads the header: a file that is not a database is refused here,
+        // before anything is written to it.
+        let not_a_database = |e: rusqlite::Error| match e.sqlite_error_code() {
+            Some(rusqlite::ErrorCode::NotADatabase) => Error::NotADatabase {
+                path: path.to_path_buf(),
+            },
+            _ => db(path)(e),
+        };
+        conn.query_row("SELECT COUNT(*) FROM sqlite_master", [], |r| {
+            r.get::<_, i64>(0)
+        })
+        .map_err(not_a_database)?;
         // FULL: one fsync per transaction, cheap with batched rounds, and an announced alert is
         // never lost to a power cut (at-least-once delivery rests on it).
         conn.execute_batch(
@@ -114,6 +126,10 @@ impl Sqlite {
                 _lock: lock,
             }),
         })
+    }
+
+    pub(crate) fn path(&self) -> &Path {
+        &self.inner.path
     }
 
     /// Runs `f` with the connection on tokio's blocking pool.

@@ -241,3 +241,28 @@ async fn no_secret_in_the_file() {
     let bytes = std::fs::read(&path).unwrap();
     assert!(!bytes.windows(canary.len()).any(|w| w == canary.as_bytes()));
 }
+
+#[tokio::test]
+async fn a_file_that_is_not_a_database_is_refused_and_left_as_it_was() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("state.db");
+    let bytes = b"WHATSAPP_ACCESS_TOKEN=PERMATOKENTEST-not-a-database\n".repeat(100);
+    std::fs::write(&path, &bytes).unwrap();
+    let err = Store::open(&path).await.err().expect("must be refused");
+    assert!(matches!(err, Error::NotADatabase { .. }), "{err}");
+    assert!(err.to_string().contains(&format!(
+        "`{}` is not a permatoken state file",
+        path.display()
+    )));
+    assert!(!err.to_string().contains("PERMATOKENTEST"));
+    assert_eq!(std::fs::read(&path).unwrap(), bytes);
+    assert!(!dir.path().join("state.db-wal").exists());
+}
+
+#[tokio::test]
+async fn the_store_says_where_it_lives() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("state.db");
+    let store = Store::open(&path).await.unwrap();
+    assert_eq!(store.location(), path);
+}
