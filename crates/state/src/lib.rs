@@ -3,4 +3,737 @@
 //!
 //! Tokens are keyed by the full SHA-256 of the token (the short fingerprint collides in large fleets).
 //!
+//! One interface, [`Store`], over a backend enum: SQLite today (an embedded file, the default), PostgreSQL
+//! next (issue 10). An enum rather than a trait object because the methods are `async` (a `dyn` trait
+//! would need boxed futures or another crate) and the set of backends is closed and small; the caller
+//! sees one concrete type whatever the backend. Each backend has its own numbered migrations
+//! (`migrations/<backend>/NNNN_*.sql`) and shares the schema's shape and the SQL's portable dialect:
+//! integer unix seconds for times, TEXT ids, JSON arrays in TEXT, `ON CONFLICT … DO UPDATE` upserts.
+//!
+//! Times are whole unix seconds: anything finer is dropped when stored.
+//!
+//! The PostgreSQL backend (issue 10) is meant to be an addition: a `Backend::Postgres` variant over
+//! tokio-postgres, a `Store::open_postgres(…)` beside [`Store::open`], `migrations/postgres/0001_init.sql`
+//! (the same tables; `BIGINT GENERATED ALWAYS AS IDENTITY` for the two auto-numbered keys), the same
+//! queries with `$N` for `?N` and `RETURNING id` for SQLite's last row id, migrations under their own
+//! advisory lock. The exclusive hold differs by design: replicas share one database and elect a leader,
+//! so PostgreSQL takes no file lock.
+//!
+//! Writes that belong together (an alert, its deliveries and the announced state; a round's checks)
+//! are one transaction, so a crash leaves all of them or none.
+//!
 //! Must never: store a secret (a token, an app secret, a route's URL), or know the terminal.
+
+mod sqlite;
+
+use std::path::{Path, PathBuf};
+
+use jiff::Timestamp;
+use serde::Serialize;
+
+/// The newest schema this build knows, for each backend.
+pub const SCHEMA_VERSION: i64 = sqlite::MIGRATIONS.len() as i64;
+
+/// What went wrong with the state. Messages name the file and never hold a secret.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// Another process (or another `Store` in this one) holds the file.
+    #[error(
+        "the state file `{}` is in use by another `permatoken watch` (it holds `{}`); stop that one or give this one another `--state`",
+        path.display(),
+        lock.display()
+    )]
+    Locked {
+        /// The database file.
+        path: PathBuf,
+        /// The lock file beside it.
+        lock: PathBuf,
+    },
+    /// The file's schema is newer than this build knows.
+    #[error(
+        "the state file `{}` was written by a newer permatoken (schema {found}, this one knows up to {known}); upgrade permatoken or use another `--state`",
+        path.display()
+    )]
+    NewerSchema {
+        /// The database file.
+        path: PathBuf,
+        /// The schema version found in the file.
+        found: i64,
+        /// The newest schema this build knows.
+        known: i64,
+    },
+    /// The file exists but is not an SQLite database (a wrong `--state`).
+    #[error(
+        "`{}` is not a permatoken state file (not an SQLite database); move it away or give another `--state`",
+        path.display()
+    )]
+    NotADatabase {
+        /// The file.
+        path: PathBuf,
+    },
+    /// A file or folder could not be created, opened or locked.
+    #[error("cannot {action} `{}`: {source}", path.display())]
+    Io {
+        /// What was being done, e.g. "create the folder".
+        action: &'static str,
+        /// The file or folder.
+        path: PathBuf,
+        /// The system's reason.
+        source: std::io::Error,
+    },
+    /// The database refused an operation.
+    #[error("the state file `{}` failed: {source}", path.display())]
+    Database {
+        /// The database file.
+        path: PathBuf,
+        /// The database's reason (it never holds a secret: none is ever written).
+        source: rusqlite::Error,
+    },
+    /// A value read back from the file is not one this build writes (the file was edited by hand).
+    #[error("the state file `{}` holds an unexpected value in {what}", path.display())]
+    Corrupt {
+        /// The database file.
+        path: PathBuf,
+        /// Which column, e.g. "checks.status".
+        what: &'static str,
+    },
+    /// A key passed by the caller is not a SHA-256 in lowercase hex.
+    #[error("a token key must be 64 lowercase hex digits (a SHA-256), got {len} characters")]
+    InvalidKey {
+        /// The length received (never the value: it might be a token passed by mistake).
+        len: usize,
+    },
+    /// [`Store::mark_delivered`] or [`Store::mark_failed`] named no recorded delivery.
+    #[error("no delivery of alert `{alert_id}` to route `{route}` is recorded")]
+    UnknownDelivery {
+        /// The alert's id.
+        alert_id: String,
+        /// The route's name.
+        route: String,
+    },
+    /// The blocking task running the query panicked or was cancelled.
+    #[error("the state's worker stopped unexpectedly")]
+    Worker,
+}
+
+/// A token's key: the full SHA-256 of the token as 64 lowercase hex digits. The caller hashes; the
+/// store never sees a token.
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(transparent)]
+pub struct TokenKey(String);
+
+impl TokenKey {
+    /// Accepts 64 hex digits (either case; kept lowercase). Anything else is refused without
+    /// repeating the value, which might be a token handed over by mistake.
+    pub fn parse(hex: &str) -> Result<Self, Error> {
+        if hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+            Ok(Self(hex.to_ascii_lowercase()))
+        } else {
+            Err(Error::InvalidKey { len: hex.len() })
+        }
+    }
+
+    /// The 64 lowercase hex digits.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for TokenKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "TokenKey({})", &self.0)
+    }
+}
+
+impl std::fmt::Display for TokenKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// Whether a token is the one in use or a backup standing by.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case", tag = "role", content = "of")]
+pub enum Role {
+    /// The token the application uses.
+    Primary,
+    /// A backup of the token with this configuration name.
+    Backup(String),
+}
+
+/// A token as watch knows it. Written with [`Store::upsert_tokens`]; `first_seen` is kept from the
+/// first write, everything else is replaced.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TokenRecord {
+    /// The token's SHA-256.
+    pub key: TokenKey,
+    /// Configuration name, e.g. `orders` or `orders/WHATSAPP_ACCESS_TOKEN_BACKUP`.
+    pub name: String,
+    /// Primary, or backup of which name.
+    pub role: Role,
+    /// The short fingerprint permatoken prints (`EAAT…sZD sha256:1a2b3c4d`).
+    pub fingerprint: String,
+    /// The file the token is read from (never the value).
+    pub source_path: String,
+    /// The variable in that file, if the file holds several.
+    pub source_key: Option<String>,
+    /// When this token was first seen (ignored on update).
+    pub first_seen: Timestamp,
+    /// When this token was last seen in its source.
+    pub last_seen: Timestamp,
+}
+
+/// A check's overall status, as `permatoken check` reports it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Status {
+    /// Valid, not expiring soon.
+    Ok,
+    /// Needs attention soon.
+    Warning,
+    /// Needs attention now.
+    Critical,
+    /// Could not be checked (network, outage, rate limit).
+    Unknown,
+}
+
+impl Status {
+    /// The stored spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Ok => "ok",
+            Self::Warning => "warning",
+            Self::Critical => "critical",
+            Self::Unknown => "unknown",
+        }
+    }
+
+    fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "ok" => Self::Ok,
+            "warning" => Self::Warning,
+            "critical" => Self::Critical,
+            "unknown" => Self::Unknown,
+            _ => return None,
+        })
+    }
+}
+
+/// One check's result, for [`Store::record_checks`] and read back by the queries.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CheckRecord {
+    /// The token checked (it must have been written with [`Store::upsert_tokens`] first).
+    pub key: TokenKey,
+    /// When the check ended.
+    pub checked_at: Timestamp,
+    /// The overall status.
+    pub status: Status,
+    /// The alert state it maps to: `ok`, `expiring`, `critical`, `dead`, `failed_over`,
+    /// `cannot_be_checked`, … (the alerts module owns the list; stored as given).
+    pub alert_state: String,
+    /// Whether the API called the token valid; `None` when the check could not tell.
+    pub valid: Option<bool>,
+    /// When the token expires, if it does.
+    pub expires_at: Option<Timestamp>,
+    /// The API said it never expires.
+    pub never_expires: bool,
+    /// The token's kind as reported (e.g. `system_user`), if known.
+    pub kind: Option<String>,
+    /// Required permissions the token lacks.
+    pub missing_scopes: Vec<String>,
+    /// The finding codes of the check.
+    pub finding_codes: Vec<String>,
+    /// How long the check took.
+    pub elapsed_ms: u64,
+}
+
+/// A token with its latest check, for the page and the metrics.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LatestCheck {
+    /// The token.
+    pub token: TokenRecord,
+    /// Its latest check, `None` if it was never checked.
+    pub check: Option<CheckRecord>,
+}
+
+/// What watch last said about one token name, and how long it has not been able to check it.
+/// Survives restarts, so that a restarted watch does not announce a state again.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Announced {
+    /// The token's configuration name.
+    pub token_name: String,
+    /// The state last announced, `None` if none was yet.
+    pub announcement: Option<Announcement>,
+    /// Since when the token has been `unknown` without a break, `None` if it is not.
+    pub unknown_since: Option<Timestamp>,
+}
+
+/// A state that was announced.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Announcement {
+    /// The alert state, e.g. `expiring`.
+    pub state: String,
+    /// When it was announced.
+    pub since: Timestamp,
+    /// The id of the alert that announced it, `None` if it was taken in silently (e.g. a first `ok`).
+    pub alert_id: Option<String>,
+    /// When the last reminder for it went, if any.
+    pub last_reminder_at: Option<Timestamp>,
+}
+
+/// An alert, as sent to every route (documented JSON: the same fields).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Alert {
+    /// Stable id chosen by the caller; a receiver drops a repeat by it.
+    pub id: String,
+    /// The token's configuration name.
+    pub token_name: String,
+    /// The new state.
+    pub state: String,
+    /// The state before, if one was announced.
+    pub previous_state: Option<String>,
+    /// One secret-free sentence.
+    pub message: String,
+    /// What to do, if known.
+    pub fix: Option<String>,
+    /// When the alert was raised.
+    pub time: Timestamp,
+}
+
+/// Where one alert stands on one route.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DeliveryStatus {
+    /// Not tried yet.
+    Pending,
+    /// The route accepted it.
+    Delivered,
+    /// The last attempt failed; it is tried again at `next_attempt_at`, or never if that is `None`.
+    Failed,
+}
+
+impl DeliveryStatus {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Pending => "pending",
+            Self::Delivered => "delivered",
+            Self::Failed => "failed",
+        }
+    }
+
+    fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "pending" => Self::Pending,
+            "delivered" => Self::Delivered,
+            "failed" => Self::Failed,
+            _ => return None,
+        })
+    }
+}
+
+/// One alert on one route.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Delivery {
+    /// The alert (whole, so the sender needs nothing else).
+    pub alert: Alert,
+    /// The route's configuration name.
+    pub route: String,
+    /// Where it stands.
+    pub status: DeliveryStatus,
+    /// Attempts made so far.
+    pub attempts: u32,
+    /// When to try next; `None` once delivered or given up.
+    pub next_attempt_at: Option<Timestamp>,
+    /// The last failure's text (secret-free, capped), if any.
+    pub last_error: Option<String>,
+}
+
+/// How one route is doing, for the page and the log: a failing route is itself shown.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RouteHealth {
+    /// The route's configuration name.
+    pub route: String,
+    /// Deliveries not yet tried.
+    pub pending: u64,
+    /// Deliveries accepted.
+    pub delivered: u64,
+    /// Deliveries whose last attempt failed (retrying or given up).
+    pub failed: u64,
+    /// The most recent failure's text, if the latest attempt on this route failed.
+    pub last_error: Option<String>,
+}
+
+/// What an event records.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum EventKind {
+    /// A token was renewed.
+    Renewal,
+    /// A renewal was attempted and failed.
+    RenewalFailed,
+    /// A backup was promoted in place of a dead primary.
+    Failover,
+    /// The application's reload command ran.
+    Reload,
+    /// The configuration was reloaded (SIGHUP).
+    ConfigReload,
+    /// watch started.
+    Start,
+}
+
+impl EventKind {
+    /// The stored spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Renewal => "renewal",
+            Self::RenewalFailed => "renewal_failed",
+            Self::Failover => "failover",
+            Self::Reload => "reload",
+            Self::ConfigReload => "config_reload",
+            Self::Start => "start",
+        }
+    }
+
+    fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "renewal" => Self::Renewal,
+            "renewal_failed" => Self::RenewalFailed,
+            "failover" => Self::Failover,
+            "reload" => Self::Reload,
+            "config_reload" => Self::ConfigReload,
+            "start" => Self::Start,
+            _ => return None,
+        })
+    }
+}
+
+/// Something that happened, for the page's recent events.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Event {
+    /// When.
+    pub at: Timestamp,
+    /// Which token, if it concerns one.
+    pub token_name: Option<String>,
+    /// What.
+    pub kind: EventKind,
+    /// A short secret-free detail (capped when stored).
+    pub detail: String,
+}
+
+/// Sizes of the state, for the page and the log.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Counts {
+    /// Tokens known.
+    pub tokens: u64,
+    /// Checks kept.
+    pub checks: u64,
+    /// Events kept.
+    pub events: u64,
+    /// Alerts kept.
+    pub alerts: u64,
+    /// Deliveries not yet delivered nor given up.
+    pub deliveries_outstanding: u64,
+}
+
+/// What [`Store::prune`] removed.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Pruned {
+    /// Checks removed.
+    pub checks: u64,
+    /// Events removed.
+    pub events: u64,
+    /// Alerts removed (all their deliveries settled, and not the one behind an announced state).
+    pub alerts: u64,
+}
+
+/// The longest error or detail text kept; longer ones are cut (a receiver's body is not ours to keep).
+pub const MAX_TEXT: usize = 500;
+
+/// watch's state. Cheap to clone (clones share the backend and its lock). Dropping the last clone
+/// closes the database and releases the lock.
+#[derive(Clone)]
+pub struct Store {
+    backend: Backend,
+}
+
+#[derive(Clone)]
+enum Backend {
+    Sqlite(sqlite::Sqlite),
+}
+
+impl Store {
+    /// Opens (creating if missing) the SQLite state at `path`: its folder is created with mode 0700,
+    /// the file with 0600; migrations are applied in one transaction; a schema newer than this build
+    /// knows is refused ([`Error::NewerSchema`]). The file is held exclusively for the store's lifetime
+    /// by a lock on `<path>.lock`: a second open, in this process or another, fails with
+    /// [`Error::Locked`] naming the file. The lock file stays after the store is dropped (removing it
+    /// would race with the next opener); only the lock on it goes.
+    ///
+    /// Every method runs its blocking SQLite work on tokio's blocking pool, so it must be called
+    /// inside a tokio runtime; calls are serialised on one connection.
+    pub async fn open(path: impl AsRef<Path>) -> Result<Self, Error> {
+        let path = path.as_ref().to_path_buf();
+        let sqlite = tokio::task::spawn_blocking(move || sqlite::Sqlite::open(&path))
+            .await
+            .map_err(|_| Error::Worker)??;
+        Ok(Self {
+            backend: Backend::Sqlite(sqlite),
+        })
+    }
+
+    /// Where the state lives, for messages (the SQLite file).
+    pub fn location(&self) -> &Path {
+        match &self.backend {
+            Backend::Sqlite(db) => db.path(),
+        }
+    }
+
+    /// The schema version of the open state (equal to [`SCHEMA_VERSION`] once open).
+    pub async fn schema_version(&self) -> Result<i64, Error> {
+        match &self.backend {
+            Backend::Sqlite(db) => db.call(sqlite::schema_version).await,
+        }
+    }
+
+    /// Writes tokens in one transaction: inserts new ones, updates known ones (keeping `first_seen`).
+    pub async fn upsert_tokens(&self, tokens: Vec<TokenRecord>) -> Result<(), Error> {
+        match &self.backend {
+            Backend::Sqlite(db) => {
+                db.call(move |c, p| sqlite::upsert_tokens(c, p, &tokens))
+                    .await
+            }
+        }
+    }
+
+    /// Every token known, by name then key.
+    pub async fn tokens(&self) -> Result<Vec<TokenRecord>, Error> {
+        match &self.backend {
+            Backend::Sqlite(db) => db.call(sqlite::tokens).await,
+        }
+    }
+
+    /// Removes tokens not seen since `cutoff`, with their checks (a token renewed away or removed
+    /// from the configuration).
+    pub async fn forget_tokens_unseen_since(&self, cutoff: Timestamp) -> Result<u64, Error> {
+        match &self.backend {
+            Backend::Sqlite(db) => {
+                db.call(move |c, p| sqlite::forget_tokens(c, p, cutoff))
+                    .await
+            }
+        }
+    }
+
+    /// Records checks in one transaction (a whole round at once is much faster than one call per
+    /// check). Each check's token must already be known; a check older than its token's latest
+    /// does not become the latest.
+    pub async fn record_checks(&self, checks: Vec<CheckRecord>) -> Result<(), Error> {
+        match &self.backend {
+            Backend::Sqlite(db) => {
+                db.call(move |c, p| sqlite::record_checks(c, p, &checks))
+                    .await
+            }
+        }
+    }
+
+    /// Every token with its latest check, by name then key. After a renewal the old token stays
+    /// until forgotten: the page shows, per name, the entry with the newest check.
+    pub async fn latest_checks(&self) -> Result<Vec<LatestCheck>, Error> {
+        match &self.backend {
+            Backend::Sqlite(db) => db.call(sqlite::latest_checks).await,
+        }
+    }
+
+    /// The checks of every token named `token_name` (across renewals) with `from <= checked_at <
+    /// to`, oldest first, for the page's chart.
+    pub async fn history(
+        &self,
+        token_name: &str,
+        from: Timestamp,
+        to: Timestamp,
+    ) -> Result<Vec<CheckRecord>, Error> {
+        let name = token_name.to_owned();
+        match &self.backend {
+            Backend::Sqlite(db) => {
+                db.call(move |c, p| sqlite::history(c, p, &name, from, to))
+                    .await
+            }
+        }
+    }
+
+    /// Sizes of the state.
+    pub async fn counts(&self) -> Result<Counts, Error> {
+        match &self.backend {
+            Backend::Sqlite(db) => db.call(sqlite::counts).await,
+        }
+    }
+
+    /// What was last announced for `token_name`, `None` if nothing was ever stored for it.
+    pub async fn announced(&self, token_name: &str) -> Result<Option<Announced>, Error> {
+        let name = token_name.to_owned();
+        match &self.backend {
+            Backend::Sqlite(db) => db.call(move |c, p| sqlite::announced(c, p, &name)).await,
+        }
+    }
+
+    /// Everything announced, by name: what a restarted watch loads before its first round.
+    pub async fn all_announced(&self) -> Result<Vec<Announced>, Error> {
+        match &self.backend {
+            Backend::Sqlite(db) => db.call(sqlite::all_announced).await,
+        }
+    }
+
+    /// Takes in a state without an alert (e.g. a token's first `ok`, or a state the caller decides
+    /// not to announce), keeping `unknown_since`. An alert announces its state by itself: see
+    /// [`Store::record_alert`].
+    pub async fn set_announcement(
+        &self,
+        token_name: &str,
+        announcement: Announcement,
+    ) -> Result<(), Error> {
+        let name = token_name.to_owned();
+        match &self.backend {
+            Backend::Sqlite(db) => {
+                db.call(move |c, p| sqlite::set_announcement(c, p, &name, &announcement))
+                    .await
+            }
+        }
+    }
+
+    /// Sets or clears (`None`) since when `token_name` has been `unknown`, keeping its announcement.
+    pub async fn set_unknown_since(
+        &self,
+        token_name: &str,
+        since: Option<Timestamp>,
+    ) -> Result<(), Error> {
+        let name = token_name.to_owned();
+        match &self.backend {
+            Backend::Sqlite(db) => {
+                db.call(move |c, p| sqlite::set_unknown_since(c, p, &name, since))
+                    .await
+            }
+        }
+    }
+
+    /// Records an alert and one pending delivery per route (due at once), and announces its state,
+    /// all in one transaction, so that a crash leaves either nothing (the alert is raised again) or
+    /// the alert both announced and queued (it is delivered, never raised twice). If `alert.state` is
+    /// already the announced state, the alert is a reminder: `last_reminder_at` becomes its time.
+    /// An id already recorded is left as it was (recording is idempotent).
+    pub async fn record_alert(&self, alert: Alert, routes: Vec<String>) -> Result<(), Error> {
+        match &self.backend {
+            Backend::Sqlite(db) => {
+                db.call(move |c, p| sqlite::record_alert(c, p, &alert, &routes))
+                    .await
+            }
+        }
+    }
+
+    /// Deliveries to attempt at `now` (pending, or failed with a next attempt due), oldest first,
+    /// at most `limit`.
+    pub async fn due_deliveries(&self, now: Timestamp, limit: u32) -> Result<Vec<Delivery>, Error> {
+        match &self.backend {
+            Backend::Sqlite(db) => {
+                db.call(move |c, p| sqlite::due_deliveries(c, p, now, limit))
+                    .await
+            }
+        }
+    }
+
+    /// Every delivery of one alert, by route.
+    pub async fn deliveries(&self, alert_id: &str) -> Result<Vec<Delivery>, Error> {
+        let id = alert_id.to_owned();
+        match &self.backend {
+            Backend::Sqlite(db) => db.call(move |c, p| sqlite::deliveries(c, p, &id)).await,
+        }
+    }
+
+    /// The route accepted the alert: counts the attempt; it is not tried again.
+    pub async fn mark_delivered(
+        &self,
+        alert_id: &str,
+        route: &str,
+        at: Timestamp,
+    ) -> Result<(), Error> {
+        let (id, route) = (alert_id.to_owned(), route.to_owned());
+        match &self.backend {
+            Backend::Sqlite(db) => {
+                db.call(move |c, p| sqlite::mark_delivered(c, p, &id, &route, at))
+                    .await
+            }
+        }
+    }
+
+    /// The attempt failed: counts it, keeps `error` (control characters removed, cut to
+    /// [`MAX_TEXT`]; the caller must already have removed any URL or secret), and schedules the next
+    /// attempt at `next_attempt_at`, or gives up if it is `None`.
+    pub async fn mark_failed(
+        &self,
+        alert_id: &str,
+        route: &str,
+        at: Timestamp,
+        error: &str,
+        next_attempt_at: Option<Timestamp>,
+    ) -> Result<(), Error> {
+        let (id, route, error) = (alert_id.to_owned(), route.to_owned(), clean_text(error));
+        match &self.backend {
+            Backend::Sqlite(db) => {
+                db.call(move |c, p| {
+                    sqlite::mark_failed(c, p, &id, &route, at, &error, next_attempt_at)
+                })
+                .await
+            }
+        }
+    }
+
+    /// How each route is doing, by route name.
+    pub async fn route_health(&self) -> Result<Vec<RouteHealth>, Error> {
+        match &self.backend {
+            Backend::Sqlite(db) => db.call(sqlite::route_health).await,
+        }
+    }
+
+    /// Records an event; its detail is cleaned like an error text.
+    pub async fn record_event(&self, event: Event) -> Result<(), Error> {
+        let event = Event {
+            detail: clean_text(&event.detail),
+            ..event
+        };
+        match &self.backend {
+            Backend::Sqlite(db) => {
+                db.call(move |c, p| sqlite::record_event(c, p, &event))
+                    .await
+            }
+        }
+    }
+
+    /// The `limit` most recent events, newest first.
+    pub async fn recent_events(&self, limit: u32) -> Result<Vec<Event>, Error> {
+        match &self.backend {
+            Backend::Sqlite(db) => {
+                db.call(move |c, p| sqlite::recent_events(c, p, limit))
+                    .await
+            }
+        }
+    }
+
+    /// Retention: removes checks and events older than `cutoff` (always keeping each token's latest
+    /// check), and alerts older than `cutoff` whose deliveries are all settled and that no announced
+    /// state points to. One transaction.
+    pub async fn prune(&self, cutoff: Timestamp) -> Result<Pruned, Error> {
+        match &self.backend {
+            Backend::Sqlite(db) => db.call(move |c, p| sqlite::prune(c, p, cutoff)).await,
+        }
+    }
+}
+
+/// Removes control characters (a receiver's answer may hold anything) and cuts to [`MAX_TEXT`]
+/// characters.
+fn clean_text(text: &str) -> String {
+    text.chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .filter(|c| !matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}'))
+        .take(MAX_TEXT)
+        .collect()
+}

@@ -1,0 +1,853 @@
+//! The SQLite backend: one connection behind a mutex, used from `spawn_blocking`, held exclusively
+//! through a lock on `<file>.lock`.
+//!
+//! Why a lock file and not SQLite's `locking_mode=EXCLUSIVE`: SQLite takes that lock only at the first
+//! read or write and reports a clash as `SQLITE_BUSY`, which looks like any transient busy; it would
+//! also shut out read-only tools (the `sqlite3` shell while debugging). An advisory `flock` on a sibling
+//! file is taken before anything is read, is released by the kernel when the process dies (no stale
+//! lock to clean up), and clashes even within one process (it belongs to the open file description),
+//! so the error can say plainly which file is in use.
+//!
+//! The SQL stays in the portable dialect shared with PostgreSQL (numbered `?N` placeholders map to
+//! `$N`); only the migrations differ per backend.
+//!
+//! Must never: run a query on an async worker thread, or write a value it was not given.
+
+use std::fs::{DirBuilder, File, OpenOptions, TryLockError};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use jiff::Timestamp;
+use rusqlite::{Connection, OptionalExtension, Row, TransactionBehavior, params};
+
+use crate::{
+    Alert, Announced, Announcement, CheckRecord, Counts, Delivery, DeliveryStatus, Error, Event,
+    EventKind, LatestCheck, Pruned, Role, RouteHealth, Status, TokenKey, TokenRecord,
+};
+
+/// Schema migrations, in order: the schema's version is the number applied.
+pub(crate) const MIGRATIONS: &[&str] = &[include_str!("../migrations/sqlite/0001_init.sql")];
+
+#[derive(Clone)]
+pub(crate) struct Sqlite {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    conn: Mutex<Connection>,
+    path: PathBuf,
+    // Held for the store's lifetime: dropping the last clone closes the connection, then the lock.
+    _lock: File,
+}
+
+fn db(path: &Path) -> impl Fn(rusqlite::Error) -> Error + '_ {
+    move |source| Error::Database {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+fn io<'a>(action: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> Error + 'a {
+    move |source| Error::Io {
+        action,
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+impl Sqlite {
+    pub(crate) fn open(path: &Path) -> Result<Self, Error> {
+        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty())
+            && !parent.exists()
+        {
+            DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(parent)
+                .map_err(io("create the folder", parent))?;
+        }
+        let mut lock_path = path.as_os_str().to_owned();
+        lock_path.push(".lock");
+        let lock_path = PathBuf::from(lock_path);
+        let lock = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .open(&lock_path)
+            .map_err(io("open the lock file", &lock_path))?;
+        match lock.try_lock() {
+            Ok(()) => {}
+            Err(TryLockError::WouldBlock) => {
+                return Err(Error::Locked {
+                    path: path.to_path_buf(),
+                    lock: lock_path,
+                });
+            }
+            Err(TryLockError::Error(e)) => return Err(io("lock", &lock_path)(e)),
+        }
+        // Created here rather than by SQLite so that its mode is 0600 whatever the umask; SQLite
+        // gives its `-wal` and `-shm` files the database file's mode.
+        OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .open(path)
+            .map_err(io("create", path))?;
+        let mut conn = Connection::open(path).map_err(db(path))?;
+        // The first statement reads the header: a file that is not a database is refused here,
+        // before anything is written to it.
+        let not_a_database = |e: rusqlite::Error| match e.sqlite_error_code() {
+            Some(rusqlite::ErrorCode::NotADatabase) => Error::NotADatabase {
+                path: path.to_path_buf(),
+            },
+            _ => db(path)(e),
+        };
+        conn.query_row("SELECT COUNT(*) FROM sqlite_master", [], |r| {
+            r.get::<_, i64>(0)
+        })
+        .map_err(not_a_database)?;
+        // FULL: one fsync per transaction, cheap with batched rounds, and an announced alert is
+        // never lost to a power cut (at-least-once delivery rests on it).
+        conn.execute_batch(
+            "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON;",
+        )
+        .map_err(db(path))?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))
+            .map_err(db(path))?;
+        migrate(&mut conn, path)?;
+        Ok(Self {
+            inner: Arc::new(Inner {
+                conn: Mutex::new(conn),
+                path: path.to_path_buf(),
+                _lock: lock,
+            }),
+        })
+    }
+
+    pub(crate) fn path(&self) -> &Path {
+        &self.inner.path
+    }
+
+    /// Runs `f` with the connection on tokio's blocking pool.
+    pub(crate) async fn call<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Connection, &Path) -> Result<T, Error> + Send + 'static,
+    ) -> Result<T, Error> {
+        let inner = Arc::clone(&self.inner);
+        tokio::task::spawn_blocking(move || {
+            // A panic mid-transaction rolled it back when the transaction dropped: the connection
+            // is still sound.
+            let mut conn = inner.conn.lock().unwrap_or_else(|e| e.into_inner());
+            f(&mut conn, &inner.path)
+        })
+        .await
+        .map_err(|_| Error::Worker)?
+    }
+}
+
+fn migrate(conn: &mut Connection, path: &Path) -> Result<(), Error> {
+    let known = MIGRATIONS.len() as i64;
+    let tx = conn
+        .transaction_with_behavior(TransactionBehavior::Immediate)
+        .map_err(db(path))?;
+    tx.execute_batch(
+        "CREATE TABLE IF NOT EXISTS schema_migrations (
+            version BIGINT PRIMARY KEY,
+            applied_at BIGINT NOT NULL
+        )",
+    )
+    .map_err(db(path))?;
+    let found: i64 = tx
+        .query_row(
+            "SELECT COALESCE(MAX(version), 0) FROM schema_migrations",
+            [],
+            |r| r.get(0),
+        )
+        .map_err(db(path))?;
+    if found > known {
+        return Err(Error::NewerSchema {
+            path: path.to_path_buf(),
+            found,
+            known,
+        });
+    }
+    let now = Timestamp::now().as_second();
+    for (version, sql) in (1..).zip(MIGRATIONS).skip(found as usize) {
+        tx.execute_batch(sql).map_err(db(path))?;
+        tx.execute(
+            "INSERT INTO schema_migrations (version, applied_at) VALUES (?1, ?2)",
+            params![version, now],
+        )
+        .map_err(db(path))?;
+    }
+    tx.commit().map_err(db(path))
+}
+
+pub(crate) fn schema_version(conn: &mut Connection, path: &Path) -> Result<i64, Error> {
+    conn.query_row("SELECT MAX(version) FROM schema_migrations", [], |r| {
+        r.get(0)
+    })
+    .map_err(db(path))
+}
+
+fn ts(path: &Path, what: &'static str, secs: i64) -> Result<Timestamp, Error> {
+    Timestamp::from_second(secs).map_err(|_| Error::Corrupt {
+        path: path.to_path_buf(),
+        what,
+    })
+}
+
+fn opt_ts(path: &Path, what: &'static str, secs: Option<i64>) -> Result<Option<Timestamp>, Error> {
+    secs.map(|s| ts(path, what, s)).transpose()
+}
+
+fn corrupt(path: &Path, what: &'static str) -> Error {
+    Error::Corrupt {
+        path: path.to_path_buf(),
+        what,
+    }
+}
+
+fn list(path: &Path, what: &'static str, json: &str) -> Result<Vec<String>, Error> {
+    serde_json::from_str(json).map_err(|_| corrupt(path, what))
+}
+
+fn to_json(items: &[String]) -> String {
+    serde_json::to_string(items).unwrap_or_else(|_| "[]".to_owned())
+}
+
+const TOKEN_COLS: &str = "t.token_sha256, t.name, t.role, t.backup_of, t.fingerprint, \
+    t.source_path, t.source_key, t.first_seen, t.last_seen";
+const CHECK_COLS: &str = "c.token_sha256, c.checked_at, c.status, c.alert_state, c.valid, \
+    c.expires_at, c.never_expires, c.kind, c.missing_scopes, c.finding_codes, c.elapsed_ms";
+const TOKEN_WIDTH: usize = 9;
+
+fn token_from_row(row: &Row<'_>, at: usize, path: &Path) -> Result<TokenRecord, Error> {
+    let g = |e| db(path)(e);
+    let key: String = row.get(at).map_err(g)?;
+    let role: String = row.get(at + 2).map_err(g)?;
+    let backup_of: Option<String> = row.get(at + 3).map_err(g)?;
+    let role = match (role.as_str(), backup_of) {
+        ("primary", _) => Role::Primary,
+        ("backup", Some(of)) => Role::Backup(of),
+        _ => return Err(corrupt(path, "tokens.role")),
+    };
+    Ok(TokenRecord {
+        key: TokenKey::parse(&key).map_err(|_| corrupt(path, "tokens.token_sha256"))?,
+        name: row.get(at + 1).map_err(g)?,
+        role,
+        fingerprint: row.get(at + 4).map_err(g)?,
+        source_path: row.get(at + 5).map_err(g)?,
+        source_key: row.get(at + 6).map_err(g)?,
+        first_seen: ts(path, "tokens.first_seen", row.get(at + 7).map_err(g)?)?,
+        last_seen: ts(path, "tokens.last_seen", row.get(at + 8).map_err(g)?)?,
+    })
+}
+
+fn check_from_row(row: &Row<'_>, at: usize, path: &Path) -> Result<CheckRecord, Error> {
+    let g = |e| db(path)(e);
+    let key: String = row.get(at).map_err(g)?;
+    let status: String = row.get(at + 2).map_err(g)?;
+    let valid: Option<i64> = row.get(at + 4).map_err(g)?;
+    let never: i64 = row.get(at + 6).map_err(g)?;
+    let scopes: String = row.get(at + 8).map_err(g)?;
+    let codes: String = row.get(at + 9).map_err(g)?;
+    let elapsed: i64 = row.get(at + 10).map_err(g)?;
+    Ok(CheckRecord {
+        key: TokenKey::parse(&key).map_err(|_| corrupt(path, "checks.token_sha256"))?,
+        checked_at: ts(path, "checks.checked_at", row.get(at + 1).map_err(g)?)?,
+        status: Status::parse(&status).ok_or_else(|| corrupt(path, "checks.status"))?,
+        alert_state: row.get(at + 3).map_err(g)?,
+        valid: valid.map(|v| v != 0),
+        expires_at: opt_ts(path, "checks.expires_at", row.get(at + 5).map_err(g)?)?,
+        never_expires: never != 0,
+        kind: row.get(at + 7).map_err(g)?,
+        missing_scopes: list(path, "checks.missing_scopes", &scopes)?,
+        finding_codes: list(path, "checks.finding_codes", &codes)?,
+        elapsed_ms: u64::try_from(elapsed).map_err(|_| corrupt(path, "checks.elapsed_ms"))?,
+    })
+}
+
+pub(crate) fn upsert_tokens(
+    conn: &mut Connection,
+    path: &Path,
+    tokens: &[TokenRecord],
+) -> Result<(), Error> {
+    let tx = conn.transaction().map_err(db(path))?;
+    {
+        let mut stmt = tx
+            .prepare(
+                "INSERT INTO tokens (token_sha256, name, role, backup_of, fingerprint, source_path,
+                    source_key, first_seen, last_seen)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
+                 ON CONFLICT (token_sha256) DO UPDATE SET name = excluded.name,
+                    role = excluded.role, backup_of = excluded.backup_of,
+                    fingerprint = excluded.fingerprint, source_path = excluded.source_path,
+                    source_key = excluded.source_key, last_seen = excluded.last_seen",
+            )
+            .map_err(db(path))?;
+        for t in tokens {
+            let (role, of) = match &t.role {
+                Role::Primary => ("primary", None),
+                Role::Backup(of) => ("backup", Some(of.as_str())),
+            };
+            stmt.execute(params![
+                t.key.as_str(),
+                t.name,
+                role,
+                of,
+                t.fingerprint,
+                t.source_path,
+                t.source_key,
+                t.first_seen.as_second(),
+                t.last_seen.as_second(),
+            ])
+            .map_err(db(path))?;
+        }
+    }
+    tx.commit().map_err(db(path))
+}
+
+pub(crate) fn tokens(conn: &mut Connection, path: &Path) -> Result<Vec<TokenRecord>, Error> {
+    let mut stmt = conn
+        .prepare(&format!(
+            "SELECT {TOKEN_COLS} FROM tokens t ORDER BY t.name, t.token_sha256"
+        ))
+        .map_err(db(path))?;
+    let mut rows = stmt.query([]).map_err(db(path))?;
+    let mut out = Vec::new();
+    while let Some(row) = rows.next().map_err(db(path))? {
+        out.push(token_from_row(row, 0, path)?);
+    }
+    Ok(out)
+}
+
+pub(crate) fn forget_tokens(
+    conn: &mut Connection,
+    path: &Path,
+    cutoff: Timestamp,
+) -> Result<u64, Error> {
+    let n = conn
+        .execute(
+            "DELETE FROM tokens WHERE last_seen < ?1",
+            params![cutoff.as_second()],
+        )
+        .map_err(db(path))?;
+    Ok(n as u64)
+}
+
+pub(crate) fn record_checks(
+    conn: &mut Connection,
+    path: &Path,
+    checks: &[CheckRecord],
+) -> Result<(), Error> {
+    let tx = conn.transaction().map_err(db(path))?;
+    {
+        let mut insert = tx
+            .prepare(
+                "INSERT INTO checks (token_sha256, checked_at, status, alert_state, valid,
+                    expires_at, never_expires, kind, missing_scopes, finding_codes, elapsed_ms)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+            )
+            .map_err(db(path))?;
+        let mut latest = tx
+            .prepare(
+                "UPDATE tokens SET last_check_id = ?1, last_check_at = ?2
+                 WHERE token_sha256 = ?3 AND (last_check_at IS NULL OR last_check_at <= ?2)",
+            )
+            .map_err(db(path))?;
+        for c in checks {
+            insert
+                .execute(params![
+                    c.key.as_str(),
+                    c.checked_at.as_second(),
+                    c.status.as_str(),
+                    c.alert_state,
+                    c.valid.map(i64::from),
+                    c.expires_at.map(|t| t.as_second()),
+                    i64::from(c.never_expires),
+                    c.kind,
+                    to_json(&c.missing_scopes),
+                    to_json(&c.finding_codes),
+                    i64::try_from(c.elapsed_ms).unwrap_or(i64::MAX),
+                ])
+                .map_err(db(path))?;
+            let id = tx.last_insert_rowid();
+            latest
+                .execute(params![id, c.checked_at.as_second(), c.key.as_str()])
+                .map_err(db(path))?;
+        }
+    }
+    tx.commit().map_err(db(path))
+}
+
+pub(crate) fn latest_checks(conn: &mut Connection, path: &Path) -> Result<Vec<LatestCheck>, Error> {
+    let mut stmt = conn
+        .prepare(&format!(
+            "SELECT {TOKEN_COLS}, {CHECK_COLS} FROM tokens t
+             LEFT JOIN checks c ON c.id = t.last_check_id
+             ORDER BY t.name, t.token_sha256"
+        ))
+        .map_err(db(path))?;
+    let mut rows = stmt.query([]).map_err(db(path))?;
+    let mut out = Vec::new();
+    while let Some(row) = rows.next().map_err(db(path))? {
+        let token = token_from_row(row, 0, path)?;
+        let has_check: Option<String> = row.get(TOKEN_WIDTH).map_err(db(path))?;
+        let check = match has_check {
+            Some(_) => Some(check_from_row(row, TOKEN_WIDTH, path)?),
+            None => None,
+        };
+        out.push(LatestCheck { token, check });
+    }
+    Ok(out)
+}
+
+pub(crate) fn history(
+    conn: &mut Connection,
+    path: &Path,
+    name: &str,
+    from: Timestamp,
+    to: Timestamp,
+) -> Result<Vec<CheckRecord>, Error> {
+    let mut stmt = conn
+        .prepare(&format!(
+            "SELECT {CHECK_COLS} FROM checks c JOIN tokens t ON t.token_sha256 = c.token_sha256
+             WHERE t.name = ?1 AND c.checked_at >= ?2 AND c.checked_at < ?3
+             ORDER BY c.checked_at, c.id"
+        ))
+        .map_err(db(path))?;
+    let mut rows = stmt
+        .query(params![name, from.as_second(), to.as_second()])
+        .map_err(db(path))?;
+    let mut out = Vec::new();
+    while let Some(row) = rows.next().map_err(db(path))? {
+        out.push(check_from_row(row, 0, path)?);
+    }
+    Ok(out)
+}
+
+pub(crate) fn counts(conn: &mut Connection, path: &Path) -> Result<Counts, Error> {
+    conn.query_row(
+        "SELECT (SELECT COUNT(*) FROM tokens), (SELECT COUNT(*) FROM checks),
+                (SELECT COUNT(*) FROM events), (SELECT COUNT(*) FROM alerts),
+                (SELECT COUNT(*) FROM deliveries WHERE next_attempt_at IS NOT NULL)",
+        [],
+        |r| {
+            Ok(Counts {
+                tokens: r.get::<_, i64>(0)?.max(0) as u64,
+                checks: r.get::<_, i64>(1)?.max(0) as u64,
+                events: r.get::<_, i64>(2)?.max(0) as u64,
+                alerts: r.get::<_, i64>(3)?.max(0) as u64,
+                deliveries_outstanding: r.get::<_, i64>(4)?.max(0) as u64,
+            })
+        },
+    )
+    .map_err(db(path))
+}
+
+const ANNOUNCED_COLS: &str = "token_name, state, since, alert_id, last_reminder_at, unknown_since";
+
+fn announced_from_row(row: &Row<'_>, path: &Path) -> Result<Announced, Error> {
+    let g = |e| db(path)(e);
+    let state: Option<String> = row.get(1).map_err(g)?;
+    let since: Option<i64> = row.get(2).map_err(g)?;
+    let announcement = match (state, since) {
+        (Some(state), Some(since)) => Some(Announcement {
+            state,
+            since: ts(path, "announced.since", since)?,
+            alert_id: row.get(3).map_err(g)?,
+            last_reminder_at: opt_ts(path, "announced.last_reminder_at", row.get(4).map_err(g)?)?,
+        }),
+        (None, _) => None,
+        (Some(_), None) => return Err(corrupt(path, "announced.since")),
+    };
+    Ok(Announced {
+        token_name: row.get(0).map_err(g)?,
+        announcement,
+        unknown_since: opt_ts(path, "announced.unknown_since", row.get(5).map_err(g)?)?,
+    })
+}
+
+pub(crate) fn announced(
+    conn: &mut Connection,
+    path: &Path,
+    name: &str,
+) -> Result<Option<Announced>, Error> {
+    let mut stmt = conn
+        .prepare(&format!(
+            "SELECT {ANNOUNCED_COLS} FROM announced WHERE token_name = ?1"
+        ))
+        .map_err(db(path))?;
+    let mut rows = stmt.query(params![name]).map_err(db(path))?;
+    match rows.next().map_err(db(path))? {
+        Some(row) => Ok(Some(announced_from_row(row, path)?)),
+        None => Ok(None),
+    }
+}
+
+pub(crate) fn all_announced(conn: &mut Connection, path: &Path) -> Result<Vec<Announced>, Error> {
+    let mut stmt = conn
+        .prepare(&format!(
+            "SELECT {ANNOUNCED_COLS} FROM announced ORDER BY token_name"
+        ))
+        .map_err(db(path))?;
+    let mut rows = stmt.query([]).map_err(db(path))?;
+    let mut out = Vec::new();
+    while let Some(row) = rows.next().map_err(db(path))? {
+        out.push(announced_from_row(row, path)?);
+    }
+    Ok(out)
+}
+
+fn upsert_announcement(
+    conn: &Connection,
+    path: &Path,
+    name: &str,
+    a: &Announcement,
+) -> Result<(), Error> {
+    conn.execute(
+        "INSERT INTO announced (token_name, state, since, alert_id, last_reminder_at)
+         VALUES (?1, ?2, ?3, ?4, ?5)
+         ON CONFLICT (token_name) DO UPDATE SET state = excluded.state, since = excluded.since,
+            alert_id = excluded.alert_id, last_reminder_at = excluded.last_reminder_at",
+        params![
+            name,
+            a.state,
+            a.since.as_second(),
+            a.alert_id,
+            a.last_reminder_at.map(|t| t.as_second()),
+        ],
+    )
+    .map_err(db(path))?;
+    Ok(())
+}
+
+pub(crate) fn set_announcement(
+    conn: &mut Connection,
+    path: &Path,
+    name: &str,
+    a: &Announcement,
+) -> Result<(), Error> {
+    upsert_announcement(conn, path, name, a)
+}
+
+pub(crate) fn set_unknown_since(
+    conn: &mut Connection,
+    path: &Path,
+    name: &str,
+    since: Option<Timestamp>,
+) -> Result<(), Error> {
+    conn.execute(
+        "INSERT INTO announced (token_name, unknown_since) VALUES (?1, ?2)
+         ON CONFLICT (token_name) DO UPDATE SET unknown_since = excluded.unknown_since",
+        params![name, since.map(|t| t.as_second())],
+    )
+    .map_err(db(path))?;
+    Ok(())
+}
+
+pub(crate) fn record_alert(
+    conn: &mut Connection,
+    path: &Path,
+    alert: &Alert,
+    routes: &[String],
+) -> Result<(), Error> {
+    let tx = conn.transaction().map_err(db(path))?;
+    let time = alert.time.as_second();
+    let inserted = tx
+        .execute(
+            "INSERT INTO alerts (id, token_name, state, previous_state, message, fix, created_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) ON CONFLICT (id) DO NOTHING",
+            params![
+                alert.id,
+                alert.token_name,
+                alert.state,
+                alert.previous_state,
+                alert.message,
+                alert.fix,
+                time,
+            ],
+        )
+        .map_err(db(path))?;
+    if inserted == 0 {
+        return tx.commit().map_err(db(path));
+    }
+    for route in routes {
+        tx.execute(
+            "INSERT INTO deliveries (alert_id, route, status, attempts, next_attempt_at, updated_at)
+             VALUES (?1, ?2, 'pending', 0, ?3, ?3) ON CONFLICT (alert_id, route) DO NOTHING",
+            params![alert.id, route, time],
+        )
+        .map_err(db(path))?;
+    }
+    let current: Option<Option<String>> = tx
+        .query_row(
+            "SELECT state FROM announced WHERE token_name = ?1",
+            params![alert.token_name],
+            |r| r.get(0),
+        )
+        .optional()
+        .map_err(db(path))?;
+    if current.flatten().as_deref() == Some(alert.state.as_str()) {
+        tx.execute(
+            "UPDATE announced SET last_reminder_at = ?2 WHERE token_name = ?1",
+            params![alert.token_name, time],
+        )
+        .map_err(db(path))?;
+    } else {
+        upsert_announcement(
+            &tx,
+            path,
+            &alert.token_name,
+            &Announcement {
+                state: alert.state.clone(),
+                since: alert.time,
+                alert_id: Some(alert.id.clone()),
+                last_reminder_at: None,
+            },
+        )?;
+    }
+    tx.commit().map_err(db(path))
+}
+
+const DELIVERY_COLS: &str = "d.route, d.status, d.attempts, d.next_attempt_at, d.last_error, \
+    a.id, a.token_name, a.state, a.previous_state, a.message, a.fix, a.created_at";
+
+fn delivery_from_row(row: &Row<'_>, path: &Path) -> Result<Delivery, Error> {
+    let g = |e| db(path)(e);
+    let status: String = row.get(1).map_err(g)?;
+    let attempts: i64 = row.get(2).map_err(g)?;
+    Ok(Delivery {
+        route: row.get(0).map_err(g)?,
+        status: DeliveryStatus::parse(&status).ok_or_else(|| corrupt(path, "deliveries.status"))?,
+        attempts: u32::try_from(attempts).map_err(|_| corrupt(path, "deliveries.attempts"))?,
+        next_attempt_at: opt_ts(path, "deliveries.next_attempt_at", row.get(3).map_err(g)?)?,
+        last_error: row.get(4).map_err(g)?,
+        alert: Alert {
+            id: row.get(5).map_err(g)?,
+            token_name: row.get(6).map_err(g)?,
+            state: row.get(7).map_err(g)?,
+            previous_state: row.get(8).map_err(g)?,
+            message: row.get(9).map_err(g)?,
+            fix: row.get(10).map_err(g)?,
+            time: ts(path, "alerts.created_at", row.get(11).map_err(g)?)?,
+        },
+    })
+}
+
+pub(crate) fn due_deliveries(
+    conn: &mut Connection,
+    path: &Path,
+    now: Timestamp,
+    limit: u32,
+) -> Result<Vec<Delivery>, Error> {
+    let mut stmt = conn
+        .prepare(&format!(
+            "SELECT {DELIVERY_COLS} FROM deliveries d JOIN alerts a ON a.id = d.alert_id
+             WHERE d.next_attempt_at IS NOT NULL AND d.next_attempt_at <= ?1
+             ORDER BY d.next_attempt_at, a.created_at, d.alert_id, d.route
+             LIMIT ?2"
+        ))
+        .map_err(db(path))?;
+    let mut rows = stmt
+        .query(params![now.as_second(), limit])
+        .map_err(db(path))?;
+    let mut out = Vec::new();
+    while let Some(row) = rows.next().map_err(db(path))? {
+        out.push(delivery_from_row(row, path)?);
+    }
+    Ok(out)
+}
+
+pub(crate) fn deliveries(
+    conn: &mut Connection,
+    path: &Path,
+    alert_id: &str,
+) -> Result<Vec<Delivery>, Error> {
+    let mut stmt = conn
+        .prepare(&format!(
+            "SELECT {DELIVERY_COLS} FROM deliveries d JOIN alerts a ON a.id = d.alert_id
+             WHERE d.alert_id = ?1 ORDER BY d.route"
+        ))
+        .map_err(db(path))?;
+    let mut rows = stmt.query(params![alert_id]).map_err(db(path))?;
+    let mut out = Vec::new();
+    while let Some(row) = rows.next().map_err(db(path))? {
+        out.push(delivery_from_row(row, path)?);
+    }
+    Ok(out)
+}
+
+/// How one attempt at a delivery ended.
+struct Attempt<'a> {
+    status: DeliveryStatus,
+    at: Timestamp,
+    error: Option<&'a str>,
+    next: Option<Timestamp>,
+}
+
+fn settle(
+    conn: &mut Connection,
+    path: &Path,
+    alert_id: &str,
+    route: &str,
+    attempt: Attempt<'_>,
+) -> Result<(), Error> {
+    let n = conn
+        .execute(
+            "UPDATE deliveries SET status = ?3, attempts = attempts + 1, next_attempt_at = ?4,
+                last_error = ?5, updated_at = ?6
+             WHERE alert_id = ?1 AND route = ?2",
+            params![
+                alert_id,
+                route,
+                attempt.status.as_str(),
+                attempt.next.map(|t| t.as_second()),
+                attempt.error,
+                attempt.at.as_second(),
+            ],
+        )
+        .map_err(db(path))?;
+    if n == 0 {
+        return Err(Error::UnknownDelivery {
+            alert_id: alert_id.to_owned(),
+            route: route.to_owned(),
+        });
+    }
+    Ok(())
+}
+
+pub(crate) fn mark_delivered(
+    conn: &mut Connection,
+    path: &Path,
+    alert_id: &str,
+    route: &str,
+    at: Timestamp,
+) -> Result<(), Error> {
+    let attempt = Attempt {
+        status: DeliveryStatus::Delivered,
+        at,
+        error: None,
+        next: None,
+    };
+    settle(conn, path, alert_id, route, attempt)
+}
+
+pub(crate) fn mark_failed(
+    conn: &mut Connection,
+    path: &Path,
+    alert_id: &str,
+    route: &str,
+    at: Timestamp,
+    error: &str,
+    next: Option<Timestamp>,
+) -> Result<(), Error> {
+    let attempt = Attempt {
+        status: DeliveryStatus::Failed,
+        at,
+        error: Some(error),
+        next,
+    };
+    settle(conn, path, alert_id, route, attempt)
+}
+
+pub(crate) fn route_health(conn: &mut Connection, path: &Path) -> Result<Vec<RouteHealth>, Error> {
+    let mut stmt = conn
+        .prepare(
+            "SELECT d.route,
+                SUM(CASE WHEN d.status = 'pending' THEN 1 ELSE 0 END),
+                SUM(CASE WHEN d.status = 'delivered' THEN 1 ELSE 0 END),
+                SUM(CASE WHEN d.status = 'failed' THEN 1 ELSE 0 END),
+                (SELECT CASE WHEN l.status = 'failed' THEN l.last_error END FROM deliveries l
+                  WHERE l.route = d.route AND l.status <> 'pending'
+                  ORDER BY l.updated_at DESC, l.alert_id DESC LIMIT 1)
+             FROM deliveries d GROUP BY d.route ORDER BY d.route",
+        )
+        .map_err(db(path))?;
+    let mut rows = stmt.query([]).map_err(db(path))?;
+    let mut out = Vec::new();
+    while let Some(row) = rows.next().map_err(db(path))? {
+        let g = |e| db(path)(e);
+        out.push(RouteHealth {
+            route: row.get(0).map_err(g)?,
+            pending: row.get::<_, i64>(1).map_err(g)?.max(0) as u64,
+            delivered: row.get::<_, i64>(2).map_err(g)?.max(0) as u64,
+            failed: row.get::<_, i64>(3).map_err(g)?.max(0) as u64,
+            last_error: row.get(4).map_err(g)?,
+        });
+    }
+    Ok(out)
+}
+
+pub(crate) fn record_event(conn: &mut Connection, path: &Path, e: &Event) -> Result<(), Error> {
+    conn.execute(
+        "INSERT INTO events (at, token_name, kind, detail) VALUES (?1, ?2, ?3, ?4)",
+        params![e.at.as_second(), e.token_name, e.kind.as_str(), e.detail],
+    )
+    .map_err(db(path))?;
+    Ok(())
+}
+
+pub(crate) fn recent_events(
+    conn: &mut Connection,
+    path: &Path,
+    limit: u32,
+) -> Result<Vec<Event>, Error> {
+    let mut stmt = conn
+        .prepare(
+            "SELECT at, token_name, kind, detail FROM events ORDER BY at DESC, id DESC LIMIT ?1",
+        )
+        .map_err(db(path))?;
+    let mut rows = stmt.query(params![limit]).map_err(db(path))?;
+    let mut out = Vec::new();
+    while let Some(row) = rows.next().map_err(db(path))? {
+        let g = |e| db(path)(e);
+        let kind: String = row.get(2).map_err(g)?;
+        out.push(Event {
+            at: ts(path, "events.at", row.get(0).map_err(g)?)?,
+            token_name: row.get(1).map_err(g)?,
+            kind: EventKind::parse(&kind).ok_or_else(|| corrupt(path, "events.kind"))?,
+            detail: row.get(3).map_err(g)?,
+        });
+    }
+    Ok(out)
+}
+
+pub(crate) fn prune(
+    conn: &mut Connection,
+    path: &Path,
+    cutoff: Timestamp,
+) -> Result<Pruned, Error> {
+    let cutoff = cutoff.as_second();
+    let tx = conn.transaction().map_err(db(path))?;
+    let checks = tx
+        .execute(
+            "DELETE FROM checks WHERE checked_at < ?1
+               AND id NOT IN (SELECT last_check_id FROM tokens WHERE last_check_id IS NOT NULL)",
+            params![cutoff],
+        )
+        .map_err(db(path))?;
+    let events = tx
+        .execute("DELETE FROM events WHERE at < ?1", params![cutoff])
+        .map_err(db(path))?;
+    let alerts = tx
+        .execute(
+            "DELETE FROM alerts WHERE created_at < ?1
+               AND id NOT IN (SELECT alert_id FROM announced WHERE alert_id IS NOT NULL)
+               AND NOT EXISTS (SELECT 1 FROM deliveries d
+                               WHERE d.alert_id = alerts.id AND d.next_attempt_at IS NOT NULL)",
+            params![cutoff],
+        )
+        .map_err(db(path))?;
+    tx.commit().map_err(db(path))?;
+    Ok(Pruned {
+        checks: checks as u64,
+        events: events as u64,
+        alerts: alerts as u64,
+    })
+}
