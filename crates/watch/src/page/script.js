@@ -27,7 +27,7 @@
     sec = Math.max(0, Math.floor(sec));
     var d = Math.floor(sec / 86400), h = Math.floor(sec % 86400 / 3600);
     var m = Math.floor(sec % 3600 / 60), s = sec % 60;
-    if (d > 0) { return d + 'd ' + h + 'h ' + m + 'm'; }
+    if (d > 0) { return d + 'd ' + h + 'h ' + m + 'm ' + s + 's'; }
     if (h > 0) { return h + 'h ' + m + 'm ' + s + 's'; }
     return m + 'm ' + s + 's';
   }
