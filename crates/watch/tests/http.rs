@@ -459,3 +459,28 @@ async fn serves_on_loopback_sees_new_snapshots_and_shuts_down_gracefully() {
     drop(stop);
     server.await.unwrap().unwrap();
 }
+
+#[tokio::test]
+async fn no_route_shows_the_token_behind_a_fingerprint() {
+    let canary = format!("EAAPERMATOKENTEST{}", "x".repeat(160));
+    let secret = permatoken_secret::AccessToken::new(canary.clone());
+    let mut snap = snapshot(now());
+    snap.tokens[0].fingerprint = secret.fingerprint();
+    let (state, counters) = state(snap, "0.0.0.0:9464", Some(BEARER));
+    counters.check("orders", "ok");
+    let auth = format!("Bearer {BEARER}");
+    for path in ["/", "/api/tokens", "/metrics", "/healthz"] {
+        let (status, headers, body) = get(&state, path, Some(&auth)).await;
+        assert_eq!(status, StatusCode::OK, "{path}");
+        assert!(!body.contains("PERMATOKENTEST"), "{path} leaked the token");
+        assert!(!body.contains(BEARER), "{path} leaked the bearer token");
+        for value in headers.values() {
+            assert!(!value.as_bytes().windows(14).any(|w| w == b"PERMATOKENTEST"));
+        }
+    }
+    let (_, _, page) = get(&state, "/", Some(&auth)).await;
+    assert!(
+        page.contains(&secret.fingerprint()),
+        "the fingerprint is shown instead"
+    );
+}
