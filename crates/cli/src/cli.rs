@@ -296,6 +296,15 @@ pub(crate) struct SandboxArgs {
     /// run in the temporary folder).
     #[arg(long, value_name = "PATH", requires = "tls")]
     pub(crate) ca_out: Option<PathBuf>,
+    /// Also make N extra valid tokens, for tests and benchmarks of many tokens: never-expiring
+    /// system-user tokens of the sandbox's app with every WhatsApp permission. Not printed: see
+    /// --extra-tokens-json.
+    #[arg(long, value_name = "N", default_value_t = 0, value_parser = clap::value_parser!(u32).range(0..=100_000))]
+    pub(crate) extra_tokens: u32,
+    /// With --extra-tokens: write them as JSON (`app_id`, `system_user_id`, `tokens`) to PATH, a new
+    /// file made with mode 0600.
+    #[arg(long, value_name = "PATH", requires = "extra_tokens")]
+    pub(crate) extra_tokens_json: Option<PathBuf>,
 }
 
 /// The warning and critical windows.

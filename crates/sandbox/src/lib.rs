@@ -23,6 +23,7 @@ mod webhook;
 mod whatsapp;
 
 pub(crate) use scenarios::Owner;
+use std::collections::HashMap;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -54,6 +55,10 @@ pub struct Options {
     pub faults: Faults,
     /// Serve HTTPS with a certificate signed by a CA made at start ([`Running::ca_pem`]).
     pub tls: bool,
+    /// How many extra valid tokens to make at start ([`Sandbox::extra_tokens`]), for tests and
+    /// benchmarks of many tokens: each a never-expiring system-user token of the sandbox's app with
+    /// every WhatsApp permission. Cheap: ten thousand take one call to the random source.
+    pub extra_tokens: usize,
 }
 
 /// Faults to inject. Counters apply to the next that many Graph requests (admin calls do not count).
@@ -124,6 +129,9 @@ pub(crate) struct State {
 
 pub(crate) struct Inner {
     pub(crate) records: Vec<scenarios::Record>,
+    /// Where each token is in `records`: a sandbox with thousands of extra tokens answers each request
+    /// without a scan.
+    pub(crate) index: HashMap<String, usize>,
     /// How far the clock was moved forward, in seconds: every token is that much older.
     pub(crate) clock_offset: i64,
     pub(crate) faults: Faults,
@@ -153,7 +161,19 @@ impl Sandbox {
         let ours = scenarios::new_app("Permatoken Sandbox");
         let other = scenarios::new_app("Someone Else's App");
         let system_user_id = scenarios::new_system_user_id();
-        let records = scenarios::build(&ours, &other, &system_user_id, api::unix_now());
+        let now = api::unix_now();
+        let mut records = scenarios::build(&ours, &other, &system_user_id, now);
+        records.extend(scenarios::extras(
+            &ours,
+            &system_user_id,
+            now,
+            options.extra_tokens,
+        ));
+        let index = records
+            .iter()
+            .enumerate()
+            .map(|(i, r)| (r.token.expose_secret().to_owned(), i))
+            .collect();
         Self {
             state: Arc::new(State {
                 ours,
@@ -166,6 +186,7 @@ impl Sandbox {
                     .collect(),
                 inner: Mutex::new(Inner {
                     records,
+                    index,
                     clock_offset: 0,
                     faults: options.faults.clone(),
                     requests: Vec::new(),
@@ -278,6 +299,43 @@ impl Sandbox {
             .iter()
             .find(|r| r.scenario == name)
             .map(|r| r.token.clone())
+    }
+
+    /// The extra tokens made at start ([`Options::extra_tokens`]), in the order they were made.
+    pub fn extra_tokens(&self) -> Vec<AccessToken> {
+        let inner = self.state.lock();
+        inner
+            .records
+            .iter()
+            .filter(|r| r.scenario == scenarios::EXTRA)
+            .map(|r| r.token.clone())
+            .collect()
+    }
+
+    /// Writes the extra tokens as JSON (`{"app_id", "system_user_id", "tokens": [...]}`) to `path`, a
+    /// new file created with mode 0600: an existing file or symbolic link there is refused, never
+    /// written through. A write that fails leaves no file behind.
+    pub fn write_extra_tokens(&self, path: &std::path::Path) -> std::io::Result<()> {
+        let tokens = self.extra_tokens();
+        let json = serde_json::json!({
+            "app_id": self.app().id.to_string(),
+            "system_user_id": self.system_user_id(),
+            "tokens": tokens.iter().map(|t| t.expose_secret()).collect::<Vec<_>>(),
+        });
+        let mut text = serde_json::to_string_pretty(&json).map_err(std::io::Error::other)?;
+        text.push('\n');
+        use std::io::Write;
+        let mut options = std::fs::OpenOptions::new();
+        options.write(true).create_new(true);
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+        let mut file = options.open(path)?;
+        // From here the file is ours: a failed write removes it.
+        file.write_all(text.as_bytes())
+            .and_then(|()| file.sync_all())
+            .inspect_err(|_| {
+                let _ = std::fs::remove_file(path);
+            })
     }
 
     /// Every request received so far (admin calls excluded).

@@ -183,11 +183,19 @@ pub(crate) fn new_app(name: &str) -> App {
     }
 }
 
+/// How many random bytes follow the app id in a token.
+const TOKEN_RANDOM: usize = 124;
+
 /// A token of `app_id` in Meta's shape (`graph-api.md` §11).
 pub(crate) fn mint(app_id: u64) -> AccessToken {
+    mint_with(app_id, &random_bytes(TOKEN_RANDOM))
+}
+
+/// [`mint`] with the random part given: many tokens then cost one call to the random source.
+fn mint_with(app_id: u64, random: &[u8]) -> AccessToken {
     const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     let mut bytes = app_id.to_be_bytes().to_vec();
-    bytes.extend(random_bytes(124));
+    bytes.extend_from_slice(random);
     let mut b64 = Vec::with_capacity(bytes.len() * 4 / 3 + 4);
     for chunk in bytes.chunks(3) {
         let mut n = [0u8; 3];
@@ -398,6 +406,33 @@ pub(crate) fn build(ours: &App, other: &App, system_user_id: &str, now: i64) -> 
     records
 }
 
+/// The scenario name of every extra token (`--extra-tokens`): no scenario has it.
+pub(crate) const EXTRA: &str = "extra";
+
+/// `n` extra valid tokens for tests and benchmarks: each a never-expiring system-user token of our
+/// app with every WhatsApp permission, like `system-user`. One call to the random source for all.
+pub(crate) fn extras(ours: &App, system_user_id: &str, now: i64, n: usize) -> Vec<Record> {
+    let random = random_bytes(n * TOKEN_RANDOM);
+    random
+        .chunks_exact(TOKEN_RANDOM)
+        .map(|chunk| Record {
+            scenario: EXTRA,
+            token: mint_with(ours.id, chunk),
+            owner: Owner::Ours,
+            token_type: "SYSTEM_USER",
+            user_id: system_user_id.to_owned(),
+            name: "Sandbox System User",
+            issued_at: Some(now - 30 * DAY),
+            expires_at: 0,
+            data_access_expires_at: 0,
+            scopes: ALL.to_vec(),
+            granular_to_waba: true,
+            death: None,
+            drops_subcode: false,
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -423,6 +458,21 @@ mod tests {
         assert!(!well_formed(&text[..60]));
         assert!(!well_formed(&text[1..]));
         assert!(!well_formed(&format!("{text}A")));
+    }
+
+    #[test]
+    fn extra_tokens_are_distinct_and_well_formed() {
+        let app = new_app("x");
+        let extras = extras(&app, "100000000000001", 1_800_000_000, 500);
+        assert_eq!(extras.len(), 500);
+        let distinct: std::collections::HashSet<_> =
+            extras.iter().map(|r| r.token.expose_secret()).collect();
+        assert_eq!(distinct.len(), 500);
+        for r in &extras {
+            assert!(well_formed(r.token.expose_secret()));
+            assert_eq!(r.token.embedded_app_id(), Some(app.id));
+            assert_eq!(r.expires_at, 0);
+        }
     }
 
     #[test]

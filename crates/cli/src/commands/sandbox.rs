@@ -22,6 +22,7 @@ pub(crate) async fn run(args: SandboxArgs) -> Result<u8, Failure> {
             app_usage_percent: None,
         },
         tls: args.tls,
+        extra_tokens: usize::try_from(args.extra_tokens).unwrap_or(usize::MAX),
     };
     let running = Sandbox::start(&options).await.map_err(|e| {
         Failure::new(
@@ -29,6 +30,17 @@ pub(crate) async fn run(args: SandboxArgs) -> Result<u8, Failure> {
             "pick another --port, or leave it out to take any free one",
         )
     })?;
+    if let Some(path) = &args.extra_tokens_json {
+        running.write_extra_tokens(path).map_err(|e| {
+            Failure::new(
+                format!(
+                    "cannot write the extra tokens to `{}`: {e}",
+                    path.display()
+                ),
+                "--extra-tokens-json takes a file that does not exist yet, in a folder you may write to",
+            )
+        })?;
+    }
     let stopped = shutdown_signal();
     let url = running.url();
     let ca_file = match running.ca_pem() {
@@ -87,6 +99,21 @@ pub(crate) async fn run(args: SandboxArgs) -> Result<u8, Failure> {
             let _ = writeln!(out, "  {:<24}{}", scenario.name, scenario.about);
             let _ = writeln!(out, "    {}", token.expose_secret());
         }
+    }
+    if args.extra_tokens > 0 {
+        let _ = match &args.extra_tokens_json {
+            Some(path) => writeln!(
+                out,
+                "\n{} extra tokens (never-expiring system-user tokens) written to {}",
+                args.extra_tokens,
+                path.display()
+            ),
+            None => writeln!(
+                out,
+                "\n{} extra tokens (never-expiring system-user tokens): not printed; --extra-tokens-json FILE writes them",
+                args.extra_tokens
+            ),
+        };
     }
     let admin = format!(
         "{}: {}",

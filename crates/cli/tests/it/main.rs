@@ -6,6 +6,7 @@ mod check;
 mod credentials;
 mod doctor;
 mod environment;
+mod extra_tokens;
 mod faults;
 mod fidelity;
 mod harness;

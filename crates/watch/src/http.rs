@@ -1,0 +1,271 @@
+//! The HTTP endpoint of `permatoken watch`: `/metrics`, `/healthz`, `/api/tokens` and the status page
+//! `/`, all read from the newest [`Snapshot`](crate::snapshot::Snapshot) and the
+//! [`Counters`](crate::metrics::Counters).
+//!
+//! [`app`] builds the router apart from serving, so that tests call it without a socket; [`serve`]
+//! serves it until a shutdown future completes. On a non-loopback address a [`BearerToken`] is
+//! required: it then guards `/` and `/api/*` (compared in constant time), while `/metrics` and
+//! `/healthz` stay open for scrapers and probes.
+//!
+//! Must never: serve a secret (the snapshot holds none; the bearer token is never echoed or logged),
+//! read a request body, or load anything from another origin (the page's CSP forbids it).
+
+use std::future::Future;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+
+use crate::metrics::{self, CounterTotals, Counters};
+use crate::page;
+use crate::snapshot::{Snapshot, Subscriber};
+
+/// Where `watch` listens unless told otherwise: loopback, on the port cert-manager-style exporters
+/// leave free.
+pub const DEFAULT_LISTEN: SocketAddr =
+    SocketAddr::new(std::net::IpAddr::V4(Ipv4Addr::new(127, 0, 0, 1)), 9464);
+
+/// The largest request body accepted; the endpoint reads none.
+pub const MAX_BODY: usize = 1024;
+
+/// The shortest bearer token accepted.
+pub const MIN_TOKEN_LEN: usize = 16;
+
+/// Why the endpoint cannot be built or served.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum HttpError {
+    /// A non-loopback address was asked for without a bearer token.
+    #[error(
+        "`{addr}` is not a loopback address, and serving the status page on it needs a bearer token: give one with `--http-token-file`, or listen on 127.0.0.1"
+    )]
+    NeedsToken {
+        /// The address asked for.
+        addr: SocketAddr,
+    },
+    /// The bearer token is too short or holds characters a header cannot carry.
+    #[error(
+        "the HTTP bearer token must be at least {MIN_TOKEN_LEN} visible ASCII characters with no space: write a long random one to the file (e.g. `openssl rand -hex 32`)"
+    )]
+    BadToken,
+    /// The listener failed.
+    #[error("the HTTP endpoint failed: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// The secret that guards `/` and `/api/*` off loopback. Shown by neither `Debug` nor any answer.
+pub struct BearerToken(zeroize::Zeroizing<String>);
+
+impl BearerToken {
+    /// From the text of the token file (surrounding whitespace, such as a final newline, ignored).
+    pub fn new(text: &str) -> Result<Self, HttpError> {
+        let text = text.trim();
+        if text.len() < MIN_TOKEN_LEN || !text.bytes().all(|b| b.is_ascii_graphic()) {
+            return Err(HttpError::BadToken);
+        }
+        Ok(Self(zeroize::Zeroizing::new(text.to_owned())))
+    }
+
+    fn matches(&self, presented: &[u8]) -> bool {
+        // Comparing digests hides the length too; the fold does not stop at the first difference.
+        let a = ring::digest::digest(&ring::digest::SHA256, self.0.as_bytes());
+        let b = ring::digest::digest(&ring::digest::SHA256, presented);
+        a.as_ref()
+            .iter()
+            .zip(b.as_ref())
+            .fold(0u8, |acc, (x, y)| acc | (x ^ y))
+            == 0
+    }
+}
+
+impl std::fmt::Debug for BearerToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("BearerToken(…)")
+    }
+}
+
+/// What the handlers share. Cheap to clone.
+#[derive(Clone)]
+pub struct AppState(Arc<Inner>);
+
+struct Inner {
+    snapshot: Subscriber,
+    counters: Counters,
+    bearer: Option<BearerToken>,
+}
+
+impl std::fmt::Debug for AppState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AppState")
+            .field("guarded", &self.0.bearer.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+impl AppState {
+    /// The endpoint's state for serving on `listen`. Refuses a non-loopback `listen` without a
+    /// bearer token; on loopback a given token guards the page all the same.
+    pub fn new(
+        listen: SocketAddr,
+        bearer: Option<BearerToken>,
+        snapshot: Subscriber,
+        counters: Counters,
+    ) -> Result<Self, HttpError> {
+        if bearer.is_none() && !listen.ip().is_loopback() {
+            return Err(HttpError::NeedsToken { addr: listen });
+        }
+        Ok(Self(Arc::new(Inner {
+            snapshot,
+            counters,
+            bearer,
+        })))
+    }
+
+    fn snapshot(&self) -> Arc<Snapshot> {
+        self.0.snapshot.borrow().clone()
+    }
+}
+
+/// The router: every route, guard and header, without a socket.
+pub fn app(state: AppState) -> Router {
+    let guarded = Router::new()
+        .route("/", get(page_handler))
+        .route("/api/tokens", get(api_tokens))
+        .route_layer(middleware::from_fn_with_state(state.clone(), guard));
+    Router::new()
+        .route("/metrics", get(metrics_handler))
+        .route("/healthz", get(healthz))
+        .merge(guarded)
+        .layer(middleware::from_fn(bounded))
+        .layer(DefaultBodyLimit::max(MAX_BODY))
+        .with_state(state)
+}
+
+/// Serves [`app`] on `listener` until `shutdown` completes, then finishes the requests in flight.
+/// Checks the listener's real address: a non-loopback one without a bearer token is refused.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    state: AppState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), HttpError> {
+    let addr = listener.local_addr()?;
+    if state.0.bearer.is_none() && !addr.ip().is_loopback() {
+        return Err(HttpError::NeedsToken { addr });
+    }
+    axum::serve(listener, app(state))
+        .with_graceful_shutdown(shutdown)
+        .await?;
+    Ok(())
+}
+
+/// Refuses request bodies: nothing here reads one, and a large one is only a cost.
+async fn bounded(request: Request, next: Next) -> Response {
+    let headers = request.headers();
+    let length = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    let too_large = match length {
+        Some(n) => n > MAX_BODY as u64,
+        None => headers.contains_key(header::TRANSFER_ENCODING),
+    };
+    if too_large {
+        return (StatusCode::PAYLOAD_TOO_LARGE, "request body too large\n").into_response();
+    }
+    let mut response = next.run(request).await;
+    response.headers_mut().insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    response
+}
+
+async fn guard(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    if let Some(token) = &state.0.bearer {
+        let presented = request
+            .headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.as_bytes().strip_prefix(b"Bearer "));
+        if !presented.is_some_and(|p| token.matches(p)) {
+            return (
+                StatusCode::UNAUTHORIZED,
+                [(header::WWW_AUTHENTICATE, "Bearer")],
+                "a bearer token is required: send `Authorization: Bearer <the token in --http-token-file>`\n",
+            )
+                .into_response();
+        }
+    }
+    next.run(request).await
+}
+
+async fn metrics_handler(State(state): State<AppState>) -> Response {
+    let text = metrics::render(&state.snapshot(), &state.0.counters);
+    ([(header::CONTENT_TYPE, metrics::CONTENT_TYPE)], text).into_response()
+}
+
+async fn healthz(State(state): State<AppState>) -> Response {
+    let snapshot = state.snapshot();
+    let round = match snapshot.last_round_at {
+        Some(at) if snapshot.round_finished => format!("last round finished at {at}"),
+        _ => "no round finished yet".to_owned(),
+    };
+    (
+        [(header::CACHE_CONTROL, "no-store")],
+        format!("ok\n{round}\n"),
+    )
+        .into_response()
+}
+
+/// `/api/tokens`: the snapshot, with the counters' values now.
+#[derive(serde::Serialize)]
+struct Api<'a> {
+    #[serde(flatten)]
+    snapshot: &'a Snapshot,
+    counters: CounterTotals,
+}
+
+async fn api_tokens(State(state): State<AppState>) -> Response {
+    let snapshot = state.snapshot();
+    let body = serde_json::to_vec(&Api {
+        snapshot: &snapshot,
+        counters: state.0.counters.totals(),
+    });
+    match body {
+        Ok(body) => (
+            [
+                (header::CONTENT_TYPE, "application/json"),
+                (header::CACHE_CONTROL, "no-store"),
+            ],
+            body,
+        )
+            .into_response(),
+        Err(e) => {
+            tracing::error!("cannot serialise the snapshot: {e}");
+            StatusCode::INTERNAL_SERVER_ERROR.into_response()
+        }
+    }
+}
+
+async fn page_handler(State(state): State<AppState>) -> Response {
+    let html = page::render(&state.snapshot());
+    let mut headers = HeaderMap::new();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/html; charset=utf-8"),
+    );
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    headers.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
+    headers.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    if let Ok(csp) = HeaderValue::from_str(page::csp()) {
+        headers.insert(header::CONTENT_SECURITY_POLICY, csp);
+    }
+    (headers, html).into_response()
+}

@@ -1,0 +1,235 @@
+//! `/metrics`: the Prometheus exposition of a [`Snapshot`] (gauges, per token) and of the [`Counters`]
+//! the scheduler increments as things happen.
+//!
+//! Names follow cert-manager's expiry metrics; each token's series carry `token="<name>"`. A token that
+//! never expires has no `permatoken_token_expiration_timestamp_seconds` sample at all, so a rule such
+//! as `permatoken_token_expiration_timestamp_seconds - time() < 14*86400` never fires on it. Label
+//! values are escaped by `prometheus-client` as the text format requires.
+//!
+//! Must never: put a secret in a label (no URL, no token: names and fingerprints only).
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+use serde::Serialize;
+
+use crate::snapshot::{Snapshot, Status};
+
+/// The `Content-Type` of [`render`]'s text (OpenMetrics, which Prometheus reads).
+pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+/// The counters, shared by the scheduler (which increments) and the endpoint (which reads). Cloning
+/// shares them. They start at zero with the process, as Prometheus expects of counters.
+#[derive(Debug, Clone, Default)]
+pub struct Counters(Arc<Mutex<CounterTotals>>);
+
+/// The counters' values at one instant; `/api/tokens` serves them as `counters`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct CounterTotals {
+    /// Checks by token and result.
+    #[serde(serialize_with = "pairs")]
+    pub checks: BTreeMap<(String, String), u64>,
+    /// Renewals by token.
+    pub renewals: BTreeMap<String, u64>,
+    /// Failovers by (primary) token.
+    pub failovers: BTreeMap<String, u64>,
+    /// Alerts by route and result.
+    #[serde(serialize_with = "pairs")]
+    pub alerts: BTreeMap<(String, String), u64>,
+    /// Graph API requests by outcome.
+    pub graph_requests: BTreeMap<String, u64>,
+}
+
+fn pairs<S: serde::Serializer>(
+    map: &BTreeMap<(String, String), u64>,
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    // JSON keys are strings only: a list of `[a, b, count]` keeps both labels apart.
+    s.collect_seq(map.iter().map(|((a, b), n)| (a, b, n)))
+}
+
+impl Counters {
+    fn lock(&self) -> MutexGuard<'_, CounterTotals> {
+        // A panic elsewhere must not stop the counting.
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// A check of `token` ended with `result`: the check's status (`ok`, `warning`, `critical`,
+    /// `unknown`) or `error` when it could not run.
+    pub fn check(&self, token: &str, result: &str) {
+        *self
+            .lock()
+            .checks
+            .entry((token.to_owned(), result.to_owned()))
+            .or_default() += 1;
+    }
+
+    /// `token` was renewed.
+    pub fn renewal(&self, token: &str) {
+        *self.lock().renewals.entry(token.to_owned()).or_default() += 1;
+    }
+
+    /// A backup replaced `token`.
+    pub fn failover(&self, token: &str) {
+        *self.lock().failovers.entry(token.to_owned()).or_default() += 1;
+    }
+
+    /// An alert was handed to `route`, with `result` (`delivered`, `failed`, …).
+    pub fn alert(&self, route: &str, result: &str) {
+        *self
+            .lock()
+            .alerts
+            .entry((route.to_owned(), result.to_owned()))
+            .or_default() += 1;
+    }
+
+    /// A Graph API request ended with `outcome` (`ok`, `api_error`, `rate_limited`, `server_error`,
+    /// `network_error`, …).
+    pub fn graph_request(&self, outcome: &str) {
+        *self
+            .lock()
+            .graph_requests
+            .entry(outcome.to_owned())
+            .or_default() += 1;
+    }
+
+    /// The values now.
+    pub fn totals(&self) -> CounterTotals {
+        self.lock().clone()
+    }
+}
+
+type Labels = Vec<(String, String)>;
+
+fn token(name: &str) -> Labels {
+    vec![("token".to_owned(), name.to_owned())]
+}
+
+/// The whole exposition: gauges from `snapshot`, counters from `counters`.
+pub fn render(snapshot: &Snapshot, counters: &Counters) -> String {
+    let mut registry = Registry::default();
+    let gauge = |registry: &mut Registry, name: &str, help: &str| {
+        let family = Family::<Labels, Gauge>::default();
+        registry.register(name, help, family.clone());
+        family
+    };
+    let valid = gauge(
+        &mut registry,
+        "permatoken_token_valid",
+        "Whether the token was valid at its last check (1) or not (0)",
+    );
+    let expiration = gauge(
+        &mut registry,
+        "permatoken_token_expiration_timestamp_seconds",
+        "When the token expires, in Unix seconds; no sample for a token that never expires",
+    );
+    let status = gauge(
+        &mut registry,
+        "permatoken_token_status",
+        "The token's last status: 1 for the current one, 0 for the others",
+    );
+    let missing = gauge(
+        &mut registry,
+        "permatoken_token_missing_required_permissions",
+        "How many required permissions the token lacks",
+    );
+    let last_check = gauge(
+        &mut registry,
+        "permatoken_token_last_check_timestamp_seconds",
+        "When the token was last checked, in Unix seconds",
+    );
+    for t in &snapshot.tokens {
+        valid.get_or_create(&token(&t.name)).set(i64::from(t.valid));
+        if let (false, Some(at)) = (t.never_expires, t.expires_at) {
+            expiration.get_or_create(&token(&t.name)).set(at);
+        }
+        for s in Status::ALL {
+            let mut labels = token(&t.name);
+            labels.push(("status".to_owned(), s.as_str().to_owned()));
+            status.get_or_create(&labels).set(i64::from(s == t.status));
+        }
+        missing
+            .get_or_create(&token(&t.name))
+            .set(i64::try_from(t.missing_permissions.len()).unwrap_or(i64::MAX));
+        if let Some(at) = t.last_check {
+            last_check.get_or_create(&token(&t.name)).set(at);
+        }
+    }
+
+    let totals = counters.totals();
+    // Registered without `_total`: the encoder adds it to every counter.
+    let counter = |registry: &mut Registry, name: &str, help: &str| {
+        let family = Family::<Labels, Counter>::default();
+        registry.register(name, help, family.clone());
+        family
+    };
+    let checks = counter(
+        &mut registry,
+        "permatoken_checks",
+        "Checks by token and result",
+    );
+    for ((name, result), n) in &totals.checks {
+        let mut labels = token(name);
+        labels.push(("result".to_owned(), result.clone()));
+        checks.get_or_create(&labels).inc_by(*n);
+    }
+    let renewals = counter(&mut registry, "permatoken_renewals", "Renewals by token");
+    for (name, n) in &totals.renewals {
+        renewals.get_or_create(&token(name)).inc_by(*n);
+    }
+    let failovers = counter(
+        &mut registry,
+        "permatoken_failovers",
+        "Failovers to a backup, by primary token",
+    );
+    for (name, n) in &totals.failovers {
+        failovers.get_or_create(&token(name)).inc_by(*n);
+    }
+    let alerts = counter(
+        &mut registry,
+        "permatoken_alerts",
+        "Alerts by route and result",
+    );
+    for ((route, result), n) in &totals.alerts {
+        alerts
+            .get_or_create(&vec![
+                ("route".to_owned(), route.clone()),
+                ("result".to_owned(), result.clone()),
+            ])
+            .inc_by(*n);
+    }
+    let graph = counter(
+        &mut registry,
+        "permatoken_graph_requests",
+        "Graph API requests by outcome",
+    );
+    for (outcome, n) in &totals.graph_requests {
+        graph
+            .get_or_create(&vec![("outcome".to_owned(), outcome.clone())])
+            .inc_by(*n);
+    }
+    let leader = gauge(
+        &mut registry,
+        "permatoken_leader",
+        "Whether this process is the one that acts (1) or a standby (0)",
+    );
+    leader
+        .get_or_create(&Vec::new())
+        .set(i64::from(snapshot.leader));
+    let started = gauge(
+        &mut registry,
+        "permatoken_start_time_seconds",
+        "When the process started, in Unix seconds",
+    );
+    started.get_or_create(&Vec::new()).set(snapshot.started_at);
+
+    let mut text = String::new();
+    // Writing to a String cannot fail.
+    let _ = encode(&mut text, &registry);
+    text
+}

@@ -1,0 +1,164 @@
+//! The status page: one self-contained HTML document (inline CSS and JavaScript, no font, script or
+//! image from anywhere), rendered on the server from the first snapshot so that it reads before any
+//! script runs, then kept fresh by its script, which fetches `api/tokens` every few seconds.
+//!
+//! Must never: insert untrusted text unescaped (token and route names come from a configuration file;
+//! the server escapes them here, the script uses `textContent` only), or load anything from another
+//! origin: the Content-Security-Policy allows only the page's own inline style and script (by hash)
+//! and fetches to its own origin.
+
+use std::fmt::Write as _;
+use std::sync::LazyLock;
+
+use crate::snapshot::{Role, Snapshot};
+
+const TEMPLATE: &str = include_str!("index.html");
+const STYLE: &str = include_str!("style.css");
+const SCRIPT: &str = include_str!("script.js");
+
+static CSP: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "default-src 'none'; style-src 'sha256-{}'; script-src 'sha256-{}'; connect-src 'self'; img-src 'self' data:; base-uri 'none'; form-action 'none'; frame-ancestors 'none'",
+        sha256_base64(STYLE),
+        sha256_base64(SCRIPT)
+    )
+});
+
+/// The `Content-Security-Policy` the page is served with.
+pub fn csp() -> &'static str {
+    &CSP
+}
+
+fn sha256_base64(text: &str) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let digest = ring::digest::digest(&ring::digest::SHA256, text.as_bytes());
+    let mut out = String::new();
+    for chunk in digest.as_ref().chunks(3) {
+        let mut n = [0u8; 3];
+        n[..chunk.len()].copy_from_slice(chunk);
+        let n = u32::from(n[0]) << 16 | u32::from(n[1]) << 8 | u32::from(n[2]);
+        for i in 0..4 {
+            out.push(if i <= chunk.len() {
+                char::from(ALPHABET[(n >> (18 - 6 * i)) as usize & 63])
+            } else {
+                '='
+            });
+        }
+    }
+    out
+}
+
+/// Escapes text for HTML element content and quoted attribute values.
+pub fn escape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// JSON made safe inside `<script type="application/json">`: no `<`, `>` or `&` can end the element
+/// or open a comment.
+fn embedded_json(snapshot: &Snapshot) -> String {
+    let json = serde_json::to_string(snapshot).unwrap_or_else(|_| "null".to_owned());
+    json.replace('<', "\\u003c")
+        .replace('>', "\\u003e")
+        .replace('&', "\\u0026")
+}
+
+fn utc(at: i64) -> String {
+    jiff::Timestamp::from_second(at)
+        .map(|t| t.strftime("%Y-%m-%d %H:%M UTC").to_string())
+        .unwrap_or_else(|_| "?".to_owned())
+}
+
+/// The server's rendering of the token cards: the same markup the script builds, without the live
+/// parts.
+fn cards(snapshot: &Snapshot) -> String {
+    let mut out = String::new();
+    if snapshot.tokens.is_empty() {
+        out.push_str("<p class=\"empty\">No token is watched yet.</p>");
+    }
+    for t in &snapshot.tokens {
+        let state = serde_json::to_value(t.state)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_owned))
+            .unwrap_or_default();
+        let role = match &t.role {
+            Role::Primary => "primary".to_owned(),
+            Role::Backup(of) => format!("backup of {}", escape(of)),
+        };
+        let expiry = match (t.never_expires, t.expires_at) {
+            (true, _) => "never expires".to_owned(),
+            (false, Some(at)) => format!("expires {}", utc(at)),
+            (false, None) => "expiry unknown".to_owned(),
+        };
+        let _ = write!(
+            out,
+            "<article class=\"token st-{state}\"><header><h2 class=\"name\">{name}</h2><span class=\"badge\">{label}</span></header><p class=\"meta\">{role} · {kind} · {fp}</p><p class=\"left\">{expiry}</p></article>",
+            name = escape(&t.name),
+            label = escape(t.state.label()),
+            kind = escape(&t.kind),
+            fp = escape(&t.fingerprint),
+        );
+    }
+    out
+}
+
+/// The whole page for `snapshot`.
+pub fn render(snapshot: &Snapshot) -> String {
+    // One pass over the template only: a token named `{{INITIAL}}` stays a name.
+    let mut out = String::with_capacity(TEMPLATE.len() + STYLE.len() + SCRIPT.len() + 4096);
+    let mut rest = TEMPLATE;
+    while let Some(start) = rest.find("{{") {
+        out.push_str(&rest[..start]);
+        let after = &rest[start + 2..];
+        let Some(end) = after.find("}}") else {
+            rest = &rest[start..];
+            break;
+        };
+        match &after[..end] {
+            "STYLE" => out.push_str(STYLE),
+            "SCRIPT" => out.push_str(SCRIPT),
+            "CARDS" => out.push_str(&cards(snapshot)),
+            "INITIAL" => out.push_str(&embedded_json(snapshot)),
+            other => {
+                out.push_str("{{");
+                out.push_str(other);
+                out.push_str("}}");
+            }
+        }
+        rest = &after[end + 2..];
+    }
+    out.push_str(rest);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn escape_leaves_no_markup() {
+        assert_eq!(
+            escape("<script>\"x\"&'y'</script>"),
+            "&lt;script&gt;&quot;x&quot;&amp;&#39;y&#39;&lt;/script&gt;"
+        );
+    }
+
+    #[test]
+    fn the_digest_is_base64_of_sha256() {
+        // `printf '' | openssl dgst -sha256 -binary | base64`
+        assert_eq!(
+            sha256_base64(""),
+            "47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU="
+        );
+    }
+}

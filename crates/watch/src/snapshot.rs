@@ -1,0 +1,228 @@
+//! The plain, serialisable picture of what `watch` knows, which the HTTP endpoint serves: `/api/tokens`
+//! as JSON, `/metrics`' gauges, and the status page.
+//!
+//! How to publish: make a channel with [`channel`], hand the [`Publisher`] to the scheduler and the
+//! [`Subscriber`] to [`crate::http::AppState::new`]. After each check (or each round) the scheduler
+//! builds a whole new [`Snapshot`] and calls [`Publisher::publish`]; readers always see one complete
+//! snapshot, never a half-updated one, and a slow scrape never blocks the scheduler.
+//!
+//! Must never: hold a secret. There is no field for a token, an app secret or an alert route's URL;
+//! a token appears only by its name and short fingerprint.
+
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+
+/// Unix seconds (UTC), as the page's JavaScript and Prometheus take them.
+pub type UnixSeconds = i64;
+
+/// Everything the endpoint shows, at one instant.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Snapshot {
+    /// When this snapshot was made.
+    pub generated_at: UnixSeconds,
+    /// When the process started.
+    pub started_at: UnixSeconds,
+    /// Whether this process is the one that acts (issue 10 runs several; until then always `true`).
+    pub leader: bool,
+    /// Whether at least one round of checks has finished since start: `/healthz` says so.
+    pub round_finished: bool,
+    /// When the last round finished.
+    pub last_round_at: Option<UnixSeconds>,
+    /// Every token watched, primaries and backups, in the configuration's order.
+    pub tokens: Vec<TokenView>,
+    /// Recent events, newest first (the scheduler keeps a bounded number).
+    pub events: Vec<Event>,
+    /// The alert routes and how their last deliveries went.
+    pub routes: Vec<RouteHealth>,
+}
+
+/// A token's place in the configuration.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", content = "of", rename_all = "snake_case")]
+pub enum Role {
+    /// The token an application uses.
+    Primary,
+    /// A backup of the named primary token.
+    Backup(String),
+}
+
+/// What a person needs to know about a token, as alerts announce it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TokenState {
+    /// Valid, with every required permission, and far from expiry.
+    Ok,
+    /// Inside the warning window.
+    Expiring,
+    /// Inside the critical window, or missing a required permission.
+    Critical,
+    /// The API said the token is invalid.
+    Dead,
+    /// The primary died and a backup took its place.
+    FailedOver,
+    /// Unknown for longer than `unknown_after`: the API could not be asked.
+    CannotBeChecked,
+}
+
+impl TokenState {
+    /// Every state, in the order of severity shown on the page.
+    pub const ALL: [TokenState; 6] = [
+        Self::Ok,
+        Self::Expiring,
+        Self::Critical,
+        Self::Dead,
+        Self::FailedOver,
+        Self::CannotBeChecked,
+    ];
+
+    /// The words the page shows (never colour alone).
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::Ok => "ok",
+            Self::Expiring => "expiring",
+            Self::Critical => "critical",
+            Self::Dead => "dead",
+            Self::FailedOver => "failed over",
+            Self::CannotBeChecked => "cannot be checked",
+        }
+    }
+}
+
+/// The check's verdict, as `permatoken check` reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Status {
+    /// Nothing to do.
+    Ok,
+    /// Act soon.
+    Warning,
+    /// Act now.
+    Critical,
+    /// The check could not say (network error, outage).
+    Unknown,
+}
+
+impl Status {
+    /// Every status, in the order `/metrics` lists them.
+    pub const ALL: [Status; 4] = [Self::Ok, Self::Warning, Self::Critical, Self::Unknown];
+
+    /// The value of the `status` label and of the JSON field.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Ok => "ok",
+            Self::Warning => "warning",
+            Self::Critical => "critical",
+            Self::Unknown => "unknown",
+        }
+    }
+}
+
+/// One token, as the page and `/metrics` show it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TokenView {
+    /// Its name in the configuration (untrusted text: escaped wherever it is shown).
+    pub name: String,
+    /// Primary, or backup of which primary.
+    pub role: Role,
+    /// Its announced state.
+    pub state: TokenState,
+    /// The last check's status.
+    pub status: Status,
+    /// Whether the API said it is valid at the last check that got an answer.
+    pub valid: bool,
+    /// `System user`, `User`, `Page`, … as the check reports it; empty when unknown.
+    pub kind: String,
+    /// The short fingerprint (`permatoken_secret`'s), never the token.
+    pub fingerprint: String,
+    /// When it expires; `None` when it never does or is not known.
+    pub expires_at: Option<UnixSeconds>,
+    /// Whether the API said it never expires (then `expires_at` is `None` and `/metrics` has no
+    /// expiration sample for it).
+    pub never_expires: bool,
+    /// Required permissions it lacks.
+    pub missing_permissions: Vec<String>,
+    /// The permissions it has.
+    pub scopes: Vec<String>,
+    /// When it was last checked.
+    pub last_check: Option<UnixSeconds>,
+    /// When it will be checked next.
+    pub next_check: Option<UnixSeconds>,
+    /// Recent checks, oldest first, for the chart (the scheduler keeps a bounded number).
+    pub history: Vec<HistoryPoint>,
+}
+
+/// One past check, for the chart.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct HistoryPoint {
+    /// When.
+    pub at: UnixSeconds,
+    /// What it said.
+    pub status: Status,
+}
+
+/// What happened: a renewal, a failover, an alert, a reload.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EventKind {
+    /// A token was renewed.
+    Renewal,
+    /// A backup replaced a primary.
+    Failover,
+    /// An alert was sent (or failed to be).
+    Alert,
+    /// An application's reload command ran, or the configuration was reloaded.
+    Reload,
+}
+
+/// One recent event.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Event {
+    /// When.
+    pub at: UnixSeconds,
+    /// Which kind.
+    pub kind: EventKind,
+    /// The token's name, when it concerns one.
+    pub token: Option<String>,
+    /// One secret-free sentence.
+    pub text: String,
+}
+
+/// How an alert route's deliveries go. Never its URL: a route's URL is a secret.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RouteHealth {
+    /// The route's name in the configuration.
+    pub name: String,
+    /// The last delivery's result in a few words (`delivered`, `HTTP 503`, …); `None` before any.
+    pub last_result: Option<String>,
+    /// When the last delivery was tried.
+    pub last_at: Option<UnixSeconds>,
+    /// Since when deliveries have failed; `None` while they succeed.
+    pub failing_since: Option<UnixSeconds>,
+}
+
+/// The scheduler's end of the channel.
+#[derive(Debug, Clone)]
+pub struct Publisher(Arc<tokio::sync::watch::Sender<Arc<Snapshot>>>);
+
+/// The endpoint's end: always the newest snapshot.
+pub type Subscriber = tokio::sync::watch::Receiver<Arc<Snapshot>>;
+
+/// A channel holding `first` until something newer is published.
+pub fn channel(first: Snapshot) -> (Publisher, Subscriber) {
+    let (tx, rx) = tokio::sync::watch::channel(Arc::new(first));
+    (Publisher(Arc::new(tx)), rx)
+}
+
+impl Publisher {
+    /// Replaces the snapshot every reader sees.
+    pub fn publish(&self, snapshot: Snapshot) {
+        // `send_replace`: publishing must work even while no reader is subscribed.
+        self.0.send_replace(Arc::new(snapshot));
+    }
+
+    /// Another reader, for a second server or a test.
+    pub fn subscribe(&self) -> Subscriber {
+        self.0.subscribe()
+    }
+}

@@ -1,0 +1,486 @@
+//! The HTTP endpoint, called in-process with `oneshot` and once over a real loopback socket.
+
+mod http_support;
+
+use std::net::SocketAddr;
+
+use axum::body::{Body, to_bytes};
+use axum::http::{Request, StatusCode, header};
+use http_support::{HOSTILE, now, snapshot, token};
+use permatoken_watch::http::{self, AppState, BearerToken, HttpError};
+use permatoken_watch::metrics::Counters;
+use permatoken_watch::snapshot::{self, Snapshot, Status, TokenState};
+use tower::ServiceExt;
+
+const BEARER: &str = "PERMATOKENTEST-http-bearer-0123456789";
+
+fn state(snapshot: Snapshot, listen: &str, bearer: Option<&str>) -> (AppState, Counters) {
+    let (_publisher, subscriber) = snapshot::channel(snapshot);
+    let counters = Counters::default();
+    let bearer = bearer.map(|b| BearerToken::new(b).unwrap());
+    let state = AppState::new(
+        listen.parse().unwrap(),
+        bearer,
+        subscriber,
+        counters.clone(),
+    )
+    .unwrap();
+    (state, counters)
+}
+
+async fn get(
+    state: &AppState,
+    path: &str,
+    auth: Option<&str>,
+) -> (StatusCode, header::HeaderMap, String) {
+    let mut request = Request::get(path);
+    if let Some(auth) = auth {
+        request = request.header(header::AUTHORIZATION, auth);
+    }
+    let response = http::app(state.clone())
+        .oneshot(request.body(Body::empty()).unwrap())
+        .await
+        .unwrap();
+    let status = response.status();
+    let headers = response.headers().clone();
+    let body = to_bytes(response.into_body(), 1 << 20).await.unwrap();
+    (status, headers, String::from_utf8(body.to_vec()).unwrap())
+}
+
+/// The samples of `metric`: (labels as written, value).
+fn samples<'a>(text: &'a str, metric: &str) -> Vec<(&'a str, &'a str)> {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| {
+            let rest = l.strip_prefix(metric)?;
+            let (labels, value) = if let Some(rest) = rest.strip_prefix('{') {
+                let end = rest.rfind("} ")?;
+                (&rest[..end], &rest[end + 2..])
+            } else {
+                ("", rest.strip_prefix(' ')?)
+            };
+            Some((labels, value))
+        })
+        .collect()
+}
+
+fn value(text: &str, metric: &str, labels: &str) -> Option<String> {
+    samples(text, metric)
+        .into_iter()
+        .find(|(l, _)| *l == labels)
+        .map(|(_, v)| v.to_owned())
+}
+
+#[tokio::test]
+async fn metrics_has_every_name_with_a_token_label() {
+    let now = now();
+    let (state, counters) = state(snapshot(now), "127.0.0.1:9464", None);
+    counters.check("orders", "ok");
+    counters.check("orders", "ok");
+    counters.check("legacy", "critical");
+    counters.renewal("orders-backup");
+    counters.failover("support");
+    counters.alert("ops", "delivered");
+    counters.alert("pager", "failed");
+    counters.graph_request("ok");
+    counters.graph_request("server_error");
+    let (status, headers, text) = get(&state, "/metrics", None).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(
+        headers[header::CONTENT_TYPE]
+            .to_str()
+            .unwrap()
+            .starts_with("application/openmetrics-text"),
+    );
+    assert_eq!(
+        value(&text, "permatoken_token_valid", "token=\"orders\"").as_deref(),
+        Some("1")
+    );
+    assert_eq!(
+        value(&text, "permatoken_token_valid", "token=\"legacy\"").as_deref(),
+        Some("0")
+    );
+    let expires = snapshot(now).tokens[1].expires_at.unwrap().to_string();
+    assert_eq!(
+        value(
+            &text,
+            "permatoken_token_expiration_timestamp_seconds",
+            "token=\"orders-backup\""
+        ),
+        Some(expires)
+    );
+    assert_eq!(
+        value(
+            &text,
+            "permatoken_token_status",
+            "token=\"billing\",status=\"critical\""
+        )
+        .as_deref(),
+        Some("1")
+    );
+    for other in ["ok", "warning", "unknown"] {
+        assert_eq!(
+            value(
+                &text,
+                "permatoken_token_status",
+                &format!("token=\"billing\",status=\"{other}\"")
+            )
+            .as_deref(),
+            Some("0"),
+            "{other}"
+        );
+    }
+    assert_eq!(
+        value(
+            &text,
+            "permatoken_token_missing_required_permissions",
+            "token=\"billing\""
+        )
+        .as_deref(),
+        Some("1")
+    );
+    assert_eq!(
+        value(
+            &text,
+            "permatoken_token_last_check_timestamp_seconds",
+            "token=\"orders\""
+        ),
+        Some((now - 60).to_string())
+    );
+    assert_eq!(
+        value(
+            &text,
+            "permatoken_checks_total",
+            "token=\"orders\",result=\"ok\""
+        )
+        .as_deref(),
+        Some("2")
+    );
+    assert_eq!(
+        value(
+            &text,
+            "permatoken_renewals_total",
+            "token=\"orders-backup\""
+        )
+        .as_deref(),
+        Some("1")
+    );
+    assert_eq!(
+        value(&text, "permatoken_failovers_total", "token=\"support\"").as_deref(),
+        Some("1")
+    );
+    assert_eq!(
+        value(
+            &text,
+            "permatoken_alerts_total",
+            "route=\"pager\",result=\"failed\""
+        )
+        .as_deref(),
+        Some("1")
+    );
+    assert_eq!(
+        value(
+            &text,
+            "permatoken_graph_requests_total",
+            "outcome=\"server_error\""
+        )
+        .as_deref(),
+        Some("1")
+    );
+    assert_eq!(value(&text, "permatoken_leader", "").as_deref(), Some("1"));
+    for name in [
+        "permatoken_token_valid",
+        "permatoken_token_expiration_timestamp_seconds",
+        "permatoken_token_status",
+        "permatoken_token_missing_required_permissions",
+        "permatoken_token_last_check_timestamp_seconds",
+    ] {
+        assert!(text.contains(&format!("# TYPE {name} gauge\n")), "{name}");
+    }
+    for name in [
+        "permatoken_checks",
+        "permatoken_renewals",
+        "permatoken_failovers",
+        "permatoken_alerts",
+        "permatoken_graph_requests",
+    ] {
+        assert!(text.contains(&format!("# TYPE {name} counter\n")), "{name}");
+    }
+    assert!(text.ends_with("# EOF\n"));
+}
+
+#[tokio::test]
+async fn a_token_that_never_expires_has_no_expiration_sample() {
+    let (state, _) = state(snapshot(now()), "127.0.0.1:9464", None);
+    let (_, _, text) = get(&state, "/metrics", None).await;
+    let expiring: Vec<_> = samples(&text, "permatoken_token_expiration_timestamp_seconds");
+    assert!(!expiring.is_empty());
+    assert!(
+        expiring.iter().all(|(l, _)| *l != "token=\"orders\""),
+        "{expiring:?}"
+    );
+    // It still has every other gauge.
+    assert!(value(&text, "permatoken_token_valid", "token=\"orders\"").is_some());
+}
+
+#[tokio::test]
+async fn odd_token_names_are_escaped_in_label_values() {
+    let now = now();
+    let mut snap = snapshot(now);
+    snap.tokens = vec![token(
+        "we\"ird\\name\nnext",
+        TokenState::Ok,
+        Status::Ok,
+        now,
+    )];
+    let (state, counters) = state(snap, "127.0.0.1:9464", None);
+    counters.check("we\"ird\\name\nnext", "ok");
+    let (_, _, text) = get(&state, "/metrics", None).await;
+    let label = r#"token="we\"ird\\name\nnext""#;
+    assert_eq!(
+        value(&text, "permatoken_token_valid", label).as_deref(),
+        Some("1"),
+        "{text}"
+    );
+    assert_eq!(
+        value(
+            &text,
+            "permatoken_checks_total",
+            &format!("{label},result=\"ok\"")
+        )
+        .as_deref(),
+        Some("1")
+    );
+    // No sample line was split by the raw newline.
+    assert!(!text.lines().any(|l| l.starts_with("next")), "{text}");
+}
+
+#[tokio::test]
+async fn healthz_says_ok_and_whether_a_round_finished() {
+    let now = now();
+    let (state, _) = state(snapshot(now), "127.0.0.1:9464", None);
+    let (status, _, body) = get(&state, "/healthz", None).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body, format!("ok\nlast round finished at {}\n", now - 30));
+    let (state, _) = state_with(Snapshot::default());
+    let (status, _, body) = get(&state, "/healthz", None).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body, "ok\nno round finished yet\n");
+}
+
+fn state_with(snapshot: Snapshot) -> (AppState, Counters) {
+    state(snapshot, "127.0.0.1:9464", None)
+}
+
+#[tokio::test]
+async fn api_tokens_is_the_snapshot_as_json_with_counters() {
+    let now = now();
+    let (state, counters) = state_with(snapshot(now));
+    counters.alert("ops", "delivered");
+    let (status, headers, body) = get(&state, "/api/tokens", None).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(headers[header::CONTENT_TYPE], "application/json");
+    let json: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let tokens = json["tokens"].as_array().unwrap();
+    let states: Vec<_> = tokens
+        .iter()
+        .map(|t| t["state"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        states,
+        [
+            "ok",
+            "expiring",
+            "critical",
+            "dead",
+            "failed_over",
+            "cannot_be_checked"
+        ]
+    );
+    assert_eq!(tokens[0]["never_expires"], true);
+    assert_eq!(tokens[0]["expires_at"], serde_json::Value::Null);
+    assert_eq!(
+        tokens[1]["role"],
+        serde_json::json!({"kind": "backup", "of": "orders"})
+    );
+    assert_eq!(tokens[5]["name"], HOSTILE);
+    assert_eq!(json["routes"][1]["failing_since"], now - 7200);
+    assert_eq!(
+        json["counters"]["alerts"],
+        serde_json::json!([["ops", "delivered", 1]])
+    );
+    assert_eq!(json["leader"], true);
+    // The JSON reads back into the same snapshot (the page and other tools rely on the shape).
+    let back: Snapshot = serde_json::from_str(&body).unwrap();
+    assert_eq!(back, snapshot(now));
+}
+
+#[tokio::test]
+async fn the_page_escapes_names_and_sends_security_headers() {
+    let (state, _) = state_with(snapshot(now()));
+    let (status, headers, body) = get(&state, "/", None).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(headers[header::CONTENT_TYPE], "text/html; charset=utf-8");
+    assert_eq!(headers[header::X_CONTENT_TYPE_OPTIONS], "nosniff");
+    assert_eq!(headers[header::REFERRER_POLICY], "no-referrer");
+    let csp = headers[header::CONTENT_SECURITY_POLICY].to_str().unwrap();
+    assert!(csp.starts_with("default-src 'none';"), "{csp}");
+    assert!(csp.contains("connect-src 'self'"), "{csp}");
+    assert!(!csp.contains("http"), "no external source: {csp}");
+    assert!(!csp.contains("unsafe-inline"), "{csp}");
+    // Server-rendered: each name and state before any script runs.
+    for (name, label) in [
+        ("orders", "ok"),
+        ("orders-backup", "expiring"),
+        ("billing", "critical"),
+        ("legacy", "dead"),
+        ("support", "failed over"),
+    ] {
+        assert!(
+            body.contains(&format!(
+                "<h2 class=\"name\">{name}</h2><span class=\"badge\">{label}</span>"
+            )),
+            "{name}"
+        );
+    }
+    assert!(body.contains("&lt;script&gt;alert(1)&lt;/script&gt;"));
+    assert!(
+        !body.contains(HOSTILE),
+        "the hostile name went in unescaped"
+    );
+    // Nothing from elsewhere.
+    assert!(!body.contains("src=\"http"));
+    assert!(!body.contains("href=\"http"));
+}
+
+#[tokio::test]
+async fn off_loopback_a_server_without_a_bearer_token_is_refused() {
+    let (_, subscriber) = snapshot::channel(Snapshot::default());
+    let listen: SocketAddr = "0.0.0.0:9464".parse().unwrap();
+    let err = AppState::new(listen, None, subscriber.clone(), Counters::default()).unwrap_err();
+    assert!(matches!(err, HttpError::NeedsToken { addr } if addr == listen));
+    assert!(err.to_string().contains("--http-token-file"), "{err}");
+    let v6: SocketAddr = "[2001:db8::1]:9464".parse().unwrap();
+    assert!(AppState::new(v6, None, subscriber.clone(), Counters::default()).is_err());
+    let loopback6: SocketAddr = "[::1]:9464".parse().unwrap();
+    assert!(AppState::new(loopback6, None, subscriber, Counters::default()).is_ok());
+    assert_eq!(http::DEFAULT_LISTEN.to_string(), "127.0.0.1:9464");
+}
+
+#[tokio::test]
+async fn the_bearer_token_guards_the_page_and_api_but_not_metrics_or_healthz() {
+    let (state, _) = state(snapshot(now()), "0.0.0.0:9464", Some(BEARER));
+    let good = format!("Bearer {BEARER}");
+    let wrong = format!("Bearer {BEARER}x");
+    for path in ["/", "/api/tokens"] {
+        let (status, headers, body) = get(&state, path, None).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "{path}");
+        assert_eq!(headers[header::WWW_AUTHENTICATE], "Bearer");
+        assert!(!body.contains("orders"), "{path}: {body}");
+        assert_eq!(
+            get(&state, path, Some(&wrong)).await.0,
+            StatusCode::UNAUTHORIZED,
+            "{path}"
+        );
+        assert_eq!(
+            get(&state, path, Some(BEARER)).await.0,
+            StatusCode::UNAUTHORIZED,
+            "{path}"
+        );
+        let (status, _, body) = get(&state, path, Some(&good)).await;
+        assert_eq!(status, StatusCode::OK, "{path}");
+        assert!(body.contains("orders"), "{path}");
+        assert!(!body.contains(BEARER), "{path} echoed the token");
+    }
+    for path in ["/metrics", "/healthz"] {
+        assert_eq!(get(&state, path, None).await.0, StatusCode::OK, "{path}");
+    }
+}
+
+#[test]
+fn a_weak_bearer_token_is_refused_and_none_is_shown() {
+    assert!(matches!(
+        BearerToken::new("short\n"),
+        Err(HttpError::BadToken)
+    ));
+    assert!(matches!(
+        BearerToken::new("has a space in the middle of it"),
+        Err(HttpError::BadToken)
+    ));
+    let token = BearerToken::new(&format!("  {BEARER}\n")).unwrap();
+    assert!(!format!("{token:?}").contains(BEARER));
+}
+
+#[tokio::test]
+async fn bodies_and_other_methods_are_refused() {
+    let (state, _) = state_with(snapshot(now()));
+    let big = Request::get("/metrics")
+        .header(header::CONTENT_LENGTH, "100000")
+        .body(Body::from(vec![b'x'; 100_000]))
+        .unwrap();
+    let response = http::app(state.clone()).oneshot(big).await.unwrap();
+    assert_eq!(response.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    let post = Request::post("/api/tokens").body(Body::empty()).unwrap();
+    let response = http::app(state.clone()).oneshot(post).await.unwrap();
+    assert_eq!(response.status(), StatusCode::METHOD_NOT_ALLOWED);
+    assert_eq!(get(&state, "/nothing", None).await.0, StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn serves_on_loopback_sees_new_snapshots_and_shuts_down_gracefully() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let now = now();
+    let (publisher, subscriber) = snapshot::channel(Snapshot::default());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let state = AppState::new(addr, None, subscriber, Counters::default()).unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(http::serve(listener, state, async {
+        let _ = stopped.await;
+    }));
+    let fetch = |path: &'static str| async move {
+        let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+        stream
+            .write_all(
+                format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes(),
+            )
+            .await
+            .unwrap();
+        let mut answer = String::new();
+        stream.read_to_string(&mut answer).await.unwrap();
+        answer
+    };
+    let answer = fetch("/healthz").await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(answer.ends_with("ok\nno round finished yet\n"), "{answer}");
+    publisher.publish(snapshot(now));
+    let answer = fetch("/api/tokens").await;
+    assert!(answer.contains("\"orders-backup\""), "{answer}");
+    drop(stop);
+    server.await.unwrap().unwrap();
+}
+
+#[tokio::test]
+async fn no_route_shows_the_token_behind_a_fingerprint() {
+    let canary = format!("EAAPERMATOKENTEST{}", "x".repeat(160));
+    let secret = permatoken_secret::AccessToken::new(canary.clone());
+    let mut snap = snapshot(now());
+    snap.tokens[0].fingerprint = secret.fingerprint();
+    let (state, counters) = state(snap, "0.0.0.0:9464", Some(BEARER));
+    counters.check("orders", "ok");
+    let auth = format!("Bearer {BEARER}");
+    for path in ["/", "/api/tokens", "/metrics", "/healthz"] {
+        let (status, headers, body) = get(&state, path, Some(&auth)).await;
+        assert_eq!(status, StatusCode::OK, "{path}");
+        assert!(!body.contains("PERMATOKENTEST"), "{path} leaked the token");
+        assert!(!body.contains(BEARER), "{path} leaked the bearer token");
+        for value in headers.values() {
+            assert!(!value.as_bytes().windows(14).any(|w| w == b"PERMATOKENTEST"));
+        }
+    }
+    let (_, _, page) = get(&state, "/", Some(&auth)).await;
+    assert!(
+        page.contains(&secret.fingerprint()),
+        "the fingerprint is shown instead"
+    );
+}
