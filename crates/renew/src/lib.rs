@@ -22,7 +22,7 @@ use permatoken_inspect::{AppCredentials, Kind, Report, Status, Subject, Threshol
 use permatoken_secret::{AccessToken, AppToken};
 use serde::Serialize;
 
-pub use reload::{Reload, reload};
+pub use reload::{Reload, reload, secret_free_command};
 pub use store::{Claims, Destination, StoreError, describe_change};
 
 /// Where the previous content of a written file is kept: `$XDG_STATE_HOME/permatoken/backups` (or

@@ -4,3 +4,7 @@
 //!
 //! Must never: print a secret (tokens, app secrets, alert routes' URLs and signing secrets), or know the
 //! terminal: the binary renders.
+
+pub mod alert;
+pub mod config;
+pub mod states;
