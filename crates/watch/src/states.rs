@@ -332,7 +332,6 @@ pub fn alert_id(token_key: &str, state: State, since: Timestamp, reminder: u32) 
 mod tests {
     use super::*;
 
-    const HOUR: Duration = Duration::from_secs(3600);
     const TIMING: Timing = Timing {
         unknown_after: Duration::from_secs(6 * 3600),
         remind_every: Duration::from_secs(24 * 3600),
@@ -362,14 +361,11 @@ mod tests {
         }
     }
 
-    /// Runs observations one an hour from hour 0 and returns the alerts as (hour, kind, state, previous).
-    fn run(
-        start: Option<Announced>,
-        seq: &[Observation],
-    ) -> (
-        Vec<(i64, AlertKind, State, Option<State>)>,
-        Option<Announced>,
-    ) {
+    /// An alert as (hour, kind, state, previous).
+    type Said = (i64, AlertKind, State, Option<State>);
+
+    /// Runs observations one an hour from hour 0 and returns the alerts made.
+    fn run(start: Option<Announced>, seq: &[Observation]) -> (Vec<Said>, Option<Announced>) {
         let mut announced = start;
         let mut alerts = Vec::new();
         for (hour, obs) in seq.iter().enumerate() {
@@ -561,6 +557,5 @@ mod tests {
             assert_eq!(State::parse(s.as_str()), Some(s));
             assert_eq!(serde_json::to_value(s).unwrap(), s.as_str());
         }
-        let _ = HOUR;
     }
 }
