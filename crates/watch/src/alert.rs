@@ -36,7 +36,7 @@
 
 use std::path::Path;
 use std::process::Stdio;
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use jiff::Timestamp;
@@ -222,16 +222,11 @@ fn random_unit() -> f64 {
 pub struct Sender {
     proxy: ProxyConfig,
     extra_roots_pem: Option<Vec<u8>>,
-    /// Built at the first delivery, so that a configuration with only command routes or plain
-    /// http receivers never loads the system's TLS roots.
-    clients: std::sync::Arc<OnceLock<Result<Clients, String>>>,
-}
-
-#[derive(Clone)]
-struct Clients {
-    direct: reqwest::Client,
+    /// Built at the first delivery that needs it, so that a configuration with only command
+    /// routes never sets up TLS.
+    direct: Arc<OnceLock<Result<reqwest::Client, String>>>,
     /// For `https://` receivers the proxy covers.
-    proxied: Option<reqwest::Client>,
+    proxied: Arc<OnceLock<Result<reqwest::Client, String>>>,
 }
 
 impl std::fmt::Debug for Sender {
@@ -250,44 +245,42 @@ impl Sender {
         Self {
             proxy,
             extra_roots_pem,
-            clients: std::sync::Arc::new(OnceLock::new()),
+            direct: Arc::default(),
+            proxied: Arc::default(),
         }
     }
 
-    fn clients(&self) -> Result<&Clients, String> {
-        self.clients
-            .get_or_init(|| {
-                let tls = permatoken_graph::tls_config(self.extra_roots_pem.as_deref(), true)
-                    .map_err(|e| e.to_string())?;
-                let build = |proxy: Option<reqwest::Proxy>| {
-                    let mut builder = reqwest::Client::builder()
-                        .no_proxy()
-                        .tls_backend_preconfigured(tls.clone())
-                        .connect_timeout(Duration::from_secs(10))
-                        .redirect(reqwest::redirect::Policy::none())
-                        .user_agent(concat!("permatoken/", env!("CARGO_PKG_VERSION")));
-                    if let Some(proxy) = proxy {
-                        builder = builder.proxy(proxy);
-                    }
+    /// The client for direct calls, or for calls through `proxy`.
+    fn client(&self, proxy: Option<&reqwest::Url>) -> Result<&reqwest::Client, String> {
+        let slot = match proxy {
+            None => &self.direct,
+            // There is one https proxy at most, whatever the host (NO_PROXY is asked per URL).
+            Some(_) => &self.proxied,
+        };
+        slot.get_or_init(|| {
+            let tls = permatoken_graph::tls_config(self.extra_roots_pem.as_deref(), true)
+                .map_err(|e| e.to_string())?;
+            let mut builder = reqwest::Client::builder()
+                // Only the proxy chosen by `ProxyConfig`, never reqwest's own reading of the
+                // environment (which would send plain http through `HTTP_PROXY`).
+                .no_proxy()
+                .tls_backend_preconfigured(tls)
+                .connect_timeout(Duration::from_secs(10))
+                .redirect(reqwest::redirect::Policy::none())
+                .user_agent(concat!("permatoken/", env!("CARGO_PKG_VERSION")));
+            if let Some(proxy) = proxy {
+                builder =
                     builder
-                        .build()
-                        .map_err(|e| format!("cannot set up the HTTP client: {}", e.without_url()))
-                };
-                let probe = reqwest::Url::parse("https://alerts.invalid/").expect("a URL");
-                let proxied = match self.proxy.for_url(&probe) {
-                    Ok(Some((proxy, _))) => Some(build(Some(
-                        reqwest::Proxy::https(proxy.as_str())
-                            .map_err(|e| format!("the proxy is not usable: {}", e.without_url()))?,
-                    ))?),
-                    _ => None,
-                };
-                Ok(Clients {
-                    direct: build(None)?,
-                    proxied,
-                })
-            })
-            .as_ref()
-            .map_err(Clone::clone)
+                        .proxy(reqwest::Proxy::https(proxy.as_str()).map_err(|e| {
+                            format!("the proxy is not usable: {}", e.without_url())
+                        })?);
+            }
+            builder
+                .build()
+                .map_err(|e| format!("cannot set up the HTTP client: {}", e.without_url()))
+        })
+        .as_ref()
+        .map_err(Clone::clone)
     }
 
     /// Sends `alert` along `route`, one attempt.
@@ -357,13 +350,15 @@ impl Sender {
                 ),
             )
         })?;
-        let clients = self.clients().map_err(|e| fail(None, false, e))?;
-        let via_proxy = match self.proxy.for_url(url.expose_secret()) {
-            Ok(Some(_)) => clients.proxied.as_ref(),
-            Ok(None) => None,
+        let (client, via) = match self.proxy.for_url(url.expose_secret()) {
+            Ok(Some((proxy, var))) => (
+                self.client(Some(proxy)),
+                Some((proxy.origin().ascii_serialization(), var)),
+            ),
+            Ok(None) => (self.client(None), None),
             Err(e) => return Err(fail(None, false, e.to_string())),
         };
-        let client = via_proxy.unwrap_or(&clients.direct);
+        let client = client.map_err(|e| fail(None, false, e))?;
         let body = match route.kind {
             RouteKind::Slack => alert.to_slack(),
             _ => alert.to_json(),
@@ -391,6 +386,12 @@ impl Sender {
                 )
             } else {
                 format!("cannot reach the receiver: {}", chain(&e))
+            };
+            let reason = match &via {
+                Some((proxy, var)) => {
+                    format!("{reason} (through the proxy {proxy} that `{var}` names)")
+                }
+                None => reason,
             };
             let mut err = fail(None, true, reason);
             err.reason = redact(&err.reason, url, secret.as_deref());

@@ -534,6 +534,7 @@ pub fn parse(text: &str, path: &Path) -> Result<Loaded, ConfigError> {
         folder,
         at: &at,
         warnings: Vec::new(),
+        jitter_given: false,
     }
     .check(raw, path)
 }
@@ -736,6 +737,9 @@ struct Checker<'a> {
     folder: PathBuf,
     at: &'a dyn Fn(std::ops::Range<usize>, String) -> ConfigError,
     warnings: Vec<String>,
+    /// Whether `[defaults]` sets `jitter`: then a token's own `interval` keeps it, rather than
+    /// taking a tenth of its interval.
+    jitter_given: bool,
 }
 
 impl Checker<'_> {
@@ -761,6 +765,10 @@ impl Checker<'_> {
             Some(d) => self.policy(d.get_ref(), base, d.span())?,
             None => base,
         };
+        self.jitter_given = raw
+            .defaults
+            .as_ref()
+            .is_some_and(|d| d.get_ref().jitter.is_some());
         let mut routes: Vec<Route> = Vec::new();
         for r in raw.alert {
             let span = r.span();
@@ -847,7 +855,7 @@ impl Checker<'_> {
         let mut p = base;
         if let Some(v) = &raw.interval {
             p.interval = self.duration(v, "interval", true)?;
-            if raw.jitter.is_none() {
+            if raw.jitter.is_none() && !self.jitter_given {
                 p.jitter = p.interval / 10;
             }
         }

@@ -308,11 +308,28 @@ async fn plain_http_never_goes_through_the_proxy() {
         dir.path(),
         &format!("kind = \"webhook\"\nurl = \"{base}/h\""),
     );
-    Sender::new(proxy, None)
-        .deliver(&route, &alert())
-        .await
-        .unwrap();
+    let sender = Sender::new(proxy, None);
+    sender.deliver(&route, &alert()).await.unwrap();
     assert_eq!(seen.lock().unwrap().len(), 1);
+    // https goes through it (here a closed port), and the error says so.
+    let route = self::route(
+        dir.path(),
+        "kind = \"webhook\"\nurl = \"https://alerts.example.com/PERMATOKENTEST\"",
+    );
+    let e = sender.deliver(&route, &alert()).await.unwrap_err();
+    assert!(e.retryable);
+    assert!(
+        e.to_string()
+            .starts_with("alert route `ops` (alerts.example.com): cannot reach the receiver: "),
+        "{e}"
+    );
+    assert!(
+        e.reason.ends_with(&format!(
+            "(through the proxy http://{closed} that `HTTPS_PROXY` names)"
+        )),
+        "{e}"
+    );
+    assert!(!e.to_string().contains("PERMATOKENTEST"), "{e}");
 }
 
 #[tokio::test]

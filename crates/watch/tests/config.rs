@@ -244,6 +244,16 @@ fn renew_days_follows_warn_days_unless_set() {
     // jitter follows interval unless set.
     let p = parse("[defaults]\ninterval = \"10m\"\n").config.defaults;
     assert_eq!(p.jitter, Duration::from_secs(60));
+    let c = parse(
+        "[defaults]\ninterval = \"10m\"\n[[token]]\nname = \"a\"\nenv = \"A\"\ninterval = \"1h\"\n",
+    )
+    .config;
+    assert_eq!(c.tokens[0].policy.jitter, Duration::from_secs(360));
+    let c = parse(
+        "[defaults]\njitter = \"5s\"\n[[token]]\nname = \"a\"\nenv = \"A\"\ninterval = \"1h\"\n",
+    )
+    .config;
+    assert_eq!(c.tokens[0].policy.jitter, Duration::from_secs(5));
 }
 
 #[test]
