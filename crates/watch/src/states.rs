@@ -132,10 +132,6 @@ pub fn observe(report: &Report, engine: Engine) -> Observation {
     let mut message = first.map(|f| f.message.clone()).unwrap_or_default();
     let mut fix = first.and_then(|f| f.fix.clone());
     let observed = if engine == Engine::FailedOver {
-        message = format!("the token was dead and a backup took its place: {message}");
-        fix = Some(
-            "put a new backup token in the env file (the promoted one no longer has a backup); `permatoken check` shows the new primary".into(),
-        );
         Observed::Known(State::FailedOver)
     } else if report.is_dead() {
         Observed::Known(State::Dead)
@@ -147,14 +143,19 @@ pub fn observe(report: &Report, engine: Engine) -> Observation {
             Status::Unknown => Observed::Unknown,
         }
     };
-    if engine == Engine::Renewed && observed == Observed::Known(State::Ok) {
-        message = format!("the token was renewed: {message}");
-    }
     if message.is_empty() {
         message = match observed {
             Observed::Known(state) => format!("the token is {state}"),
             Observed::Unknown => "the token could not be checked".into(),
         };
+    }
+    if engine == Engine::FailedOver {
+        message = format!("the token was dead and a backup took its place: {message}");
+        fix = Some(
+            "put a new backup token in the env file (the promoted one no longer has a backup); `permatoken check` shows the new primary".into(),
+        );
+    } else if engine == Engine::Renewed && observed == Observed::Known(State::Ok) {
+        message = format!("the token was renewed: {message}");
     }
     Observation {
         observed,
@@ -544,6 +545,122 @@ mod tests {
         assert_ne!(a.id, alert_id("orders", State::Dead, at(0), 1));
         assert_ne!(a.id, alert_id("billing", State::Dead, at(0), 0));
         assert_ne!(a.id, alert_id("orders", State::Dead, at(1), 0));
+    }
+
+    fn report(status: Status, codes: &[permatoken_inspect::FindingCode]) -> Report {
+        use permatoken_inspect::{Finding, Kind, Severity, TokenFacts};
+        Report {
+            status,
+            token: TokenFacts {
+                source: ".env".into(),
+                variable: None,
+                fingerprint: "EAAT…xyz".into(),
+                token_type: None,
+                kind: Kind::Unknown,
+                app_id: None,
+                embedded_app_id: None,
+                application: None,
+                valid: None,
+                never_expires: None,
+                issued_at: None,
+                expires_at: None,
+                data_access_expires_at: None,
+                scopes: None,
+                missing_scopes: Vec::new(),
+                granular_scopes: Vec::new(),
+            },
+            identity: None,
+            findings: codes
+                .iter()
+                .map(|&code| Finding {
+                    code,
+                    severity: Severity::Critical,
+                    message: format!("{code:?} happened"),
+                    fix: Some(format!("fix {code:?}")),
+                    trace_id: None,
+                })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn a_report_gives_its_state_and_dead_only_by_the_api_word() {
+        use permatoken_inspect::FindingCode as F;
+        let cases = [
+            (
+                Status::Ok,
+                vec![],
+                Engine::Nothing,
+                Observed::Known(State::Ok),
+            ),
+            (
+                Status::Warning,
+                vec![F::TokenExpiring],
+                Engine::Nothing,
+                Observed::Known(State::Expiring),
+            ),
+            (
+                Status::Critical,
+                vec![F::TokenExpiresSoon],
+                Engine::Nothing,
+                Observed::Known(State::Critical),
+            ),
+            (
+                Status::Critical,
+                vec![F::MissingPermission],
+                Engine::Nothing,
+                Observed::Known(State::Critical),
+            ),
+            (
+                Status::Critical,
+                vec![F::TokenExpired],
+                Engine::Nothing,
+                Observed::Known(State::Dead),
+            ),
+            (
+                Status::Critical,
+                vec![F::TokenInvalidated],
+                Engine::Nothing,
+                Observed::Known(State::Dead),
+            ),
+            (
+                Status::Critical,
+                vec![F::TokenExpired],
+                Engine::FailedOver,
+                Observed::Known(State::FailedOver),
+            ),
+            (
+                Status::Unknown,
+                vec![F::GraphUnreachable],
+                Engine::Nothing,
+                Observed::Unknown,
+            ),
+            (
+                Status::Unknown,
+                vec![F::RateLimited],
+                Engine::Nothing,
+                Observed::Unknown,
+            ),
+            (
+                Status::Ok,
+                vec![],
+                Engine::Renewed,
+                Observed::Known(State::Ok),
+            ),
+        ];
+        for (status, codes, engine, expected) in cases {
+            let o = observe(&report(status, &codes), engine);
+            assert_eq!(o.observed, expected, "{status:?} {codes:?} {engine:?}");
+            assert!(!o.message.is_empty());
+        }
+        let o = observe(
+            &report(Status::Critical, &[F::TokenExpired]),
+            Engine::Nothing,
+        );
+        assert_eq!(o.message, "TokenExpired happened");
+        assert_eq!(o.fix.as_deref(), Some("fix TokenExpired"));
+        let o = observe(&report(Status::Ok, &[]), Engine::Renewed);
+        assert_eq!(o.message, "the token was renewed: the token is ok");
     }
 
     #[test]
