@@ -527,8 +527,17 @@ pub fn parse(text: &str, path: &Path) -> Result<Loaded, ConfigError> {
             message,
         }
     };
-    let raw: RawConfig =
-        toml::from_str(text).map_err(|e| at(e.span().unwrap_or(0..0), explain(e.message())))?;
+    let raw: RawConfig = toml::from_str(text).map_err(|e| {
+        let span = e.span().unwrap_or(0..0);
+        let mut message = explain(e.message());
+        // A missing key is reported at its table: name the table.
+        if message.starts_with("missing key")
+            && let Some(header) = text.get(span.start..).and_then(table_header)
+        {
+            message.push_str(&format!(" in this `{header}`"));
+        }
+        at(span, message)
+    })?;
     let folder = path.parent().unwrap_or(Path::new("/")).to_owned();
     Checker {
         folder,
@@ -537,6 +546,19 @@ pub fn parse(text: &str, path: &Path) -> Result<Loaded, ConfigError> {
         jitter_given: false,
     }
     .check(raw, path)
+}
+
+/// `[[alert]]`, `[defaults]`: the table header `text` starts with, if it does.
+fn table_header(text: &str) -> Option<&str> {
+    let line = text.lines().next()?.trim();
+    let end = if line.starts_with("[[") {
+        line.find("]]")? + 2
+    } else if line.starts_with('[') {
+        line.find(']')? + 1
+    } else {
+        return None;
+    };
+    Some(&line[..end])
 }
 
 /// Line and column (from 1, in characters) of byte `offset`.
@@ -557,7 +579,13 @@ fn explain(message: &str) -> String {
     let Some((key, expected)) = rest.split_once('`') else {
         return message.to_owned();
     };
-    let allowed: Vec<&str> = expected.split('`').skip(1).step_by(2).collect();
+    // `app_secret` is read only to be refused with its own message.
+    let allowed: Vec<&str> = expected
+        .split('`')
+        .skip(1)
+        .step_by(2)
+        .filter(|k| *k != "app_secret")
+        .collect();
     let mut text = format!("unknown key `{key}`");
     if allowed.is_empty() {
         text.push_str("; no key is allowed here");

@@ -337,6 +337,14 @@ fn each_mistake_names_its_line_and_column_and_what_is_allowed() {
             "2:13: invalid type: string \"14\", expected u32",
         ),
         ("[defaults\n".into(), "1:10:"),
+        (
+            "[[alert]]\nkind = \"slack\"\nurl = \"https://a.example/\"\n".into(),
+            "1:1: missing key `name` in this `[[alert]]`",
+        ),
+        (
+            format!("{token}alert = [\"ops\"]\n"),
+            "4:1: unknown key `alert`; allowed: `name`, `env_file`, `key`, `token_file`, `env`, `app_id`, `app_secret_file`, `app_secret_env`, `backups`, `reload`, `alerts`, `interval`, `jitter`, `warn_days`, `crit_days`, `renew_days`, `unknown_after`, `remind_every`, `doctor`, `doctor_interval`, `failover`, `try_user_token`; did you mean `alerts`?",
+        ),
     ];
     for (text, expected) in cases {
         let e = error(&text);
