@@ -150,6 +150,11 @@ impl Config {
         self.routes.iter().find(|r| r.name == name)
     }
 
+    /// The routes `token`'s alerts go to, in its order.
+    pub fn routes_for<'a>(&'a self, token: &'a TokenConfig) -> impl Iterator<Item = &'a Route> {
+        token.alerts.iter().filter_map(|name| self.route(name))
+    }
+
     /// The token named `name`.
     pub fn token(&self, name: &str) -> Option<&TokenConfig> {
         self.tokens.iter().find(|t| t.name == name)

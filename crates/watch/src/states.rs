@@ -454,6 +454,28 @@ mod tests {
     }
 
     #[test]
+    fn remind_every_zero_means_no_reminders() {
+        let timing = Timing {
+            remind_every: Duration::ZERO,
+            ..TIMING
+        };
+        let mut announced = None;
+        let mut alerts = 0;
+        for hour in 0..100 {
+            let d = decide(
+                SUBJECT,
+                announced.as_ref(),
+                &seen(State::Dead),
+                at(hour),
+                timing,
+            );
+            alerts += usize::from(d.alert.is_some());
+            announced = Some(d.next);
+        }
+        assert_eq!(alerts, 1);
+    }
+
+    #[test]
     fn a_single_unknown_never_alerts_nor_changes_the_state() {
         let seq = [
             seen(State::Ok),

@@ -67,6 +67,8 @@ fn the_issue_example_is_accepted_as_written() {
     );
     assert_eq!(token.reload.as_deref(), Some("systemctl restart orders"));
     assert_eq!(token.alerts, ["ops"]);
+    let routes: Vec<&str> = config.routes_for(token).map(|r| r.name.as_str()).collect();
+    assert_eq!(routes, ["ops"]);
     assert_eq!(token.policy, config.defaults);
     let route = config.route("ops").unwrap();
     assert_eq!(route.kind, RouteKind::Webhook);
