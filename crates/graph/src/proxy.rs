@@ -114,7 +114,7 @@ impl ProxyConfig {
     /// The proxy a call to `url` goes through, and the variable that named it; `None` for plain http
     /// and for hosts `NO_PROXY` lists. A proxy variable that cannot be used is an error here, when
     /// it would be used.
-    pub(crate) fn for_url(&self, url: &Url) -> Result<Option<(&Url, &'static str)>, Error> {
+    pub fn for_url(&self, url: &Url) -> Result<Option<(&Url, &'static str)>, Error> {
         if url.scheme() != "https" {
             return Ok(None);
         }

@@ -28,15 +28,23 @@ fn is_secret_variable(name: &str) -> bool {
         || name == "WHATSAPP_WEBHOOK_VERIFY_TOKEN"
 }
 
-/// Runs `command` with `sh -c` and waits for it.
-pub fn reload(command: &str) -> Reload {
+/// `sh -c command`, with no token or secret variable in its environment: what `--then` runs, and
+/// what `watch` runs for a command alert route.
+pub fn secret_free_command(command: &str) -> Command {
     let mut cmd = Command::new("sh");
-    cmd.arg("-c").arg(command).stdin(Stdio::null());
+    cmd.arg("-c").arg(command);
     for (name, _) in std::env::vars_os() {
         if name.to_str().is_some_and(is_secret_variable) {
             cmd.env_remove(name);
         }
     }
+    cmd
+}
+
+/// Runs `command` with `sh -c` and waits for it.
+pub fn reload(command: &str) -> Reload {
+    let mut cmd = secret_free_command(command);
+    cmd.stdin(Stdio::null());
     if let Ok(fd) = std::io::stderr().as_fd().try_clone_to_owned() {
         cmd.stdout(Stdio::from(fd));
     }

@@ -5,7 +5,10 @@
 //! Must never: print a secret (tokens, app secrets, alert routes' URLs and signing secrets), or know the
 //! terminal: the binary renders.
 
+pub mod alert;
+pub mod config;
 pub mod http;
 pub mod metrics;
 pub mod page;
 pub mod snapshot;
+pub mod states;

@@ -1,0 +1,702 @@
+//! Alerts: what is said ([`Alert`], its JSON documented below) and how it reaches a person
+//! ([`Sender::deliver`] per route kind), with the retry schedule ([`retry_delay`]) the scheduler uses
+//! with the state store to deliver at least once across restarts.
+//!
+//! # The alert JSON
+//!
+//! A `webhook` route receives, as `POST` with `Content-Type: application/json`:
+//!
+//! ```json
+//! {
+//!   "id": "3f2a…",                 // 32 hex digits, stable: the same alert sent again keeps it
+//!   "token": "orders",             // the token's name in permatoken.toml
+//!   "state": "critical",           // ok | expiring | critical | dead | failed_over |
+//!                                  // cannot_be_checked | recovered
+//!   "previous_state": "expiring",  // null for a token seen for the first time
+//!   "message": "the token expires on 2026-12-01 10:00 UTC, in 2 days",
+//!   "fix": "run `permatoken refresh` …",   // null when nothing is to be done
+//!   "time": "2026-11-29T10:00:00Z",        // RFC 3339, when the alert was made
+//!   "kind": "change"               // change | reminder | test
+//! }
+//! ```
+//!
+//! It never holds a secret: no token, no fingerprint of one, no app secret, no URL. A `slack` route
+//! receives `{"text": "…"}` saying the same in words; a `command` route gets the JSON on standard
+//! input. With `secret_file`, a body is signed: `X-Permatoken-Signature-256: sha256=<hex>`, the
+//! lowercase hex HMAC-SHA256 of the exact body bytes keyed by the file's content (surrounding
+//! whitespace dropped), as GitHub signs its webhooks.
+//!
+//! A delivery is [`Delivered`], or a [`DeliveryError`] that says whether trying again may help
+//! (network errors, timeouts, 408, 429 and 5xx: yes; other 4xx and redirects: no) and what the
+//! receiver said, sanitised, cut short, with the URL and secrets taken out.
+//!
+//! Must never: show a route's URL (only its name and host), a header's value or the signing secret;
+//! follow a redirect; send plain `http://` through a proxy; read more of an answer than
+//! [`MAX_REPLY_BYTES`].
+
+use std::path::Path;
+use std::process::Stdio;
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use jiff::Timestamp;
+use permatoken_graph::{Capped, ProxyConfig, read_capped};
+use permatoken_secret::AppSecret;
+use serde::{Deserialize, Serialize};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::config::{Route, RouteKind, SecretUrl, Target};
+use crate::states::State;
+
+/// The header that carries a body's signature.
+pub const SIGNATURE_HEADER: &str = "X-Permatoken-Signature-256";
+/// The limit on one attempt unless the route sets `timeout`.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
+/// The most bytes read of a receiver's answer, or of a command's output (each stream).
+pub const MAX_REPLY_BYTES: usize = 64 * 1024;
+/// The most characters of what a receiver said kept in a result.
+const SHOWN_CHARS: usize = 200;
+/// The most bytes read of a `url_file` or `secret_file`.
+const MAX_SECRET_FILE_BYTES: u64 = 8 * 1024;
+
+/// Why an alert was made.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AlertKind {
+    /// The state changed.
+    Change,
+    /// The state is still critical or dead.
+    Reminder,
+    /// `watch --test-alert`.
+    Test,
+}
+
+/// One alert, serialised as the JSON documented in the module docs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Alert {
+    /// Stable: from the token's key, the state, when it began and the reminder's number.
+    pub id: String,
+    /// The token's name.
+    pub token: String,
+    /// The state announced (`recovered` for back to ok).
+    pub state: State,
+    /// The state before; `None` for a token seen for the first time.
+    pub previous_state: Option<State>,
+    /// What is the matter, one sentence.
+    pub message: String,
+    /// What to do.
+    pub fix: Option<String>,
+    /// When the alert was made (RFC 3339 in JSON).
+    pub time: Timestamp,
+    /// Why it was made.
+    pub kind: AlertKind,
+}
+
+impl Alert {
+    /// The webhook body.
+    pub fn to_json(&self) -> Vec<u8> {
+        serde_json::to_vec(self).expect("an alert serialises")
+    }
+
+    /// The Slack incoming-webhook body: `{"text": …}`, the same facts in words.
+    pub fn to_slack(&self) -> Vec<u8> {
+        let icon = match self.state {
+            State::Ok | State::Recovered => "✅",
+            State::Expiring | State::CannotBeChecked | State::FailedOver => "⚠️",
+            State::Critical | State::Dead => "🚨",
+        };
+        let what = match (self.kind, self.previous_state) {
+            (AlertKind::Test, _) => "test alert".to_owned(),
+            (AlertKind::Reminder, _) => format!("still {}", words(self.state)),
+            (AlertKind::Change, Some(p)) => format!("{} (was {})", words(self.state), words(p)),
+            (AlertKind::Change, None) => words(self.state).to_owned(),
+        };
+        let mut text = format!(
+            "{icon} *permatoken*: token `{}` is {what}\n{}",
+            slack_escape(&self.token),
+            slack_escape(&self.message)
+        );
+        if let Some(fix) = &self.fix {
+            text.push_str(&format!("\n*Fix:* {}", slack_escape(fix)));
+        }
+        text.push_str(&format!("\n_{} · id {}_", self.time, self.id));
+        serde_json::to_vec(&serde_json::json!({ "text": text })).expect("a string serialises")
+    }
+}
+
+fn words(state: State) -> &'static str {
+    match state {
+        State::Ok => "ok",
+        State::Expiring => "expiring",
+        State::Critical => "critical",
+        State::Dead => "dead",
+        State::FailedOver => "failed over to its backup",
+        State::CannotBeChecked => "cannot be checked",
+        State::Recovered => "recovered",
+    }
+}
+
+/// Slack's three control characters in text.
+fn slack_escape(text: &str) -> String {
+    text.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+}
+
+/// An alert made for `watch --test-alert`, for the token name `permatoken-test`.
+pub fn test_alert_for(route: &str, now: Timestamp) -> Alert {
+    Alert {
+        id: crate::states::alert_id(&format!("test:{route}"), State::Ok, now, 0),
+        token: "permatoken-test".into(),
+        state: State::Ok,
+        previous_state: None,
+        message: format!(
+            "a test alert from permatoken to the route `{route}`: if you read this, alerts arrive"
+        ),
+        fix: None,
+        time: now,
+        kind: AlertKind::Test,
+    }
+}
+
+/// A delivery the receiver accepted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Delivered {
+    /// The route's name.
+    pub route: String,
+    /// The HTTP status (2xx); `None` for a command route.
+    pub status: Option<u16>,
+    /// What the receiver said (a command's output), sanitised, cut short, redacted.
+    pub reply: String,
+}
+
+/// A delivery that did not succeed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("alert route `{route}`{}: {reason}", host.as_ref().map(|h| format!(" ({h})")).unwrap_or_default())]
+pub struct DeliveryError {
+    /// The route's name.
+    pub route: String,
+    /// The receiver's host, when there is one.
+    pub host: Option<String>,
+    /// The HTTP status, when there was an answer.
+    pub status: Option<u16>,
+    /// Whether trying again later may succeed.
+    pub retryable: bool,
+    /// What happened and what the receiver said: sanitised, cut short, no URL, no secret.
+    pub reason: String,
+}
+
+/// The wait before delivery attempt `attempt + 1` after `attempt` failures (from 1): 30 s, 1 min,
+/// 2 min, … doubled each time up to one hour, with "equal jitter" (between half and all of the step),
+/// so that many alerts failing together do not come back together. The scheduler keeps the alert
+/// and the attempt count in the state store, so delivery resumes after a restart.
+pub fn retry_delay(attempt: u32) -> Duration {
+    retry_delay_with(attempt, random_unit())
+}
+
+/// [`retry_delay`] with the random draw `unit` in `[0, 1)` given.
+pub fn retry_delay_with(attempt: u32, unit: f64) -> Duration {
+    const BASE: Duration = Duration::from_secs(30);
+    const CAP: Duration = Duration::from_secs(3600);
+    let step = BASE
+        .saturating_mul(1u32 << attempt.saturating_sub(1).min(16))
+        .min(CAP);
+    let half = step / 2;
+    half + half.mul_f64(unit.clamp(0.0, 1.0))
+}
+
+fn random_unit() -> f64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_nanos(),
+    );
+    (h.finish() >> 11) as f64 / (1u64 << 53) as f64
+}
+
+/// Sends alerts. Build one and keep it: it holds the HTTP clients. Cheap to clone.
+#[derive(Clone)]
+pub struct Sender {
+    proxy: ProxyConfig,
+    extra_roots_pem: Option<Vec<u8>>,
+    /// Built at the first delivery that needs it, so that a configuration with only command
+    /// routes never sets up TLS.
+    direct: Arc<OnceLock<Result<reqwest::Client, String>>>,
+    /// For `https://` receivers the proxy covers.
+    proxied: Arc<OnceLock<Result<reqwest::Client, String>>>,
+}
+
+impl std::fmt::Debug for Sender {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Sender")
+            .field("proxy", &self.proxy)
+            .finish()
+    }
+}
+
+impl Sender {
+    /// A sender going through `proxy` for `https://` receivers (as the Graph client does: plain
+    /// `http://` never through a proxy), trusting `extra_roots_pem` (`--ca-file`) beside the system's
+    /// roots.
+    pub fn new(proxy: ProxyConfig, extra_roots_pem: Option<Vec<u8>>) -> Self {
+        Self {
+            proxy,
+            extra_roots_pem,
+            direct: Arc::default(),
+            proxied: Arc::default(),
+        }
+    }
+
+    /// The client for direct calls, or for calls through `proxy`.
+    fn client(&self, proxy: Option<&reqwest::Url>) -> Result<&reqwest::Client, String> {
+        let slot = match proxy {
+            None => &self.direct,
+            // There is one https proxy at most, whatever the host (NO_PROXY is asked per URL).
+            Some(_) => &self.proxied,
+        };
+        slot.get_or_init(|| {
+            let tls = permatoken_graph::tls_config(self.extra_roots_pem.as_deref(), true)
+                .map_err(|e| e.to_string())?;
+            let mut builder = reqwest::Client::builder()
+                // Only the proxy chosen by `ProxyConfig`, never reqwest's own reading of the
+                // environment (which would send plain http through `HTTP_PROXY`).
+                .no_proxy()
+                .tls_backend_preconfigured(tls)
+                .connect_timeout(Duration::from_secs(10))
+                .redirect(reqwest::redirect::Policy::none())
+                .user_agent(concat!("permatoken/", env!("CARGO_PKG_VERSION")));
+            if let Some(proxy) = proxy {
+                builder =
+                    builder
+                        .proxy(reqwest::Proxy::https(proxy.as_str()).map_err(|e| {
+                            format!("the proxy is not usable: {}", e.without_url())
+                        })?);
+            }
+            builder
+                .build()
+                .map_err(|e| format!("cannot set up the HTTP client: {}", e.without_url()))
+        })
+        .as_ref()
+        .map_err(Clone::clone)
+    }
+
+    /// Sends `alert` along `route`, one attempt.
+    pub async fn deliver(&self, route: &Route, alert: &Alert) -> Result<Delivered, DeliveryError> {
+        match &route.target {
+            Target::Command(command) => deliver_command(route, command, alert).await,
+            Target::Url(url) => self.deliver_http(route, url, alert).await,
+            Target::UrlFile(path) => {
+                let url = read_secret_file(path)
+                    .and_then(|text| SecretUrl::parse(&text))
+                    .map_err(|reason| DeliveryError {
+                        route: route.name.clone(),
+                        host: None,
+                        status: None,
+                        // The file may be fixed before the next attempt.
+                        retryable: true,
+                        reason: format!("`url_file` `{}`: {reason}", path.display()),
+                    })?;
+                if url.is_plain_http() {
+                    tracing::warn!("{}", crate::config::plain_http_warning(&route.name, &url));
+                }
+                self.deliver_http(route, &url, alert).await
+            }
+        }
+    }
+
+    /// Sends a test alert along `route` and returns what the receiver answered
+    /// (`watch --test-alert ROUTE`).
+    pub async fn test_alert(
+        &self,
+        route: &Route,
+        now: Timestamp,
+    ) -> Result<Delivered, DeliveryError> {
+        self.deliver(route, &test_alert_for(&route.name, now)).await
+    }
+
+    async fn deliver_http(
+        &self,
+        route: &Route,
+        url: &SecretUrl,
+        alert: &Alert,
+    ) -> Result<Delivered, DeliveryError> {
+        let host = url.host();
+        let secret = route
+            .secret_file
+            .as_deref()
+            .map(read_secret_file)
+            .transpose();
+        let fail = |status: Option<u16>, retryable: bool, reason: String| DeliveryError {
+            route: route.name.clone(),
+            host: Some(host.clone()),
+            status,
+            retryable,
+            reason: redact(&reason, url, None),
+        };
+        let secret = secret.map_err(|e| {
+            fail(
+                None,
+                true,
+                format!(
+                    "`secret_file` `{}`: {e}",
+                    route
+                        .secret_file
+                        .as_deref()
+                        .unwrap_or(Path::new(""))
+                        .display()
+                ),
+            )
+        })?;
+        let (client, via) = match self.proxy.for_url(url.expose_secret()) {
+            Ok(Some((proxy, var))) => (
+                self.client(Some(proxy)),
+                Some((proxy.origin().ascii_serialization(), var)),
+            ),
+            Ok(None) => (self.client(None), None),
+            Err(e) => return Err(fail(None, false, e.to_string())),
+        };
+        let client = client.map_err(|e| fail(None, false, e))?;
+        let body = match route.kind {
+            RouteKind::Slack => alert.to_slack(),
+            _ => alert.to_json(),
+        };
+        let mut request = client
+            .post(url.expose_secret().clone())
+            .timeout(route.timeout)
+            .header(reqwest::header::CONTENT_TYPE, "application/json");
+        for (name, value) in &route.headers {
+            let mut value = reqwest::header::HeaderValue::from_str(value.expose_secret())
+                .map_err(|_| fail(None, false, format!("header `{name}` is not valid")))?;
+            value.set_sensitive(true);
+            request = request.header(name.as_str(), value);
+        }
+        if let Some(secret) = &secret {
+            let signature = AppSecret::new(secret.as_str()).sign(&body);
+            request = request.header(SIGNATURE_HEADER, format!("sha256={signature}"));
+        }
+        let response = request.body(body).send().await.map_err(|e| {
+            let e = e.without_url();
+            let reason = if e.is_timeout() {
+                format!(
+                    "no answer within {}",
+                    permatoken_graph::human(route.timeout)
+                )
+            } else {
+                format!("cannot reach the receiver: {}", chain(&e))
+            };
+            let reason = match &via {
+                Some((proxy, var)) => {
+                    format!("{reason} (through the proxy {proxy} that `{var}` names)")
+                }
+                None => reason,
+            };
+            let mut err = fail(None, true, reason);
+            err.reason = redact(&err.reason, url, secret.as_deref());
+            err
+        })?;
+        let status = response.status();
+        let reply =
+            match tokio::time::timeout(route.timeout, read_capped(response, MAX_REPLY_BYTES)).await
+            {
+                Ok(Ok(Capped::Whole(bytes))) => shown(&String::from_utf8_lossy(&bytes)),
+                Ok(Ok(Capped::OverLimit)) => format!(
+                    "(an answer longer than {}, not read)",
+                    permatoken_graph::human_bytes(MAX_REPLY_BYTES)
+                ),
+                Ok(Err(e)) => format!("(the answer was cut short: {})", chain(&e.without_url())),
+                Err(_) => "(the answer did not end in time)".into(),
+            };
+        let reply = redact(&reply, url, secret.as_deref());
+        let code = status.as_u16();
+        if status.is_success() {
+            return Ok(Delivered {
+                route: route.name.clone(),
+                status: Some(code),
+                reply,
+            });
+        }
+        let said = if reply.is_empty() {
+            String::new()
+        } else {
+            format!(": {reply}")
+        };
+        let (retryable, what) = match code {
+            300..=399 => (
+                false,
+                "a redirect, which is not followed: put the final URL in the route".to_owned(),
+            ),
+            408 | 429 => (true, "try again later".to_owned()),
+            400..=499 => (
+                false,
+                "the receiver refused the alert; check the route's URL and headers".to_owned(),
+            ),
+            _ => (true, "the receiver failed".to_owned()),
+        };
+        Err(DeliveryError {
+            route: route.name.clone(),
+            host: Some(host.clone()),
+            status: Some(code),
+            retryable,
+            reason: format!("HTTP {code} ({what}){said}"),
+        })
+    }
+}
+
+/// Runs a command route: `sh -c COMMAND` with the secret-free environment of `--then`, the alert
+/// JSON on standard input, its output captured up to [`MAX_REPLY_BYTES`] a stream, killed after
+/// the route's timeout.
+async fn deliver_command(
+    route: &Route,
+    command: &str,
+    alert: &Alert,
+) -> Result<Delivered, DeliveryError> {
+    let fail = |retryable: bool, reason: String| DeliveryError {
+        route: route.name.clone(),
+        host: None,
+        status: None,
+        retryable,
+        reason,
+    };
+    let mut cmd = tokio::process::Command::from(permatoken_renew::secret_free_command(command));
+    cmd.stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    let mut child = cmd
+        .spawn()
+        .map_err(|e| fail(false, format!("cannot run `sh -c`: {e}")))?;
+    let body = alert.to_json();
+    let mut stdin = child.stdin.take().expect("stdin is piped");
+    let mut stdout = child.stdout.take().expect("stdout is piped");
+    let mut stderr = child.stderr.take().expect("stderr is piped");
+    let run = async {
+        // A command that does not read its input must not block us: a closed pipe is fine.
+        let write = async {
+            let _ = stdin.write_all(&body).await;
+            drop(stdin);
+        };
+        let (_, out, err, status) = tokio::join!(
+            write,
+            read_stream(&mut stdout),
+            read_stream(&mut stderr),
+            child.wait()
+        );
+        (out, err, status)
+    };
+    let (out, err, status) = match tokio::time::timeout(route.timeout, run).await {
+        Ok(done) => done,
+        Err(_) => {
+            let _ = child.start_kill();
+            return Err(fail(
+                true,
+                format!(
+                    "the command did not finish within {}",
+                    permatoken_graph::human(route.timeout)
+                ),
+            ));
+        }
+    };
+    let status = status.map_err(|e| fail(true, format!("cannot wait for the command: {e}")))?;
+    let said = [out, err]
+        .iter()
+        .map(|s| s.trim())
+        .filter(|s| !s.is_empty())
+        .collect::<Vec<_>>()
+        .join(" / ");
+    let said = shown(&said);
+    if status.success() {
+        Ok(Delivered {
+            route: route.name.clone(),
+            status: None,
+            reply: said,
+        })
+    } else {
+        let code = status.code().map_or_else(
+            || "was killed by a signal".to_owned(),
+            |c| format!("exited with {c}"),
+        );
+        let said = if said.is_empty() {
+            String::new()
+        } else {
+            format!(": {said}")
+        };
+        Err(fail(true, format!("the command {code}{said}")))
+    }
+}
+
+/// Up to [`MAX_REPLY_BYTES`] of a stream; the rest is read and dropped so the command never blocks
+/// on a full pipe.
+async fn read_stream(stream: &mut (impl tokio::io::AsyncRead + Unpin)) -> String {
+    let mut kept = Vec::new();
+    let mut buffer = [0u8; 8192];
+    loop {
+        match stream.read(&mut buffer).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => {
+                let room = MAX_REPLY_BYTES.saturating_sub(kept.len());
+                kept.extend_from_slice(&buffer[..n.min(room)]);
+            }
+        }
+    }
+    String::from_utf8_lossy(&kept).into_owned()
+}
+
+/// A file holding one secret value (a URL, a signing key), read with a cap, whitespace trimmed.
+fn read_secret_file(path: &Path) -> Result<String, String> {
+    use std::io::Read;
+    let file = std::fs::File::open(path).map_err(|e| format!("cannot read it: {e}"))?;
+    let mut bytes = Vec::new();
+    file.take(MAX_SECRET_FILE_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| format!("cannot read it: {e}"))?;
+    if bytes.len() as u64 > MAX_SECRET_FILE_BYTES {
+        return Err(format!(
+            "it is larger than {}; it should hold one value",
+            permatoken_graph::human_bytes(MAX_SECRET_FILE_BYTES as usize)
+        ));
+    }
+    let text = String::from_utf8(bytes).map_err(|_| "it is not UTF-8 text".to_owned())?;
+    let text = text.trim();
+    if text.is_empty() {
+        return Err("it is empty".into());
+    }
+    Ok(text.to_owned())
+}
+
+/// Text from a receiver made safe to show: control characters and bidirectional overrides escaped,
+/// cut at [`SHOWN_CHARS`] characters.
+fn shown(text: &str) -> String {
+    let mut out = String::new();
+    for (i, c) in text.trim().chars().enumerate() {
+        if i == SHOWN_CHARS {
+            out.push('…');
+            break;
+        }
+        let bidi = matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}' | '\u{200e}' | '\u{200f}' | '\u{061c}');
+        if c == '\n' || c == '\r' || c == '\t' {
+            out.push(' ');
+        } else if c.is_control() || bidi {
+            out.push_str(&format!("\\u{{{:x}}}", c as u32));
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// `text` with the route's URL (whole, its path and its query) and `secret` replaced by `…`: a
+/// receiver may echo them back.
+fn redact(text: &str, url: &SecretUrl, secret: Option<&str>) -> String {
+    let url = url.expose_secret();
+    let mut out = text.to_owned();
+    let mut needles: Vec<String> = vec![
+        url.as_str().to_owned(),
+        url.as_str().trim_end_matches('/').to_owned(),
+    ];
+    if url.path().len() > 1 {
+        needles.push(url.path().to_owned());
+        needles.extend(
+            url.path_segments()
+                .into_iter()
+                .flatten()
+                .filter(|s| s.len() >= 6)
+                .map(str::to_owned),
+        );
+    }
+    if let Some(q) = url.query() {
+        needles.push(q.to_owned());
+        needles.extend(
+            url.query_pairs()
+                .map(|(_, v)| v.into_owned())
+                .filter(|v| v.len() >= 6),
+        );
+    }
+    if !url.password().unwrap_or_default().is_empty() {
+        needles.push(url.password().unwrap_or_default().to_owned());
+    }
+    if let Some(secret) = secret {
+        needles.push(secret.to_owned());
+    }
+    needles.sort_by_key(|n| std::cmp::Reverse(n.len()));
+    for needle in needles.iter().filter(|n| !n.is_empty()) {
+        out = out.replace(needle.as_str(), "…");
+    }
+    out
+}
+
+/// An error and its sources, `: `-joined.
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut next = e.source();
+    while let Some(source) = next {
+        let s = source.to_string();
+        if !text.contains(&s) {
+            text.push_str(": ");
+            text.push_str(&s);
+        }
+        next = source.source();
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retries_double_up_to_an_hour_with_jitter() {
+        assert_eq!(retry_delay_with(1, 0.0), Duration::from_secs(15));
+        assert_eq!(retry_delay_with(1, 1.0), Duration::from_secs(30));
+        assert_eq!(retry_delay_with(2, 1.0), Duration::from_secs(60));
+        assert_eq!(retry_delay_with(3, 0.5), Duration::from_secs(90));
+        assert_eq!(retry_delay_with(20, 1.0), Duration::from_secs(3600));
+        assert_eq!(retry_delay_with(u32::MAX, 0.0), Duration::from_secs(1800));
+        for attempt in 1..30 {
+            let d = retry_delay(attempt);
+            assert!(d >= Duration::from_secs(15) && d <= Duration::from_secs(3600));
+        }
+    }
+
+    #[test]
+    fn replies_are_sanitised_cut_and_redacted() {
+        let url = SecretUrl::parse(
+            "https://hooks.example.com/services/T000/B000/PERMATOKENTESTxyz?key=PERMATOKENTESTq",
+        )
+        .unwrap();
+        let text = redact(
+            &shown(
+                "bad hook https://hooks.example.com/services/T000/B000/PERMATOKENTESTxyz\u{202e} PERMATOKENTESTq sig-PERMATOKENTEST-s\n",
+            ),
+            &url,
+            Some("sig-PERMATOKENTEST-s"),
+        );
+        assert!(!text.contains("PERMATOKENTEST"), "{text}");
+        assert!(text.contains("\\u{202e}"), "{text}");
+        assert_eq!(shown(&"x".repeat(1000)).chars().count(), SHOWN_CHARS + 1);
+    }
+
+    #[test]
+    fn the_slack_text_says_the_facts() {
+        let alert = Alert {
+            previous_state: Some(State::Expiring),
+            state: State::Critical,
+            kind: AlertKind::Change,
+            fix: Some("run <permatoken refresh>".into()),
+            ..test_alert_for("ops", Timestamp::from_second(1_800_000_000).unwrap())
+        };
+        let body: serde_json::Value = serde_json::from_slice(&alert.to_slack()).unwrap();
+        let text = body["text"].as_str().unwrap();
+        assert!(
+            text.contains("`permatoken-test` is critical (was expiring)"),
+            "{text}"
+        );
+        assert!(
+            text.contains("*Fix:* run &lt;permatoken refresh&gt;"),
+            "{text}"
+        );
+        assert!(text.contains(&alert.id), "{text}");
+    }
+}

@@ -1,0 +1,473 @@
+//! `permatoken.toml`: what is accepted, what each mistake says (file, line, column, what is
+//! allowed), where the file is looked for, and what runs without one.
+
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use permatoken_watch::config::{
+    self, AppSource, Backups, ConfigError, Loaded, MAX_CONFIG_BYTES, Policy, RouteKind, SecretFrom,
+    Target, TokenSource,
+};
+
+const FILE: &str = "/etc/permatoken/permatoken.toml";
+
+fn parse(text: &str) -> Loaded {
+    config::parse(text, Path::new(FILE)).unwrap_or_else(|e| panic!("{e}"))
+}
+
+fn error(text: &str) -> String {
+    match config::parse(text, Path::new(FILE)) {
+        Ok(loaded) => panic!("accepted: {loaded:?}"),
+        Err(e) => e.to_string(),
+    }
+}
+
+/// The example of issue 9, verbatim.
+const ISSUE_EXAMPLE: &str = r#"[defaults]
+interval = "1h"        # humane durations: "1s", "5m", "1h"
+warn_days = 14
+crit_days = 3
+
+[[token]]
+name = "orders"
+env_file = "/srv/orders/.env"            # WHATSAPP_ACCESS_TOKEN; app id/secret from the same file
+backups = ["WHATSAPP_ACCESS_TOKEN_BACKUP"]
+reload = "systemctl restart orders"
+alerts = ["ops"]
+
+[[alert]]
+name = "ops"
+kind = "webhook"                          # or "slack" (incoming-webhook JSON), or "command"
+url = "https://alerts.example.com/hook"
+"#;
+
+#[test]
+fn the_issue_example_is_accepted_as_written() {
+    let Loaded { config, warnings } = parse(ISSUE_EXAMPLE);
+    assert!(warnings.is_empty(), "{warnings:?}");
+    assert_eq!(config.path.as_deref(), Some(Path::new(FILE)));
+    assert_eq!(config.defaults.interval, Duration::from_secs(3600));
+    assert_eq!(
+        (config.defaults.warn_days, config.defaults.crit_days),
+        (14, 3)
+    );
+    let token = config.token("orders").unwrap();
+    assert_eq!(
+        token.source,
+        TokenSource::EnvFile {
+            path: "/srv/orders/.env".into(),
+            key: "WHATSAPP_ACCESS_TOKEN".into()
+        }
+    );
+    assert_eq!(token.app, AppSource::EnvFile("/srv/orders/.env".into()));
+    assert_eq!(
+        token.backups,
+        Backups::Keys(vec!["WHATSAPP_ACCESS_TOKEN_BACKUP".into()])
+    );
+    assert_eq!(token.reload.as_deref(), Some("systemctl restart orders"));
+    assert_eq!(token.alerts, ["ops"]);
+    let routes: Vec<&str> = config.routes_for(token).map(|r| r.name.as_str()).collect();
+    assert_eq!(routes, ["ops"]);
+    assert_eq!(token.policy, config.defaults);
+    let route = config.route("ops").unwrap();
+    assert_eq!(route.kind, RouteKind::Webhook);
+    let Target::Url(url) = &route.target else {
+        panic!("{:?}", route.target)
+    };
+    assert_eq!(
+        url.expose_secret().as_str(),
+        "https://alerts.example.com/hook"
+    );
+    assert_eq!(route.timeout, Duration::from_secs(10));
+}
+
+#[test]
+fn every_key_is_read_and_tokens_override_the_defaults() {
+    let Loaded { config, warnings } = parse(
+        r#"
+listen = "127.0.0.1:9999"
+state = "state/permatoken.db"
+
+[defaults]
+interval = "30m"
+jitter = "1m"
+warn_days = 20
+crit_days = 5
+renew_days = 10
+unknown_after = "2h"
+remind_every = "12h"
+doctor = true
+doctor_interval = "1d"
+failover = false
+try_user_token = true
+
+[[token]]
+name = "billing"
+token_file = "tokens/billing"
+app_id = "1234567890"
+app_secret_file = "/run/secrets/app"
+interval = "1h 30m"
+crit_days = 1
+alerts = ["slack", "pager"]
+
+[[token]]
+name = "support"
+env = "SUPPORT_TOKEN"
+app_id = "1234567890"
+app_secret_env = "SUPPORT_APP_SECRET"
+
+[[token]]
+name = "sales"
+env_file = "/srv/sales/.env"
+key = "SALES_TOKEN"
+doctor = false
+
+[[alert]]
+name = "slack"
+kind = "slack"
+url_file = "slack.url"
+secret_file = "/etc/permatoken/slack.key"
+headers = { "X-Team" = "PERMATOKENTEST-header-value" }
+timeout = "5s"
+
+[[alert]]
+name = "pager"
+kind = "command"
+command = "pager-cli --stdin"
+
+[[alert]]
+name = "internal"
+kind = "webhook"
+url = "http://alertmanager.internal:9093/api/v2/PERMATOKENTEST-path"
+"#,
+    );
+    assert_eq!(config.listen, Some("127.0.0.1:9999".parse().unwrap()));
+    assert_eq!(
+        config.state.as_deref(),
+        Some(Path::new("/etc/permatoken/state/permatoken.db"))
+    );
+    let d = config.defaults;
+    assert_eq!(
+        d,
+        Policy {
+            interval: Duration::from_secs(1800),
+            jitter: Duration::from_secs(60),
+            warn_days: 20,
+            crit_days: 5,
+            renew_days: 10,
+            unknown_after: Duration::from_secs(7200),
+            remind_every: Duration::from_secs(43_200),
+            doctor: true,
+            doctor_interval: Duration::from_secs(86_400),
+            failover: false,
+            try_user_token: true,
+        }
+    );
+    let billing = config.token("billing").unwrap();
+    assert_eq!(
+        billing.source,
+        TokenSource::TokenFile("/etc/permatoken/tokens/billing".into())
+    );
+    assert_eq!(
+        billing.app,
+        AppSource::Given {
+            app_id: "1234567890".into(),
+            secret: Some(SecretFrom::File("/run/secrets/app".into()))
+        }
+    );
+    assert_eq!(billing.policy.interval, Duration::from_secs(5400));
+    assert_eq!(billing.policy.crit_days, 1);
+    assert_eq!(billing.policy.warn_days, 20);
+    assert_eq!(billing.backups, Backups::Series);
+    let support = config.token("support").unwrap();
+    assert_eq!(support.source, TokenSource::Env("SUPPORT_TOKEN".into()));
+    assert_eq!(
+        support.app,
+        AppSource::Given {
+            app_id: "1234567890".into(),
+            secret: Some(SecretFrom::Env("SUPPORT_APP_SECRET".into()))
+        }
+    );
+    let sales = config.token("sales").unwrap();
+    assert_eq!(
+        sales.source,
+        TokenSource::EnvFile {
+            path: "/srv/sales/.env".into(),
+            key: "SALES_TOKEN".into()
+        }
+    );
+    assert!(!sales.policy.doctor);
+    let slack = config.route("slack").unwrap();
+    assert_eq!(
+        slack.target,
+        Target::UrlFile("/etc/permatoken/slack.url".into())
+    );
+    assert_eq!(slack.timeout, Duration::from_secs(5));
+    assert_eq!(
+        config.route("pager").unwrap().target,
+        Target::Command("pager-cli --stdin".into())
+    );
+    // Plain http is allowed, with a warning that names the route and the host only.
+    assert_eq!(warnings.len(), 1, "{warnings:?}");
+    assert!(warnings[0].contains("route `internal`"), "{}", warnings[0]);
+    assert!(
+        warnings[0].contains("alertmanager.internal"),
+        "{}",
+        warnings[0]
+    );
+    assert!(!warnings[0].contains("PERMATOKENTEST"), "{}", warnings[0]);
+    // Neither URLs nor header values show in Debug.
+    let debug = format!("{config:?}");
+    assert!(!debug.contains("PERMATOKENTEST"), "{debug}");
+    assert!(debug.contains("alertmanager.internal"), "{debug}");
+}
+
+#[test]
+fn a_token_without_app_keys_reads_them_beside_its_token() {
+    let config = parse(
+        "[[token]]\nname = \"a\"\ntoken_file = \"/t\"\n[[token]]\nname = \"b\"\nenv = \"B_TOKEN\"\n",
+    )
+    .config;
+    assert_eq!(config.tokens[0].app, AppSource::Environment);
+    assert_eq!(config.tokens[1].app, AppSource::Environment);
+    // An empty file is a valid configuration that watches nothing.
+    assert!(parse("").config.tokens.is_empty());
+}
+
+#[test]
+fn renew_days_follows_warn_days_unless_set() {
+    let p = parse("[defaults]\nwarn_days = 30\n").config.defaults;
+    assert_eq!((p.warn_days, p.renew_days), (30, 30));
+    let p = parse("[defaults]\nwarn_days = 30\nrenew_days = 7\n")
+        .config
+        .defaults;
+    assert_eq!(p.renew_days, 7);
+    // jitter follows interval unless set.
+    let p = parse("[defaults]\ninterval = \"10m\"\n").config.defaults;
+    assert_eq!(p.jitter, Duration::from_secs(60));
+    let c = parse(
+        "[defaults]\ninterval = \"10m\"\n[[token]]\nname = \"a\"\nenv = \"A\"\ninterval = \"1h\"\n",
+    )
+    .config;
+    assert_eq!(c.tokens[0].policy.jitter, Duration::from_secs(360));
+    let c = parse(
+        "[defaults]\njitter = \"5s\"\n[[token]]\nname = \"a\"\nenv = \"A\"\ninterval = \"1h\"\n",
+    )
+    .config;
+    assert_eq!(c.tokens[0].policy.jitter, Duration::from_secs(5));
+}
+
+#[test]
+fn each_mistake_names_its_line_and_column_and_what_is_allowed() {
+    let token = "[[token]]\nname = \"orders\"\nenv_file = \"/srv/.env\"\n";
+    let cases: Vec<(String, &str)> = vec![
+        (
+            "[defaults]\nintervl = \"1h\"\n".into(),
+            "2:1: unknown key `intervl`; allowed: `interval`, `jitter`, `warn_days`, `crit_days`, `renew_days`, `unknown_after`, `remind_every`, `doctor`, `doctor_interval`, `failover`, `try_user_token`; did you mean `interval`?",
+        ),
+        (
+            "[[token]]\nname = \"orders\"\nenv_file = \"/srv/.env\"\napp_secret = \"PERMATOKENTEST\"\n".into(),
+            "4:14: token `orders`: the app secret is never written in the configuration; leave it in the token's env file as `FACEBOOK_APP_SECRET`, or set `app_id` and `app_secret_file` (a file holding the secret only) or `app_secret_env` (a variable's name)",
+        ),
+        (
+            "[[token]]\nname = \"orders\"\nenv_file = \"/srv/.env\"\nenv = \"TOKEN\"\n".into(),
+            "4:7: token `orders` has more than one source; keep exactly one of `env_file`, `token_file` and `env`",
+        ),
+        (
+            "[[token]]\nname = \"orders\"\n".into(),
+            "2:8: token `orders` has no source; set one of `env_file` (a .env file, with `key`), `token_file` (a file holding the token only) or `env` (a variable of the environment)",
+        ),
+        (
+            format!("{token}{token}"),
+            "5:8: a second token is named `orders`; token names must be unique",
+        ),
+        (
+            "[[alert]]\nname = \"ops\"\nkind = \"command\"\ncommand = \"true\"\n[[alert]]\nname = \"ops\"\nkind = \"command\"\ncommand = \"true\"\n".into(),
+            "6:8: a second route is named `ops`; route names must be unique",
+        ),
+        (
+            format!("{token}alerts = [\"opps\"]\n[[alert]]\nname = \"ops\"\nkind = \"command\"\ncommand = \"true\"\n"),
+            "4:11: token `orders` sends alerts to `opps`, and no `[[alert]]` has that name; routes: `ops`; did you mean `ops`?",
+        ),
+        (
+            "[defaults]\nwarn_days = 3\ncrit_days = 7\n".into(),
+            "3:13: `crit_days` (7) is more than `warn_days` (3); the critical window lies inside the warning window",
+        ),
+        (
+            "[defaults]\ninterval = \"0s\"\n".into(),
+            "2:12: `interval` must be longer than zero, such as \"1h\"",
+        ),
+        (
+            format!("{token}unknown_after = \"6 hrs and a bit\"\n"),
+            "4:17: `unknown_after`: `6 hrs and a bit` is not a duration: write a number and a unit, such as \"30s\", \"5m\", \"1h\", \"2d\" or \"1h 30m\"",
+        ),
+        (
+            "[[alert]]\nname = \"ops\"\nkind = \"webhok\"\nurl = \"https://a.example/\"\n".into(),
+            "3:8: route `ops`: unknown kind `webhok`; allowed: `webhook`, `slack`, `command`; did you mean `webhook`?",
+        ),
+        (
+            "[[alert]]\nname = \"ops\"\nkind = \"slack\"\n".into(),
+            "3:8: route `ops` needs `url`, or `url_file` (a file holding the URL only, which keeps it out of this file)",
+        ),
+        (
+            "[[alert]]\nname = \"ops\"\nkind = \"webhook\"\nurl = \"ftp://PERMATOKENTEST.example/\"\n".into(),
+            "4:7: route `ops`: the `url` is not usable: its scheme is `ftp`; alerts go to http:// or https:// URLs",
+        ),
+        (
+            "[[alert]]\nname = \"ops\"\nkind = \"command\"\n".into(),
+            "3:8: route `ops` is a command and needs `command`, run with `sh -c` with the alert JSON on its standard input",
+        ),
+        (
+            "[[alert]]\nname = \"ops\"\nkind = \"webhook\"\nurl = \"https://a.example/\"\ncommand = \"true\"\n".into(),
+            "5:11: route `ops` is a webhook; `command` belongs to kind = \"command\"",
+        ),
+        (
+            "listen = \"everywhere\"\n".into(),
+            "1:10: `listen` = `everywhere` is not an address and port; write e.g. \"127.0.0.1:9464\"",
+        ),
+        (
+            "[[token]]\nname = \"x\"\ntoken_file = \"/t\"\napp_secret_file = \"/s\"\n".into(),
+            "4:19: token `x`: the app secret needs its app: set `app_id` too (the number at the top of App Dashboard → Settings → Basic)",
+        ),
+        (
+            "[[tokens]]\nname = \"x\"\n".into(),
+            "1:3: unknown key `tokens`; allowed: `listen`, `state`, `defaults`, `token`, `alert`; did you mean `token`?",
+        ),
+        (
+            "[defaults]\nwarn_days = \"14\"\n".into(),
+            "2:13: invalid type: string \"14\", expected u32",
+        ),
+        ("[defaults\n".into(), "1:10:"),
+        (
+            "[[alert]]\nkind = \"slack\"\nurl = \"https://a.example/\"\n".into(),
+            "1:1: missing key `name` in this `[[alert]]`",
+        ),
+        (
+            format!("{token}alert = [\"ops\"]\n"),
+            "4:1: unknown key `alert`; allowed: `name`, `env_file`, `key`, `token_file`, `env`, `app_id`, `app_secret_file`, `app_secret_env`, `backups`, `reload`, `alerts`, `interval`, `jitter`, `warn_days`, `crit_days`, `renew_days`, `unknown_after`, `remind_every`, `doctor`, `doctor_interval`, `failover`, `try_user_token`; did you mean `alerts`?",
+        ),
+    ];
+    for (text, expected) in cases {
+        let e = error(&text);
+        let shown = e.strip_prefix(&format!("{FILE}:")).unwrap_or(&e);
+        if expected.ends_with(':') {
+            assert!(shown.starts_with(expected), "{text}\n{e}");
+        } else {
+            assert_eq!(shown, expected, "{text}");
+        }
+        assert!(!e.contains("PERMATOKENTEST"), "{e}");
+    }
+}
+
+#[test]
+fn a_file_too_large_or_not_utf8_is_refused_and_a_missing_one_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let big = dir.path().join("big.toml");
+    std::fs::write(&big, vec![b'#'; MAX_CONFIG_BYTES as usize + 1]).unwrap();
+    assert!(matches!(
+        config::load(&big),
+        Err(ConfigError::TooLarge { .. })
+    ));
+    assert!(
+        config::load(&big)
+            .unwrap_err()
+            .to_string()
+            .contains("larger than 1 MiB")
+    );
+    let latin = dir.path().join("latin.toml");
+    std::fs::write(&latin, b"# ok\n# caf\xe9\n").unwrap();
+    assert_eq!(
+        config::load(&latin).unwrap_err().to_string(),
+        format!(
+            "`{}` is not UTF-8 text (line 2): save it as UTF-8",
+            latin.display()
+        )
+    );
+    let missing = dir.path().join("missing.toml");
+    let e = config::load(&missing).unwrap_err().to_string();
+    assert!(
+        e.starts_with(&format!("cannot read `{}`", missing.display())),
+        "{e}"
+    );
+    // Relative paths inside a loaded file are resolved against its folder.
+    let file = dir.path().join("permatoken.toml");
+    std::fs::write(&file, "[[token]]\nname = \"a\"\nenv_file = \"app/.env\"\n").unwrap();
+    let config = config::load(&file).unwrap().config;
+    assert_eq!(
+        config.tokens[0].source,
+        TokenSource::EnvFile {
+            path: dir.path().join("app/.env"),
+            key: "WHATSAPP_ACCESS_TOKEN".into()
+        }
+    );
+}
+
+fn env(pairs: &[(&str, &str)]) -> Vec<(OsString, OsString)> {
+    pairs.iter().map(|(k, v)| (k.into(), v.into())).collect()
+}
+
+#[test]
+fn the_file_is_looked_for_where_xdg_says() {
+    assert_eq!(
+        config::config_path(Some(Path::new("my.toml")), env(&[("HOME", "/home/u")])).unwrap(),
+        PathBuf::from("my.toml")
+    );
+    assert_eq!(
+        config::config_path(
+            None,
+            env(&[("HOME", "/home/u"), ("XDG_CONFIG_HOME", "/cfg")])
+        )
+        .unwrap(),
+        PathBuf::from("/cfg/permatoken/permatoken.toml")
+    );
+    assert_eq!(
+        config::config_path(
+            None,
+            env(&[("HOME", "/home/u"), ("XDG_CONFIG_HOME", "rel")])
+        )
+        .unwrap(),
+        PathBuf::from("/home/u/.config/permatoken/permatoken.toml")
+    );
+    assert!(matches!(
+        config::config_path(None, env(&[])),
+        Err(ConfigError::NoHome)
+    ));
+    use std::os::unix::ffi::OsStringExt;
+    let bad = vec![(
+        OsString::from("XDG_CONFIG_HOME"),
+        OsString::from_vec(b"/caf\xe9".to_vec()),
+    )];
+    assert_eq!(
+        config::config_path(None, bad).unwrap_err().to_string(),
+        "`XDG_CONFIG_HOME` is not valid UTF-8; set it to a folder path, or unset it"
+    );
+}
+
+#[test]
+fn without_a_file_the_dot_env_of_the_working_folder_is_watched() {
+    let dir = tempfile::tempdir().unwrap();
+    let home = dir.path().join("home");
+    let cwd = dir.path().join("app");
+    let loaded =
+        config::load_or_default(None, env(&[("HOME", home.to_str().unwrap())]), &cwd).unwrap();
+    assert_eq!(loaded.config, config::default_config(&cwd));
+    let config = loaded.config;
+    assert_eq!(config.path, None);
+    assert_eq!(config.tokens.len(), 1);
+    assert_eq!(
+        config.tokens[0].source,
+        TokenSource::EnvFile {
+            path: cwd.join(".env"),
+            key: "WHATSAPP_ACCESS_TOKEN".into()
+        }
+    );
+    assert_eq!(config.tokens[0].app, AppSource::EnvFile(cwd.join(".env")));
+    assert_eq!(config.tokens[0].policy, Policy::default());
+    assert_eq!(config.defaults.unknown_after, Duration::from_secs(6 * 3600));
+    assert_eq!(config.defaults.remind_every, Duration::from_secs(24 * 3600));
+    assert!(config.defaults.failover && !config.defaults.doctor);
+    // An explicit --config must exist.
+    let e = config::load_or_default(Some(&cwd.join("nope.toml")), env(&[]), &cwd).unwrap_err();
+    assert!(matches!(e, ConfigError::Read { .. }), "{e}");
+}
