@@ -16,7 +16,7 @@ use permatoken_graph::{
     Budget, Caller, Client, Endpoint, Error as GraphError, ErrorClass, TokenInfo,
 };
 use permatoken_secret::{AccessToken, AppSecret, AppToken};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 pub use findings::{Finding, FindingCode, Severity, human_span, human_time};
 pub use kind::{Kind, derive_kind};
@@ -30,7 +30,7 @@ pub const REQUIRED_SCOPES: &[&str] = &[
 pub const RECOMMENDED_SCOPES: &[&str] = &["business_management"];
 
 /// The verdict, on the monitoring-plugin scale: the exit code is its number.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Status {
     /// Valid, and never expires or expires outside the warning window.

@@ -20,6 +20,14 @@ use serde::Serialize;
 
 use crate::snapshot::{Snapshot, Status};
 
+/// Every status, with its `status` label, in the order `/metrics` lists them.
+const STATUSES: [(Status, &str); 4] = [
+    (Status::Ok, "ok"),
+    (Status::Warning, "warning"),
+    (Status::Critical, "critical"),
+    (Status::Unknown, "unknown"),
+];
+
 /// The `Content-Type` of [`render`]'s text (OpenMetrics, which Prometheus reads).
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
@@ -148,9 +156,9 @@ pub fn render(snapshot: &Snapshot, counters: &Counters) -> String {
         if let (false, Some(at)) = (t.never_expires, t.expires_at) {
             expiration.get_or_create(&token(&t.name)).set(at);
         }
-        for s in Status::ALL {
+        for (s, name) in STATUSES {
             let mut labels = token(&t.name);
-            labels.push(("status".to_owned(), s.as_str().to_owned()));
+            labels.push(("status".to_owned(), name.to_owned()));
             status.get_or_create(&labels).set(i64::from(s == t.status));
         }
         missing

@@ -47,76 +47,11 @@ pub enum Role {
     Backup(String),
 }
 
-/// What a person needs to know about a token, as alerts announce it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum TokenState {
-    /// Valid, with every required permission, and far from expiry.
-    Ok,
-    /// Inside the warning window.
-    Expiring,
-    /// Inside the critical window, or missing a required permission.
-    Critical,
-    /// The API said the token is invalid.
-    Dead,
-    /// The primary died and a backup took its place.
-    FailedOver,
-    /// Unknown for longer than `unknown_after`: the API could not be asked.
-    CannotBeChecked,
-}
+/// A token's announced state: the same enum the alert logic decides on.
+pub use crate::states::State as TokenState;
 
-impl TokenState {
-    /// Every state, in the order of severity shown on the page.
-    pub const ALL: [TokenState; 6] = [
-        Self::Ok,
-        Self::Expiring,
-        Self::Critical,
-        Self::Dead,
-        Self::FailedOver,
-        Self::CannotBeChecked,
-    ];
-
-    /// The words the page shows (never colour alone).
-    pub fn label(self) -> &'static str {
-        match self {
-            Self::Ok => "ok",
-            Self::Expiring => "expiring",
-            Self::Critical => "critical",
-            Self::Dead => "dead",
-            Self::FailedOver => "failed over",
-            Self::CannotBeChecked => "cannot be checked",
-        }
-    }
-}
-
-/// The check's verdict, as `permatoken check` reports it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Status {
-    /// Nothing to do.
-    Ok,
-    /// Act soon.
-    Warning,
-    /// Act now.
-    Critical,
-    /// The check could not say (network error, outage).
-    Unknown,
-}
-
-impl Status {
-    /// Every status, in the order `/metrics` lists them.
-    pub const ALL: [Status; 4] = [Self::Ok, Self::Warning, Self::Critical, Self::Unknown];
-
-    /// The value of the `status` label and of the JSON field.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Ok => "ok",
-            Self::Warning => "warning",
-            Self::Critical => "critical",
-            Self::Unknown => "unknown",
-        }
-    }
-}
+/// The check's verdict, as `permatoken check` reports it (`ok`, `warning`, `critical`, `unknown`).
+pub use permatoken_inspect::Status;
 
 /// One token, as the page and `/metrics` show it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

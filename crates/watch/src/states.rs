@@ -46,6 +46,30 @@ pub enum State {
 }
 
 impl State {
+    /// Every state a token can be announced in, in the order of severity shown on the page
+    /// (`recovered` is only ever an alert's state).
+    pub const ALL: [State; 6] = [
+        Self::Ok,
+        Self::Expiring,
+        Self::Critical,
+        Self::Dead,
+        Self::FailedOver,
+        Self::CannotBeChecked,
+    ];
+
+    /// The words the page shows (never colour alone).
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::Ok => "ok",
+            Self::Expiring => "expiring",
+            Self::Critical => "critical",
+            Self::Dead => "dead",
+            Self::FailedOver => "failed over",
+            Self::CannotBeChecked => "cannot be checked",
+            Self::Recovered => "recovered",
+        }
+    }
+
     /// The name used in JSON, metrics and the state store.
     pub fn as_str(self) -> &'static str {
         match self {
