@@ -224,7 +224,7 @@ pub async fn acquire(
     };
     // The reload may start something that writes the same file: the locks go first.
     drop(locks);
-    let mut status = expiry_status(&verified.report, ctx.thresholds);
+    let mut status = expiry_status(&verified.report, ctx.thresholds, ctx.now);
     let reload = match options.reload.as_deref().filter(|_| written.is_some()) {
         Some(command) => Some(run_reload(command).await),
         None => None,

@@ -497,9 +497,9 @@ impl FailoverOutcome {
     }
 
     /// The verdict after failover: the promoted token's expiry, else critical.
-    pub fn status(&self, thresholds: Thresholds) -> Status {
+    pub fn status(&self, thresholds: Thresholds, now: Timestamp) -> Status {
         match self {
-            Self::Promoted { report, .. } => expiry_status(report, thresholds),
+            Self::Promoted { report, .. } => expiry_status(report, thresholds, now),
             _ => Status::Critical,
         }
     }
@@ -591,9 +591,9 @@ impl Serialize for RefreshReport {
 
 /// Ok, or warning when the token expires within the warning window. Only expiry counts here: the
 /// rest of the check is `check`'s to judge.
-pub fn expiry_status(report: &Report, thresholds: Thresholds) -> Status {
+pub fn expiry_status(report: &Report, thresholds: Thresholds, now: Timestamp) -> Status {
     match report.expires_at() {
-        Some(at) if at.duration_since(Timestamp::now()) <= thresholds.warn => Status::Warning,
+        Some(at) if at.duration_since(now) <= thresholds.warn => Status::Warning,
         _ => Status::Ok,
     }
 }
@@ -734,11 +734,10 @@ pub async fn refresh_all(
             written = Some(locks.write(destination, &renewed.token).await?);
         }
         let token_status = match refreshed.decision {
-            Decision::NothingNeeded => expiry_status(&refreshed.before, ctx.thresholds),
-            Decision::Renewed => refreshed
-                .renewed
-                .as_ref()
-                .map_or(Status::Ok, |r| expiry_status(&r.report, ctx.thresholds)),
+            Decision::NothingNeeded => expiry_status(&refreshed.before, ctx.thresholds, ctx.now),
+            Decision::Renewed => refreshed.renewed.as_ref().map_or(Status::Ok, |r| {
+                expiry_status(&r.report, ctx.thresholds, ctx.now)
+            }),
             Decision::WouldRenew => Status::Ok,
             Decision::CannotRenew => Status::Warning,
             Decision::Dead => Status::Critical,
@@ -766,7 +765,7 @@ pub async fn refresh_all(
     let mut failover = None;
     if options.failover && tokens[0].decision == Decision::Dead {
         let outcome = fail_over(ctx, spec, options, &tokens[0].before, &mut locks).await?;
-        status = outcome.status(ctx.thresholds);
+        status = outcome.status(ctx.thresholds, ctx.now);
         failover = Some(outcome);
     }
     // The reload may start something that writes the same files: the locks go first.

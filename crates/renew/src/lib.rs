@@ -66,6 +66,9 @@ pub struct Ctx<'a> {
     pub thresholds: Thresholds,
     /// The time all calls share.
     pub budget: &'a Budget,
+    /// The time every decision is made at (the renewal window, the warning and critical windows):
+    /// `Timestamp::now()` for the commands, a test's or the daemon's clock for `watch`.
+    pub now: Timestamp,
 }
 
 impl Ctx<'_> {
@@ -86,7 +89,7 @@ impl Ctx<'_> {
             subject,
             self.app,
             self.thresholds,
-            Timestamp::now(),
+            self.now,
             self.budget,
         )
         .await
@@ -514,7 +517,7 @@ pub async fn assess(
         };
         return settled(Decision::NothingNeeded, message.into(), None, before);
     };
-    let left = expires.duration_since(Timestamp::now());
+    let left = expires.duration_since(ctx.now);
     if left > options.renew_window {
         let message = format!(
             "expires on {}, outside the renewal window; nothing to do yet",

@@ -44,6 +44,7 @@ async fn round(sandbox: &Running, spec: &TokenSpec, options: &RefreshOptions) ->
         app: &app,
         thresholds: Thresholds::default(),
         budget: &budget,
+        now: jiff::Timestamp::now(),
     };
     permatoken_renew::refresh_all(&ctx, spec, options)
         .await
@@ -259,6 +260,7 @@ async fn exchange_by_acquire_plans_then_writes_a_verified_token_to_its_file() {
         app: &app,
         thresholds: Thresholds::default(),
         budget: &budget,
+        now: jiff::Timestamp::now(),
     };
     let what = Acquire::Exchange {
         input: spec.primary.value.clone(),

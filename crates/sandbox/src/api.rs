@@ -379,7 +379,7 @@ fn see(state: &State, token: &str) -> Seen {
         let message = death.message.to_owned();
         return Seen::Dead(record.clone(), death.subcode, message);
     }
-    let now = unix_now();
+    let now = unix_now() + inner.now_offset;
     if record.expires_at != 0 && record.expires_at <= now {
         let message = format!(
             "Error validating access token: Session has expired on {}. The current time is {}.",
@@ -731,7 +731,7 @@ fn exchange(state: &State, params: &Params) -> Response {
     // token exchanged is a temporary API Setup token, so clients must learn the lifetime from
     // `/debug_token`.
     let omit_lifetime = record.scenario.starts_with("temporary");
-    let now = unix_now();
+    let now = unix_now() + state.lock().now_offset;
     let token = scenarios::mint(app.id);
     // A 60-day system-user token renewed with `set_token_expires_in_60_days` gets 60 days more.
     let lifetime = if record.token_type == "SYSTEM_USER" {
@@ -867,7 +867,7 @@ fn system_user(
         .split(',')
         .filter_map(|s| KNOWN_SCOPES.iter().copied().find(|k| *k == s.trim()))
         .collect();
-    let now = unix_now();
+    let now = unix_now() + state.lock().now_offset;
     let sixty_days = params.get("set_token_expires_in_60_days") == Some("true");
     let token = scenarios::mint(app.id);
     store(

@@ -134,6 +134,9 @@ pub(crate) struct Inner {
     pub(crate) index: HashMap<String, usize>,
     /// How far the clock was moved forward, in seconds: every token is that much older.
     pub(crate) clock_offset: i64,
+    /// How far the sandbox's own clock runs ahead of the machine's, in seconds (see
+    /// [`Sandbox::advance_now`]).
+    pub(crate) now_offset: i64,
     pub(crate) faults: Faults,
     pub(crate) requests: Vec<Request>,
     /// Apps installed for the system user (`POST /{system-user-id}/applications`).
@@ -188,6 +191,7 @@ impl Sandbox {
                     records,
                     index,
                     clock_offset: 0,
+                    now_offset: 0,
                     faults: options.faults.clone(),
                     requests: Vec::new(),
                     installed: Vec::new(),
@@ -351,6 +355,14 @@ impl Sandbox {
     /// Moves the clock forward: every token ages by `by`.
     pub fn advance_clock(&self, by: Duration) {
         self.state.lock().clock_offset += i64::try_from(by.as_secs()).unwrap_or(i64::MAX / 2);
+    }
+
+    /// Moves the sandbox's own clock forward: tokens keep their dates and the sandbox's "now" (what
+    /// expiry is judged against, when new tokens are minted) runs `by` ahead of the machine's. For a
+    /// client whose clock is moved too (the `watch` daemon's tests); [`Sandbox::advance_clock`] is
+    /// for a client that reads the machine's clock.
+    pub fn advance_now(&self, by: Duration) {
+        self.state.lock().now_offset += i64::try_from(by.as_secs()).unwrap_or(i64::MAX / 2);
     }
 
     /// The secret the admin API (`/_sandbox/…`) asks for in the [`ADMIN_HEADER`] header, made at

@@ -45,6 +45,7 @@ impl Setup {
             app: &self.app,
             thresholds: self.thresholds,
             budget: &self.budget,
+            now: jiff::Timestamp::now(),
         }
     }
 
