@@ -7,6 +7,7 @@
 
 pub mod alert;
 pub mod config;
+pub mod daemon;
 pub mod http;
 pub mod metrics;
 pub mod page;

@@ -1,0 +1,1026 @@
+//! The scheduler that joins the parts of `watch`: for each configured token, when its check is due,
+//! it loads the token and its app credentials afresh, runs the renewal engine
+//! ([`permatoken_renew::refresh_all`]: renewal window, failover, reload), turns each check into a
+//! state ([`crate::states`]), records what it saw and what it announced in the state store, delivers
+//! alerts (at least once, retried across restarts), and publishes a new [`Snapshot`].
+//!
+//! Time comes from a [`Clock`] only: [`Daemon::run_due`] takes `now`, so a test drives simulated
+//! days deterministically; [`Daemon::run`] sleeps (tokio time) until the next due check.
+//!
+//! Must never: print or store a secret (tokens are known by their SHA-256 and short fingerprint), stop
+//! because one token's file cannot be read (that token's check is unknown), or call a token dead
+//! unless the API said so (the engine and [`crate::states::observe`] ensure it).
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use jiff::{SignedDuration, Timestamp};
+use permatoken_config::Sourced;
+use permatoken_graph::{Budget, Client};
+use permatoken_inspect::{AppCredentials, Report, Status};
+use permatoken_renew::{
+    Ctx, Decision as RenewDecision, FailoverOutcome, RefreshOptions, RefreshReport, RenewPolicy,
+    TokenSource as EngineSource, TokenSpec,
+};
+use permatoken_secret::{AccessToken, AppSecret, AppToken};
+use permatoken_state as store;
+use permatoken_state::Store;
+
+use crate::alert::{Alert, AlertKind, Sender};
+use crate::config::{AppSource, Backups, Config, SecretFrom, TokenConfig, TokenSource};
+use crate::metrics::Counters;
+use crate::snapshot::{self, HistoryPoint, Publisher, Role, Snapshot, TokenView};
+use crate::states::{self, Announced, Engine, Observation, Observed, State, Subject};
+
+/// Where the daemon reads the time. Every decision (due checks, windows, alert timing, what is
+/// stored) uses it, never the system clock directly.
+pub trait Clock: Send + Sync {
+    /// Now.
+    fn now(&self) -> Timestamp;
+}
+
+/// The machine's clock.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now(&self) -> Timestamp {
+        Timestamp::now()
+    }
+}
+
+/// How long checks, events and settled alerts are kept unless told otherwise.
+pub const DEFAULT_RETENTION: Duration = Duration::from_secs(90 * 86_400);
+/// The shortest wait between two checks of a token.
+const MIN_GAP: Duration = Duration::from_secs(60);
+/// Points of history per token on the page.
+const HISTORY_POINTS: usize = 200;
+/// Events on the page.
+const RECENT_EVENTS: u32 = 50;
+/// Deliveries tried per step.
+const DELIVERIES_PER_STEP: u32 = 200;
+
+/// What a daemon is built from.
+pub struct Options {
+    /// The configuration.
+    pub config: Config,
+    /// The open state store.
+    pub store: Store,
+    /// Where snapshots go (the HTTP endpoint's subscriber reads them).
+    pub publisher: Publisher,
+    /// The counters `/metrics` reads.
+    pub counters: Counters,
+    /// Sends alerts.
+    pub sender: Sender,
+    /// The Graph client's settings (base URL, version, CA, proxy); each app's secret is added per app.
+    pub graph: permatoken_graph::Config,
+    /// The clock.
+    pub clock: Arc<dyn Clock>,
+    /// Where previous env-file contents go before a write; `None` keeps none.
+    pub backup_dir: Option<PathBuf>,
+    /// How long history is kept ([`DEFAULT_RETENTION`]).
+    pub retention: Duration,
+}
+
+/// What one step did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StepSummary {
+    /// Tokens (primaries and backups) checked.
+    pub checked: usize,
+    /// Alerts made.
+    pub alerts: usize,
+    /// The worst status of the checks, as `permatoken check` reports it; `None` if nothing was due.
+    pub worst: Option<Status>,
+}
+
+/// Why the daemon stopped.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The state store failed.
+    #[error(transparent)]
+    State(#[from] store::Error),
+    /// The Graph client could not be set up.
+    #[error("cannot set up the Graph API client: {0}")]
+    Graph(String),
+}
+
+struct Due {
+    at: Timestamp,
+    unknown_streak: u32,
+}
+
+/// The `watch` scheduler. See the module docs.
+pub struct Daemon {
+    config: Config,
+    store: Store,
+    publisher: Publisher,
+    counters: Counters,
+    sender: Sender,
+    graph: permatoken_graph::Config,
+    clock: Arc<dyn Clock>,
+    backup_dir: Option<PathBuf>,
+    retention: Duration,
+    clients: HashMap<String, (String, Client)>,
+    due: HashMap<String, Due>,
+    started_at: Timestamp,
+    last_round_at: Option<Timestamp>,
+    last_prune: Option<Timestamp>,
+    /// Per token name: its role, and the last view (for a token whose file could not be read).
+    views: HashMap<String, TokenView>,
+}
+
+impl Daemon {
+    /// A daemon that has checked nothing yet: every token is due at once.
+    pub fn new(options: Options) -> Self {
+        let started_at = options.clock.now();
+        Self {
+            config: options.config,
+            store: options.store,
+            publisher: options.publisher,
+            counters: options.counters,
+            sender: options.sender,
+            graph: options.graph,
+            clock: options.clock,
+            backup_dir: options.backup_dir,
+            retention: options.retention,
+            clients: HashMap::new(),
+            due: HashMap::new(),
+            started_at,
+            last_round_at: None,
+            last_prune: None,
+            views: HashMap::new(),
+        }
+    }
+
+    /// The configuration in use.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// The store.
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// Takes in a new configuration (SIGHUP): new tokens are due at once, removed ones are
+    /// forgotten by the schedule, and a `config_reload` event is recorded.
+    pub async fn replace_config(&mut self, config: Config) -> Result<(), Error> {
+        let now = self.clock.now();
+        self.due
+            .retain(|name, _| name_in(&config, name).is_some_and(|_| true));
+        let count = config.tokens.len();
+        self.config = config;
+        self.views.clear();
+        self.store
+            .record_event(store::Event {
+                at: now,
+                token_name: None,
+                kind: store::EventKind::ConfigReload,
+                detail: format!("configuration reloaded: {count} token(s)"),
+            })
+            .await?;
+        tracing::info!("configuration reloaded: {count} token(s)");
+        self.publish(now).await
+    }
+
+    /// When the next check is due (`None` with no token).
+    pub fn next_due(&self) -> Option<Timestamp> {
+        self.config
+            .tokens
+            .iter()
+            .map(|t| self.due.get(&t.name).map_or(self.started_at, |d| d.at))
+            .min()
+    }
+
+    /// Checks every token whose check is due at `now`, delivers due alerts, prunes once a day and
+    /// publishes a new snapshot.
+    pub async fn run_due(&mut self, now: Timestamp) -> Result<StepSummary, Error> {
+        let due: Vec<TokenConfig> = self
+            .config
+            .tokens
+            .iter()
+            .filter(|t| self.due.get(&t.name).is_none_or(|d| d.at <= now))
+            .cloned()
+            .collect();
+        self.check_tokens(&due, now).await
+    }
+
+    /// Checks every token now, whatever its schedule (`watch --once`).
+    pub async fn run_all(&mut self, now: Timestamp) -> Result<StepSummary, Error> {
+        let all = self.config.tokens.clone();
+        self.check_tokens(&all, now).await
+    }
+
+    /// Runs until `shutdown` resolves: sleeps until the next due check, runs [`Daemon::run_due`], and
+    /// takes in each configuration sent on `reloads`. An in-flight step finishes before it returns.
+    pub async fn run(
+        &mut self,
+        shutdown: impl Future<Output = ()>,
+        mut reloads: tokio::sync::mpsc::UnboundedReceiver<Config>,
+    ) -> Result<(), Error> {
+        let mut shutdown = std::pin::pin!(shutdown);
+        self.publish(self.clock.now()).await?;
+        loop {
+            let now = self.clock.now();
+            let next = self
+                .next_due()
+                .unwrap_or(now + SignedDuration::from_hours(1));
+            // Deliveries waiting for a retry wake the loop too; a minute is their finest grain.
+            let wait = next
+                .duration_since(now)
+                .clamp(SignedDuration::ZERO, SignedDuration::from_mins(1));
+            let wait = Duration::try_from(wait).unwrap_or_default();
+            tokio::select! {
+                () = &mut shutdown => return Ok(()),
+                config = reloads.recv() => {
+                    if let Some(config) = config {
+                        self.replace_config(config).await?;
+                    }
+                }
+                () = tokio::time::sleep(wait) => {
+                    let now = self.clock.now();
+                    if let Err(e) = self.run_due(now).await {
+                        tracing::error!("a round failed: {e}");
+                    }
+                }
+            }
+        }
+    }
+
+    async fn check_tokens(
+        &mut self,
+        tokens: &[TokenConfig],
+        now: Timestamp,
+    ) -> Result<StepSummary, Error> {
+        let mut summary = StepSummary::default();
+        let mut checks = Vec::new();
+        for token in tokens {
+            self.check_one(token, now, &mut summary, &mut checks)
+                .await?;
+        }
+        if !checks.is_empty() {
+            self.store.record_checks(checks).await?;
+        }
+        self.deliver_due(now).await?;
+        if self
+            .last_prune
+            .is_none_or(|at| now.duration_since(at) >= SignedDuration::from_hours(24))
+        {
+            let keep = SignedDuration::try_from(self.retention).unwrap_or(SignedDuration::MAX);
+            let cutoff = now.checked_sub(keep).unwrap_or(Timestamp::MIN);
+            self.store.prune(cutoff).await?;
+            self.last_prune = Some(now);
+        }
+        if !tokens.is_empty() {
+            self.last_round_at = Some(now);
+        }
+        self.publish(now).await?;
+        Ok(summary)
+    }
+
+    fn client_for(&mut self, app: &AppCredentials) -> Result<Client, Error> {
+        let id = app.app_id.clone().unwrap_or_default();
+        let print = app
+            .app_secret
+            .as_ref()
+            .map(AppSecret::fingerprint)
+            .unwrap_or_default();
+        if let Some((p, client)) = self.clients.get(&id)
+            && *p == print
+        {
+            return Ok(client.clone());
+        }
+        let mut config = self.graph.clone();
+        config.app_secret = app.app_secret.clone();
+        let client = Client::new(config).map_err(|e| Error::Graph(e.to_string()))?;
+        self.clients.insert(id, (print, client.clone()));
+        Ok(client)
+    }
+
+    async fn check_one(
+        &mut self,
+        token: &TokenConfig,
+        now: Timestamp,
+        summary: &mut StepSummary,
+        checks: &mut Vec<store::CheckRecord>,
+    ) -> Result<(), Error> {
+        let policy = token.policy;
+        let source = engine_source(&token.source);
+        let backups = match &token.backups {
+            Backups::Series => None,
+            Backups::Keys(keys) => Some(keys.as_slice()),
+        };
+        let spec = match TokenSpec::load(&source, backups) {
+            Ok(spec) => spec,
+            Err(e) => {
+                let reason = e.to_string();
+                tracing::warn!(token = %token.name, "cannot read the token: {reason}");
+                let observation = Observation {
+                    observed: Observed::Unknown,
+                    message: format!("the token could not be read: {reason}"),
+                    fix: Some("check the file named in the message and its permissions".into()),
+                };
+                self.counters.check(&token.name, "error");
+                summary.checked += 1;
+                summary.worst = Some(worst(summary.worst, Status::Unknown));
+                self.announce(token, &token.name, &observation, now, summary)
+                    .await?;
+                self.schedule(&token.name, policy, None, true, now);
+                return Ok(());
+            }
+        };
+        let app = match app_credentials(&token.app) {
+            Ok(app) => app,
+            Err(reason) => {
+                tracing::warn!(token = %token.name, "cannot read the app credentials: {reason}");
+                AppCredentials::default()
+            }
+        };
+        let client = self.client_for(&app)?;
+        let budget = Budget::new(Duration::from_secs(120));
+        let ctx = Ctx {
+            client: &client,
+            app: &app,
+            thresholds: policy.thresholds(),
+            budget: &budget,
+            now,
+        };
+        let options = RefreshOptions {
+            policy: RenewPolicy {
+                renew_window: SignedDuration::from_hours(i64::from(policy.renew_days) * 24),
+                try_user_token: policy.try_user_token,
+            },
+            failover: policy.failover,
+            write: permatoken_renew::WriteOptions {
+                reload: token.reload.clone(),
+                lock_timeout: Duration::from_secs(30),
+                dry_run: false,
+                backup_dir: self.backup_dir.clone(),
+                on_lock_held: None,
+            },
+        };
+        let report = match permatoken_renew::refresh_all(&ctx, &spec, &options).await {
+            Ok(report) => report,
+            Err(failure) => {
+                let reason = failure.to_string();
+                tracing::warn!(token = %token.name, "the check could not run: {reason}");
+                let observation = Observation {
+                    observed: Observed::Unknown,
+                    message: format!("the token could not be checked: {reason}"),
+                    fix: Some(failure.hint()),
+                };
+                self.counters.check(&token.name, "error");
+                summary.checked += 1;
+                summary.worst = Some(worst(summary.worst, Status::Unknown));
+                self.announce(token, &token.name, &observation, now, summary)
+                    .await?;
+                self.schedule(&token.name, policy, None, true, now);
+                return Ok(());
+            }
+        };
+        self.take_in(token, &spec, &report, now, summary, checks)
+            .await
+    }
+
+    /// Everything that follows one engine round: events, token records, checks, states, alerts.
+    async fn take_in(
+        &mut self,
+        token: &TokenConfig,
+        spec: &TokenSpec,
+        report: &RefreshReport,
+        now: Timestamp,
+        summary: &mut StepSummary,
+        checks: &mut Vec<store::CheckRecord>,
+    ) -> Result<(), Error> {
+        let mut records = Vec::new();
+        let mut observed: Vec<(String, Report, Engine)> = Vec::new();
+        let promoted = match &report.failover {
+            Some(FailoverOutcome::Promoted {
+                variable, report, ..
+            }) => Some((variable.clone(), report.clone())),
+            _ => None,
+        };
+        for (i, outcome) in report.tokens.iter().enumerate() {
+            let sourced = if i == 0 {
+                &spec.primary
+            } else {
+                &spec.backups[i - 1]
+            };
+            let (name, role) = if i == 0 {
+                (token.name.clone(), Role::Primary)
+            } else {
+                let var = outcome.variable.clone().unwrap_or_default();
+                (
+                    format!("{}/{var}", token.name),
+                    Role::Backup(token.name.clone()),
+                )
+            };
+            let (secret_key, check_report, engine) = if i == 0 {
+                match (&promoted, &outcome.renewed) {
+                    (Some((variable, promoted_report)), _) => {
+                        let key = spec
+                            .backups
+                            .iter()
+                            .find(|b| b.var.as_deref() == Some(variable))
+                            .map(|b| sha256(&b.value));
+                        (key, promoted_report.clone(), Engine::FailedOver)
+                    }
+                    (None, Some(renewed)) => (
+                        Some(sha256(&renewed.token)),
+                        renewed.report.clone(),
+                        Engine::Renewed,
+                    ),
+                    (None, None) => (
+                        Some(sha256(&sourced.value)),
+                        outcome.before.clone(),
+                        Engine::Nothing,
+                    ),
+                }
+            } else {
+                (
+                    Some(sha256(&sourced.value)),
+                    outcome.before.clone(),
+                    Engine::Nothing,
+                )
+            };
+            if outcome.decision == RenewDecision::Renewed {
+                tracing::info!(token = %name, "renewed: {}", outcome.message);
+                self.counters.renewal(&name);
+                self.event(now, &name, store::EventKind::Renewal, &outcome.message)
+                    .await?;
+            }
+            if let Some(key) = &secret_key {
+                records.push(token_record(key, &name, &role, sourced, &check_report, now));
+                checks.push(check_record(key, &check_report, engine, now));
+            }
+            observed.push((name, check_report, engine));
+        }
+        if let Some(outcome) = &report.failover {
+            let text = outcome.message();
+            if promoted.is_some() {
+                tracing::warn!(token = %token.name, "failover: {text}");
+                self.counters.failover(&token.name);
+                self.event(now, &token.name, store::EventKind::Failover, &text)
+                    .await?;
+            }
+        }
+        if let Some(reload) = &report.reload {
+            let text = if reload.ok {
+                "the reload command ran and succeeded".to_owned()
+            } else {
+                format!(
+                    "the reload command failed (exit code {})",
+                    reload
+                        .exit_code
+                        .map_or_else(|| "none".to_owned(), |c| c.to_string())
+                )
+            };
+            tracing::info!(token = %token.name, "reload: {text}");
+            self.event(now, &token.name, store::EventKind::Reload, &text)
+                .await?;
+        }
+        self.store.upsert_tokens(records).await?;
+        for (name, check_report, engine) in observed {
+            let status = check_report.status;
+            self.counters.check(&name, status_str(status));
+            summary.checked += 1;
+            summary.worst = Some(worst(summary.worst, status));
+            let observation = states::observe(&check_report, engine);
+            self.announce(token, &name, &observation, now, summary)
+                .await?;
+            let unknown = observation.observed == Observed::Unknown;
+            self.schedule(&name, token.policy, check_report.expires_at(), unknown, now);
+        }
+        Ok(())
+    }
+
+    async fn event(
+        &self,
+        now: Timestamp,
+        token: &str,
+        kind: store::EventKind,
+        text: &str,
+    ) -> Result<(), Error> {
+        self.store
+            .record_event(store::Event {
+                at: now,
+                token_name: Some(token.to_owned()),
+                kind,
+                detail: text.to_owned(),
+            })
+            .await?;
+        Ok(())
+    }
+
+    /// Decides on `observation` against what is announced for `name`, records the alert with its
+    /// routes and the new announced state.
+    async fn announce(
+        &mut self,
+        token: &TokenConfig,
+        name: &str,
+        observation: &Observation,
+        now: Timestamp,
+        summary: &mut StepSummary,
+    ) -> Result<(), Error> {
+        let stored = self.store.announced(name).await?;
+        let previous = stored.as_ref().map(announced_from_store);
+        let decision = states::decide(
+            Subject { name, key: name },
+            previous.as_ref(),
+            observation,
+            now,
+            token.policy.timing(),
+        );
+        let mut alert_id = stored
+            .as_ref()
+            .and_then(|s| s.announcement.as_ref())
+            .and_then(|a| a.alert_id.clone());
+        if let Some(alert) = &decision.alert {
+            tracing::warn!(
+                token = %name,
+                alert = %alert.id,
+                "state {} -> {}: {}",
+                alert.previous_state.map_or("none", State::as_str),
+                alert.state,
+                alert.message
+            );
+            let routes = token.alerts.clone();
+            self.store
+                .record_alert(alert_to_store(alert), routes)
+                .await?;
+            alert_id = Some(alert.id.clone());
+            summary.alerts += 1;
+        }
+        if previous.as_ref() != Some(&decision.next) || decision.alert.is_some() {
+            let (announcement, unknown_since) = announced_to_store(&decision.next, alert_id);
+            if let Some(announcement) = announcement {
+                self.store.set_announcement(name, announcement).await?;
+            }
+            self.store.set_unknown_since(name, unknown_since).await?;
+        }
+        Ok(())
+    }
+
+    fn schedule(
+        &mut self,
+        name: &str,
+        policy: crate::config::Policy,
+        expires_at: Option<Timestamp>,
+        unknown: bool,
+        now: Timestamp,
+    ) {
+        let entry = self.due.entry(name.to_owned()).or_insert(Due {
+            at: now,
+            unknown_streak: 0,
+        });
+        entry.unknown_streak = if unknown { entry.unknown_streak + 1 } else { 0 };
+        let mut wait = policy.interval + policy.jitter.mul_f64(random_unit());
+        if let Some(expires) = expires_at {
+            let left = Duration::try_from(expires.duration_since(now)).unwrap_or_default();
+            wait = wait.min(left / 4);
+        }
+        if entry.unknown_streak > 0 {
+            // Back off from a minute, doubling, never beyond the interval.
+            let backoff = MIN_GAP.saturating_mul(1 << (entry.unknown_streak - 1).min(16));
+            wait = wait.min(backoff);
+        }
+        let wait = wait.max(MIN_GAP);
+        entry.at = now + SignedDuration::try_from(wait).unwrap_or(SignedDuration::from_hours(1));
+        // A backup is checked with its primary: the primary's schedule is the one that counts.
+    }
+
+    /// Tries every delivery due at `now` (new alerts at once; failed ones after their retry delay).
+    pub async fn deliver_due(&mut self, now: Timestamp) -> Result<(), Error> {
+        let due = self.store.due_deliveries(now, DELIVERIES_PER_STEP).await?;
+        for delivery in due {
+            let Some(route) = self.config.route(&delivery.route).cloned() else {
+                self.store
+                    .mark_failed(
+                        &delivery.alert.id,
+                        &delivery.route,
+                        now,
+                        "the route is no longer in the configuration",
+                        None,
+                    )
+                    .await?;
+                continue;
+            };
+            let alert = alert_from_store(&delivery.alert);
+            match self.sender.deliver(&route, &alert).await {
+                Ok(done) => {
+                    tracing::info!(route = %route.name, alert = %alert.id, "alert delivered ({})", done.status.map_or_else(|| "ok".to_owned(), |s| format!("HTTP {s}")));
+                    self.counters.alert(&route.name, "delivered");
+                    self.store
+                        .mark_delivered(&alert.id, &route.name, now)
+                        .await?;
+                }
+                Err(e) => {
+                    let next = e.retryable.then(|| {
+                        now + SignedDuration::try_from(crate::alert::retry_delay(
+                            delivery.attempts + 1,
+                        ))
+                        .unwrap_or(SignedDuration::from_hours(1))
+                    });
+                    tracing::warn!(route = %route.name, alert = %alert.id, "alert delivery failed{}: {}", if next.is_some() { " (will retry)" } else { "" }, e.reason);
+                    self.counters.alert(&route.name, "failed");
+                    self.store
+                        .mark_failed(&alert.id, &route.name, now, &e.reason, next)
+                        .await?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Builds a snapshot from the store and publishes it.
+    pub async fn publish(&mut self, now: Timestamp) -> Result<(), Error> {
+        let snapshot = self.snapshot(now).await?;
+        self.publisher.publish(snapshot);
+        Ok(())
+    }
+
+    /// The picture the endpoint serves, from the store.
+    pub async fn snapshot(&self, now: Timestamp) -> Result<Snapshot, Error> {
+        let latest = self.store.latest_checks().await?;
+        let announced: HashMap<String, store::Announced> = self
+            .store
+            .all_announced()
+            .await?
+            .into_iter()
+            .map(|a| (a.token_name.clone(), a))
+            .collect();
+        let mut newest: HashMap<&str, &store::LatestCheck> = HashMap::new();
+        for l in &latest {
+            let Some(check) = &l.check else { continue };
+            let slot = newest.entry(l.token.name.as_str()).or_insert(l);
+            if slot
+                .check
+                .as_ref()
+                .is_none_or(|c| c.checked_at < check.checked_at)
+            {
+                *slot = l;
+            }
+        }
+        let mut names: Vec<(String, Role)> = Vec::new();
+        for t in &self.config.tokens {
+            names.push((t.name.clone(), Role::Primary));
+            let prefix = format!("{}/", t.name);
+            let mut backups: Vec<&str> = newest
+                .keys()
+                .copied()
+                .filter(|n| n.starts_with(&prefix))
+                .collect();
+            backups.sort_unstable();
+            for b in backups {
+                names.push((b.to_owned(), Role::Backup(t.name.clone())));
+            }
+        }
+        let from = now - SignedDuration::from_hours(24 * 30);
+        let mut tokens = Vec::new();
+        for (name, role) in names {
+            let state = announced
+                .get(&name)
+                .and_then(|a| a.announcement.as_ref())
+                .and_then(|a| State::parse(&a.state))
+                .unwrap_or(State::CannotBeChecked);
+            let latest = newest.get(name.as_str());
+            let check = latest.and_then(|l| l.check.as_ref());
+            let mut history: Vec<HistoryPoint> = self
+                .store
+                .history(&name, from, now + SignedDuration::from_secs(1))
+                .await?
+                .into_iter()
+                .map(|c| HistoryPoint {
+                    at: c.checked_at.as_second(),
+                    status: status_from_store(c.status),
+                })
+                .collect();
+            if history.len() > HISTORY_POINTS {
+                history.drain(..history.len() - HISTORY_POINTS);
+            }
+            let primary_name = match &role {
+                Role::Primary => name.as_str(),
+                Role::Backup(of) => of.as_str(),
+            };
+            tokens.push(TokenView {
+                state,
+                status: check.map_or(Status::Unknown, |c| status_from_store(c.status)),
+                valid: check.and_then(|c| c.valid).unwrap_or(false),
+                kind: check.and_then(|c| c.kind.clone()).unwrap_or_default(),
+                fingerprint: latest
+                    .map(|l| l.token.fingerprint.clone())
+                    .unwrap_or_default(),
+                expires_at: check.and_then(|c| c.expires_at).map(|t| t.as_second()),
+                never_expires: check.is_some_and(|c| c.never_expires),
+                missing_permissions: check.map(|c| c.missing_scopes.clone()).unwrap_or_default(),
+                scopes: Vec::new(),
+                last_check: check.map(|c| c.checked_at.as_second()),
+                next_check: self
+                    .due
+                    .get(primary_name)
+                    .or_else(|| self.due.get(&name))
+                    .map(|d| d.at.as_second()),
+                history,
+                name,
+                role,
+            });
+        }
+        let events = self
+            .store
+            .recent_events(RECENT_EVENTS)
+            .await?
+            .into_iter()
+            .map(|e| snapshot::Event {
+                at: e.at.as_second(),
+                kind: match e.kind {
+                    store::EventKind::Renewal | store::EventKind::RenewalFailed => {
+                        snapshot::EventKind::Renewal
+                    }
+                    store::EventKind::Failover => snapshot::EventKind::Failover,
+                    _ => snapshot::EventKind::Reload,
+                },
+                token: e.token_name,
+                text: e.detail,
+            })
+            .collect();
+        let health = self.store.route_health().await?;
+        let routes = self
+            .config
+            .routes
+            .iter()
+            .map(|r| {
+                let h = health.iter().find(|h| h.route == r.name);
+                snapshot::RouteHealth {
+                    name: r.name.clone(),
+                    last_result: h.map(|h| match &h.last_error {
+                        Some(e) if h.failed > 0 || h.pending > 0 => e.clone(),
+                        _ => "delivered".to_owned(),
+                    }),
+                    last_at: None,
+                    failing_since: None,
+                }
+            })
+            .collect();
+        Ok(Snapshot {
+            generated_at: now.as_second(),
+            started_at: self.started_at.as_second(),
+            leader: true,
+            round_finished: self.last_round_at.is_some(),
+            last_round_at: self.last_round_at.map(|t| t.as_second()),
+            tokens,
+            events,
+            routes,
+        })
+    }
+}
+
+fn name_in<'a>(config: &'a Config, name: &str) -> Option<&'a TokenConfig> {
+    let primary = name.split_once('/').map_or(name, |(p, _)| p);
+    config.token(primary)
+}
+
+fn worst(a: Option<Status>, b: Status) -> Status {
+    a.map_or(b, |a| a.worst(b))
+}
+
+fn status_str(status: Status) -> &'static str {
+    match status {
+        Status::Ok => "ok",
+        Status::Warning => "warning",
+        Status::Critical => "critical",
+        Status::Unknown => "unknown",
+    }
+}
+
+fn status_to_store(status: Status) -> store::Status {
+    match status {
+        Status::Ok => store::Status::Ok,
+        Status::Warning => store::Status::Warning,
+        Status::Critical => store::Status::Critical,
+        Status::Unknown => store::Status::Unknown,
+    }
+}
+
+fn status_from_store(status: store::Status) -> Status {
+    match status {
+        store::Status::Ok => Status::Ok,
+        store::Status::Warning => Status::Warning,
+        store::Status::Critical => Status::Critical,
+        store::Status::Unknown => Status::Unknown,
+    }
+}
+
+fn engine_source(source: &TokenSource) -> EngineSource {
+    match source {
+        TokenSource::EnvFile { path, key } => EngineSource::EnvFile {
+            path: path.clone(),
+            key: key.clone(),
+        },
+        TokenSource::TokenFile(path) => EngineSource::TokenFile { path: path.clone() },
+        TokenSource::Env(variable) => EngineSource::Environment {
+            variable: variable.clone(),
+        },
+    }
+}
+
+/// The most bytes read of an `app_secret_file`.
+const MAX_SECRET_FILE: u64 = 8 * 1024;
+
+/// A token's app credentials, read afresh. Missing ones are `None` (the check then says what is
+/// missing); an unreadable file is an error naming it.
+fn app_credentials(source: &AppSource) -> Result<AppCredentials, String> {
+    let env = |name: &str| {
+        std::env::vars_os()
+            .find(|(k, _)| k == name)
+            .and_then(|(_, v)| v.into_string().ok())
+            .map(|v| v.trim().to_owned())
+            .filter(|v| !v.is_empty())
+    };
+    match source {
+        AppSource::EnvFile(path) => Ok(permatoken_renew::load_app(path)
+            .map_err(|e| e.to_string())?
+            .map(|app| permatoken_renew::app_credentials(&app))
+            .unwrap_or_default()),
+        AppSource::Environment => Ok(AppCredentials {
+            app_id: env(permatoken_config::APP_ID_VAR),
+            app_secret: env(permatoken_config::APP_SECRET_VAR).map(|s| AppSecret::new(s.as_str())),
+        }),
+        AppSource::Given { app_id, secret } => {
+            let secret = match secret {
+                None => None,
+                Some(SecretFrom::Env(name)) => env(name),
+                Some(SecretFrom::File(path)) => {
+                    use std::io::Read;
+                    let file = std::fs::File::open(path)
+                        .map_err(|e| format!("cannot read `{}`: {e}", path.display()))?;
+                    let mut text = String::new();
+                    file.take(MAX_SECRET_FILE)
+                        .read_to_string(&mut text)
+                        .map_err(|e| format!("cannot read `{}`: {e}", path.display()))?;
+                    Some(zeroize::Zeroizing::new(text).trim().to_owned())
+                }
+            };
+            let app = secret.map(|s| AppToken::new(app_id.clone(), AppSecret::new(s.as_str())));
+            Ok(match app {
+                Some(app) => permatoken_renew::app_credentials(&app),
+                None => AppCredentials {
+                    app_id: Some(app_id.clone()),
+                    app_secret: None,
+                },
+            })
+        }
+    }
+}
+
+fn sha256(token: &AccessToken) -> store::TokenKey {
+    let digest = ring::digest::digest(&ring::digest::SHA256, token.expose_secret().as_bytes());
+    let hex: String = digest.as_ref().iter().map(|b| format!("{b:02x}")).collect();
+    store::TokenKey::parse(&hex).expect("64 hex digits")
+}
+
+fn token_record(
+    key: &store::TokenKey,
+    name: &str,
+    role: &Role,
+    sourced: &Sourced<AccessToken>,
+    report: &Report,
+    now: Timestamp,
+) -> store::TokenRecord {
+    store::TokenRecord {
+        key: key.clone(),
+        name: name.to_owned(),
+        role: match role {
+            Role::Primary => store::Role::Primary,
+            Role::Backup(of) => store::Role::Backup(of.clone()),
+        },
+        fingerprint: report.token.fingerprint.clone(),
+        source_path: match &sourced.source {
+            permatoken_config::Source::EnvFile(p) | permatoken_config::Source::TokenFile(p) => {
+                p.display().to_string()
+            }
+            other => other.to_string(),
+        },
+        source_key: sourced.var.clone(),
+        first_seen: now,
+        last_seen: now,
+    }
+}
+
+fn check_record(
+    key: &store::TokenKey,
+    report: &Report,
+    engine: Engine,
+    now: Timestamp,
+) -> store::CheckRecord {
+    let observation = states::observe(report, engine);
+    store::CheckRecord {
+        key: key.clone(),
+        checked_at: now,
+        status: status_to_store(report.status),
+        alert_state: match observation.observed {
+            Observed::Known(s) => s.as_str().to_owned(),
+            Observed::Unknown => "unknown".to_owned(),
+        },
+        valid: report.token.valid,
+        expires_at: report.expires_at(),
+        never_expires: report.token.never_expires == Some(true),
+        kind: Some(report.token.kind.describe().to_owned()),
+        missing_scopes: report.token.missing_scopes.clone(),
+        finding_codes: report
+            .findings
+            .iter()
+            .map(|f| {
+                serde_json::to_value(f.code)
+                    .ok()
+                    .and_then(|v| v.as_str().map(str::to_owned))
+                    .unwrap_or_default()
+            })
+            .collect(),
+        elapsed_ms: 0,
+    }
+}
+
+/// What the store keeps, as [`states::decide`] takes it. The store keeps no reminder count: after a
+/// restart reminders are numbered from one again (their ids start over).
+pub fn announced_from_store(stored: &store::Announced) -> Announced {
+    match &stored.announcement {
+        Some(a) => Announced {
+            state: State::parse(&a.state),
+            since: a.since,
+            last_alert: a
+                .last_reminder_at
+                .or_else(|| a.alert_id.as_ref().map(|_| a.since)),
+            reminders: 0,
+            unknown_since: stored.unknown_since,
+        },
+        None => Announced {
+            state: None,
+            since: stored.unknown_since.unwrap_or(Timestamp::UNIX_EPOCH),
+            last_alert: None,
+            reminders: 0,
+            unknown_since: stored.unknown_since,
+        },
+    }
+}
+
+/// The inverse of [`announced_from_store`]: the announcement (none while nothing is known) and
+/// since when the token has been unknown. `alert_id` is the latest alert about the state.
+pub fn announced_to_store(
+    announced: &Announced,
+    alert_id: Option<String>,
+) -> (Option<store::Announcement>, Option<Timestamp>) {
+    let announcement = announced.state.map(|state| store::Announcement {
+        state: state.as_str().to_owned(),
+        since: announced.since,
+        alert_id,
+        last_reminder_at: announced.last_alert,
+    });
+    (announcement, announced.unknown_since)
+}
+
+fn alert_to_store(alert: &Alert) -> store::Alert {
+    store::Alert {
+        id: alert.id.clone(),
+        token_name: alert.token.clone(),
+        state: alert.state.as_str().to_owned(),
+        previous_state: alert.previous_state.map(|s| s.as_str().to_owned()),
+        message: alert.message.clone(),
+        fix: alert.fix.clone(),
+        time: alert.time,
+    }
+}
+
+fn alert_from_store(alert: &store::Alert) -> Alert {
+    let state = State::parse(&alert.state).unwrap_or(State::CannotBeChecked);
+    let previous_state = alert.previous_state.as_deref().and_then(State::parse);
+    Alert {
+        id: alert.id.clone(),
+        token: alert.token_name.clone(),
+        state,
+        previous_state,
+        message: alert.message.clone(),
+        fix: alert.fix.clone(),
+        time: alert.time,
+        kind: if previous_state == Some(state) {
+            AlertKind::Reminder
+        } else {
+            AlertKind::Change
+        },
+    }
+}
+
+fn random_unit() -> f64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_nanos(),
+    );
+    (h.finish() >> 11) as f64 / (1u64 << 53) as f64
+}
