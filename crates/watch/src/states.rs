@@ -167,18 +167,21 @@ pub fn observe(report: &Report, engine: Engine) -> Observation {
             Status::Unknown => Observed::Unknown,
         }
     };
-    if message.is_empty() {
+    const FAILOVER_FIX: &str = "put a new backup token in the env file (the promoted one no longer has a backup); `permatoken check` shows the new primary";
+    if engine == Engine::FailedOver {
+        message = if message.is_empty() {
+            "the token was dead and a backup took its place".into()
+        } else {
+            format!("the token was dead and a backup took its place: {message}")
+        };
+        fix = Some(FAILOVER_FIX.into());
+    } else if message.is_empty() {
         message = match observed {
             Observed::Known(state) => format!("the token is {state}"),
             Observed::Unknown => "the token could not be checked".into(),
         };
     }
-    if engine == Engine::FailedOver {
-        message = format!("the token was dead and a backup took its place: {message}");
-        fix = Some(
-            "put a new backup token in the env file (the promoted one no longer has a backup); `permatoken check` shows the new primary".into(),
-        );
-    } else if engine == Engine::Renewed && observed == Observed::Known(State::Ok) {
+    if engine == Engine::Renewed && observed == Observed::Known(State::Ok) {
         message = format!("the token was renewed: {message}");
     }
     Observation {

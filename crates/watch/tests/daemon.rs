@@ -1,0 +1,366 @@
+//! The daemon against the sandbox through simulated weeks: the sandbox's clock and the daemon's move
+//! together a day at a time, with faults injected on some days. What a user would see is asserted:
+//! the env files' bytes, the reload's marker, the alerts a receiver got over real HTTP, the snapshot
+//! and `/metrics`, a restart that says nothing again, and no secret in the state file.
+
+use std::path::Path;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::State as Extract;
+use axum::http::StatusCode;
+use jiff::{SignedDuration, Timestamp};
+use permatoken_graph::ProxyConfig;
+use permatoken_sandbox::{Faults, Options as SandboxOptions, Running, Sandbox};
+use permatoken_state::Store;
+use permatoken_watch::alert::Sender;
+use permatoken_watch::config;
+use permatoken_watch::daemon::{Clock, DEFAULT_RETENTION, Daemon, Options};
+use permatoken_watch::metrics::{self, Counters};
+use permatoken_watch::snapshot::{self, Snapshot, Status, TokenState};
+use serde_json::Value;
+
+const DAY: Duration = Duration::from_secs(86_400);
+
+/// The machine's time plus the simulated days.
+#[derive(Clone, Default)]
+struct TestClock(Arc<AtomicI64>);
+
+impl Clock for TestClock {
+    fn now(&self) -> Timestamp {
+        Timestamp::now() + SignedDuration::from_secs(self.0.load(Ordering::SeqCst))
+    }
+}
+
+/// What the receiver got, and how many of the next requests it refuses with 503.
+#[derive(Clone, Default)]
+struct Receiver {
+    bodies: Arc<Mutex<Vec<(u16, Value)>>>,
+    refuse: Arc<AtomicI64>,
+}
+
+async fn receive(Extract(r): Extract<Receiver>, body: Bytes) -> StatusCode {
+    let status = if r.refuse.fetch_sub(1, Ordering::SeqCst) > 0 {
+        503
+    } else {
+        200
+    };
+    let json: Value = serde_json::from_slice(&body).expect("an alert is JSON");
+    r.bodies.lock().unwrap().push((status, json));
+    StatusCode::from_u16(status).unwrap()
+}
+
+async fn receiver() -> (String, Receiver) {
+    let r = Receiver::default();
+    let app = Router::new()
+        .route("/hook", axum::routing::post(receive))
+        .with_state(r.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (format!("http://{addr}/hook"), r)
+}
+
+fn token(sandbox: &Running, scenario: &str) -> String {
+    sandbox.token(scenario).unwrap().expose_secret().to_owned()
+}
+
+struct World {
+    sandbox: Running,
+    clock: TestClock,
+    dir: tempfile::TempDir,
+    config: config::Config,
+    state: std::path::PathBuf,
+}
+
+impl World {
+    fn advance(&self, by: Duration) {
+        self.sandbox.advance_now(by);
+        self.clock
+            .0
+            .fetch_add(i64::try_from(by.as_secs()).unwrap(), Ordering::SeqCst);
+    }
+
+    async fn daemon(&self) -> (Daemon, snapshot::Subscriber, Counters) {
+        let store = Store::open(&self.state).await.expect("the state opens");
+        let (publisher, subscriber) = snapshot::channel(Snapshot::default());
+        let counters = Counters::default();
+        let mut graph = permatoken_graph::Config::new(self.sandbox.url());
+        graph.retry.max_retries = 1;
+        let daemon = Daemon::new(Options {
+            config: self.config.clone(),
+            store,
+            publisher,
+            counters: counters.clone(),
+            sender: Sender::new(ProxyConfig::default(), None),
+            graph,
+            clock: Arc::new(self.clock.clone()),
+            backup_dir: Some(self.dir.path().join("backups")),
+            retention: DEFAULT_RETENTION,
+        });
+        (daemon, subscriber, counters)
+    }
+}
+
+fn write(path: &Path, text: &str) {
+    std::fs::write(path, text).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn simulated_weeks_renew_fail_over_alert_once_and_survive_a_restart() {
+    let sandbox = Sandbox::start_background(&SandboxOptions::default()).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let app_id = sandbox.app().id.to_string();
+    let app_secret = sandbox.app_secret().expose_secret().to_owned();
+    let (hook, received) = receiver().await;
+    // The first delivery is refused: it is tried again, with the same id.
+    received.refuse.store(1, Ordering::SeqCst);
+
+    let orders_token = token(&sandbox, "system-user-60d");
+    let orders_env = dir.path().join("orders.env");
+    let orders_text = format!(
+        "# orders service\nFACEBOOK_APP_ID={app_id}\nFACEBOOK_APP_SECRET={app_secret}\nWHATSAPP_ACCESS_TOKEN={orders_token}\nOTHER=\"keep me\"\n"
+    );
+    write(&orders_env, &orders_text);
+
+    let dead_token = token(&sandbox, "expired");
+    let spare_token = token(&sandbox, "system-user");
+    let billing_env = dir.path().join("billing.env");
+    write(
+        &billing_env,
+        &format!(
+            "FACEBOOK_APP_ID={app_id}\nFACEBOOK_APP_SECRET={app_secret}\nWHATSAPP_ACCESS_TOKEN={dead_token}\nWHATSAPP_ACCESS_TOKEN_BACKUP={spare_token}\n"
+        ),
+    );
+    let dying_token = token(&sandbox, "user-expires-soon");
+    let support_env = dir.path().join("support.env");
+    write(
+        &support_env,
+        &format!(
+            "FACEBOOK_APP_ID={app_id}\nFACEBOOK_APP_SECRET={app_secret}\nWHATSAPP_ACCESS_TOKEN={dying_token}\n"
+        ),
+    );
+    let marker = dir.path().join("reloaded");
+    let text = format!(
+        r#"
+[defaults]
+interval = "1h"
+remind_every = "0s"
+
+[[token]]
+name = "orders"
+env_file = "orders.env"
+alerts = ["ops"]
+
+[[token]]
+name = "billing"
+env_file = "billing.env"
+reload = "printf reloaded > '{}'"
+alerts = ["ops"]
+
+[[token]]
+name = "support"
+env_file = "support.env"
+alerts = ["ops"]
+
+[[alert]]
+name = "ops"
+kind = "webhook"
+url = "{hook}"
+"#,
+        marker.display()
+    );
+    let config = config::parse(&text, &dir.path().join("permatoken.toml"))
+        .expect("the configuration is valid")
+        .config;
+    let world = World {
+        sandbox,
+        clock: TestClock::default(),
+        state: dir.path().join("state.db"),
+        dir,
+        config,
+    };
+
+    let (mut daemon, subscriber, counters) = world.daemon().await;
+    // Faults on some days: each is used up within that day's round, and never alerts.
+    let faults: [(u32, Faults); 3] = [
+        (
+            5,
+            Faults {
+                server_errors: 40,
+                ..Faults::default()
+            },
+        ),
+        (
+            12,
+            Faults {
+                rate_limits: 40,
+                ..Faults::default()
+            },
+        ),
+        (
+            20,
+            Faults {
+                truncate: 40,
+                ..Faults::default()
+            },
+        ),
+    ];
+    let mut unknown_rounds = 0;
+    for day in 0..50u32 {
+        let fault = faults.iter().find(|(d, _)| *d == day);
+        world
+            .sandbox
+            .set_faults(fault.map(|(_, f)| f.clone()).unwrap_or_default());
+        let step = daemon.run_due(world.clock.now()).await.expect("a round");
+        assert!(step.checked >= 3, "day {day}: every token is due daily");
+        if step.worst == Some(Status::Unknown) && fault.is_some() {
+            unknown_rounds += 1;
+        }
+        world.sandbox.set_faults(Faults::default());
+        world.advance(DAY);
+    }
+    assert!(unknown_rounds >= 1, "the faults made some checks unknown");
+
+    // orders: renewed inside its window, once; only the token's value changed in its file.
+    let after = std::fs::read_to_string(&orders_env).unwrap();
+    let new_token = after
+        .lines()
+        .find_map(|l| l.strip_prefix("WHATSAPP_ACCESS_TOKEN="))
+        .unwrap()
+        .to_owned();
+    assert!(new_token != orders_token, "renewed");
+    assert_eq!(after, orders_text.replace(&orders_token, &new_token));
+    // billing: the backup took the dead token's place and the reload ran.
+    let billing = std::fs::read_to_string(&billing_env).unwrap();
+    assert!(billing.contains(&format!("WHATSAPP_ACCESS_TOKEN={spare_token}\n")));
+    assert!(!billing.contains(&dead_token));
+    assert_eq!(std::fs::read_to_string(&marker).unwrap(), "reloaded");
+
+    // The alerts: billing failed over, support critical then dead; none from the faults.
+    // The first delivery was refused (503) and tried again with the same id.
+    let bodies = received.bodies.lock().unwrap().clone();
+    let said: Vec<(u16, &str, &str, Option<&str>)> = bodies
+        .iter()
+        .map(|(status, b)| {
+            (
+                *status,
+                b["token"].as_str().unwrap(),
+                b["state"].as_str().unwrap(),
+                b["previous_state"].as_str(),
+            )
+        })
+        .collect();
+    let delivered: Vec<_> = said
+        .iter()
+        .filter(|s| s.0 == 200)
+        .map(|s| (s.1, s.2, s.3))
+        .collect();
+    assert_eq!(said[0].0, 503, "{said:?}");
+    let repeats: Vec<_> = bodies[1..]
+        .iter()
+        .filter(|(_, b)| b["id"] == bodies[0].1["id"])
+        .collect();
+    assert_eq!(
+        repeats.len(),
+        1,
+        "the refused alert is sent again, with its id: {said:?}"
+    );
+    assert_eq!(repeats[0].0, 200);
+    assert_eq!(repeats[0].1["state"], bodies[0].1["state"]);
+    let mut expected = vec![
+        ("billing", "failed_over", None),
+        ("support", "critical", None),
+        ("support", "dead", Some("critical")),
+    ];
+    let mut got = delivered.clone();
+    got.sort();
+    expected.sort();
+    assert_eq!(got, expected, "{said:?}");
+    for (_, b) in &bodies {
+        assert_eq!(b["id"].as_str().unwrap().len(), 32);
+        assert!(b["message"].as_str().is_some_and(|m| !m.is_empty()));
+    }
+
+    // The snapshot and /metrics say the same.
+    let snap = subscriber.borrow().clone();
+    let view = |name: &str| snap.tokens.iter().find(|t| t.name == name).unwrap().clone();
+    assert_eq!(view("orders").state, TokenState::Ok);
+    assert!(view("orders").valid);
+    assert_eq!(view("billing").state, TokenState::Ok);
+    assert_eq!(view("support").state, TokenState::Dead);
+    assert!(!view("support").valid);
+    assert!(snap.round_finished);
+    assert!(
+        snap.events
+            .iter()
+            .any(|e| e.kind == snapshot::EventKind::Failover)
+    );
+    assert!(
+        snap.events
+            .iter()
+            .any(|e| e.kind == snapshot::EventKind::Renewal)
+    );
+    let text = metrics::render(&snap, &counters);
+    assert!(
+        text.contains("permatoken_token_valid{token=\"orders\"} 1"),
+        "{text}"
+    );
+    assert!(
+        text.contains("permatoken_token_valid{token=\"support\"} 0"),
+        "{text}"
+    );
+    assert!(
+        text.contains("permatoken_renewals_total{token=\"orders\"} 1"),
+        "{text}"
+    );
+    assert!(
+        text.contains("permatoken_failovers_total{token=\"billing\"} 1"),
+        "{text}"
+    );
+    let totals = counters.totals();
+    assert_eq!(totals.renewals.get("orders"), Some(&1));
+
+    // A restart: a new store and daemon on the same file say nothing again.
+    drop(daemon);
+    let before = received.bodies.lock().unwrap().len();
+    let (mut daemon, _subscriber, _counters) = world.daemon().await;
+    for _ in 0..3 {
+        daemon.run_due(world.clock.now()).await.expect("a round");
+        world.advance(DAY);
+    }
+    assert_eq!(
+        received.bodies.lock().unwrap().len(),
+        before,
+        "no alert again after a restart"
+    );
+    drop(daemon);
+
+    // No secret in the state file (nor its journal).
+    let secrets = [
+        orders_token.as_str(),
+        new_token.as_str(),
+        dead_token.as_str(),
+        spare_token.as_str(),
+        dying_token.as_str(),
+        app_secret.as_str(),
+        hook.as_str(),
+    ];
+    for entry in std::fs::read_dir(world.dir.path()).unwrap() {
+        let path = entry.unwrap().path();
+        let name = path.file_name().unwrap().to_string_lossy().into_owned();
+        if !name.starts_with("state.db") {
+            continue;
+        }
+        let bytes = std::fs::read(&path).unwrap();
+        for secret in secrets {
+            assert!(
+                !bytes.windows(secret.len()).any(|w| w == secret.as_bytes()),
+                "a secret in {name}"
+            );
+        }
+    }
+}
