@@ -37,6 +37,20 @@ The token is written back where it came from: the .env file (only its line chang
 kept in $XDG_STATE_HOME/permatoken/backups), or the --token-file. A token from the environment or
 standard input needs --env-file or --output.";
 
+const WATCH_AFTER_HELP: &str = "\
+Exit codes:
+  --once          the worst status of the round: 0 ok, 1 warning, 2 critical, 3 unknown
+  --check-config  0 valid (warnings printed), 3 invalid (the message names file:line:column)
+  --test-alert    0 delivered, 2 refused by the receiver, 3 could not tell or no such route
+  otherwise       0 after SIGTERM or SIGINT; 3 when it cannot start (bad configuration, the state
+                  file in use by another watch, the address taken)
+
+Examples:
+  permatoken watch --check-config
+  permatoken watch --test-alert ops
+  permatoken watch --once              # one round, for cron and CI
+  permatoken watch                     # the daemon, status page on http://127.0.0.1:9464/";
+
 /// Keeps WhatsApp Business Platform access tokens alive: tells the truth about a token, and what to do.
 #[derive(Debug, Parser)]
 #[command(name = "permatoken", version, after_help = AFTER_HELP, propagate_version = true)]
@@ -102,14 +116,16 @@ pub(crate) fn check_environment() -> Result<(), u8> {
 }
 
 impl Global {
-    /// Sets colour and logging for the whole process.
-    pub(crate) fn apply(&self) {
+    /// Sets colour and logging for the whole process. A daemon (`watch`) logs what it does at info
+    /// level by default; the other commands only warnings.
+    pub(crate) fn apply(&self, daemon: bool) {
         match self.color {
             ColorWhen::Auto => {}
             ColorWhen::Always => anstream::ColorChoice::Always.write_global(),
             ColorWhen::Never => anstream::ColorChoice::Never.write_global(),
         }
         let default = match self.verbose {
+            0 if daemon => "permatoken=info,permatoken_watch=info,warn",
             0 => "warn",
             1 => "permatoken=debug,permatoken_graph=debug,permatoken_inspect=debug,warn",
             _ => "trace",
@@ -196,6 +212,19 @@ pub(crate) enum Command {
     /// `permatoken:allow` comment on its line, or with a baseline (--write-baseline, --baseline).
     #[command(after_help = SCAN_AFTER_HELP)]
     Scan(ScanArgs),
+    /// Keep every configured token alive: check on a schedule, renew in time, fail over to a backup,
+    /// and alert a person once when something needs them; serve /metrics and a status page.
+    ///
+    /// Reads `permatoken.toml` (--config, else `$XDG_CONFIG_HOME/permatoken/permatoken.toml`, else
+    /// `~/.config/permatoken/permatoken.toml`); with no configuration file it watches `./.env` with the
+    /// defaults. Each token is checked at its `interval` (with jitter, sooner as expiry nears, again
+    /// within minutes after a check that could not tell), renewed inside its renewal window, and
+    /// replaced by a healthy backup when the API says it is dead. What it saw and said is kept in the
+    /// state file, so a restart never repeats an alert. SIGHUP reloads the configuration (an invalid
+    /// one is logged and the old one kept); SIGTERM or SIGINT stops it after the current writes.
+    /// Logs go to standard error, one line per state change, renewal, failover and alert.
+    #[command(after_help = WATCH_AFTER_HELP)]
+    Watch(WatchArgs),
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
     ///
     /// bash: `permatoken completions bash > ~/.local/share/bash-completion/completions/permatoken`;
@@ -305,6 +334,43 @@ pub(crate) struct SandboxArgs {
     /// file made with mode 0600.
     #[arg(long, value_name = "PATH", requires = "extra_tokens")]
     pub(crate) extra_tokens_json: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct WatchArgs {
+    /// The configuration file (default: `$XDG_CONFIG_HOME/permatoken/permatoken.toml`, else
+    /// `~/.config/permatoken/permatoken.toml`; if that does not exist, `./.env` with the defaults).
+    #[arg(long, value_name = "PATH")]
+    pub(crate) config: Option<PathBuf>,
+    /// The state file (SQLite), over the configuration's `state` (default:
+    /// `$XDG_STATE_HOME/permatoken/state.db`, else `~/.local/state/permatoken/state.db`). Only one
+    /// watch may use a state file at a time.
+    #[arg(long, value_name = "PATH")]
+    pub(crate) state: Option<PathBuf>,
+    /// Serve /metrics, /healthz, /api/tokens and the status page on this address, over the
+    /// configuration's `listen` (default 127.0.0.1:9464; port 0 takes any free port, logged at
+    /// start). A non-loopback address needs --http-token-file.
+    #[arg(long, value_name = "ADDR")]
+    pub(crate) listen: Option<std::net::SocketAddr>,
+    /// A file holding the bearer token that guards / and /api/* (at least 16 visible characters,
+    /// e.g. from `openssl rand -hex 32`); /metrics and /healthz stay open.
+    #[arg(long, value_name = "FILE")]
+    pub(crate) http_token_file: Option<PathBuf>,
+    /// Run one round (every token checked, renewed or failed over if due, alerts delivered) and exit
+    /// with the worst status.
+    #[arg(long, conflicts_with_all = ["check_config", "test_alert"])]
+    pub(crate) once: bool,
+    /// Validate the configuration, print its warnings, and exit (0 valid, 3 invalid).
+    #[arg(long, conflicts_with = "test_alert")]
+    pub(crate) check_config: bool,
+    /// Send a test alert along the route named ROUTE and print what the receiver answered.
+    #[arg(long, value_name = "ROUTE")]
+    pub(crate) test_alert: Option<String>,
+    /// With --once, --check-config or --test-alert: print one JSON object on standard output.
+    #[arg(long)]
+    pub(crate) json: bool,
+    #[command(flatten)]
+    pub(crate) graph: GraphArgs,
 }
 
 /// The warning and critical windows.

@@ -28,7 +28,8 @@ fn main() -> ExitCode {
             return ExitCode::from(if e.use_stderr() { 3 } else { 0 });
         }
     };
-    cli.global.apply();
+    cli.global
+        .apply(matches!(cli.command, cli::Command::Watch(_)));
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

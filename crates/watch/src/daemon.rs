@@ -52,6 +52,30 @@ impl Clock for SystemClock {
     }
 }
 
+/// The state file unless told otherwise: `$XDG_STATE_HOME/permatoken/state.db`, else
+/// `$HOME/.local/state/permatoken/state.db`; `None` when neither is set (or not UTF-8, or relative).
+/// `environment` is the process environment (`std::env::vars_os()`).
+pub fn default_state_path(
+    environment: impl IntoIterator<Item = (std::ffi::OsString, std::ffi::OsString)>,
+) -> Option<PathBuf> {
+    let mut xdg = None;
+    let mut home = None;
+    for (name, value) in environment {
+        let slot = match name.to_str() {
+            Some("XDG_STATE_HOME") => &mut xdg,
+            Some("HOME") => &mut home,
+            _ => continue,
+        };
+        *slot = value
+            .into_string()
+            .ok()
+            .map(PathBuf::from)
+            .filter(|p| p.is_absolute());
+    }
+    let base = xdg.or_else(|| home.map(|h| h.join(".local").join("state")))?;
+    Some(base.join("permatoken").join("state.db"))
+}
+
 /// How long checks, events and settled alerts are kept unless told otherwise.
 pub const DEFAULT_RETENTION: Duration = Duration::from_secs(90 * 86_400);
 /// The shortest wait between two checks of a token.
@@ -170,8 +194,7 @@ impl Daemon {
     /// forgotten by the schedule, and a `config_reload` event is recorded.
     pub async fn replace_config(&mut self, config: Config) -> Result<(), Error> {
         let now = self.clock.now();
-        self.due
-            .retain(|name, _| name_in(&config, name).is_some_and(|_| true));
+        self.due.retain(|name, _| name_in(&config, name).is_some());
         let count = config.tokens.len();
         self.config = config;
         self.views.clear();
@@ -775,6 +798,65 @@ impl Daemon {
             events,
             routes,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(std::ffi::OsString, std::ffi::OsString)> {
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).into(), (*v).into()))
+            .collect()
+    }
+
+    #[test]
+    fn the_state_file_follows_xdg_then_home_and_needs_one() {
+        assert_eq!(
+            default_state_path(env(&[("HOME", "/home/a"), ("XDG_STATE_HOME", "/x")])),
+            Some(PathBuf::from("/x/permatoken/state.db"))
+        );
+        assert_eq!(
+            default_state_path(env(&[("HOME", "/home/a"), ("XDG_STATE_HOME", "rel")])),
+            Some(PathBuf::from("/home/a/.local/state/permatoken/state.db"))
+        );
+        assert_eq!(default_state_path(env(&[("PATH", "/bin")])), None);
+    }
+
+    #[test]
+    fn announced_state_survives_the_store_round_trip() {
+        let since = Timestamp::from_second(1_800_000_000).unwrap();
+        let announced = Announced {
+            state: Some(State::Critical),
+            since,
+            last_alert: Some(since + SignedDuration::from_hours(24)),
+            reminders: 0,
+            unknown_since: Some(since + SignedDuration::from_hours(30)),
+        };
+        let (announcement, unknown_since) = announced_to_store(&announced, Some("a1".repeat(16)));
+        let stored = store::Announced {
+            token_name: "orders".into(),
+            announcement,
+            unknown_since,
+        };
+        assert_eq!(announced_from_store(&stored), announced);
+        let nothing = Announced {
+            state: None,
+            since,
+            last_alert: None,
+            reminders: 0,
+            unknown_since: Some(since),
+        };
+        let (announcement, unknown_since) = announced_to_store(&nothing, None);
+        assert!(announcement.is_none());
+        let stored = store::Announced {
+            token_name: "orders".into(),
+            announcement,
+            unknown_since,
+        };
+        assert_eq!(announced_from_store(&stored), nothing);
     }
 }
 

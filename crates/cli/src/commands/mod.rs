@@ -6,6 +6,7 @@ mod doctor;
 mod renew;
 mod sandbox;
 mod scan;
+mod watch;
 
 use crate::cli::{Cli, Command};
 
@@ -37,6 +38,7 @@ impl Command {
             Command::Check(args) => args.json.then_some(None),
             Command::Doctor(args) => args.json.then_some(None),
             Command::SendTest(args) => args.json.then_some(None),
+            Command::Watch(args) => args.json.then_some(None),
             Command::Exchange(args) => args.write.json.then_some(Some("exchange")),
             Command::Refresh(args) => args.write.json.then_some(Some("refresh")),
             Command::Mint(args) => args.write.json.then_some(Some("mint")),
@@ -61,6 +63,7 @@ pub(crate) async fn run(cli: Cli) -> u8 {
         Command::Doctor(args) => doctor::doctor(args).await,
         Command::SendTest(args) => doctor::send_test(args).await,
         Command::Scan(args) => scan::run(args).await,
+        Command::Watch(args) => watch::run(args).await,
         Command::Completions { shell } => {
             let mut cmd = <Cli as clap::CommandFactory>::command();
             let mut script = Vec::new();

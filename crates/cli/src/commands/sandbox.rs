@@ -139,7 +139,7 @@ pub(crate) async fn run(args: SandboxArgs) -> Result<u8, Failure> {
 
 /// Registers for Ctrl-C and SIGTERM at once, and returns what ends at the first of them. Registered
 /// before the banner says the sandbox is up: a signal sent right after it must still clean up.
-fn shutdown_signal() -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>> {
+pub(super) fn shutdown_signal() -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>> {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{SignalKind, signal};

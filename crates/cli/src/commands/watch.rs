@@ -1,0 +1,318 @@
+//! `permatoken watch`: set up the daemon of `permatoken_watch` (configuration, state file, Graph
+//! client settings, alert sender, HTTP endpoint, signals) and render what it says. The scheduling,
+//! alerting and storing are the library's.
+
+use std::io::Write as _;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use permatoken_inspect::Status;
+use permatoken_state::Store;
+use permatoken_watch::alert::Sender;
+use permatoken_watch::config::{self, Config, Loaded};
+use permatoken_watch::daemon::{self, DEFAULT_RETENTION, Daemon, Options, SystemClock};
+use permatoken_watch::http::{self, AppState, BearerToken};
+use permatoken_watch::metrics::Counters;
+use permatoken_watch::snapshot::{self, Snapshot};
+
+use super::{Failure, common};
+use crate::cli::WatchArgs;
+
+pub(crate) async fn run(args: WatchArgs) -> Result<u8, Failure> {
+    let loaded = load(&args)?;
+    if args.check_config {
+        return Ok(check_config(&args, &loaded));
+    }
+    for warning in &loaded.warnings {
+        tracing::warn!("{warning}");
+    }
+    let config = loaded.config;
+    let graph = common::graph_config(&args.graph)?;
+    let sender = Sender::new(graph.proxy.clone(), graph.extra_roots_pem.clone());
+    if let Some(name) = &args.test_alert {
+        return test_alert(&args, &config, &sender, name).await;
+    }
+    let state = match args.state.clone().or_else(|| config.state.clone()) {
+        Some(path) => path,
+        None => daemon::default_state_path(std::env::vars_os()).ok_or_else(|| {
+            Failure::new(
+                "nowhere to keep the state file: neither `XDG_STATE_HOME` nor `HOME` is set",
+                "pass --state PATH (or set `state` in the configuration)",
+            )
+        })?,
+    };
+    let store = Store::open(&state).await.map_err(|e| {
+        Failure::new(
+            e.to_string(),
+            "a state file belongs to one `permatoken watch`: give each its own --state",
+        )
+    })?;
+    let backup_dir = permatoken_renew::backup_dir(false).unwrap_or(None);
+    let (publisher, subscriber) = snapshot::channel(Snapshot::default());
+    let counters = Counters::default();
+    let mut daemon = Daemon::new(Options {
+        config: config.clone(),
+        store,
+        publisher,
+        counters: counters.clone(),
+        sender,
+        graph,
+        clock: Arc::new(SystemClock),
+        backup_dir,
+        retention: DEFAULT_RETENTION,
+    });
+    if args.once {
+        let summary = daemon.run_all(jiff::Timestamp::now()).await.map_err(|e| {
+            Failure::new(e.to_string(), "see the message; nothing else was changed")
+        })?;
+        let snap = subscriber.borrow().clone();
+        render_round(&args, &snap);
+        return Ok(summary.worst.unwrap_or(Status::Ok).exit_code());
+    }
+    serve(&args, &config, daemon, subscriber, counters).await
+}
+
+fn load(args: &WatchArgs) -> Result<Loaded, Failure> {
+    let cwd = std::env::current_dir().map_err(|e| {
+        Failure::new(
+            format!("cannot read the current folder: {e}"),
+            "run from a folder that exists, or pass --config",
+        )
+    })?;
+    config::load_or_default(args.config.as_deref(), std::env::vars_os(), &cwd).map_err(|e| {
+        Failure::new(
+            e.to_string(),
+            "fix the configuration (`permatoken watch --check-config` checks it); every key is described in the README",
+        )
+    })
+}
+
+fn check_config(args: &WatchArgs, loaded: &Loaded) -> u8 {
+    let c = &loaded.config;
+    let file = c.path.as_ref().map_or_else(
+        || "no configuration file: `./.env` with the defaults".to_owned(),
+        |p| format!("`{}`", p.display()),
+    );
+    if args.json {
+        crate::render::stdout_json(&serde_json::json!({
+            "status": "ok",
+            "config": c.path,
+            "tokens": c.tokens.iter().map(|t| &t.name).collect::<Vec<_>>(),
+            "routes": c.routes.iter().map(|r| &r.name).collect::<Vec<_>>(),
+            "warnings": loaded.warnings,
+        }));
+    } else {
+        let mut out = anstream::stdout().lock();
+        let _ = writeln!(
+            out,
+            "{file} is valid: {} token(s), {} alert route(s)",
+            c.tokens.len(),
+            c.routes.len()
+        );
+    }
+    for warning in &loaded.warnings {
+        crate::render::warning(warning);
+    }
+    0
+}
+
+async fn test_alert(
+    args: &WatchArgs,
+    config: &Config,
+    sender: &Sender,
+    name: &str,
+) -> Result<u8, Failure> {
+    let Some(route) = config.route(name) else {
+        let known: Vec<&str> = config.routes.iter().map(|r| r.name.as_str()).collect();
+        return Err(Failure::new(
+            format!(
+                "no alert route is named `{}`",
+                crate::render::sanitise(name)
+            ),
+            if known.is_empty() {
+                "the configuration has no [[alert]] route; add one".to_owned()
+            } else {
+                format!("the routes are: {}", known.join(", "))
+            },
+        ));
+    };
+    let (code, json) = match sender.test_alert(route, jiff::Timestamp::now()).await {
+        Ok(done) => {
+            let answer = done.status.map_or_else(
+                || "the command succeeded".to_owned(),
+                |s| format!("HTTP {s}"),
+            );
+            if !args.json {
+                let mut out = anstream::stdout().lock();
+                let _ = writeln!(out, "delivered to `{}`: {answer}", route.name);
+                if !done.reply.is_empty() {
+                    let _ = writeln!(out, "the receiver answered: {}", done.reply);
+                }
+            }
+            let json = serde_json::json!({"status": "ok", "route": route.name,
+                "delivered": true, "http_status": done.status, "reply": done.reply});
+            (0, json)
+        }
+        Err(e) => {
+            // A receiver that answered and refused is a "no" (2); no answer is "could not tell" (3).
+            let code = if e.status.is_some() { 2 } else { 3 };
+            crate::render::error(
+                &format!(
+                    "the test alert was not delivered to `{}`: {}",
+                    route.name, e.reason
+                ),
+                Some("check the route's URL (or command) and the receiver's logs"),
+            );
+            let json = serde_json::json!({"status": super::status_of(code), "route": route.name,
+                "delivered": false, "http_status": e.status, "reason": e.reason});
+            (code, json)
+        }
+    };
+    if args.json {
+        crate::render::stdout_json(&json);
+    }
+    Ok(code)
+}
+
+fn render_round(args: &WatchArgs, snap: &Snapshot) {
+    if args.json {
+        let tokens: Vec<_> = snap
+            .tokens
+            .iter()
+            .map(|t| {
+                serde_json::json!({"name": t.name, "state": t.state, "status": t.status,
+                    "valid": t.valid, "expires_at": t.expires_at, "fingerprint": t.fingerprint})
+            })
+            .collect();
+        let worst = snap
+            .tokens
+            .iter()
+            .map(|t| t.status)
+            .fold(Status::Ok, Status::worst);
+        crate::render::stdout_json(&serde_json::json!({"status": worst, "tokens": tokens}));
+        return;
+    }
+    let mut out = anstream::stdout().lock();
+    for t in &snap.tokens {
+        let _ = writeln!(
+            out,
+            "{}: {} (check: {})",
+            crate::render::sanitise(&t.name),
+            t.state.label(),
+            serde_json::to_value(t.status)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_owned))
+                .unwrap_or_default()
+        );
+    }
+}
+
+async fn serve(
+    args: &WatchArgs,
+    config: &Config,
+    mut daemon: Daemon,
+    subscriber: snapshot::Subscriber,
+    counters: Counters,
+) -> Result<u8, Failure> {
+    let listen = args
+        .listen
+        .or(config.listen)
+        .unwrap_or(http::DEFAULT_LISTEN);
+    let bearer = match &args.http_token_file {
+        Some(path) => Some(read_bearer(path)?),
+        None => None,
+    };
+    let usage = |e: http::HttpError| {
+        Failure::new(
+            e.to_string(),
+            "see --listen and --http-token-file in `permatoken watch --help`",
+        )
+    };
+    let state = AppState::new(listen, bearer, subscriber, counters).map_err(usage)?;
+    let listener = tokio::net::TcpListener::bind(listen).await.map_err(|e| {
+        Failure::new(
+            format!("cannot listen on {listen}: {e}"),
+            "pick another --listen address, or stop what holds this one",
+        )
+    })?;
+    let bound = listener.local_addr().unwrap_or(listen);
+    tracing::info!("serving the status page and /metrics on http://{bound}/");
+    let (stop_http, http_stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(http::serve(listener, state, async {
+        let _ = http_stopped.await;
+    }));
+    let (reload_tx, reload_rx) = tokio::sync::mpsc::unbounded_channel();
+    let explicit = args.config.clone();
+    let hup = tokio::spawn(reload_on_hangup(explicit, reload_tx));
+    let count = daemon.config().tokens.len();
+    tracing::info!("watching {count} token(s)");
+    let result = daemon
+        .run(super::sandbox::shutdown_signal(), reload_rx)
+        .await;
+    hup.abort();
+    let _ = stop_http.send(());
+    let _ = server.await;
+    result.map_err(|e| {
+        Failure::new(
+            e.to_string(),
+            "see the message; restart watch when it is fixed",
+        )
+    })?;
+    tracing::info!("stopped");
+    Ok(0)
+}
+
+/// On each SIGHUP, reads the configuration again and hands it over; an invalid one is logged and
+/// the old one kept.
+async fn reload_on_hangup(
+    explicit: Option<PathBuf>,
+    tx: tokio::sync::mpsc::UnboundedSender<Config>,
+) {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let Ok(mut hup) = signal(SignalKind::hangup()) else {
+            return;
+        };
+        while hup.recv().await.is_some() {
+            let cwd = std::env::current_dir().unwrap_or_default();
+            match config::load_or_default(explicit.as_deref(), std::env::vars_os(), &cwd) {
+                Ok(loaded) => {
+                    for warning in &loaded.warnings {
+                        tracing::warn!("{warning}");
+                    }
+                    if tx.send(loaded.config).is_err() {
+                        return;
+                    }
+                }
+                Err(e) => tracing::error!(
+                    "the configuration was not reloaded, the one in use is kept: {e}"
+                ),
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = (explicit, tx);
+        std::future::pending::<()>().await;
+    }
+}
+
+fn read_bearer(path: &std::path::Path) -> Result<BearerToken, Failure> {
+    use std::io::Read as _;
+    let mut text = zeroize::Zeroizing::new(String::new());
+    std::fs::File::open(path)
+        .and_then(|f| f.take(4096).read_to_string(&mut text))
+        .map_err(|e| {
+            Failure::new(
+                format!("cannot read the HTTP token file `{}`: {e}", path.display()),
+                "--http-token-file takes a file holding one long random token",
+            )
+        })?;
+    BearerToken::new(&text).map_err(|e| {
+        Failure::new(
+            e.to_string(),
+            "--http-token-file takes a file holding one long random token",
+        )
+    })
+}
