@@ -17,3 +17,4 @@ mod renew;
 mod scan;
 mod systemd;
 mod tls;
+mod watch;

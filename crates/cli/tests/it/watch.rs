@@ -1,0 +1,411 @@
+//! `permatoken watch` as a user runs it: `--check-config`, `--once` exit codes, `--test-alert` to a
+//! local receiver, and the real daemon: its HTTP endpoint, SIGHUP taking in a new token, a second
+//! instance on the same state file refused, SIGTERM ending it with exit 0. Signals are sent with the
+//! `kill` command.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use permatoken_sandbox::Running;
+
+use crate::harness::{Test, app_lines, sandbox, token_of};
+
+/// Generous: liveness, never speed.
+const DEADLINE: Duration = Duration::from_secs(60);
+
+fn config_for(tokens: &[&str], extra: &str) -> String {
+    let mut text = String::from("[defaults]\ninterval = \"1h\"\n");
+    for name in tokens {
+        text.push_str(&format!(
+            "\n[[token]]\nname = \"{name}\"\nenv_file = \"{name}.env\"\n"
+        ));
+    }
+    text.push_str(extra);
+    text
+}
+
+fn env_for(sandbox: &Running, scenario: &str) -> String {
+    format!(
+        "WHATSAPP_ACCESS_TOKEN={}\n{}",
+        token_of(sandbox, scenario),
+        app_lines(sandbox)
+    )
+}
+
+#[test]
+fn check_config_accepts_a_good_file_and_names_line_and_column_of_a_bad_one() {
+    let good = Test::new()
+        .write("permatoken.toml", &config_for(&["orders"], ""))
+        .args(["watch", "--config", "permatoken.toml", "--check-config"])
+        .run();
+    good.assert_code(0);
+    assert!(
+        good.stdout
+            .contains("is valid: 1 token(s), 0 alert route(s)"),
+        "{}",
+        good.stdout
+    );
+
+    let bad = Test::new()
+        .write(
+            "permatoken.toml",
+            "[defaults]\nwarn_days = 14\ninterval = \"forever\"\n",
+        )
+        .args(["watch", "--config", "permatoken.toml", "--check-config"])
+        .run();
+    bad.assert_code(3);
+    assert!(
+        bad.stderr.contains("permatoken.toml:3:12"),
+        "the message names line and column: {}",
+        bad.stderr
+    );
+
+    let json = Test::new()
+        .write("permatoken.toml", &config_for(&["orders", "billing"], ""))
+        .args([
+            "watch",
+            "--config",
+            "permatoken.toml",
+            "--check-config",
+            "--json",
+        ])
+        .run();
+    json.assert_code(0);
+    assert_eq!(
+        json.json()["tokens"],
+        serde_json::json!(["orders", "billing"])
+    );
+}
+
+#[test]
+fn once_exits_with_the_worst_status_of_the_round() {
+    let sandbox = sandbox();
+    for (scenario, code) in [
+        ("system-user", 0),
+        ("user-expiring", 1),
+        ("user-expires-soon", 2),
+        ("expired", 2),
+    ] {
+        let out = Test::against(&sandbox)
+            .write("permatoken.toml", &config_for(&["orders"], ""))
+            .write("orders.env", &env_for(&sandbox, scenario))
+            .args(["watch", "--config", "permatoken.toml", "--once", "--json"])
+            .run();
+        assert_eq!(out.code, code, "{scenario}: {}{}", out.stdout, out.stderr);
+        let json = out.json();
+        assert_eq!(json["tokens"][0]["name"], "orders", "{json}");
+        assert!(!out.stdout.contains(&token_of(&sandbox, scenario)));
+        assert!(!out.stderr.contains(&token_of(&sandbox, scenario)));
+    }
+    // A file that cannot be read: unknown (3), not a crash.
+    let out = Test::against(&sandbox)
+        .write("permatoken.toml", &config_for(&["orders"], ""))
+        .args(["watch", "--config", "permatoken.toml", "--once"])
+        .run();
+    assert_eq!(out.code, 3, "{}{}", out.stdout, out.stderr);
+    assert!(out.stdout.contains("orders:"), "{}", out.stdout);
+    // No configuration file: `./.env` with the defaults.
+    let out = Test::against(&sandbox)
+        .dotenv(&sandbox, "system-user", true)
+        .args(["watch", "--once"])
+        .run();
+    assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
+    assert!(out.stdout.contains("default: ok"), "{}", out.stdout);
+}
+
+#[test]
+fn no_home_and_no_state_home_is_refused_with_exit_3() {
+    let out = Test::new()
+        .write("permatoken.toml", &config_for(&["orders"], ""))
+        .args(["watch", "--config", "permatoken.toml", "--once"])
+        .env("HOME", "")
+        .run();
+    assert_eq!(out.code, 3, "{}", out.stderr);
+    assert!(out.stderr.contains("XDG_STATE_HOME"), "{}", out.stderr);
+}
+
+/// A receiver on loopback answering every request with `status`; what it got.
+fn receiver(status: u16) -> (String, Arc<Mutex<Vec<String>>>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/hook", listener.local_addr().unwrap());
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let keep = seen.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            let text = read_request(&mut stream);
+            keep.lock().unwrap().push(text);
+            let _ = write!(
+                stream,
+                "HTTP/1.1 {status} X\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok"
+            );
+        }
+    });
+    (url, seen)
+}
+
+fn read_request(stream: &mut TcpStream) -> String {
+    let mut reader = BufReader::new(stream);
+    let mut head = String::new();
+    let mut length = 0;
+    loop {
+        let mut line = String::new();
+        if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+            break;
+        }
+        if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+            length = v.trim().parse().unwrap_or(0);
+        }
+        head.push_str(&line);
+    }
+    let mut body = vec![0; length];
+    let _ = reader.read_exact(&mut body);
+    String::from_utf8_lossy(&body).into_owned()
+}
+
+#[test]
+fn test_alert_says_what_the_receiver_answered() {
+    let (url, seen) = receiver(200);
+    let route = format!("\n[[alert]]\nname = \"ops\"\nkind = \"webhook\"\nurl = \"{url}\"\n");
+    let out = Test::new()
+        .write("permatoken.toml", &config_for(&["orders"], &route))
+        .args([
+            "watch",
+            "--config",
+            "permatoken.toml",
+            "--test-alert",
+            "ops",
+        ])
+        .run();
+    assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
+    assert!(
+        out.stdout.contains("delivered to `ops`: HTTP 200"),
+        "{}",
+        out.stdout
+    );
+    assert!(
+        out.stderr.contains("plain http://"),
+        "a warning: {}",
+        out.stderr
+    );
+    let bodies = seen.lock().unwrap().clone();
+    assert_eq!(bodies.len(), 1);
+    let alert: serde_json::Value = serde_json::from_str(&bodies[0]).unwrap();
+    assert_eq!(alert["kind"], "test");
+    assert!(
+        !out.stdout.contains(&url) && !out.stderr.contains(&url),
+        "a URL is a secret"
+    );
+
+    let (url, _) = receiver(500);
+    let route = format!("\n[[alert]]\nname = \"ops\"\nkind = \"webhook\"\nurl = \"{url}\"\n");
+    let out = Test::new()
+        .write("permatoken.toml", &config_for(&["orders"], &route))
+        .args([
+            "watch",
+            "--config",
+            "permatoken.toml",
+            "--test-alert",
+            "ops",
+            "--json",
+        ])
+        .run();
+    assert_eq!(out.code, 2, "refused: {}{}", out.stdout, out.stderr);
+    assert_eq!(out.json()["http_status"], 500);
+
+    let out = Test::new()
+        .write("permatoken.toml", &config_for(&["orders"], &route))
+        .args([
+            "watch",
+            "--config",
+            "permatoken.toml",
+            "--test-alert",
+            "nope",
+        ])
+        .run();
+    assert_eq!(out.code, 3);
+    assert!(out.stderr.contains("the routes are: ops"), "{}", out.stderr);
+}
+
+fn get(addr: &str, path: &str) -> Option<(u16, String)> {
+    let mut stream = TcpStream::connect(addr).ok()?;
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .ok()?;
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nhost: {addr}\r\nconnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut text = String::new();
+    stream.read_to_string(&mut text).ok()?;
+    let status = text.split(' ').nth(1)?.parse().ok()?;
+    let body = text.split_once("\r\n\r\n")?.1.to_owned();
+    Some((status, body))
+}
+
+fn kill(child: &Child, signal: &str) {
+    let status = Command::new("kill")
+        .args([signal, &child.id().to_string()])
+        .status()
+        .expect("the kill command runs");
+    assert!(status.success());
+}
+
+/// Waits for a line of stderr holding `needle`; every line read is kept in `log`.
+fn wait_for(lines: &mpsc::Receiver<String>, log: &mut Vec<String>, needle: &str) -> String {
+    let start = Instant::now();
+    while start.elapsed() < DEADLINE {
+        match lines.recv_timeout(Duration::from_millis(200)) {
+            Ok(line) => {
+                log.push(line.clone());
+                if line.contains(needle) {
+                    return line;
+                }
+            }
+            Err(mpsc::RecvTimeoutError::Timeout) => {}
+            Err(mpsc::RecvTimeoutError::Disconnected) => break,
+        }
+    }
+    panic!(
+        "no `{needle}` within {DEADLINE:?}; stderr so far:\n{}",
+        log.join("\n")
+    );
+}
+
+fn eventually(what: &str, mut f: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while start.elapsed() < DEADLINE {
+        if f() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    panic!("not within {DEADLINE:?}: {what}");
+}
+
+fn spawn_watch(dir: &Path, sandbox: &Running, args: &[&str]) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_permatoken"))
+        .arg("watch")
+        .args(args)
+        .current_dir(dir)
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("HOME", dir)
+        .env("PERMATOKEN_GRAPH_URL", sandbox.url())
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("the permatoken binary runs")
+}
+
+#[test]
+fn the_daemon_serves_reloads_on_sighup_refuses_a_second_instance_and_stops_on_sigterm() {
+    let sandbox = sandbox();
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path();
+    std::fs::write(p.join("permatoken.toml"), config_for(&["orders"], "")).unwrap();
+    std::fs::write(p.join("orders.env"), env_for(&sandbox, "system-user")).unwrap();
+    std::fs::write(p.join("billing.env"), env_for(&sandbox, "user-expiring")).unwrap();
+    let mut child = spawn_watch(
+        p,
+        &sandbox,
+        &[
+            "--config",
+            "permatoken.toml",
+            "--state",
+            "state.db",
+            "--listen",
+            "127.0.0.1:0",
+        ],
+    );
+    let (tx, lines) = mpsc::channel();
+    let stderr = child.stderr.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines() {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let mut log = Vec::new();
+    let serving = wait_for(&lines, &mut log, "serving the status page");
+    let addr = serving
+        .split("http://")
+        .nth(1)
+        .and_then(|s| s.strip_suffix('/'))
+        .expect("the address is logged")
+        .to_owned();
+
+    // The first round shows on /api/tokens and /metrics.
+    eventually("orders is on /api/tokens", || {
+        get(&addr, "/api/tokens").is_some_and(|(s, b)| s == 200 && b.contains("\"orders\""))
+    });
+    eventually("/metrics has orders' validity", || {
+        get(&addr, "/metrics").is_some_and(|(s, b)| {
+            s == 200 && b.contains("permatoken_token_valid{token=\"orders\"} 1")
+        })
+    });
+    let (status, _) = get(&addr, "/healthz").unwrap();
+    assert_eq!(status, 200);
+
+    // A second watch on the same state file is refused, naming it.
+    let second = Test::against(&sandbox)
+        .args([
+            "watch",
+            "--config",
+            &p.join("permatoken.toml").display().to_string(),
+            "--state",
+            &p.join("state.db").display().to_string(),
+            "--once",
+        ])
+        .run();
+    assert_eq!(second.code, 3, "{}", second.stderr);
+    assert!(second.stderr.contains("state.db"), "{}", second.stderr);
+
+    // An invalid configuration on SIGHUP is logged and the old one kept.
+    std::fs::write(p.join("permatoken.toml"), "[[token]]\nname = 3\n").unwrap();
+    kill(&child, "-HUP");
+    wait_for(&lines, &mut log, "the configuration was not reloaded");
+    // A valid one is taken in: the new token appears.
+    std::fs::write(
+        p.join("permatoken.toml"),
+        config_for(&["orders", "billing"], ""),
+    )
+    .unwrap();
+    kill(&child, "-HUP");
+    eventually("billing is on /api/tokens after SIGHUP", || {
+        get(&addr, "/api/tokens").is_some_and(|(_, b)| b.contains("\"billing\""))
+    });
+    wait_for(&lines, &mut log, "configuration reloaded");
+
+    kill(&child, "-TERM");
+    let start = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(start.elapsed() < DEADLINE, "watch did not stop on SIGTERM");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(status.code(), Some(0));
+    // Drain what is left of the log: never a secret in it.
+    while let Ok(line) = lines.recv_timeout(Duration::from_secs(2)) {
+        log.push(line);
+    }
+    let log = log.join("\n");
+    for scenario in ["system-user", "user-expiring"] {
+        assert!(
+            !log.contains(&token_of(&sandbox, scenario)),
+            "a token in the log"
+        );
+    }
+    assert!(!log.contains(sandbox.app_secret().expose_secret()));
+}
