@@ -280,6 +280,8 @@ pub struct Announcement {
     pub alert_id: Option<String>,
     /// When the last reminder for it went, if any.
     pub last_reminder_at: Option<Timestamp>,
+    /// How many reminders went for it (each reminder's id depends on its number).
+    pub reminders: u32,
 }
 
 /// An alert, as sent to every route (documented JSON: the same fields).
@@ -626,6 +628,36 @@ impl Store {
             Backend::Sqlite(db) => {
                 db.call(move |c, p| sqlite::record_alert(c, p, &alert, &routes))
                     .await
+            }
+        }
+    }
+
+    /// What a decision about `token_name` leaves, in one transaction: the alert (if any) with one
+    /// pending delivery per route (an id already recorded is left as it was), then the announcement
+    /// exactly as given (`None`: nothing announced yet; any earlier one is kept) and `unknown_since`.
+    /// Unlike [`Store::record_alert`], the announced state is the caller's, not derived from the
+    /// alert: a `recovered` alert announces `ok`.
+    pub async fn announce(
+        &self,
+        token_name: &str,
+        announcement: Option<Announcement>,
+        unknown_since: Option<Timestamp>,
+        alert: Option<(Alert, Vec<String>)>,
+    ) -> Result<(), Error> {
+        let name = token_name.to_owned();
+        match &self.backend {
+            Backend::Sqlite(db) => {
+                db.call(move |c, p| {
+                    sqlite::announce(
+                        c,
+                        p,
+                        &name,
+                        announcement.as_ref(),
+                        unknown_since,
+                        alert.as_ref().map(|(a, r)| (a, r.as_slice())),
+                    )
+                })
+                .await
             }
         }
     }

@@ -27,7 +27,10 @@ use crate::{
 };
 
 /// Schema migrations, in order: the schema's version is the number applied.
-pub(crate) const MIGRATIONS: &[&str] = &[include_str!("../migrations/sqlite/0001_init.sql")];
+pub(crate) const MIGRATIONS: &[&str] = &[
+    include_str!("../migrations/sqlite/0001_init.sql"),
+    include_str!("../migrations/sqlite/0002_reminders.sql"),
+];
 
 #[derive(Clone)]
 pub(crate) struct Sqlite {
@@ -450,7 +453,8 @@ pub(crate) fn counts(conn: &mut Connection, path: &Path) -> Result<Counts, Error
     .map_err(db(path))
 }
 
-const ANNOUNCED_COLS: &str = "token_name, state, since, alert_id, last_reminder_at, unknown_since";
+const ANNOUNCED_COLS: &str =
+    "token_name, state, since, alert_id, last_reminder_at, unknown_since, reminders";
 
 fn announced_from_row(row: &Row<'_>, path: &Path) -> Result<Announced, Error> {
     let g = |e| db(path)(e);
@@ -462,6 +466,7 @@ fn announced_from_row(row: &Row<'_>, path: &Path) -> Result<Announced, Error> {
             since: ts(path, "announced.since", since)?,
             alert_id: row.get(3).map_err(g)?,
             last_reminder_at: opt_ts(path, "announced.last_reminder_at", row.get(4).map_err(g)?)?,
+            reminders: u32::try_from(row.get::<_, i64>(6).map_err(g)?).unwrap_or(0),
         }),
         (None, _) => None,
         (Some(_), None) => return Err(corrupt(path, "announced.since")),
@@ -511,16 +516,18 @@ fn upsert_announcement(
     a: &Announcement,
 ) -> Result<(), Error> {
     conn.execute(
-        "INSERT INTO announced (token_name, state, since, alert_id, last_reminder_at)
-         VALUES (?1, ?2, ?3, ?4, ?5)
+        "INSERT INTO announced (token_name, state, since, alert_id, last_reminder_at, reminders)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)
          ON CONFLICT (token_name) DO UPDATE SET state = excluded.state, since = excluded.since,
-            alert_id = excluded.alert_id, last_reminder_at = excluded.last_reminder_at",
+            alert_id = excluded.alert_id, last_reminder_at = excluded.last_reminder_at,
+            reminders = excluded.reminders",
         params![
             name,
             a.state,
             a.since.as_second(),
             a.alert_id,
             a.last_reminder_at.map(|t| t.as_second()),
+            i64::from(a.reminders),
         ],
     )
     .map_err(db(path))?;
@@ -551,13 +558,13 @@ pub(crate) fn set_unknown_since(
     Ok(())
 }
 
-pub(crate) fn record_alert(
-    conn: &mut Connection,
+/// Inserts an alert and its pending deliveries; `false` if the id was already recorded.
+fn insert_alert(
+    tx: &Connection,
     path: &Path,
     alert: &Alert,
     routes: &[String],
-) -> Result<(), Error> {
-    let tx = conn.transaction().map_err(db(path))?;
+) -> Result<bool, Error> {
     let time = alert.time.as_second();
     let inserted = tx
         .execute(
@@ -575,7 +582,7 @@ pub(crate) fn record_alert(
         )
         .map_err(db(path))?;
     if inserted == 0 {
-        return tx.commit().map_err(db(path));
+        return Ok(false);
     }
     for route in routes {
         tx.execute(
@@ -584,6 +591,50 @@ pub(crate) fn record_alert(
             params![alert.id, route, time],
         )
         .map_err(db(path))?;
+    }
+    Ok(true)
+}
+
+pub(crate) fn announce(
+    conn: &mut Connection,
+    path: &Path,
+    name: &str,
+    announcement: Option<&Announcement>,
+    unknown_since: Option<Timestamp>,
+    alert: Option<(&Alert, &[String])>,
+) -> Result<(), Error> {
+    let tx = conn.transaction().map_err(db(path))?;
+    if let Some((alert, routes)) = alert {
+        insert_alert(&tx, path, alert, routes)?;
+    }
+    match announcement {
+        Some(a) => upsert_announcement(&tx, path, name, a)?,
+        None => {
+            tx.execute(
+                "INSERT INTO announced (token_name) VALUES (?1) ON CONFLICT (token_name) DO NOTHING",
+                params![name],
+            )
+            .map_err(db(path))?;
+        }
+    }
+    tx.execute(
+        "UPDATE announced SET unknown_since = ?2 WHERE token_name = ?1",
+        params![name, unknown_since.map(|t| t.as_second())],
+    )
+    .map_err(db(path))?;
+    tx.commit().map_err(db(path))
+}
+
+pub(crate) fn record_alert(
+    conn: &mut Connection,
+    path: &Path,
+    alert: &Alert,
+    routes: &[String],
+) -> Result<(), Error> {
+    let tx = conn.transaction().map_err(db(path))?;
+    let time = alert.time.as_second();
+    if !insert_alert(&tx, path, alert, routes)? {
+        return tx.commit().map_err(db(path));
     }
     let current: Option<Option<String>> = tx
         .query_row(
@@ -595,7 +646,8 @@ pub(crate) fn record_alert(
         .map_err(db(path))?;
     if current.flatten().as_deref() == Some(alert.state.as_str()) {
         tx.execute(
-            "UPDATE announced SET last_reminder_at = ?2 WHERE token_name = ?1",
+            "UPDATE announced SET last_reminder_at = ?2, reminders = reminders + 1
+             WHERE token_name = ?1",
             params![alert.token_name, time],
         )
         .map_err(db(path))?;
@@ -609,6 +661,7 @@ pub(crate) fn record_alert(
                 since: alert.time,
                 alert_id: Some(alert.id.clone()),
                 last_reminder_at: None,
+                reminders: 0,
             },
         )?;
     }

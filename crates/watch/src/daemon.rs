@@ -562,6 +562,7 @@ impl Daemon {
             .as_ref()
             .and_then(|s| s.announcement.as_ref())
             .and_then(|a| a.alert_id.clone());
+        let mut record = None;
         if let Some(alert) = &decision.alert {
             tracing::warn!(
                 token = %name,
@@ -571,19 +572,17 @@ impl Daemon {
                 alert.state,
                 alert.message
             );
-            let routes = token.alerts.clone();
-            self.store
-                .record_alert(alert_to_store(alert), routes)
-                .await?;
             alert_id = Some(alert.id.clone());
+            record = Some((alert_to_store(alert), token.alerts.clone()));
             summary.alerts += 1;
         }
-        if previous.as_ref() != Some(&decision.next) || decision.alert.is_some() {
+        if previous.as_ref() != Some(&decision.next) || record.is_some() {
             let (announcement, unknown_since) = announced_to_store(&decision.next, alert_id);
-            if let Some(announcement) = announcement {
-                self.store.set_announcement(name, announcement).await?;
-            }
-            self.store.set_unknown_since(name, unknown_since).await?;
+            // The alert, its deliveries and what is announced: one transaction, so a crash leaves
+            // all or none (an alert announced but never queued would never be sent).
+            self.store
+                .announce(name, announcement, unknown_since, record)
+                .await?;
         }
         Ok(())
     }
@@ -832,7 +831,7 @@ mod tests {
             state: Some(State::Critical),
             since,
             last_alert: Some(since + SignedDuration::from_hours(24)),
-            reminders: 0,
+            reminders: 3,
             unknown_since: Some(since + SignedDuration::from_hours(30)),
         };
         let (announcement, unknown_since) = announced_to_store(&announced, Some("a1".repeat(16)));
@@ -1026,8 +1025,8 @@ fn check_record(
     }
 }
 
-/// What the store keeps, as [`states::decide`] takes it. The store keeps no reminder count: after a
-/// restart reminders are numbered from one again (their ids start over).
+/// What the store keeps, as [`states::decide`] takes it: with [`announced_to_store`], the one place
+/// the two shapes meet.
 pub fn announced_from_store(stored: &store::Announced) -> Announced {
     match &stored.announcement {
         Some(a) => Announced {
@@ -1036,7 +1035,7 @@ pub fn announced_from_store(stored: &store::Announced) -> Announced {
             last_alert: a
                 .last_reminder_at
                 .or_else(|| a.alert_id.as_ref().map(|_| a.since)),
-            reminders: 0,
+            reminders: a.reminders,
             unknown_since: stored.unknown_since,
         },
         None => Announced {
@@ -1060,6 +1059,7 @@ pub fn announced_to_store(
         since: announced.since,
         alert_id,
         last_reminder_at: announced.last_alert,
+        reminders: announced.reminders,
     });
     (announcement, announced.unknown_since)
 }

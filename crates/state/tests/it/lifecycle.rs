@@ -47,7 +47,8 @@ async fn announced_state_and_pending_deliveries_survive_a_restart() {
             state: "dead".to_owned(),
             since: at(10),
             alert_id: Some("alert-1".to_owned()),
-            last_reminder_at: None
+            last_reminder_at: None,
+            reminders: 0
         })
     );
     let billing = store.announced("billing").await.unwrap().unwrap();

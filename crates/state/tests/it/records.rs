@@ -155,6 +155,7 @@ async fn announcements_alerts_and_reminders() {
                 since: at(1),
                 alert_id: None,
                 last_reminder_at: None,
+                reminders: 0,
             },
         )
         .await
@@ -182,6 +183,7 @@ async fn announcements_alerts_and_reminders() {
             since: at(10),
             alert_id: Some("a1".to_owned()),
             last_reminder_at: None,
+            reminders: 0
         })
     );
     // Same state again: a reminder, the announcement's start and alert stay.
@@ -196,6 +198,7 @@ async fn announcements_alerts_and_reminders() {
     let ann = a.announcement.unwrap();
     assert_eq!((ann.since, ann.alert_id.as_deref()), (at(10), Some("a1")));
     assert_eq!(ann.last_reminder_at, Some(at(20)));
+    assert_eq!(ann.reminders, 1, "a reminder is counted");
     store.set_unknown_since("orders", None).await.unwrap();
     let all = store.all_announced().await.unwrap();
     assert_eq!(all.len(), 1);
@@ -403,4 +406,39 @@ async fn retention_keeps_each_tokens_latest_check() {
 
     assert_eq!(store.forget_tokens_unseen_since(at(1)).await.unwrap(), 2);
     assert_eq!(store.counts().await.unwrap().checks, 0);
+}
+
+#[tokio::test]
+async fn announce_keeps_the_callers_state_and_the_alert_in_one_call() {
+    let (_dir, store) = store().await;
+    // A `recovered` alert announces `ok`: the announcement is the caller's, not the alert's state.
+    store
+        .announce(
+            "orders",
+            Some(Announcement {
+                state: "ok".to_owned(),
+                since: at(10),
+                alert_id: Some("r1".to_owned()),
+                last_reminder_at: Some(at(10)),
+                reminders: 2,
+            }),
+            None,
+            Some((
+                alert("r1", "orders", "recovered", Some("critical"), 10),
+                vec!["ops".to_owned()],
+            )),
+        )
+        .await
+        .unwrap();
+    let a = store.announced("orders").await.unwrap().unwrap();
+    let ann = a.announcement.unwrap();
+    assert_eq!((ann.state.as_str(), ann.reminders), ("ok", 2));
+    assert_eq!(store.deliveries("r1").await.unwrap().len(), 1);
+    // Nothing known yet: no announcement, and since when it has been unknown.
+    store
+        .announce("billing", None, Some(at(5)), None)
+        .await
+        .unwrap();
+    let b = store.announced("billing").await.unwrap().unwrap();
+    assert_eq!((b.announcement, b.unknown_since), (None, Some(at(5))));
 }
