@@ -23,6 +23,7 @@
 //! doctor_interval = "6h"
 //! failover = true            # promote a healthy backup when the token is dead
 //! try_user_token = false     # also try renewing a long-lived user token
+//! retention = "90d"          # history kept in the state file (only here, not per token; ≥ 1 day)
 //!
 //! [[token]]
 //! name = "orders"                       # unique
@@ -64,6 +65,8 @@ use toml::Spanned;
 pub const CONFIG_FILE_NAME: &str = "permatoken.toml";
 /// The largest configuration file read: a fleet of 10,000 tokens fits in well under this.
 pub const MAX_CONFIG_BYTES: u64 = 1024 * 1024;
+/// How long history is kept unless `[defaults] retention` says otherwise: 90 days.
+pub const DEFAULT_RETENTION: Duration = Duration::from_secs(90 * 86_400);
 /// The token variable read from an env file unless `key` says otherwise.
 pub const DEFAULT_KEY: &str = permatoken_config::TOKEN_VAR;
 
@@ -142,6 +145,9 @@ pub struct Config {
     pub tokens: Vec<TokenConfig>,
     /// `[[alert]]`, in file order.
     pub routes: Vec<Route>,
+    /// `[defaults] retention`: how long checks, events and settled alerts are kept in the state
+    /// file ([`DEFAULT_RETENTION`] unless set). For the whole process, never per token.
+    pub retention: Duration,
 }
 
 impl Config {
@@ -473,6 +479,7 @@ pub fn default_config(cwd: &Path) -> Config {
             alerts: Vec::new(),
         }],
         routes: Vec::new(),
+        retention: DEFAULT_RETENTION,
     }
 }
 
@@ -700,6 +707,8 @@ struct RawPolicy {
     doctor_interval: Option<Spanned<String>>,
     failover: Option<bool>,
     try_user_token: Option<bool>,
+    /// Only in `[defaults]`: a token's history is not kept apart.
+    retention: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -748,6 +757,7 @@ impl RawToken {
             doctor_interval: self.doctor_interval.take(),
             failover: self.failover.take(),
             try_user_token: self.try_user_token.take(),
+            retention: None,
         }
     }
 }
@@ -798,6 +808,23 @@ impl Checker<'_> {
             Some(d) => self.policy(d.get_ref(), base, d.span())?,
             None => base,
         };
+        let retention = match raw
+            .defaults
+            .as_ref()
+            .and_then(|d| d.get_ref().retention.as_ref())
+        {
+            Some(v) => {
+                let d = self.duration(v, "retention", true)?;
+                if d < Duration::from_secs(86_400) {
+                    return Err(at(
+                        v.span(),
+                        "`retention` must be at least a day, such as \"90d\"".into(),
+                    ));
+                }
+                d
+            }
+            None => DEFAULT_RETENTION,
+        };
         self.jitter_given = raw
             .defaults
             .as_ref()
@@ -844,6 +871,7 @@ impl Checker<'_> {
                 defaults,
                 tokens,
                 routes,
+                retention,
             },
             warnings: self.warnings,
         })

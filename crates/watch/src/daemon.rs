@@ -76,8 +76,6 @@ pub fn default_state_path(
     Some(base.join("permatoken").join("state.db"))
 }
 
-/// How long checks, events and settled alerts are kept unless told otherwise.
-pub const DEFAULT_RETENTION: Duration = Duration::from_secs(90 * 86_400);
 /// The shortest wait between two checks of a token.
 const MIN_GAP: Duration = Duration::from_secs(60);
 /// Points of history per token on the page.
@@ -105,8 +103,6 @@ pub struct Options {
     pub clock: Arc<dyn Clock>,
     /// Where previous env-file contents go before a write; `None` keeps none.
     pub backup_dir: Option<PathBuf>,
-    /// How long history is kept ([`DEFAULT_RETENTION`]).
-    pub retention: Duration,
 }
 
 /// What one step did.
@@ -147,7 +143,6 @@ pub struct Daemon {
     graph: permatoken_graph::Config,
     clock: Arc<dyn Clock>,
     backup_dir: Option<PathBuf>,
-    retention: Duration,
     clients: HashMap<String, (String, Client)>,
     due: HashMap<String, Due>,
     started_at: Timestamp,
@@ -170,7 +165,6 @@ impl Daemon {
             graph: options.graph,
             clock: options.clock,
             backup_dir: options.backup_dir,
-            retention: options.retention,
             clients: HashMap::new(),
             due: HashMap::new(),
             started_at,
@@ -293,7 +287,8 @@ impl Daemon {
             .last_prune
             .is_none_or(|at| now.duration_since(at) >= SignedDuration::from_hours(24))
         {
-            let keep = SignedDuration::try_from(self.retention).unwrap_or(SignedDuration::MAX);
+            let keep =
+                SignedDuration::try_from(self.config.retention).unwrap_or(SignedDuration::MAX);
             let cutoff = now.checked_sub(keep).unwrap_or(Timestamp::MIN);
             self.store.prune(cutoff).await?;
             self.last_prune = Some(now);

@@ -264,7 +264,7 @@ fn each_mistake_names_its_line_and_column_and_what_is_allowed() {
     let cases: Vec<(String, &str)> = vec![
         (
             "[defaults]\nintervl = \"1h\"\n".into(),
-            "2:1: unknown key `intervl`; allowed: `interval`, `jitter`, `warn_days`, `crit_days`, `renew_days`, `unknown_after`, `remind_every`, `doctor`, `doctor_interval`, `failover`, `try_user_token`; did you mean `interval`?",
+            "2:1: unknown key `intervl`; allowed: `interval`, `jitter`, `warn_days`, `crit_days`, `renew_days`, `unknown_after`, `remind_every`, `doctor`, `doctor_interval`, `failover`, `try_user_token`, `retention`; did you mean `interval`?",
         ),
         (
             "[[token]]\nname = \"orders\"\nenv_file = \"/srv/.env\"\napp_secret = \"PERMATOKENTEST\"\n".into(),
@@ -470,4 +470,17 @@ fn without_a_file_the_dot_env_of_the_working_folder_is_watched() {
     // An explicit --config must exist.
     let e = config::load_or_default(Some(&cwd.join("nope.toml")), env(&[]), &cwd).unwrap_err();
     assert!(matches!(e, ConfigError::Read { .. }), "{e}");
+}
+
+#[test]
+fn retention_is_a_defaults_key_of_at_least_a_day() {
+    assert_eq!(parse("").config.retention, config::DEFAULT_RETENTION);
+    assert_eq!(config::DEFAULT_RETENTION, Duration::from_secs(90 * 86_400));
+    let c = parse("[defaults]\nretention = \"30d\"\n").config;
+    assert_eq!(c.retention, Duration::from_secs(30 * 86_400));
+    let e = error("[defaults]\nretention = \"1h\"\n");
+    assert!(e.contains(":2:13:") && e.contains("at least a day"), "{e}");
+    // Not per token: the state file's history is one.
+    let e = error("[[token]]\nname = \"a\"\nenv = \"A\"\nretention = \"30d\"\n");
+    assert!(e.contains("retention"), "{e}");
 }

@@ -18,7 +18,7 @@ use permatoken_sandbox::{Faults, Options as SandboxOptions, Running, Sandbox};
 use permatoken_state::Store;
 use permatoken_watch::alert::Sender;
 use permatoken_watch::config;
-use permatoken_watch::daemon::{Clock, DEFAULT_RETENTION, Daemon, Options};
+use permatoken_watch::daemon::{Clock, Daemon, Options};
 use permatoken_watch::metrics::{self, Counters};
 use permatoken_watch::snapshot::{self, Snapshot, Status, TokenState};
 use serde_json::Value;
@@ -99,7 +99,6 @@ impl World {
             graph,
             clock: Arc::new(self.clock.clone()),
             backup_dir: Some(self.dir.path().join("backups")),
-            retention: DEFAULT_RETENTION,
         });
         (daemon, subscriber, counters)
     }

@@ -10,7 +10,7 @@ use permatoken_inspect::Status;
 use permatoken_state::Store;
 use permatoken_watch::alert::Sender;
 use permatoken_watch::config::{self, Config, Loaded};
-use permatoken_watch::daemon::{self, DEFAULT_RETENTION, Daemon, Options, SystemClock};
+use permatoken_watch::daemon::{self, Daemon, Options, SystemClock};
 use permatoken_watch::http::{self, AppState, BearerToken};
 use permatoken_watch::metrics::Counters;
 use permatoken_watch::snapshot::{self, Snapshot};
@@ -59,7 +59,6 @@ pub(crate) async fn run(args: WatchArgs) -> Result<u8, Failure> {
         graph,
         clock: Arc::new(SystemClock),
         backup_dir,
-        retention: DEFAULT_RETENTION,
     });
     if args.once {
         let summary = daemon.run_all(jiff::Timestamp::now()).await.map_err(|e| {
