@@ -148,8 +148,8 @@ pub struct Daemon {
     started_at: Timestamp,
     last_round_at: Option<Timestamp>,
     last_prune: Option<Timestamp>,
-    /// Per token name: its role, and the last view (for a token whose file could not be read).
-    views: HashMap<String, TokenView>,
+    /// Per configured token: the names of the backups its last check found (`<name>/<VARIABLE>`).
+    backups: HashMap<String, Vec<String>>,
 }
 
 impl Daemon {
@@ -170,7 +170,7 @@ impl Daemon {
             started_at,
             last_round_at: None,
             last_prune: None,
-            views: HashMap::new(),
+            backups: HashMap::new(),
         }
     }
 
@@ -191,7 +191,8 @@ impl Daemon {
         self.due.retain(|name, _| name_in(&config, name).is_some());
         let count = config.tokens.len();
         self.config = config;
-        self.views.clear();
+        self.backups
+            .retain(|name, _| self.config.token(name).is_some());
         self.store
             .record_event(store::Event {
                 at: now,
@@ -282,7 +283,7 @@ impl Daemon {
         if !checks.is_empty() {
             self.store.record_checks(checks).await?;
         }
-        self.deliver_due(now).await?;
+        let delivered = self.deliver_due(now).await?;
         if self
             .last_prune
             .is_none_or(|at| now.duration_since(at) >= SignedDuration::from_hours(24))
@@ -296,7 +297,10 @@ impl Daemon {
         if !tokens.is_empty() {
             self.last_round_at = Some(now);
         }
-        self.publish(now).await?;
+        // Building a snapshot reads the whole store: only when something may have changed.
+        if !tokens.is_empty() || delivered > 0 {
+            self.publish(now).await?;
+        }
         Ok(summary)
     }
 
@@ -502,6 +506,12 @@ impl Daemon {
                 .await?;
         }
         self.store.upsert_tokens(records).await?;
+        let backups = observed
+            .iter()
+            .skip(1)
+            .map(|(name, ..)| name.clone())
+            .collect();
+        self.backups.insert(token.name.clone(), backups);
         for (name, check_report, engine) in observed {
             let status = check_report.status;
             self.counters.check(&name, status_str(status));
@@ -610,9 +620,11 @@ impl Daemon {
         // A backup is checked with its primary: the primary's schedule is the one that counts.
     }
 
-    /// Tries every delivery due at `now` (new alerts at once; failed ones after their retry delay).
-    pub async fn deliver_due(&mut self, now: Timestamp) -> Result<(), Error> {
+    /// Tries every delivery due at `now` (new alerts at once; failed ones after their retry delay);
+    /// returns how many were tried.
+    pub async fn deliver_due(&mut self, now: Timestamp) -> Result<usize, Error> {
         let due = self.store.due_deliveries(now, DELIVERIES_PER_STEP).await?;
+        let tried = due.len();
         for delivery in due {
             let Some(route) = self.config.route(&delivery.route).cloned() else {
                 self.store
@@ -650,7 +662,7 @@ impl Daemon {
                 }
             }
         }
-        Ok(())
+        Ok(tried)
     }
 
     /// Builds a snapshot from the store and publishes it.
@@ -685,15 +697,8 @@ impl Daemon {
         let mut names: Vec<(String, Role)> = Vec::new();
         for t in &self.config.tokens {
             names.push((t.name.clone(), Role::Primary));
-            let prefix = format!("{}/", t.name);
-            let mut backups: Vec<&str> = newest
-                .keys()
-                .copied()
-                .filter(|n| n.starts_with(&prefix))
-                .collect();
-            backups.sort_unstable();
-            for b in backups {
-                names.push((b.to_owned(), Role::Backup(t.name.clone())));
+            for b in self.backups.get(&t.name).into_iter().flatten() {
+                names.push((b.clone(), Role::Backup(t.name.clone())));
             }
         }
         let from = now - SignedDuration::from_hours(24 * 30);

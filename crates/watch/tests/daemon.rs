@@ -363,3 +363,104 @@ url = "{hook}"
         }
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reminders_are_numbered_on_across_a_restart_and_a_missing_file_is_unknown_not_fatal() {
+    let sandbox = Sandbox::start_background(&SandboxOptions::default()).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (hook, received) = receiver().await;
+    let app = format!(
+        "FACEBOOK_APP_ID={}\nFACEBOOK_APP_SECRET={}\n",
+        sandbox.app().id,
+        sandbox.app_secret().expose_secret()
+    );
+    write(
+        &dir.path().join("legacy.env"),
+        &format!(
+            "{app}WHATSAPP_ACCESS_TOKEN={}\n",
+            token(&sandbox, "expired")
+        ),
+    );
+    let text = format!(
+        r#"
+[defaults]
+remind_every = "1d"
+unknown_after = "6h"
+
+[[token]]
+name = "legacy"
+env_file = "legacy.env"
+alerts = ["ops"]
+
+[[token]]
+name = "gone"
+env_file = "missing.env"
+alerts = ["ops"]
+
+[[alert]]
+name = "ops"
+kind = "webhook"
+url = "{hook}"
+"#
+    );
+    let config = config::parse(&text, &dir.path().join("permatoken.toml"))
+        .unwrap()
+        .config;
+    let world = World {
+        sandbox,
+        clock: TestClock::default(),
+        state: dir.path().join("state.db"),
+        dir,
+        config,
+    };
+    let (mut daemon, _subscriber, _counters) = world.daemon().await;
+    for _ in 0..3 {
+        daemon.run_due(world.clock.now()).await.expect("a round");
+        world.advance(DAY);
+    }
+    drop(daemon);
+    let (mut daemon, _subscriber, _counters) = world.daemon().await;
+    daemon.run_due(world.clock.now()).await.expect("a round");
+    drop(daemon);
+
+    let bodies = received.bodies.lock().unwrap().clone();
+    let of = |name: &str| -> Vec<Value> {
+        bodies
+            .iter()
+            .filter(|(_, b)| b["token"] == name)
+            .map(|(_, b)| b.clone())
+            .collect()
+    };
+    let legacy = of("legacy");
+    let kinds: Vec<(&str, &str)> = legacy
+        .iter()
+        .map(|b| (b["state"].as_str().unwrap(), b["kind"].as_str().unwrap()))
+        .collect();
+    // Day 0 the change; days 1, 2 and (after the restart) 3 a reminder each.
+    assert_eq!(
+        kinds,
+        [
+            ("dead", "change"),
+            ("dead", "reminder"),
+            ("dead", "reminder"),
+            ("dead", "reminder"),
+        ]
+    );
+    let mut ids: Vec<&str> = legacy.iter().map(|b| b["id"].as_str().unwrap()).collect();
+    ids.sort_unstable();
+    ids.dedup();
+    assert_eq!(
+        ids.len(),
+        4,
+        "each reminder has its own id, after a restart too"
+    );
+    // The missing file: unknown at first (no alert), `cannot_be_checked` once it lasted 6 h, once.
+    let gone = of("gone");
+    assert_eq!(gone.len(), 1, "{gone:?}");
+    assert_eq!(gone[0]["state"], "cannot_be_checked");
+    assert!(
+        gone[0]["message"].as_str().unwrap().contains("missing.env"),
+        "{}",
+        gone[0]["message"]
+    );
+}
