@@ -800,65 +800,6 @@ impl Daemon {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn env(pairs: &[(&str, &str)]) -> Vec<(std::ffi::OsString, std::ffi::OsString)> {
-        pairs
-            .iter()
-            .map(|(k, v)| ((*k).into(), (*v).into()))
-            .collect()
-    }
-
-    #[test]
-    fn the_state_file_follows_xdg_then_home_and_needs_one() {
-        assert_eq!(
-            default_state_path(env(&[("HOME", "/home/a"), ("XDG_STATE_HOME", "/x")])),
-            Some(PathBuf::from("/x/permatoken/state.db"))
-        );
-        assert_eq!(
-            default_state_path(env(&[("HOME", "/home/a"), ("XDG_STATE_HOME", "rel")])),
-            Some(PathBuf::from("/home/a/.local/state/permatoken/state.db"))
-        );
-        assert_eq!(default_state_path(env(&[("PATH", "/bin")])), None);
-    }
-
-    #[test]
-    fn announced_state_survives_the_store_round_trip() {
-        let since = Timestamp::from_second(1_800_000_000).unwrap();
-        let announced = Announced {
-            state: Some(State::Critical),
-            since,
-            last_alert: Some(since + SignedDuration::from_hours(24)),
-            reminders: 3,
-            unknown_since: Some(since + SignedDuration::from_hours(30)),
-        };
-        let (announcement, unknown_since) = announced_to_store(&announced, Some("a1".repeat(16)));
-        let stored = store::Announced {
-            token_name: "orders".into(),
-            announcement,
-            unknown_since,
-        };
-        assert_eq!(announced_from_store(&stored), announced);
-        let nothing = Announced {
-            state: None,
-            since,
-            last_alert: None,
-            reminders: 0,
-            unknown_since: Some(since),
-        };
-        let (announcement, unknown_since) = announced_to_store(&nothing, None);
-        assert!(announcement.is_none());
-        let stored = store::Announced {
-            token_name: "orders".into(),
-            announcement,
-            unknown_since,
-        };
-        assert_eq!(announced_from_store(&stored), nothing);
-    }
-}
-
 fn name_in<'a>(config: &'a Config, name: &str) -> Option<&'a TokenConfig> {
     let primary = name.split_once('/').map_or(name, |(p, _)| p);
     config.token(primary)
@@ -1105,4 +1046,63 @@ fn random_unit() -> f64 {
             .as_nanos(),
     );
     (h.finish() >> 11) as f64 / (1u64 << 53) as f64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(std::ffi::OsString, std::ffi::OsString)> {
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).into(), (*v).into()))
+            .collect()
+    }
+
+    #[test]
+    fn the_state_file_follows_xdg_then_home_and_needs_one() {
+        assert_eq!(
+            default_state_path(env(&[("HOME", "/home/a"), ("XDG_STATE_HOME", "/x")])),
+            Some(PathBuf::from("/x/permatoken/state.db"))
+        );
+        assert_eq!(
+            default_state_path(env(&[("HOME", "/home/a"), ("XDG_STATE_HOME", "rel")])),
+            Some(PathBuf::from("/home/a/.local/state/permatoken/state.db"))
+        );
+        assert_eq!(default_state_path(env(&[("PATH", "/bin")])), None);
+    }
+
+    #[test]
+    fn announced_state_survives_the_store_round_trip() {
+        let since = Timestamp::from_second(1_800_000_000).unwrap();
+        let announced = Announced {
+            state: Some(State::Critical),
+            since,
+            last_alert: Some(since + SignedDuration::from_hours(24)),
+            reminders: 3,
+            unknown_since: Some(since + SignedDuration::from_hours(30)),
+        };
+        let (announcement, unknown_since) = announced_to_store(&announced, Some("a1".repeat(16)));
+        let stored = store::Announced {
+            token_name: "orders".into(),
+            announcement,
+            unknown_since,
+        };
+        assert_eq!(announced_from_store(&stored), announced);
+        let nothing = Announced {
+            state: None,
+            since,
+            last_alert: None,
+            reminders: 0,
+            unknown_since: Some(since),
+        };
+        let (announcement, unknown_since) = announced_to_store(&nothing, None);
+        assert!(announcement.is_none());
+        let stored = store::Announced {
+            token_name: "orders".into(),
+            announcement,
+            unknown_since,
+        };
+        assert_eq!(announced_from_store(&stored), nothing);
+    }
 }
