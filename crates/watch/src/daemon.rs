@@ -150,6 +150,8 @@ pub struct Daemon {
     last_prune: Option<Timestamp>,
     /// Per configured token: the names of the backups its last check found (`<name>/<VARIABLE>`).
     backups: HashMap<String, Vec<String>>,
+    /// Per token name (primaries and backups): the permissions its last check found, for the page.
+    scopes: HashMap<String, Vec<String>>,
 }
 
 impl Daemon {
@@ -171,6 +173,7 @@ impl Daemon {
             last_round_at: None,
             last_prune: None,
             backups: HashMap::new(),
+            scopes: HashMap::new(),
         }
     }
 
@@ -512,17 +515,28 @@ impl Daemon {
             .map(|(name, ..)| name.clone())
             .collect();
         self.backups.insert(token.name.clone(), backups);
+        // The token and its backups are checked together: the soonest expiry among them and any
+        // unknown check set when they are checked next.
+        let mut soonest: Option<Timestamp> = None;
+        let mut any_unknown = false;
         for (name, check_report, engine) in observed {
             let status = check_report.status;
+            self.scopes.insert(
+                name.clone(),
+                check_report.token.scopes.clone().unwrap_or_default(),
+            );
             self.counters.check(&name, status_str(status));
             summary.checked += 1;
             summary.worst = Some(worst(summary.worst, status));
             let observation = states::observe(&check_report, engine);
             self.announce(token, &name, &observation, now, summary)
                 .await?;
-            let unknown = observation.observed == Observed::Unknown;
-            self.schedule(&name, token.policy, check_report.expires_at(), unknown, now);
+            any_unknown |= observation.observed == Observed::Unknown;
+            if let Some(at) = check_report.expires_at() {
+                soonest = Some(soonest.map_or(at, |s| s.min(at)));
+            }
         }
+        self.schedule(&token.name, token.policy, soonest, any_unknown, now);
         Ok(())
     }
 
@@ -617,7 +631,6 @@ impl Daemon {
         }
         let wait = wait.max(MIN_GAP);
         entry.at = now + SignedDuration::try_from(wait).unwrap_or(SignedDuration::from_hours(1));
-        // A backup is checked with its primary: the primary's schedule is the one that counts.
     }
 
     /// Tries every delivery due at `now` (new alerts at once; failed ones after their retry delay);
@@ -739,13 +752,9 @@ impl Daemon {
                 expires_at: check.and_then(|c| c.expires_at).map(|t| t.as_second()),
                 never_expires: check.is_some_and(|c| c.never_expires),
                 missing_permissions: check.map(|c| c.missing_scopes.clone()).unwrap_or_default(),
-                scopes: Vec::new(),
+                scopes: self.scopes.get(&name).cloned().unwrap_or_default(),
                 last_check: check.map(|c| c.checked_at.as_second()),
-                next_check: self
-                    .due
-                    .get(primary_name)
-                    .or_else(|| self.due.get(&name))
-                    .map(|d| d.at.as_second()),
+                next_check: self.due.get(primary_name).map(|d| d.at.as_second()),
                 history,
                 name,
                 role,

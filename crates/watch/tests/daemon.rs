@@ -464,3 +464,75 @@ url = "{hook}"
         gone[0]["message"]
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_next_check_comes_sooner_as_expiry_nears_and_after_an_unknown_check() {
+    let sandbox = Sandbox::start_background(&SandboxOptions::default()).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let app = format!(
+        "FACEBOOK_APP_ID={}\nFACEBOOK_APP_SECRET={}\n",
+        sandbox.app().id,
+        sandbox.app_secret().expose_secret()
+    );
+    for (file, scenario) in [
+        ("far.env", "system-user"),
+        ("near.env", "user-expires-soon"),
+    ] {
+        write(
+            &dir.path().join(file),
+            &format!("{app}WHATSAPP_ACCESS_TOKEN={}\n", token(&sandbox, scenario)),
+        );
+    }
+    let text = "[defaults]\ninterval = \"1d\"\njitter = \"0s\"\n\n[[token]]\nname = \"far\"\nenv_file = \"far.env\"\n";
+    let config = config::parse(text, &dir.path().join("permatoken.toml"))
+        .unwrap()
+        .config;
+    let world = World {
+        sandbox,
+        clock: TestClock::default(),
+        state: dir.path().join("state.db"),
+        dir,
+        config,
+    };
+    let next_after = |config: &config::Config| {
+        let config = config.clone();
+        let world = &world;
+        async move {
+            let (mut daemon, subscriber, _) = world.daemon().await;
+            daemon.replace_config(config).await.unwrap();
+            let now = world.clock.now();
+            daemon.run_due(now).await.unwrap();
+            let next = daemon.next_due().unwrap();
+            let view = subscriber.borrow().tokens[0].clone();
+            (next.duration_since(now), view)
+        }
+    };
+    // Never expires: the interval.
+    let (wait, view) = next_after(&world.config).await;
+    assert_eq!(wait, SignedDuration::from_hours(24));
+    assert!(
+        view.scopes
+            .iter()
+            .any(|s| s == "whatsapp_business_messaging"),
+        "{view:?}"
+    );
+    // Two days left: within a quarter of that.
+    let near = config::parse(
+        &text.replace("far.env", "near.env"),
+        &world.dir.path().join("permatoken.toml"),
+    )
+    .unwrap()
+    .config;
+    let (wait, _) = next_after(&near).await;
+    assert!(wait <= SignedDuration::from_hours(12), "{wait:?}");
+    assert!(wait >= SignedDuration::from_mins(1), "{wait:?}");
+    // Could not tell: again within minutes, not a day later.
+    world.sandbox.set_faults(Faults {
+        server_errors: 100,
+        ..Faults::default()
+    });
+    let (wait, view) = next_after(&world.config).await;
+    world.sandbox.set_faults(Faults::default());
+    assert_eq!(view.status, Status::Unknown);
+    assert_eq!(wait, SignedDuration::from_mins(1));
+}
