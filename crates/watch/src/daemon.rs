@@ -150,6 +150,8 @@ pub struct Daemon {
     last_prune: Option<Timestamp>,
     /// Per configured token: the names of the backups its last check found (`<name>/<VARIABLE>`).
     backups: HashMap<String, Vec<String>>,
+    /// Per configured token with `doctor = true`: when its checklist runs next.
+    doctor_due: HashMap<String, Timestamp>,
     /// Per token name (primaries and backups): the permissions its last check found, for the page.
     scopes: HashMap<String, Vec<String>>,
 }
@@ -174,6 +176,7 @@ impl Daemon {
             last_prune: None,
             backups: HashMap::new(),
             scopes: HashMap::new(),
+            doctor_due: HashMap::new(),
         }
     }
 
@@ -408,7 +411,80 @@ impl Daemon {
             }
         };
         self.take_in(token, &spec, &report, now, summary, checks)
-            .await
+            .await?;
+        if policy.doctor && self.doctor_due.get(&token.name).is_none_or(|at| *at <= now) {
+            self.doctor(token, &source, &app, &client, now, summary)
+                .await?;
+            let every = SignedDuration::try_from(policy.doctor_interval)
+                .unwrap_or(SignedDuration::from_hours(6));
+            self.doctor_due.insert(token.name.clone(), now + every);
+        }
+        Ok(())
+    }
+
+    /// Runs the doctor checklist for `token` (its current primary, read again after any write) and
+    /// treats each item that is not skipped like a token named `<name>/doctor/<item>`: a change of
+    /// its state is alerted (`warning` shows as `expiring`, e.g. the webhook certificate's expiry).
+    async fn doctor(
+        &mut self,
+        token: &TokenConfig,
+        source: &EngineSource,
+        app: &AppCredentials,
+        client: &Client,
+        now: Timestamp,
+        summary: &mut StepSummary,
+    ) -> Result<(), Error> {
+        let Ok(spec) = TokenSpec::load(source, Some(&[])) else {
+            // The token's own check already said why it cannot be read.
+            return Ok(());
+        };
+        let vars = match doctor_vars(&token.source) {
+            Ok(vars) => vars,
+            Err(reason) => {
+                tracing::warn!(token = %token.name, "doctor: {reason}");
+                return Ok(());
+            }
+        };
+        let inputs = permatoken_doctor::Inputs {
+            token: spec.primary.value.clone(),
+            source: spec.primary.source.to_string(),
+            app: app.clone(),
+            waba: vars.waba_id.map(|s| s.value),
+            phone: vars.phone_number_id.map(|s| s.value),
+            webhook_url: vars.webhook_url.map(|s| s.value),
+            verify_token: vars.verify_token.map(|s| s.value),
+            webhook: permatoken_doctor::WebhookCheck {
+                allow_private: false,
+                ca_pem: self.graph.extra_roots_pem.clone(),
+                no_post: false,
+            },
+            subscribe: false,
+        };
+        let budget = Budget::new(Duration::from_secs(120));
+        let checklist = permatoken_doctor::doctor(client, &inputs, &budget).await;
+        for item in checklist.items {
+            use permatoken_doctor::ItemStatus;
+            let observed = match item.status {
+                ItemStatus::Skipped => continue,
+                ItemStatus::Ok => Observed::Known(State::Ok),
+                ItemStatus::Warning => Observed::Known(State::Expiring),
+                ItemStatus::Critical => Observed::Known(State::Critical),
+                ItemStatus::Unknown => Observed::Unknown,
+            };
+            let message = match item.evidence.first() {
+                Some(first) => format!("{}: {first}", item.title),
+                None => item.title.to_owned(),
+            };
+            let observation = Observation {
+                observed,
+                message,
+                fix: item.fix,
+            };
+            let name = format!("{}/doctor/{}", token.name, item.id);
+            self.announce(token, &name, &observation, now, summary)
+                .await?;
+        }
+        Ok(())
     }
 
     /// Everything that follows one engine round: events, token records, checks, states, alerts.
@@ -856,6 +932,45 @@ fn engine_source(source: &TokenSource) -> EngineSource {
             variable: variable.clone(),
         },
     }
+}
+
+/// The doctor's variables (`WHATSAPP_BUSINESS_ACCOUNT_ID`, `WHATSAPP_PHONE_NUMBER_ID`,
+/// `WHATSAPP_WEBHOOK_URL`, `WHATSAPP_WEBHOOK_VERIFY_TOKEN`): from the token's env file first, then the
+/// process environment.
+fn doctor_vars(source: &TokenSource) -> Result<permatoken_config::Credentials, String> {
+    let env_file = match source {
+        TokenSource::EnvFile { path, .. } => Some(path.clone()),
+        TokenSource::TokenFile(_) | TokenSource::Env(_) => None,
+    };
+    let Some(env_file) = env_file else {
+        let get = |name: &str| {
+            std::env::vars_os()
+                .find(|(k, _)| k == name)
+                .and_then(|(_, v)| v.into_string().ok())
+                .filter(|v| !v.trim().is_empty())
+                .map(|value| Sourced {
+                    value,
+                    source: permatoken_config::Source::Environment,
+                    var: Some(name.to_owned()),
+                })
+        };
+        return Ok(permatoken_config::Credentials {
+            waba_id: get(permatoken_config::WABA_VAR),
+            phone_number_id: get(permatoken_config::PHONE_VAR),
+            webhook_url: get(permatoken_config::WEBHOOK_URL_VAR),
+            verify_token: get(permatoken_config::VERIFY_TOKEN_VAR).map(|s| Sourced {
+                value: permatoken_secret::VerifyToken::new(s.value.as_str()),
+                source: s.source,
+                var: s.var,
+            }),
+            ..Default::default()
+        });
+    };
+    let request = permatoken_config::Request {
+        env_file: Some(env_file),
+        ..Default::default()
+    };
+    permatoken_config::resolve(&request, std::env::vars_os()).map_err(|e| e.to_string())
 }
 
 /// The most bytes read of an `app_secret_file`.

@@ -536,3 +536,68 @@ async fn the_next_check_comes_sooner_as_expiry_nears_and_after_an_unknown_check(
     assert_eq!(view.status, Status::Unknown);
     assert_eq!(wait, SignedDuration::from_mins(1));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn doctor_items_are_alerted_on_change_like_tokens_at_their_own_interval() {
+    let sandbox = Sandbox::start_background(&SandboxOptions::default()).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (hook, received) = receiver().await;
+    // An account this app is not subscribed to: webhooks never arrive, a critical item.
+    write(
+        &dir.path().join("orders.env"),
+        &format!(
+            "FACEBOOK_APP_ID={}\nFACEBOOK_APP_SECRET={}\nWHATSAPP_ACCESS_TOKEN={}\nWHATSAPP_BUSINESS_ACCOUNT_ID=102290129340399\nWHATSAPP_PHONE_NUMBER_ID=106540352242922\n",
+            sandbox.app().id,
+            sandbox.app_secret().expose_secret(),
+            token(&sandbox, "system-user")
+        ),
+    );
+    let text = format!(
+        "[defaults]\ninterval = \"1h\"\ndoctor = true\ndoctor_interval = \"2d\"\nremind_every = \"0s\"\n\n[[token]]\nname = \"orders\"\nenv_file = \"orders.env\"\nalerts = [\"ops\"]\n\n[[alert]]\nname = \"ops\"\nkind = \"webhook\"\nurl = \"{hook}\"\n"
+    );
+    let config = config::parse(&text, &dir.path().join("permatoken.toml"))
+        .unwrap()
+        .config;
+    let world = World {
+        sandbox,
+        clock: TestClock::default(),
+        state: dir.path().join("state.db"),
+        dir,
+        config,
+    };
+    let (mut daemon, _subscriber, _counters) = world.daemon().await;
+    let subscription_calls = |world: &World| {
+        world
+            .sandbox
+            .requests()
+            .iter()
+            .filter(|r| r.path.ends_with("/subscribed_apps"))
+            .count()
+    };
+    let mut calls = Vec::new();
+    for _ in 0..4 {
+        daemon.run_due(world.clock.now()).await.unwrap();
+        calls.push(subscription_calls(&world));
+        world.advance(DAY);
+    }
+    // The checklist ran on days 0 and 2 only.
+    assert!(calls[0] > 0, "{calls:?}");
+    assert_eq!(calls[1], calls[0], "{calls:?}");
+    assert!(calls[2] > calls[1], "{calls:?}");
+    assert_eq!(calls[3], calls[2], "{calls:?}");
+    let bodies = received.bodies.lock().unwrap().clone();
+    let doctor: Vec<(&str, &str)> = bodies
+        .iter()
+        .filter_map(|(_, b)| {
+            let token = b["token"].as_str()?;
+            token
+                .starts_with("orders/doctor/")
+                .then(|| (token, b["state"].as_str().unwrap()))
+        })
+        .collect();
+    assert_eq!(
+        doctor,
+        [("orders/doctor/app_subscription", "critical")],
+        "one alert, not repeated at the second run: {bodies:?}"
+    );
+}
