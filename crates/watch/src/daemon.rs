@@ -128,6 +128,13 @@ pub enum Error {
     Graph(String),
 }
 
+/// What one step writes at its end.
+#[derive(Default)]
+struct Round {
+    tokens: Vec<store::TokenRecord>,
+    checks: Vec<store::CheckRecord>,
+}
+
 struct Due {
     at: Timestamp,
     unknown_streak: u32,
@@ -150,6 +157,8 @@ pub struct Daemon {
     last_prune: Option<Timestamp>,
     /// Per configured token: the names of the backups its last check found (`<name>/<VARIABLE>`).
     backups: HashMap<String, Vec<String>>,
+    /// What is announced, per name: read once per step.
+    announced: HashMap<String, store::Announced>,
     /// Per configured token with `doctor = true`: when its checklist runs next.
     doctor_due: HashMap<String, Timestamp>,
     /// Per token name (primaries and backups): the permissions its last check found, for the page.
@@ -177,6 +186,7 @@ impl Daemon {
             backups: HashMap::new(),
             scopes: HashMap::new(),
             doctor_due: HashMap::new(),
+            announced: HashMap::new(),
         }
     }
 
@@ -281,13 +291,24 @@ impl Daemon {
         now: Timestamp,
     ) -> Result<StepSummary, Error> {
         let mut summary = StepSummary::default();
-        let mut checks = Vec::new();
+        let mut round = Round::default();
+        // One read of what was announced per step, not one per token.
+        self.announced = self
+            .store
+            .all_announced()
+            .await?
+            .into_iter()
+            .map(|a| (a.token_name.clone(), a))
+            .collect();
         for token in tokens {
-            self.check_one(token, now, &mut summary, &mut checks)
+            self.check_one(token, now, &mut summary, &mut round)
                 .await?;
         }
-        if !checks.is_empty() {
-            self.store.record_checks(checks).await?;
+        // Tokens and checks are written once per step: a call per check would cost a transaction
+        // each.
+        if !round.checks.is_empty() {
+            self.store.upsert_tokens(round.tokens).await?;
+            self.store.record_checks(round.checks).await?;
         }
         let delivered = self.deliver_due(now).await?;
         if self
@@ -334,7 +355,7 @@ impl Daemon {
         token: &TokenConfig,
         now: Timestamp,
         summary: &mut StepSummary,
-        checks: &mut Vec<store::CheckRecord>,
+        round: &mut Round,
     ) -> Result<(), Error> {
         let policy = token.policy;
         let source = engine_source(&token.source);
@@ -410,7 +431,7 @@ impl Daemon {
                 return Ok(());
             }
         };
-        self.take_in(token, &spec, &report, now, summary, checks)
+        self.take_in(token, &spec, &report, now, summary, round)
             .await?;
         if policy.doctor && self.doctor_due.get(&token.name).is_none_or(|at| *at <= now) {
             self.doctor(token, &source, &app, &client, now, summary)
@@ -495,9 +516,8 @@ impl Daemon {
         report: &RefreshReport,
         now: Timestamp,
         summary: &mut StepSummary,
-        checks: &mut Vec<store::CheckRecord>,
+        round: &mut Round,
     ) -> Result<(), Error> {
-        let mut records = Vec::new();
         let mut observed: Vec<(String, Report, Engine)> = Vec::new();
         let promoted = match &report.failover {
             Some(FailoverOutcome::Promoted {
@@ -555,8 +575,12 @@ impl Daemon {
                     .await?;
             }
             if let Some(key) = &secret_key {
-                records.push(token_record(key, &name, &role, sourced, &check_report, now));
-                checks.push(check_record(key, &check_report, engine, now));
+                round
+                    .tokens
+                    .push(token_record(key, &name, &role, sourced, &check_report, now));
+                round
+                    .checks
+                    .push(check_record(key, &check_report, engine, now));
             }
             observed.push((name, check_report, engine));
         }
@@ -584,7 +608,6 @@ impl Daemon {
             self.event(now, &token.name, store::EventKind::Reload, &text)
                 .await?;
         }
-        self.store.upsert_tokens(records).await?;
         let backups = observed
             .iter()
             .skip(1)
@@ -644,7 +667,7 @@ impl Daemon {
         now: Timestamp,
         summary: &mut StepSummary,
     ) -> Result<(), Error> {
-        let stored = self.store.announced(name).await?;
+        let stored = self.announced.get(name).cloned();
         let previous = stored.as_ref().map(announced_from_store);
         let decision = states::decide(
             Subject { name, key: name },
@@ -676,8 +699,20 @@ impl Daemon {
             // The alert, its deliveries and what is announced: one transaction, so a crash leaves
             // all or none (an alert announced but never queued would never be sent).
             self.store
-                .announce(name, announcement, unknown_since, record)
+                .announce(name, announcement.clone(), unknown_since, record)
                 .await?;
+            let entry = self
+                .announced
+                .entry(name.to_owned())
+                .or_insert_with(|| store::Announced {
+                    token_name: name.to_owned(),
+                    announcement: None,
+                    unknown_since: None,
+                });
+            if announcement.is_some() {
+                entry.announcement = announcement;
+            }
+            entry.unknown_since = unknown_since;
         }
         Ok(())
     }

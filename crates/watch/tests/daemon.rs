@@ -498,6 +498,8 @@ async fn the_next_check_comes_sooner_as_expiry_nears_and_after_an_unknown_check(
         let config = config.clone();
         let world = &world;
         async move {
+            // Each call a minute later: the page shows, per name, the newest check.
+            world.advance(Duration::from_secs(60));
             let (mut daemon, subscriber, _) = world.daemon().await;
             daemon.replace_config(config).await.unwrap();
             let now = world.clock.now();
