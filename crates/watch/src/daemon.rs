@@ -257,6 +257,7 @@ impl Daemon {
         mut reloads: tokio::sync::mpsc::UnboundedReceiver<Config>,
     ) -> Result<(), Error> {
         let mut shutdown = std::pin::pin!(shutdown);
+        let mut reloads_open = true;
         self.publish(self.clock.now()).await?;
         loop {
             let now = self.clock.now();
@@ -270,9 +271,11 @@ impl Daemon {
             let wait = Duration::try_from(wait).unwrap_or_default();
             tokio::select! {
                 () = &mut shutdown => return Ok(()),
-                config = reloads.recv() => {
-                    if let Some(config) = config {
-                        self.replace_config(config).await?;
+                config = reloads.recv(), if reloads_open => {
+                    match config {
+                        Some(config) => self.replace_config(config).await?,
+                        // No more reloads can come; never poll a closed channel again.
+                        None => reloads_open = false,
                     }
                 }
                 () = tokio::time::sleep(wait) => {
@@ -301,8 +304,7 @@ impl Daemon {
             .map(|a| (a.token_name.clone(), a))
             .collect();
         for token in tokens {
-            self.check_one(token, now, &mut summary, &mut round)
-                .await?;
+            self.check_one(token, now, &mut summary, &mut round).await?;
         }
         // Tokens and checks are written once per step: a call per check would cost a transaction
         // each.
