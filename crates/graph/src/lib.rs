@@ -9,12 +9,14 @@
 //! Must never: read the environment or files, print, or decide policy (what to renew or alert on is the
 //! caller's business).
 
+mod app;
 mod client;
 mod error;
 mod types;
 mod usage;
 mod whatsapp;
 
+pub use app::App;
 pub use client::{
     Answer, Budget, Caller, Client, Config, DEFAULT_GRAPH_URL, DEFAULT_GRAPH_VERSION, RetryPolicy,
     tls_config,

@@ -244,3 +244,111 @@ fn file_names_are_sanitised_before_they_reach_a_terminal() {
         out.stdout
     );
 }
+
+#[test]
+fn verify_sends_app_credentials_only_in_the_authorization_header() {
+    let sandbox = sandbox();
+    let secret = sandbox.app_secret().expose_secret().to_owned();
+    let other = format!("{}|{}", sandbox.other_app().id, "1".repeat(32));
+    let text = format!(
+        "{}APP_TOKEN={}|{secret}\nOTHER={other}\n",
+        app_lines(&sandbox),
+        sandbox.app().id
+    );
+    let out = Test::against(&sandbox)
+        .write("config.env", &text)
+        .args(["scan", "--verify", "--format", "json"])
+        .run();
+    out.assert_code(2);
+    let verdicts: Vec<(String, String)> = findings(&out)
+        .iter()
+        .map(|f| {
+            (
+                f["kind"].as_str().unwrap().to_owned(),
+                f["verified"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        verdicts,
+        [
+            ("app_secret".to_owned(), "live".to_owned()),
+            ("app_token".to_owned(), "live".to_owned()),
+            ("app_token".to_owned(), "invalid".to_owned()),
+        ]
+    );
+    let requests = sandbox.requests();
+    assert_eq!(requests.len(), 3, "one call per finding: {requests:?}");
+    for request in &requests {
+        assert_eq!(request.method, "GET");
+        let target = request.target();
+        assert!(
+            !target.contains(&secret) && !target.contains(&"1".repeat(32)),
+            "no secret in a URL: {target}"
+        );
+        assert!(!target.contains("debug_token"), "{target}");
+        assert!(!request.body.contains(&secret));
+    }
+    assert!(
+        requests
+            .iter()
+            .any(|r| r.bearer() == Some(&format!("{}|{secret}", sandbox.app().id))),
+        "the app token went in the Authorization header"
+    );
+    assert!(!out.stdout.contains(&secret) && !out.stderr.contains(&secret));
+}
+
+#[test]
+fn verify_counts_a_token_live_when_me_answers_without_app_credentials() {
+    // Without the app's id and secret, a system-user token cannot inspect itself (the real
+    // `/debug_token` answers code 100): `/me` answering is enough to call it live.
+    let sandbox = sandbox();
+    let token = token_of(&sandbox, "system-user");
+    let out = Test::against(&sandbox)
+        .write("deploy.env", &format!("WHATSAPP_ACCESS_TOKEN={token}\n"))
+        .args(["scan", "--verify", "--format", "json"])
+        .run();
+    out.assert_code(2);
+    assert_eq!(findings(&out)[0]["verified"], "live");
+    assert!(
+        sandbox
+            .requests()
+            .iter()
+            .any(|r| r.path.ends_with("/me") && r.bearer() == Some(&token)),
+        "asked /me"
+    );
+    assert!(!out.stdout.contains(&token) && !out.stderr.contains(&token));
+}
+
+#[test]
+fn crafted_files_are_read_in_linear_time() {
+    // Megabytes of what a detector stops at: each took the scan quadratic time (hours at this size),
+    // and a pull request could stall CI with one. No timing is asserted: a regression does not finish.
+    let sandbox = sandbox();
+    let token = token_of(&sandbox, "system-user");
+    const SIZE: usize = 2 << 20;
+    let mut test = Test::new();
+    for (name, unit) in [
+        ("secret.txt", "secret"),
+        ("eaa.txt", "EAA"),
+        ("pipes.txt", "|"),
+        ("equals.txt", "="),
+        ("keys.txt", "FACEBOOK_APP_SECRET="),
+    ] {
+        test = test.write(name, &unit.repeat(SIZE / unit.len()));
+    }
+    // One real token at the end of a 2 MB line: found, at its column.
+    let line = "secret ".repeat(SIZE / 7);
+    test = test.write("long-line.txt", &format!("{line}{token}\n"));
+    let out = test.args(["scan", "--format", "json"]).run();
+    out.assert_code(1);
+    let found = findings(&out);
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert_eq!(found[0]["path"], "./long-line.txt");
+    assert_eq!(
+        (found[0]["line"].as_u64(), found[0]["column"].as_u64()),
+        (Some(1), Some(line.len() as u64 + 1))
+    );
+    assert_eq!(out.json()["stats"]["files"], 6);
+    assert!(!out.stdout.contains(&token));
+}
