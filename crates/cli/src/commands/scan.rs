@@ -7,7 +7,9 @@ use std::time::{Duration, Instant};
 
 use permatoken_graph::{Budget, Client, Endpoint};
 use permatoken_inspect::{AppCredentials, FindingCode, Subject, Thresholds};
-use permatoken_scan::{Baseline, Finding, Kind, Options, Progress, Scan, Secret, Verified};
+use permatoken_scan::{
+    Baseline, Finding, GitError, Kind, Options, Progress, Scan, Secret, Verified,
+};
 use permatoken_secret::{AccessToken, AppToken};
 use serde_json::json;
 
@@ -37,11 +39,18 @@ pub(crate) async fn run(args: ScanArgs) -> Result<u8, Failure> {
         let mut all = Scan::default();
         for repo in &args.paths {
             let scan = permatoken_scan::scan_git(repo, &options).map_err(|e| {
-                fail(
-                    3,
-                    e.to_string(),
-                    "--git takes the folder of a git repository",
-                )
+                let hint = match e {
+                    GitError::Spawn(_) => "install git, or scan the files without --git",
+                    GitError::Unread { .. } => {
+                        "a history that cannot be read whole is never reported as clean"
+                    }
+                    _ => {
+                        "--git takes the folder of a git repository; nothing was reported as clean"
+                    }
+                };
+                // git's stderr and the paths it names come from the repository: make them safe for a
+                // terminal.
+                fail(3, render::sanitise(&e.to_string()), hint)
             })?;
             merge(&mut all, scan);
         }

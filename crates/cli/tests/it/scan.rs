@@ -352,3 +352,135 @@ fn crafted_files_are_read_in_linear_time() {
     assert_eq!(out.json()["stats"]["files"], 6);
     assert!(!out.stdout.contains(&token));
 }
+
+/// Runs git in `dir` with a throwaway identity; its standard output.
+fn git_in(dir: &std::path::Path, args: &[&str]) -> String {
+    let out = std::process::Command::new("git")
+        .arg("-C")
+        .arg(dir)
+        .args([
+            "-c",
+            "user.name=t",
+            "-c",
+            "user.email=t@example.invalid",
+            "-c",
+            "commit.gpgsign=false",
+        ])
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "git {args:?}: {out:?}");
+    String::from_utf8(out.stdout).unwrap().trim().to_owned()
+}
+
+/// A repository in `dir` with two commits: `.env` holding `token`, then `notes.txt` holding
+/// `secret`. Its objects are loose, one file each.
+fn history(dir: &std::path::Path, token: &str, secret: &str) {
+    std::fs::create_dir_all(dir).unwrap();
+    git_in(dir, &["init", "-q"]);
+    std::fs::write(dir.join(".env"), format!("WHATSAPP_ACCESS_TOKEN={token}\n")).unwrap();
+    git_in(dir, &["add", ".env"]);
+    git_in(dir, &["commit", "-qm", "one"]);
+    std::fs::write(
+        dir.join("notes.txt"),
+        format!("FACEBOOK_APP_SECRET={secret}\n"),
+    )
+    .unwrap();
+    git_in(dir, &["add", "notes.txt"]);
+    git_in(dir, &["commit", "-qm", "two"]);
+}
+
+fn loose_object(dir: &std::path::Path, rev: &str) -> std::path::PathBuf {
+    let id = git_in(dir, &["rev-parse", rev]);
+    dir.join(".git/objects").join(&id[..2]).join(&id[2..])
+}
+
+#[test]
+fn a_blob_the_history_names_but_git_cannot_give_is_exit_3_never_clean() {
+    let sandbox = sandbox();
+    let token = token_of(&sandbox, "system-user");
+    let secret = sandbox.app_secret().expose_secret().to_owned();
+    let test = Test::new();
+    history(test.path(), &token, &secret);
+    let blob = git_in(test.path(), &["rev-parse", "HEAD:notes.txt"]);
+    std::fs::remove_file(loose_object(test.path(), "HEAD:notes.txt")).unwrap();
+    let out = test.args(["scan", "--git", "--format", "json"]).run();
+    out.assert_code(3);
+    assert!(
+        out.stdout.is_empty(),
+        "no report of a partial scan: {}",
+        out.stdout
+    );
+    assert!(
+        out.stderr.contains(&blob) && out.stderr.contains("notes.txt"),
+        "names what could not be read: {}",
+        out.stderr
+    );
+    assert!(out.stderr.contains("git fsck"), "{}", out.stderr);
+    for s in [&token, &secret] {
+        assert!(!out.stdout.contains(s.as_str()) && !out.stderr.contains(s.as_str()));
+    }
+}
+
+#[test]
+fn git_failing_while_giving_the_history_is_exit_3_with_its_words_sanitised() {
+    let sandbox = sandbox();
+    let token = token_of(&sandbox, "system-user");
+    let secret = sandbox.app_secret().expose_secret().to_owned();
+    let test = Test::new();
+    // The repository's folder name reaches the message: it must not reach a terminal raw.
+    let name = "repo\u{1b}[2J\u{202e}";
+    let repo = test.path().join(name);
+    history(&repo, &token, &secret);
+    // Pack it, then corrupt the packed bytes of one blob: `git log` still works (trees and commits are
+    // intact), `git cat-file` dies on the blob with status 128.
+    git_in(&repo, &["gc", "-q"]);
+    let blob = git_in(&repo, &["rev-parse", "HEAD:notes.txt"]);
+    let pack_dir = repo.join(".git/objects/pack");
+    let (mut pack, mut index) = (None, None);
+    for entry in std::fs::read_dir(&pack_dir).unwrap() {
+        let path = entry.unwrap().path();
+        match path.extension().and_then(|e| e.to_str()) {
+            Some("pack") => pack = Some(path),
+            Some("idx") => index = Some(path),
+            _ => {}
+        }
+    }
+    let (pack, index) = (pack.unwrap(), index.unwrap());
+    let listing = git_in(&repo, &["verify-pack", "-v", index.to_str().unwrap()]);
+    let fields: Vec<usize> = listing
+        .lines()
+        .find(|l| l.starts_with(&blob))
+        .unwrap()
+        .split_whitespace()
+        .skip(3)
+        .take(2)
+        .map(|n| n.parse().unwrap())
+        .collect();
+    let (stored, offset) = (fields[0], fields[1]);
+    let mut bytes = std::fs::read(&pack).unwrap();
+    for b in &mut bytes[offset + 4..offset + stored] {
+        *b ^= 0xff;
+    }
+    let mut perms = std::fs::metadata(&pack).unwrap().permissions();
+    #[allow(clippy::permissions_set_readonly_false)]
+    perms.set_readonly(false);
+    std::fs::set_permissions(&pack, perms).unwrap();
+    std::fs::write(&pack, bytes).unwrap();
+    let out = test.args(["scan", "--git", "--format", "json", name]).run();
+    out.assert_code(3);
+    assert!(out.stdout.is_empty(), "{}", out.stdout);
+    assert!(
+        out.stderr.contains("cat-file") && out.stderr.contains("corrupt"),
+        "git's own words: {}",
+        out.stderr
+    );
+    assert!(
+        !out.stderr.contains('\u{1b}') && !out.stderr.contains('\u{202e}'),
+        "{:?}",
+        out.stderr
+    );
+    for s in [&token, &secret] {
+        assert!(!out.stdout.contains(s.as_str()) && !out.stderr.contains(s.as_str()));
+    }
+}
