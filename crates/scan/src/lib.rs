@@ -291,11 +291,13 @@ pub(crate) fn findings_in(
 
 /// Scans one buffer (standard input, a blob).
 pub fn scan_bytes(path: &str, bytes: &[u8]) -> Scan {
-    let detectors = Detectors::new();
+    // Built once: a fuzzer or a pre-commit hook calls this for many small buffers.
+    static DETECTORS: std::sync::OnceLock<Detectors> = std::sync::OnceLock::new();
+    let detectors = DETECTORS.get_or_init(Detectors::new);
     let mut scan = Scan::default();
     scan.stats.files = 1;
     scan.stats.bytes = bytes.len() as u64;
-    scan.findings = findings_in(&detectors, path, bytes, &mut scan.stats.allowed);
+    scan.findings = findings_in(detectors, path, bytes, &mut scan.stats.allowed);
     scan
 }
 
