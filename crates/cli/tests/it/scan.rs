@@ -1,6 +1,8 @@
 //! `permatoken scan` as a user runs it: exit codes, JSON and SARIF fields, standard input, baselines,
 //! `--git`, `--verify` against the sandbox, and no secret printed.
 
+use std::io::Write as _;
+
 use permatoken_sandbox::Faults;
 use serde_json::Value;
 
@@ -483,4 +485,68 @@ fn git_failing_while_giving_the_history_is_exit_3_with_its_words_sanitised() {
     for s in [&token, &secret] {
         assert!(!out.stdout.contains(s.as_str()) && !out.stderr.contains(s.as_str()));
     }
+}
+
+/// A Graph API stand-in on loopback that answers as Meta does for a system-user token without the
+/// app's credentials: `/me` works, `/debug_token` refuses the token as its own inspector (code 100).
+fn graph_refusing_self_inspection() -> (String, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
+    use std::io::{BufRead, BufReader};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let log = seen.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { return };
+            let mut reader = BufReader::new(stream.try_clone().unwrap());
+            let mut request_line = String::new();
+            if reader.read_line(&mut request_line).is_err() {
+                continue;
+            }
+            let mut line = String::new();
+            while reader.read_line(&mut line).is_ok_and(|n| n > 2) {
+                line.clear();
+            }
+            let target = request_line.split(' ').nth(1).unwrap_or("").to_owned();
+            log.lock().unwrap().push(target.clone());
+            let (status, body) = if target.contains("/me") {
+                (
+                    "200 OK",
+                    r#"{"id":"104169029247128","name":"PERMATOKENTEST system user"}"#,
+                )
+            } else {
+                (
+                    "400 Bad Request",
+                    r#"{"error":{"message":"(#100) You must provide an app access token, or a user access token that is an owner or developer of the app","type":"OAuthException","code":100,"fbtrace_id":"PERMATOKENTEST"}}"#,
+                )
+            };
+            let _ = write!(
+                stream,
+                "HTTP/1.1 {status}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                body.len()
+            );
+        }
+    });
+    (url, seen)
+}
+
+#[test]
+fn verify_counts_a_token_live_when_debug_token_refuses_to_let_it_inspect_itself() {
+    let token = permatoken_sandbox::fake_token(634_974_688_087_057)
+        .expose_secret()
+        .to_owned();
+    let (url, seen) = graph_refusing_self_inspection();
+    let out = Test::new()
+        .env("PERMATOKEN_GRAPH_URL", &url)
+        .write(".env", &format!("WHATSAPP_ACCESS_TOKEN={token}\n"))
+        .args(["scan", "--verify", "--format", "json"])
+        .run();
+    out.assert_code(2);
+    assert_eq!(findings(&out)[0]["verified"], "live");
+    let seen = seen.lock().unwrap().clone();
+    assert!(
+        seen.iter().any(|t| t.contains("/debug_token")) && seen.iter().any(|t| t.contains("/me")),
+        "{seen:?}"
+    );
+    assert!(!out.stdout.contains(&token) && !out.stderr.contains(&token));
 }
