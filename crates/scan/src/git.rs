@@ -120,6 +120,7 @@ pub fn scan_git(repo: &Path, options: &Options) -> Result<Scan, GitError> {
     let mut commits = 0u64;
     // blob -> [(path, commit index, commit)]
     let mut brought: HashMap<String, Vec<(String, usize, String)>> = HashMap::new();
+    let mut pairs: HashSet<(String, String)> = HashSet::new();
     for line in log.split(|b| *b == b'\n') {
         let line = String::from_utf8_lossy(line);
         if line.len() == 40 && line.bytes().all(|b| b.is_ascii_hexdigit()) {
@@ -142,11 +143,17 @@ pub fn scan_git(repo: &Path, options: &Options) -> Result<Scan, GitError> {
         if blob.bytes().all(|b| b == b'0') {
             continue;
         }
-        let entry = brought.entry(blob.to_owned()).or_default();
-        if !entry.iter().any(|(p, _, _)| p == path) {
-            entry.push((path.to_owned(), commits as usize, commit.clone()));
+        // A set, not a search of the blob's paths: one blob at a hundred thousand paths (an empty
+        // file, a vendored licence) must not cost their square.
+        if pairs.insert((blob.to_owned(), path.to_owned())) {
+            brought.entry(blob.to_owned()).or_default().push((
+                path.to_owned(),
+                commits as usize,
+                commit.clone(),
+            ));
         }
     }
+    drop(pairs);
     // An empty repository has no HEAD; any other failure to read HEAD's tree is an error.
     let has_head = git(repo, &["rev-parse", "--verify", "--quiet", "HEAD^{commit}"]).is_ok();
     let head: HashSet<String> = if has_head {
