@@ -150,3 +150,19 @@ fn one_blob_at_a_hundred_thousand_paths_is_read_in_linear_time() {
     assert_eq!(scan.findings[0].path, ".env");
     assert_eq!(scan.findings[0].at_head, Some(true));
 }
+
+#[test]
+fn a_large_baseline_is_applied_in_linear_time() {
+    // Every finding used to be compared with every baseline entry: 150,000 of each, their product.
+    let count = 150_000;
+    let text: String = (0..count)
+        .map(|i| format!("1234567890123|{}\n", hex(32, i as u64 * 2 + 1)))
+        .collect();
+    let first = scan_bytes("crafted", text.as_bytes());
+    assert_eq!(first.findings.len(), count);
+    let baseline = permatoken_scan::Baseline::of(&first);
+    let mut again = scan_bytes("crafted", text.as_bytes());
+    baseline.apply(&mut again);
+    assert!(again.findings.is_empty());
+    assert_eq!(again.stats.baselined, count as u64);
+}
