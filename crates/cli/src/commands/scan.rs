@@ -143,8 +143,10 @@ fn scan_inputs(args: &ScanArgs, options: &Options) -> Result<Scan, Failure> {
     let mut all = Scan::default();
     if !stdin.is_empty() {
         let mut bytes = Vec::new();
+        // Capped like a file: a pipe can stream without end.
         std::io::stdin()
             .lock()
+            .take(options.max_file_size.saturating_add(1))
             .read_to_end(&mut bytes)
             .map_err(|e| {
                 fail(
@@ -153,6 +155,17 @@ fn scan_inputs(args: &ScanArgs, options: &Options) -> Result<Scan, Failure> {
                     "pipe text in: `git diff --cached | permatoken scan -`",
                 )
             })?;
+        if bytes.len() as u64 > options.max_file_size {
+            // Skipping it, as a large file is skipped, would report a clean scan of unread text.
+            return Err(fail(
+                3,
+                format!(
+                    "standard input holds more than {} MiB (--max-file-size); nothing was scanned",
+                    args.max_file_size
+                ),
+                "raise --max-file-size, or scan the files themselves",
+            ));
+        }
         merge(&mut all, permatoken_scan::scan_bytes("-", &bytes));
     }
     for path in &paths {

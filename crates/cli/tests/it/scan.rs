@@ -550,3 +550,18 @@ fn verify_counts_a_token_live_when_debug_token_refuses_to_let_it_inspect_itself(
     );
     assert!(!out.stdout.contains(&token) && !out.stderr.contains(&token));
 }
+
+#[test]
+fn standard_input_over_the_size_limit_is_an_error_not_clean() {
+    let out = Test::new()
+        .stdin(&"x".repeat((1 << 20) + 1))
+        .args(["scan", "-", "--max-file-size", "1"])
+        .run();
+    out.assert_code(3);
+    assert!(out.stderr.contains("--max-file-size"), "{}", out.stderr);
+    let out = Test::new()
+        .stdin(&"x".repeat(1 << 20))
+        .args(["scan", "-", "--max-file-size", "1"])
+        .run();
+    out.assert_code(0);
+}
