@@ -16,7 +16,7 @@ const SHORT: usize = 16;
 /// How many findings have their position checked (the check itself reads from the start).
 const CHECKED: usize = 64;
 
-/// The bytes at 1-based `line` and `column` (code points, a byte that is not UTF-8 counting as one).
+/// The bytes at 1-based `line` and `column` (code points: bytes that do not continue a UTF-8 sequence).
 fn at(data: &[u8], line: usize, column: usize) -> &[u8] {
     let text = data.split(|b| *b == b'\n').nth(line - 1).expect("the line exists");
     let mut points = 0;

@@ -73,9 +73,9 @@ pub(crate) struct Detectors {
 const CONTEXT: usize = 400;
 /// How far a key is read either side of the word `secret`: `FACEBOOK_APP_SECRET` and its kin are far
 /// shorter, and a longer key is read only in part (its value is then not found, never a wrong one).
-pub(crate) const KEY_WINDOW: usize = 64;
+const KEY_WINDOW: usize = 64;
 /// How far after its key a secret's value may start (past `=`, `:`, quotes and blanks).
-pub(crate) const VALUE_WINDOW: usize = 64;
+const VALUE_WINDOW: usize = 64;
 /// The longest access token (`EAA` included).
 const MAX_TOKEN: usize = 1024;
 /// App ids have at most 16 digits (§11).

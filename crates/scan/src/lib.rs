@@ -184,8 +184,9 @@ fn looks_binary(bytes: &[u8]) -> bool {
     memchr::memchr(0, &bytes[..bytes.len().min(8192)]).is_some()
 }
 
-/// Code points in `bytes`: every byte that does not continue a UTF-8 sequence starts one (a byte
-/// that is not UTF-8 counts as one, as a replacement character would).
+/// Code points in `bytes`: every byte that does not continue a UTF-8 sequence starts one. Exact for
+/// UTF-8, and additive, so a line can be counted piece by piece; in text that is not UTF-8 a stray
+/// continuation byte counts as nothing.
 fn code_points(bytes: &[u8]) -> usize {
     bytes.iter().filter(|b| !(0x80..0xc0).contains(*b)).count()
 }
