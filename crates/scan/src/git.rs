@@ -123,7 +123,8 @@ pub fn scan_git(repo: &Path, options: &Options) -> Result<Scan, GitError> {
     let mut pairs: HashSet<(String, String)> = HashSet::new();
     for line in log.split(|b| *b == b'\n') {
         let line = String::from_utf8_lossy(line);
-        if line.len() == 40 && line.bytes().all(|b| b.is_ascii_hexdigit()) {
+        // A commit id: 40 hex digits, or 64 in a SHA-256 repository.
+        if matches!(line.len(), 40 | 64) && line.bytes().all(|b| b.is_ascii_hexdigit()) {
             commit = line.into_owned();
             commits += 1;
             continue;
