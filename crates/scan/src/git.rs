@@ -107,6 +107,9 @@ pub fn scan_git(repo: &Path, options: &Options) -> Result<Scan, GitError> {
     let log = git(
         repo,
         &[
+            // Paths as they are, not octal-escaped: `é.env`, not `"\303\251.env"`.
+            "-c",
+            "core.quotePath=false",
             "log",
             "--all",
             "--reverse",
