@@ -9,6 +9,7 @@
 //! Must never: read the environment or files, print, or decide policy (what to renew or alert on is the
 //! caller's business).
 
+mod app;
 mod body;
 mod client;
 mod error;
@@ -17,6 +18,7 @@ mod types;
 mod usage;
 mod whatsapp;
 
+pub use app::App;
 pub use body::{Capped, MAX_ANSWER_BYTES, human_bytes, read_capped};
 pub use client::{
     Answer, Budget, Caller, Client, Config, DEFAULT_GRAPH_URL, DEFAULT_GRAPH_VERSION, RetryPolicy,

@@ -151,6 +151,9 @@ async fn graph(
         (&Method::GET, Some("/me")) => me(&state, bearer.as_deref(), &params),
         (&Method::GET, Some("/debug_token")) => debug_token(&state, bearer.as_deref(), &params),
         (&Method::GET | &Method::POST, Some("/oauth/access_token")) => exchange(&state, &params),
+        (&Method::GET, Some(path)) if app_node_of(&state, path).is_some() => {
+            app_node(&state, bearer.as_deref(), &params, path)
+        }
         (&Method::POST, Some(path)) if system_user_edge(path).is_some() => {
             let (id, edge) = system_user_edge(path).expect("just matched");
             system_user(&state, bearer.as_deref(), &params, id, edge)
@@ -668,6 +671,71 @@ fn debug_token(state: &State, bearer: Option<&str>, params: &Params) -> Response
         data["error"] = err;
     }
     Json(json!({ "data": data })).into_response()
+}
+
+/// `/{app-id}` of one of the sandbox's apps.
+fn app_node_of<'a>(state: &'a State, path: &str) -> Option<&'a App> {
+    let id = path.strip_prefix('/')?;
+    [&state.ours, &state.other]
+        .into_iter()
+        .find(|a| a.id.to_string() == id)
+}
+
+/// `GET /{app-id}?fields=id,name`: an app's public fields, for its own app token or any valid token.
+/// An app token whose secret is wrong is refused as `/debug_token` refuses such a caller.
+fn app_node(state: &State, bearer: Option<&str>, params: &Params, path: &str) -> Response {
+    let app = app_node_of(state, path).expect("matched by the router");
+    let Some(caller) = bearer else {
+        return error(
+            StatusCode::BAD_REQUEST,
+            104,
+            None,
+            "OAuthException",
+            "An access token is required to request this resource.",
+        );
+    };
+    if let Some((id, secret)) = caller.split_once('|') {
+        let Some(caller_app) = [&state.ours, &state.other]
+            .into_iter()
+            .find(|a| a.id.to_string() == id)
+        else {
+            return error(
+                StatusCode::BAD_REQUEST,
+                101,
+                None,
+                "OAuthException",
+                "Error validating application. Invalid application ID.",
+            );
+        };
+        if caller_app.secret.expose_secret() != secret {
+            return error(
+                StatusCode::BAD_REQUEST,
+                190,
+                None,
+                "OAuthException",
+                "Invalid OAuth access token signature.",
+            );
+        }
+    } else {
+        let record = match valid(state, caller) {
+            Ok(record) => record,
+            Err(response) => return response,
+        };
+        if let Some(response) = check_proof(state, params, &record) {
+            return response;
+        }
+    }
+    let fields = params.get("fields").unwrap_or("id,name");
+    let mut body = serde_json::Map::new();
+    for field in fields.split(',').map(str::trim) {
+        match field {
+            "id" => body.insert("id".into(), json!(app.id.to_string())),
+            "name" => body.insert("name".into(), json!(app.name)),
+            _ => None,
+        };
+    }
+    body.entry("id").or_insert(json!(app.id.to_string()));
+    Json(Value::Object(body)).into_response()
 }
 
 fn exchange(state: &State, params: &Params) -> Response {

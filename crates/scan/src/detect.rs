@@ -10,6 +10,13 @@
 //!   `fb_app_secret`, …), or to a generic one (`app_secret`, `client_secret`) with Meta context nearby
 //!   (`graph.facebook.com`, `facebook`, `fb_`, `whatsapp`, a Meta token or app id); other OAuth
 //!   providers also issue 32-hex secrets, so a bare `client_secret` is not enough.
+//!
+//! Every detector is linear in the buffer, whatever it holds: each match looks at a fixed window
+//! around it (a key at most [`KEY_WINDOW`] bytes either side of `secret`, a value within
+//! [`VALUE_WINDOW`] bytes of its key, Meta context within [`CONTEXT`] bytes), never to the start or end
+//! of the buffer or line. A pull request must not be able to stall a CI job with a crafted file.
+//!
+//! Must never: scan back or forth without a bound, or allocate in proportion to the buffer per match.
 
 use std::ops::Range;
 
@@ -64,6 +71,15 @@ pub(crate) struct Detectors {
 
 /// How far around a generic secret key Meta context is looked for.
 const CONTEXT: usize = 400;
+/// How far a key is read either side of the word `secret`: `FACEBOOK_APP_SECRET` and its kin are far
+/// shorter, and a longer key is read only in part (its value is then not found, never a wrong one).
+const KEY_WINDOW: usize = 64;
+/// How far after its key a secret's value may start (past `=`, `:`, quotes and blanks).
+const VALUE_WINDOW: usize = 64;
+/// The longest access token (`EAA` included).
+const MAX_TOKEN: usize = 1024;
+/// App ids have at most 16 digits (§11).
+const MAX_APP_ID_DIGITS: usize = 16;
 
 impl Detectors {
     pub(crate) fn new() -> Self {
@@ -113,10 +129,17 @@ impl Detectors {
             if start < next || (start > 0 && is_word(text[start - 1])) {
                 continue;
             }
-            let end = start + text[start..].iter().take_while(|b| is_word(**b)).count();
+            // One more than the longest token: a longer word is no token, and the `EAA`s inside it
+            // are skipped because a word character precedes them.
+            let end = start
+                + text[start..]
+                    .iter()
+                    .take(MAX_TOKEN + 1)
+                    .take_while(|b| is_word(**b))
+                    .count();
             next = end;
             let len = end - start;
-            if !(100..=1024).contains(&len) {
+            if !(100..=MAX_TOKEN).contains(&len) {
                 continue;
             }
             if matches!(text.get(end), Some(b'+' | b'/' | b'=')) {
@@ -148,10 +171,13 @@ impl Detectors {
             let digits = text[..sep]
                 .iter()
                 .rev()
+                .take(MAX_APP_ID_DIGITS + 1)
                 .take_while(|b| b.is_ascii_digit())
                 .count();
             let start = sep - digits;
-            if !(10..=16).contains(&digits) || (start > 0 && is_word(text[start - 1])) {
+            if !(10..=MAX_APP_ID_DIGITS).contains(&digits)
+                || (start > 0 && is_word(text[start - 1]))
+            {
                 return;
             }
             let secret = sep + sep_len;
@@ -184,21 +210,26 @@ impl Detectors {
     }
 
     fn app_secrets(&self, text: &[u8], hits: &mut Vec<Hit>) {
+        let key_char = |b: &&u8| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.');
+        // A key holding `secret` twice (`SECRET_SECRET`) is read once.
+        let mut previous_key_end = 0;
         for m in self.secret_words.find_iter(text) {
+            if m.start() < previous_key_end {
+                continue;
+            }
             // The key the word is part of: `FACEBOOK_APP_SECRET`, `client_secret`, `appSecret`, …
-            let key_char = |b: &u8| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.');
+            let floor = m.start().saturating_sub(KEY_WINDOW);
             let key_start = m.start()
-                - text[..m.start()]
+                - text[floor..m.start()]
                     .iter()
                     .rev()
-                    .take_while(|b| key_char(b))
+                    .take_while(key_char)
                     .count();
-            let key_end = m.end() + text[m.end()..].iter().take_while(|b| key_char(b)).count();
-            let key = String::from_utf8_lossy(&text[key_start..key_end]).to_ascii_lowercase();
-            // The value: after the key, on the same line, past `=`, `:`, quotes and blanks.
-            let line_end =
-                memchr::memchr(b'\n', &text[key_end..]).map_or(text.len(), |i| key_end + i);
-            let rest = &text[key_end..line_end.min(key_end + 64)];
+            let ceiling = (m.end() + KEY_WINDOW).min(text.len());
+            let key_end = m.end() + text[m.end()..ceiling].iter().take_while(key_char).count();
+            previous_key_end = key_end;
+            // The value: after the key, past `=`, `:`, quotes and blanks (none of them ends a line).
+            let rest = &text[key_end..(key_end + VALUE_WINDOW).min(text.len())];
             let skip = rest
                 .iter()
                 .take_while(|b| {
@@ -212,7 +243,7 @@ impl Detectors {
                 continue;
             }
             let start = key_end + skip;
-            let hex = text[start..line_end]
+            let hex = text[start..]
                 .iter()
                 .take(33)
                 .take_while(|b| is_hex(**b))
@@ -221,17 +252,14 @@ impl Detectors {
             if hex != 32 || text.get(end).is_some_and(|b| is_word(*b)) {
                 continue;
             }
+            let key = String::from_utf8_lossy(&text[key_start..key_end]).to_ascii_lowercase();
             let meta_key = key.contains("facebook")
                 || key.starts_with("fb")
                 || key.contains("_fb")
                 || key.contains("whatsapp")
                 || key.contains("meta");
-            let window = |range: Range<usize>| {
-                &text[range.start.saturating_sub(CONTEXT)..(range.end + CONTEXT).min(text.len())]
-            };
-            let around = window(key_start..end);
-            let context = self.context.find(around).is_some() || self.eaa.find(around).is_some();
-            if !meta_key && !context {
+            let around = &text[key_start.saturating_sub(CONTEXT)..(end + CONTEXT).min(text.len())];
+            if !meta_key && self.context.find(around).is_none() && self.eaa.find(around).is_none() {
                 continue;
             }
             hits.push(Hit {
@@ -259,10 +287,12 @@ impl Detectors {
                 .count();
             let digits = after[skip..]
                 .iter()
+                .take(MAX_APP_ID_DIGITS + 1)
                 .take_while(|b| b.is_ascii_digit())
                 .count();
             let id = &after[skip..skip + digits];
-            if (10..=16).contains(&digits) && !after.get(skip + digits).is_some_and(|b| is_word(*b))
+            if (10..=MAX_APP_ID_DIGITS).contains(&digits)
+                && !after.get(skip + digits).is_some_and(|b| is_word(*b))
             {
                 let id = String::from_utf8_lossy(id).into_owned();
                 if id.parse::<u64>().is_ok_and(plausible_app_id) {

@@ -1,46 +1,62 @@
 //! Finding leaked Meta credentials: access tokens, app tokens and app secrets, in files, standard
 //! input and git history, each decoded offline to the app it belongs to.
 //!
-//! This room reads and detects; the binary renders and verifies. A finding keeps its secret only in a
-//! zeroed-on-drop box that never serialises, for `--verify` and for the baseline's hash.
+//! This room reads and detects; the binary renders and verifies. A finding keeps its secret only as
+//! the `secret` crate's type for it ([`Secret`]), zeroed on drop and never serialised, for `--verify`;
+//! the baseline keys on its SHA-256.
 //!
-//! Must never: print or serialise a secret, follow a `.git` folder's internals as files, or change
-//! anything it scans.
+//! Time and memory are linear in what is read, whatever it holds: the detectors look at bounded
+//! windows, and line and column are counted in one pass over each buffer.
+//!
+//! Must never: print or serialise a secret, follow a `.git` folder's internals as files, change
+//! anything it scans, or read a file larger than the size limit into memory.
 
 mod detect;
 mod git;
 
-use std::fmt;
+use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use permatoken_secret::{AccessToken, AppSecret};
+use permatoken_secret::{AccessToken, AppSecret, AppToken};
 use serde::{Deserialize, Serialize};
-use zeroize::Zeroizing;
 
 pub use detect::Kind;
 use detect::{Detectors, Hit};
 pub use git::{GitError, scan_git};
 
-/// A found secret's text. Never serialised; `Debug` shows only its fingerprint.
-#[derive(Clone)]
-pub struct SecretText(Zeroizing<String>);
-
-impl SecretText {
-    /// The secret itself, for `--verify`.
-    pub fn expose_secret(&self) -> &str {
-        &self.0
-    }
+/// A found secret, as the `secret` crate types it: `Debug` shows only a fingerprint, the memory is
+/// zeroed on drop, and nothing serialises it.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub enum Secret {
+    /// `EAA…`.
+    AccessToken(AccessToken),
+    /// `APP_ID|APP_SECRET` (or `%7C`): its app id and secret parts.
+    AppToken(AppToken),
+    /// A bare app secret.
+    AppSecret(AppSecret),
 }
 
-impl fmt::Debug for SecretText {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "SecretText({})",
-            AccessToken::new(self.0.as_str()).fingerprint()
-        )
+impl Secret {
+    /// The secret of kind `kind` written as `text`; `None` when the text does not have the kind's
+    /// shape (the detectors only report text that does).
+    fn new(kind: Kind, text: &str) -> Option<Self> {
+        Some(match kind {
+            Kind::AccessToken => Self::AccessToken(AccessToken::new(text)),
+            Kind::AppToken => Self::AppToken(AppToken::parse(text)?),
+            Kind::AppSecret => Self::AppSecret(AppSecret::new(text)),
+        })
+    }
+
+    /// The fingerprint shown for it: never the secret.
+    pub fn fingerprint(&self) -> String {
+        match self {
+            Self::AccessToken(t) => t.fingerprint(),
+            Self::AppToken(t) => t.fingerprint(),
+            Self::AppSecret(s) => s.fingerprint(),
+        }
     }
 }
 
@@ -82,12 +98,12 @@ pub struct Finding {
     /// SHA-256 of the secret, hex: the baseline's key, so moving a line does not revive a finding.
     pub sha256: String,
     #[serde(skip)]
-    secret: SecretText,
+    secret: Secret,
 }
 
 impl Finding {
     /// The secret, for `--verify`.
-    pub fn secret(&self) -> &SecretText {
+    pub fn secret(&self) -> &Secret {
         &self.secret
     }
 }
@@ -168,40 +184,107 @@ fn looks_binary(bytes: &[u8]) -> bool {
     memchr::memchr(0, &bytes[..bytes.len().min(8192)]).is_some()
 }
 
+/// Code points in `bytes`: every byte that does not continue a UTF-8 sequence starts one. Exact for
+/// UTF-8, and additive, so a line can be counted piece by piece; in text that is not UTF-8 a stray
+/// continuation byte counts as nothing.
+fn code_points(bytes: &[u8]) -> usize {
+    bytes.iter().filter(|b| !(0x80..0xc0).contains(*b)).count()
+}
+
+/// Line and column of ascending positions in a buffer, counted in one pass: each byte is looked at a
+/// bounded number of times however many findings the buffer holds, so a crafted file of a million
+/// findings on one line costs no more than reading it.
+struct Position<'a> {
+    text: &'a [u8],
+    /// Counted up to here.
+    at: usize,
+    /// 1-based line and column of `at`.
+    line: usize,
+    column: usize,
+    /// The start of the line of `at`.
+    line_start: usize,
+    /// Whether the line starting at `.0` holds `permatoken:allow`, once asked.
+    allow: Option<(usize, bool)>,
+}
+
+impl<'a> Position<'a> {
+    fn new(text: &'a [u8]) -> Self {
+        Self {
+            text,
+            at: 0,
+            line: 1,
+            column: 1,
+            line_start: 0,
+            allow: None,
+        }
+    }
+
+    /// Moves to `to`, which is not before the previous position.
+    fn advance(&mut self, to: usize) {
+        let between = &self.text[self.at..to];
+        match memchr::memrchr(b'\n', between) {
+            Some(last) => {
+                self.line += memchr::memchr_iter(b'\n', between).count();
+                self.line_start = self.at + last + 1;
+                self.column = 1 + code_points(&self.text[self.line_start..to]);
+            }
+            None => self.column += code_points(between),
+        }
+        self.at = to;
+    }
+
+    /// Whether the current line holds `permatoken:allow`: each line searched once.
+    fn allowed(&mut self) -> bool {
+        match self.allow {
+            Some((start, allowed)) if start == self.line_start => allowed,
+            _ => {
+                let rest = &self.text[self.line_start..];
+                let line = &rest[..memchr::memchr(b'\n', rest).unwrap_or(rest.len())];
+                let allowed = memchr::memmem::find(line, ALLOW).is_some();
+                self.allow = Some((self.line_start, allowed));
+                allowed
+            }
+        }
+    }
+}
+
 /// The findings of one buffer, named `path`; allowed ones only counted.
-fn findings_in(detectors: &Detectors, path: &str, text: &[u8], allowed: &mut u64) -> Vec<Finding> {
+pub(crate) fn findings_in(
+    detectors: &Detectors,
+    path: &str,
+    text: &[u8],
+    allowed: &mut u64,
+) -> Vec<Finding> {
+    // The detectors give hits in ascending order, so one cursor serves them all.
     let hits: Vec<Hit> = detectors.detect(text);
     let mut out = Vec::with_capacity(hits.len());
+    let mut position = Position::new(text);
     for hit in hits {
-        let line_start = memchr::memrchr(b'\n', &text[..hit.range.start]).map_or(0, |i| i + 1);
-        let line_end =
-            memchr::memchr(b'\n', &text[hit.range.end..]).map_or(text.len(), |i| hit.range.end + i);
-        if memchr::memmem::find(&text[line_start..line_end], ALLOW).is_some() {
+        position.advance(hit.range.start);
+        if position.allowed() {
             *allowed += 1;
             continue;
         }
-        let line = memchr::memchr_iter(b'\n', &text[..line_start]).count() + 1;
-        let column = String::from_utf8_lossy(&text[line_start..hit.range.start])
-            .chars()
-            .count()
-            + 1;
-        let secret = String::from_utf8_lossy(&text[hit.range.clone()]).into_owned();
-        let fingerprint = match hit.kind {
-            Kind::AppSecret => AppSecret::new(secret.as_str()).fingerprint(),
-            _ => AccessToken::new(secret.as_str()).fingerprint(),
+        let bytes = &text[hit.range.clone()];
+        // Every detector matches ASCII only; anything else would be a detector's bug, not a secret.
+        let Some(secret) = std::str::from_utf8(bytes)
+            .ok()
+            .and_then(|text| Secret::new(hit.kind, text))
+        else {
+            continue;
         };
         out.push(Finding {
             kind: hit.kind,
             path: path.to_owned(),
-            line,
-            column,
-            fingerprint,
+            line: position.line,
+            column: position.column,
+            fingerprint: secret.fingerprint(),
             app_id: hit.app_id,
             commit: None,
             at_head: None,
             verified: None,
-            sha256: sha256_hex(secret.as_bytes()),
-            secret: SecretText(Zeroizing::new(secret)),
+            sha256: sha256_hex(bytes),
+            secret,
         });
     }
     out
@@ -209,11 +292,13 @@ fn findings_in(detectors: &Detectors, path: &str, text: &[u8], allowed: &mut u64
 
 /// Scans one buffer (standard input, a blob).
 pub fn scan_bytes(path: &str, bytes: &[u8]) -> Scan {
-    let detectors = Detectors::new();
+    // Built once: a fuzzer or a pre-commit hook calls this for many small buffers.
+    static DETECTORS: std::sync::OnceLock<Detectors> = std::sync::OnceLock::new();
+    let detectors = DETECTORS.get_or_init(Detectors::new);
     let mut scan = Scan::default();
     scan.stats.files = 1;
     scan.stats.bytes = bytes.len() as u64;
-    scan.findings = findings_in(&detectors, path, bytes, &mut scan.stats.allowed);
+    scan.findings = findings_in(detectors, path, bytes, &mut scan.stats.allowed);
     scan
 }
 
@@ -262,8 +347,16 @@ pub fn scan_paths(paths: &[PathBuf], options: &Options, progress: Option<&Progre
                     .skipped_large += 1;
                 return ignore::WalkState::Continue;
             }
-            let Ok(bytes) = std::fs::read(path) else {
+            let Ok(bytes) = read_capped(path, options.max_file_size) else {
                 stats.lock().unwrap_or_else(|e| e.into_inner()).unreadable += 1;
+                return ignore::WalkState::Continue;
+            };
+            let Some(bytes) = bytes else {
+                // It grew past the limit after its size was read.
+                stats
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .skipped_large += 1;
                 return ignore::WalkState::Continue;
             };
             if let Some(p) = progress {
@@ -300,6 +393,15 @@ pub fn scan_paths(paths: &[PathBuf], options: &Options, progress: Option<&Progre
         findings,
         stats: stats.into_inner().unwrap_or_else(|e| e.into_inner()),
     }
+}
+
+/// The file's bytes, or `None` when it holds more than `limit`: never more than `limit + 1` in memory.
+fn read_capped(path: &Path, limit: u64) -> std::io::Result<Option<Vec<u8>>> {
+    let mut bytes = Vec::new();
+    std::fs::File::open(path)?
+        .take(limit.saturating_add(1))
+        .read_to_end(&mut bytes)?;
+    Ok((bytes.len() as u64 <= limit).then_some(bytes))
 }
 
 fn display(path: &Path) -> String {
@@ -345,13 +447,15 @@ impl Baseline {
 
     /// Drops the findings the baseline knows, and counts them.
     pub fn apply(&self, scan: &mut Scan) {
+        // A set: a baseline and a scan of a hundred thousand entries each must not cost their product.
+        let known: std::collections::HashSet<(Kind, &str)> = self
+            .secrets
+            .iter()
+            .map(|s| (s.kind, s.sha256.as_str()))
+            .collect();
         let before = scan.findings.len();
-        scan.findings.retain(|f| {
-            !self
-                .secrets
-                .iter()
-                .any(|s| s.kind == f.kind && s.sha256 == f.sha256)
-        });
+        scan.findings
+            .retain(|f| !known.contains(&(f.kind, f.sha256.as_str())));
         scan.stats.baselined += (before - scan.findings.len()) as u64;
     }
 }

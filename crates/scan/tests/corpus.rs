@@ -324,3 +324,22 @@ fn git_history_names_the_oldest_commit_and_whether_head_still_has_it() {
     assert_eq!(fb.at_head, Some(false), "removed, but still in history");
     assert_eq!(scan.findings.len(), 2);
 }
+
+#[test]
+fn a_sha256_repository_names_its_commits_and_paths_as_they_are() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = dir.path();
+    run_git(repo, &["init", "-q", "--object-format=sha256"]);
+    fs::write(
+        repo.join("réglages.env"),
+        format!("FACEBOOK_APP_SECRET={}\n", hex(32, 98)),
+    )
+    .unwrap();
+    run_git(repo, &["add", "-A"]);
+    run_git(repo, &["commit", "-qm", "first"]);
+    let scan = scan_git(repo, &Options::default()).unwrap();
+    assert_eq!(scan.stats.commits, 1);
+    assert_eq!(scan.findings.len(), 1);
+    assert_eq!(scan.findings[0].commit.as_ref().map(String::len), Some(64));
+    assert_eq!(scan.findings[0].path, "réglages.env", "not octal-escaped");
+}

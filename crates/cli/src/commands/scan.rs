@@ -5,10 +5,12 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use permatoken_graph::{Budget, Caller, Client};
+use permatoken_graph::{Budget, Client, Endpoint};
 use permatoken_inspect::{AppCredentials, FindingCode, Subject, Thresholds};
-use permatoken_scan::{Baseline, Finding, Kind, Options, Progress, Scan, Verified};
-use permatoken_secret::{AccessToken, AppSecret, AppToken};
+use permatoken_scan::{
+    Baseline, Finding, GitError, Kind, Options, Progress, Scan, Secret, Verified,
+};
+use permatoken_secret::{AccessToken, AppToken};
 use serde_json::json;
 
 use super::{Failure, common};
@@ -37,11 +39,18 @@ pub(crate) async fn run(args: ScanArgs) -> Result<u8, Failure> {
         let mut all = Scan::default();
         for repo in &args.paths {
             let scan = permatoken_scan::scan_git(repo, &options).map_err(|e| {
-                fail(
-                    3,
-                    e.to_string(),
-                    "--git takes the folder of a git repository",
-                )
+                let hint = match e {
+                    GitError::Spawn(_) => "install git, or scan the files without --git",
+                    GitError::Unread { .. } => {
+                        "a history that cannot be read whole is never reported as clean"
+                    }
+                    _ => {
+                        "--git takes the folder of a git repository; nothing was reported as clean"
+                    }
+                };
+                // git's stderr and the paths it names come from the repository: make them safe for a
+                // terminal.
+                fail(3, render::sanitise(&e.to_string()), hint)
             })?;
             merge(&mut all, scan);
         }
@@ -134,8 +143,10 @@ fn scan_inputs(args: &ScanArgs, options: &Options) -> Result<Scan, Failure> {
     let mut all = Scan::default();
     if !stdin.is_empty() {
         let mut bytes = Vec::new();
+        // Capped like a file: a pipe can stream without end.
         std::io::stdin()
             .lock()
+            .take(options.max_file_size.saturating_add(1))
             .read_to_end(&mut bytes)
             .map_err(|e| {
                 fail(
@@ -144,6 +155,17 @@ fn scan_inputs(args: &ScanArgs, options: &Options) -> Result<Scan, Failure> {
                     "pipe text in: `git diff --cached | permatoken scan -`",
                 )
             })?;
+        if bytes.len() as u64 > options.max_file_size {
+            // Skipping it, as a large file is skipped, would report a clean scan of unread text.
+            return Err(fail(
+                3,
+                format!(
+                    "standard input holds more than {} MiB (--max-file-size); nothing was scanned",
+                    args.max_file_size
+                ),
+                "raise --max-file-size, or scan the files themselves",
+            ));
+        }
         merge(&mut all, permatoken_scan::scan_bytes("-", &bytes));
     }
     for path in &paths {
@@ -206,14 +228,10 @@ async fn verify(args: &ScanArgs, scan: &mut Scan) -> Result<(), Failure> {
             continue;
         }
         let (client, semaphore) = (client.clone(), semaphore.clone());
-        let (kind, sha, app_id) = (f.kind, f.sha256.clone(), f.app_id.clone());
-        let secret = f.secret().expose_secret().to_owned();
+        let (secret, sha, app_id) = (f.secret().clone(), f.sha256.clone(), f.app_id.clone());
         tasks.spawn(async move {
             let _permit = semaphore.acquire_owned().await;
-            (
-                sha,
-                verify_one(&client, kind, secret, app_id, &budget).await,
-            )
+            (sha, verify_one(&client, secret, app_id, &budget).await)
         });
     }
     let mut results = std::collections::HashMap::new();
@@ -230,69 +248,65 @@ async fn verify(args: &ScanArgs, scan: &mut Scan) -> Result<(), Failure> {
 
 async fn verify_one(
     client: &Client,
-    kind: Kind,
-    secret: String,
+    secret: Secret,
     app_id: Option<String>,
     budget: &Budget,
 ) -> Verified {
-    match kind {
-        Kind::AccessToken => {
-            let token = AccessToken::new(secret);
-            let subject = Subject {
-                token: &token,
-                source: "scan",
-                variable: None,
-            };
-            let report = permatoken_inspect::check(
-                client,
-                subject,
-                &AppCredentials::default(),
-                Thresholds::default(),
-                jiff::Timestamp::now(),
-                budget,
-            )
-            .await;
-            if report.token.valid == Some(true) {
-                Verified::Live
-            } else if report
-                .findings
-                .iter()
-                .any(|f| f.code == FindingCode::TokenExpired)
-            {
-                Verified::Expired
-            } else if report.is_dead() {
+    let app = match secret {
+        Secret::AccessToken(token) => return verify_token(client, &token, budget).await,
+        Secret::AppToken(app) => app,
+        Secret::AppSecret(secret) => match app_id {
+            Some(id) => AppToken::new(id, secret),
+            // A secret without its app id cannot be tried.
+            None => return Verified::Unknown,
+        },
+        _ => return Verified::Unknown,
+    };
+    // The app token travels in the `Authorization` header only: `/debug_token` would need it in
+    // its query, and URLs end up in logs.
+    match client.app(&app, budget).await {
+        Ok(_) => Verified::Live,
+        Err(e) => {
+            let refused = e.graph_error().is_some_and(|g| g.code == Some(101));
+            if refused || e.class(Endpoint::Other).token_is_dead() {
                 Verified::Invalid
             } else {
                 Verified::Unknown
             }
         }
-        Kind::AppToken | Kind::AppSecret => {
-            let (id, secret) = match kind {
-                Kind::AppToken => match secret
-                    .split_once('|')
-                    .or_else(|| secret.split_once("%7C"))
-                    .or_else(|| secret.split_once("%7c"))
-                {
-                    Some((id, s)) => (Some(id.to_owned()), s.to_owned()),
-                    None => return Verified::Unknown,
-                },
-                _ => (app_id, secret),
-            };
-            let Some(id) = id else {
-                return Verified::Unknown;
-            };
-            let app = AppToken::new(id, AppSecret::new(secret));
-            let input = AccessToken::new(app.expose_secret().as_str());
-            match client.debug_token(&input, Caller::App(&app), budget).await {
-                Ok(info) if info.is_valid == Some(true) => Verified::Live,
-                Ok(_) => Verified::Invalid,
-                Err(e) if e.class(permatoken_graph::Endpoint::Other).is_retryable() => {
-                    Verified::Unknown
-                }
-                Err(e) if e.graph_error().is_some() => Verified::Invalid,
-                Err(_) => Verified::Unknown,
-            }
-        }
+    }
+}
+
+/// A token is live when `/me` answers with it, also when `/debug_token` cannot say more (a
+/// system-user token may not inspect itself: code 100, which is neither dead nor unknown).
+async fn verify_token(client: &Client, token: &AccessToken, budget: &Budget) -> Verified {
+    let subject = Subject {
+        token,
+        source: "scan",
+        variable: None,
+    };
+    let report = permatoken_inspect::check(
+        client,
+        subject,
+        &AppCredentials::default(),
+        Thresholds::default(),
+        jiff::Timestamp::now(),
+        budget,
+    )
+    .await;
+    let dead = report.is_dead();
+    if report.token.valid == Some(true) || (report.identity.is_some() && !dead) {
+        Verified::Live
+    } else if report
+        .findings
+        .iter()
+        .any(|f| f.code == FindingCode::TokenExpired)
+    {
+        Verified::Expired
+    } else if dead {
+        Verified::Invalid
+    } else {
+        Verified::Unknown
     }
 }
 
