@@ -11,7 +11,7 @@ use reqwest::{StatusCode, Url};
 use serde::de::DeserializeOwned;
 
 use crate::body::{Capped, MAX_ANSWER_BYTES, read_capped};
-use crate::error::{Endpoint, Error, GraphError, human};
+use crate::error::{Endpoint, Error, ErrorClass, GraphError, human};
 use crate::proxy::{ProxyConfig, shown};
 use crate::types::{
     DebugTokenEnvelope, ErrorEnvelope, Me, NewToken, Success, TokenAnswer, TokenInfo,
@@ -131,6 +131,65 @@ pub struct Client {
     request_timeout: Duration,
     /// The proxy calls go through, as it may be shown, and the variable that named it.
     via: Option<(String, &'static str)>,
+    /// How the requests of this client and its clones ended, for a daemon's metrics.
+    tally: std::sync::Arc<Tally>,
+}
+
+/// How many HTTP requests (each attempt, retries included) ended in each way.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RequestCounts {
+    /// An answer the call could use.
+    pub ok: u64,
+    /// A Graph error object that is no rate limit (a dead token, a missing permission, a bad request).
+    pub api_error: u64,
+    /// A rate limit (code 4, 17, 32, 613, 80xxx …).
+    pub rate_limited: u64,
+    /// A 5xx, an answer cut short or too large, a refused or timed-out connection.
+    pub unreachable: u64,
+}
+
+impl RequestCounts {
+    /// `(outcome, count)` pairs, with the outcome as a metric label.
+    pub fn by_outcome(&self) -> [(&'static str, u64); 4] {
+        [
+            ("ok", self.ok),
+            ("api_error", self.api_error),
+            ("rate_limited", self.rate_limited),
+            ("unreachable", self.unreachable),
+        ]
+    }
+}
+
+#[derive(Debug, Default)]
+struct Tally {
+    ok: std::sync::atomic::AtomicU64,
+    api_error: std::sync::atomic::AtomicU64,
+    rate_limited: std::sync::atomic::AtomicU64,
+    unreachable: std::sync::atomic::AtomicU64,
+}
+
+impl Tally {
+    fn count<T>(&self, result: &Result<T, Error>) {
+        let counter = match result {
+            Ok(_) => &self.ok,
+            Err(err) => match err.class(Endpoint::Other) {
+                ErrorClass::RateLimited => &self.rate_limited,
+                ErrorClass::Transient => &self.unreachable,
+                _ => &self.api_error,
+            },
+        };
+        counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    fn read(&self) -> RequestCounts {
+        let load = |c: &std::sync::atomic::AtomicU64| c.load(std::sync::atomic::Ordering::Relaxed);
+        RequestCounts {
+            ok: load(&self.ok),
+            api_error: load(&self.api_error),
+            rate_limited: load(&self.rate_limited),
+            unreachable: load(&self.unreachable),
+        }
+    }
 }
 
 impl Client {
@@ -189,7 +248,13 @@ impl Client {
             retry: config.retry,
             request_timeout: config.request_timeout,
             via,
+            tally: std::sync::Arc::default(),
         })
+    }
+
+    /// How the requests made so far by this client and its clones ended (each attempt counts).
+    pub fn request_counts(&self) -> RequestCounts {
+        self.tally.read()
     }
 
     /// The same client, without the app secret: for a token of another app, whose proof would fail.
@@ -373,6 +438,7 @@ impl Client {
                     self.request_timeout.min(left),
                 )
                 .await;
+            self.tally.count(&result);
             let err = match result {
                 Ok(value) => return Ok(value),
                 Err(err) => err,

@@ -21,8 +21,8 @@ mod whatsapp;
 pub use app::App;
 pub use body::{Capped, MAX_ANSWER_BYTES, human_bytes, read_capped};
 pub use client::{
-    Answer, Budget, Caller, Client, Config, DEFAULT_GRAPH_URL, DEFAULT_GRAPH_VERSION, RetryPolicy,
-    tls_config,
+    Answer, Budget, Caller, Client, Config, DEFAULT_GRAPH_URL, DEFAULT_GRAPH_VERSION,
+    RequestCounts, RetryPolicy, tls_config,
 };
 pub use error::{Endpoint, Error, ErrorClass, GraphError, classify, human};
 pub use proxy::ProxyConfig;

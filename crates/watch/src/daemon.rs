@@ -19,7 +19,7 @@ use std::time::Duration;
 
 use jiff::{SignedDuration, Timestamp};
 use permatoken_config::Sourced;
-use permatoken_graph::{Budget, Client};
+use permatoken_graph::{Budget, Client, RequestCounts};
 use permatoken_inspect::{AppCredentials, Report, Status};
 use permatoken_renew::{
     Ctx, Decision as RenewDecision, FailoverOutcome, RefreshOptions, RefreshReport, RenewPolicy,
@@ -150,7 +150,9 @@ pub struct Daemon {
     graph: permatoken_graph::Config,
     clock: Arc<dyn Clock>,
     backup_dir: Option<PathBuf>,
-    clients: HashMap<String, (String, Client)>,
+    /// A Graph client per app id: the secret's fingerprint it was made with, the client, and its
+    /// request counts already added to the metrics.
+    clients: HashMap<String, (String, Client, RequestCounts)>,
     due: HashMap<String, Due>,
     started_at: Timestamp,
     last_round_at: Option<Timestamp>,
@@ -327,6 +329,7 @@ impl Daemon {
             self.last_round_at = Some(now);
         }
         // Building a snapshot reads the whole store: only when something may have changed.
+        self.count_graph_requests();
         if !tokens.is_empty() || delivered > 0 {
             self.publish(now).await?;
         }
@@ -340,16 +343,33 @@ impl Daemon {
             .as_ref()
             .map(AppSecret::fingerprint)
             .unwrap_or_default();
-        if let Some((p, client)) = self.clients.get(&id)
+        if let Some((p, client, _)) = self.clients.get(&id)
             && *p == print
         {
             return Ok(client.clone());
         }
+        // A client about to be replaced (the app secret changed) has its last requests counted first.
+        self.count_graph_requests();
         let mut config = self.graph.clone();
         config.app_secret = app.app_secret.clone();
         let client = Client::new(config).map_err(|e| Error::Graph(e.to_string()))?;
-        self.clients.insert(id, (print, client.clone()));
+        self.clients
+            .insert(id, (print, client.clone(), RequestCounts::default()));
         Ok(client)
+    }
+
+    /// Adds the Graph requests made since the last call to `permatoken_graph_requests_total`.
+    fn count_graph_requests(&mut self) {
+        for (_, client, counted) in self.clients.values_mut() {
+            let now = client.request_counts();
+            for ((outcome, total), (_, before)) in
+                now.by_outcome().into_iter().zip(counted.by_outcome())
+            {
+                self.counters
+                    .graph_requests(outcome, total.saturating_sub(before));
+            }
+            *counted = now;
+        }
     }
 
     async fn check_one(

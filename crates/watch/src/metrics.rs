@@ -96,14 +96,14 @@ impl Counters {
             .or_default() += 1;
     }
 
-    /// A Graph API request ended with `outcome` (`ok`, `api_error`, `rate_limited`, `server_error`,
-    /// `network_error`, …).
-    pub fn graph_request(&self, outcome: &str) {
+    /// `count` more Graph API requests ended with `outcome` (`ok`, `api_error`, `rate_limited`,
+    /// `unreachable`: [`permatoken_graph::RequestCounts`]). A zero still makes the series exist.
+    pub fn graph_requests(&self, outcome: &str, count: u64) {
         *self
             .lock()
             .graph_requests
             .entry(outcome.to_owned())
-            .or_default() += 1;
+            .or_default() += count;
     }
 
     /// The values now.

@@ -322,6 +322,29 @@ url = "{hook}"
     );
     let totals = counters.totals();
     assert_eq!(totals.renewals.get("orders"), Some(&1));
+    // Every Graph request the sandbox saw is counted once, by how it ended; the 5xx bursts too.
+    let graph_requests = world
+        .sandbox
+        .requests()
+        .iter()
+        .filter(|r| !r.target().starts_with("/_sandbox"))
+        .count() as u64;
+    assert_eq!(
+        totals.graph_requests.values().sum::<u64>(),
+        graph_requests,
+        "{:?}",
+        totals.graph_requests
+    );
+    assert!(
+        totals.graph_requests["ok"] > 0,
+        "{:?}",
+        totals.graph_requests
+    );
+    assert!(
+        totals.graph_requests["unreachable"] > 0,
+        "{:?}",
+        totals.graph_requests
+    );
 
     // A restart: a new store and daemon on the same file say nothing again.
     drop(daemon);

@@ -82,8 +82,8 @@ async fn metrics_has_every_name_with_a_token_label() {
     counters.failover("support");
     counters.alert("ops", "delivered");
     counters.alert("pager", "failed");
-    counters.graph_request("ok");
-    counters.graph_request("server_error");
+    counters.graph_requests("ok", 1);
+    counters.graph_requests("unreachable", 1);
     let (status, headers, text) = get(&state, "/metrics", None).await;
     assert_eq!(status, StatusCode::OK);
     assert!(
@@ -182,7 +182,7 @@ async fn metrics_has_every_name_with_a_token_label() {
         value(
             &text,
             "permatoken_graph_requests_total",
-            "outcome=\"server_error\""
+            "outcome=\"unreachable\""
         )
         .as_deref(),
         Some("1")
