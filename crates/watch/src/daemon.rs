@@ -653,7 +653,9 @@ impl Daemon {
             self.announce(token, &name, &observation, now, summary)
                 .await?;
             any_unknown |= observation.observed == Observed::Unknown;
-            if let Some(at) = check_report.expires_at() {
+            // Only an expiry still ahead brings the next check nearer: a token already expired is
+            // dead by the API's word and stays so until its file changes, which the interval notices.
+            if let Some(at) = check_report.expires_at().filter(|at| *at > now) {
                 soonest = Some(soonest.map_or(at, |s| s.min(at)));
             }
         }

@@ -500,6 +500,7 @@ async fn the_next_check_comes_sooner_as_expiry_nears_and_after_an_unknown_check(
     for (file, scenario) in [
         ("far.env", "system-user"),
         ("near.env", "user-expires-soon"),
+        ("gone.env", "expired"),
     ] {
         write(
             &dir.path().join(file),
@@ -551,6 +552,17 @@ async fn the_next_check_comes_sooner_as_expiry_nears_and_after_an_unknown_check(
     let (wait, _) = next_after(&near).await;
     assert!(wait <= SignedDuration::from_hours(12), "{wait:?}");
     assert!(wait >= SignedDuration::from_mins(1), "{wait:?}");
+    // Expired two days ago: dead by the API's word, looked at again after the interval, not each
+    // minute (an expiry behind it brings nothing nearer).
+    let gone = config::parse(
+        &text.replace("far.env", "gone.env"),
+        &world.dir.path().join("permatoken.toml"),
+    )
+    .unwrap()
+    .config;
+    let (wait, view) = next_after(&gone).await;
+    assert_eq!(view.status, Status::Critical, "{view:?}");
+    assert_eq!(wait, SignedDuration::from_hours(24));
     // Could not tell: again within minutes, not a day later.
     world.sandbox.set_faults(Faults {
         server_errors: 100,
