@@ -82,6 +82,14 @@ pub enum ConfigError {
         /// The I/O error.
         source: std::io::Error,
     },
+    /// No configuration file, and no `.env` in the working folder for the default configuration.
+    #[error("nothing to watch: there is no `{}` and no `.env` in `{}`", looked_at.display(), cwd.display())]
+    NothingToWatch {
+        /// Where the configuration file was looked for.
+        looked_at: PathBuf,
+        /// The working folder.
+        cwd: PathBuf,
+    },
     /// The file is larger than [`MAX_CONFIG_BYTES`].
     #[error("`{}` is larger than {}: it is not a permatoken configuration", path.display(), permatoken_graph::human_bytes(MAX_CONFIG_BYTES as usize))]
     TooLarge {
@@ -492,6 +500,12 @@ pub fn load_or_default(
 ) -> Result<Loaded, ConfigError> {
     let path = config_path(explicit, environment)?;
     if explicit.is_none() && !path.exists() {
+        if !cwd.join(".env").exists() {
+            return Err(ConfigError::NothingToWatch {
+                looked_at: path,
+                cwd: cwd.to_owned(),
+            });
+        }
         return Ok(Loaded {
             config: default_config(cwd),
             warnings: Vec::new(),

@@ -449,6 +449,13 @@ fn without_a_file_the_dot_env_of_the_working_folder_is_watched() {
     let dir = tempfile::tempdir().unwrap();
     let home = dir.path().join("home");
     let cwd = dir.path().join("app");
+    // No file and no `.env` here: nothing to watch, said so rather than watching a missing file.
+    let e =
+        config::load_or_default(None, env(&[("HOME", home.to_str().unwrap())]), &cwd).unwrap_err();
+    assert!(matches!(e, ConfigError::NothingToWatch { .. }), "{e}");
+    assert!(e.to_string().contains("permatoken.toml"), "{e}");
+    std::fs::create_dir_all(&cwd).unwrap();
+    std::fs::write(cwd.join(".env"), "WHATSAPP_ACCESS_TOKEN=\n").unwrap();
     let loaded =
         config::load_or_default(None, env(&[("HOME", home.to_str().unwrap())]), &cwd).unwrap();
     assert_eq!(loaded.config, config::default_config(&cwd));

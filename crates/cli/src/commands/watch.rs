@@ -79,10 +79,15 @@ fn load(args: &WatchArgs) -> Result<Loaded, Failure> {
         )
     })?;
     config::load_or_default(args.config.as_deref(), std::env::vars_os(), &cwd).map_err(|e| {
-        Failure::new(
-            e.to_string(),
-            "fix the configuration (`permatoken watch --check-config` checks it); every key is described in the README",
-        )
+        let hint = match e {
+            config::ConfigError::NothingToWatch { .. } => {
+                "run `permatoken watch` in the folder of your service's `.env`, or write a permatoken.toml that names each token (README: \"Watching tokens\") and pass it with --config"
+            }
+            _ => {
+                "fix the configuration (`permatoken watch --check-config` checks it); every key is described in the README"
+            }
+        };
+        Failure::new(e.to_string(), hint)
     })
 }
 
