@@ -83,10 +83,49 @@ pub(crate) fn unix_now() -> i64 {
     jiff::Timestamp::now().as_second()
 }
 
-enum Fault {
+pub(crate) enum Fault {
+    /// A batch sub-request that "did not finish in time": `null` in the batch answer.
+    Null,
     Outage,
     RateLimit(Option<u32>),
     Truncate,
+}
+
+/// The fault the next Graph request takes, if any; `null`s only inside a batch.
+pub(crate) fn take_fault(faults: &mut Faults, in_batch: bool) -> Option<Fault> {
+    if in_batch && faults.batch_nulls > 0 {
+        faults.batch_nulls -= 1;
+        Some(Fault::Null)
+    } else if faults.server_errors > 0 {
+        faults.server_errors -= 1;
+        Some(Fault::Outage)
+    } else if faults.rate_limits > 0 {
+        faults.rate_limits -= 1;
+        Some(Fault::RateLimit(faults.regain_minutes))
+    } else if faults.truncate > 0 {
+        faults.truncate -= 1;
+        Some(Fault::Truncate)
+    } else {
+        None
+    }
+}
+
+/// The caller's token: the `Authorization` header, else `access_token` among the parameters.
+pub(crate) fn bearer_of(authorization: Option<&str>, params: &Params) -> Option<String> {
+    authorization
+        .and_then(|a| {
+            a.strip_prefix("Bearer ")
+                .or_else(|| a.strip_prefix("OAuth "))
+        })
+        .map(str::to_owned)
+        .or_else(|| params.get("access_token").map(str::to_owned))
+}
+
+/// `X-App-Usage` at `percent` of the hourly allowance (default 1).
+pub(crate) fn app_usage(percent: Option<u32>) -> HeaderValue {
+    let usage = percent.unwrap_or(1);
+    let usage = format!(r#"{{"call_count":{usage},"total_cputime":1,"total_time":1}}"#);
+    HeaderValue::from_str(&usage).expect("digits and JSON punctuation")
 }
 
 async fn graph(
@@ -100,6 +139,10 @@ async fn graph(
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned);
+    // A batch takes no fault of its own: its sub-requests do, one by one (`batch.rs`).
+    if method == Method::POST && strip_version(uri.path()) == Some("/") {
+        return crate::batch::answer(&state, &uri, &headers, authorization, &body).await;
+    }
     let (latency, fault, usage) = {
         let mut inner = state.lock();
         inner.requests.push(Request {
@@ -108,24 +151,13 @@ async fn graph(
             query: uri.query().map(str::to_owned),
             authorization: authorization.clone(),
             body: String::from_utf8_lossy(&body).into_owned(),
+            batched: false,
         });
-        let faults = &mut inner.faults;
-        let fault = if faults.server_errors > 0 {
-            faults.server_errors -= 1;
-            Some(Fault::Outage)
-        } else if faults.rate_limits > 0 {
-            faults.rate_limits -= 1;
-            Some(Fault::RateLimit(faults.regain_minutes))
-        } else if faults.truncate > 0 {
-            faults.truncate -= 1;
-            Some(Fault::Truncate)
-        } else {
-            None
-        };
+        let fault = take_fault(&mut inner.faults, false);
         (
-            Duration::from_millis(faults.latency_ms),
+            Duration::from_millis(inner.faults.latency_ms),
             fault,
-            faults.app_usage_percent,
+            inner.faults.app_usage_percent,
         )
     };
     if !latency.is_zero() {
@@ -137,72 +169,64 @@ async fn graph(
         _ => {}
     }
     let params = Params::new(uri.query(), &headers, &body);
-    let bearer = authorization
-        .as_deref()
-        .and_then(|a| {
-            a.strip_prefix("Bearer ")
-                .or_else(|| a.strip_prefix("OAuth "))
-        })
-        .map(str::to_owned)
-        .or_else(|| params.get("access_token").map(str::to_owned));
-    let path = strip_version(uri.path());
-    let major = version_major(uri.path());
-    let mut response = match (&method, path) {
-        (&Method::GET, Some("/me")) => me(&state, bearer.as_deref(), &params),
-        (&Method::GET, Some("/debug_token")) => debug_token(&state, bearer.as_deref(), &params),
-        (&Method::GET | &Method::POST, Some("/oauth/access_token")) => exchange(&state, &params),
-        (&Method::GET, Some(path)) if app_node_of(&state, path).is_some() => {
-            app_node(&state, bearer.as_deref(), &params, path)
-        }
-        (&Method::POST, Some(path)) if system_user_edge(path).is_some() => {
-            let (id, edge) = system_user_edge(path).expect("just matched");
-            system_user(&state, bearer.as_deref(), &params, id, edge)
-        }
-        (_, Some(path))
-            if whatsapp_answer(
-                &state,
-                &method,
-                path,
-                bearer.as_deref(),
-                &params,
-                &body,
-                major,
-            )
-            .is_some() =>
-        {
-            whatsapp_answer(
-                &state,
-                &method,
-                path,
-                bearer.as_deref(),
-                &params,
-                &body,
-                major,
-            )
-            .expect("just matched")
-        }
-        _ => error(
-            StatusCode::BAD_REQUEST,
-            2500,
-            None,
-            "OAuthException",
-            &format!("Unknown path components: {}", uri.path()),
-        ),
-    };
-    let usage = usage.unwrap_or(1);
-    let usage = format!(r#"{{"call_count":{usage},"total_cputime":1,"total_time":1}}"#);
-    response.headers_mut().insert(
-        "x-app-usage",
-        HeaderValue::from_str(&usage).expect("digits and JSON punctuation"),
+    let bearer = bearer_of(authorization.as_deref(), &params);
+    let mut response = dispatch(
+        &state,
+        &method,
+        uri.path(),
+        bearer.as_deref(),
+        &params,
+        &body,
     );
+    response
+        .headers_mut()
+        .insert("x-app-usage", app_usage(usage));
     if let Some(Fault::Truncate) = fault {
         return truncate(response).await;
     }
     response
 }
 
+/// The answer to one Graph call at `full_path` (version prefix included), with faults already
+/// applied: the same for a call alone and for a batch's sub-request.
+pub(crate) fn dispatch(
+    state: &State,
+    method: &Method,
+    full_path: &str,
+    bearer: Option<&str>,
+    params: &Params,
+    body: &[u8],
+) -> Response {
+    let path = strip_version(full_path);
+    let major = version_major(full_path);
+    match (method, path) {
+        (&Method::GET, Some("/me")) => me(state, bearer, params),
+        (&Method::GET, Some("/debug_token")) => debug_token(state, bearer, params),
+        (&Method::GET | &Method::POST, Some("/oauth/access_token")) => exchange(state, params),
+        (&Method::GET, Some(path)) if app_node_of(state, path).is_some() => {
+            app_node(state, bearer, params, path)
+        }
+        (&Method::POST, Some(path)) if system_user_edge(path).is_some() => {
+            let (id, edge) = system_user_edge(path).expect("just matched");
+            system_user(state, bearer, params, id, edge)
+        }
+        (_, Some(path))
+            if whatsapp_answer(state, method, path, bearer, params, body, major).is_some() =>
+        {
+            whatsapp_answer(state, method, path, bearer, params, body, major).expect("just matched")
+        }
+        _ => error(
+            StatusCode::BAD_REQUEST,
+            2500,
+            None,
+            "OAuthException",
+            &format!("Unknown path components: {full_path}"),
+        ),
+    }
+}
+
 /// `/v26.0/me` → `/me`; `/me` stays; a malformed prefix is no known path.
-fn strip_version(path: &str) -> Option<&str> {
+pub(crate) fn strip_version(path: &str) -> Option<&str> {
     let Some(rest) = path.strip_prefix("/v") else {
         return Some(path);
     };
@@ -214,7 +238,7 @@ fn strip_version(path: &str) -> Option<&str> {
 
 /// The major version of a `/vNN.N/…` path; `None` without a prefix (the app's default version,
 /// taken as the newest).
-fn version_major(path: &str) -> Option<u32> {
+pub(crate) fn version_major(path: &str) -> Option<u32> {
     let rest = path.strip_prefix("/v")?;
     rest[..rest.find('.')?].parse().ok()
 }
@@ -263,7 +287,7 @@ fn system_user_edge(path: &str) -> Option<(&str, &str)> {
 pub(crate) struct Params(HashMap<String, String>);
 
 impl Params {
-    fn new(query: Option<&str>, headers: &HeaderMap, body: &[u8]) -> Self {
+    pub(crate) fn new(query: Option<&str>, headers: &HeaderMap, body: &[u8]) -> Self {
         let mut map: HashMap<String, String> =
             url::form_urlencoded::parse(query.unwrap_or("").as_bytes())
                 .into_owned()
@@ -274,6 +298,18 @@ impl Params {
             .is_some_and(|v| v.starts_with("application/x-www-form-urlencoded"));
         if is_form {
             map.extend(url::form_urlencoded::parse(body).into_owned());
+        }
+        Self(map)
+    }
+
+    /// A batch sub-request's parameters: its relative URL's query and its `body` (a form).
+    pub(crate) fn from_parts(query: Option<&str>, form: Option<&str>) -> Self {
+        let mut map: HashMap<String, String> =
+            url::form_urlencoded::parse(query.unwrap_or("").as_bytes())
+                .into_owned()
+                .collect();
+        if let Some(form) = form {
+            map.extend(url::form_urlencoded::parse(form.as_bytes()).into_owned());
         }
         Self(map)
     }
@@ -317,7 +353,7 @@ pub(crate) fn error(
     (status, Json(json!({ "error": error }))).into_response()
 }
 
-fn rate_limited(regain_minutes: Option<u32>) -> Response {
+pub(crate) fn rate_limited(regain_minutes: Option<u32>) -> Response {
     let mut response = error(
         StatusCode::BAD_REQUEST,
         4,

@@ -17,6 +17,7 @@
 #![allow(clippy::result_large_err)]
 
 mod api;
+mod batch;
 mod scenarios;
 mod tls;
 mod webhook;
@@ -61,7 +62,8 @@ pub struct Options {
     pub extra_tokens: usize,
 }
 
-/// Faults to inject. Counters apply to the next that many Graph requests (admin calls do not count).
+/// Faults to inject. Counters apply to the next that many Graph requests (admin calls do not count); in
+/// a batch, each sub-request is one Graph request and the batch itself none.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Faults {
@@ -77,6 +79,9 @@ pub struct Faults {
     pub truncate: u32,
     /// `call_count` of `X-App-Usage` on every answer (percent of the hourly allowance; default 1).
     pub app_usage_percent: Option<u32>,
+    /// The next N sub-requests of batches answer `null`, as Meta does for one that "did not finish
+    /// in time" (`graph-api.md` §8); a call alone is not touched.
+    pub batch_nulls: u32,
 }
 
 /// One request the sandbox received, as it arrived.
@@ -93,6 +98,10 @@ pub struct Request {
     pub authorization: Option<String>,
     /// The body, as text.
     pub body: String,
+    /// A sub-request of a batch (`POST /` with `batch`), logged after the batch itself: its path and
+    /// query are those of its `relative_url` (which travelled in the batch's body, never in a URL of
+    /// its own), its `authorization` the batch's, its body the sub-request's `body`.
+    pub batched: bool,
 }
 
 impl Request {

@@ -20,6 +20,7 @@ pub(crate) async fn run(args: SandboxArgs) -> Result<u8, Failure> {
             regain_minutes: args.regain_minutes,
             truncate: args.truncate,
             app_usage_percent: None,
+            batch_nulls: 0,
         },
         tls: args.tls,
         extra_tokens: usize::try_from(args.extra_tokens).unwrap_or(usize::MAX),
