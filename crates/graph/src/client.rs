@@ -85,7 +85,7 @@ impl Default for RetryPolicy {
 
 impl RetryPolicy {
     /// The wait before retry `attempt` (0-based): "equal jitter", between half and all of the step.
-    fn backoff(&self, attempt: u32) -> Duration {
+    pub(crate) fn backoff(&self, attempt: u32) -> Duration {
         let step = self.base.saturating_mul(1 << attempt.min(16)).min(self.cap);
         let half = step / 2;
         half + half.mul_f64(random_unit())
@@ -252,9 +252,30 @@ impl Client {
         })
     }
 
-    /// How the requests made so far by this client and its clones ended (each attempt counts).
+    /// How the requests made so far by this client and its clones ended (each attempt counts; in a
+    /// batch, each sub-request).
     pub fn request_counts(&self) -> RequestCounts {
         self.tally.read()
+    }
+
+    /// Counts one request (or batch sub-request) by how it ended.
+    pub(crate) fn count<T>(&self, result: &Result<T, Error>) {
+        self.tally.count(result);
+    }
+
+    /// The base URL, version included: where a batch is posted.
+    pub(crate) fn root(&self) -> &Url {
+        &self.root
+    }
+
+    /// The retry policy and the limit on one request, for the batch's own retry loop.
+    pub(crate) fn limits(&self) -> (RetryPolicy, Duration) {
+        (self.retry, self.request_timeout)
+    }
+
+    /// The app secret, for a batch sub-request's `appsecret_proof`.
+    pub(crate) fn app_secret(&self) -> Option<&AppSecret> {
+        self.app_secret.as_ref()
     }
 
     /// The same client, without the app secret: for a token of another app, whose proof would fail.
@@ -466,7 +487,7 @@ impl Client {
         }
     }
 
-    async fn send_once<T: DeserializeOwned>(
+    pub(crate) async fn send_once<T: DeserializeOwned>(
         &self,
         call: &Call<'_>,
         url: &Url,
@@ -618,7 +639,7 @@ impl<'a> Call<'a> {
         self
     }
 
-    fn form(mut self, name: &'a str, value: &'a str) -> Self {
+    pub(crate) fn form(mut self, name: &'a str, value: &'a str) -> Self {
         self.form.get_or_insert_with(Vec::new).push((name, value));
         self
     }
@@ -655,7 +676,7 @@ pub(crate) fn path_segment(id: &str) -> Result<&str, Error> {
     }
 }
 
-fn decode<T: DeserializeOwned>(
+pub(crate) fn decode<T: DeserializeOwned>(
     endpoint: &str,
     status: StatusCode,
     usage: Usage,

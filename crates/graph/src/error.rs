@@ -161,8 +161,9 @@ fn contains_ignoring_case(haystack: &str, needle: &str) -> bool {
     n.is_empty() || h.windows(n.len()).any(|w| w.eq_ignore_ascii_case(n))
 }
 
-/// Everything a Graph API call can fail with.
-#[derive(Debug, thiserror::Error)]
+/// Everything a Graph API call can fail with. `Clone`, so that one failed batch can be every one of its
+/// tokens' answer.
+#[derive(Debug, Clone, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
     /// The API answered with an error object.
@@ -245,6 +246,15 @@ pub enum Error {
     /// The client was configured wrongly.
     #[error("{0}")]
     Config(String),
+    /// A batch answered `null` for this request: Meta did not finish it in time (`graph-api.md` §8).
+    /// Passing: asked again alone in a later batch.
+    #[error(
+        "the Graph API did not finish `{endpoint}` in time (its entry in a batch answer was `null`)"
+    )]
+    Unfinished {
+        /// The path of the sub-request.
+        endpoint: String,
+    },
 }
 
 impl Error {
@@ -253,9 +263,10 @@ impl Error {
         match self {
             Self::Graph { error, .. } => error.class(endpoint),
             Self::Status { status, .. } if *status >= 500 => ErrorClass::Transient,
-            Self::Transport { .. } | Self::Truncated { .. } | Self::TooLarge { .. } => {
-                ErrorClass::Transient
-            }
+            Self::Transport { .. }
+            | Self::Truncated { .. }
+            | Self::TooLarge { .. }
+            | Self::Unfinished { .. } => ErrorClass::Transient,
             Self::OutOfTime { last, .. } => last.class(endpoint),
             Self::Status { .. } | Self::Shape { .. } | Self::Tls { .. } | Self::Config(_) => {
                 ErrorClass::Other

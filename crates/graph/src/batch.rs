@@ -1,0 +1,385 @@
+//! Graph batch requests (`graph-api.md` §8): many `/debug_token` (or `/me`) calls in few HTTP round
+//! trips, for fleets of tokens. Up to [`MAX_BATCH`] sub-requests go in one `POST /`; each answer is
+//! parsed into the same typed result, with the same error classifier, as the call alone; a `null` entry
+//! or a passing sub-error (5xx, rate limit, `is_transient`) is asked again **alone** — with the other
+//! such entries, never with the ones already answered — in a later batch, within the time budget.
+//!
+//! Where the tokens travel: the app token only in the `Authorization` header; the tokens inspected
+//! (`input_token`) and, for [`Client::me_batch`], each token with its `appsecret_proof` (as the
+//! sub-request's `access_token`, Graph's only way to give a sub-request its own caller) only inside the
+//! form body of the `POST`: never in a URL the HTTP client sends, so never in a proxy's or server's
+//! access log. The body is built once per `POST` and zeroed when dropped, as for the other calls.
+//!
+//! Each sub-request counts against Meta's rate limits, so each is counted in
+//! [`Client::request_counts`] by its outcome (a whole `POST` that failed counts once); the usage
+//! headers of every batch answer are returned, for the caller to slow down above 75 % and to wait out
+//! a rate limit's regain time between calls (a fleet is best inspected a few hundred tokens per call,
+//! looking at [`BatchOutcome::peak_usage`] between calls).
+//!
+//! Must never: put a token in a URL, ask again a sub-request that was answered, or decide policy.
+
+use std::time::Duration;
+
+use permatoken_secret::{AccessToken, AppToken};
+use reqwest::StatusCode;
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
+use zeroize::Zeroizing;
+
+use crate::client::{Bearer, Call, decode};
+use crate::error::{Endpoint, Error};
+use crate::types::{DebugTokenEnvelope, Me, TokenInfo};
+use crate::usage::Usage;
+use crate::{Budget, Client};
+
+/// The most sub-requests Meta takes in one batch.
+pub const MAX_BATCH: usize = 50;
+
+/// What a batch run gave: one result per token, in the order the tokens were given, and the usage
+/// every batch answer reported.
+#[derive(Debug)]
+#[non_exhaustive]
+pub struct BatchOutcome<T> {
+    /// One result per token, in order: the same value, or the same error (code, subcode, type,
+    /// message, trace id), as the call alone would give. A token still unanswered when the retries
+    /// or the budget ran out holds the last error ([`Error::Unfinished`] for a `null`; wrapped in
+    /// [`Error::OutOfTime`] when the budget ran out).
+    pub results: Vec<Result<T, Error>>,
+    /// The usage headers of each batch answer (and of each failed `POST` that carried them), in the
+    /// order they came.
+    pub usage: Vec<Usage>,
+    /// How many `POST`s were sent.
+    pub posts: u32,
+    /// How many sub-requests were sent, the ones asked again included.
+    pub sub_requests: u32,
+}
+
+impl<T> BatchOutcome<T> {
+    /// The highest usage seen over the run, field by field: what to pace the next call on.
+    pub fn peak_usage(&self) -> Usage {
+        let max = |a: Option<f64>, b: Option<f64>| match (a, b) {
+            (Some(a), Some(b)) => Some(a.max(b)),
+            (a, b) => a.or(b),
+        };
+        self.usage.iter().fold(Usage::default(), |mut peak, u| {
+            peak.app_percent = max(peak.app_percent, u.app_percent);
+            peak.business_percent = max(peak.business_percent, u.business_percent);
+            peak.regain_after = peak.regain_after.max(u.regain_after);
+            peak
+        })
+    }
+}
+
+/// One entry of a batch answer. Deliberately no `Debug`: a body is shown only once parsed.
+#[derive(Deserialize)]
+struct SubAnswer {
+    code: u16,
+    #[serde(default)]
+    headers: Vec<SubHeader>,
+    #[serde(default)]
+    body: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct SubHeader {
+    name: String,
+    value: String,
+}
+
+impl SubAnswer {
+    /// The usage headers of this entry, if it has any.
+    fn usage(&self) -> Usage {
+        let mut map = reqwest::header::HeaderMap::new();
+        for header in &self.headers {
+            let usage_header = ["x-app-usage", "x-business-use-case-usage"]
+                .iter()
+                .any(|n| header.name.eq_ignore_ascii_case(n));
+            if !usage_header {
+                continue;
+            }
+            if let (Ok(name), Ok(value)) = (
+                reqwest::header::HeaderName::from_bytes(header.name.as_bytes()),
+                reqwest::header::HeaderValue::from_str(&header.value),
+            ) {
+                map.insert(name, value);
+            }
+        }
+        Usage::from_headers(&map)
+    }
+}
+
+impl Client {
+    /// `/debug_token` for each of `tokens`, asked by the app token `app`, in batches of up to
+    /// [`MAX_BATCH`]. Each result is what [`Client::debug_token`] would give for that token (a dead
+    /// token is `Ok` with `is_valid: false` and its `error`). Fails as a whole only when the app token
+    /// cannot travel in a header; a failed `POST` ends the run, and its error is the result of every
+    /// token not yet answered.
+    pub async fn debug_token_batch(
+        &self,
+        app: &AppToken,
+        tokens: &[AccessToken],
+        budget: &Budget,
+    ) -> Result<BatchOutcome<TokenInfo>, Error> {
+        let relative = tokens
+            .iter()
+            .map(|token| {
+                let query = url::form_urlencoded::Serializer::new(String::new())
+                    .append_pair("input_token", token.expose_secret())
+                    .finish();
+                Zeroizing::new(format!("debug_token?{query}"))
+            })
+            .collect();
+        let outcome = self
+            .batch::<DebugTokenEnvelope>(app, relative, "/debug_token", budget)
+            .await?;
+        Ok(BatchOutcome {
+            results: outcome
+                .results
+                .into_iter()
+                .map(|r| r.map(|envelope| envelope.data))
+                .collect(),
+            usage: outcome.usage,
+            posts: outcome.posts,
+            sub_requests: outcome.sub_requests,
+        })
+    }
+
+    /// `/me?fields=id,name` with each of `tokens` as its own caller (with `appsecret_proof` when the
+    /// client knows the app secret), in batches of up to [`MAX_BATCH`] sent with the app token `app`.
+    /// Each token and its proof travel in the sub-request's relative URL, which is inside the `POST`
+    /// body, never in a URL. Each result is what [`Client::me`] would give.
+    pub async fn me_batch(
+        &self,
+        app: &AppToken,
+        tokens: &[AccessToken],
+        budget: &Budget,
+    ) -> Result<BatchOutcome<Me>, Error> {
+        let relative = tokens
+            .iter()
+            .map(|token| {
+                let mut query = url::form_urlencoded::Serializer::new(String::new());
+                query
+                    .append_pair("fields", "id,name")
+                    .append_pair("access_token", token.expose_secret());
+                if let Some(secret) = self.app_secret() {
+                    query.append_pair("appsecret_proof", &secret.appsecret_proof(token));
+                }
+                Zeroizing::new(format!("me?{}", query.finish()))
+            })
+            .collect();
+        self.batch::<Me>(app, relative, "/me", budget).await
+    }
+
+    /// Sends `relative` (URLs relative to the versioned root, each holding secrets) as GET
+    /// sub-requests in batches, asks again what did not finish, and parses each answer as `T`.
+    async fn batch<T: DeserializeOwned>(
+        &self,
+        app: &AppToken,
+        relative: Vec<Zeroizing<String>>,
+        endpoint: &'static str,
+        budget: &Budget,
+    ) -> Result<BatchOutcome<T>, Error> {
+        // Checked once here, so that a token that cannot be sent fails the call, not each token.
+        let header = Zeroizing::new(format!("Bearer {}", app.expose_secret().as_str()));
+        if reqwest::header::HeaderValue::from_str(&header).is_err() {
+            return Err(Error::Config(
+                "the app token holds characters an HTTP header cannot carry; check FACEBOOK_APP_ID and FACEBOOK_APP_SECRET were copied whole".into(),
+            ));
+        }
+        let (policy, request_timeout) = self.limits();
+        let whole = format!("/ (a batch of {endpoint})");
+        let mut results: Vec<Option<Result<T, Error>>> = std::iter::repeat_with(|| None)
+            .take(relative.len())
+            .collect();
+        let mut tries = vec![0u32; relative.len()];
+        let mut outcome = BatchOutcome {
+            results: Vec::new(),
+            usage: Vec::new(),
+            posts: 0,
+            sub_requests: 0,
+        };
+        let mut pending: Vec<usize> = (0..relative.len()).collect();
+        let mut round = 0;
+        'rounds: while !pending.is_empty() {
+            let mut again = Vec::new();
+            let mut regain: Option<Duration> = None;
+            for (n, chunk) in pending.chunks(MAX_BATCH).enumerate() {
+                let left = budget.remaining();
+                if left.is_zero() {
+                    let unanswered = pending[n * MAX_BATCH..].iter().chain(&again);
+                    out_of_time(&mut results, unanswered, Duration::ZERO, left, &whole);
+                    break 'rounds;
+                }
+                let requests: Vec<serde_json::Value> = chunk
+                    .iter()
+                    .map(|&i| serde_json::json!({"method": "GET", "relative_url": relative[i].as_str()}))
+                    .collect();
+                let batch = Zeroizing::new(serde_json::Value::Array(requests).to_string());
+                let body = Zeroizing::new(
+                    url::form_urlencoded::Serializer::new(String::new())
+                        .append_pair("batch", &batch)
+                        .append_pair("include_headers", "true")
+                        .finish(),
+                );
+                let call = Call::post("", Some(Bearer::App(app)), Endpoint::Other)
+                    .form("batch", "")
+                    .form("include_headers", "true");
+                outcome.posts += 1;
+                outcome.sub_requests += chunk.len() as u32;
+                let answer = self
+                    .send_once::<Vec<Option<SubAnswer>>>(
+                        &call,
+                        self.root(),
+                        Some((body.as_str(), "application/x-www-form-urlencoded")),
+                        &whole,
+                        request_timeout.min(left),
+                    )
+                    .await
+                    .and_then(|answer| {
+                        if answer.value.len() == chunk.len() {
+                            Ok(answer)
+                        } else {
+                            Err(Error::Shape {
+                                endpoint: whole.clone(),
+                                reason: format!(
+                                    "{} answers to {} requests",
+                                    answer.value.len(),
+                                    chunk.len()
+                                ),
+                            })
+                        }
+                    });
+                let answer = match answer {
+                    Ok(answer) => answer,
+                    Err(err) => {
+                        self.count(&Err::<(), _>(err.clone()));
+                        if let Error::Graph { usage, .. } = &err {
+                            outcome.usage.push(usage.clone());
+                            regain = regain.max(usage.regain_after);
+                        }
+                        // Nothing in it was answered: the whole chunk is asked again, or, when
+                        // the failure is not a passing one, every token not yet answered fails so.
+                        let retry = err.class(Endpoint::Other).is_retryable();
+                        for &i in chunk {
+                            results[i] = Some(Err(err.clone()));
+                            tries[i] += 1;
+                            if retry && tries[i] <= policy.max_retries {
+                                again.push(i);
+                            }
+                        }
+                        if !retry {
+                            for &i in pending[((n + 1) * MAX_BATCH).min(pending.len())..]
+                                .iter()
+                                .chain(&again)
+                            {
+                                results[i] = Some(Err(err.clone()));
+                            }
+                            break 'rounds;
+                        }
+                        continue;
+                    }
+                };
+                for (&i, entry) in chunk.iter().zip(answer.value) {
+                    let result = match entry {
+                        None => Err(Error::Unfinished {
+                            endpoint: endpoint.to_owned(),
+                        }),
+                        Some(sub) => {
+                            let usage = match sub.usage() {
+                                u if u == Usage::default() => answer.usage.clone(),
+                                u => u,
+                            };
+                            match StatusCode::from_u16(sub.code) {
+                                Ok(status) => decode::<T>(
+                                    endpoint,
+                                    status,
+                                    usage,
+                                    sub.body.as_deref().unwrap_or("").as_bytes(),
+                                ),
+                                Err(_) => Err(Error::Shape {
+                                    endpoint: endpoint.to_owned(),
+                                    reason: format!("`{}` is no HTTP status", sub.code),
+                                }),
+                            }
+                        }
+                    };
+                    self.count(&result);
+                    let retry = match &result {
+                        Ok(_) => false,
+                        Err(err) => err.class(Endpoint::Other).is_retryable(),
+                    };
+                    if let Err(Error::Graph { usage, .. }) = &result {
+                        regain = regain.max(usage.regain_after);
+                    }
+                    results[i] = Some(result);
+                    if retry {
+                        tries[i] += 1;
+                        if tries[i] <= policy.max_retries {
+                            again.push(i);
+                        }
+                    }
+                }
+                outcome.usage.push(answer.usage);
+            }
+            if again.is_empty() {
+                break;
+            }
+            // Meta's regain time when it named one, else the usual backoff; never past the budget.
+            let wait = regain.unwrap_or_else(|| policy.backoff(round));
+            let left = budget.remaining();
+            if wait >= left {
+                out_of_time(&mut results, again.iter(), wait, left, endpoint);
+                break;
+            }
+            tracing::debug!(
+                endpoint,
+                round,
+                again = again.len(),
+                wait = %crate::error::human(wait),
+                "asking again what a batch left unanswered"
+            );
+            tokio::time::sleep(wait).await;
+            pending = again;
+            round += 1;
+        }
+        outcome.results = results
+            .into_iter()
+            .map(|r| {
+                r.unwrap_or_else(|| {
+                    Err(Error::Unfinished {
+                        endpoint: endpoint.to_owned(),
+                    })
+                })
+            })
+            .collect();
+        Ok(outcome)
+    }
+}
+
+/// The tokens `unanswered` gave up on: their last error, wrapped to say the budget ran out.
+fn out_of_time<'a, T>(
+    results: &mut [Option<Result<T, Error>>],
+    unanswered: impl Iterator<Item = &'a usize>,
+    wait: Duration,
+    left: Duration,
+    endpoint: &str,
+) {
+    for &i in unanswered {
+        let last = match results[i].take() {
+            Some(Err(err)) => err,
+            Some(Ok(value)) => {
+                results[i] = Some(Ok(value));
+                continue;
+            }
+            None => Error::Unfinished {
+                endpoint: endpoint.to_owned(),
+            },
+        };
+        results[i] = Some(Err(Error::OutOfTime {
+            endpoint: endpoint.to_owned(),
+            wait,
+            left,
+            last: Box::new(last),
+        }));
+    }
+}
