@@ -235,6 +235,14 @@ impl Client {
                         request_timeout.min(left),
                     )
                     .await
+                    // serde's complaint may quote the answer, which could echo a request's token.
+                    .map_err(|err| match err {
+                        Error::Shape { endpoint, .. } => Error::Shape {
+                            endpoint,
+                            reason: "not an array of `{code, headers, body}` entries".into(),
+                        },
+                        err => err,
+                    })
                     .and_then(|answer| {
                         if answer.value.len() == chunk.len() {
                             Ok(answer)
