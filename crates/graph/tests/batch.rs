@@ -133,7 +133,7 @@ async fn a_fleet_of_122_tokens_takes_three_posts_and_each_result_is_the_single_c
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn nulls_and_a_5xx_in_a_batch_are_asked_again_alone() {
+async fn nulls_a_5xx_and_a_rate_limit_in_a_batch_are_asked_again_alone() {
     let sandbox = start(Options {
         extra_tokens: 60,
         ..Options::default()
@@ -143,6 +143,7 @@ async fn nulls_and_a_5xx_in_a_batch_are_asked_again_alone() {
     sandbox.set_faults(Faults {
         batch_nulls: 3,
         server_errors: 1,
+        rate_limits: 1,
         ..Faults::default()
     });
     let outcome = client
@@ -152,15 +153,20 @@ async fn nulls_and_a_5xx_in_a_batch_are_asked_again_alone() {
     for (i, result) in outcome.results.iter().enumerate() {
         assert_eq!(result.as_ref().unwrap().is_valid, Some(true), "token {i}");
     }
-    // 50 + 10, then only the four left: the first three (null) and the fourth (503).
-    assert_eq!((outcome.posts, outcome.sub_requests), (3, 64));
+    // 50 + 10, then only the five left: the first three (null), the fourth (503), the fifth (code 4).
+    assert_eq!((outcome.posts, outcome.sub_requests), (3, 65));
     assert_eq!(posts(&sandbox), 3);
     let asked = asked(&sandbox);
-    assert_eq!(asked.len(), 64);
-    let again: Vec<&str> = tokens[..4].iter().map(AccessToken::expose_secret).collect();
+    assert_eq!(asked.len(), 65);
+    let again: Vec<&str> = tokens[..5].iter().map(AccessToken::expose_secret).collect();
     assert_eq!(asked[60..], again[..]);
     let counts = client.request_counts();
-    assert_eq!((counts.ok, counts.unreachable), (60, 4));
+    assert_eq!(
+        (counts.ok, counts.unreachable, counts.rate_limited),
+        (60, 4, 1)
+    );
+    // The first answer said the limit was reached.
+    assert!(outcome.usage[0].exhausted());
     assert_no_secret_in_urls(&sandbox, &again);
 }
 

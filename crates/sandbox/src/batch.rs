@@ -102,22 +102,21 @@ pub(crate) async fn answer(
         answers.push(answer);
     }
     // The usage headers of the whole answer: at the limit when a sub-request hit it.
-    let mut response = match limited {
+    let mut response = Json(Value::Array(answers)).into_response();
+    let headers = response.headers_mut();
+    match limited {
         Some(regain) => {
             let limit = api::rate_limited(regain);
-            let mut response = Json(Value::Array(answers)).into_response();
             for name in ["x-app-usage", "x-business-use-case-usage"] {
                 if let Some(value) = limit.headers().get(name) {
-                    response.headers_mut().insert(name, value.clone());
+                    headers.insert(name, value.clone());
                 }
             }
-            return response;
         }
-        None => Json(Value::Array(answers)).into_response(),
-    };
-    response
-        .headers_mut()
-        .insert("x-app-usage", api::app_usage(usage));
+        None => {
+            headers.insert("x-app-usage", api::app_usage(usage));
+        }
+    }
     response
 }
 
