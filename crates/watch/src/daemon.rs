@@ -161,7 +161,7 @@ impl Job {
         let result = permatoken_renew::refresh_all(&ctx, &self.spec, &self.options)
             .await
             .map_err(|failure| (failure.to_string(), failure.hint()));
-        Checked::Ran(Box::new(self), result)
+        Checked::Ran(Box::new((self, result)))
     }
 }
 
@@ -170,7 +170,7 @@ enum Checked {
     /// The token could not be read: why.
     Unreadable(String),
     /// The engine ran.
-    Ran(Box<Job>, Result<RefreshReport, CheckFailure>),
+    Ran(Box<(Job, Result<RefreshReport, CheckFailure>)>),
 }
 
 /// A token's check, running or done.
@@ -535,7 +535,7 @@ impl Daemon {
                 self.schedule(&token.name, policy, None, true, now);
                 return Ok(());
             }
-            Checked::Ran(job, result) => (job, result),
+            Checked::Ran(ran) => *ran,
         };
         let report = match result {
             Ok(report) => report,
