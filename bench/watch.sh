@@ -3,7 +3,8 @@
 # (`N=1000 bench/watch.sh` or `N=10000 bench/watch.sh` for one fleet size, both by default;
 # `LATENCY_MS=100` adds a second pass per size against a sandbox answering each call 100 ms late,
 # closer to a round trip to Meta (default `100`; `0` skips it); `IDLE=60` sets the idle period in
-# seconds). Never run by .ci/run.
+# seconds; `BIN=PATH` measures that binary instead of building one, for a before/after comparison).
+# Never run by .ci/run.
 #
 # Per fleet size N, against one `permatoken sandbox --extra-tokens N`:
 # 1. a generated fleet: N services, each a folder with its own `.env` (0600) holding
@@ -21,8 +22,7 @@
 # With latency, only the first round and the naive loop are measured (idle does not depend on it).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-cargo build --release --quiet
-bin=$PWD/target/release/permatoken
+if [ -n "${BIN:-}" ]; then bin=$BIN; else cargo build --release --quiet; bin=$PWD/target/release/permatoken; fi
 sizes=${N:-1000 10000}
 idle=${IDLE:-60}
 latency=${LATENCY_MS:-100}
@@ -36,7 +36,7 @@ trap '[ -n "$sandbox_pid" ] && kill "$sandbox_pid" 2>/dev/null; rm -rf "$work"' 
 
 echo "## Machine"
 echo "$(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')"
-echo "$(uname -sr); $(rustc --version); commit $(git rev-parse --short HEAD)$(git diff --quiet HEAD -- crates || echo ' + uncommitted changes'); $(date -u '+%Y-%m-%d %H:%M UTC')"
+echo "$(uname -sr); $(rustc --version); ${BIN:+binary $BIN, }commit $(git rev-parse --short HEAD)$(git diff --quiet HEAD -- crates || echo ' + uncommitted changes'); $(date -u '+%Y-%m-%d %H:%M UTC')"
 echo
 
 for run in $runs; do
