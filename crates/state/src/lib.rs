@@ -257,6 +257,20 @@ pub struct LatestCheck {
     pub check: Option<CheckRecord>,
 }
 
+/// What one decision about a token name leaves: the arguments of [`Store::announce`], for
+/// [`Store::announce_all`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Decision {
+    /// The token name.
+    pub token_name: String,
+    /// The announcement exactly as given (`None`: nothing announced yet; any earlier one is kept).
+    pub announcement: Option<Announcement>,
+    /// Since when the token has been unknown.
+    pub unknown_since: Option<Timestamp>,
+    /// The alert, if any, with the routes it goes to.
+    pub alert: Option<(Alert, Vec<String>)>,
+}
+
 /// What watch last said about one token name, and how long it has not been able to check it.
 /// Survives restarts, so that a restarted watch does not announce a state again.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -564,6 +578,23 @@ impl Store {
         }
     }
 
+    /// The newest `per_name` checks of every token name (across renewals) with `from <= checked_at <
+    /// to`, each name's oldest first, by name: [`Store::history`] for every name in one query, so
+    /// that a page of thousands of tokens costs one read, not one per token.
+    pub async fn histories(
+        &self,
+        from: Timestamp,
+        to: Timestamp,
+        per_name: u32,
+    ) -> Result<Vec<(String, Vec<CheckRecord>)>, Error> {
+        match &self.backend {
+            Backend::Sqlite(db) => {
+                db.call(move |c, p| sqlite::histories(c, p, from, to, per_name))
+                    .await
+            }
+        }
+    }
+
     /// Sizes of the state.
     pub async fn counts(&self) -> Result<Counts, Error> {
         match &self.backend {
@@ -658,6 +689,20 @@ impl Store {
                     )
                 })
                 .await
+            }
+        }
+    }
+
+    /// [`Store::announce`] for many tokens in one transaction (a round's decisions): each is applied
+    /// in order, and a crash leaves all of them or none.
+    pub async fn announce_all(&self, decisions: Vec<Decision>) -> Result<(), Error> {
+        if decisions.is_empty() {
+            return Ok(());
+        }
+        match &self.backend {
+            Backend::Sqlite(db) => {
+                db.call(move |c, p| sqlite::announce_all(c, p, &decisions))
+                    .await
             }
         }
     }

@@ -434,6 +434,45 @@ pub(crate) fn history(
     Ok(out)
 }
 
+pub(crate) fn histories(
+    conn: &mut Connection,
+    path: &Path,
+    from: Timestamp,
+    to: Timestamp,
+    per_name: u32,
+) -> Result<Vec<(String, Vec<CheckRecord>)>, Error> {
+    // The newest `per_name` of each name, chosen in SQL (a window function, as PostgreSQL has it)
+    // so that months of history are never all brought out to be cut.
+    let mut stmt = conn
+        .prepare(&format!(
+            "WITH ranked AS (
+                SELECT c.id AS cid, t.name AS tname, ROW_NUMBER() OVER (
+                    PARTITION BY t.name ORDER BY c.checked_at DESC, c.id DESC) AS rn
+                FROM checks c JOIN tokens t ON t.token_sha256 = c.token_sha256
+                WHERE c.checked_at >= ?1 AND c.checked_at < ?2)
+             SELECT r.tname, {CHECK_COLS} FROM ranked r JOIN checks c ON c.id = r.cid
+             WHERE r.rn <= ?3 ORDER BY r.tname, c.checked_at, c.id"
+        ))
+        .map_err(db(path))?;
+    let mut rows = stmt
+        .query(params![
+            from.as_second(),
+            to.as_second(),
+            i64::from(per_name)
+        ])
+        .map_err(db(path))?;
+    let mut out: Vec<(String, Vec<CheckRecord>)> = Vec::new();
+    while let Some(row) = rows.next().map_err(db(path))? {
+        let name: String = row.get(0).map_err(db(path))?;
+        let check = check_from_row(row, 1, path)?;
+        match out.last_mut() {
+            Some((last, checks)) if *last == name => checks.push(check),
+            _ => out.push((name, vec![check])),
+        }
+    }
+    Ok(out)
+}
+
 pub(crate) fn counts(conn: &mut Connection, path: &Path) -> Result<Counts, Error> {
     conn.query_row(
         "SELECT (SELECT COUNT(*) FROM tokens), (SELECT COUNT(*) FROM checks),
@@ -604,11 +643,42 @@ pub(crate) fn announce(
     alert: Option<(&Alert, &[String])>,
 ) -> Result<(), Error> {
     let tx = conn.transaction().map_err(db(path))?;
+    announce_in(&tx, path, name, announcement, unknown_since, alert)?;
+    tx.commit().map_err(db(path))
+}
+
+pub(crate) fn announce_all(
+    conn: &mut Connection,
+    path: &Path,
+    decisions: &[crate::Decision],
+) -> Result<(), Error> {
+    let tx = conn.transaction().map_err(db(path))?;
+    for d in decisions {
+        announce_in(
+            &tx,
+            path,
+            &d.token_name,
+            d.announcement.as_ref(),
+            d.unknown_since,
+            d.alert.as_ref().map(|(a, r)| (a, r.as_slice())),
+        )?;
+    }
+    tx.commit().map_err(db(path))
+}
+
+fn announce_in(
+    tx: &Connection,
+    path: &Path,
+    name: &str,
+    announcement: Option<&Announcement>,
+    unknown_since: Option<Timestamp>,
+    alert: Option<(&Alert, &[String])>,
+) -> Result<(), Error> {
     if let Some((alert, routes)) = alert {
-        insert_alert(&tx, path, alert, routes)?;
+        insert_alert(tx, path, alert, routes)?;
     }
     match announcement {
-        Some(a) => upsert_announcement(&tx, path, name, a)?,
+        Some(a) => upsert_announcement(tx, path, name, a)?,
         None => {
             tx.execute(
                 "INSERT INTO announced (token_name) VALUES (?1) ON CONFLICT (token_name) DO NOTHING",
@@ -622,7 +692,7 @@ pub(crate) fn announce(
         params![name, unknown_since.map(|t| t.as_second())],
     )
     .map_err(db(path))?;
-    tx.commit().map_err(db(path))
+    Ok(())
 }
 
 pub(crate) fn record_alert(

@@ -2,7 +2,9 @@
 //! it loads the token and its app credentials afresh, runs the renewal engine
 //! ([`permatoken_renew::refresh_all`]: renewal window, failover, reload), turns each check into a
 //! state ([`crate::states`]), records what it saw and what it announced in the state store, delivers
-//! alerts (at least once, retried across restarts), and publishes a new [`Snapshot`].
+//! alerts (at least once, retried across restarts), and publishes a new [`Snapshot`]. The Graph
+//! calls of up to 16 tokens run at once; everything after them (states, alerts, the store) is taken
+//! in one token at a time in the configuration's order, and written once per step.
 //!
 //! Time comes from a [`Clock`] only: [`Daemon::run_due`] takes `now`, so a test drives simulated
 //! days deterministically; [`Daemon::run`] sleeps (tokio time) until the next due check.
@@ -11,7 +13,7 @@
 //! because one token's file cannot be read (that token's check is unknown), or call a token dead
 //! unless the API said so (the engine and [`crate::states::observe`] ensure it).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::future::Future;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -128,6 +130,66 @@ pub enum Error {
     Graph(String),
 }
 
+/// Checks whose Graph calls run at once: enough to hide round trips, few enough to stay far below
+/// an app's rate limit within a round.
+const CHECKS_IN_FLIGHT: usize = 16;
+
+/// Everything one token's check needs, owned, so that it can run on its own task.
+struct Job {
+    spec: TokenSpec,
+    source: EngineSource,
+    app: AppCredentials,
+    client: Client,
+    thresholds: permatoken_inspect::Thresholds,
+    options: RefreshOptions,
+}
+
+/// Why a check could not run, and what to do: the engine's failure, as text.
+type CheckFailure = (String, String);
+
+impl Job {
+    /// Runs the renewal engine for this token (its Graph calls, any write, failover and reload).
+    async fn run(self, now: Timestamp) -> Checked {
+        let budget = Budget::new(Duration::from_secs(120));
+        let ctx = Ctx {
+            client: &self.client,
+            app: &self.app,
+            thresholds: self.thresholds,
+            budget: &budget,
+            now,
+        };
+        let result = permatoken_renew::refresh_all(&ctx, &self.spec, &self.options)
+            .await
+            .map_err(|failure| (failure.to_string(), failure.hint()));
+        Checked::Ran(Box::new((self, result)))
+    }
+}
+
+/// A token's check, done.
+enum Checked {
+    /// The token could not be read: why.
+    Unreadable(String),
+    /// The engine ran.
+    Ran(Box<(Job, Result<RefreshReport, CheckFailure>)>),
+}
+
+/// A token's check, running or done.
+enum Pending {
+    Running(tokio::task::JoinHandle<Checked>),
+    Done(Checked),
+}
+
+impl Pending {
+    async fn finish(self) -> Checked {
+        match self {
+            Pending::Done(checked) => checked,
+            Pending::Running(task) => task.await.unwrap_or_else(|e| {
+                Checked::Unreadable(format!("the check stopped before it finished ({e})"))
+            }),
+        }
+    }
+}
+
 /// What one step writes at its end.
 #[derive(Default)]
 struct Round {
@@ -165,6 +227,8 @@ pub struct Daemon {
     doctor_due: HashMap<String, Timestamp>,
     /// Per token name (primaries and backups): the permissions its last check found, for the page.
     scopes: HashMap<String, Vec<String>>,
+    /// The step's decisions, written together at its end.
+    decisions: Vec<store::Decision>,
 }
 
 impl Daemon {
@@ -189,6 +253,7 @@ impl Daemon {
             scopes: HashMap::new(),
             doctor_due: HashMap::new(),
             announced: HashMap::new(),
+            decisions: Vec::new(),
         }
     }
 
@@ -297,6 +362,8 @@ impl Daemon {
     ) -> Result<StepSummary, Error> {
         let mut summary = StepSummary::default();
         let mut round = Round::default();
+        // Decisions a failed step left unwritten are made again from the store.
+        self.decisions.clear();
         // One read of what was announced per step, not one per token.
         self.announced = self
             .store
@@ -305,8 +372,31 @@ impl Daemon {
             .into_iter()
             .map(|a| (a.token_name.clone(), a))
             .collect();
+        // The Graph calls of up to CHECKS_IN_FLIGHT tokens overlap (one after another, a round of
+        // 10,000 tokens waits on 20,000 round trips); what follows each check (states, alerts, the
+        // store) is taken in one token at a time, in the configuration's order, so a round decides
+        // as it did sequentially.
+        let mut in_flight: VecDeque<(&TokenConfig, Pending)> = VecDeque::new();
         for token in tokens {
-            self.check_one(token, now, &mut summary, &mut round).await?;
+            let pending = match self.prepare(token)? {
+                Ok(job) => Pending::Running(tokio::spawn(job.run(now))),
+                Err(reason) => Pending::Done(Checked::Unreadable(reason)),
+            };
+            // Should a step fail below, checks still in flight finish on their own (a write the
+            // engine began is completed, never cut); the next step reads what they left.
+            in_flight.push_back((token, pending));
+            if in_flight.len() >= CHECKS_IN_FLIGHT
+                && let Some((token, pending)) = in_flight.pop_front()
+            {
+                let checked = pending.finish().await;
+                self.check_one(token, checked, now, &mut summary, &mut round)
+                    .await?;
+            }
+        }
+        while let Some((token, pending)) = in_flight.pop_front() {
+            let checked = pending.finish().await;
+            self.check_one(token, checked, now, &mut summary, &mut round)
+                .await?;
         }
         // Tokens and checks are written once per step: a call per check would cost a transaction
         // each.
@@ -314,6 +404,9 @@ impl Daemon {
             self.store.upsert_tokens(round.tokens).await?;
             self.store.record_checks(round.checks).await?;
         }
+        self.store
+            .announce_all(std::mem::take(&mut self.decisions))
+            .await?;
         let delivered = self.deliver_due(now).await?;
         if self
             .last_prune
@@ -372,13 +465,9 @@ impl Daemon {
         }
     }
 
-    async fn check_one(
-        &mut self,
-        token: &TokenConfig,
-        now: Timestamp,
-        summary: &mut StepSummary,
-        round: &mut Round,
-    ) -> Result<(), Error> {
+    /// Reads what a check of `token` needs (the token, its app credentials, the Graph client for
+    /// its app); the inner `Err` says why the token cannot be read.
+    fn prepare(&mut self, token: &TokenConfig) -> Result<Result<Job, String>, Error> {
         let policy = token.policy;
         let source = engine_source(&token.source);
         let backups = match &token.backups {
@@ -387,22 +476,7 @@ impl Daemon {
         };
         let spec = match TokenSpec::load(&source, backups) {
             Ok(spec) => spec,
-            Err(e) => {
-                let reason = e.to_string();
-                tracing::warn!(token = %token.name, "cannot read the token: {reason}");
-                let observation = Observation {
-                    observed: Observed::Unknown,
-                    message: format!("the token could not be read: {reason}"),
-                    fix: Some("check the file named in the message and its permissions".into()),
-                };
-                self.counters.check(&token.name, "error");
-                summary.checked += 1;
-                summary.worst = Some(worst(summary.worst, Status::Unknown));
-                self.announce(token, &token.name, &observation, now, summary)
-                    .await?;
-                self.schedule(&token.name, policy, None, true, now);
-                return Ok(());
-            }
+            Err(e) => return Ok(Err(e.to_string())),
         };
         let app = match app_credentials(&token.app) {
             Ok(app) => app,
@@ -412,14 +486,6 @@ impl Daemon {
             }
         };
         let client = self.client_for(&app)?;
-        let budget = Budget::new(Duration::from_secs(120));
-        let ctx = Ctx {
-            client: &client,
-            app: &app,
-            thresholds: policy.thresholds(),
-            budget: &budget,
-            now,
-        };
         let options = RefreshOptions {
             policy: RenewPolicy {
                 renew_window: SignedDuration::from_hours(i64::from(policy.renew_days) * 24),
@@ -434,15 +500,51 @@ impl Daemon {
                 on_lock_held: None,
             },
         };
-        let report = match permatoken_renew::refresh_all(&ctx, &spec, &options).await {
+        Ok(Ok(Job {
+            spec,
+            source,
+            app,
+            client,
+            thresholds: policy.thresholds(),
+            options,
+        }))
+    }
+
+    async fn check_one(
+        &mut self,
+        token: &TokenConfig,
+        checked: Checked,
+        now: Timestamp,
+        summary: &mut StepSummary,
+        round: &mut Round,
+    ) -> Result<(), Error> {
+        let policy = token.policy;
+        let (job, result) = match checked {
+            Checked::Unreadable(reason) => {
+                tracing::warn!(token = %token.name, "cannot read the token: {reason}");
+                let observation = Observation {
+                    observed: Observed::Unknown,
+                    message: format!("the token could not be read: {reason}"),
+                    fix: Some("check the file named in the message and its permissions".into()),
+                };
+                self.counters.check(&token.name, "error");
+                summary.checked += 1;
+                summary.worst = Some(worst(summary.worst, Status::Unknown));
+                self.announce(token, &token.name, &observation, now, summary)
+                    .await?;
+                self.schedule(&token.name, policy, None, true, now);
+                return Ok(());
+            }
+            Checked::Ran(ran) => *ran,
+        };
+        let report = match result {
             Ok(report) => report,
-            Err(failure) => {
-                let reason = failure.to_string();
+            Err((reason, hint)) => {
                 tracing::warn!(token = %token.name, "the check could not run: {reason}");
                 let observation = Observation {
                     observed: Observed::Unknown,
                     message: format!("the token could not be checked: {reason}"),
-                    fix: Some(failure.hint()),
+                    fix: Some(hint),
                 };
                 self.counters.check(&token.name, "error");
                 summary.checked += 1;
@@ -453,10 +555,10 @@ impl Daemon {
                 return Ok(());
             }
         };
-        self.take_in(token, &spec, &report, now, summary, round)
+        self.take_in(token, &job.spec, &report, now, summary, round)
             .await?;
         if policy.doctor && self.doctor_due.get(&token.name).is_none_or(|at| *at <= now) {
-            self.doctor(token, &source, &app, &client, now, summary)
+            self.doctor(token, &job.source, &job.app, &job.client, now, summary)
                 .await?;
             let every = SignedDuration::try_from(policy.doctor_interval)
                 .unwrap_or(SignedDuration::from_hours(6));
@@ -720,11 +822,16 @@ impl Daemon {
         }
         if previous.as_ref() != Some(&decision.next) || record.is_some() {
             let (announcement, unknown_since) = announced_to_store(&decision.next, alert_id);
-            // The alert, its deliveries and what is announced: one transaction, so a crash leaves
-            // all or none (an alert announced but never queued would never be sent).
-            self.store
-                .announce(name, announcement.clone(), unknown_since, record)
-                .await?;
+            // The alert, its deliveries and what is announced are written with the step's other
+            // decisions, in one transaction at its end: a crash leaves all or none (an alert
+            // announced but never queued would never be sent), and a round of thousands of tokens
+            // costs one commit, not one per token.
+            self.decisions.push(store::Decision {
+                token_name: name.to_owned(),
+                announcement: announcement.clone(),
+                unknown_since,
+                alert: record,
+            });
             let entry = self
                 .announced
                 .entry(name.to_owned())
@@ -850,6 +957,18 @@ impl Daemon {
             }
         }
         let from = now - SignedDuration::from_hours(24 * 30);
+        // Every name's history in one read: one query per token made a page of 10,000 tokens
+        // cost 10,000 round trips to the store's thread.
+        let mut histories: HashMap<String, Vec<store::CheckRecord>> = self
+            .store
+            .histories(
+                from,
+                now + SignedDuration::from_secs(1),
+                HISTORY_POINTS as u32,
+            )
+            .await?
+            .into_iter()
+            .collect();
         let mut tokens = Vec::new();
         for (name, role) in names {
             let state = announced
@@ -859,19 +978,15 @@ impl Daemon {
                 .unwrap_or(State::CannotBeChecked);
             let latest = newest.get(name.as_str());
             let check = latest.and_then(|l| l.check.as_ref());
-            let mut history: Vec<HistoryPoint> = self
-                .store
-                .history(&name, from, now + SignedDuration::from_secs(1))
-                .await?
+            let history: Vec<HistoryPoint> = histories
+                .remove(&name)
+                .unwrap_or_default()
                 .into_iter()
                 .map(|c| HistoryPoint {
                     at: c.checked_at.as_second(),
                     status: status_from_store(c.status),
                 })
                 .collect();
-            if history.len() > HISTORY_POINTS {
-                history.drain(..history.len() - HISTORY_POINTS);
-            }
             let primary_name = match &role {
                 Role::Primary => name.as_str(),
                 Role::Backup(of) => of.as_str(),

@@ -442,3 +442,112 @@ async fn announce_keeps_the_callers_state_and_the_alert_in_one_call() {
     let b = store.announced("billing").await.unwrap().unwrap();
     assert_eq!((b.announcement, b.unknown_since), (None, Some(at(5))));
 }
+
+#[tokio::test]
+async fn histories_give_each_names_newest_checks_oldest_first_in_one_read() {
+    let (_dir, store) = store().await;
+    let old = key_of("PERMATOKENTEST-old");
+    let new = key_of("PERMATOKENTEST-new");
+    let other = key_of("PERMATOKENTEST-other");
+    store
+        .upsert_tokens(vec![
+            token("orders", &old, 0),
+            token("orders", &new, 0),
+            token("billing", &other, 0),
+        ])
+        .await
+        .unwrap();
+    store
+        .record_checks(vec![
+            check(&old, 10, Status::Ok),
+            check(&old, 100, Status::Warning),
+            check(&new, 200, Status::Ok),
+            check(&new, 300, Status::Ok),
+            check(&other, 100, Status::Critical),
+            check(&other, 400, Status::Critical),
+        ])
+        .await
+        .unwrap();
+    // `from` included, `to` excluded, at most two per name (the newest), across renewals.
+    let got = store.histories(at(50), at(400), 2).await.unwrap();
+    assert_eq!(
+        got,
+        vec![
+            (
+                "billing".to_owned(),
+                vec![check(&other, 100, Status::Critical)]
+            ),
+            (
+                "orders".to_owned(),
+                vec![check(&new, 200, Status::Ok), check(&new, 300, Status::Ok)]
+            ),
+        ]
+    );
+    // The same as one `history` per name, cut to its newest.
+    let orders = store.history("orders", at(50), at(400)).await.unwrap();
+    assert_eq!(got[1].1, orders[orders.len() - 2..]);
+    assert!(
+        store
+            .histories(at(500), at(600), 2)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
+
+#[tokio::test]
+async fn announce_all_is_announce_for_each_decision_in_order() {
+    let (_dir, store) = store().await;
+    let ok = |since: i64, alert_id: Option<&str>| Announcement {
+        state: "ok".to_owned(),
+        since: at(since),
+        alert_id: alert_id.map(str::to_owned),
+        last_reminder_at: None,
+        reminders: 0,
+    };
+    store
+        .announce_all(vec![
+            permatoken_state::Decision {
+                token_name: "orders".to_owned(),
+                announcement: Some(ok(10, None)),
+                unknown_since: None,
+                alert: None,
+            },
+            permatoken_state::Decision {
+                token_name: "billing".to_owned(),
+                announcement: None,
+                unknown_since: Some(at(5)),
+                alert: None,
+            },
+            // A later decision about the same name wins, and brings its alert and delivery.
+            permatoken_state::Decision {
+                token_name: "orders".to_owned(),
+                announcement: Some(Announcement {
+                    state: "critical".to_owned(),
+                    ..ok(20, Some("c1"))
+                }),
+                unknown_since: None,
+                alert: Some((
+                    alert("c1", "orders", "critical", Some("ok"), 20),
+                    vec!["ops".to_owned()],
+                )),
+            },
+        ])
+        .await
+        .unwrap();
+    let orders = store.announced("orders").await.unwrap().unwrap();
+    let ann = orders.announcement.unwrap();
+    assert_eq!(
+        (ann.state.as_str(), ann.since, ann.alert_id.as_deref()),
+        ("critical", at(20), Some("c1"))
+    );
+    assert_eq!(store.deliveries("c1").await.unwrap().len(), 1);
+    let billing = store.announced("billing").await.unwrap().unwrap();
+    assert_eq!(
+        (billing.announcement, billing.unknown_since),
+        (None, Some(at(5)))
+    );
+    // Nothing to decide writes nothing.
+    store.announce_all(vec![]).await.unwrap();
+    assert_eq!(store.all_announced().await.unwrap().len(), 2);
+}
