@@ -227,6 +227,10 @@ pub struct Daemon {
     doctor_due: HashMap<String, Timestamp>,
     /// Per token name (primaries and backups): the permissions its last check found, for the page.
     scopes: HashMap<String, Vec<String>>,
+    /// Per token name: the key of the token it held at its last check. The store knows a token by
+    /// its key under one name, and one token may stand under two names (the same spare in two
+    /// `.env` files): the page finds each name's latest check through this.
+    keys: HashMap<String, store::TokenKey>,
     /// The step's decisions, written together at its end.
     decisions: Vec<store::Decision>,
 }
@@ -251,6 +255,7 @@ impl Daemon {
             last_prune: None,
             backups: HashMap::new(),
             scopes: HashMap::new(),
+            keys: HashMap::new(),
             doctor_due: HashMap::new(),
             announced: HashMap::new(),
             decisions: Vec::new(),
@@ -699,6 +704,7 @@ impl Daemon {
                     .await?;
             }
             if let Some(key) = &secret_key {
+                self.keys.insert(name.clone(), key.clone());
                 round
                     .tokens
                     .push(token_record(key, &name, &role, sourced, &check_report, now));
@@ -949,6 +955,8 @@ impl Daemon {
                 *slot = l;
             }
         }
+        let by_key: HashMap<&store::TokenKey, &store::LatestCheck> =
+            latest.iter().map(|l| (&l.token.key, l)).collect();
         let mut names: Vec<(String, Role)> = Vec::new();
         for t in &self.config.tokens {
             names.push((t.name.clone(), Role::Primary));
@@ -976,7 +984,11 @@ impl Daemon {
                 .and_then(|a| a.announcement.as_ref())
                 .and_then(|a| State::parse(&a.state))
                 .unwrap_or(State::CannotBeChecked);
-            let latest = newest.get(name.as_str());
+            let latest = self
+                .keys
+                .get(&name)
+                .and_then(|key| by_key.get(key))
+                .or_else(|| newest.get(name.as_str()));
             let check = latest.and_then(|l| l.check.as_ref());
             let history: Vec<HistoryPoint> = histories
                 .remove(&name)

@@ -638,3 +638,51 @@ async fn doctor_items_are_alerted_on_change_like_tokens_at_their_own_interval() 
         "one alert, not repeated at the second run: {bodies:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_spare_token_in_two_env_files_shows_its_check_under_both_names() {
+    let sandbox = Sandbox::start_background(&SandboxOptions::default()).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let app = format!(
+        "FACEBOOK_APP_ID={}\nFACEBOOK_APP_SECRET={}\n",
+        sandbox.app().id,
+        sandbox.app_secret().expose_secret()
+    );
+    let spare = token(&sandbox, "system-user");
+    for (file, scenario) in [
+        ("orders.env", "system-user-60d"),
+        ("billing.env", "user-60d"),
+    ] {
+        write(
+            &dir.path().join(file),
+            &format!(
+                "{app}WHATSAPP_ACCESS_TOKEN={}\nWHATSAPP_ACCESS_TOKEN_BACKUP={spare}\n",
+                token(&sandbox, scenario)
+            ),
+        );
+    }
+    let text = "[[token]]\nname = \"orders\"\nenv_file = \"orders.env\"\n\n[[token]]\nname = \"billing\"\nenv_file = \"billing.env\"\n";
+    let config = config::parse(text, &dir.path().join("permatoken.toml"))
+        .unwrap()
+        .config;
+    let world = World {
+        sandbox,
+        clock: TestClock::default(),
+        state: dir.path().join("state.db"),
+        dir,
+        config,
+    };
+    let (mut daemon, subscriber, _) = world.daemon().await;
+    daemon.run_due(world.clock.now()).await.unwrap();
+    let snap = subscriber.borrow().clone();
+    for name in [
+        "orders/WHATSAPP_ACCESS_TOKEN_BACKUP",
+        "billing/WHATSAPP_ACCESS_TOKEN_BACKUP",
+    ] {
+        let view = snap.tokens.iter().find(|t| t.name == name).unwrap();
+        assert_eq!(view.status, Status::Ok, "{view:?}");
+        assert!(view.valid && view.never_expires, "{view:?}");
+        assert!(view.last_check.is_some(), "{view:?}");
+        assert!(!view.fingerprint.is_empty(), "{view:?}");
+    }
+}
