@@ -397,6 +397,8 @@ pub enum EventKind {
     ConfigReload,
     /// watch started.
     Start,
+    /// An alert was raised (written with the alert itself).
+    Alert,
 }
 
 impl EventKind {
@@ -409,6 +411,7 @@ impl EventKind {
             Self::Reload => "reload",
             Self::ConfigReload => "config_reload",
             Self::Start => "start",
+            Self::Alert => "alert",
         }
     }
 
@@ -420,6 +423,7 @@ impl EventKind {
             "reload" => Self::Reload,
             "config_reload" => Self::ConfigReload,
             "start" => Self::Start,
+            "alert" => Self::Alert,
             _ => return None,
         })
     }
@@ -805,9 +809,19 @@ impl Store {
     }
 }
 
+/// An alert as the recent events list it: `expiring → critical: the message`.
+pub(crate) fn alert_event_text(alert: &Alert) -> String {
+    format!(
+        "{} → {}: {}",
+        alert.previous_state.as_deref().unwrap_or("new"),
+        alert.state,
+        alert.message
+    )
+}
+
 /// Removes control characters (a receiver's answer may hold anything) and cuts to [`MAX_TEXT`]
 /// characters.
-fn clean_text(text: &str) -> String {
+pub(crate) fn clean_text(text: &str) -> String {
     text.chars()
         .map(|c| if c.is_control() { ' ' } else { c })
         .filter(|c| !matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}'))

@@ -623,6 +623,17 @@ fn insert_alert(
     if inserted == 0 {
         return Ok(false);
     }
+    // Listed among the recent events too, in the same transaction: the page shows what was said.
+    tx.execute(
+        "INSERT INTO events (at, token_name, kind, detail) VALUES (?1, ?2, ?3, ?4)",
+        params![
+            time,
+            alert.token_name,
+            EventKind::Alert.as_str(),
+            crate::clean_text(&crate::alert_event_text(alert)),
+        ],
+    )
+    .map_err(db(path))?;
     for route in routes {
         tx.execute(
             "INSERT INTO deliveries (alert_id, route, status, attempts, next_attempt_at, updated_at)

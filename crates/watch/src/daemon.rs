@@ -1034,6 +1034,7 @@ impl Daemon {
                         snapshot::EventKind::Renewal
                     }
                     store::EventKind::Failover => snapshot::EventKind::Failover,
+                    store::EventKind::Alert => snapshot::EventKind::Alert,
                     _ => snapshot::EventKind::Reload,
                 },
                 token: e.token_name,

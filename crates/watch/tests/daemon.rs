@@ -303,6 +303,16 @@ url = "{hook}"
             .iter()
             .any(|e| e.kind == snapshot::EventKind::Renewal)
     );
+    // What was said is listed too: the support token's death among them.
+    assert!(
+        snap.events
+            .iter()
+            .any(|e| e.kind == snapshot::EventKind::Alert
+                && e.token.as_deref() == Some("support")
+                && e.text.contains("dead")),
+        "{:?}",
+        snap.events
+    );
     let text = metrics::render(&snap, &counters);
     assert!(
         text.contains("permatoken_token_valid{token=\"orders\"} 1"),
