@@ -378,6 +378,11 @@ pub struct RouteHealth {
     pub failed: u64,
     /// The most recent failure's text, if the latest attempt on this route failed.
     pub last_error: Option<String>,
+    /// When a delivery on this route was last settled (delivered or failed).
+    pub last_at: Option<Timestamp>,
+    /// While the latest attempt failed: the earliest failure since the last delivery, as far as the
+    /// deliveries still kept tell (a retried delivery keeps its latest attempt's time).
+    pub failing_since: Option<Timestamp>,
 }
 
 /// What an event records.

@@ -899,7 +899,12 @@ pub(crate) fn route_health(conn: &mut Connection, path: &Path) -> Result<Vec<Rou
                 SUM(CASE WHEN d.status = 'failed' THEN 1 ELSE 0 END),
                 (SELECT CASE WHEN l.status = 'failed' THEN l.last_error END FROM deliveries l
                   WHERE l.route = d.route AND l.status <> 'pending'
-                  ORDER BY l.updated_at DESC, l.alert_id DESC LIMIT 1)
+                  ORDER BY l.updated_at DESC, l.alert_id DESC LIMIT 1),
+                MAX(CASE WHEN d.status <> 'pending' THEN d.updated_at END),
+                MIN(CASE WHEN d.status = 'failed' AND d.updated_at > COALESCE(
+                    (SELECT MAX(o.updated_at) FROM deliveries o
+                      WHERE o.route = d.route AND o.status = 'delivered'), -1)
+                    THEN d.updated_at END)
              FROM deliveries d GROUP BY d.route ORDER BY d.route",
         )
         .map_err(db(path))?;
@@ -913,6 +918,14 @@ pub(crate) fn route_health(conn: &mut Connection, path: &Path) -> Result<Vec<Rou
             delivered: row.get::<_, i64>(2).map_err(g)?.max(0) as u64,
             failed: row.get::<_, i64>(3).map_err(g)?.max(0) as u64,
             last_error: row.get(4).map_err(g)?,
+            last_at: row
+                .get::<_, Option<i64>>(5)
+                .map_err(g)?
+                .and_then(|t| Timestamp::from_second(t).ok()),
+            failing_since: row
+                .get::<_, Option<i64>>(6)
+                .map_err(g)?
+                .and_then(|t| Timestamp::from_second(t).ok()),
         });
     }
     Ok(out)

@@ -1054,8 +1054,12 @@ impl Daemon {
                         Some(e) if h.failed > 0 || h.pending > 0 => e.clone(),
                         _ => "delivered".to_owned(),
                     }),
-                    last_at: None,
-                    failing_since: None,
+                    last_at: h.and_then(|h| h.last_at).map(|t| t.as_second()),
+                    // Failing only while the latest attempt failed.
+                    failing_since: h
+                        .filter(|h| h.last_error.is_some())
+                        .and_then(|h| h.failing_since)
+                        .map(|t| t.as_second()),
                 }
             })
             .collect();

@@ -303,6 +303,10 @@ url = "{hook}"
             .iter()
             .any(|e| e.kind == snapshot::EventKind::Renewal)
     );
+    // The route delivered in the end: it shows when, and fails no more.
+    let route = &snap.routes[0];
+    assert!(route.last_at.is_some(), "{route:?}");
+    assert_eq!(route.failing_since, None, "{route:?}");
     // What was said is listed too: the support token's death among them.
     assert!(
         snap.events

@@ -306,6 +306,15 @@ async fn deliveries_are_due_retried_delivered_or_given_up() {
         ),
         ("pager", 1, Some("HTTP 503"))
     );
+    // When each route last settled a delivery, and since when the failing one fails.
+    assert_eq!(
+        (health[0].last_at, health[0].failing_since),
+        (Some(at(11)), None)
+    );
+    assert_eq!(
+        (health[1].last_at, health[1].failing_since),
+        (Some(at(70)), Some(at(70)))
+    );
 
     let err = store
         .mark_delivered("a1", "nowhere", at(1))
