@@ -24,7 +24,10 @@
 //!
 //! Must never: store a secret (a token, an app secret, a route's URL), or know the terminal.
 
+mod postgres;
 mod sqlite;
+
+pub use postgres::{MIGRATION_LOCK, PgOptions};
 
 use std::path::{Path, PathBuf};
 
@@ -50,9 +53,9 @@ pub enum Error {
         /// The lock file beside it.
         lock: PathBuf,
     },
-    /// The file's schema is newer than this build knows.
+    /// The state's schema is newer than this build knows (a newer replica migrated it).
     #[error(
-        "the state file `{}` was written by a newer permatoken (schema {found}, this one knows up to {known}); upgrade permatoken or use another `--state`",
+        "the state `{}` was written by a newer permatoken (schema {found}, this one knows up to {known}); stop this replica and upgrade it, or use another `--state`",
         path.display()
     )]
     NewerSchema {
@@ -111,6 +114,21 @@ pub enum Error {
         alert_id: String,
         /// The route's name.
         route: String,
+    },
+    /// The PostgreSQL state could not be reached, or refused an operation; `reason` says what to
+    /// check. It never holds the password.
+    #[error("the PostgreSQL state `{location}` failed: {reason}")]
+    Postgres {
+        /// The URL without its query (no password is ever in it).
+        location: String,
+        /// What happened and what to do.
+        reason: String,
+    },
+    /// The PostgreSQL URL cannot be used as given. The URL is not repeated: it may hold a password.
+    #[error("the PostgreSQL `--state` URL {reason}")]
+    PostgresUrl {
+        /// What is wrong with it and what to do.
+        reason: String,
     },
     /// The blocking task running the query panicked or was cancelled.
     #[error("the state's worker stopped unexpectedly")]
@@ -463,6 +481,7 @@ pub struct Store {
 #[derive(Clone)]
 enum Backend {
     Sqlite(sqlite::Sqlite),
+    Postgres(postgres::Postgres),
 }
 
 impl Store {
@@ -485,10 +504,25 @@ impl Store {
         })
     }
 
-    /// Where the state lives, for messages (the SQLite file).
+    /// Opens the PostgreSQL state at `url` (`postgres://user@host:port/database?sslmode=…`), shared by
+    /// every replica: the URL must not hold a password ([`Error::PostgresUrl`], the URL not repeated);
+    /// the password comes from `options` (see [`PgOptions`]). Migrations are applied in one
+    /// transaction under the advisory lock [`MIGRATION_LOCK`], so replicas starting together apply
+    /// them once; a schema newer than this build knows is refused ([`Error::NewerSchema`]). No lock
+    /// is held on the database: leader election is the caller's. A session the server drops is
+    /// opened again at the next call.
+    pub async fn open_postgres(url: &str, options: PgOptions) -> Result<Self, Error> {
+        let pg = postgres::Postgres::open(url, &options).await?;
+        Ok(Self {
+            backend: Backend::Postgres(pg),
+        })
+    }
+
+    /// Where the state lives, for messages (the SQLite file, or the PostgreSQL URL without its query).
     pub fn location(&self) -> &Path {
         match &self.backend {
             Backend::Sqlite(db) => db.path(),
+            Backend::Postgres(db) => db.location(),
         }
     }
 
@@ -496,6 +530,9 @@ impl Store {
     pub async fn schema_version(&self) -> Result<i64, Error> {
         match &self.backend {
             Backend::Sqlite(db) => db.call(sqlite::schema_version).await,
+            Backend::Postgres(db) => {
+                postgres::schema_version(&mut *db.conn().await?, db.location()).await
+            }
         }
     }
 
@@ -506,6 +543,9 @@ impl Store {
                 db.call(move |c, p| sqlite::upsert_tokens(c, p, &tokens))
                     .await
             }
+            Backend::Postgres(db) => {
+                postgres::upsert_tokens(&mut *db.conn().await?, db.location(), &tokens).await
+            }
         }
     }
 
@@ -513,6 +553,7 @@ impl Store {
     pub async fn tokens(&self) -> Result<Vec<TokenRecord>, Error> {
         match &self.backend {
             Backend::Sqlite(db) => db.call(sqlite::tokens).await,
+            Backend::Postgres(db) => postgres::tokens(&mut *db.conn().await?, db.location()).await,
         }
     }
 
@@ -523,6 +564,9 @@ impl Store {
             Backend::Sqlite(db) => {
                 db.call(move |c, p| sqlite::forget_tokens(c, p, cutoff))
                     .await
+            }
+            Backend::Postgres(db) => {
+                postgres::forget_tokens(&mut *db.conn().await?, db.location(), cutoff).await
             }
         }
     }
@@ -536,6 +580,9 @@ impl Store {
                 db.call(move |c, p| sqlite::record_checks(c, p, &checks))
                     .await
             }
+            Backend::Postgres(db) => {
+                postgres::record_checks(&mut *db.conn().await?, db.location(), &checks).await
+            }
         }
     }
 
@@ -544,6 +591,9 @@ impl Store {
     pub async fn latest_checks(&self) -> Result<Vec<LatestCheck>, Error> {
         match &self.backend {
             Backend::Sqlite(db) => db.call(sqlite::latest_checks).await,
+            Backend::Postgres(db) => {
+                postgres::latest_checks(&mut *db.conn().await?, db.location()).await
+            }
         }
     }
 
@@ -561,6 +611,9 @@ impl Store {
                 db.call(move |c, p| sqlite::history(c, p, &name, from, to))
                     .await
             }
+            Backend::Postgres(db) => {
+                postgres::history(&mut *db.conn().await?, db.location(), &name, from, to).await
+            }
         }
     }
 
@@ -568,6 +621,7 @@ impl Store {
     pub async fn counts(&self) -> Result<Counts, Error> {
         match &self.backend {
             Backend::Sqlite(db) => db.call(sqlite::counts).await,
+            Backend::Postgres(db) => postgres::counts(&mut *db.conn().await?, db.location()).await,
         }
     }
 
@@ -576,6 +630,9 @@ impl Store {
         let name = token_name.to_owned();
         match &self.backend {
             Backend::Sqlite(db) => db.call(move |c, p| sqlite::announced(c, p, &name)).await,
+            Backend::Postgres(db) => {
+                postgres::announced(&mut *db.conn().await?, db.location(), &name).await
+            }
         }
     }
 
@@ -583,6 +640,9 @@ impl Store {
     pub async fn all_announced(&self) -> Result<Vec<Announced>, Error> {
         match &self.backend {
             Backend::Sqlite(db) => db.call(sqlite::all_announced).await,
+            Backend::Postgres(db) => {
+                postgres::all_announced(&mut *db.conn().await?, db.location()).await
+            }
         }
     }
 
@@ -600,6 +660,15 @@ impl Store {
                 db.call(move |c, p| sqlite::set_announcement(c, p, &name, &announcement))
                     .await
             }
+            Backend::Postgres(db) => {
+                postgres::set_announcement(
+                    &mut *db.conn().await?,
+                    db.location(),
+                    &name,
+                    &announcement,
+                )
+                .await
+            }
         }
     }
 
@@ -615,6 +684,10 @@ impl Store {
                 db.call(move |c, p| sqlite::set_unknown_since(c, p, &name, since))
                     .await
             }
+            Backend::Postgres(db) => {
+                postgres::set_unknown_since(&mut *db.conn().await?, db.location(), &name, since)
+                    .await
+            }
         }
     }
 
@@ -628,6 +701,9 @@ impl Store {
             Backend::Sqlite(db) => {
                 db.call(move |c, p| sqlite::record_alert(c, p, &alert, &routes))
                     .await
+            }
+            Backend::Postgres(db) => {
+                postgres::record_alert(&mut *db.conn().await?, db.location(), &alert, &routes).await
             }
         }
     }
@@ -659,6 +735,19 @@ impl Store {
                 })
                 .await
             }
+            Backend::Postgres(db) => {
+                let alert = alert.as_ref().map(|(a, r)| (a, r.as_slice()));
+                let conn = &mut *db.conn().await?;
+                postgres::announce(
+                    conn,
+                    db.location(),
+                    &name,
+                    announcement.as_ref(),
+                    unknown_since,
+                    alert,
+                )
+                .await
+            }
         }
     }
 
@@ -670,6 +759,9 @@ impl Store {
                 db.call(move |c, p| sqlite::due_deliveries(c, p, now, limit))
                     .await
             }
+            Backend::Postgres(db) => {
+                postgres::due_deliveries(&mut *db.conn().await?, db.location(), now, limit).await
+            }
         }
     }
 
@@ -678,6 +770,9 @@ impl Store {
         let id = alert_id.to_owned();
         match &self.backend {
             Backend::Sqlite(db) => db.call(move |c, p| sqlite::deliveries(c, p, &id)).await,
+            Backend::Postgres(db) => {
+                postgres::deliveries(&mut *db.conn().await?, db.location(), &id).await
+            }
         }
     }
 
@@ -692,6 +787,10 @@ impl Store {
         match &self.backend {
             Backend::Sqlite(db) => {
                 db.call(move |c, p| sqlite::mark_delivered(c, p, &id, &route, at))
+                    .await
+            }
+            Backend::Postgres(db) => {
+                postgres::mark_delivered(&mut *db.conn().await?, db.location(), &id, &route, at)
                     .await
             }
         }
@@ -716,6 +815,18 @@ impl Store {
                 })
                 .await
             }
+            Backend::Postgres(db) => {
+                postgres::mark_failed(
+                    &mut *db.conn().await?,
+                    db.location(),
+                    &id,
+                    &route,
+                    at,
+                    &error,
+                    next_attempt_at,
+                )
+                .await
+            }
         }
     }
 
@@ -723,6 +834,9 @@ impl Store {
     pub async fn route_health(&self) -> Result<Vec<RouteHealth>, Error> {
         match &self.backend {
             Backend::Sqlite(db) => db.call(sqlite::route_health).await,
+            Backend::Postgres(db) => {
+                postgres::route_health(&mut *db.conn().await?, db.location()).await
+            }
         }
     }
 
@@ -737,6 +851,9 @@ impl Store {
                 db.call(move |c, p| sqlite::record_event(c, p, &event))
                     .await
             }
+            Backend::Postgres(db) => {
+                postgres::record_event(&mut *db.conn().await?, db.location(), &event).await
+            }
         }
     }
 
@@ -747,6 +864,9 @@ impl Store {
                 db.call(move |c, p| sqlite::recent_events(c, p, limit))
                     .await
             }
+            Backend::Postgres(db) => {
+                postgres::recent_events(&mut *db.conn().await?, db.location(), limit).await
+            }
         }
     }
 
@@ -756,6 +876,9 @@ impl Store {
     pub async fn prune(&self, cutoff: Timestamp) -> Result<Pruned, Error> {
         match &self.backend {
             Backend::Sqlite(db) => db.call(move |c, p| sqlite::prune(c, p, cutoff)).await,
+            Backend::Postgres(db) => {
+                postgres::prune(&mut *db.conn().await?, db.location(), cutoff).await
+            }
         }
     }
 }
