@@ -17,6 +17,10 @@
 //! so replicas starting together apply them once; no file lock (replicas share the database and elect
 //! a leader elsewhere). The queries are SQLite's with `$N` placeholders and `RETURNING id`.
 //!
+//! TLS is this module's own small bridge from tokio-rustls to tokio-postgres ([`tls`]), with the
+//! `tls-server-end-point` channel binding (SCRAM-SHA-256-PLUS) hashed with ring: the published
+//! bridge crate brings an X.509 parser and a second SHA-2 stack for those few bytes.
+//!
 //! Must never: show, log or store the password, or accept it in the URL.
 
 use std::io::Read;
@@ -34,7 +38,6 @@ use tokio::sync::{MappedMutexGuard, Mutex, MutexGuard};
 use tokio_postgres::config::{Host, SslMode as PgSslMode};
 use tokio_postgres::error::SqlState;
 use tokio_postgres::{Client, Config, Row};
-use tokio_postgres_rustls::MakeRustlsConnect;
 use zeroize::Zeroizing;
 
 use crate::{
@@ -132,7 +135,7 @@ pub(crate) struct Postgres {
 
 struct Inner {
     config: Config,
-    tls: MakeRustlsConnect,
+    tls: tls::MakeRustls,
     ssl_mode: SslMode,
     location: PathBuf,
     /// Why a passfile was passed over, told when the server then asks for a password.
@@ -524,7 +527,7 @@ impl Postgres {
         if let Some(p) = password {
             config.password(p.as_bytes());
         }
-        let tls = MakeRustlsConnect::new(tls_config(ssl_mode, root_cert.as_deref())?);
+        let tls = tls::MakeRustls::new(tls_config(ssl_mode, root_cert.as_deref())?);
         let db = Self {
             inner: Arc::new(Inner {
                 config,
@@ -1429,6 +1432,167 @@ pub(crate) async fn prune(
     })
 }
 
+/// tokio-postgres's TLS traits over tokio-rustls.
+mod tls {
+    use std::future::Future;
+    use std::io;
+    use std::pin::Pin;
+    use std::sync::Arc;
+    use std::task::{Context, Poll};
+
+    use rustls::pki_types::ServerName;
+    use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+    use tokio_postgres::tls::{ChannelBinding, MakeTlsConnect, TlsConnect, TlsStream};
+    use tokio_rustls::TlsConnector;
+
+    #[derive(Clone)]
+    pub(super) struct MakeRustls(Arc<rustls::ClientConfig>);
+
+    impl MakeRustls {
+        pub(super) fn new(config: rustls::ClientConfig) -> Self {
+            Self(Arc::new(config))
+        }
+    }
+
+    pub(super) struct Connect {
+        config: Arc<rustls::ClientConfig>,
+        host: String,
+    }
+
+    impl<S> MakeTlsConnect<S> for MakeRustls
+    where
+        S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        type Stream = Stream<S>;
+        type TlsConnect = Connect;
+        type Error = io::Error;
+
+        fn make_tls_connect(&mut self, host: &str) -> io::Result<Connect> {
+            Ok(Connect {
+                config: Arc::clone(&self.0),
+                host: host.to_owned(),
+            })
+        }
+    }
+
+    type Handshake<S> = Pin<Box<dyn Future<Output = io::Result<Stream<S>>> + Send>>;
+
+    impl<S> TlsConnect<S> for Connect
+    where
+        S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        type Stream = Stream<S>;
+        type Error = io::Error;
+        type Future = Handshake<S>;
+
+        fn connect(self, stream: S) -> Handshake<S> {
+            Box::pin(async move {
+                let name = ServerName::try_from(self.host)
+                    .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+                let stream = TlsConnector::from(self.config)
+                    .connect(name, stream)
+                    .await?;
+                Ok(Stream(stream))
+            })
+        }
+    }
+
+    pub(super) struct Stream<S>(tokio_rustls::client::TlsStream<S>);
+
+    impl<S: AsyncRead + AsyncWrite + Unpin> TlsStream for Stream<S> {
+        fn channel_binding(&self) -> ChannelBinding {
+            let (_, session) = self.0.get_ref();
+            session
+                .peer_certificates()
+                .and_then(|certs| certs.first())
+                .and_then(|cert| end_point(cert.as_ref()))
+                .map_or_else(ChannelBinding::none, ChannelBinding::tls_server_end_point)
+        }
+    }
+
+    /// RFC 5929 `tls-server-end-point`: the certificate hashed with its signature's hash (SHA-1
+    /// and MD5 taken up to SHA-256); `None` for a signature without one (Ed25519, RSA-PSS).
+    pub(super) fn end_point(cert: &[u8]) -> Option<Vec<u8>> {
+        const RSA: &[u8] = &[0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01];
+        const ECDSA: &[u8] = &[0x2a, 0x86, 0x48, 0xce, 0x3d, 0x04, 0x03];
+        let oid = signature_algorithm(cert)?;
+        let algorithm = match oid.split_last()? {
+            (0x04 | 0x05 | 0x0b, prefix) if prefix == RSA => &ring::digest::SHA256,
+            (0x0c, prefix) if prefix == RSA => &ring::digest::SHA384,
+            (0x0d, prefix) if prefix == RSA => &ring::digest::SHA512,
+            (0x02, prefix) if prefix == ECDSA => &ring::digest::SHA256,
+            (0x03, prefix) if prefix == ECDSA => &ring::digest::SHA384,
+            (0x04, prefix) if prefix == ECDSA => &ring::digest::SHA512,
+            _ => return None,
+        };
+        Some(ring::digest::digest(algorithm, cert).as_ref().to_vec())
+    }
+
+    /// The OID of `Certificate.signatureAlgorithm` (DER: SEQUENCE { tbs, SEQUENCE { OID, … }, … }).
+    fn signature_algorithm(cert: &[u8]) -> Option<&[u8]> {
+        let (0x30, body, _) = tlv(cert)? else {
+            return None;
+        };
+        let (0x30, _tbs, rest) = tlv(body)? else {
+            return None;
+        };
+        let (0x30, algorithm, _) = tlv(rest)? else {
+            return None;
+        };
+        let (0x06, oid, _) = tlv(algorithm)? else {
+            return None;
+        };
+        Some(oid)
+    }
+
+    /// One DER tag, its content and what follows.
+    fn tlv(input: &[u8]) -> Option<(u8, &[u8], &[u8])> {
+        let (&tag, rest) = input.split_first()?;
+        let (&first, rest) = rest.split_first()?;
+        let (len, rest) = if first < 0x80 {
+            (usize::from(first), rest)
+        } else {
+            let n = usize::from(first & 0x7f);
+            if n == 0 || n > 4 || rest.len() < n {
+                return None;
+            }
+            let len = rest[..n]
+                .iter()
+                .fold(0usize, |acc, &b| (acc << 8) | usize::from(b));
+            (len, &rest[n..])
+        };
+        (rest.len() >= len).then(|| (tag, &rest[..len], &rest[len..]))
+    }
+
+    impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for Stream<S> {
+        fn poll_read(
+            mut self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+            buf: &mut ReadBuf<'_>,
+        ) -> Poll<io::Result<()>> {
+            Pin::new(&mut self.0).poll_read(cx, buf)
+        }
+    }
+
+    impl<S: AsyncRead + AsyncWrite + Unpin> AsyncWrite for Stream<S> {
+        fn poll_write(
+            mut self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+            buf: &[u8],
+        ) -> Poll<io::Result<usize>> {
+            Pin::new(&mut self.0).poll_write(cx, buf)
+        }
+
+        fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Pin::new(&mut self.0).poll_flush(cx)
+        }
+
+        fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Pin::new(&mut self.0).poll_shutdown(cx)
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1470,6 +1634,24 @@ mod tests {
         let got = passfile_lookup(text, ["127.0.0.1", "5432", "fleet", "watch"]).unwrap();
         assert_eq!(got.as_str(), "se:cr\\et");
         assert!(passfile_lookup(text, ["127.0.0.1", "5432", "other", "watch"]).is_none());
+    }
+
+    #[test]
+    fn the_channel_binding_hashes_the_certificate_with_its_signatures_hash() {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = rcgen::CertificateParams::new(vec!["127.0.0.1".to_owned()])
+            .unwrap()
+            .self_signed(&key)
+            .unwrap();
+        let der = cert.der().as_ref();
+        // rcgen signs with ECDSA P-256 and SHA-256 by default.
+        assert_eq!(
+            tls::end_point(der).unwrap(),
+            ring::digest::digest(&ring::digest::SHA256, der).as_ref()
+        );
+        assert_eq!(tls::end_point(&der[..der.len() / 2]), None);
+        assert_eq!(tls::end_point(b"\x30\x84\xff\xff\xff\xff"), None);
+        assert_eq!(tls::end_point(&[]), None);
     }
 
     #[test]

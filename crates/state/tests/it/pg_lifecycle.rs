@@ -389,6 +389,7 @@ async fn pg_tls_require_encrypts_and_verify_full_checks_the_chain_and_the_host()
         return;
     };
     pg.create_database("state", TRUSTED);
+    pg.create_database("bound", WATCH);
     let ca_file = pg.scratch().join("ca.pem");
     std::fs::write(&ca_file, &ca).unwrap();
     let ssl_in_use = "SELECT ssl FROM pg_stat_ssl WHERE pid <> pg_backend_pid() ORDER BY pid;";
@@ -410,6 +411,27 @@ async fn pg_tls_require_encrypts_and_verify_full_checks_the_chain_and_the_host()
     let store = open(&url).await.unwrap();
     assert_eq!(store.schema_version().await.unwrap(), SCHEMA_VERSION);
     drop(store);
+
+    // A password role over TLS with channel binding required: SCRAM-SHA-256-PLUS, bound to the
+    // server's certificate, works (an encrypted session a relay could not replay elsewhere).
+    let url = pg.url(
+        WATCH,
+        "bound",
+        &format!(
+            "?sslmode=verify-full&sslrootcert={}&channel_binding=require",
+            ca_file.display()
+        ),
+    );
+    let options = PgOptions {
+        env_password: Some(Zeroizing::new(pg.password().to_owned())),
+        ..PgOptions::default()
+    };
+    let store = Store::open_postgres(&url, options.clone()).await.unwrap();
+    assert_eq!(store.counts().await.unwrap().tokens, 0);
+    drop(store);
+    // Without TLS there is nothing to bind to: refused.
+    let url = pg.url(WATCH, "bound", "?sslmode=disable&channel_binding=require");
+    assert!(Store::open_postgres(&url, options).await.is_err());
 
     // verify-full without the CA: the system roots do not know it.
     let err = open(&pg.url(TRUSTED, "state", "?sslmode=verify-full"))
