@@ -779,48 +779,72 @@ fn check_from_row(row: &Row, at: usize, path: &Path) -> Result<CheckRecord, Erro
     })
 }
 
+/// One statement for the whole batch, like [`record_checks`]. A key given twice ends as SQLite's
+/// loop leaves it: the last record's fields with the first one's `first_seen` (a statement may not
+/// upsert a row twice, so duplicates are folded here first).
 pub(crate) async fn upsert_tokens(
     conn: &mut Client,
     path: &Path,
     tokens: &[TokenRecord],
 ) -> Result<(), Error> {
-    let e = pg(path);
-    let tx = conn.transaction().await.map_err(&e)?;
-    let stmt = tx
-        .prepare(
-            "INSERT INTO tokens (token_sha256, name, role, backup_of, fingerprint, source_path,
-                source_key, first_seen, last_seen)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
-             ON CONFLICT (token_sha256) DO UPDATE SET name = excluded.name,
-                role = excluded.role, backup_of = excluded.backup_of,
-                fingerprint = excluded.fingerprint, source_path = excluded.source_path,
-                source_key = excluded.source_key, last_seen = excluded.last_seen",
-        )
-        .await
-        .map_err(&e)?;
+    let mut folded: Vec<(&TokenRecord, i64)> = Vec::with_capacity(tokens.len());
+    let mut index: std::collections::HashMap<&str, usize> = std::collections::HashMap::new();
     for t in tokens {
-        let (role, of) = match &t.role {
+        match index.get(t.key.as_str()) {
+            Some(&i) => folded[i].0 = t,
+            None => {
+                index.insert(t.key.as_str(), folded.len());
+                folded.push((t, t.first_seen.as_second()));
+            }
+        }
+    }
+    if folded.is_empty() {
+        return Ok(());
+    }
+    let keys: Vec<&str> = folded.iter().map(|(t, _)| t.key.as_str()).collect();
+    let names: Vec<&str> = folded.iter().map(|(t, _)| t.name.as_str()).collect();
+    let (roles, backup_of): (Vec<&str>, Vec<Option<&str>>) = folded
+        .iter()
+        .map(|(t, _)| match &t.role {
             Role::Primary => ("primary", None),
             Role::Backup(of) => ("backup", Some(of.as_str())),
-        };
-        tx.execute(
-            &stmt,
-            &[
-                &t.key.as_str(),
-                &t.name,
-                &role,
-                &of,
-                &t.fingerprint,
-                &t.source_path,
-                &t.source_key,
-                &t.first_seen.as_second(),
-                &t.last_seen.as_second(),
-            ],
-        )
-        .await
-        .map_err(&e)?;
-    }
-    tx.commit().await.map_err(&e)
+        })
+        .unzip();
+    let fingerprints: Vec<&str> = folded.iter().map(|(t, _)| t.fingerprint.as_str()).collect();
+    let paths: Vec<&str> = folded.iter().map(|(t, _)| t.source_path.as_str()).collect();
+    let source_keys: Vec<Option<&str>> = folded
+        .iter()
+        .map(|(t, _)| t.source_key.as_deref())
+        .collect();
+    let first: Vec<i64> = folded.iter().map(|(_, first)| *first).collect();
+    let last: Vec<i64> = folded
+        .iter()
+        .map(|(t, _)| t.last_seen.as_second())
+        .collect();
+    conn.execute(
+        "INSERT INTO tokens (token_sha256, name, role, backup_of, fingerprint, source_path,
+            source_key, first_seen, last_seen)
+         SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[],
+            $6::text[], $7::text[], $8::bigint[], $9::bigint[])
+         ON CONFLICT (token_sha256) DO UPDATE SET name = excluded.name,
+            role = excluded.role, backup_of = excluded.backup_of,
+            fingerprint = excluded.fingerprint, source_path = excluded.source_path,
+            source_key = excluded.source_key, last_seen = excluded.last_seen",
+        &[
+            &keys,
+            &names,
+            &roles,
+            &backup_of,
+            &fingerprints,
+            &paths,
+            &source_keys,
+            &first,
+            &last,
+        ],
+    )
+    .await
+    .map_err(pg(path))?;
+    Ok(())
 }
 
 pub(crate) async fn tokens(conn: &mut Client, path: &Path) -> Result<Vec<TokenRecord>, Error> {
@@ -847,54 +871,73 @@ pub(crate) async fn forget_tokens(
     .map_err(pg(path))
 }
 
+/// One statement for the whole batch (a round of thousands of checks is one round trip, not two
+/// per check): the checks inserted in the given order, then each token's newest among them becomes
+/// its latest unless it already has a newer one — what SQLite's loop leaves, ties going to the
+/// later check. A check for an unknown token fails the statement, so nothing of the batch is kept.
 pub(crate) async fn record_checks(
     conn: &mut Client,
     path: &Path,
     checks: &[CheckRecord],
 ) -> Result<(), Error> {
-    let e = pg(path);
-    let tx = conn.transaction().await.map_err(&e)?;
-    let insert = tx
-        .prepare(
-            "INSERT INTO checks (token_sha256, checked_at, status, alert_state, valid,
-                expires_at, never_expires, kind, missing_scopes, finding_codes, elapsed_ms)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) RETURNING id",
-        )
-        .await
-        .map_err(&e)?;
-    let latest = tx
-        .prepare(
-            "UPDATE tokens SET last_check_id = $1, last_check_at = $2
-             WHERE token_sha256 = $3 AND (last_check_at IS NULL OR last_check_at <= $2)",
-        )
-        .await
-        .map_err(&e)?;
-    for c in checks {
-        let row = tx
-            .query_one(
-                &insert,
-                &[
-                    &c.key.as_str(),
-                    &c.checked_at.as_second(),
-                    &c.status.as_str(),
-                    &c.alert_state,
-                    &c.valid,
-                    &c.expires_at.map(|t| t.as_second()),
-                    &c.never_expires,
-                    &c.kind,
-                    &to_json(&c.missing_scopes),
-                    &to_json(&c.finding_codes),
-                    &i64::try_from(c.elapsed_ms).unwrap_or(i64::MAX),
-                ],
-            )
-            .await
-            .map_err(&e)?;
-        let id: i64 = get(&row, 0, path)?;
-        tx.execute(&latest, &[&id, &c.checked_at.as_second(), &c.key.as_str()])
-            .await
-            .map_err(&e)?;
+    if checks.is_empty() {
+        return Ok(());
     }
-    tx.commit().await.map_err(&e)
+    let keys: Vec<&str> = checks.iter().map(|c| c.key.as_str()).collect();
+    let at: Vec<i64> = checks.iter().map(|c| c.checked_at.as_second()).collect();
+    let status: Vec<&str> = checks.iter().map(|c| c.status.as_str()).collect();
+    let alert_state: Vec<&str> = checks.iter().map(|c| c.alert_state.as_str()).collect();
+    let valid: Vec<Option<bool>> = checks.iter().map(|c| c.valid).collect();
+    let expires: Vec<Option<i64>> = checks
+        .iter()
+        .map(|c| c.expires_at.map(|t| t.as_second()))
+        .collect();
+    let never: Vec<bool> = checks.iter().map(|c| c.never_expires).collect();
+    let kind: Vec<Option<&str>> = checks.iter().map(|c| c.kind.as_deref()).collect();
+    let scopes: Vec<String> = checks.iter().map(|c| to_json(&c.missing_scopes)).collect();
+    let codes: Vec<String> = checks.iter().map(|c| to_json(&c.finding_codes)).collect();
+    let elapsed: Vec<i64> = checks
+        .iter()
+        .map(|c| i64::try_from(c.elapsed_ms).unwrap_or(i64::MAX))
+        .collect();
+    conn.execute(
+        "WITH input AS (
+            SELECT * FROM UNNEST($1::text[], $2::bigint[], $3::text[], $4::text[], $5::boolean[],
+                $6::bigint[], $7::boolean[], $8::text[], $9::text[], $10::text[], $11::bigint[])
+                WITH ORDINALITY AS i (token_sha256, checked_at, status, alert_state, valid,
+                    expires_at, never_expires, kind, missing_scopes, finding_codes, elapsed_ms, n)
+         ), inserted AS (
+            INSERT INTO checks (token_sha256, checked_at, status, alert_state, valid,
+                expires_at, never_expires, kind, missing_scopes, finding_codes, elapsed_ms)
+            SELECT token_sha256, checked_at, status, alert_state, valid, expires_at,
+                never_expires, kind, missing_scopes, finding_codes, elapsed_ms
+            FROM input ORDER BY n
+            RETURNING id, token_sha256, checked_at
+         ), newest AS (
+            SELECT DISTINCT ON (token_sha256) id, token_sha256, checked_at FROM inserted
+            ORDER BY token_sha256, checked_at DESC, id DESC
+         )
+         UPDATE tokens t SET last_check_id = newest.id, last_check_at = newest.checked_at
+         FROM newest
+         WHERE t.token_sha256 = newest.token_sha256
+           AND (t.last_check_at IS NULL OR t.last_check_at <= newest.checked_at)",
+        &[
+            &keys,
+            &at,
+            &status,
+            &alert_state,
+            &valid,
+            &expires,
+            &never,
+            &kind,
+            &scopes,
+            &codes,
+            &elapsed,
+        ],
+    )
+    .await
+    .map_err(pg(path))?;
+    Ok(())
 }
 
 pub(crate) async fn latest_checks(

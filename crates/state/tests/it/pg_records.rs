@@ -459,3 +459,65 @@ async fn announce_keeps_the_callers_state_and_the_alert_in_one_call() {
     let b = store.announced("billing").await.unwrap().unwrap();
     assert_eq!((b.announcement, b.unknown_since), (None, Some(at(5))));
 }
+
+#[tokio::test]
+async fn a_batch_names_each_tokens_newest_check_latest_ties_going_to_the_later_one() {
+    let Some((_pg, store)) = store().await else {
+        return;
+    };
+    let key = key_of("PERMATOKENTEST-batch");
+    let many: Vec<_> = (0..2_000)
+        .map(|i| key_of(&format!("PERMATOKENTEST-many-{i}")))
+        .collect();
+    let mut tokens = vec![token("orders", &key, 0)];
+    tokens.extend(many.iter().map(|k| token("fleet", k, 0)));
+    store.upsert_tokens(tokens).await.unwrap();
+    let mut tie = check(&key, 300, Status::Critical);
+    tie.alert_state = "dead".to_owned();
+    let mut batch = vec![
+        check(&key, 100, Status::Ok),
+        check(&key, 300, Status::Warning),
+        check(&key, 200, Status::Ok),
+        tie.clone(),
+    ];
+    batch.extend(many.iter().map(|k| check(k, 5, Status::Ok)));
+    store.record_checks(batch).await.unwrap();
+    let latest = store.latest_checks().await.unwrap();
+    let orders = latest.iter().find(|l| l.token.name == "orders").unwrap();
+    assert_eq!(orders.check, Some(tie));
+    assert_eq!(
+        latest
+            .iter()
+            .filter(|l| l.check.as_ref().is_some_and(|c| c.checked_at == at(5)))
+            .count(),
+        2_000
+    );
+    assert_eq!(store.counts().await.unwrap().checks, 2_004);
+    // An empty batch is nothing.
+    store.record_checks(vec![]).await.unwrap();
+}
+
+#[tokio::test]
+async fn a_token_given_twice_in_a_batch_keeps_the_first_sighting_and_the_last_fields() {
+    let Some((_pg, store)) = store().await else {
+        return;
+    };
+    let key = key_of("PERMATOKENTEST-twice");
+    let mut later = token("orders", &key, 50);
+    later.source_path = "/srv/moved/.env".to_owned();
+    store
+        .upsert_tokens(vec![token("orders", &key, 10), later])
+        .await
+        .unwrap();
+    let got = store.tokens().await.unwrap();
+    assert_eq!(
+        got,
+        vec![TokenRecord {
+            first_seen: at(10),
+            last_seen: at(50),
+            source_path: "/srv/moved/.env".to_owned(),
+            ..token("orders", &key, 10)
+        }]
+    );
+    store.upsert_tokens(vec![]).await.unwrap();
+}
