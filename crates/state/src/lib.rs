@@ -3,8 +3,8 @@
 //!
 //! Tokens are keyed by the full SHA-256 of the token (the short fingerprint collides in large fleets).
 //!
-//! One interface, [`Store`], over a backend enum: SQLite today (an embedded file, the default), PostgreSQL
-//! next (issue 10). An enum rather than a trait object because the methods are `async` (a `dyn` trait
+//! One interface, [`Store`], over a backend enum: SQLite (an embedded file, the default) and
+//! PostgreSQL (shared by replicas, issue 10). An enum rather than a trait object because the methods are `async` (a `dyn` trait
 //! would need boxed futures or another crate) and the set of backends is closed and small; the caller
 //! sees one concrete type whatever the backend. Each backend has its own numbered migrations
 //! (`migrations/<backend>/NNNN_*.sql`) and shares the schema's shape and the SQL's portable dialect:
@@ -12,12 +12,12 @@
 //!
 //! Times are whole unix seconds: anything finer is dropped when stored.
 //!
-//! The PostgreSQL backend (issue 10) is meant to be an addition: a `Backend::Postgres` variant over
-//! tokio-postgres, a `Store::open_postgres(…)` beside [`Store::open`], `migrations/postgres/0001_init.sql`
-//! (the same tables; `BIGINT GENERATED ALWAYS AS IDENTITY` for the two auto-numbered keys), the same
-//! queries with `$N` for `?N` and `RETURNING id` for SQLite's last row id, migrations under their own
-//! advisory lock. The exclusive hold differs by design: replicas share one database and elect a leader,
-//! so PostgreSQL takes no file lock.
+//! The PostgreSQL backend ([`Store::open_postgres`], `postgres.rs`) is tokio-postgres:
+//! `migrations/postgres/` has the same tables (`BIGINT GENERATED ALWAYS AS IDENTITY` for the two
+//! auto-numbered keys, BOOLEAN for the flags), the queries are the same with `$N` for `?N` (a round's
+//! tokens and checks in one `UNNEST` statement each), and migrations run under their own advisory
+//! lock ([`MIGRATION_LOCK`]). The exclusive hold differs by design: replicas share one database and
+//! elect a leader, so PostgreSQL takes no file lock.
 //!
 //! Writes that belong together (an alert, its deliveries and the announced state; a round's checks)
 //! are one transaction, so a crash leaves all of them or none.
