@@ -10,7 +10,9 @@
 //! `sslmode` (libpq's meaning): `disable` (plain), `prefer` (the default: TLS when the server offers
 //! it, the certificate not checked), `require` (TLS or fail, the certificate not checked), and
 //! `verify-full` (TLS, the chain checked against the system's roots plus `sslrootcert` if given, and
-//! the host name checked). `verify-ca` and `allow` are refused: use `verify-full` or `prefer`.
+//! the host name checked). `verify-ca` and `allow` are refused: use `verify-full` or `prefer`; so is
+//! `sslrootcert` without `verify-full` (libpq would check the chain then; not checking it silently
+//! would mislead).
 //! rustls with the ring provider; never OpenSSL.
 //!
 //! Migrations run in one transaction under a transaction-scoped advisory lock ([`MIGRATION_LOCK`]),
@@ -236,6 +238,14 @@ fn parse_url(url: &str) -> Result<Parsed, Error> {
             "sslrootcert" => root_cert = Some(PathBuf::from(&*value)),
             _ => kept.push((key.into_owned(), value.into_owned())),
         }
+    }
+    if root_cert.is_some() && ssl_mode != SslMode::VerifyFull {
+        // libpq would then check the chain; silently not checking it would be worse than refusing.
+        return Err(url_error(format!(
+            "gives `sslrootcert` with `sslmode={}`, which does not check the server: use \
+             `sslmode=verify-full` to check it against that CA, or remove `sslrootcert`",
+            ssl_mode.as_str()
+        )));
     }
     if kept.is_empty() {
         parsed.set_query(None);
@@ -1669,6 +1679,10 @@ mod tests {
             .unwrap();
         assert!(err.to_string().contains("verify-full"), "{err}");
         assert!(parse_url("mysql://h/db").is_err());
+        let err = parse_url("postgres://h/db?sslmode=require&sslrootcert=/etc/ca.pem")
+            .err()
+            .unwrap();
+        assert!(err.to_string().contains("sslmode=verify-full"), "{err}");
     }
 
     #[test]
