@@ -53,6 +53,13 @@ pub(crate) const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/postgres/0002_reminders.sql"),
 ];
 
+// Both backends are at the same schema version ([`crate::SCHEMA_VERSION`]): a SQLite migration
+// without its PostgreSQL twin (or the reverse) does not build.
+const _: () = assert!(
+    MIGRATIONS.len() == crate::sqlite::MIGRATIONS.len(),
+    "each migrations/sqlite/NNNN_*.sql needs its twin in migrations/postgres/"
+);
+
 /// The advisory lock key taken while migrating (ASCII "permmigr"). Leader election uses its own key.
 pub const MIGRATION_LOCK: i64 = 0x7065_726d_6d69_6772;
 
