@@ -3,8 +3,8 @@
 //! and a socket in that folder, stopped (`pg_ctl stop -m immediate`) when dropped.
 //!
 //! Roles: `postgres` (superuser, trusted), `trusted` (no password, trusted from 127.0.0.1) and
-//! `watch` (a password made at run time, SCRAM). Under `CI=true` a missing PostgreSQL fails the
-//! test; elsewhere the test is skipped, loudly.
+//! `watch` (a password made at run time, SCRAM); pg_hba.conf rejects a role named `rejected`.
+//! Under `CI=true` a missing PostgreSQL fails the test; elsewhere the test is skipped, loudly.
 //!
 //! Shared with crates/cli's tests by `#[path]`: keep it free of anything but std and tempfile.
 
@@ -133,6 +133,7 @@ impl PgCluster {
             "local all all trust\n\
              host all postgres 127.0.0.1/32 trust\n\
              host all trusted 127.0.0.1/32 trust\n\
+             host all rejected 127.0.0.1/32 reject\n\
              host all all 127.0.0.1/32 scram-sha-256\n",
         )
         .unwrap();

@@ -491,3 +491,22 @@ async fn pg_an_unreachable_server_says_what_to_check() {
     );
     assert!(shown.contains("listen_addresses"), "{shown}");
 }
+
+#[tokio::test]
+async fn pg_a_role_pg_hba_rejects_or_a_missing_database_says_what_to_do() {
+    let Some(pg) = PgCluster::start() else { return };
+    let err = open(&pg.url("rejected", "state", "?sslmode=disable"))
+        .await
+        .err()
+        .expect("pg_hba rejects it");
+    let shown = err.to_string();
+    assert!(shown.contains("refused role `rejected`"), "{shown}");
+    assert!(shown.contains("pg_hba.conf"), "{shown}");
+    let err = open(&trusted_url(&pg, "nowhere"))
+        .await
+        .err()
+        .expect("no such database");
+    let shown = err.to_string();
+    assert!(shown.contains("no database `nowhere`"), "{shown}");
+    assert!(shown.contains("createdb"), "{shown}");
+}
