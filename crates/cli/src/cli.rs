@@ -344,7 +344,9 @@ pub(crate) struct WatchArgs {
     pub(crate) config: Option<PathBuf>,
     /// The state file (SQLite), over the configuration's `state` (default:
     /// `$XDG_STATE_HOME/permatoken/state.db`, else `~/.local/state/permatoken/state.db`). Only one
-    /// watch may use a state file at a time.
+    /// watch may use a state file at a time. Or a PostgreSQL URL, `postgres://USER@HOST:PORT/DB`
+    /// (`?sslmode=disable|prefer|require|verify-full`, `sslrootcert=PATH`), never with a password:
+    /// it comes from `state_password_file`, PGPASSWORD or ~/.pgpass.
     #[arg(long, value_name = "PATH")]
     pub(crate) state: Option<PathBuf>,
     /// Serve /metrics, /healthz, /api/tokens and the status page on this address, over the

@@ -3,8 +3,8 @@
 //!
 //! Tokens are keyed by the full SHA-256 of the token (the short fingerprint collides in large fleets).
 //!
-//! One interface, [`Store`], over a backend enum: SQLite today (an embedded file, the default), PostgreSQL
-//! next (issue 10). An enum rather than a trait object because the methods are `async` (a `dyn` trait
+//! One interface, [`Store`], over a backend enum: SQLite (an embedded file, the default) and
+//! PostgreSQL (shared by replicas, issue 10). An enum rather than a trait object because the methods are `async` (a `dyn` trait
 //! would need boxed futures or another crate) and the set of backends is closed and small; the caller
 //! sees one concrete type whatever the backend. Each backend has its own numbered migrations
 //! (`migrations/<backend>/NNNN_*.sql`) and shares the schema's shape and the SQL's portable dialect:
@@ -12,19 +12,22 @@
 //!
 //! Times are whole unix seconds: anything finer is dropped when stored.
 //!
-//! The PostgreSQL backend (issue 10) is meant to be an addition: a `Backend::Postgres` variant over
-//! tokio-postgres, a `Store::open_postgres(…)` beside [`Store::open`], `migrations/postgres/0001_init.sql`
-//! (the same tables; `BIGINT GENERATED ALWAYS AS IDENTITY` for the two auto-numbered keys), the same
-//! queries with `$N` for `?N` and `RETURNING id` for SQLite's last row id, migrations under their own
-//! advisory lock. The exclusive hold differs by design: replicas share one database and elect a leader,
-//! so PostgreSQL takes no file lock.
+//! The PostgreSQL backend ([`Store::open_postgres`], `postgres.rs`) is tokio-postgres:
+//! `migrations/postgres/` has the same tables (`BIGINT GENERATED ALWAYS AS IDENTITY` for the two
+//! auto-numbered keys, BOOLEAN for the flags), the queries are the same with `$N` for `?N` (a round's
+//! tokens and checks in one `UNNEST` statement each), and migrations run under their own advisory
+//! lock ([`MIGRATION_LOCK`]). The exclusive hold differs by design: replicas share one database and
+//! elect a leader, so PostgreSQL takes no file lock.
 //!
 //! Writes that belong together (an alert, its deliveries and the announced state; a round's checks)
 //! are one transaction, so a crash leaves all of them or none.
 //!
 //! Must never: store a secret (a token, an app secret, a route's URL), or know the terminal.
 
+mod postgres;
 mod sqlite;
+
+pub use postgres::{MIGRATION_LOCK, PgOptions};
 
 use std::path::{Path, PathBuf};
 
@@ -50,9 +53,9 @@ pub enum Error {
         /// The lock file beside it.
         lock: PathBuf,
     },
-    /// The file's schema is newer than this build knows.
+    /// The state's schema is newer than this build knows (a newer replica migrated it).
     #[error(
-        "the state file `{}` was written by a newer permatoken (schema {found}, this one knows up to {known}); upgrade permatoken or use another `--state`",
+        "the state `{}` was written by a newer permatoken (schema {found}, this one knows up to {known}); stop this replica and upgrade it, or use another `--state`",
         path.display()
     )]
     NewerSchema {
@@ -111,6 +114,21 @@ pub enum Error {
         alert_id: String,
         /// The route's name.
         route: String,
+    },
+    /// The PostgreSQL state could not be reached, or refused an operation; `reason` says what to
+    /// check. It never holds the password.
+    #[error("the PostgreSQL state `{location}` failed: {reason}")]
+    Postgres {
+        /// The URL without its query (no password is ever in it).
+        location: String,
+        /// What happened and what to do.
+        reason: String,
+    },
+    /// The PostgreSQL URL cannot be used as given. The URL is not repeated: it may hold a password.
+    #[error("the PostgreSQL `--state` URL {reason}")]
+    PostgresUrl {
+        /// What is wrong with it and what to do.
+        reason: String,
     },
     /// The blocking task running the query panicked or was cancelled.
     #[error("the state's worker stopped unexpectedly")]
@@ -486,6 +504,7 @@ pub struct Store {
 #[derive(Clone)]
 enum Backend {
     Sqlite(sqlite::Sqlite),
+    Postgres(postgres::Postgres),
 }
 
 impl Store {
@@ -508,10 +527,25 @@ impl Store {
         })
     }
 
-    /// Where the state lives, for messages (the SQLite file).
+    /// Opens the PostgreSQL state at `url` (`postgres://user@host:port/database?sslmode=…`), shared by
+    /// every replica: the URL must not hold a password ([`Error::PostgresUrl`], the URL not repeated);
+    /// the password comes from `options` (see [`PgOptions`]). Migrations are applied in one
+    /// transaction under the advisory lock [`MIGRATION_LOCK`], so replicas starting together apply
+    /// them once; a schema newer than this build knows is refused ([`Error::NewerSchema`]). No lock
+    /// is held on the database: leader election is the caller's. A session the server drops is
+    /// opened again at the next call.
+    pub async fn open_postgres(url: &str, options: PgOptions) -> Result<Self, Error> {
+        let pg = postgres::Postgres::open(url, &options).await?;
+        Ok(Self {
+            backend: Backend::Postgres(pg),
+        })
+    }
+
+    /// Where the state lives, for messages (the SQLite file, or the PostgreSQL URL without its query).
     pub fn location(&self) -> &Path {
         match &self.backend {
             Backend::Sqlite(db) => db.path(),
+            Backend::Postgres(db) => db.location(),
         }
     }
 
@@ -519,6 +553,9 @@ impl Store {
     pub async fn schema_version(&self) -> Result<i64, Error> {
         match &self.backend {
             Backend::Sqlite(db) => db.call(sqlite::schema_version).await,
+            Backend::Postgres(db) => {
+                postgres::schema_version(&mut *db.conn().await?, db.location()).await
+            }
         }
     }
 
@@ -529,6 +566,9 @@ impl Store {
                 db.call(move |c, p| sqlite::upsert_tokens(c, p, &tokens))
                     .await
             }
+            Backend::Postgres(db) => {
+                postgres::upsert_tokens(&mut *db.conn().await?, db.location(), &tokens).await
+            }
         }
     }
 
@@ -536,6 +576,7 @@ impl Store {
     pub async fn tokens(&self) -> Result<Vec<TokenRecord>, Error> {
         match &self.backend {
             Backend::Sqlite(db) => db.call(sqlite::tokens).await,
+            Backend::Postgres(db) => postgres::tokens(&mut *db.conn().await?, db.location()).await,
         }
     }
 
@@ -546,6 +587,9 @@ impl Store {
             Backend::Sqlite(db) => {
                 db.call(move |c, p| sqlite::forget_tokens(c, p, cutoff))
                     .await
+            }
+            Backend::Postgres(db) => {
+                postgres::forget_tokens(&mut *db.conn().await?, db.location(), cutoff).await
             }
         }
     }
@@ -559,6 +603,9 @@ impl Store {
                 db.call(move |c, p| sqlite::record_checks(c, p, &checks))
                     .await
             }
+            Backend::Postgres(db) => {
+                postgres::record_checks(&mut *db.conn().await?, db.location(), &checks).await
+            }
         }
     }
 
@@ -567,6 +614,9 @@ impl Store {
     pub async fn latest_checks(&self) -> Result<Vec<LatestCheck>, Error> {
         match &self.backend {
             Backend::Sqlite(db) => db.call(sqlite::latest_checks).await,
+            Backend::Postgres(db) => {
+                postgres::latest_checks(&mut *db.conn().await?, db.location()).await
+            }
         }
     }
 
@@ -583,6 +633,9 @@ impl Store {
             Backend::Sqlite(db) => {
                 db.call(move |c, p| sqlite::history(c, p, &name, from, to))
                     .await
+            }
+            Backend::Postgres(db) => {
+                postgres::history(&mut *db.conn().await?, db.location(), &name, from, to).await
             }
         }
     }
@@ -608,6 +661,7 @@ impl Store {
     pub async fn counts(&self) -> Result<Counts, Error> {
         match &self.backend {
             Backend::Sqlite(db) => db.call(sqlite::counts).await,
+            Backend::Postgres(db) => postgres::counts(&mut *db.conn().await?, db.location()).await,
         }
     }
 
@@ -616,6 +670,9 @@ impl Store {
         let name = token_name.to_owned();
         match &self.backend {
             Backend::Sqlite(db) => db.call(move |c, p| sqlite::announced(c, p, &name)).await,
+            Backend::Postgres(db) => {
+                postgres::announced(&mut *db.conn().await?, db.location(), &name).await
+            }
         }
     }
 
@@ -623,6 +680,9 @@ impl Store {
     pub async fn all_announced(&self) -> Result<Vec<Announced>, Error> {
         match &self.backend {
             Backend::Sqlite(db) => db.call(sqlite::all_announced).await,
+            Backend::Postgres(db) => {
+                postgres::all_announced(&mut *db.conn().await?, db.location()).await
+            }
         }
     }
 
@@ -640,6 +700,15 @@ impl Store {
                 db.call(move |c, p| sqlite::set_announcement(c, p, &name, &announcement))
                     .await
             }
+            Backend::Postgres(db) => {
+                postgres::set_announcement(
+                    &mut *db.conn().await?,
+                    db.location(),
+                    &name,
+                    &announcement,
+                )
+                .await
+            }
         }
     }
 
@@ -655,6 +724,10 @@ impl Store {
                 db.call(move |c, p| sqlite::set_unknown_since(c, p, &name, since))
                     .await
             }
+            Backend::Postgres(db) => {
+                postgres::set_unknown_since(&mut *db.conn().await?, db.location(), &name, since)
+                    .await
+            }
         }
     }
 
@@ -668,6 +741,9 @@ impl Store {
             Backend::Sqlite(db) => {
                 db.call(move |c, p| sqlite::record_alert(c, p, &alert, &routes))
                     .await
+            }
+            Backend::Postgres(db) => {
+                postgres::record_alert(&mut *db.conn().await?, db.location(), &alert, &routes).await
             }
         }
     }
@@ -699,6 +775,19 @@ impl Store {
                 })
                 .await
             }
+            Backend::Postgres(db) => {
+                let alert = alert.as_ref().map(|(a, r)| (a, r.as_slice()));
+                let conn = &mut *db.conn().await?;
+                postgres::announce(
+                    conn,
+                    db.location(),
+                    &name,
+                    announcement.as_ref(),
+                    unknown_since,
+                    alert,
+                )
+                .await
+            }
         }
     }
 
@@ -724,6 +813,9 @@ impl Store {
                 db.call(move |c, p| sqlite::due_deliveries(c, p, now, limit))
                     .await
             }
+            Backend::Postgres(db) => {
+                postgres::due_deliveries(&mut *db.conn().await?, db.location(), now, limit).await
+            }
         }
     }
 
@@ -732,6 +824,9 @@ impl Store {
         let id = alert_id.to_owned();
         match &self.backend {
             Backend::Sqlite(db) => db.call(move |c, p| sqlite::deliveries(c, p, &id)).await,
+            Backend::Postgres(db) => {
+                postgres::deliveries(&mut *db.conn().await?, db.location(), &id).await
+            }
         }
     }
 
@@ -746,6 +841,10 @@ impl Store {
         match &self.backend {
             Backend::Sqlite(db) => {
                 db.call(move |c, p| sqlite::mark_delivered(c, p, &id, &route, at))
+                    .await
+            }
+            Backend::Postgres(db) => {
+                postgres::mark_delivered(&mut *db.conn().await?, db.location(), &id, &route, at)
                     .await
             }
         }
@@ -770,6 +869,18 @@ impl Store {
                 })
                 .await
             }
+            Backend::Postgres(db) => {
+                postgres::mark_failed(
+                    &mut *db.conn().await?,
+                    db.location(),
+                    &id,
+                    &route,
+                    at,
+                    &error,
+                    next_attempt_at,
+                )
+                .await
+            }
         }
     }
 
@@ -777,6 +888,9 @@ impl Store {
     pub async fn route_health(&self) -> Result<Vec<RouteHealth>, Error> {
         match &self.backend {
             Backend::Sqlite(db) => db.call(sqlite::route_health).await,
+            Backend::Postgres(db) => {
+                postgres::route_health(&mut *db.conn().await?, db.location()).await
+            }
         }
     }
 
@@ -791,6 +905,9 @@ impl Store {
                 db.call(move |c, p| sqlite::record_event(c, p, &event))
                     .await
             }
+            Backend::Postgres(db) => {
+                postgres::record_event(&mut *db.conn().await?, db.location(), &event).await
+            }
         }
     }
 
@@ -801,6 +918,9 @@ impl Store {
                 db.call(move |c, p| sqlite::recent_events(c, p, limit))
                     .await
             }
+            Backend::Postgres(db) => {
+                postgres::recent_events(&mut *db.conn().await?, db.location(), limit).await
+            }
         }
     }
 
@@ -810,6 +930,9 @@ impl Store {
     pub async fn prune(&self, cutoff: Timestamp) -> Result<Pruned, Error> {
         match &self.backend {
             Backend::Sqlite(db) => db.call(move |c, p| sqlite::prune(c, p, cutoff)).await,
+            Backend::Postgres(db) => {
+                postgres::prune(&mut *db.conn().await?, db.location(), cutoff).await
+            }
         }
     }
 }

@@ -9,7 +9,9 @@
 //!
 //! ```toml
 //! listen = "127.0.0.1:9464"          # optional: the HTTP endpoint
-//! state = "/var/lib/permatoken/state.db"   # optional: the state file
+//! state = "/var/lib/permatoken/state.db"   # optional: the state file, or a PostgreSQL URL
+//! #   "postgres://permatoken@db.internal/permatoken?sslmode=verify-full" (never with a password)
+//! state_password_file = "/etc/permatoken/pg-password"  # optional: the PostgreSQL password
 //!
 //! [defaults]                 # every key optional; a [[token]] may override each one
 //! interval = "1h"            # between checks: "1s", "5m", "1h", "2d", "1h 30m"
@@ -138,6 +140,29 @@ pub struct Loaded {
     pub warnings: Vec<String>,
 }
 
+/// Where watch keeps its state.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StateLocation {
+    /// An SQLite file, for one watch.
+    File(PathBuf),
+    /// A PostgreSQL URL (`postgres://` or `postgresql://`), shared by replicas. Never holds a
+    /// password: the state refuses one at open.
+    Postgres(String),
+}
+
+impl StateLocation {
+    /// A `postgres://` or `postgresql://` URL as such, anything else as a file (relative to
+    /// `base`).
+    pub fn parse(text: &str, base: &Path) -> Self {
+        let lower = text.get(..13).unwrap_or(text).to_ascii_lowercase();
+        if lower.starts_with("postgres://") || lower.starts_with("postgresql://") {
+            Self::Postgres(text.to_owned())
+        } else {
+            Self::File(base.join(text))
+        }
+    }
+}
+
 /// The whole configuration.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Config {
@@ -145,8 +170,10 @@ pub struct Config {
     pub path: Option<PathBuf>,
     /// `listen`: the HTTP endpoint's address, if set here.
     pub listen: Option<SocketAddr>,
-    /// `state`: the state file, if set here.
-    pub state: Option<PathBuf>,
+    /// `state`: the state file or PostgreSQL URL, if set here.
+    pub state: Option<StateLocation>,
+    /// `state_password_file`: the file holding the PostgreSQL state's password, if set here.
+    pub state_password_file: Option<PathBuf>,
     /// `[defaults]`, with the built-in defaults filled in.
     pub defaults: Policy,
     /// `[[token]]`, in file order.
@@ -473,6 +500,7 @@ pub fn default_config(cwd: &Path) -> Config {
         path: None,
         listen: None,
         state: None,
+        state_password_file: None,
         defaults: policy,
         tokens: vec![TokenConfig {
             name: "default".into(),
@@ -699,6 +727,7 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
 struct RawConfig {
     listen: Option<Spanned<String>>,
     state: Option<Spanned<String>>,
+    state_password_file: Option<Spanned<String>>,
     #[serde(default)]
     defaults: Option<Spanned<RawPolicy>>,
     #[serde(default)]
@@ -816,7 +845,14 @@ impl Checker<'_> {
                 })
             })
             .transpose()?;
-        let state = raw.state.map(|s| self.path(&s)).transpose()?;
+        let state = raw
+            .state
+            .map(|s| match StateLocation::parse(s.get_ref(), Path::new("")) {
+                StateLocation::File(_) => self.path(&s).map(StateLocation::File),
+                url => Ok(url),
+            })
+            .transpose()?;
+        let state_password_file = raw.state_password_file.map(|s| self.path(&s)).transpose()?;
         let base = Policy::default();
         let defaults = match &raw.defaults {
             Some(d) => self.policy(d.get_ref(), base, d.span())?,
@@ -882,6 +918,7 @@ impl Checker<'_> {
                 path: Some(path.to_owned()),
                 listen,
                 state,
+                state_password_file,
                 defaults,
                 tokens,
                 routes,

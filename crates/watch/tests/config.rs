@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use permatoken_watch::config::{
     self, AppSource, Backups, ConfigError, Loaded, MAX_CONFIG_BYTES, Policy, RouteKind, SecretFrom,
-    Target, TokenSource,
+    StateLocation, Target, TokenSource,
 };
 
 const FILE: &str = "/etc/permatoken/permatoken.toml";
@@ -144,8 +144,10 @@ url = "http://alertmanager.internal:9093/api/v2/PERMATOKENTEST-path"
     );
     assert_eq!(config.listen, Some("127.0.0.1:9999".parse().unwrap()));
     assert_eq!(
-        config.state.as_deref(),
-        Some(Path::new("/etc/permatoken/state/permatoken.db"))
+        config.state,
+        Some(StateLocation::File(PathBuf::from(
+            "/etc/permatoken/state/permatoken.db"
+        )))
     );
     let d = config.defaults;
     assert_eq!(
@@ -332,7 +334,7 @@ fn each_mistake_names_its_line_and_column_and_what_is_allowed() {
         ),
         (
             "[[tokens]]\nname = \"x\"\n".into(),
-            "1:3: unknown key `tokens`; allowed: `listen`, `state`, `defaults`, `token`, `alert`; did you mean `token`?",
+            "1:3: unknown key `tokens`; allowed: `listen`, `state`, `state_password_file`, `defaults`, `token`, `alert`; did you mean `token`?",
         ),
         (
             "[defaults]\nwarn_days = \"14\"\n".into(),
@@ -490,4 +492,28 @@ fn retention_is_a_defaults_key_of_at_least_a_day() {
     // Not per token: the state file's history is one.
     let e = error("[[token]]\nname = \"a\"\nenv = \"A\"\nretention = \"30d\"\n");
     assert!(e.contains("retention"), "{e}");
+}
+
+#[test]
+fn a_postgres_state_is_a_url_and_its_password_file_a_path() {
+    let config = parse(
+        r#"state = "postgres://permatoken@db.internal/permatoken?sslmode=verify-full"
+state_password_file = "pg-password"
+
+[[token]]
+name = "orders"
+env_file = "/srv/orders/.env"
+"#,
+    )
+    .config;
+    assert_eq!(
+        config.state,
+        Some(StateLocation::Postgres(
+            "postgres://permatoken@db.internal/permatoken?sslmode=verify-full".to_owned()
+        ))
+    );
+    assert_eq!(
+        config.state_password_file.as_deref(),
+        Some(Path::new("/etc/permatoken/pg-password"))
+    );
 }

@@ -3,13 +3,13 @@
 //! alerting and storing are the library's.
 
 use std::io::Write as _;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use permatoken_inspect::Status;
-use permatoken_state::Store;
+use permatoken_state::{PgOptions, Store};
 use permatoken_watch::alert::Sender;
-use permatoken_watch::config::{self, Config, Loaded};
+use permatoken_watch::config::{self, Config, Loaded, StateLocation};
 use permatoken_watch::daemon::{self, Daemon, Options, SystemClock};
 use permatoken_watch::http::{self, AppState, BearerToken};
 use permatoken_watch::metrics::Counters;
@@ -32,21 +32,41 @@ pub(crate) async fn run(args: WatchArgs) -> Result<u8, Failure> {
     if let Some(name) = &args.test_alert {
         return test_alert(&args, &config, &sender, name).await;
     }
-    let state = match args.state.clone().or_else(|| config.state.clone()) {
-        Some(path) => path,
-        None => daemon::default_state_path(std::env::vars_os()).ok_or_else(|| {
+    let from_args = args.state.as_ref().map(|p| match p.to_str() {
+        Some(text) => StateLocation::parse(text, Path::new("")),
+        None => StateLocation::File(p.clone()),
+    });
+    let state = match from_args.or_else(|| config.state.clone()) {
+        Some(state) => state,
+        None => StateLocation::File(daemon::default_state_path(std::env::vars_os()).ok_or_else(
+            || {
+                Failure::new(
+                    "nowhere to keep the state file: neither `XDG_STATE_HOME` nor `HOME` is set",
+                    "pass --state PATH (or set `state` in the configuration)",
+                )
+            },
+        )?),
+    };
+    let store = match state {
+        StateLocation::File(path) => Store::open(&path).await.map_err(|e| {
             Failure::new(
-                "nowhere to keep the state file: neither `XDG_STATE_HOME` nor `HOME` is set",
-                "pass --state PATH (or set `state` in the configuration)",
+                e.to_string(),
+                "a state file belongs to one `permatoken watch`: give each its own --state",
             )
         })?,
+        StateLocation::Postgres(url) => {
+            let options = PgOptions {
+                password_file: config.state_password_file.clone(),
+                ..PgOptions::from_env()
+            };
+            Store::open_postgres(&url, options).await.map_err(|e| {
+                Failure::new(
+                    e.to_string(),
+                    "see the message; the database is left as it was unless migrations completed",
+                )
+            })?
+        }
     };
-    let store = Store::open(&state).await.map_err(|e| {
-        Failure::new(
-            e.to_string(),
-            "a state file belongs to one `permatoken watch`: give each its own --state",
-        )
-    })?;
     let backup_dir = permatoken_renew::backup_dir(false).unwrap_or(None);
     let (publisher, subscriber) = snapshot::channel(Snapshot::default());
     let counters = Counters::default();

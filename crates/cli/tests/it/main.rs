@@ -18,3 +18,4 @@ mod scan;
 mod systemd;
 mod tls;
 mod watch;
+mod watch_postgres;

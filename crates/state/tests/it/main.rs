@@ -1,6 +1,10 @@
-//! The state against real SQLite files in temporary folders.
+//! The state against real SQLite files in temporary folders, and against a real PostgreSQL cluster
+//! started for each test (`pg_cluster`).
 
 mod lifecycle;
+mod pg_cluster;
+mod pg_lifecycle;
+mod pg_records;
 mod records;
 
 use jiff::Timestamp;
