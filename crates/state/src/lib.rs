@@ -654,6 +654,9 @@ impl Store {
                 db.call(move |c, p| sqlite::histories(c, p, from, to, per_name))
                     .await
             }
+            Backend::Postgres(db) => {
+                postgres::histories(&mut *db.conn().await?, db.location(), from, to, per_name).await
+            }
         }
     }
 
@@ -801,6 +804,9 @@ impl Store {
             Backend::Sqlite(db) => {
                 db.call(move |c, p| sqlite::announce_all(c, p, &decisions))
                     .await
+            }
+            Backend::Postgres(db) => {
+                postgres::announce_all(&mut *db.conn().await?, db.location(), &decisions).await
             }
         }
     }

@@ -1006,6 +1006,41 @@ pub(crate) async fn history(
     rows.iter().map(|r| check_from_row(r, 0, path)).collect()
 }
 
+pub(crate) async fn histories(
+    conn: &mut Client,
+    path: &Path,
+    from: Timestamp,
+    to: Timestamp,
+    per_name: u32,
+) -> Result<Vec<(String, Vec<CheckRecord>)>, Error> {
+    // As SQLite's: the newest `per_name` of each name chosen in SQL, with a window function.
+    let rows = conn
+        .query(
+            &format!(
+                "WITH ranked AS (
+                    SELECT c.id AS cid, t.name AS tname, ROW_NUMBER() OVER (
+                        PARTITION BY t.name ORDER BY c.checked_at DESC, c.id DESC) AS rn
+                    FROM checks c JOIN tokens t ON t.token_sha256 = c.token_sha256
+                    WHERE c.checked_at >= $1 AND c.checked_at < $2)
+                 SELECT r.tname, {CHECK_COLS} FROM ranked r JOIN checks c ON c.id = r.cid
+                 WHERE r.rn <= $3 ORDER BY r.tname, c.checked_at, c.id"
+            ),
+            &[&from.as_second(), &to.as_second(), &i64::from(per_name)],
+        )
+        .await
+        .map_err(pg(path))?;
+    let mut out: Vec<(String, Vec<CheckRecord>)> = Vec::new();
+    for row in &rows {
+        let name: String = get(row, 0, path)?;
+        let check = check_from_row(row, 1, path)?;
+        match out.last_mut() {
+            Some((last, checks)) if *last == name => checks.push(check),
+            _ => out.push((name, vec![check])),
+        }
+    }
+    Ok(out)
+}
+
 pub(crate) async fn counts(conn: &mut Client, path: &Path) -> Result<Counts, Error> {
     let row = conn
         .query_one(
@@ -1154,6 +1189,18 @@ async fn insert_alert(
     if inserted == 0 {
         return Ok(false);
     }
+    // Listed among the recent events too, in the same transaction, as SQLite does.
+    tx.execute(
+        "INSERT INTO events (at, token_name, kind, detail) VALUES ($1, $2, $3, $4)",
+        &[
+            &time,
+            &alert.token_name,
+            &crate::EventKind::Alert.as_str(),
+            &crate::clean_text(&crate::alert_event_text(alert)),
+        ],
+    )
+    .await
+    .map_err(&e)?;
     for route in routes {
         tx.execute(
             "INSERT INTO deliveries (alert_id, route, status, attempts, next_attempt_at, updated_at)
@@ -1176,11 +1223,45 @@ pub(crate) async fn announce(
 ) -> Result<(), Error> {
     let e = pg(path);
     let tx = conn.transaction().await.map_err(&e)?;
+    announce_in(&tx, path, name, announcement, unknown_since, alert).await?;
+    tx.commit().await.map_err(&e)
+}
+
+pub(crate) async fn announce_all(
+    conn: &mut Client,
+    path: &Path,
+    decisions: &[crate::Decision],
+) -> Result<(), Error> {
+    let e = pg(path);
+    let tx = conn.transaction().await.map_err(&e)?;
+    for d in decisions {
+        announce_in(
+            &tx,
+            path,
+            &d.token_name,
+            d.announcement.as_ref(),
+            d.unknown_since,
+            d.alert.as_ref().map(|(a, r)| (a, r.as_slice())),
+        )
+        .await?;
+    }
+    tx.commit().await.map_err(&e)
+}
+
+async fn announce_in(
+    tx: &tokio_postgres::Transaction<'_>,
+    path: &Path,
+    name: &str,
+    announcement: Option<&Announcement>,
+    unknown_since: Option<Timestamp>,
+    alert: Option<(&Alert, &[String])>,
+) -> Result<(), Error> {
+    let e = pg(path);
     if let Some((alert, routes)) = alert {
-        insert_alert(&tx, path, alert, routes).await?;
+        insert_alert(tx, path, alert, routes).await?;
     }
     match announcement {
-        Some(a) => upsert_announcement(&tx, path, name, a).await?,
+        Some(a) => upsert_announcement(tx, path, name, a).await?,
         None => {
             tx.execute(
                 "INSERT INTO announced (token_name) VALUES ($1) ON CONFLICT (token_name) DO NOTHING",
@@ -1196,7 +1277,7 @@ pub(crate) async fn announce(
     )
     .await
     .map_err(&e)?;
-    tx.commit().await.map_err(&e)
+    Ok(())
 }
 
 pub(crate) async fn record_alert(
@@ -1395,7 +1476,12 @@ pub(crate) async fn route_health(
                 SUM(CASE WHEN d.status = 'failed' THEN 1 ELSE 0 END),
                 (SELECT CASE WHEN l.status = 'failed' THEN l.last_error END FROM deliveries l
                   WHERE l.route = d.route AND l.status <> 'pending'
-                  ORDER BY l.updated_at DESC, l.alert_id DESC LIMIT 1)
+                  ORDER BY l.updated_at DESC, l.alert_id DESC LIMIT 1),
+                MAX(CASE WHEN d.status <> 'pending' THEN d.updated_at END),
+                MIN(CASE WHEN d.status = 'failed' AND d.updated_at > COALESCE(
+                    (SELECT MAX(o.updated_at) FROM deliveries o
+                      WHERE o.route = d.route AND o.status = 'delivered'), -1)
+                    THEN d.updated_at END)
              FROM deliveries d GROUP BY d.route ORDER BY d.route",
             &[],
         )
@@ -1409,6 +1495,8 @@ pub(crate) async fn route_health(
                 delivered: count(get(row, 2, path)?),
                 failed: count(get(row, 3, path)?),
                 last_error: get(row, 4, path)?,
+                last_at: opt_ts(path, "last_at", get(row, 5, path)?)?,
+                failing_since: opt_ts(path, "failing_since", get(row, 6, path)?)?,
             })
         })
         .collect()

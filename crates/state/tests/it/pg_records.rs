@@ -317,6 +317,14 @@ async fn deliveries_are_due_retried_delivered_or_given_up() {
         ),
         ("pager", 1, Some("HTTP 503"))
     );
+    assert_eq!(
+        (health[0].last_at, health[0].failing_since),
+        (Some(at(11)), None)
+    );
+    assert_eq!(
+        (health[1].last_at, health[1].failing_since),
+        (Some(at(70)), Some(at(70)))
+    );
 
     let err = store
         .mark_delivered("a1", "nowhere", at(1))
@@ -402,8 +410,12 @@ async fn retention_keeps_each_tokens_latest_check() {
         .await
         .unwrap();
 
+    // Each alert is listed among the events too: both of them (at 10 and 15) are old.
+    let listed = store.recent_events(10).await.unwrap();
+    assert_eq!(listed[1].kind, EventKind::Alert, "{listed:?}");
+    assert!(listed[1].detail.starts_with("expiring → ok: "), "{listed:?}");
     let pruned = store.prune(at(1_000)).await.unwrap();
-    assert_eq!((pruned.checks, pruned.events, pruned.alerts), (3, 1, 1));
+    assert_eq!((pruned.checks, pruned.events, pruned.alerts), (3, 3, 1));
     assert_eq!(
         store.history("quiet", at(0), at(10_000)).await.unwrap(),
         vec![check(&quiet, 20, Status::Warning)]
