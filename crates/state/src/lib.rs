@@ -403,6 +403,20 @@ pub struct RouteHealth {
     pub failing_since: Option<Timestamp>,
 }
 
+/// How one attempt on a route ended, for [`Store::settle_all`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Settlement {
+    /// The receiver took it.
+    Delivered,
+    /// It failed; `error` as for [`Store::mark_failed`], and the next attempt (`None`: give up).
+    Failed {
+        /// What went wrong, without any URL or secret.
+        error: String,
+        /// When to try again.
+        next_attempt_at: Option<Timestamp>,
+    },
+}
+
 /// What an event records.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -884,6 +898,45 @@ impl Store {
                     at,
                     &error,
                     next_attempt_at,
+                )
+                .await
+            }
+        }
+    }
+
+    /// Settles the deliveries of many alerts on one route alike, in one transaction: what a grouped
+    /// alert's one attempt means for each alert in it. An unknown delivery fails the whole call.
+    pub async fn settle_all(
+        &self,
+        route: &str,
+        alert_ids: Vec<String>,
+        at: Timestamp,
+        settlement: Settlement,
+    ) -> Result<(), Error> {
+        let route = route.to_owned();
+        let settlement = match settlement {
+            Settlement::Failed {
+                error,
+                next_attempt_at,
+            } => Settlement::Failed {
+                error: clean_text(&error),
+                next_attempt_at,
+            },
+            delivered => delivered,
+        };
+        match &self.backend {
+            Backend::Sqlite(db) => {
+                db.call(move |c, p| sqlite::settle_all(c, p, &route, &alert_ids, at, &settlement))
+                    .await
+            }
+            Backend::Postgres(db) => {
+                postgres::settle_all(
+                    &mut *db.conn().await?,
+                    db.location(),
+                    &route,
+                    &alert_ids,
+                    at,
+                    &settlement,
                 )
                 .await
             }

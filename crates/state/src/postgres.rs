@@ -1399,7 +1399,7 @@ struct Attempt<'a> {
 }
 
 async fn settle(
-    conn: &mut Client,
+    conn: &impl tokio_postgres::GenericClient,
     path: &Path,
     alert_id: &str,
     route: &str,
@@ -1428,6 +1428,39 @@ async fn settle(
         });
     }
     Ok(())
+}
+
+pub(crate) async fn settle_all(
+    conn: &mut Client,
+    path: &Path,
+    route: &str,
+    alert_ids: &[String],
+    at: Timestamp,
+    settlement: &crate::Settlement,
+) -> Result<(), Error> {
+    let e = pg(path);
+    let tx = conn.transaction().await.map_err(&e)?;
+    for id in alert_ids {
+        let attempt = match settlement {
+            crate::Settlement::Delivered => Attempt {
+                status: DeliveryStatus::Delivered,
+                at,
+                error: None,
+                next: None,
+            },
+            crate::Settlement::Failed {
+                error,
+                next_attempt_at,
+            } => Attempt {
+                status: DeliveryStatus::Failed,
+                at,
+                error: Some(error),
+                next: *next_attempt_at,
+            },
+        };
+        settle(&tx, path, id, route, attempt).await?;
+    }
+    tx.commit().await.map_err(&e)
 }
 
 pub(crate) async fn mark_delivered(

@@ -826,7 +826,7 @@ struct Attempt<'a> {
 }
 
 fn settle(
-    conn: &mut Connection,
+    conn: &Connection,
     path: &Path,
     alert_id: &str,
     route: &str,
@@ -854,6 +854,38 @@ fn settle(
         });
     }
     Ok(())
+}
+
+pub(crate) fn settle_all(
+    conn: &mut Connection,
+    path: &Path,
+    route: &str,
+    alert_ids: &[String],
+    at: Timestamp,
+    settlement: &crate::Settlement,
+) -> Result<(), Error> {
+    let tx = conn.transaction().map_err(db(path))?;
+    for id in alert_ids {
+        let attempt = match settlement {
+            crate::Settlement::Delivered => Attempt {
+                status: DeliveryStatus::Delivered,
+                at,
+                error: None,
+                next: None,
+            },
+            crate::Settlement::Failed {
+                error,
+                next_attempt_at,
+            } => Attempt {
+                status: DeliveryStatus::Failed,
+                at,
+                error: Some(error),
+                next: *next_attempt_at,
+            },
+        };
+        settle(&tx, path, id, route, attempt)?;
+    }
+    tx.commit().map_err(db(path))
 }
 
 pub(crate) fn mark_delivered(

@@ -143,6 +143,104 @@ fn slack_escape(text: &str) -> String {
         .replace('>', "&gt;")
 }
 
+/// Many alerts due on one route at once (an app secret reset kills a fleet in one round), sent as
+/// one: the JSON below, or one Slack message that counts them and names the first few.
+///
+/// ```json
+/// {
+///   "id": "9c1e…",          // 32 hex digits from the members' ids: the same group sent again keeps it
+///   "kind": "group",
+///   "count": 1200,
+///   "message": "1200 tokens changed state: 1200 dead",
+///   "time": "2026-11-29T10:00:00Z",
+///   "alerts": [{…one alert as above…}, …]   // every member, in the order they were raised
+/// }
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AlertGroup {
+    /// Stable: a hash of the members' ids.
+    pub id: String,
+    /// Always [`GROUP_KIND`].
+    pub kind: String,
+    /// How many alerts it holds.
+    pub count: usize,
+    /// One sentence: how many, in which states.
+    pub message: String,
+    /// When it was made.
+    pub time: Timestamp,
+    /// The alerts, each whole.
+    pub alerts: Vec<Alert>,
+}
+
+/// The `kind` of an [`AlertGroup`].
+pub const GROUP_KIND: &str = "group";
+/// How many members a Slack message of a group names before "and N more".
+const GROUP_NAMED: usize = 20;
+
+impl AlertGroup {
+    /// Groups `alerts` (at least one), made at `time`.
+    pub fn new(alerts: Vec<Alert>, time: Timestamp) -> Self {
+        let mut ids: Vec<&str> = alerts.iter().map(|a| a.id.as_str()).collect();
+        ids.sort_unstable();
+        let digest = ring::digest::digest(&ring::digest::SHA256, ids.join(",").as_bytes());
+        let id: String = digest.as_ref()[..16]
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        let mut by_state: Vec<(State, usize)> = Vec::new();
+        for a in &alerts {
+            match by_state.iter_mut().find(|(s, _)| *s == a.state) {
+                Some((_, n)) => *n += 1,
+                None => by_state.push((a.state, 1)),
+            }
+        }
+        let states: Vec<String> = by_state
+            .iter()
+            .map(|(state, n)| format!("{n} {}", words(*state)))
+            .collect();
+        Self {
+            id,
+            kind: GROUP_KIND.to_owned(),
+            count: alerts.len(),
+            message: format!(
+                "{} tokens changed state: {}",
+                alerts.len(),
+                states.join(", ")
+            ),
+            time,
+            alerts,
+        }
+    }
+
+    /// The webhook body.
+    pub fn to_json(&self) -> Vec<u8> {
+        serde_json::to_vec(self).expect("a group serialises")
+    }
+
+    /// The Slack body: the count, then the first few tokens with their states.
+    pub fn to_slack(&self) -> Vec<u8> {
+        let mut text = format!("🚨 *permatoken*: {}", slack_escape(&self.message));
+        for a in self.alerts.iter().take(GROUP_NAMED) {
+            text.push_str(&format!(
+                "\n• `{}` is {}",
+                slack_escape(&a.token),
+                words(a.state)
+            ));
+        }
+        if self.count > GROUP_NAMED {
+            text.push_str(&format!("\n… and {} more", self.count - GROUP_NAMED));
+        }
+        text.push_str(&format!("\n_{} · id {}_", self.time, self.id));
+        serde_json::to_vec(&serde_json::json!({ "text": text })).expect("a string serialises")
+    }
+}
+
+/// What one delivery carries: one alert or a group, as JSON and as Slack text.
+struct Bodies {
+    json: Vec<u8>,
+    slack: Vec<u8>,
+}
+
 /// An alert made for `watch --test-alert`, for the token name `permatoken-test`.
 pub fn test_alert_for(route: &str, now: Timestamp) -> Alert {
     Alert {
@@ -285,6 +383,31 @@ impl Sender {
 
     /// Sends `alert` along `route`, one attempt.
     pub async fn deliver(&self, route: &Route, alert: &Alert) -> Result<Delivered, DeliveryError> {
+        let bodies = Bodies {
+            json: alert.to_json(),
+            slack: alert.to_slack(),
+        };
+        self.deliver_bodies(route, &bodies).await
+    }
+
+    /// Sends a group of alerts along `route` as one ([`AlertGroup`]).
+    pub async fn deliver_group(
+        &self,
+        route: &Route,
+        group: &AlertGroup,
+    ) -> Result<Delivered, DeliveryError> {
+        let bodies = Bodies {
+            json: group.to_json(),
+            slack: group.to_slack(),
+        };
+        self.deliver_bodies(route, &bodies).await
+    }
+
+    async fn deliver_bodies(
+        &self,
+        route: &Route,
+        alert: &Bodies,
+    ) -> Result<Delivered, DeliveryError> {
         match &route.target {
             Target::Command(command) => deliver_command(route, command, alert).await,
             Target::Url(url) => self.deliver_http(route, url, alert).await,
@@ -321,7 +444,7 @@ impl Sender {
         &self,
         route: &Route,
         url: &SecretUrl,
-        alert: &Alert,
+        alert: &Bodies,
     ) -> Result<Delivered, DeliveryError> {
         let host = url.host();
         let secret = route
@@ -360,8 +483,8 @@ impl Sender {
         };
         let client = client.map_err(|e| fail(None, false, e))?;
         let body = match route.kind {
-            RouteKind::Slack => alert.to_slack(),
-            _ => alert.to_json(),
+            RouteKind::Slack => alert.slack.clone(),
+            _ => alert.json.clone(),
         };
         let mut request = client
             .post(url.expose_secret().clone())
@@ -451,7 +574,7 @@ impl Sender {
 async fn deliver_command(
     route: &Route,
     command: &str,
-    alert: &Alert,
+    alert: &Bodies,
 ) -> Result<Delivered, DeliveryError> {
     let fail = |retryable: bool, reason: String| DeliveryError {
         route: route.name.clone(),
@@ -468,7 +591,7 @@ async fn deliver_command(
     let mut child = cmd
         .spawn()
         .map_err(|e| fail(false, format!("cannot run `sh -c`: {e}")))?;
-    let body = alert.to_json();
+    let body = alert.json.clone();
     let mut stdin = child.stdin.take().expect("stdin is piped");
     let mut stdout = child.stdout.take().expect("stdout is piped");
     let mut stderr = child.stderr.take().expect("stderr is piped");

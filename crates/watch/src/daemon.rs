@@ -31,8 +31,8 @@ use permatoken_secret::{AccessToken, AppSecret, AppToken};
 use permatoken_state as store;
 use permatoken_state::Store;
 
-use crate::alert::{Alert, AlertKind, Sender};
-use crate::config::{AppSource, Backups, Config, SecretFrom, TokenConfig, TokenSource};
+use crate::alert::{Alert, AlertGroup, AlertKind, Sender};
+use crate::config::{AppSource, Backups, Config, Route, SecretFrom, TokenConfig, TokenSource};
 use crate::metrics::Counters;
 use crate::snapshot::{self, HistoryPoint, Publisher, Role, Snapshot, TokenView};
 use crate::states::{self, Announced, Engine, Observation, Observed, State, Subject};
@@ -85,7 +85,10 @@ const HISTORY_POINTS: usize = 200;
 /// Events on the page.
 const RECENT_EVENTS: u32 = 50;
 /// Deliveries tried per step.
-const DELIVERIES_PER_STEP: u32 = 200;
+const DELIVERIES_PER_STEP: u32 = 20_000;
+/// From this many alerts due on one route at once, they go as one [`AlertGroup`]: when an app secret
+/// reset kills a fleet, a person gets one message that counts them, not thousands.
+pub const GROUP_AT: usize = 10;
 
 /// What a daemon is built from.
 pub struct Options {
@@ -886,44 +889,109 @@ impl Daemon {
     pub async fn deliver_due(&mut self, now: Timestamp) -> Result<usize, Error> {
         let due = self.store.due_deliveries(now, DELIVERIES_PER_STEP).await?;
         let tried = due.len();
+        // By route, in the order they were raised: many at once on one route go as one group.
+        let mut by_route: Vec<(String, Vec<store::Delivery>)> = Vec::new();
         for delivery in due {
-            let Some(route) = self.config.route(&delivery.route).cloned() else {
+            match by_route.iter_mut().find(|(r, _)| *r == delivery.route) {
+                Some((_, list)) => list.push(delivery),
+                None => by_route.push((delivery.route.clone(), vec![delivery])),
+            }
+        }
+        for (route_name, deliveries) in by_route {
+            let Some(route) = self.config.route(&route_name).cloned() else {
+                let ids = deliveries.iter().map(|d| d.alert.id.clone()).collect();
                 self.store
-                    .mark_failed(
-                        &delivery.alert.id,
-                        &delivery.route,
+                    .settle_all(
+                        &route_name,
+                        ids,
                         now,
-                        "the route is no longer in the configuration",
-                        None,
+                        store::Settlement::Failed {
+                            error: "the route is no longer in the configuration".into(),
+                            next_attempt_at: None,
+                        },
                     )
                     .await?;
                 continue;
             };
-            let alert = alert_from_store(&delivery.alert);
-            match self.sender.deliver(&route, &alert).await {
-                Ok(done) => {
-                    tracing::info!(route = %route.name, alert = %alert.id, "alert delivered ({})", done.status.map_or_else(|| "ok".to_owned(), |s| format!("HTTP {s}")));
-                    self.counters.alert(&route.name, "delivered");
-                    self.store
-                        .mark_delivered(&alert.id, &route.name, now)
-                        .await?;
-                }
-                Err(e) => {
-                    let next = e.retryable.then(|| {
-                        now + SignedDuration::try_from(crate::alert::retry_delay(
-                            delivery.attempts + 1,
-                        ))
-                        .unwrap_or(SignedDuration::from_hours(1))
-                    });
-                    tracing::warn!(route = %route.name, alert = %alert.id, "alert delivery failed{}: {}", if next.is_some() { " (will retry)" } else { "" }, e.reason);
-                    self.counters.alert(&route.name, "failed");
-                    self.store
-                        .mark_failed(&alert.id, &route.name, now, &e.reason, next)
-                        .await?;
-                }
+            if deliveries.len() >= GROUP_AT {
+                self.deliver_group(&route, deliveries, now).await?;
+                continue;
+            }
+            for delivery in deliveries {
+                let alert = alert_from_store(&delivery.alert);
+                let result = self.sender.deliver(&route, &alert).await;
+                self.settle(&route, vec![delivery], &alert.id, result, now)
+                    .await?;
             }
         }
         Ok(tried)
+    }
+
+    /// Sends `deliveries` (all due on `route`) as one [`AlertGroup`] and settles each alike. The
+    /// group's id comes from its members', so a group sent again after a failure keeps it.
+    async fn deliver_group(
+        &mut self,
+        route: &Route,
+        deliveries: Vec<store::Delivery>,
+        now: Timestamp,
+    ) -> Result<(), Error> {
+        let group = AlertGroup::new(
+            deliveries
+                .iter()
+                .map(|d| alert_from_store(&d.alert))
+                .collect(),
+            now,
+        );
+        let result = self.sender.deliver_group(route, &group).await;
+        self.settle(route, deliveries, &group.id, result, now).await
+    }
+
+    /// Records how one attempt on `route` ended for each of `deliveries`: one transaction, one log
+    /// line, one count per alert.
+    async fn settle(
+        &mut self,
+        route: &Route,
+        deliveries: Vec<store::Delivery>,
+        id: &str,
+        result: Result<crate::alert::Delivered, crate::alert::DeliveryError>,
+        now: Timestamp,
+    ) -> Result<(), Error> {
+        let count = deliveries.len();
+        let what = if count == 1 {
+            String::new()
+        } else {
+            format!(" ({count} alerts in one)")
+        };
+        // The fewest attempts among them sets the retry delay: the group waits for its newest member.
+        let attempts = deliveries.iter().map(|d| d.attempts).min().unwrap_or(0);
+        let ids: Vec<String> = deliveries.into_iter().map(|d| d.alert.id).collect();
+        let settlement = match result {
+            Ok(done) => {
+                tracing::info!(route = %route.name, alert = %id, "alert delivered{what} ({})", done.status.map_or_else(|| "ok".to_owned(), |s| format!("HTTP {s}")));
+                for _ in 0..count {
+                    self.counters.alert(&route.name, "delivered");
+                }
+                store::Settlement::Delivered
+            }
+            Err(e) => {
+                let next = e.retryable.then(|| {
+                    now + SignedDuration::try_from(crate::alert::retry_delay(attempts + 1))
+                        .unwrap_or(SignedDuration::from_hours(1))
+                });
+                tracing::warn!(route = %route.name, alert = %id, "alert delivery failed{what}{}: {}", if next.is_some() { " (will retry)" } else { "" }, e.reason);
+                for _ in 0..count {
+                    self.counters.alert(&route.name, "failed");
+                }
+                store::Settlement::Failed {
+                    error: e.reason,
+                    next_attempt_at: next,
+                }
+            }
+        };
+        self.store
+            .settle_all(&route.name, ids, now, settlement)
+            .await?;
+        Ok(())
     }
 
     /// Builds a snapshot from the store and publishes it.

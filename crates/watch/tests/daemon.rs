@@ -700,3 +700,92 @@ async fn one_spare_token_in_two_env_files_shows_its_check_under_both_names() {
         assert!(!view.fingerprint.is_empty(), "{view:?}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fleet_dying_in_one_round_makes_one_grouped_alert_sent_at_least_once() {
+    let sandbox = Sandbox::start_background(&SandboxOptions::default()).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (hook, received) = receiver().await;
+    let app = format!(
+        "FACEBOOK_APP_ID={}\nFACEBOOK_APP_SECRET={}\n",
+        sandbox.app().id,
+        sandbox.app_secret().expose_secret()
+    );
+    // Twelve services whose tokens are dead at once, as after an app secret reset.
+    let mut text = String::from("[defaults]\nremind_every = \"0s\"\n");
+    for i in 0..12 {
+        let scenario = if i % 2 == 0 {
+            "expired"
+        } else {
+            "password-changed"
+        };
+        write(
+            &dir.path().join(format!("svc{i}.env")),
+            &format!("{app}WHATSAPP_ACCESS_TOKEN={}\n", token(&sandbox, scenario)),
+        );
+        text.push_str(&format!(
+            "\n[[token]]\nname = \"svc{i}\"\nenv_file = \"svc{i}.env\"\nalerts = [\"ops\"]\n"
+        ));
+    }
+    text.push_str(&format!(
+        "\n[[alert]]\nname = \"ops\"\nkind = \"webhook\"\nurl = \"{hook}\"\n"
+    ));
+    let config = config::parse(&text, &dir.path().join("permatoken.toml"))
+        .unwrap()
+        .config;
+    let world = World {
+        sandbox,
+        clock: TestClock::default(),
+        state: dir.path().join("state.db"),
+        dir,
+        config,
+    };
+    let (mut daemon, _subscriber, counters) = world.daemon().await;
+    // The receiver refuses the first attempt: the group is retried, whole, with the same id.
+    received.refuse.store(1, Ordering::SeqCst);
+    daemon.run_due(world.clock.now()).await.unwrap();
+    for _ in 0..3 {
+        world.advance(Duration::from_secs(3600));
+        daemon.run_due(world.clock.now()).await.unwrap();
+    }
+    let bodies = received.bodies.lock().unwrap().clone();
+    assert_eq!(bodies.len(), 2, "one refused, one taken: {bodies:?}");
+    let (first, group) = (&bodies[0].1, &bodies[1].1);
+    assert_eq!((bodies[0].0, bodies[1].0), (503, 200));
+    assert_eq!(first["id"], group["id"], "a group sent again keeps its id");
+    assert_eq!(group["kind"], "group");
+    assert_eq!(group["count"], 12);
+    assert!(
+        group["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("12 tokens changed state: 12 dead"),
+        "{group}"
+    );
+    let mut names: Vec<&str> = group["alerts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| {
+            assert_eq!(a["state"], "dead", "{a}");
+            a["token"].as_str().unwrap()
+        })
+        .collect();
+    names.sort_unstable();
+    let mut want: Vec<String> = (0..12).map(|i| format!("svc{i}")).collect();
+    want.sort_unstable();
+    assert_eq!(names, want);
+    // Each member counts as delivered, and nothing is sent again after a restart.
+    assert_eq!(
+        counters
+            .totals()
+            .alerts
+            .get(&("ops".to_owned(), "delivered".to_owned())),
+        Some(&12)
+    );
+    drop(daemon);
+    let (mut daemon, _subscriber, _) = world.daemon().await;
+    world.advance(Duration::from_secs(3600));
+    daemon.run_due(world.clock.now()).await.unwrap();
+    assert_eq!(received.bodies.lock().unwrap().len(), 2);
+}

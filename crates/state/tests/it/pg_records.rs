@@ -413,7 +413,10 @@ async fn retention_keeps_each_tokens_latest_check() {
     // Each alert is listed among the events too: both of them (at 10 and 15) are old.
     let listed = store.recent_events(10).await.unwrap();
     assert_eq!(listed[1].kind, EventKind::Alert, "{listed:?}");
-    assert!(listed[1].detail.starts_with("expiring → ok: "), "{listed:?}");
+    assert!(
+        listed[1].detail.starts_with("expiring → ok: "),
+        "{listed:?}"
+    );
     let pruned = store.prune(at(1_000)).await.unwrap();
     assert_eq!((pruned.checks, pruned.events, pruned.alerts), (3, 3, 1));
     assert_eq!(
