@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 
 use axum::body::{Body, to_bytes};
 use axum::http::{Request, StatusCode, header};
-use http_support::{DAY, HOSTILE, now, snapshot, token};
+use http_support::{DAY, HOSTILE, fleet, now, snapshot, token};
 use permatoken_watch::http::{self, AppState, BearerToken, HttpError};
 use permatoken_watch::metrics::Counters;
 use permatoken_watch::snapshot::{self, Snapshot, Status, TokenState};
@@ -357,24 +357,6 @@ fn names_and_states(json: &serde_json::Value) -> Vec<(String, String)> {
             )
         })
         .collect()
-}
-
-/// `n` tokens named `shop-00000`…, their state by `i % 6` (ok, expiring, critical, dead,
-/// failed_over, cannot_be_checked), in the configuration's order.
-fn fleet(n: usize, now: i64) -> Snapshot {
-    let states = [
-        TokenState::Ok,
-        TokenState::Expiring,
-        TokenState::Critical,
-        TokenState::Dead,
-        TokenState::FailedOver,
-        TokenState::CannotBeChecked,
-    ];
-    let mut s = snapshot(now);
-    s.tokens = (0..n)
-        .map(|i| token(&format!("shop-{i:05}"), states[i % 6], Status::Ok, now))
-        .collect();
-    s
 }
 
 async fn api(state: &AppState, query: &str) -> serde_json::Value {
