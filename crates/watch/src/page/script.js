@@ -242,7 +242,9 @@
       view.q = first.q || '';
       view.states = (first.states || []).filter(function (k) { return ORDER.indexOf(k) >= 0; });
       view.page = first.page || 1;
-      view.per_page = first.per_page && first.per_page !== 50 ? first.per_page : 0;
+      // Sent back only when the link chose it: the server's default stays the server's.
+      var chosen = /(^|[?&])per_page=/.test(location.search);
+      view.per_page = chosen && first.per_page ? first.per_page : 0;
       $('search').value = view.q;
       remember();
       take(first);

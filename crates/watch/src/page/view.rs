@@ -7,8 +7,6 @@
 //! query string or `q` uncapped (both are bounded before any work), or echo a byte of the query that
 //! was not valid (errors name the parameter, and quote at most a short, sanitised piece of the value).
 
-use std::cmp::Ordering;
-
 use serde::Serialize;
 
 use crate::snapshot::{Event, RouteHealth, Snapshot, TokenState, TokenView, UnixSeconds};
@@ -262,19 +260,6 @@ pub struct TokenPage<'a> {
     pub routes: &'a [RouteHealth],
 }
 
-/// Worst state first, then by name without regard to case, then byte by byte so the order is total.
-fn order(a: &TokenView, b: &TokenView) -> Ordering {
-    rank(a.state)
-        .cmp(&rank(b.state))
-        .then_with(|| {
-            a.name
-                .chars()
-                .flat_map(char::to_lowercase)
-                .cmp(b.name.chars().flat_map(char::to_lowercase))
-        })
-        .then_with(|| a.name.cmp(&b.name))
-}
-
 impl<'a> TokenPage<'a> {
     /// The page of `snapshot` that `query` asks for.
     pub fn select(snapshot: &'a Snapshot, query: &'a TokenQuery) -> Self {
@@ -289,7 +274,9 @@ impl<'a> TokenPage<'a> {
                 matching.push(token);
             }
         }
-        matching.sort_by(|a, b| order(a, b));
+        // Worst state first, then by name without regard to case, then byte by byte so the order
+        // is total; each name is lowercased once, not at every comparison.
+        matching.sort_by_cached_key(|t| (rank(t.state), t.name.to_lowercase(), t.name.as_str()));
         let total = matching.len();
         let start = (query.page - 1).saturating_mul(query.per_page).min(total);
         let end = start.saturating_add(query.per_page).min(total);
