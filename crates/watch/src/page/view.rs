@@ -261,8 +261,11 @@ pub struct TokenPage<'a> {
 }
 
 impl<'a> TokenPage<'a> {
-    /// The page of `snapshot` that `query` asks for.
+    /// The page of `snapshot` that `query` asks for. A `page` or `per_page` out of range (as only a
+    /// query built by hand can hold) is brought back into it.
     pub fn select(snapshot: &'a Snapshot, query: &'a TokenQuery) -> Self {
+        let page = query.page.clamp(1, MAX_PAGE);
+        let per_page = query.per_page.clamp(1, MAX_PER_PAGE);
         let mut counts = [0usize; 6];
         let needle = query.q.to_lowercase();
         let mut matching = Vec::new();
@@ -278,14 +281,14 @@ impl<'a> TokenPage<'a> {
         // is total; each name is lowercased once, not at every comparison.
         matching.sort_by_cached_key(|t| (rank(t.state), t.name.to_lowercase(), t.name.as_str()));
         let total = matching.len();
-        let start = (query.page - 1).saturating_mul(query.per_page).min(total);
-        let end = start.saturating_add(query.per_page).min(total);
+        let start = (page - 1).saturating_mul(per_page).min(total);
+        let end = start.saturating_add(per_page).min(total);
         let tokens = matching.drain(start..end).collect();
         Self {
             total,
-            page: query.page,
-            per_page: query.per_page,
-            pages: total.div_ceil(query.per_page).max(1),
+            page,
+            per_page,
+            pages: total.div_ceil(per_page).max(1),
             q: &query.q,
             states: query.states.iter().map(|s| s.as_str()).collect(),
             counts: Counts(counts),
@@ -302,7 +305,11 @@ impl<'a> TokenPage<'a> {
 
     /// The first and last positions shown, from 1 (`None` when the page is empty).
     pub fn range(&self) -> Option<(usize, usize)> {
-        let first = (self.page - 1).saturating_mul(self.per_page) + 1;
+        let first = self
+            .page
+            .saturating_sub(1)
+            .saturating_mul(self.per_page)
+            .saturating_add(1);
         (!self.tokens.is_empty()).then(|| (first, first + self.tokens.len() - 1))
     }
 
@@ -355,6 +362,19 @@ mod tests {
         assert_eq!(TokenQuery::parse(Some(&long)), Err(QueryError::QTooLong));
         let huge = "q=a&".repeat(MAX_QUERY_BYTES);
         assert_eq!(TokenQuery::parse(Some(&huge)), Err(QueryError::TooLong));
+    }
+
+    #[test]
+    fn a_query_built_by_hand_out_of_range_is_brought_back_into_it() {
+        let snapshot = Snapshot::default();
+        let query = TokenQuery {
+            page: 0,
+            per_page: 0,
+            ..TokenQuery::default()
+        };
+        let page = TokenPage::select(&snapshot, &query);
+        assert_eq!((page.page, page.per_page, page.pages), (1, 1, 1));
+        assert_eq!(page.range(), None);
     }
 
     #[test]
