@@ -2,7 +2,8 @@
 //! the page's own Content-Security-Policy, fetches `api/tokens`, and shows each token's name and
 //! state; with 10,000 tokens it shows one page of 50 and where it stands ("1–50 of 10,000"), and a
 //! link with `?state=&q=` shows only the matching tokens. A phone-sized screenshot is saved for a
-//! person to look at.
+//! person to look at. A page of the test's own opens the status page in a window and clicks its
+//! pager and chips and types in its search box, as a person would.
 //!
 //! Under `CI=true` a missing chromium fails the test; elsewhere it is skipped with a loud message.
 
@@ -85,6 +86,14 @@ fn run_chromium(browser: &Path, profile: &Path, args: &[String]) -> String {
 fn serve(
     snapshot: snapshot::Snapshot,
 ) -> (tokio::runtime::Runtime, SocketAddr, Arc<Mutex<Vec<String>>>) {
+    serve_with(snapshot, axum::Router::new())
+}
+
+/// [`serve`], with `extra` routes beside the endpoint's own.
+fn serve_with(
+    snapshot: snapshot::Snapshot,
+    extra: axum::Router,
+) -> (tokio::runtime::Runtime, SocketAddr, Arc<Mutex<Vec<String>>>) {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .enable_all()
@@ -97,14 +106,16 @@ fn serve(
         let addr = listener.local_addr().unwrap();
         let state = AppState::new(addr, None, subscriber, Counters::default()).unwrap();
         let calls = api_calls.clone();
-        let app = http::app(state).layer(axum::middleware::from_fn(
-            move |request: axum::extract::Request, next: axum::middleware::Next| {
-                if request.uri().path() == "/api/tokens" {
-                    calls.lock().unwrap().push(request.uri().to_string());
-                }
-                next.run(request)
-            },
-        ));
+        let app = http::app(state)
+            .merge(extra)
+            .layer(axum::middleware::from_fn(
+                move |request: axum::extract::Request, next: axum::middleware::Next| {
+                    if request.uri().path() == "/api/tokens" {
+                        calls.lock().unwrap().push(request.uri().to_string());
+                    }
+                    next.run(request)
+                },
+            ));
         tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;
         });
@@ -287,6 +298,87 @@ fn the_status_page_pages_through_ten_thousand_tokens_in_a_real_browser() {
     eprintln!(
         "screenshot of the status page on a phone: {}",
         shot.display()
+    );
+    runtime.shutdown_background();
+}
+
+/// A page of the test's own (same origin, no CSP) that opens the status page in a window of its
+/// own, clicks and types in it as a person would, and writes what the status page then shows
+/// (range, address bar, cards) into its own DOM, for `--dump-dom`.
+const HARNESS: &str = r#"<!doctype html><html><body><div id="out"></div><script>
+var w = window.open('/');
+var out = document.getElementById('out');
+function seen(step) {
+  var d = w.document;
+  var cards = Array.prototype.map.call(d.querySelectorAll('#tokens article'), function (a) {
+    return a.className.replace('token st-', '') + ':' + a.querySelector('.name').textContent;
+  });
+  var p = document.createElement('p');
+  p.textContent = 'STEP ' + step + ' | ' + d.getElementById('range').textContent + ' | ' +
+    w.location.search + ' | ' + cards.length + ' | ' + cards.slice(0, 3).join(',');
+  out.appendChild(p);
+}
+var steps = [
+  function () { seen('open'); w.document.getElementById('next').click(); },
+  function () { seen('next'); w.document.querySelector('#chips [data-state="ok"]').click(); },
+  function () {
+    seen('ok');
+    var s = w.document.getElementById('search');
+    s.value = 'SHOP-0000';
+    s.dispatchEvent(new Event('input'));
+  },
+  function () { seen('search'); w.document.querySelector('#chips [data-state=""]').click(); },
+  function () { seen('all'); }
+];
+var i = 0;
+function next() { if (i < steps.length) { steps[i++](); setTimeout(next, 1500); } }
+setTimeout(next, 1500);
+</script></body></html>"#;
+
+#[test]
+fn the_status_page_answers_clicks_and_typing_in_a_real_browser() {
+    let Some(browser) =
+        browser_or_skip("the_status_page_answers_clicks_and_typing_in_a_real_browser")
+    else {
+        return;
+    };
+    let extra = axum::Router::new().route(
+        "/harness",
+        axum::routing::get(|| async { axum::response::Html(HARNESS) }),
+    );
+    let (runtime, addr, _) = serve_with(fleet(10_000, now()), extra);
+    let dir = tempfile::tempdir().unwrap();
+    let dom = run_chromium(
+        &browser,
+        &dir.path().join("profile"),
+        &[
+            "--disable-popup-blocking".to_owned(),
+            "--virtual-time-budget=15000".to_owned(),
+            "--dump-dom".to_owned(),
+            format!("http://{addr}/harness"),
+        ],
+    );
+    let steps: Vec<String> = dom
+        .split("<p>STEP ")
+        .skip(1)
+        .filter_map(|p| p.split("</p>").next())
+        .map(|p| p.replace("&amp;", "&"))
+        .collect();
+    assert_eq!(
+        steps,
+        [
+            // Opened: the first 50 of 10,000, dead first.
+            "open | 1–50 of 10,000 |  | 50 | dead:shop-00003,dead:shop-00009,dead:shop-00015",
+            // Next: the second page, and the address bar says so.
+            "next | 51–100 of 10,000 | ?page=2 | 50 | dead:shop-00303,dead:shop-00309,dead:shop-00315",
+            // The `ok` chip: back to page 1, only ok tokens.
+            "ok | 1–50 of 1,667 | ?state=ok | 50 | ok:shop-00000,ok:shop-00006,ok:shop-00012",
+            // Typing, in any case: the search joins the filter.
+            "search | 1–2 of 2 | ?q=SHOP-0000&state=ok | 2 | ok:shop-00000,ok:shop-00006",
+            // The `all` chip: every state again, the search kept.
+            "all | 1–10 of 10 | ?q=SHOP-0000 | 10 | dead:shop-00003,dead:shop-00009,failed_over:shop-00004",
+        ],
+        "{dom}"
     );
     runtime.shutdown_background();
 }
