@@ -15,7 +15,7 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 
 use axum::Router;
-use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::extract::{DefaultBodyLimit, RawQuery, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -23,6 +23,7 @@ use axum::routing::get;
 
 use crate::metrics::{self, CounterTotals, Counters};
 use crate::page;
+use crate::page::view::{TokenPage, TokenQuery};
 use crate::snapshot::{Snapshot, Subscriber};
 
 /// Where `watch` listens unless told otherwise: loopback, on the port cert-manager-style exporters
@@ -221,18 +222,30 @@ async fn healthz(State(state): State<AppState>) -> Response {
         .into_response()
 }
 
-/// `/api/tokens`: the snapshot, with the counters' values now.
+/// `/api/tokens`: one page of tokens ([`TokenPage`]: `total`, `page`, `per_page`, `pages`, `q`,
+/// `states`, `counts`, `tokens` and the snapshot's other fields), with the counters' values now.
 #[derive(serde::Serialize)]
 struct Api<'a> {
     #[serde(flatten)]
-    snapshot: &'a Snapshot,
+    page: TokenPage<'a>,
     counters: CounterTotals,
 }
 
-async fn api_tokens(State(state): State<AppState>) -> Response {
+async fn api_tokens(State(state): State<AppState>, RawQuery(raw): RawQuery) -> Response {
+    let query = match TokenQuery::parse(raw.as_deref()) {
+        Ok(query) => query,
+        Err(e) => {
+            return (
+                StatusCode::BAD_REQUEST,
+                [(header::CACHE_CONTROL, "no-store")],
+                format!("{e}\n"),
+            )
+                .into_response();
+        }
+    };
     let snapshot = state.snapshot();
     let body = serde_json::to_vec(&Api {
-        snapshot: &snapshot,
+        page: TokenPage::select(&snapshot, &query),
         counters: state.0.counters.totals(),
     });
     match body {
@@ -251,8 +264,12 @@ async fn api_tokens(State(state): State<AppState>) -> Response {
     }
 }
 
-async fn page_handler(State(state): State<AppState>) -> Response {
-    let html = page::render(&state.snapshot());
+async fn page_handler(State(state): State<AppState>, RawQuery(raw): RawQuery) -> Response {
+    // A link with a bad query still opens the page, on the default view; the script then writes the
+    // view it shows back into the address bar.
+    let query = TokenQuery::parse(raw.as_deref()).unwrap_or_default();
+    let snapshot = state.snapshot();
+    let html = page::render(&TokenPage::select(&snapshot, &query));
     let mut headers = HeaderMap::new();
     headers.insert(
         header::CONTENT_TYPE,

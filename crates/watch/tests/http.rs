@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 
 use axum::body::{Body, to_bytes};
 use axum::http::{Request, StatusCode, header};
-use http_support::{HOSTILE, now, snapshot, token};
+use http_support::{DAY, HOSTILE, fleet, now, snapshot, token};
 use permatoken_watch::http::{self, AppState, BearerToken, HttpError};
 use permatoken_watch::metrics::Counters;
 use permatoken_watch::snapshot::{self, Snapshot, Status, TokenState};
@@ -273,7 +273,7 @@ fn state_with(snapshot: Snapshot) -> (AppState, Counters) {
 }
 
 #[tokio::test]
-async fn api_tokens_is_the_snapshot_as_json_with_counters() {
+async fn api_tokens_without_parameters_is_the_first_page_worst_first_with_counters() {
     let now = now();
     let (state, counters) = state_with(snapshot(now));
     counters.alert("ops", "delivered");
@@ -282,37 +282,252 @@ async fn api_tokens_is_the_snapshot_as_json_with_counters() {
     assert_eq!(headers[header::CONTENT_TYPE], "application/json");
     let json: serde_json::Value = serde_json::from_str(&body).unwrap();
     let tokens = json["tokens"].as_array().unwrap();
-    let states: Vec<_> = tokens
-        .iter()
-        .map(|t| t["state"].as_str().unwrap())
-        .collect();
     assert_eq!(
-        states,
+        names_and_states(&json),
         [
-            "ok",
-            "expiring",
-            "critical",
-            "dead",
-            "failed_over",
-            "cannot_be_checked"
+            ("legacy".to_owned(), "dead".to_owned()),
+            ("support".to_owned(), "failed_over".to_owned()),
+            ("billing".to_owned(), "critical".to_owned()),
+            (HOSTILE.to_owned(), "cannot_be_checked".to_owned()),
+            ("orders-backup".to_owned(), "expiring".to_owned()),
+            ("orders".to_owned(), "ok".to_owned()),
         ]
     );
-    assert_eq!(tokens[0]["never_expires"], true);
-    assert_eq!(tokens[0]["expires_at"], serde_json::Value::Null);
+    assert_eq!(tokens[5]["never_expires"], true);
+    assert_eq!(tokens[5]["expires_at"], serde_json::Value::Null);
     assert_eq!(
-        tokens[1]["role"],
+        tokens[4]["role"],
         serde_json::json!({"kind": "backup", "of": "orders"})
     );
-    assert_eq!(tokens[5]["name"], HOSTILE);
+    assert_eq!(tokens[0]["history"].as_array().unwrap().len(), 24);
+    assert_eq!(
+        (
+            &json["total"],
+            &json["page"],
+            &json["per_page"],
+            &json["pages"]
+        ),
+        (
+            &serde_json::json!(6),
+            &serde_json::json!(1),
+            &serde_json::json!(50),
+            &serde_json::json!(1)
+        )
+    );
+    assert_eq!(json["q"], "");
+    assert_eq!(json["states"], serde_json::json!([]));
+    assert_eq!(
+        json["counts"],
+        serde_json::json!({"dead": 1, "failed_over": 1, "critical": 1, "cannot_be_checked": 1, "expiring": 1, "ok": 1})
+    );
     assert_eq!(json["routes"][1]["failing_since"], now - 7200);
+    assert_eq!(json["events"].as_array().unwrap().len(), 2);
     assert_eq!(
         json["counters"]["alerts"],
         serde_json::json!([["ops", "delivered", 1]])
     );
     assert_eq!(json["leader"], true);
-    // The JSON reads back into the same snapshot (the page and other tools rely on the shape).
+    assert_eq!(json["started_at"], now - 7 * DAY);
+    // The JSON still reads back into a snapshot: the same one, its tokens worst first.
     let back: Snapshot = serde_json::from_str(&body).unwrap();
-    assert_eq!(back, snapshot(now));
+    let mut expected = snapshot(now);
+    let order = [
+        "legacy",
+        "support",
+        "billing",
+        HOSTILE,
+        "orders-backup",
+        "orders",
+    ];
+    expected
+        .tokens
+        .sort_by_key(|t| order.iter().position(|n| *n == t.name));
+    assert_eq!(back, expected);
+}
+
+fn names_and_states(json: &serde_json::Value) -> Vec<(String, String)> {
+    json["tokens"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| {
+            (
+                t["name"].as_str().unwrap().to_owned(),
+                t["state"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect()
+}
+
+async fn api(state: &AppState, query: &str) -> serde_json::Value {
+    let (status, headers, body) = get(state, &format!("/api/tokens?{query}"), None).await;
+    assert_eq!(status, StatusCode::OK, "{query}: {body}");
+    assert_eq!(headers[header::CACHE_CONTROL], "no-store");
+    serde_json::from_str(&body).unwrap()
+}
+
+#[tokio::test]
+async fn api_tokens_searches_filters_and_pages_ten_thousand_tokens() {
+    let now = now();
+    let (state, _) = state_with(fleet(10_000, now));
+
+    // The default page: 50 of 10,000, all dead (worst first), by name; a small fraction of the
+    // whole snapshot.
+    let (_, _, body) = get(&state, "/api/tokens", None).await;
+    let whole = serde_json::to_vec(&fleet(10_000, now)).unwrap().len();
+    assert!(body.len() * 100 < whole, "{} of {whole} bytes", body.len());
+    eprintln!(
+        "/api/tokens at 10,000 tokens: {} bytes (the whole snapshot: {whole})",
+        body.len()
+    );
+    let json: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(json["total"], 10_000);
+    assert_eq!(json["pages"], 200);
+    let first = names_and_states(&json);
+    assert_eq!(first.len(), 50);
+    assert!(first.iter().all(|(_, s)| s == "dead"));
+    assert_eq!(first[0].0, "shop-00003");
+    assert_eq!(first[1].0, "shop-00009");
+    assert_eq!(
+        json["counts"],
+        serde_json::json!({"dead": 1667, "failed_over": 1666, "critical": 1667, "cannot_be_checked": 1666, "expiring": 1667, "ok": 1667})
+    );
+    // Every page, in order, walks every token once: worst state first, then by name.
+    let mut seen = Vec::new();
+    for page in 1..=20 {
+        let json = api(&state, &format!("per_page=500&page={page}")).await;
+        assert_eq!(json["page"], page);
+        seen.extend(names_and_states(&json));
+    }
+    assert_eq!(seen.len(), 10_000);
+    let rank = |s: &str| {
+        [
+            "dead",
+            "failed_over",
+            "critical",
+            "cannot_be_checked",
+            "expiring",
+            "ok",
+        ]
+        .iter()
+        .position(|x| *x == s)
+        .unwrap()
+    };
+    assert!(
+        seen.windows(2)
+            .all(|w| (rank(&w[0].1), &w[0].0) < (rank(&w[1].1), &w[1].0)),
+        "not sorted worst first, then by name"
+    );
+    // Past the last page: no token, the total still said.
+    let json = api(&state, "per_page=500&page=21").await;
+    assert_eq!(json["tokens"], serde_json::json!([]));
+    assert_eq!(
+        (json["total"].as_u64(), json["pages"].as_u64()),
+        (Some(10_000), Some(20))
+    );
+    // The last, partial page.
+    let json = api(&state, "per_page=300&page=34").await;
+    assert_eq!(json["tokens"].as_array().unwrap().len(), 10_000 - 33 * 300);
+
+    // A search, any case, with a state filter given both ways.
+    let json = api(&state, "q=SHOP-012&state=dead&state=ok").await;
+    let expected: Vec<(String, String)> = {
+        let mut v: Vec<_> = (1200..1300)
+            .filter(|i| i % 6 == 3)
+            .map(|i| (format!("shop-{i:05}"), "dead".to_owned()))
+            .collect();
+        v.extend(
+            (1200..1300)
+                .filter(|i| i % 6 == 0)
+                .map(|i| (format!("shop-{i:05}"), "ok".to_owned())),
+        );
+        v
+    };
+    assert_eq!(names_and_states(&json), expected);
+    assert_eq!(json["total"], expected.len());
+    assert_eq!(json["q"], "SHOP-012");
+    assert_eq!(json["states"], serde_json::json!(["dead", "ok"]));
+    // The counts stay over every token, for the chips.
+    assert_eq!(json["counts"]["dead"], 1667);
+    let same = api(&state, "q=shop-012&state=ok,dead").await;
+    assert_eq!(names_and_states(&same), expected);
+
+    // Nothing matches.
+    let json = api(&state, "q=orders").await;
+    assert_eq!(
+        (json["total"].as_u64(), json["pages"].as_u64()),
+        (Some(0), Some(1))
+    );
+    assert_eq!(json["tokens"], serde_json::json!([]));
+}
+
+#[tokio::test]
+async fn api_tokens_refuses_bad_parameters_with_a_clear_400() {
+    let (state, _) = state_with(snapshot(now()));
+    let long_q = format!("q={}", "x".repeat(101));
+    let long_query = format!("q=a&{}", "state=ok&".repeat(400));
+    for (query, says) in [
+        ("page=0", "`page` must be a whole number from 1"),
+        ("page=-1", "`page` must be a whole number from 1"),
+        ("page=abc", "`page` must be a whole number from 1"),
+        (
+            "per_page=0",
+            "`per_page` must be a whole number from 1 to 500",
+        ),
+        (
+            "per_page=501",
+            "`per_page` must be a whole number from 1 to 500",
+        ),
+        (
+            "state=zombie",
+            "unknown state `zombie`: use dead, failed_over",
+        ),
+        ("state=recovered", "unknown state `recovered`"),
+        ("q=a&q=b", "`q` is given more than once"),
+        ("sort=name", "unknown parameter `sort`"),
+        ("q=%E0%A4", "not valid percent-encoded UTF-8"),
+        (long_q.as_str(), "`q` is longer than 100 characters"),
+        (long_query.as_str(), "longer than 2048 bytes"),
+    ] {
+        let (status, _, body) = get(&state, &format!("/api/tokens?{query}"), None).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{query}");
+        assert!(body.contains(says), "{query}: {body}");
+    }
+    // The page itself opens on a bad link, on the default view.
+    let (status, _, body) = get(&state, "/?page=0&state=zombie", None).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(body.contains("1–6 of 6"), "{body}");
+}
+
+#[tokio::test]
+async fn the_page_renders_the_page_its_url_asks_for() {
+    let now = now();
+    let (state, _) = state_with(fleet(10_000, now));
+    let (status, _, body) = get(&state, "/", None).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body.matches("<article class=\"token").count(), 50);
+    assert!(body.contains("1–50 of 10,000"), "range");
+    assert!(body.contains(
+        "data-state=\"dead\" aria-pressed=\"false\">dead <span class=\"n\">1,667</span>"
+    ));
+    // The whole snapshot is not embedded: only this page.
+    assert!(body.len() < 200_000, "{} bytes", body.len());
+
+    let (_, _, body) = get(&state, "/?state=dead&q=shop-012&page=1", None).await;
+    let cards = body.matches("<article class=\"token st-dead\">").count();
+    assert_eq!(cards, (1200..1300).filter(|i| i % 6 == 3).count());
+    assert_eq!(body.matches("<article class=\"token").count(), cards);
+    assert!(body.contains("value=\"shop-012\""));
+    assert!(body.contains("data-state=\"dead\" aria-pressed=\"true\""));
+
+    // `q` is escaped where the page shows it.
+    let (_, _, body) = get(&state, "/?q=%22%3E%3Cscript%3E", None).await;
+    assert!(
+        body.contains("value=\"&quot;&gt;&lt;script&gt;\""),
+        "{body}"
+    );
+    assert!(!body.contains("\"><script>"));
+    assert!(body.contains("No token matches."));
 }
 
 #[tokio::test]

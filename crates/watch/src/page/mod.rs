@@ -1,6 +1,9 @@
 //! The status page: one self-contained HTML document (inline CSS and JavaScript, no font, script or
-//! image from anywhere), rendered on the server from the first snapshot so that it reads before any
-//! script runs, then kept fresh by its script, which fetches `api/tokens` every few seconds.
+//! image from anywhere), rendered on the server so that it reads before any script runs, then kept
+//! fresh by its script, which fetches `api/tokens` every few seconds. At 10,000 tokens it shows one
+//! page of them at a time: the search, the state filter and the page number live in the page's URL
+//! (`?q=&state=&page=`, read by [`view::TokenQuery::parse`]), the server renders that page first, and
+//! the script fetches only that page.
 //!
 //! Must never: insert untrusted text unescaped (token and route names come from a configuration file;
 //! the server escapes them here, the script uses `textContent` only), or load anything from another
@@ -10,7 +13,11 @@
 use std::fmt::Write as _;
 use std::sync::LazyLock;
 
-use crate::snapshot::{Role, Snapshot};
+use crate::snapshot::Role;
+
+pub mod view;
+
+use view::{SEVERITY, TokenPage};
 
 const TEMPLATE: &str = include_str!("index.html");
 const STYLE: &str = include_str!("style.css");
@@ -66,8 +73,8 @@ pub fn escape(text: &str) -> String {
 
 /// JSON made safe inside `<script type="application/json">`: no `<`, `>` or `&` can end the element
 /// or open a comment.
-fn embedded_json(snapshot: &Snapshot) -> String {
-    let json = serde_json::to_string(snapshot).unwrap_or_else(|_| "null".to_owned());
+fn embedded_json(page: &TokenPage<'_>) -> String {
+    let json = serde_json::to_string(page).unwrap_or_else(|_| "null".to_owned());
     json.replace('<', "\\u003c")
         .replace('>', "\\u003e")
         .replace('&', "\\u0026")
@@ -79,18 +86,29 @@ fn utc(at: i64) -> String {
         .unwrap_or_else(|_| "?".to_owned())
 }
 
-/// The server's rendering of the token cards: the same markup the script builds, without the live
-/// parts.
-fn cards(snapshot: &Snapshot) -> String {
-    let mut out = String::new();
-    if snapshot.tokens.is_empty() {
-        out.push_str("<p class=\"empty\">No token is watched yet.</p>");
+/// `10000` as `10,000`, as the script writes it too.
+pub fn thousands(n: usize) -> String {
+    let digits = n.to_string();
+    let mut out = String::with_capacity(digits.len() + digits.len() / 3);
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(c);
     }
-    for t in &snapshot.tokens {
-        let state = serde_json::to_value(t.state)
-            .ok()
-            .and_then(|v| v.as_str().map(str::to_owned))
-            .unwrap_or_default();
+    out
+}
+
+/// The server's rendering of this page's token cards: the same markup the script builds, without
+/// the live parts.
+fn cards(page: &TokenPage<'_>) -> String {
+    let mut out = String::new();
+    if page.all() == 0 {
+        out.push_str("<p class=\"empty\">No token is watched yet.</p>");
+    } else if page.tokens.is_empty() {
+        out.push_str("<p class=\"empty\">No token matches.</p>");
+    }
+    for t in &page.tokens {
         let role = match &t.role {
             Role::Primary => "primary".to_owned(),
             Role::Backup(of) => format!("backup of {}", escape(of)),
@@ -103,6 +121,7 @@ fn cards(snapshot: &Snapshot) -> String {
         let _ = write!(
             out,
             "<article class=\"token st-{state}\"><header><h2 class=\"name\">{name}</h2><span class=\"badge\">{label}</span></header><p class=\"meta\">{role} · {kind} · {fp}</p><p class=\"left\">{expiry}</p></article>",
+            state = t.state.as_str(),
             name = escape(&t.name),
             label = escape(t.state.label()),
             kind = escape(&t.kind),
@@ -112,10 +131,45 @@ fn cards(snapshot: &Snapshot) -> String {
     out
 }
 
-/// The whole page for `snapshot`.
-pub fn render(snapshot: &Snapshot) -> String {
+/// The filter chips: "all", then each state worst first, with how many tokens are in it.
+fn chips(page: &TokenPage<'_>) -> String {
+    let mut out = String::new();
+    let _ = write!(
+        out,
+        "<button type=\"button\" class=\"chip\" data-state=\"\" aria-pressed=\"{}\">all <span class=\"n\">{}</span></button>",
+        page.states.is_empty(),
+        thousands(page.all())
+    );
+    for state in SEVERITY {
+        let _ = write!(
+            out,
+            "<button type=\"button\" class=\"chip st-{name}\" data-state=\"{name}\" aria-pressed=\"{pressed}\">{label} <span class=\"n\">{n}</span></button>",
+            name = state.as_str(),
+            pressed = page.states.contains(&state.as_str()),
+            label = state.label(),
+            n = thousands(page.counts.get(state)),
+        );
+    }
+    out
+}
+
+/// "101–150 of 10,000", or "0 of N" for an empty page.
+pub fn range_text(page: &TokenPage<'_>) -> String {
+    match page.range() {
+        Some((first, last)) => format!(
+            "{}–{} of {}",
+            thousands(first),
+            thousands(last),
+            thousands(page.total)
+        ),
+        None => format!("0 of {}", thousands(page.total)),
+    }
+}
+
+/// The whole page, showing `page` (the first page of the query in the page's own URL).
+pub fn render(page: &TokenPage<'_>) -> String {
     // One pass over the template only: a token named `{{INITIAL}}` stays a name.
-    let mut out = String::with_capacity(TEMPLATE.len() + STYLE.len() + SCRIPT.len() + 4096);
+    let mut out = String::with_capacity(TEMPLATE.len() + STYLE.len() + SCRIPT.len() + 65536);
     let mut rest = TEMPLATE;
     while let Some(start) = rest.find("{{") {
         out.push_str(&rest[..start]);
@@ -127,8 +181,11 @@ pub fn render(snapshot: &Snapshot) -> String {
         match &after[..end] {
             "STYLE" => out.push_str(STYLE),
             "SCRIPT" => out.push_str(SCRIPT),
-            "CARDS" => out.push_str(&cards(snapshot)),
-            "INITIAL" => out.push_str(&embedded_json(snapshot)),
+            "CARDS" => out.push_str(&cards(page)),
+            "CHIPS" => out.push_str(&chips(page)),
+            "Q" => out.push_str(&escape(page.q)),
+            "RANGE" => out.push_str(&range_text(page)),
+            "INITIAL" => out.push_str(&embedded_json(page)),
             other => {
                 out.push_str("{{");
                 out.push_str(other);
@@ -151,6 +208,15 @@ mod tests {
             escape("<script>\"x\"&'y'</script>"),
             "&lt;script&gt;&quot;x&quot;&amp;&#39;y&#39;&lt;/script&gt;"
         );
+    }
+
+    #[test]
+    fn thousands_are_separated_by_commas() {
+        assert_eq!(thousands(0), "0");
+        assert_eq!(thousands(999), "999");
+        assert_eq!(thousands(1000), "1,000");
+        assert_eq!(thousands(10_000), "10,000");
+        assert_eq!(thousands(1_234_567), "1,234,567");
     }
 
     #[test]

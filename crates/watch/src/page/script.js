@@ -103,18 +103,50 @@
     a._token = t;
     return a;
   }
+  function fmt(n) { return String(n).replace(/\B(?=(\d{3})+(?!\d))/g, ','); }
+  // What the reader asks for; kept in the address bar so that a link shows the same view.
+  var view = { q: '', states: [], page: 1, per_page: 0 };
+  var ORDER = ['dead', 'failed_over', 'critical', 'cannot_be_checked', 'expiring', 'ok'];
+  function params() {
+    var p = [];
+    if (view.q) { p.push('q=' + encodeURIComponent(view.q)); }
+    if (view.states.length) { p.push('state=' + view.states.join(',')); }
+    if (view.page > 1) { p.push('page=' + view.page); }
+    if (view.per_page) { p.push('per_page=' + view.per_page); }
+    return p.length ? '?' + p.join('&') : '';
+  }
+  function remember() {
+    try { history.replaceState(null, '', location.pathname + params()); } catch (e) { /* file or sandbox */ }
+  }
+  function chip(state, label, n) {
+    var on = state ? view.states.indexOf(state) >= 0 : !view.states.length;
+    var b = el('button', state ? 'chip st-' + state : 'chip', label + ' ');
+    b.type = 'button';
+    b.setAttribute('data-state', state);
+    b.setAttribute('aria-pressed', on ? 'true' : 'false');
+    b.appendChild(el('span', 'n', fmt(n)));
+    return b;
+  }
   function render() {
     var tokens = $('tokens');
     var list = data.tokens || [];
     var cards = list.map(card);
     tokens.replaceChildren.apply(tokens, cards);
-    if (!list.length) { tokens.appendChild(el('p', 'empty', 'No token is watched yet.')); }
-    var counts = {};
-    list.forEach(function (t) { counts[t.state] = (counts[t.state] || 0) + 1; });
+    var counts = data.counts || {};
+    var all = ORDER.reduce(function (s, k) { return s + (counts[k] || 0); }, 0);
+    if (!list.length) { tokens.appendChild(el('p', 'empty', all ? 'No token matches.' : 'No token is watched yet.')); }
     var words = Object.keys(LABELS).filter(function (k) { return counts[k]; })
-      .map(function (k) { return counts[k] + ' ' + LABELS[k]; });
-    $('summary').textContent = list.length + (list.length === 1 ? ' token' : ' tokens') +
+      .map(function (k) { return fmt(counts[k]) + ' ' + LABELS[k]; });
+    $('summary').textContent = fmt(all) + (all === 1 ? ' token' : ' tokens') +
       (words.length ? ': ' + words.join(', ') : '') + (data.leader ? '' : ' (standby)');
+    var chips = $('chips');
+    chips.replaceChildren(chip('', 'all', all));
+    ORDER.forEach(function (k) { chips.appendChild(chip(k, LABELS[k], counts[k] || 0)); });
+    var first = (data.page - 1) * data.per_page + 1;
+    $('range').textContent = list.length ?
+      fmt(first) + '–' + fmt(first + list.length - 1) + ' of ' + fmt(data.total) : '0 of ' + fmt(data.total);
+    $('prev').disabled = view.page <= 1;
+    $('next').disabled = view.page >= (data.pages || 1);
     var events = $('events');
     events.replaceChildren();
     (data.events || []).slice(0, 50).forEach(function (e) {
@@ -152,18 +184,71 @@
     if (typeof next.generated_at === 'number') { skew = next.generated_at - Date.now() / 1000; }
     render();
   }
+  // Only the newest request's answer is shown: an older one may arrive after it.
+  var asked = 0;
   function refresh() {
-    fetch('api/tokens', { cache: 'no-store', credentials: 'same-origin' })
+    var mine = ++asked;
+    fetch('api/tokens' + params(), { cache: 'no-store', credentials: 'same-origin' })
       .then(function (r) {
         if (!r.ok) { throw new Error('HTTP ' + r.status); }
         return r.json();
       })
-      .then(function (next) { $('stale').hidden = true; take(next); })
-      .catch(function () { $('stale').hidden = false; });
+      .then(function (next) {
+        if (mine !== asked) { return; }
+        $('stale').hidden = true;
+        // Tokens left the filter while we looked at a late page: go to the last page there is.
+        if (!(next.tokens || []).length && next.total > 0 && view.page > next.pages) {
+          view.page = next.pages;
+          remember();
+          refresh();
+          return;
+        }
+        take(next);
+      })
+      .catch(function () { if (mine === asked) { $('stale').hidden = false; } });
   }
+  function go() { remember(); refresh(); }
+  var typing = null;
+  $('search').addEventListener('input', function () {
+    clearTimeout(typing);
+    typing = setTimeout(function () {
+      view.q = $('search').value.slice(0, 100);
+      view.page = 1;
+      go();
+    }, 250);
+  });
+  $('chips').addEventListener('click', function (e) {
+    var b = e.target.closest ? e.target.closest('button') : null;
+    if (!b) { return; }
+    var s = b.getAttribute('data-state');
+    if (!s) {
+      view.states = [];
+    } else if (view.states.indexOf(s) >= 0) {
+      view.states = view.states.filter(function (k) { return k !== s; });
+    } else {
+      view.states = ORDER.filter(function (k) { return k === s || view.states.indexOf(k) >= 0; });
+    }
+    view.page = 1;
+    go();
+  });
+  $('prev').addEventListener('click', function () { if (view.page > 1) { view.page -= 1; go(); } });
+  $('next').addEventListener('click', function () {
+    if (data && view.page < (data.pages || 1)) { view.page += 1; go(); }
+  });
   try {
     var first = JSON.parse($('initial').textContent);
-    if (first) { take(first); }
+    if (first) {
+      // The server read the address bar's query; start from what it understood.
+      view.q = first.q || '';
+      view.states = (first.states || []).filter(function (k) { return ORDER.indexOf(k) >= 0; });
+      view.page = first.page || 1;
+      // Sent back only when the link chose it: the server's default stays the server's.
+      var chosen = /(^|[?&])per_page=/.test(location.search);
+      view.per_page = chosen && first.per_page ? first.per_page : 0;
+      $('search').value = view.q;
+      remember();
+      take(first);
+    }
   } catch (e) { /* the server-rendered cards stay */ }
   refresh();
   setInterval(refresh, 5000);

@@ -95,3 +95,22 @@ pub(crate) fn snapshot(now: i64) -> Snapshot {
         ],
     }
 }
+
+/// `n` tokens named `shop-00000`…, their state by `i % 6` (ok, expiring, critical, dead,
+/// failed_over, cannot_be_checked), in the configuration's order; events and routes as in
+/// [`snapshot`].
+pub(crate) fn fleet(n: usize, now: i64) -> Snapshot {
+    let states = [
+        TokenState::Ok,
+        TokenState::Expiring,
+        TokenState::Critical,
+        TokenState::Dead,
+        TokenState::FailedOver,
+        TokenState::CannotBeChecked,
+    ];
+    let mut s = snapshot(now);
+    s.tokens = (0..n)
+        .map(|i| token(&format!("shop-{i:05}"), states[i % 6], Status::Ok, now))
+        .collect();
+    s
+}
