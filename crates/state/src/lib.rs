@@ -417,6 +417,37 @@ pub enum Settlement {
     },
 }
 
+impl Settlement {
+    /// What the attempt writes for each delivery it settles.
+    pub(crate) fn attempt(&self, at: Timestamp) -> Attempt<'_> {
+        match self {
+            Self::Delivered => Attempt {
+                status: DeliveryStatus::Delivered,
+                at,
+                error: None,
+                next: None,
+            },
+            Self::Failed {
+                error,
+                next_attempt_at,
+            } => Attempt {
+                status: DeliveryStatus::Failed,
+                at,
+                error: Some(error),
+                next: *next_attempt_at,
+            },
+        }
+    }
+}
+
+/// One attempt on one delivery, as both backends write it.
+pub(crate) struct Attempt<'a> {
+    pub(crate) status: DeliveryStatus,
+    pub(crate) at: Timestamp,
+    pub(crate) error: Option<&'a str>,
+    pub(crate) next: Option<Timestamp>,
+}
+
 /// What an event records.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
 #[serde(rename_all = "snake_case")]

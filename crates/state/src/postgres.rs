@@ -43,8 +43,8 @@ use tokio_postgres::{Client, Config, Row};
 use zeroize::Zeroizing;
 
 use crate::{
-    Alert, Announced, Announcement, CheckRecord, Counts, Delivery, DeliveryStatus, Error, Event,
-    EventKind, LatestCheck, Pruned, Role, RouteHealth, Status, TokenKey, TokenRecord,
+    Alert, Announced, Announcement, Attempt, CheckRecord, Counts, Delivery, DeliveryStatus, Error,
+    Event, EventKind, LatestCheck, Pruned, Role, RouteHealth, Status, TokenKey, TokenRecord,
 };
 
 /// Schema migrations, in order: the schema's version is the number applied.
@@ -1391,13 +1391,6 @@ pub(crate) async fn deliveries(
 }
 
 /// How one attempt at a delivery ended.
-struct Attempt<'a> {
-    status: DeliveryStatus,
-    at: Timestamp,
-    error: Option<&'a str>,
-    next: Option<Timestamp>,
-}
-
 async fn settle(
     conn: &impl tokio_postgres::GenericClient,
     path: &Path,
@@ -1441,23 +1434,7 @@ pub(crate) async fn settle_all(
     let e = pg(path);
     let tx = conn.transaction().await.map_err(&e)?;
     for id in alert_ids {
-        let attempt = match settlement {
-            crate::Settlement::Delivered => Attempt {
-                status: DeliveryStatus::Delivered,
-                at,
-                error: None,
-                next: None,
-            },
-            crate::Settlement::Failed {
-                error,
-                next_attempt_at,
-            } => Attempt {
-                status: DeliveryStatus::Failed,
-                at,
-                error: Some(error),
-                next: *next_attempt_at,
-            },
-        };
+        let attempt = settlement.attempt(at);
         settle(&tx, path, id, route, attempt).await?;
     }
     tx.commit().await.map_err(&e)

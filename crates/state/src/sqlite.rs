@@ -22,8 +22,8 @@ use jiff::Timestamp;
 use rusqlite::{Connection, OptionalExtension, Row, TransactionBehavior, params};
 
 use crate::{
-    Alert, Announced, Announcement, CheckRecord, Counts, Delivery, DeliveryStatus, Error, Event,
-    EventKind, LatestCheck, Pruned, Role, RouteHealth, Status, TokenKey, TokenRecord,
+    Alert, Announced, Announcement, Attempt, CheckRecord, Counts, Delivery, DeliveryStatus, Error,
+    Event, EventKind, LatestCheck, Pruned, Role, RouteHealth, Status, TokenKey, TokenRecord,
 };
 
 /// Schema migrations, in order: the schema's version is the number applied.
@@ -818,13 +818,6 @@ pub(crate) fn deliveries(
 }
 
 /// How one attempt at a delivery ended.
-struct Attempt<'a> {
-    status: DeliveryStatus,
-    at: Timestamp,
-    error: Option<&'a str>,
-    next: Option<Timestamp>,
-}
-
 fn settle(
     conn: &Connection,
     path: &Path,
@@ -866,23 +859,7 @@ pub(crate) fn settle_all(
 ) -> Result<(), Error> {
     let tx = conn.transaction().map_err(db(path))?;
     for id in alert_ids {
-        let attempt = match settlement {
-            crate::Settlement::Delivered => Attempt {
-                status: DeliveryStatus::Delivered,
-                at,
-                error: None,
-                next: None,
-            },
-            crate::Settlement::Failed {
-                error,
-                next_attempt_at,
-            } => Attempt {
-                status: DeliveryStatus::Failed,
-                at,
-                error: Some(error),
-                next: *next_attempt_at,
-            },
-        };
+        let attempt = settlement.attempt(at);
         settle(&tx, path, id, route, attempt)?;
     }
     tx.commit().map_err(db(path))

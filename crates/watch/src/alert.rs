@@ -303,7 +303,8 @@ pub fn retry_delay_with(attempt: u32, unit: f64) -> Duration {
     half + half.mul_f64(unit.clamp(0.0, 1.0))
 }
 
-fn random_unit() -> f64 {
+/// A number in [0, 1) that differs from call to call: jitter, not cryptography.
+pub(crate) fn random_unit() -> f64 {
     use std::hash::{BuildHasher, Hasher};
     let mut h = std::collections::hash_map::RandomState::new().build_hasher();
     h.write_u128(

@@ -31,7 +31,7 @@ use permatoken_secret::{AccessToken, AppSecret, AppToken};
 use permatoken_state as store;
 use permatoken_state::Store;
 
-use crate::alert::{Alert, AlertGroup, AlertKind, Sender};
+use crate::alert::{Alert, AlertGroup, AlertKind, Sender, random_unit};
 use crate::config::{AppSource, Backups, Config, Route, SecretFrom, TokenConfig, TokenSource};
 use crate::metrics::Counters;
 use crate::snapshot::{self, HistoryPoint, Publisher, Role, Snapshot, TokenView};
@@ -1417,18 +1417,6 @@ fn alert_from_store(alert: &store::Alert) -> Alert {
             AlertKind::Change
         },
     }
-}
-
-fn random_unit() -> f64 {
-    use std::hash::{BuildHasher, Hasher};
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u128(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap_or_default()
-            .as_nanos(),
-    );
-    (h.finish() >> 11) as f64 / (1u64 << 53) as f64
 }
 
 #[cfg(test)]
