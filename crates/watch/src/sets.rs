@@ -132,9 +132,15 @@ fn route_of(file: &Path, key: &str) -> Result<Option<String>, ()> {
         .filter(|v| !v.is_empty()))
 }
 
-/// At most 100 characters, without control characters: a route name from a file, for a message.
+/// A route name read from a file, for a message: shown only if it cannot be a secret put in the
+/// wrong variable (a token starts with `EAA` and is long; an app secret is 32 hex digits), and
+/// without control characters.
 fn sanitise(text: &str) -> String {
-    text.chars().filter(|c| !c.is_control()).take(100).collect()
+    let hex32 = text.len() == 32 && text.bytes().all(|b| b.is_ascii_hexdigit());
+    if text.chars().count() > 40 || text.starts_with("EAA") || hex32 {
+        return "(a value that is no route name, not shown)".into();
+    }
+    text.chars().filter(|c| !c.is_control()).collect()
 }
 
 fn walk(
@@ -253,5 +259,13 @@ mod tests {
         assert_eq!(m("*", ".hidden"), None);
         assert_eq!(m("ab*ba", "aba"), None);
         assert_eq!(m("a*", "a"), Some(vec![String::new()]));
+    }
+
+    #[test]
+    fn a_route_name_that_may_be_a_secret_is_not_shown() {
+        assert_eq!(sanitise("client-7\u{1b}"), "client-7");
+        for secret in ["EAAPERMATOKENTEST", &"ab12".repeat(8), &"x".repeat(41)] {
+            assert!(!sanitise(secret).contains(secret), "{secret}");
+        }
     }
 }
