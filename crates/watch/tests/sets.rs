@@ -84,7 +84,7 @@ async fn a_set_of_client_folders_is_watched_and_follows_the_files() {
     let extras = sandbox.extra_tokens();
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().join("clients");
-    for i in 0..30 {
+    for (i, token) in extras.iter().take(30).enumerate() {
         let extra = match i {
             8 => "PERMATOKEN_ALERT_ROUTE=nope\n",
             _ => "",
@@ -93,7 +93,7 @@ async fn a_set_of_client_folders_is_watched_and_follows_the_files() {
             &root,
             &format!("c{i:02}"),
             &sandbox,
-            extras[i].expose_secret(),
+            token.expose_secret(),
             extra,
         );
     }
