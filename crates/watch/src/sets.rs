@@ -64,6 +64,16 @@ pub fn expand(set: &TokenSet, routes: &[Route]) -> Expansion {
             ),
         ));
     }
+    if matches.is_empty() {
+        out.problems.push((
+            None,
+            format!(
+                "token set `{}` matches no file yet (`{}`); files that appear are taken in at the next round",
+                set.name,
+                set.pattern.display()
+            ),
+        ));
+    }
     matches.sort();
     matches.dedup_by(|a, b| a.0 == b.0);
     for (suffix, file) in matches {
@@ -259,6 +269,17 @@ mod tests {
         assert_eq!(m("*", ".hidden"), None);
         assert_eq!(m("ab*ba", "aba"), None);
         assert_eq!(m("a*", "a"), Some(vec![String::new()]));
+    }
+
+    #[test]
+    fn a_set_that_matches_nothing_yet_is_said_and_not_fatal() {
+        let text = "[[token_set]]\nname = \"c\"\ntoken_files = \"/nonexistent-permatoken/*/t\"\n";
+        let config = crate::config::parse(text, Path::new("/etc/permatoken.toml"))
+            .unwrap()
+            .config;
+        let e = expand(&config.token_sets[0], &[]);
+        assert!(e.tokens.is_empty());
+        assert!(e.problems[0].1.contains("matches no file yet"), "{e:?}");
     }
 
     #[test]
