@@ -226,7 +226,7 @@ pub async fn acquire(
     drop(locks);
     let mut status = expiry_status(&verified.report, ctx.thresholds, ctx.now);
     let reload = match options.reload.as_deref().filter(|_| written.is_some()) {
-        Some(command) => Some(run_reload(command).await),
+        Some(command) => Some(run_reload(command, options).await),
         None => None,
     };
     if reload.as_ref().is_some_and(|r| !r.ok) {

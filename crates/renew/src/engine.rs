@@ -324,6 +324,10 @@ pub struct WriteOptions {
     pub backup_dir: Option<PathBuf>,
     /// Told at once when a lock is held by another process.
     pub on_lock_held: Option<LockNotice>,
+    /// The reload command's positional parameters (`$1`, `$2`, …), never spliced into its text.
+    pub reload_args: Vec<std::ffi::OsString>,
+    /// Shared by the reloads that may not run all at once: each holds a permit while it runs.
+    pub reload_slots: Option<Arc<tokio::sync::Semaphore>>,
 }
 
 impl std::fmt::Debug for WriteOptions {
@@ -333,6 +337,7 @@ impl std::fmt::Debug for WriteOptions {
             .field("lock_timeout", &self.lock_timeout)
             .field("dry_run", &self.dry_run)
             .field("backup_dir", &self.backup_dir)
+            .field("reload_args", &self.reload_args)
             .finish_non_exhaustive()
     }
 }
@@ -654,12 +659,23 @@ impl Locks {
     }
 }
 
-/// Runs `command` after a write, on the blocking pool.
-pub(crate) async fn run_reload(command: &str) -> Reload {
+/// Runs `command` after a write, on the blocking pool, with the options' arguments, once a reload
+/// slot is free.
+pub(crate) async fn run_reload(command: &str, options: &WriteOptions) -> Reload {
     let command = command.to_owned();
-    tokio::task::spawn_blocking(move || crate::reload(&command))
-        .await
-        .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()))
+    let args = options.reload_args.clone();
+    // A closed semaphore is never made: a failed acquire only means no limit.
+    let permit = match &options.reload_slots {
+        Some(slots) => slots.clone().acquire_owned().await.ok(),
+        None => None,
+    };
+    tokio::task::spawn_blocking(move || {
+        let reload = crate::reload::reload_with_args(&command, &args);
+        drop(permit);
+        reload
+    })
+    .await
+    .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()))
 }
 
 /// One round for one token and its backups: check each, renew inside the window (taking the lock of
@@ -778,7 +794,7 @@ pub async fn refresh_all(
         reload: None,
     };
     if let Some(command) = options.write.reload.as_deref().filter(|_| report.wrote()) {
-        let reload = run_reload(command).await;
+        let reload = run_reload(command, &options.write).await;
         if !reload.ok {
             report.status = Status::Critical;
         }

@@ -33,7 +33,7 @@ pub use engine::{
     TokenOutcome, TokenSource, TokenSpec, WriteOptions, WriteReport, app_credentials,
     expiry_status, load_app, refresh_all,
 };
-pub use reload::{Reload, reload, secret_free_command};
+pub use reload::{Reload, reload, reload_with_args, secret_free_command};
 pub use store::{Claims, Destination, StoreError, describe_change};
 
 /// Where the previous content of a written file is kept: `$XDG_STATE_HOME/permatoken/backups` (or

@@ -43,7 +43,17 @@ pub fn secret_free_command(command: &str) -> Command {
 
 /// Runs `command` with `sh -c` and waits for it.
 pub fn reload(command: &str) -> Reload {
+    reload_with_args(command, &[])
+}
+
+/// Runs `command` with `sh -c` and `args` as its positional parameters (`$1`, `$2`, …; `$0` is
+/// `permatoken`), and waits for it. The arguments are never part of the shell text, so a file name
+/// such as `$(touch x)` is data, not code.
+pub fn reload_with_args(command: &str, args: &[std::ffi::OsString]) -> Reload {
     let mut cmd = secret_free_command(command);
+    if !args.is_empty() {
+        cmd.arg("permatoken").args(args);
+    }
     cmd.stdin(Stdio::null());
     if let Ok(fd) = std::io::stderr().as_fd().try_clone_to_owned() {
         cmd.stdout(Stdio::from(fd));
@@ -67,6 +77,7 @@ pub fn reload(command: &str) -> Reload {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::path::Path;
 
     #[test]
     fn the_status_is_reported_and_secret_names_are_known() {
@@ -76,6 +87,19 @@ mod tests {
         assert_eq!(reload("exit 7").exit_code, Some(7));
         assert!(!reload("exit 7").ok);
         assert!(is_secret_variable("WHATSAPP_ACCESS_TOKEN_BACKUP_3"));
+        let dir = std::env::temp_dir().join(format!("permatoken-reload-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let hostile = dir.join("$(touch pwned)");
+        let out = dir.join("args");
+        let command = format!("printf '%s|%s' \"$1\" \"$2\" > '{}'", out.display());
+        let run = reload_with_args(&command, &[hostile.clone().into(), "two".into()]);
+        assert!(run.ok, "{run:?}");
+        assert_eq!(
+            std::fs::read_to_string(&out).unwrap(),
+            format!("{}|two", hostile.display())
+        );
+        assert!(!Path::new("pwned").exists() && !dir.join("pwned").exists());
+        std::fs::remove_dir_all(&dir).unwrap();
         assert!(!is_secret_variable("FACEBOOK_APP_ID"));
     }
 }

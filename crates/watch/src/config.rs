@@ -37,6 +37,14 @@
 //! reload = "systemctl restart orders"
 //! alerts = ["ops"]
 //!
+//! [[token_set]]                       # one token per matching file
+//! name = "clients"                      # tokens are named clients/<what `*` matched>
+//! env_files = "/srv/clients/*/.env"     # or token_files = "…"; `*` within one path segment
+//! alert_route_key = "PERMATOKEN_ALERT_ROUTE"  # optional: a variable of each file naming its route
+//! max_concurrent_reloads = 4            # optional, also in [defaults]
+//! # and the keys of a [[token]] (key, app_id, backups, reload, alerts, interval, …) but `env`;
+//! # `reload` gets the file as $1 and its folder as $2
+//!
 //! [[alert]]
 //! name = "ops"
 //! kind = "webhook"                      # or "slack", or "command"
@@ -67,6 +75,8 @@ use toml::Spanned;
 pub const CONFIG_FILE_NAME: &str = "permatoken.toml";
 /// The largest configuration file read: a fleet of 10,000 tokens fits in well under this.
 pub const MAX_CONFIG_BYTES: u64 = 1024 * 1024;
+/// How many reload commands of one set (or of the `[[token]]`s) run at once unless said otherwise.
+pub const DEFAULT_MAX_CONCURRENT_RELOADS: usize = 4;
 /// How long history is kept unless `[defaults] retention` says otherwise: 90 days.
 pub const DEFAULT_RETENTION: Duration = Duration::from_secs(90 * 86_400);
 /// The token variable read from an env file unless `key` says otherwise.
@@ -180,6 +190,11 @@ pub struct Config {
     pub tokens: Vec<TokenConfig>,
     /// `[[alert]]`, in file order.
     pub routes: Vec<Route>,
+    /// `[[token_set]]`, in file order: expanded into tokens by [`crate::sets::expand`] at each step.
+    pub token_sets: Vec<TokenSet>,
+    /// `[defaults] max_concurrent_reloads`: reload commands of the `[[token]]`s run at once at
+    /// most ([`DEFAULT_MAX_CONCURRENT_RELOADS`] unless set); each set has its own.
+    pub max_concurrent_reloads: usize,
     /// `[defaults] retention`: how long checks, events and settled alerts are kept in the state
     /// file ([`DEFAULT_RETENTION`] unless set). For the whole process, never per token.
     pub retention: Duration,
@@ -282,6 +297,26 @@ pub struct TokenConfig {
     pub reload: Option<String>,
     /// The routes its alerts go to, by name (all exist).
     pub alerts: Vec<String>,
+    /// The reload command's positional parameters: for a set's token, its file and folder (`$1`,
+    /// `$2`); empty for a `[[token]]`.
+    pub reload_args: Vec<PathBuf>,
+    /// The `[[token_set]]` it came from, if any.
+    pub set: Option<String>,
+}
+
+/// One `[[token_set]]`: every file matching `pattern` is a token.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenSet {
+    /// Its name, unique among tokens and sets, without `/`.
+    pub name: String,
+    /// `env_files` or `token_files`, absolute; `*` matches within one path segment.
+    pub pattern: PathBuf,
+    /// What each token takes: its source's and app's path are the pattern, replaced by the file.
+    pub template: TokenConfig,
+    /// `alert_route_key`: a variable of each env file naming the route of that token's alerts.
+    pub alert_route_key: Option<String>,
+    /// Reload commands of this set run at once at most.
+    pub max_concurrent_reloads: usize,
 }
 
 /// Where a token is read.
@@ -513,8 +548,12 @@ pub fn default_config(cwd: &Path) -> Config {
             backups: Backups::Series,
             reload: None,
             alerts: Vec::new(),
+            reload_args: Vec::new(),
+            set: None,
         }],
         routes: Vec::new(),
+        token_sets: Vec::new(),
+        max_concurrent_reloads: DEFAULT_MAX_CONCURRENT_RELOADS,
         retention: DEFAULT_RETENTION,
     }
 }
@@ -734,6 +773,8 @@ struct RawConfig {
     token: Vec<Spanned<RawToken>>,
     #[serde(default)]
     alert: Vec<Spanned<RawRoute>>,
+    #[serde(default)]
+    token_set: Vec<Spanned<RawTokenSet>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -752,6 +793,8 @@ struct RawPolicy {
     try_user_token: Option<bool>,
     /// Only in `[defaults]`: a token's history is not kept apart.
     retention: Option<Spanned<String>>,
+    /// Only in `[defaults]` (and a set).
+    max_concurrent_reloads: Option<Spanned<u32>>,
 }
 
 #[derive(Deserialize)]
@@ -801,8 +844,39 @@ impl RawToken {
             failover: self.failover.take(),
             try_user_token: self.try_user_token.take(),
             retention: None,
+            max_concurrent_reloads: None,
         }
     }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTokenSet {
+    name: Spanned<String>,
+    env_files: Option<Spanned<String>>,
+    token_files: Option<Spanned<String>>,
+    alert_route_key: Option<Spanned<String>>,
+    max_concurrent_reloads: Option<Spanned<u32>>,
+    key: Option<Spanned<String>>,
+    app_id: Option<Spanned<String>>,
+    app_secret_file: Option<Spanned<String>>,
+    app_secret_env: Option<Spanned<String>>,
+    app_secret: Option<Spanned<toml::Value>>,
+    backups: Option<Vec<Spanned<String>>>,
+    reload: Option<String>,
+    #[serde(default)]
+    alerts: Vec<Spanned<String>>,
+    interval: Option<Spanned<String>>,
+    jitter: Option<Spanned<String>>,
+    warn_days: Option<Spanned<u32>>,
+    crit_days: Option<Spanned<u32>>,
+    renew_days: Option<Spanned<u32>>,
+    unknown_after: Option<Spanned<String>>,
+    remind_every: Option<Spanned<String>>,
+    doctor: Option<bool>,
+    doctor_interval: Option<Spanned<String>>,
+    failover: Option<bool>,
+    try_user_token: Option<bool>,
 }
 
 #[derive(Deserialize)]
@@ -913,6 +987,48 @@ impl Checker<'_> {
             }
             tokens.push(self.token(raw, defaults, &routes, span)?);
         }
+        let max_concurrent_reloads = match raw
+            .defaults
+            .as_ref()
+            .and_then(|d| d.get_ref().max_concurrent_reloads.as_ref())
+        {
+            Some(v) => self.reloads(v)?,
+            None => DEFAULT_MAX_CONCURRENT_RELOADS,
+        };
+        let mut token_sets: Vec<TokenSet> = Vec::new();
+        for t in raw.token_set {
+            let span = t.span();
+            let raw = t.into_inner();
+            let name = raw.name.get_ref().trim().to_owned();
+            if token_names.contains(&name) || token_sets.iter().any(|s| s.name == name) {
+                return Err(at(
+                    raw.name.span(),
+                    format!(
+                        "a token or token set is already named `{name}`; token and set names must be unique"
+                    ),
+                ));
+            }
+            if let Some(clash) = tokens.iter().find(|t| {
+                t.name
+                    .strip_prefix(&name)
+                    .is_some_and(|r| r.starts_with('/'))
+            }) {
+                return Err(at(
+                    raw.name.span(),
+                    format!(
+                        "token set `{name}` names its tokens `{name}/…`, and token `{}` is named so too; rename one of them",
+                        clash.name
+                    ),
+                ));
+            }
+            token_sets.push(self.token_set(
+                raw,
+                defaults,
+                max_concurrent_reloads,
+                &routes,
+                span,
+            )?);
+        }
         Ok(Loaded {
             config: Config {
                 path: Some(path.to_owned()),
@@ -922,6 +1038,8 @@ impl Checker<'_> {
                 defaults,
                 tokens,
                 routes,
+                token_sets,
+                max_concurrent_reloads,
                 retention,
             },
             warnings: self.warnings,
@@ -1184,6 +1302,129 @@ impl Checker<'_> {
             backups,
             reload: raw.reload.filter(|r| !r.trim().is_empty()),
             alerts,
+            reload_args: Vec::new(),
+            set: None,
+        })
+    }
+
+    fn reloads(&self, v: &Spanned<u32>) -> Result<usize, ConfigError> {
+        match *v.get_ref() {
+            n @ 1..=1000 => Ok(n as usize),
+            n => Err((self.at)(
+                v.span(),
+                format!("`max_concurrent_reloads` = {n}: write a number from 1 to 1000"),
+            )),
+        }
+    }
+
+    fn token_set(
+        &mut self,
+        raw: RawTokenSet,
+        defaults: Policy,
+        default_reloads: usize,
+        routes: &[Route],
+        span: std::ops::Range<usize>,
+    ) -> Result<TokenSet, ConfigError> {
+        let at = self.at;
+        let name = raw.name.get_ref().trim().to_owned();
+        check_name(&name).map_err(|e| at(raw.name.span(), e))?;
+        if name.contains('/') {
+            return Err(at(
+                raw.name.span(),
+                format!(
+                    "token set `{name}`: a set's name has no `/` (its tokens are named `<set>/<what * matched>`)"
+                ),
+            ));
+        }
+        let pattern = match (&raw.env_files, &raw.token_files) {
+            (Some(_), Some(second)) => {
+                return Err(at(
+                    second.span(),
+                    format!(
+                        "token set `{name}`: set either `env_files` or `token_files`, not both"
+                    ),
+                ));
+            }
+            (Some(p), None) | (None, Some(p)) => p,
+            (None, None) => {
+                return Err(at(
+                    raw.name.span(),
+                    format!(
+                        "token set `{name}` has no files; set `env_files` (like \"/srv/clients/*/.env\") or `token_files` (files holding the token only)"
+                    ),
+                ));
+            }
+        };
+        let path = self.path(pattern)?;
+        let segments: Vec<String> = path
+            .components()
+            .map(|c| c.as_os_str().to_string_lossy().into_owned())
+            .collect();
+        if segments.iter().any(|s| s.contains("**")) {
+            return Err(at(
+                pattern.span(),
+                format!(
+                    "token set `{name}`: `**` is not supported; a `*` matches within one folder or file name, like \"/srv/clients/*/.env\""
+                ),
+            ));
+        }
+        if !segments.iter().any(|s| s.contains('*')) {
+            return Err(at(
+                pattern.span(),
+                format!(
+                    "token set `{name}`: the pattern has no `*`; each token is named by what the wildcards match, like \"/srv/clients/*/.env\" (for one file, use [[token]])"
+                ),
+            ));
+        }
+        if let Some(key) = &raw.alert_route_key {
+            if raw.env_files.is_none() {
+                return Err(at(
+                    key.span(),
+                    format!(
+                        "token set `{name}`: `alert_route_key` names a variable of each env file; it needs `env_files`"
+                    ),
+                ));
+            }
+            check_variable(key.get_ref())
+                .map_err(|e| at(key.span(), format!("`alert_route_key`: {e}")))?;
+        }
+        let max_concurrent_reloads = match &raw.max_concurrent_reloads {
+            Some(v) => self.reloads(v)?,
+            None => default_reloads,
+        };
+        let token = RawToken {
+            name: raw.name,
+            env_file: raw.env_files,
+            key: raw.key,
+            token_file: raw.token_files,
+            env: None,
+            app_id: raw.app_id,
+            app_secret_file: raw.app_secret_file,
+            app_secret_env: raw.app_secret_env,
+            app_secret: raw.app_secret,
+            backups: raw.backups,
+            reload: raw.reload,
+            alerts: raw.alerts,
+            interval: raw.interval,
+            jitter: raw.jitter,
+            warn_days: raw.warn_days,
+            crit_days: raw.crit_days,
+            renew_days: raw.renew_days,
+            unknown_after: raw.unknown_after,
+            remind_every: raw.remind_every,
+            doctor: raw.doctor,
+            doctor_interval: raw.doctor_interval,
+            failover: raw.failover,
+            try_user_token: raw.try_user_token,
+        };
+        let mut template = self.token(token, defaults, routes, span)?;
+        template.set = Some(name.clone());
+        Ok(TokenSet {
+            name,
+            pattern: path,
+            template,
+            alert_route_key: raw.alert_route_key.map(Spanned::into_inner),
+            max_concurrent_reloads,
         })
     }
 

@@ -236,13 +236,20 @@ pub struct Daemon {
     keys: HashMap<String, store::TokenKey>,
     /// The step's decisions, written together at its end.
     decisions: Vec<store::Decision>,
+    /// The configured `[[token]]`s; `config.tokens` is these and the sets' tokens of this step.
+    fixed_tokens: Vec<TokenConfig>,
+    /// Per set (`None`: the `[[token]]`s), the permits of its reload commands.
+    reload_slots: HashMap<Option<String>, Arc<tokio::sync::Semaphore>>,
+    /// Problems of the sets already reported, so that each is recorded once.
+    set_problems: std::collections::HashSet<(Option<String>, String)>,
 }
 
 impl Daemon {
     /// A daemon that has checked nothing yet: every token is due at once.
     pub fn new(options: Options) -> Self {
         let started_at = options.clock.now();
-        Self {
+        let fixed_tokens = options.config.tokens.clone();
+        let mut daemon = Self {
             config: options.config,
             store: options.store,
             publisher: options.publisher,
@@ -262,7 +269,74 @@ impl Daemon {
             doctor_due: HashMap::new(),
             announced: HashMap::new(),
             decisions: Vec::new(),
+            fixed_tokens,
+            reload_slots: HashMap::new(),
+            set_problems: std::collections::HashSet::new(),
+        };
+        daemon.make_reload_slots();
+        daemon
+    }
+
+    fn make_reload_slots(&mut self) {
+        self.reload_slots.clear();
+        self.reload_slots.insert(
+            None,
+            Arc::new(tokio::sync::Semaphore::new(
+                self.config.max_concurrent_reloads,
+            )),
+        );
+        for set in &self.config.token_sets {
+            self.reload_slots.insert(
+                Some(set.name.clone()),
+                Arc::new(tokio::sync::Semaphore::new(set.max_concurrent_reloads)),
+            );
         }
+    }
+
+    /// Makes `config.tokens` the `[[token]]`s and the files each `[[token_set]]` matches now;
+    /// forgets the schedule of tokens whose file is gone, and records each new problem of a set
+    /// once (as an event of its token, or a warning).
+    /// Returns whether the tokens changed.
+    async fn expand_sets(&mut self, now: Timestamp) -> Result<bool, Error> {
+        if self.config.token_sets.is_empty() {
+            return Ok(false);
+        }
+        let mut tokens = self.fixed_tokens.clone();
+        let mut problems = Vec::new();
+        for set in &self.config.token_sets {
+            let expansion = crate::sets::expand(set, &self.config.routes);
+            tokens.extend(expansion.tokens);
+            problems.extend(expansion.problems);
+        }
+        let changed = tokens.len() != self.config.tokens.len()
+            || tokens
+                .iter()
+                .zip(&self.config.tokens)
+                .any(|(a, b)| a.name != b.name);
+        self.config.tokens = tokens;
+        // A set of names, not `Config::token`: a fleet's step must not cost tokens² lookups.
+        let names: std::collections::HashSet<&str> =
+            self.config.tokens.iter().map(|t| t.name.as_str()).collect();
+        let known = |name: &str| {
+            names.contains(name)
+                || name
+                    .rsplit_once('/')
+                    .is_some_and(|(primary, _)| names.contains(primary))
+        };
+        self.due.retain(|name, _| known(name));
+        self.backups.retain(|name, _| names.contains(name.as_str()));
+        for problem in problems {
+            if !self.set_problems.insert(problem.clone()) {
+                continue;
+            }
+            let (token, text) = problem;
+            tracing::warn!(token = token.as_deref().unwrap_or(""), "{text}");
+            if let Some(token) = token {
+                self.event(now, &token, store::EventKind::ConfigReload, &text)
+                    .await?;
+            }
+        }
+        Ok(changed)
     }
 
     /// The configuration in use.
@@ -280,8 +354,12 @@ impl Daemon {
     pub async fn replace_config(&mut self, config: Config) -> Result<(), Error> {
         let now = self.clock.now();
         self.due.retain(|name, _| name_in(&config, name).is_some());
-        let count = config.tokens.len();
+        let count = config.tokens.len() + config.token_sets.len();
+        self.fixed_tokens = config.tokens.clone();
         self.config = config;
+        self.make_reload_slots();
+        self.set_problems.clear();
+        self.expand_sets(now).await?;
         self.backups
             .retain(|name, _| self.config.token(name).is_some());
         self.store
@@ -289,10 +367,10 @@ impl Daemon {
                 at: now,
                 token_name: None,
                 kind: store::EventKind::ConfigReload,
-                detail: format!("configuration reloaded: {count} token(s)"),
+                detail: format!("configuration reloaded: {count} token(s) and set(s)"),
             })
             .await?;
-        tracing::info!("configuration reloaded: {count} token(s)");
+        tracing::info!("configuration reloaded: {count} token(s) and set(s)");
         self.publish(now).await
     }
 
@@ -308,6 +386,7 @@ impl Daemon {
     /// Checks every token whose check is due at `now`, delivers due alerts, prunes once a day and
     /// publishes a new snapshot.
     pub async fn run_due(&mut self, now: Timestamp) -> Result<StepSummary, Error> {
+        let changed = self.expand_sets(now).await?;
         let due: Vec<TokenConfig> = self
             .config
             .tokens
@@ -315,11 +394,17 @@ impl Daemon {
             .filter(|t| self.due.get(&t.name).is_none_or(|d| d.at <= now))
             .cloned()
             .collect();
-        self.check_tokens(&due, now).await
+        let summary = self.check_tokens(&due, now).await?;
+        // A set's file gone with nothing due: the page must not keep showing it.
+        if changed && due.is_empty() {
+            self.publish(now).await?;
+        }
+        Ok(summary)
     }
 
     /// Checks every token now, whatever its schedule (`watch --once`).
     pub async fn run_all(&mut self, now: Timestamp) -> Result<StepSummary, Error> {
+        self.expand_sets(now).await?;
         let all = self.config.tokens.clone();
         self.check_tokens(&all, now).await
     }
@@ -506,6 +591,8 @@ impl Daemon {
                 dry_run: false,
                 backup_dir: self.backup_dir.clone(),
                 on_lock_held: None,
+                reload_args: token.reload_args.iter().map(|p| p.into()).collect(),
+                reload_slots: self.reload_slots.get(&token.set).cloned(),
             },
         };
         Ok(Ok(Job {
@@ -1144,9 +1231,13 @@ impl Daemon {
     }
 }
 
+/// The configured token `name` is, or is a backup of (`<token>/<VARIABLE>`; a set's token is
+/// itself named `<set>/<match>`).
 fn name_in<'a>(config: &'a Config, name: &str) -> Option<&'a TokenConfig> {
-    let primary = name.split_once('/').map_or(name, |(p, _)| p);
-    config.token(primary)
+    config.token(name).or_else(|| {
+        let primary = name.rsplit_once('/').map_or(name, |(p, _)| p);
+        config.token(primary)
+    })
 }
 
 fn worst(a: Option<Status>, b: Status) -> Status {

@@ -11,5 +11,6 @@ pub mod daemon;
 pub mod http;
 pub mod metrics;
 pub mod page;
+pub mod sets;
 pub mod snapshot;
 pub mod states;

@@ -266,7 +266,7 @@ fn each_mistake_names_its_line_and_column_and_what_is_allowed() {
     let cases: Vec<(String, &str)> = vec![
         (
             "[defaults]\nintervl = \"1h\"\n".into(),
-            "2:1: unknown key `intervl`; allowed: `interval`, `jitter`, `warn_days`, `crit_days`, `renew_days`, `unknown_after`, `remind_every`, `doctor`, `doctor_interval`, `failover`, `try_user_token`, `retention`; did you mean `interval`?",
+            "2:1: unknown key `intervl`; allowed: `interval`, `jitter`, `warn_days`, `crit_days`, `renew_days`, `unknown_after`, `remind_every`, `doctor`, `doctor_interval`, `failover`, `try_user_token`, `retention`, `max_concurrent_reloads`; did you mean `interval`?",
         ),
         (
             "[[token]]\nname = \"orders\"\nenv_file = \"/srv/.env\"\napp_secret = \"PERMATOKENTEST\"\n".into(),
@@ -334,7 +334,7 @@ fn each_mistake_names_its_line_and_column_and_what_is_allowed() {
         ),
         (
             "[[tokens]]\nname = \"x\"\n".into(),
-            "1:3: unknown key `tokens`; allowed: `listen`, `state`, `state_password_file`, `defaults`, `token`, `alert`; did you mean `token`?",
+            "1:3: unknown key `tokens`; allowed: `listen`, `state`, `state_password_file`, `defaults`, `token`, `alert`, `token_set`; did you mean `token`?",
         ),
         (
             "[defaults]\nwarn_days = \"14\"\n".into(),
@@ -515,5 +515,134 @@ env_file = "/srv/orders/.env"
     assert_eq!(
         config.state_password_file.as_deref(),
         Some(Path::new("/etc/permatoken/pg-password"))
+    );
+}
+
+const SET: &str = r#"[defaults]
+max_concurrent_reloads = 2
+
+[[token]]
+name = "orders"
+env_file = "/srv/orders/.env"
+
+[[token_set]]
+name = "clients"
+env_files = "clients/*/.env"
+reload = "systemctl restart \"client@$(basename \"$2\")\""
+alerts = ["ops"]
+alert_route_key = "PERMATOKEN_ALERT_ROUTE"
+warn_days = 20
+max_concurrent_reloads = 3
+
+[[token_set]]
+name = "files"
+token_files = "/srv/tokens/*.token"
+
+[[alert]]
+name = "ops"
+kind = "webhook"
+url = "https://alerts.example.com/hook"
+"#;
+
+#[test]
+fn a_token_set_is_read_with_its_pattern_policy_and_limits() {
+    let config = parse(SET).config;
+    assert_eq!(config.max_concurrent_reloads, 2);
+    assert_eq!(config.token_sets.len(), 2);
+    let clients = &config.token_sets[0];
+    assert_eq!(clients.name, "clients");
+    assert_eq!(clients.pattern, Path::new("/etc/permatoken/clients/*/.env"));
+    assert_eq!(
+        clients.alert_route_key.as_deref(),
+        Some("PERMATOKEN_ALERT_ROUTE")
+    );
+    assert_eq!(clients.max_concurrent_reloads, 3);
+    assert_eq!(clients.template.policy.warn_days, 20);
+    assert_eq!(clients.template.alerts, ["ops"]);
+    assert_eq!(clients.template.set.as_deref(), Some("clients"));
+    assert!(matches!(
+        clients.template.source,
+        TokenSource::EnvFile { ref key, .. } if key == "WHATSAPP_ACCESS_TOKEN"
+    ));
+    let files = &config.token_sets[1];
+    assert_eq!(files.max_concurrent_reloads, 2);
+    assert!(matches!(files.template.source, TokenSource::TokenFile(_)));
+    assert_eq!(files.template.app, AppSource::Environment);
+    // Without [defaults] the limit is 4.
+    let plain = parse("[[token_set]]\nname = \"c\"\ntoken_files = \"/t/*\"\n").config;
+    assert_eq!(plain.max_concurrent_reloads, 4);
+    assert_eq!(plain.token_sets[0].max_concurrent_reloads, 4);
+}
+
+#[test]
+fn token_set_mistakes_name_their_line_and_column() {
+    let head = "[[token]]\nname = \"orders\"\nenv_file = \"/srv/orders/.env\"\n\n";
+    for (body, expected) in [
+        (
+            "[[token_set]]\nname = \"orders\"\nenv_files = \"/c/*/.env\"\n",
+            "6:8: a token or token set is already named `orders`; token and set names must be unique",
+        ),
+        (
+            "[[token_set]]\nname = \"c\"\nenv_files = \"/c/*/.env\"\n[[token_set]]\nname = \"c\"\nenv_files = \"/d/*/.env\"\n",
+            "9:8: a token or token set is already named `c`",
+        ),
+        (
+            "[[token_set]]\nname = \"c\"\n",
+            "6:8: token set `c` has no files; set `env_files`",
+        ),
+        (
+            "[[token_set]]\nname = \"c\"\nenv_files = \"/c/*/.env\"\ntoken_files = \"/c/*\"\n",
+            "8:15: token set `c`: set either `env_files` or `token_files`, not both",
+        ),
+        (
+            "[[token_set]]\nname = \"c\"\nenv_files = \"/c/**/.env\"\n",
+            "7:13: token set `c`: `**` is not supported",
+        ),
+        (
+            "[[token_set]]\nname = \"c\"\nenv_files = \"/c/one/.env\"\n",
+            "7:13: token set `c`: the pattern has no `*`",
+        ),
+        (
+            "[[token_set]]\nname = \"a/b\"\nenv_files = \"/c/*/.env\"\n",
+            "6:8: token set `a/b`: a set's name has no `/`",
+        ),
+        (
+            "[[token_set]]\nname = \"c\"\ntoken_files = \"/c/*\"\nalert_route_key = \"ROUTE\"\n",
+            "8:19: token set `c`: `alert_route_key` names a variable of each env file; it needs `env_files`",
+        ),
+        (
+            "[[token_set]]\nname = \"c\"\nenv_files = \"/c/*\"\nalert_route_key = \"1X\"\n",
+            "8:19: `alert_route_key`: `1X` is not a variable name",
+        ),
+        (
+            "[[token_set]]\nname = \"c\"\nenv_files = \"/c/*\"\nmax_concurrent_reloads = 0\n",
+            "8:26: `max_concurrent_reloads` = 0: write a number from 1 to 1000",
+        ),
+        (
+            "[[token_set]]\nname = \"c\"\nenv_files = \"/c/*\"\nalerts = [\"opps\"]\n",
+            "8:11: token `c` sends alerts to `opps`, and no `[[alert]]` has that name",
+        ),
+        (
+            "[[token_set]]\nname = \"c\"\nenv_files = \"/c/*\"\nenv = \"X\"\n",
+            "8:1: unknown key `env`",
+        ),
+        (
+            "[[token_set]]\nname = \"c\"\nenv_file = \"/c/*\"\n",
+            "did you mean `env_files`?",
+        ),
+    ] {
+        let e = error(&format!("{head}{body}"));
+        assert!(
+            e.starts_with(&format!("{FILE}:{expected}")) || e.ends_with(expected),
+            "{body}\n{e}"
+        );
+    }
+    // A token named like one of a set's tokens.
+    let e = error(
+        "[[token]]\nname = \"c/one\"\nenv_file = \"/x/.env\"\n[[token_set]]\nname = \"c\"\nenv_files = \"/c/*/.env\"\n",
+    );
+    assert!(
+        e.contains(":5:8: token set `c` names its tokens `c/…`, and token `c/one` is named so too"),
+        "{e}"
     );
 }

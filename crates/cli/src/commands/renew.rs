@@ -178,6 +178,7 @@ fn write_options(write: &WriteArgs, target: &Target) -> Result<WriteOptions, Fai
         dry_run: write.dry_run,
         backup_dir: backup_dir(write, target)?,
         on_lock_held: Some(on_lock_held),
+        ..WriteOptions::default()
     })
 }
 

@@ -1,0 +1,292 @@
+//! `[[token_set]]` made into tokens: [`expand`] lists the files matching a set's pattern (a `*`
+//! matches within one path segment, never across `/`, and not a leading `.`, as in the shell) and
+//! makes each one a [`TokenConfig`] named `<set>/<what the wildcards matched>`, with the set's
+//! policy, reload and routes, plus the route its env file names under `alert_route_key`.
+//!
+//! The daemon calls it at each step, so files that appear or disappear are taken in at the next
+//! round. The walk is bounded: its depth is the pattern's (no `**`, so a symlink loop cannot make
+//! it deeper), and it looks at most [`MAX_ENTRIES`] folder entries per set.
+//!
+//! Must never: fail as a whole because one file or folder cannot be read (that file's token is
+//! checked and found unreadable; a folder is reported), read a file's token (only
+//! `alert_route_key`'s variable is read here), or splice a path into a shell command (the reload
+//! gets the file and folder as `$1` and `$2`, see [`TokenConfig::reload_args`]).
+
+use std::ffi::OsStr;
+use std::io::Read;
+use std::path::{Component, Path, PathBuf};
+
+use crate::config::{AppSource, Route, TokenConfig, TokenSet, TokenSource};
+
+/// The most folder entries one set's walk looks at.
+pub const MAX_ENTRIES: usize = 100_000;
+/// The most bytes read of an env file for its `alert_route_key`.
+const MAX_ENV_FILE: u64 = 1024 * 1024;
+
+/// What a set is now.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Expansion {
+    /// One per matching file, sorted by name.
+    pub tokens: Vec<TokenConfig>,
+    /// What a person should know, with the token it is about (`None`: about the set).
+    pub problems: Vec<(Option<String>, String)>,
+}
+
+/// The files matching `set` now, each as a token. `routes` are the configured routes, to check the
+/// names `alert_route_key` reads.
+pub fn expand(set: &TokenSet, routes: &[Route]) -> Expansion {
+    let mut out = Expansion::default();
+    let mut budget = MAX_ENTRIES;
+    let mut matches = Vec::new();
+    let components: Vec<Component<'_>> = set.pattern.components().collect();
+    // The literal start of the pattern, then the rest segment by segment.
+    let first_wild = components
+        .iter()
+        .position(|c| c.as_os_str().to_string_lossy().contains('*'))
+        .unwrap_or(components.len());
+    let base: PathBuf = components[..first_wild].iter().collect();
+    walk(
+        set,
+        &base,
+        &components[first_wild..],
+        Vec::new(),
+        &mut budget,
+        &mut matches,
+        &mut out.problems,
+    );
+    if budget == 0 {
+        out.problems.push((
+            None,
+            format!(
+                "token set `{}`: more than {MAX_ENTRIES} folder entries under `{}`; only those seen are watched (narrow the pattern)",
+                set.name,
+                base.display()
+            ),
+        ));
+    }
+    if matches.is_empty() {
+        out.problems.push((
+            None,
+            format!(
+                "token set `{}` matches no file yet (`{}`); files that appear are taken in at the next round",
+                set.name,
+                set.pattern.display()
+            ),
+        ));
+    }
+    matches.sort();
+    matches.dedup_by(|a, b| a.0 == b.0);
+    for (suffix, file) in matches {
+        let name = format!("{}/{suffix}", set.name);
+        if name.chars().count() > 200 || name.chars().any(char::is_control) {
+            out.problems.push((
+                None,
+                format!(
+                    "token set `{}`: `{}` is skipped: its name would be longer than 200 characters or hold control characters",
+                    set.name,
+                    file.display()
+                ),
+            ));
+            continue;
+        }
+        let mut token = set.template.clone();
+        token.name = name;
+        token.source = match &token.source {
+            TokenSource::EnvFile { key, .. } => TokenSource::EnvFile {
+                path: file.clone(),
+                key: key.clone(),
+            },
+            _ => TokenSource::TokenFile(file.clone()),
+        };
+        if let AppSource::EnvFile(_) = token.app {
+            token.app = AppSource::EnvFile(file.clone());
+        }
+        let folder = file.parent().unwrap_or(Path::new("/")).to_owned();
+        token.reload_args = vec![file.clone(), folder];
+        if let Some(key) = &set.alert_route_key {
+            match route_of(&file, key) {
+                Ok(Some(route)) if routes.iter().any(|r| r.name == route) => {
+                    if !token.alerts.contains(&route) {
+                        token.alerts.push(route);
+                    }
+                }
+                Ok(Some(route)) => out.problems.push((
+                    Some(token.name.clone()),
+                    format!(
+                        "`{key}` in `{}` names route `{}`, and no [[alert]] has that name; its alerts go to the set's routes only",
+                        file.display(),
+                        sanitise(&route)
+                    ),
+                )),
+                // No variable: the set's routes. An unreadable file is reported by its check.
+                Ok(None) | Err(()) => {}
+            }
+        }
+        out.tokens.push(token);
+    }
+    out
+}
+
+/// The value of `key` in the env file, if set and not empty; `Err` if the file cannot be read.
+fn route_of(file: &Path, key: &str) -> Result<Option<String>, ()> {
+    let f = std::fs::File::open(file).map_err(|_| ())?;
+    let mut bytes = Vec::new();
+    f.take(MAX_ENV_FILE)
+        .read_to_end(&mut bytes)
+        .map_err(|_| ())?;
+    let text = String::from_utf8(bytes).map_err(|_| ())?;
+    let doc = permatoken_dotenv::parse(&text).map_err(|_| ())?;
+    Ok(doc
+        .get(key)
+        .map(|e| e.value.trim().to_owned())
+        .filter(|v| !v.is_empty()))
+}
+
+/// A route name read from a file, for a message: shown only if it cannot be a secret put in the
+/// wrong variable (a token starts with `EAA` and is long; an app secret is 32 hex digits), and
+/// without control characters.
+fn sanitise(text: &str) -> String {
+    let hex32 = text.len() == 32 && text.bytes().all(|b| b.is_ascii_hexdigit());
+    if text.chars().count() > 40 || text.starts_with("EAA") || hex32 {
+        return "(a value that is no route name, not shown)".into();
+    }
+    text.chars().filter(|c| !c.is_control()).collect()
+}
+
+fn walk(
+    set: &TokenSet,
+    at: &Path,
+    rest: &[Component<'_>],
+    captured: Vec<String>,
+    budget: &mut usize,
+    out: &mut Vec<(String, PathBuf)>,
+    problems: &mut Vec<(Option<String>, String)>,
+) {
+    let Some((segment, rest)) = rest.split_first() else {
+        // A folder where the pattern ends is not a token file.
+        if !at.is_dir() && !captured.is_empty() {
+            out.push((captured.join("/"), at.to_owned()));
+        }
+        return;
+    };
+    let segment = segment.as_os_str();
+    let Some(pattern) = segment.to_str().filter(|s| s.contains('*')) else {
+        let next = at.join(segment);
+        // A missing entry is no match; a file that is there but cannot be read is a token (its
+        // check says why), so the last segment only needs to exist, even as a dangling link.
+        let there = if rest.is_empty() {
+            std::fs::symlink_metadata(&next).is_ok()
+        } else {
+            next.is_dir()
+        };
+        if there {
+            walk(set, &next, rest, captured, budget, out, problems);
+        }
+        return;
+    };
+    let entries = match std::fs::read_dir(at) {
+        Ok(entries) => entries,
+        Err(e) => {
+            if at.exists() {
+                problems.push((
+                    None,
+                    format!(
+                        "token set `{}`: cannot list `{}`: {e}",
+                        set.name,
+                        at.display()
+                    ),
+                ));
+            }
+            return;
+        }
+    };
+    let mut names = Vec::new();
+    for entry in entries {
+        if *budget == 0 {
+            break;
+        }
+        *budget -= 1;
+        let Ok(entry) = entry else { continue };
+        names.push(entry.file_name());
+    }
+    names.sort();
+    for name in names {
+        let Some(parts) = matches(pattern, &name) else {
+            continue;
+        };
+        let next = at.join(&name);
+        if !rest.is_empty() && !next.is_dir() {
+            continue;
+        }
+        let mut captured = captured.clone();
+        captured.extend(parts);
+        walk(set, &next, rest, captured, budget, out, problems);
+    }
+}
+
+/// What each `*` of `pattern` matched in `name`, if it matches: the literal parts are found left
+/// to right, the last anchored at the end (linear in the name). A name that is not UTF-8 never
+/// matches, nor a leading `.` under a leading `*`.
+fn matches(pattern: &str, name: &OsStr) -> Option<Vec<String>> {
+    let name = name.to_str()?;
+    let parts: Vec<&str> = pattern.split('*').collect();
+    let (first, last) = (parts[0], parts[parts.len() - 1]);
+    if first.is_empty() && name.starts_with('.') {
+        return None;
+    }
+    if name.len() < first.len() + last.len() || !name.starts_with(first) || !name.ends_with(last) {
+        return None;
+    }
+    let end = name.len() - last.len();
+    let mut at = first.len();
+    let mut captured = Vec::with_capacity(parts.len() - 1);
+    for part in &parts[1..parts.len() - 1] {
+        let found = name.get(at..end)?.find(part)?;
+        captured.push(name[at..at + found].to_owned());
+        at += found + part.len();
+    }
+    captured.push(name.get(at..end)?.to_owned());
+    Some(captured)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn m(pattern: &str, name: &str) -> Option<Vec<String>> {
+        matches(pattern, OsStr::new(name))
+    }
+
+    #[test]
+    fn a_star_matches_within_a_name_and_captures_it() {
+        assert_eq!(m("*", "c0007"), Some(vec!["c0007".into()]));
+        assert_eq!(m("*.env", "acme.env"), Some(vec!["acme".into()]));
+        assert_eq!(
+            m("c*-*.env", "c12-wa.env"),
+            Some(vec!["12".into(), "wa".into()])
+        );
+        assert_eq!(m("*.env", "acme.txt"), None);
+        assert_eq!(m("*", ".hidden"), None);
+        assert_eq!(m("ab*ba", "aba"), None);
+        assert_eq!(m("a*", "a"), Some(vec![String::new()]));
+    }
+
+    #[test]
+    fn a_set_that_matches_nothing_yet_is_said_and_not_fatal() {
+        let text = "[[token_set]]\nname = \"c\"\ntoken_files = \"/nonexistent-permatoken/*/t\"\n";
+        let config = crate::config::parse(text, Path::new("/etc/permatoken.toml"))
+            .unwrap()
+            .config;
+        let e = expand(&config.token_sets[0], &[]);
+        assert!(e.tokens.is_empty());
+        assert!(e.problems[0].1.contains("matches no file yet"), "{e:?}");
+    }
+
+    #[test]
+    fn a_route_name_that_may_be_a_secret_is_not_shown() {
+        assert_eq!(sanitise("client-7\u{1b}"), "client-7");
+        for secret in ["EAAPERMATOKENTEST", &"ab12".repeat(8), &"x".repeat(41)] {
+            assert!(!sanitise(secret).contains(secret), "{secret}");
+        }
+    }
+}
