@@ -122,6 +122,7 @@ fn check_config(args: &WatchArgs, loaded: &Loaded) -> u8 {
             "status": "ok",
             "config": c.path,
             "tokens": c.tokens.iter().map(|t| &t.name).collect::<Vec<_>>(),
+            "token_sets": c.token_sets.iter().map(|s| serde_json::json!({"name": s.name, "pattern": s.pattern})).collect::<Vec<_>>(),
             "routes": c.routes.iter().map(|r| &r.name).collect::<Vec<_>>(),
             "warnings": loaded.warnings,
         }));
@@ -129,10 +130,21 @@ fn check_config(args: &WatchArgs, loaded: &Loaded) -> u8 {
         let mut out = anstream::stdout().lock();
         let _ = writeln!(
             out,
-            "{file} is valid: {} token(s), {} alert route(s)",
+            "{file} is valid: {} token(s), {} token set(s), {} alert route(s)",
             c.tokens.len(),
+            c.token_sets.len(),
             c.routes.len()
         );
+        // A set's files are looked for at each round; say what they match now.
+        for set in &c.token_sets {
+            let found = permatoken_watch::sets::expand(set, &c.routes).tokens.len();
+            let _ = writeln!(
+                out,
+                "  set `{}`: `{}` matches {found} file(s) now",
+                set.name,
+                set.pattern.display()
+            );
+        }
     }
     for warning in &loaded.warnings {
         crate::render::warning(warning);

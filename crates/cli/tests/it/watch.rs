@@ -46,9 +46,28 @@ fn check_config_accepts_a_good_file_and_names_line_and_column_of_a_bad_one() {
     good.assert_code(0);
     assert!(
         good.stdout
-            .contains("is valid: 1 token(s), 0 alert route(s)"),
+            .contains("is valid: 1 token(s), 0 token set(s), 0 alert route(s)"),
         "{}",
         good.stdout
+    );
+
+    // A set is counted, and what its pattern matches now is said.
+    let set = Test::new()
+        .write("clients/a/.env", "WHATSAPP_ACCESS_TOKEN=x\n")
+        .write("clients/b/.env", "WHATSAPP_ACCESS_TOKEN=x\n")
+        .write(
+            "permatoken.toml",
+            "[[token_set]]\nname = \"clients\"\nenv_files = \"clients/*/.env\"\n",
+        )
+        .args(["watch", "--config", "permatoken.toml", "--check-config"])
+        .run();
+    set.assert_code(0);
+    assert!(
+        set.stdout.contains("0 token(s), 1 token set(s)")
+            && set.stdout.contains("set `clients`")
+            && set.stdout.contains("matches 2 file(s) now"),
+        "{}",
+        set.stdout
     );
 
     let bad = Test::new()
