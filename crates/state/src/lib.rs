@@ -27,9 +27,11 @@
 mod postgres;
 mod sqlite;
 
-pub use postgres::{MIGRATION_LOCK, PgOptions};
+pub use postgres::{LEADER_LOCK, MIGRATION_LOCK, PgOptions};
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
 
 use jiff::Timestamp;
 use serde::Serialize;
@@ -552,6 +554,32 @@ enum Backend {
     Postgres(postgres::Postgres),
 }
 
+/// Leader election among the `watch` replicas sharing one PostgreSQL state.
+///
+/// The leader holds the advisory lock [`LEADER_LOCK`] on a session of its own, and writes a
+/// heartbeat row (its replica name, its session's pid, the server's time) at each
+/// [`Election::poll`]. A standby tries the lock at each poll; when the heartbeat is older than the
+/// lease (a leader stopped or cut off keeps its session, and so the lock), it ends that session
+/// (`pg_terminate_backend`) and takes the lock. A leader whose session is gone, or whose heartbeat
+/// fails, is fenced: `poll` says it stands by (and drops the session, releasing the lock) until it
+/// wins the lock again. Poll about every second, and once more right before acting. Clones share
+/// one session.
+#[derive(Clone)]
+pub struct Election {
+    inner: Arc<tokio::sync::Mutex<Option<postgres::Election>>>,
+}
+
+impl Election {
+    /// Whether this replica leads now, after renewing its heartbeat (leader) or trying the lock
+    /// (standby). An error (the database unreachable) means standing by; the next poll tries again.
+    pub async fn poll(&self) -> Result<bool, Error> {
+        match self.inner.lock().await.as_mut() {
+            None => Ok(true),
+            Some(election) => election.poll().await,
+        }
+    }
+}
+
 impl Store {
     /// Opens (creating if missing) the SQLite state at `path`: its folder is created with mode 0700,
     /// the file with 0600; migrations are applied in one transaction; a schema newer than this build
@@ -577,13 +605,30 @@ impl Store {
     /// the password comes from `options` (see [`PgOptions`]). Migrations are applied in one
     /// transaction under the advisory lock [`MIGRATION_LOCK`], so replicas starting together apply
     /// them once; a schema newer than this build knows is refused ([`Error::NewerSchema`]). No lock
-    /// is held on the database: leader election is the caller's. A session the server drops is
+    /// is held by the store itself: the leader among replicas is elected by [`Store::election`]. A session the server drops is
     /// opened again at the next call.
     pub async fn open_postgres(url: &str, options: PgOptions) -> Result<Self, Error> {
         let pg = postgres::Postgres::open(url, &options).await?;
         Ok(Self {
             backend: Backend::Postgres(pg),
         })
+    }
+
+    /// This replica's side of the leader election among the replicas sharing this state, known to
+    /// the others as `replica` (for the heartbeat row; not a secret). SQLite's file lock already
+    /// makes its one `watch` the leader: its election always leads. See [`Election`].
+    pub fn election(&self, replica: &str, lease: Duration) -> Election {
+        let inner = match &self.backend {
+            Backend::Sqlite(_) => None,
+            Backend::Postgres(db) => Some(postgres::Election::new(
+                db.clone(),
+                clean_text(replica),
+                lease,
+            )),
+        };
+        Election {
+            inner: Arc::new(tokio::sync::Mutex::new(inner)),
+        }
     }
 
     /// Where the state lives, for messages (the SQLite file, or the PostgreSQL URL without its query).

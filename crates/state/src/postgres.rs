@@ -1591,6 +1591,157 @@ pub(crate) async fn prune(
 }
 
 /// tokio-postgres's TLS traits over tokio-rustls.
+/// The advisory lock key the leader holds on its own session (ASCII "permlead").
+pub const LEADER_LOCK: i64 = 0x7065_726d_6c65_6164;
+
+/// One replica's side of the leader election: a session of its own (never the store's query
+/// session, whose reconnects would drop the lock unseen), the lock on it, and the heartbeat row.
+pub(crate) struct Election {
+    db: Postgres,
+    replica: String,
+    lease: Duration,
+    client: Option<Client>,
+    leading: bool,
+}
+
+impl Election {
+    pub(crate) fn new(db: Postgres, replica: String, lease: Duration) -> Self {
+        Self {
+            db,
+            replica,
+            lease,
+            client: None,
+            leading: false,
+        }
+    }
+
+    /// Leads, stands by or takes over; see [`crate::Election::poll`].
+    pub(crate) async fn poll(&mut self) -> Result<bool, Error> {
+        match self.try_poll().await {
+            Ok(leading) => {
+                self.leading = leading;
+                Ok(leading)
+            }
+            Err(e) => {
+                // Dropping the session ends it on the server, and the lock with it: whoever takes
+                // over next does not wait for a lease.
+                self.leading = false;
+                self.client = None;
+                Err(e)
+            }
+        }
+    }
+
+    async fn try_poll(&mut self) -> Result<bool, Error> {
+        let loc = self.db.location().to_path_buf();
+        let e = pg(&loc);
+        if self.client.as_ref().is_none_or(Client::is_closed) {
+            if self.leading {
+                // The session that held the lock is gone (ended by a standby, or the network):
+                // this replica is fenced and must not act before it wins the lock again.
+                self.client = None;
+                self.leading = false;
+                return Ok(false);
+            }
+            let client = self.db.connect().await?;
+            client
+                .batch_execute(
+                    "CREATE TABLE IF NOT EXISTS leader_heartbeat (
+                        id INTEGER PRIMARY KEY CHECK (id = 1),
+                        replica TEXT NOT NULL,
+                        pid INTEGER NOT NULL,
+                        beat_at BIGINT NOT NULL
+                    )",
+                )
+                .await
+                .or_else(|err| {
+                    // Two replicas creating it at once: one wins, the other sees it exists.
+                    if err.code() == Some(&SqlState::UNIQUE_VIOLATION) {
+                        Ok(())
+                    } else {
+                        Err(err)
+                    }
+                })
+                .map_err(&e)?;
+            self.client = Some(client);
+        }
+        let Some(client) = self.client.as_ref() else {
+            return Err(Error::Worker);
+        };
+        if self.leading {
+            self.beat(client).await?;
+            return Ok(true);
+        }
+        if !self.try_lock(client).await? {
+            let lease = i64::try_from(self.lease.as_secs()).unwrap_or(i64::MAX);
+            // The server's clock on both sides: replicas' clocks may disagree.
+            let stale = client
+                .query_opt(
+                    "SELECT pid FROM leader_heartbeat WHERE id = 1 \
+                     AND beat_at < EXTRACT(EPOCH FROM clock_timestamp())::BIGINT - $1",
+                    &[&lease],
+                )
+                .await
+                .map_err(&e)?;
+            let Some(row) = stale else { return Ok(false) };
+            let pid: i32 = row.get(0);
+            let (class, object) = lock_ids(LEADER_LOCK);
+            // Only a session that holds the leader lock is ended: a pid the row names may since
+            // have been given to another session.
+            let ended = client
+                .query(
+                    "SELECT pg_terminate_backend(pid) FROM pg_locks WHERE locktype = 'advisory' \
+                     AND granted AND pid = $1 AND classid::BIGINT = $2 AND objid::BIGINT = $3 \
+                     AND objsubid = 1",
+                    &[&pid, &class, &object],
+                )
+                .await
+                .map_err(&e)?;
+            if ended.is_empty() {
+                return Ok(false);
+            }
+            // The lock goes when that backend has exited; the next poll takes it if this one
+            // cannot yet.
+            if !self.try_lock(client).await? {
+                return Ok(false);
+            }
+        }
+        self.beat(client).await?;
+        Ok(true)
+    }
+
+    async fn try_lock(&self, client: &Client) -> Result<bool, Error> {
+        let loc = self.db.location();
+        Ok(client
+            .query_one("SELECT pg_try_advisory_lock($1)", &[&LEADER_LOCK])
+            .await
+            .map_err(pg(loc))?
+            .get(0))
+    }
+
+    /// Writes the heartbeat on the lock's session: it fails once that session is gone.
+    async fn beat(&self, client: &Client) -> Result<(), Error> {
+        let loc = self.db.location();
+        client
+            .execute(
+                "INSERT INTO leader_heartbeat (id, replica, pid, beat_at) \
+                 VALUES (1, $1, pg_backend_pid(), EXTRACT(EPOCH FROM clock_timestamp())::BIGINT) \
+                 ON CONFLICT (id) DO UPDATE SET replica = EXCLUDED.replica, pid = EXCLUDED.pid, \
+                 beat_at = EXCLUDED.beat_at",
+                &[&self.replica],
+            )
+            .await
+            .map_err(pg(loc))?;
+        Ok(())
+    }
+}
+
+/// How `pg_locks` shows a bigint advisory key: its high and low 32 bits.
+fn lock_ids(key: i64) -> (i64, i64) {
+    let key = key as u64;
+    ((key >> 32) as i64, (key & 0xffff_ffff) as i64)
+}
+
 mod tls {
     use std::future::Future;
     use std::io;

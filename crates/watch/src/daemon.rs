@@ -9,6 +9,12 @@
 //! Time comes from a [`Clock`] only: [`Daemon::run_due`] takes `now`, so a test drives simulated
 //! days deterministically; [`Daemon::run`] sleeps (tokio time) until the next due check.
 //!
+//! With an election ([`Daemon::set_election`], replicas on one PostgreSQL state), only the leader
+//! checks, renews, fails over and alerts; a standby rebuilds its snapshot from the shared state every
+//! few seconds. The election is polled each second by a task of its own (the heartbeat goes on during
+//! a long round) and once more right before each round, so a leader stopped past its lease finds
+//! itself fenced before it acts.
+//!
 //! Must never: print or store a secret (tokens are known by their SHA-256 and short fingerprint), stop
 //! because one token's file cannot be read (that token's check is unknown), or call a token dead
 //! unless the API said so (the engine and [`crate::states::observe`] ensure it).
@@ -205,6 +211,21 @@ struct Due {
     unknown_streak: u32,
 }
 
+/// How often a replica renews its heartbeat (leader) or tries the lock (standby).
+const ELECTION_POLL: Duration = Duration::from_secs(1);
+
+/// How often a standby rebuilds its snapshot from the shared state.
+const STANDBY_REFRESH: Duration = Duration::from_secs(3);
+
+/// Ends the heartbeat task with the loop that started it.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
 /// The `watch` scheduler. See the module docs.
 pub struct Daemon {
     config: Config,
@@ -242,6 +263,10 @@ pub struct Daemon {
     reload_slots: HashMap<Option<String>, Arc<tokio::sync::Semaphore>>,
     /// Problems of the sets already reported, so that each is recorded once.
     set_problems: std::collections::HashSet<(Option<String>, String)>,
+    /// The election among replicas sharing the state; `None`: this daemon always leads.
+    election: Option<store::Election>,
+    /// Whether this replica leads: only the leader checks, renews, fails over and alerts.
+    leading: bool,
 }
 
 impl Daemon {
@@ -272,6 +297,8 @@ impl Daemon {
             fixed_tokens,
             reload_slots: HashMap::new(),
             set_problems: std::collections::HashSet::new(),
+            election: None,
+            leading: true,
         };
         daemon.make_reload_slots();
         daemon
@@ -337,6 +364,44 @@ impl Daemon {
             }
         }
         Ok(changed)
+    }
+
+    /// Makes this daemon one of several replicas: [`Daemon::run`] acts only while `election` says
+    /// it leads, and stands by otherwise (serving the shared state, `permatoken_leader` 0).
+    pub fn set_election(&mut self, election: store::Election) {
+        self.election = Some(election);
+        self.leading = false;
+    }
+
+    /// Whether this replica leads (always, without an election).
+    pub fn is_leader(&self) -> bool {
+        self.leading
+    }
+
+    /// Asks the election (right before acting, too: a leader stopped for longer than the lease
+    /// must find itself fenced before it does anything). Logs each change of role.
+    async fn confirm_leader(&mut self) -> bool {
+        let Some(election) = &self.election else {
+            return true;
+        };
+        let leading = match election.poll().await {
+            Ok(leading) => leading,
+            Err(e) => {
+                tracing::warn!("leader election: {e}; standing by");
+                false
+            }
+        };
+        if leading != self.leading {
+            if leading {
+                tracing::info!("this replica now leads: it checks, renews, fails over and alerts");
+                // What the last leader scheduled is not known here: every token is due now.
+                self.due.clear();
+            } else {
+                tracing::warn!("this replica stands by: another one leads");
+            }
+            self.leading = leading;
+        }
+        leading
     }
 
     /// The configuration in use.
@@ -418,18 +483,49 @@ impl Daemon {
     ) -> Result<(), Error> {
         let mut shutdown = std::pin::pin!(shutdown);
         let mut reloads_open = true;
+        // The heartbeat goes on while a long round runs: a task of its own, polling each second.
+        let (role_tx, mut role_rx) = tokio::sync::watch::channel(self.leading);
+        let heartbeat = self.election.clone().map(|election| {
+            tokio::spawn(async move {
+                loop {
+                    let leading = election.poll().await.unwrap_or(false);
+                    role_tx.send_if_modified(|old| std::mem::replace(old, leading) != leading);
+                    tokio::time::sleep(ELECTION_POLL).await;
+                }
+            })
+        });
+        let _stop_heartbeat = heartbeat.map(AbortOnDrop);
+        self.confirm_leader().await;
         self.publish(self.clock.now()).await?;
         loop {
             let now = self.clock.now();
-            let next = self
-                .next_due()
-                .unwrap_or(now + SignedDuration::from_hours(1));
-            // Deliveries waiting for a retry wake the loop too; a minute is their finest grain.
-            let wait = next
-                .duration_since(now)
-                .clamp(SignedDuration::ZERO, SignedDuration::from_mins(1));
-            let wait = Duration::try_from(wait).unwrap_or_default();
+            let wait = if self.leading {
+                let next = self
+                    .next_due()
+                    .unwrap_or(now + SignedDuration::from_hours(1));
+                // Deliveries waiting for a retry wake the loop too; a minute is their finest grain.
+                let wait = next
+                    .duration_since(now)
+                    .clamp(SignedDuration::ZERO, SignedDuration::from_mins(1));
+                Duration::try_from(wait).unwrap_or_default()
+            } else {
+                // A standby rebuilds its picture from the shared state every few seconds.
+                STANDBY_REFRESH
+            };
             tokio::select! {
+                changed = role_rx.changed(), if self.election.is_some() => {
+                    if changed.is_err() {
+                        continue;
+                    }
+                    let was = self.leading;
+                    self.confirm_leader().await;
+                    if was != self.leading {
+                        let now = self.clock.now();
+                        if let Err(e) = self.publish(now).await {
+                            tracing::error!("cannot rebuild the status: {e}");
+                        }
+                    }
+                }
                 () = &mut shutdown => return Ok(()),
                 config = reloads.recv(), if reloads_open => {
                     match config {
@@ -440,7 +536,12 @@ impl Daemon {
                 }
                 () = tokio::time::sleep(wait) => {
                     let now = self.clock.now();
-                    if let Err(e) = self.run_due(now).await {
+                    let result = if self.confirm_leader().await {
+                        self.run_due(now).await.map(drop)
+                    } else {
+                        self.publish(now).await
+                    };
+                    if let Err(e) = result {
                         tracing::error!("a round failed: {e}");
                     }
                 }
@@ -1221,7 +1322,7 @@ impl Daemon {
         Ok(Snapshot {
             generated_at: now.as_second(),
             started_at: self.started_at.as_second(),
-            leader: true,
+            leader: self.leading,
             round_finished: self.last_round_at.is_some(),
             last_round_at: self.last_round_at.map(|t| t.as_second()),
             tokens,

@@ -47,6 +47,7 @@ pub(crate) async fn run(args: WatchArgs) -> Result<u8, Failure> {
             },
         )?),
     };
+    let postgres = matches!(state, StateLocation::Postgres(_));
     let store = match state {
         StateLocation::File(path) => Store::open(&path).await.map_err(|e| {
             Failure::new(
@@ -80,6 +81,9 @@ pub(crate) async fn run(args: WatchArgs) -> Result<u8, Failure> {
         clock: Arc::new(SystemClock),
         backup_dir,
     });
+    if postgres && !args.once {
+        daemon.set_election(store_election(daemon.store())?);
+    }
     if args.once {
         let summary = daemon.run_all(jiff::Timestamp::now()).await.map_err(|e| {
             Failure::new(e.to_string(), "see the message; nothing else was changed")
@@ -90,6 +94,36 @@ pub(crate) async fn run(args: WatchArgs) -> Result<u8, Failure> {
     }
     serve(&args, &config, daemon, subscriber, counters).await
 }
+
+/// The election among the replicas sharing a PostgreSQL state: this replica is known by its host
+/// and pid, and the lease comes from `PERMATOKEN_LEADER_LEASE` (seconds; default 15).
+fn store_election(store: &Store) -> Result<permatoken_state::Election, Failure> {
+    let lease = match std::env::vars_os().find(|(k, _)| k == "PERMATOKEN_LEADER_LEASE") {
+        None => DEFAULT_LEASE,
+        Some((_, value)) => value
+            .to_str()
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .filter(|&secs| (2..=3600).contains(&secs))
+            .ok_or_else(|| {
+                Failure::new(
+                    "PERMATOKEN_LEADER_LEASE is not a whole number of seconds from 2 to 3600",
+                    "set PERMATOKEN_LEADER_LEASE to the lease in seconds (default 15), or unset it",
+                )
+            })?,
+    };
+    let host = std::fs::File::open("/proc/sys/kernel/hostname")
+        .and_then(|f| {
+            let mut text = String::new();
+            std::io::Read::read_to_string(&mut std::io::Read::take(f, 256), &mut text)?;
+            Ok(text.trim().to_owned())
+        })
+        .unwrap_or_default();
+    let replica = format!("{host} pid {}", std::process::id());
+    Ok(store.election(&replica, std::time::Duration::from_secs(lease)))
+}
+
+/// How long a leader's heartbeat may be silent before a standby ends its session.
+const DEFAULT_LEASE: u64 = 15;
 
 fn load(args: &WatchArgs) -> Result<Loaded, Failure> {
     let cwd = std::env::current_dir().map_err(|e| {

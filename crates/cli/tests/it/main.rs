@@ -18,4 +18,5 @@ mod scan;
 mod systemd;
 mod tls;
 mod watch;
+mod watch_leader;
 mod watch_postgres;

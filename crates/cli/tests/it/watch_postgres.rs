@@ -3,7 +3,7 @@
 //! configuration, the password from PGPASSWORD or `state_password_file`, never from the URL.
 
 #[path = "../../../state/tests/it/pg_cluster.rs"]
-mod pg_cluster;
+pub(crate) mod pg_cluster;
 
 use pg_cluster::{PgCluster, WATCH};
 

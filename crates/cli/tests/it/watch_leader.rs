@@ -1,0 +1,247 @@
+//! Several `permatoken watch` replicas on one PostgreSQL state (a cluster started for the test, see
+//! crates/state/tests/it/pg_cluster.rs), as real processes: exactly one leads (`permatoken_leader`
+//! on /metrics), only the leader calls the Graph API, and a standby takes over when the leader is
+//! killed, or stopped for longer than the lease (the stopped one, resumed, stands by). Each replica
+//! talks to a sandbox of its own, so each sandbox's request log is one replica's Graph calls.
+//! The token belongs to neither sandbox (each says it is invalid): what counts here is who asks.
+//! Signals are sent with the `kill` command. Deadlines are generous: liveness, never speed.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use crate::watch_postgres::pg_cluster::{PgCluster, WATCH};
+use permatoken_sandbox::Running;
+
+use crate::harness::{app_lines, sandbox, token_of};
+
+const DEADLINE: Duration = Duration::from_secs(60);
+
+const CONFIG: &str =
+    "[defaults]\ninterval = \"1h\"\n\n[[token]]\nname = \"orders\"\nenv_file = \"orders.env\"\n";
+
+/// One `watch` replica: its process, its sandbox, its HTTP address and its stderr so far.
+struct Replica {
+    child: Child,
+    sandbox: Running,
+    addr: String,
+    lines: mpsc::Receiver<String>,
+    log: Vec<String>,
+}
+
+impl Replica {
+    fn start(dir: &Path, url: &str, pg: &PgCluster) -> Self {
+        let sandbox = sandbox();
+        let mut child = Command::new(env!("CARGO_BIN_EXE_permatoken"))
+            .args(["watch", "--config", "permatoken.toml", "--state", url])
+            .args(["--listen", "127.0.0.1:0"])
+            .current_dir(dir)
+            .env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .env("HOME", dir)
+            .env("PGPASSWORD", pg.password())
+            .env("PERMATOKEN_LEADER_LEASE", "3")
+            .env("PERMATOKEN_GRAPH_URL", sandbox.url())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("the permatoken binary runs");
+        let (tx, lines) = mpsc::channel();
+        let stderr = child.stderr.take().unwrap();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let mut replica = Self {
+            child,
+            sandbox,
+            addr: String::new(),
+            lines,
+            log: Vec::new(),
+        };
+        let serving = replica.wait_for("serving the status page");
+        replica.addr = serving
+            .split("http://")
+            .nth(1)
+            .and_then(|s| s.strip_suffix('/'))
+            .expect("the address is logged")
+            .to_owned();
+        replica
+    }
+
+    fn wait_for(&mut self, needle: &str) -> String {
+        let start = Instant::now();
+        while start.elapsed() < DEADLINE {
+            match self.lines.recv_timeout(Duration::from_millis(200)) {
+                Ok(line) => {
+                    self.log.push(line.clone());
+                    if line.contains(needle) {
+                        return line;
+                    }
+                }
+                Err(mpsc::RecvTimeoutError::Timeout) => {}
+                Err(mpsc::RecvTimeoutError::Disconnected) => break,
+            }
+        }
+        panic!(
+            "no `{needle}` within {DEADLINE:?}; stderr so far:\n{}",
+            self.log.join("\n")
+        );
+    }
+
+    /// `permatoken_leader` on its /metrics, when it answers.
+    fn leader(&self) -> Option<u8> {
+        let body = get(&self.addr, "/metrics")?;
+        body.lines()
+            .find_map(|l| l.strip_prefix("permatoken_leader "))
+            .and_then(|v| v.trim().parse().ok())
+    }
+
+    fn graph_calls(&self) -> usize {
+        self.sandbox.requests().len()
+    }
+
+    fn signal(&self, signal: &str) {
+        let status = Command::new("kill")
+            .args([signal, &self.child.id().to_string()])
+            .status()
+            .expect("the kill command runs");
+        assert!(status.success());
+    }
+
+    fn stop(mut self) -> Vec<String> {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        while let Ok(line) = self.lines.recv_timeout(Duration::from_secs(2)) {
+            self.log.push(line);
+        }
+        self.log
+    }
+}
+
+fn get(addr: &str, path: &str) -> Option<String> {
+    let mut stream = TcpStream::connect(addr).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nhost: {addr}\r\nconnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut text = String::new();
+    stream.read_to_string(&mut text).ok()?;
+    Some(text.split_once("\r\n\r\n")?.1.to_owned())
+}
+
+fn eventually(what: &str, mut f: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while start.elapsed() < DEADLINE {
+        if f() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    panic!("not within {DEADLINE:?}: {what}");
+}
+
+/// Two replicas on one database, once exactly one of them leads: (leader, standby).
+fn two_replicas(dir: &Path, pg: &PgCluster) -> (Replica, Replica) {
+    pg.create_database("fleet", WATCH);
+    let url = pg.url(WATCH, "fleet", "?sslmode=disable");
+    let tokens = sandbox();
+    let env = format!(
+        "WHATSAPP_ACCESS_TOKEN={}\n{}",
+        token_of(&tokens, "system-user"),
+        app_lines(&tokens)
+    );
+    std::fs::write(dir.join("permatoken.toml"), CONFIG).unwrap();
+    std::fs::write(dir.join("orders.env"), env).unwrap();
+    let a = Replica::start(dir, &url, pg);
+    let b = Replica::start(dir, &url, pg);
+    eventually("exactly one replica leads", || {
+        matches!(
+            (a.leader(), b.leader()),
+            (Some(1), Some(0)) | (Some(0), Some(1))
+        )
+    });
+    let (leader, standby) = if a.leader() == Some(1) {
+        (a, b)
+    } else {
+        (b, a)
+    };
+    eventually("the leader checks its token", || leader.graph_calls() > 0);
+    (leader, standby)
+}
+
+#[test]
+fn one_replica_leads_and_a_standby_takes_over_when_the_leader_is_killed() {
+    let Some(pg) = PgCluster::start() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let (leader, mut standby) = two_replicas(dir.path(), &pg);
+    assert_eq!(standby.leader(), Some(0));
+    // The standby serves what the leader recorded in the shared state.
+    eventually(
+        "the standby shows orders' check from the shared state",
+        || {
+            get(&standby.addr, "/api/tokens").is_some_and(|page| {
+                page.contains("\"orders\"")
+                    && page.contains("\"leader\":false")
+                    && !page.contains("\"last_check\":null")
+            })
+        },
+    );
+    assert_eq!(standby.graph_calls(), 0, "a standby called the Graph API");
+
+    leader.signal("-KILL");
+    eventually("the standby leads once the leader is killed", || {
+        standby.leader() == Some(1)
+    });
+    eventually("the new leader checks the token", || {
+        standby.graph_calls() > 0
+    });
+    standby.wait_for("this replica now leads");
+    leader.stop();
+    standby.stop();
+}
+
+#[test]
+fn a_stopped_leader_is_fenced_after_the_lease_and_stands_by_when_resumed() {
+    let Some(pg) = PgCluster::start() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let (mut leader, standby) = two_replicas(dir.path(), &pg);
+    assert_eq!(standby.graph_calls(), 0, "a standby called the Graph API");
+
+    // A stopped process keeps its session open: only the lease ends it.
+    leader.signal("-STOP");
+    eventually("the standby leads after the lease", || {
+        standby.leader() == Some(1)
+    });
+    eventually("the new leader checks the token", || {
+        standby.graph_calls() > 0
+    });
+    let before = leader.graph_calls();
+    leader.signal("-CONT");
+    leader.wait_for("this replica stands by");
+    eventually("the resumed one reports standby", || {
+        leader.leader() == Some(0)
+    });
+    assert_eq!(standby.leader(), Some(1), "two leaders");
+    assert_eq!(
+        leader.graph_calls(),
+        before,
+        "the fenced replica called the Graph API"
+    );
+    let log = leader.stop().join("\n");
+    standby.stop();
+    assert!(
+        !log.contains("PERMATOKENTEST") && !log.contains(pg.password()),
+        "{log}"
+    );
+}
