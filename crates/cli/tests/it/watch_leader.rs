@@ -245,3 +245,36 @@ fn a_stopped_leader_is_fenced_after_the_lease_and_stands_by_when_resumed() {
         "{log}"
     );
 }
+
+#[test]
+fn a_lease_that_is_not_a_number_of_seconds_is_refused_before_anything_runs() {
+    let Some(pg) = PgCluster::start() else { return };
+    pg.create_database("fleet", WATCH);
+    let sandbox = sandbox();
+    let env = format!(
+        "WHATSAPP_ACCESS_TOKEN={}\n{}",
+        token_of(&sandbox, "system-user"),
+        app_lines(&sandbox)
+    );
+    let out = crate::harness::Test::against(&sandbox)
+        .write("permatoken.toml", CONFIG)
+        .write("orders.env", &env)
+        .env("PGPASSWORD", pg.password())
+        .env("PERMATOKEN_LEADER_LEASE", "1s")
+        .args([
+            "watch",
+            "--config",
+            "permatoken.toml",
+            "--listen",
+            "127.0.0.1:0",
+        ])
+        .args(["--state", &pg.url(WATCH, "fleet", "?sslmode=disable")])
+        .run();
+    assert_eq!(out.code, 3, "{}{}", out.stdout, out.stderr);
+    assert!(
+        out.stderr.contains("PERMATOKEN_LEADER_LEASE"),
+        "{}",
+        out.stderr
+    );
+    assert!(sandbox.requests().is_empty(), "a Graph call was made");
+}
