@@ -98,16 +98,16 @@ pub(crate) async fn run(args: WatchArgs) -> Result<u8, Failure> {
 /// The election among the replicas sharing a PostgreSQL state: this replica is known by its host
 /// and pid, and the lease comes from `PERMATOKEN_LEADER_LEASE` (seconds; default 15).
 fn store_election(store: &Store) -> Result<permatoken_state::Election, Failure> {
-    let lease = match std::env::vars_os().find(|(k, _)| k == "PERMATOKEN_LEADER_LEASE") {
+    let lease = match std::env::var_os("PERMATOKEN_LEADER_LEASE") {
         None => DEFAULT_LEASE,
-        Some((_, value)) => value
+        Some(value) => value
             .to_str()
             .and_then(|v| v.trim().parse::<u64>().ok())
             .filter(|&secs| (2..=3600).contains(&secs))
             .ok_or_else(|| {
                 Failure::new(
-                    "PERMATOKEN_LEADER_LEASE is not a whole number of seconds from 2 to 3600",
-                    "set PERMATOKEN_LEADER_LEASE to the lease in seconds (default 15), or unset it",
+                    "`PERMATOKEN_LEADER_LEASE` is not a whole number of seconds from 2 to 3600",
+                    "set `PERMATOKEN_LEADER_LEASE` to the lease in seconds (default 15), or unset it",
                 )
             })?,
     };
