@@ -1,4 +1,5 @@
-//! The systemd units the README shows (contrib/systemd) are accepted by `systemd-analyze verify`.
+//! The examples under contrib/ that the README shows: the systemd units are accepted by
+//! `systemd-analyze verify`, and the Kubernetes example's permatoken.toml by `watch --check-config`.
 
 use std::path::Path;
 use std::process::Command;
@@ -39,5 +40,35 @@ fn the_example_units_verify() {
         out.status.success() && out.stderr.is_empty(),
         "systemd-analyze verify:\n{}",
         String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn the_kubernetes_examples_configuration_is_valid() {
+    let manifest = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../contrib/kubernetes/permatoken-watch.yaml"),
+    )
+    .unwrap();
+    // The ConfigMap's `permatoken.toml: |` block: its lines indented deeper than the key.
+    let mut lines = manifest
+        .lines()
+        .skip_while(|l| l.trim() != "permatoken.toml: |");
+    let key = lines.next().expect("the ConfigMap holds permatoken.toml");
+    let indent = key.len() - key.trim_start().len();
+    let toml: String = lines
+        .take_while(|l| l.trim().is_empty() || l.len() - l.trim_start().len() > indent)
+        .map(|l| format!("{}\n", l.get(indent + 2..).unwrap_or("")))
+        .collect();
+    assert!(toml.contains("[[token_set]]"), "{toml}");
+    let out = crate::harness::Test::new()
+        .write("permatoken.toml", &toml)
+        .args(["watch", "--config", "permatoken.toml", "--check-config"])
+        .run();
+    out.assert_code(0);
+    assert!(
+        out.stdout.contains("1 token set(s), 1 alert route(s)"),
+        "{}",
+        out.stdout
     );
 }
