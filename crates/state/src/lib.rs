@@ -1059,6 +1059,55 @@ impl Store {
         }
     }
 
+    /// Claims the action named by `key` for `replica` (not a secret; cleaned like a text): `true` when
+    /// this call inserted the claim and so must do the action, then [`Store::claim_done`] it;
+    /// `false` when the key was claimed before (by anyone, done or not), and the action must be
+    /// skipped. Build the key from the token's SHA-256, the action and the state change it answers
+    /// (`<sha256>:renew:<expiry>`), so that two leaders reaching the same change meet on one row
+    /// while the next change gets a key of its own. The key must hold no secret.
+    pub async fn claim(&self, key: &str, replica: &str, at: Timestamp) -> Result<bool, Error> {
+        let key = key.to_owned();
+        let replica = clean_text(replica);
+        match &self.backend {
+            Backend::Sqlite(db) => {
+                db.call(move |c, p| sqlite::claim(c, p, &key, &replica, at))
+                    .await
+            }
+            Backend::Postgres(db) => {
+                postgres::claim(&mut *db.conn().await?, db.location(), &key, &replica, at).await
+            }
+        }
+    }
+
+    /// Marks the claim `key` done at `at`: `true` when it was claimed and not yet done. A claim
+    /// never marked done (its holder stopped half-way) stays claimed: the action may have happened.
+    pub async fn claim_done(&self, key: &str, at: Timestamp) -> Result<bool, Error> {
+        let key = key.to_owned();
+        match &self.backend {
+            Backend::Sqlite(db) => {
+                db.call(move |c, p| sqlite::claim_done(c, p, &key, at))
+                    .await
+            }
+            Backend::Postgres(db) => {
+                postgres::claim_done(&mut *db.conn().await?, db.location(), &key, at).await
+            }
+        }
+    }
+
+    /// Retention for claims: removes those done before `cutoff` (their state change is long past, so
+    /// their key does not come again); claims not done are kept. Returns how many went.
+    pub async fn prune_claims(&self, cutoff: Timestamp) -> Result<u64, Error> {
+        match &self.backend {
+            Backend::Sqlite(db) => {
+                db.call(move |c, p| sqlite::prune_claims(c, p, cutoff))
+                    .await
+            }
+            Backend::Postgres(db) => {
+                postgres::prune_claims(&mut *db.conn().await?, db.location(), cutoff).await
+            }
+        }
+    }
+
     /// Retention: removes checks and events older than `cutoff` (always keeping each token's latest
     /// check), and alerts older than `cutoff` whose deliveries are all settled and that no announced
     /// state points to. One transaction.

@@ -51,6 +51,7 @@ use crate::{
 pub(crate) const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/postgres/0001_init.sql"),
     include_str!("../migrations/postgres/0002_reminders.sql"),
+    include_str!("../migrations/postgres/0003_claims.sql"),
 ];
 
 // Both backends are at the same schema version ([`crate::SCHEMA_VERSION`]): a SQLite migration
@@ -1550,6 +1551,53 @@ pub(crate) async fn recent_events(
             })
         })
         .collect()
+}
+
+pub(crate) async fn claim(
+    conn: &mut Client,
+    path: &Path,
+    key: &str,
+    replica: &str,
+    at: Timestamp,
+) -> Result<bool, Error> {
+    let inserted = conn
+        .execute(
+            "INSERT INTO claims (key, replica, claimed_at) VALUES ($1, $2, $3)
+             ON CONFLICT (key) DO NOTHING",
+            &[&key, &replica, &at.as_second()],
+        )
+        .await
+        .map_err(pg(path))?;
+    Ok(inserted == 1)
+}
+
+pub(crate) async fn claim_done(
+    conn: &mut Client,
+    path: &Path,
+    key: &str,
+    at: Timestamp,
+) -> Result<bool, Error> {
+    let marked = conn
+        .execute(
+            "UPDATE claims SET done_at = $2 WHERE key = $1 AND done_at IS NULL",
+            &[&key, &at.as_second()],
+        )
+        .await
+        .map_err(pg(path))?;
+    Ok(marked == 1)
+}
+
+pub(crate) async fn prune_claims(
+    conn: &mut Client,
+    path: &Path,
+    cutoff: Timestamp,
+) -> Result<u64, Error> {
+    conn.execute(
+        "DELETE FROM claims WHERE done_at IS NOT NULL AND done_at < $1",
+        &[&cutoff.as_second()],
+    )
+    .await
+    .map_err(pg(path))
 }
 
 pub(crate) async fn prune(

@@ -536,3 +536,39 @@ async fn a_token_given_twice_in_a_batch_keeps_the_first_sighting_and_the_last_fi
     );
     store.upsert_tokens(vec![]).await.unwrap();
 }
+
+#[tokio::test]
+async fn claims_are_taken_once_across_replicas() {
+    let Some((pg, store)) = store().await else {
+        return;
+    };
+    let url = pg.url(TRUSTED, "state", "?sslmode=disable");
+    let other = Store::open_postgres(&url, PgOptions::default())
+        .await
+        .unwrap();
+    crate::records::claims_are_taken_once_and_pruned_when_done(&store, &other).await;
+    assert_eq!(store.schema_version().await.unwrap(), 3);
+    assert!(pg.dump("state").contains("leader_heartbeat"));
+}
+
+#[tokio::test]
+async fn claims_race_has_one_winner() {
+    let Some((pg, store)) = store().await else {
+        return;
+    };
+    let url = pg.url(TRUSTED, "state", "?sslmode=disable");
+    let other = Store::open_postgres(&url, PgOptions::default())
+        .await
+        .unwrap();
+    for n in 0..20 {
+        let key = format!("{}:renew:{n}", key_of("PERMATOKENTEST-primary"));
+        let (a, b) = tokio::join!(
+            store.claim(&key, "replica-a", at(n)),
+            other.claim(&key, "replica-b", at(n))
+        );
+        assert!(
+            a.unwrap() ^ b.unwrap(),
+            "exactly one of two replicas wins {key}"
+        );
+    }
+}
