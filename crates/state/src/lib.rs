@@ -567,6 +567,8 @@ enum Backend {
 #[derive(Clone)]
 pub struct Election {
     inner: Arc<tokio::sync::Mutex<Option<postgres::Election>>>,
+    store: Store,
+    replica: String,
 }
 
 impl Election {
@@ -576,6 +578,24 @@ impl Election {
         match self.inner.lock().await.as_mut() {
             None => Ok(true),
             Some(election) => election.poll().await,
+        }
+    }
+
+    /// Claims the action named by `key` for this replica, as [`Store::claim`] does, but only while
+    /// this replica leads: `true` when this call inserted the claim (do the action, then
+    /// [`Store::claim_done`]); `false` when the key was claimed before, or when this replica does
+    /// not lead (skip the action either way).
+    ///
+    /// On PostgreSQL the claim is inserted on the election's own session, and only if that
+    /// session holds [`LEADER_LOCK`]: fencing ends exactly that session (a standby's
+    /// `pg_terminate_backend`), so a fenced leader's claim cannot land, even in the middle of a
+    /// round and before its next poll. The store's query session would not do: fencing leaves it
+    /// open. An error (that session gone) also stands this replica by, as [`Election::poll`] does.
+    /// With SQLite the file lock already fences: the claim goes through the store.
+    pub async fn claim(&self, key: &str, at: Timestamp) -> Result<bool, Error> {
+        match self.inner.lock().await.as_mut() {
+            None => self.store.claim(key, &self.replica, at).await,
+            Some(election) => election.claim(key, at).await,
         }
     }
 }
@@ -628,6 +648,8 @@ impl Store {
         };
         Election {
             inner: Arc::new(tokio::sync::Mutex::new(inner)),
+            store: self.clone(),
+            replica: clean_text(replica),
         }
     }
 

@@ -1758,6 +1758,35 @@ impl Election {
         Ok(true)
     }
 
+    /// Inserts the claim on the lock's session, only while that session holds the lock; see
+    /// [`crate::Election::claim`].
+    pub(crate) async fn claim(&mut self, key: &str, at: Timestamp) -> Result<bool, Error> {
+        let client = match self.client.as_ref() {
+            Some(client) if self.leading && !client.is_closed() => client,
+            _ => return Ok(false),
+        };
+        let (class, object) = lock_ids(LEADER_LOCK);
+        let inserted = client
+            .execute(
+                "INSERT INTO claims (key, replica, claimed_at) \
+                 SELECT $1, $2, $3 WHERE EXISTS (SELECT 1 FROM pg_locks \
+                   WHERE locktype = 'advisory' AND granted AND pid = pg_backend_pid() \
+                   AND classid::BIGINT = $4 AND objid::BIGINT = $5 AND objsubid = 1) \
+                 ON CONFLICT (key) DO NOTHING",
+                &[&key, &self.replica, &at.as_second(), &class, &object],
+            )
+            .await;
+        match inserted {
+            Ok(n) => Ok(n == 1),
+            Err(err) => {
+                // The lock's session failed: fenced, as a failed heartbeat is.
+                self.leading = false;
+                self.client = None;
+                Err(pg(self.db.location())(err))
+            }
+        }
+    }
+
     async fn try_lock(&self, client: &Client) -> Result<bool, Error> {
         let loc = self.db.location();
         Ok(client

@@ -604,3 +604,13 @@ async fn claims_round_trip() {
     let (_dir, store) = store().await;
     claims_are_taken_once_and_pruned_when_done(&store, &store.clone()).await;
 }
+
+#[tokio::test]
+async fn with_sqlite_the_election_claims_through_the_store() {
+    let (_dir, store) = store().await;
+    let election = store.election("solo", std::time::Duration::from_secs(15));
+    let key = format!("{}:failover:7", key_of("PERMATOKENTEST-primary"));
+    assert!(election.claim(&key, at(1)).await.unwrap());
+    assert!(!election.claim(&key, at(2)).await.unwrap());
+    assert!(!store.claim(&key, "other", at(3)).await.unwrap());
+}
