@@ -567,6 +567,8 @@ enum Backend {
 #[derive(Clone)]
 pub struct Election {
     inner: Arc<tokio::sync::Mutex<Option<postgres::Election>>>,
+    store: Store,
+    replica: String,
 }
 
 impl Election {
@@ -576,6 +578,24 @@ impl Election {
         match self.inner.lock().await.as_mut() {
             None => Ok(true),
             Some(election) => election.poll().await,
+        }
+    }
+
+    /// Claims the action named by `key` for this replica, as [`Store::claim`] does, but only while
+    /// this replica leads: `true` when this call inserted the claim (do the action, then
+    /// [`Store::claim_done`]); `false` when the key was claimed before, or when this replica does
+    /// not lead (skip the action either way).
+    ///
+    /// On PostgreSQL the claim is inserted on the election's own session, and only if that
+    /// session holds [`LEADER_LOCK`]: fencing ends exactly that session (a standby's
+    /// `pg_terminate_backend`), so a fenced leader's claim cannot land, even in the middle of a
+    /// round and before its next poll. The store's query session would not do: fencing leaves it
+    /// open. An error (that session gone) also stands this replica by, as [`Election::poll`] does.
+    /// With SQLite the file lock already fences: the claim goes through the store.
+    pub async fn claim(&self, key: &str, at: Timestamp) -> Result<bool, Error> {
+        match self.inner.lock().await.as_mut() {
+            None => self.store.claim(key, &self.replica, at).await,
+            Some(election) => election.claim(key, at).await,
         }
     }
 }
@@ -628,6 +648,8 @@ impl Store {
         };
         Election {
             inner: Arc::new(tokio::sync::Mutex::new(inner)),
+            store: self.clone(),
+            replica: clean_text(replica),
         }
     }
 
@@ -1055,6 +1077,55 @@ impl Store {
             }
             Backend::Postgres(db) => {
                 postgres::recent_events(&mut *db.conn().await?, db.location(), limit).await
+            }
+        }
+    }
+
+    /// Claims the action named by `key` for `replica` (not a secret; cleaned like a text): `true` when
+    /// this call inserted the claim and so must do the action, then [`Store::claim_done`] it;
+    /// `false` when the key was claimed before (by anyone, done or not), and the action must be
+    /// skipped. Build the key from the token's SHA-256, the action and the state change it answers
+    /// (`<sha256>:renew:<expiry>`), so that two leaders reaching the same change meet on one row
+    /// while the next change gets a key of its own. The key must hold no secret.
+    pub async fn claim(&self, key: &str, replica: &str, at: Timestamp) -> Result<bool, Error> {
+        let key = key.to_owned();
+        let replica = clean_text(replica);
+        match &self.backend {
+            Backend::Sqlite(db) => {
+                db.call(move |c, p| sqlite::claim(c, p, &key, &replica, at))
+                    .await
+            }
+            Backend::Postgres(db) => {
+                postgres::claim(&mut *db.conn().await?, db.location(), &key, &replica, at).await
+            }
+        }
+    }
+
+    /// Marks the claim `key` done at `at`: `true` when it was claimed and not yet done. A claim
+    /// never marked done (its holder stopped half-way) stays claimed: the action may have happened.
+    pub async fn claim_done(&self, key: &str, at: Timestamp) -> Result<bool, Error> {
+        let key = key.to_owned();
+        match &self.backend {
+            Backend::Sqlite(db) => {
+                db.call(move |c, p| sqlite::claim_done(c, p, &key, at))
+                    .await
+            }
+            Backend::Postgres(db) => {
+                postgres::claim_done(&mut *db.conn().await?, db.location(), &key, at).await
+            }
+        }
+    }
+
+    /// Retention for claims: removes those done before `cutoff` (their state change is long past, so
+    /// their key does not come again); claims not done are kept. Returns how many went.
+    pub async fn prune_claims(&self, cutoff: Timestamp) -> Result<u64, Error> {
+        match &self.backend {
+            Backend::Sqlite(db) => {
+                db.call(move |c, p| sqlite::prune_claims(c, p, cutoff))
+                    .await
+            }
+            Backend::Postgres(db) => {
+                postgres::prune_claims(&mut *db.conn().await?, db.location(), cutoff).await
             }
         }
     }

@@ -51,6 +51,7 @@ use crate::{
 pub(crate) const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/postgres/0001_init.sql"),
     include_str!("../migrations/postgres/0002_reminders.sql"),
+    include_str!("../migrations/postgres/0003_claims.sql"),
 ];
 
 // Both backends are at the same schema version ([`crate::SCHEMA_VERSION`]): a SQLite migration
@@ -1552,6 +1553,53 @@ pub(crate) async fn recent_events(
         .collect()
 }
 
+pub(crate) async fn claim(
+    conn: &mut Client,
+    path: &Path,
+    key: &str,
+    replica: &str,
+    at: Timestamp,
+) -> Result<bool, Error> {
+    let inserted = conn
+        .execute(
+            "INSERT INTO claims (key, replica, claimed_at) VALUES ($1, $2, $3)
+             ON CONFLICT (key) DO NOTHING",
+            &[&key, &replica, &at.as_second()],
+        )
+        .await
+        .map_err(pg(path))?;
+    Ok(inserted == 1)
+}
+
+pub(crate) async fn claim_done(
+    conn: &mut Client,
+    path: &Path,
+    key: &str,
+    at: Timestamp,
+) -> Result<bool, Error> {
+    let marked = conn
+        .execute(
+            "UPDATE claims SET done_at = $2 WHERE key = $1 AND done_at IS NULL",
+            &[&key, &at.as_second()],
+        )
+        .await
+        .map_err(pg(path))?;
+    Ok(marked == 1)
+}
+
+pub(crate) async fn prune_claims(
+    conn: &mut Client,
+    path: &Path,
+    cutoff: Timestamp,
+) -> Result<u64, Error> {
+    conn.execute(
+        "DELETE FROM claims WHERE done_at IS NOT NULL AND done_at < $1",
+        &[&cutoff.as_second()],
+    )
+    .await
+    .map_err(pg(path))
+}
+
 pub(crate) async fn prune(
     conn: &mut Client,
     path: &Path,
@@ -1708,6 +1756,35 @@ impl Election {
         }
         self.beat(client).await?;
         Ok(true)
+    }
+
+    /// Inserts the claim on the lock's session, only while that session holds the lock; see
+    /// [`crate::Election::claim`].
+    pub(crate) async fn claim(&mut self, key: &str, at: Timestamp) -> Result<bool, Error> {
+        let client = match self.client.as_ref() {
+            Some(client) if self.leading && !client.is_closed() => client,
+            _ => return Ok(false),
+        };
+        let (class, object) = lock_ids(LEADER_LOCK);
+        let inserted = client
+            .execute(
+                "INSERT INTO claims (key, replica, claimed_at) \
+                 SELECT $1, $2, $3 WHERE EXISTS (SELECT 1 FROM pg_locks \
+                   WHERE locktype = 'advisory' AND granted AND pid = pg_backend_pid() \
+                   AND classid::BIGINT = $4 AND objid::BIGINT = $5 AND objsubid = 1) \
+                 ON CONFLICT (key) DO NOTHING",
+                &[&key, &self.replica, &at.as_second(), &class, &object],
+            )
+            .await;
+        match inserted {
+            Ok(n) => Ok(n == 1),
+            Err(err) => {
+                // The lock's session failed: fenced, as a failed heartbeat is.
+                self.leading = false;
+                self.client = None;
+                Err(pg(self.db.location())(err))
+            }
+        }
     }
 
     async fn try_lock(&self, client: &Client) -> Result<bool, Error> {

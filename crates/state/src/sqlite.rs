@@ -30,6 +30,7 @@ use crate::{
 pub(crate) const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/sqlite/0001_init.sql"),
     include_str!("../migrations/sqlite/0002_reminders.sql"),
+    include_str!("../migrations/sqlite/0003_claims.sql"),
 ];
 
 #[derive(Clone)]
@@ -972,6 +973,52 @@ pub(crate) fn recent_events(
         });
     }
     Ok(out)
+}
+
+pub(crate) fn claim(
+    conn: &mut Connection,
+    path: &Path,
+    key: &str,
+    replica: &str,
+    at: Timestamp,
+) -> Result<bool, Error> {
+    let inserted = conn
+        .execute(
+            "INSERT INTO claims (key, replica, claimed_at) VALUES (?1, ?2, ?3)
+             ON CONFLICT (key) DO NOTHING",
+            params![key, replica, at.as_second()],
+        )
+        .map_err(db(path))?;
+    Ok(inserted == 1)
+}
+
+pub(crate) fn claim_done(
+    conn: &mut Connection,
+    path: &Path,
+    key: &str,
+    at: Timestamp,
+) -> Result<bool, Error> {
+    let marked = conn
+        .execute(
+            "UPDATE claims SET done_at = ?2 WHERE key = ?1 AND done_at IS NULL",
+            params![key, at.as_second()],
+        )
+        .map_err(db(path))?;
+    Ok(marked == 1)
+}
+
+pub(crate) fn prune_claims(
+    conn: &mut Connection,
+    path: &Path,
+    cutoff: Timestamp,
+) -> Result<u64, Error> {
+    let pruned = conn
+        .execute(
+            "DELETE FROM claims WHERE done_at IS NOT NULL AND done_at < ?1",
+            params![cutoff.as_second()],
+        )
+        .map_err(db(path))?;
+    Ok(pruned as u64)
 }
 
 pub(crate) fn prune(

@@ -536,3 +536,92 @@ async fn a_token_given_twice_in_a_batch_keeps_the_first_sighting_and_the_last_fi
     );
     store.upsert_tokens(vec![]).await.unwrap();
 }
+
+#[tokio::test]
+async fn claims_are_taken_once_across_replicas() {
+    let Some((pg, store)) = store().await else {
+        return;
+    };
+    let url = pg.url(TRUSTED, "state", "?sslmode=disable");
+    let other = Store::open_postgres(&url, PgOptions::default())
+        .await
+        .unwrap();
+    crate::records::claims_are_taken_once_and_pruned_when_done(&store, &other).await;
+    assert_eq!(store.schema_version().await.unwrap(), 3);
+    assert!(pg.dump("state").contains("leader_heartbeat"));
+}
+
+#[tokio::test]
+async fn claims_race_has_one_winner() {
+    let Some((pg, store)) = store().await else {
+        return;
+    };
+    let url = pg.url(TRUSTED, "state", "?sslmode=disable");
+    let other = Store::open_postgres(&url, PgOptions::default())
+        .await
+        .unwrap();
+    for n in 0..20 {
+        let key = format!("{}:renew:{n}", key_of("PERMATOKENTEST-primary"));
+        let (a, b) = tokio::join!(
+            store.claim(&key, "replica-a", at(n)),
+            other.claim(&key, "replica-b", at(n))
+        );
+        assert!(
+            a.unwrap() ^ b.unwrap(),
+            "exactly one of two replicas wins {key}"
+        );
+    }
+}
+
+/// Claims through the election land only while this replica leads: a standby's are refused, and a
+/// leader whose session was ended (fenced) cannot claim, while the new leader can.
+#[tokio::test]
+async fn a_fenced_leader_cannot_claim() {
+    let Some((pg, store)) = store().await else {
+        return;
+    };
+    let url = pg.url(TRUSTED, "state", "?sslmode=disable");
+    let other = Store::open_postgres(&url, PgOptions::default())
+        .await
+        .unwrap();
+    let lease = std::time::Duration::from_secs(15);
+    let a = store.election("replica-a", lease);
+    let b = other.election("replica-b", lease);
+    assert!(a.poll().await.unwrap());
+    assert!(!b.poll().await.unwrap());
+    let first = format!("{}:renew:1", key_of("PERMATOKENTEST-primary"));
+    let second = format!("{}:renew:2", key_of("PERMATOKENTEST-primary"));
+    assert!(
+        !b.claim(&first, at(1)).await.unwrap(),
+        "a standby claims nothing"
+    );
+    assert!(a.claim(&first, at(1)).await.unwrap());
+    assert!(!a.claim(&first, at(2)).await.unwrap());
+
+    // Fencing: the leader's session ends (as a standby's pg_terminate_backend does).
+    pg.psql(
+        "state",
+        "SELECT pg_terminate_backend(pid) FROM pg_locks WHERE locktype = 'advisory' AND granted",
+    );
+    assert!(
+        !matches!(a.claim(&second, at(3)).await, Ok(true)),
+        "a fenced leader's claim must not land"
+    );
+    // The lock goes when the ended backend has exited: poll until b takes it.
+    let mut leads = false;
+    for _ in 0..200 {
+        if b.poll().await.unwrap() {
+            leads = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(leads, "the standby takes the lock once it is free");
+    assert!(b.claim(&second, at(4)).await.unwrap());
+    let owner = pg.psql(
+        "state",
+        &format!("SELECT replica FROM claims WHERE key = '{second}'"),
+    );
+    assert!(owner.contains("replica-b"), "{owner}");
+    assert!(!owner.contains("replica-a"), "{owner}");
+}

@@ -568,3 +568,49 @@ async fn announce_all_is_announce_for_each_decision_in_order() {
     store.announce_all(vec![]).await.unwrap();
     assert_eq!(store.all_announced().await.unwrap().len(), 2);
 }
+
+/// One claim per key: the first caller does the action, every later one (itself included) skips it,
+/// done or not; marking done is once; only done claims older than the cutoff are pruned.
+/// Shared with `pg_records.rs`, where `other` is a second replica's store on the same database.
+pub(crate) async fn claims_are_taken_once_and_pruned_when_done(store: &Store, other: &Store) {
+    let key = format!("{}:renew:1700000000", key_of("PERMATOKENTEST-primary"));
+    let next = format!("{}:renew:1705000000", key_of("PERMATOKENTEST-primary"));
+    let failover = format!("{}:failover:100", key_of("PERMATOKENTEST-primary"));
+    assert!(store.claim(&key, "replica-a", at(10)).await.unwrap());
+    assert!(!other.claim(&key, "replica-b", at(11)).await.unwrap());
+    assert!(!store.claim(&key, "replica-a", at(12)).await.unwrap());
+    // Another state change, or another action, is a claim of its own.
+    assert!(other.claim(&next, "replica-b", at(13)).await.unwrap());
+    assert!(store.claim(&failover, "replica-a", at(13)).await.unwrap());
+
+    assert!(store.claim_done(&key, at(20)).await.unwrap());
+    assert!(!other.claim_done(&key, at(21)).await.unwrap(), "done once");
+    assert!(!store.claim_done("never-claimed", at(21)).await.unwrap());
+    // Done is still claimed: a renewal is never done twice.
+    assert!(!other.claim(&key, "replica-b", at(22)).await.unwrap());
+    assert!(other.claim_done(&next, at(40)).await.unwrap());
+
+    // `key` (done at 20) goes; `next` (done at 40) and `failover` (never done) stay.
+    assert_eq!(store.prune_claims(at(30)).await.unwrap(), 1);
+    assert_eq!(store.prune_claims(at(30)).await.unwrap(), 0);
+    assert!(!store.claim(&next, "replica-a", at(50)).await.unwrap());
+    assert!(!other.claim(&failover, "replica-b", at(50)).await.unwrap());
+    // Once pruned, the key could be claimed again (retention is far longer than a change lasts).
+    assert!(store.claim(&key, "replica-a", at(60)).await.unwrap());
+}
+
+#[tokio::test]
+async fn claims_round_trip() {
+    let (_dir, store) = store().await;
+    claims_are_taken_once_and_pruned_when_done(&store, &store.clone()).await;
+}
+
+#[tokio::test]
+async fn with_sqlite_the_election_claims_through_the_store() {
+    let (_dir, store) = store().await;
+    let election = store.election("solo", std::time::Duration::from_secs(15));
+    let key = format!("{}:failover:7", key_of("PERMATOKENTEST-primary"));
+    assert!(election.claim(&key, at(1)).await.unwrap());
+    assert!(!election.claim(&key, at(2)).await.unwrap());
+    assert!(!store.claim(&key, "other", at(3)).await.unwrap());
+}
