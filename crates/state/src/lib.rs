@@ -25,6 +25,7 @@
 //! Must never: store a secret (a token, an app secret, a route's URL), or know the terminal.
 
 mod postgres;
+mod rows;
 mod sqlite;
 
 pub use postgres::{LEADER_LOCK, MIGRATION_LOCK, PgOptions};

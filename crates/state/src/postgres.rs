@@ -42,6 +42,7 @@ use tokio_postgres::error::SqlState;
 use tokio_postgres::{Client, Config, Row};
 use zeroize::Zeroizing;
 
+use crate::rows::{CHECK_COLS, TOKEN_COLS, TOKEN_WIDTH, corrupt, list, opt_ts, to_json, ts};
 use crate::{
     Alert, Announced, Announcement, Attempt, CheckRecord, Counts, Delivery, DeliveryStatus, Error,
     Event, EventKind, LatestCheck, Pruned, Role, RouteHealth, Status, TokenKey, TokenRecord,
@@ -722,38 +723,9 @@ fn get<'a, T: tokio_postgres::types::FromSql<'a>>(
     row.try_get(i).map_err(pg(loc))
 }
 
-fn ts(path: &Path, what: &'static str, secs: i64) -> Result<Timestamp, Error> {
-    Timestamp::from_second(secs).map_err(|_| corrupt(path, what))
-}
-
-fn opt_ts(path: &Path, what: &'static str, secs: Option<i64>) -> Result<Option<Timestamp>, Error> {
-    secs.map(|s| ts(path, what, s)).transpose()
-}
-
-fn corrupt(path: &Path, what: &'static str) -> Error {
-    Error::Corrupt {
-        path: path.to_path_buf(),
-        what,
-    }
-}
-
-fn list(path: &Path, what: &'static str, json: &str) -> Result<Vec<String>, Error> {
-    serde_json::from_str(json).map_err(|_| corrupt(path, what))
-}
-
-fn to_json(items: &[String]) -> String {
-    serde_json::to_string(items).unwrap_or_else(|_| "[]".to_owned())
-}
-
 fn count(n: i64) -> u64 {
     n.max(0) as u64
 }
-
-const TOKEN_COLS: &str = "t.token_sha256, t.name, t.role, t.backup_of, t.fingerprint, \
-    t.source_path, t.source_key, t.first_seen, t.last_seen";
-const CHECK_COLS: &str = "c.token_sha256, c.checked_at, c.status, c.alert_state, c.valid, \
-    c.expires_at, c.never_expires, c.kind, c.missing_scopes, c.finding_codes, c.elapsed_ms";
-const TOKEN_WIDTH: usize = 9;
 
 fn token_from_row(row: &Row, at: usize, path: &Path) -> Result<TokenRecord, Error> {
     let key: String = get(row, at, path)?;

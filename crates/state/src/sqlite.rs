@@ -21,6 +21,7 @@ use std::sync::{Arc, Mutex};
 use jiff::Timestamp;
 use rusqlite::{Connection, OptionalExtension, Row, TransactionBehavior, params};
 
+use crate::rows::{CHECK_COLS, TOKEN_COLS, TOKEN_WIDTH, corrupt, list, opt_ts, to_json, ts};
 use crate::{
     Alert, Announced, Announcement, Attempt, CheckRecord, Counts, Delivery, DeliveryStatus, Error,
     Event, EventKind, LatestCheck, Pruned, Role, RouteHealth, Status, TokenKey, TokenRecord,
@@ -197,38 +198,6 @@ pub(crate) fn schema_version(conn: &mut Connection, path: &Path) -> Result<i64, 
     })
     .map_err(db(path))
 }
-
-fn ts(path: &Path, what: &'static str, secs: i64) -> Result<Timestamp, Error> {
-    Timestamp::from_second(secs).map_err(|_| Error::Corrupt {
-        path: path.to_path_buf(),
-        what,
-    })
-}
-
-fn opt_ts(path: &Path, what: &'static str, secs: Option<i64>) -> Result<Option<Timestamp>, Error> {
-    secs.map(|s| ts(path, what, s)).transpose()
-}
-
-fn corrupt(path: &Path, what: &'static str) -> Error {
-    Error::Corrupt {
-        path: path.to_path_buf(),
-        what,
-    }
-}
-
-fn list(path: &Path, what: &'static str, json: &str) -> Result<Vec<String>, Error> {
-    serde_json::from_str(json).map_err(|_| corrupt(path, what))
-}
-
-fn to_json(items: &[String]) -> String {
-    serde_json::to_string(items).unwrap_or_else(|_| "[]".to_owned())
-}
-
-const TOKEN_COLS: &str = "t.token_sha256, t.name, t.role, t.backup_of, t.fingerprint, \
-    t.source_path, t.source_key, t.first_seen, t.last_seen";
-const CHECK_COLS: &str = "c.token_sha256, c.checked_at, c.status, c.alert_state, c.valid, \
-    c.expires_at, c.never_expires, c.kind, c.missing_scopes, c.finding_codes, c.elapsed_ms";
-const TOKEN_WIDTH: usize = 9;
 
 fn token_from_row(row: &Row<'_>, at: usize, path: &Path) -> Result<TokenRecord, Error> {
     let g = |e| db(path)(e);
