@@ -394,14 +394,61 @@ impl Daemon {
         if leading != self.leading {
             if leading {
                 tracing::info!("this replica now leads: it checks, renews, fails over and alerts");
-                // What the last leader scheduled is not known here: every token is due now.
-                self.due.clear();
+                self.resume_schedule().await;
             } else {
                 tracing::warn!("this replica stands by: another one leads");
             }
             self.leading = leading;
         }
         leading
+    }
+
+    /// A new leader takes up the schedule where the shared state leaves it: each token is next due
+    /// an interval after its latest check, by whichever replica made it, so that a takeover does
+    /// not check a whole fleet again at once (nor any token twice within its interval). A token
+    /// never checked, or whose last check could not tell, is due now; so is everything when the
+    /// state cannot be read.
+    async fn resume_schedule(&mut self) {
+        self.due.clear();
+        // A standby has not expanded the sets lately: their tokens are scheduled from here too.
+        if let Err(e) = self.expand_sets(self.clock.now()).await {
+            tracing::warn!("cannot expand the token sets ({e}): their tokens are due now");
+        }
+        let latest = match self.store.latest_checks().await {
+            Ok(latest) => latest,
+            Err(e) => {
+                tracing::warn!("cannot read the last checks ({e}): every token is due now");
+                return;
+            }
+        };
+        let mut last: HashMap<String, &store::CheckRecord> = HashMap::new();
+        for entry in &latest {
+            let (store::Role::Primary, Some(check)) = (&entry.token.role, &entry.check) else {
+                continue;
+            };
+            let newer = last
+                .get(&entry.token.name)
+                .is_none_or(|seen| seen.checked_at < check.checked_at);
+            if newer {
+                last.insert(entry.token.name.clone(), check);
+            }
+        }
+        let tokens: Vec<(String, crate::config::Policy)> = self
+            .config
+            .tokens
+            .iter()
+            .map(|t| (t.name.clone(), t.policy))
+            .collect();
+        for (name, policy) in tokens {
+            let Some(check) = last.get(&name) else {
+                continue;
+            };
+            if check.status == store::Status::Unknown {
+                continue;
+            }
+            let (expires_at, at) = (check.expires_at, check.checked_at);
+            self.schedule(&name, policy, expires_at, false, at);
+        }
     }
 
     /// The configuration in use.
