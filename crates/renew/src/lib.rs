@@ -29,8 +29,8 @@ use serde::Serialize;
 
 pub use acquire::{Acquire, AcquireReport, Acquired, acquire};
 pub use engine::{
-    FailoverOutcome, LoadError, LockNotice, Promotion, RefreshOptions, RefreshReport, Target,
-    TokenOutcome, TokenSource, TokenSpec, WriteOptions, WriteReport, app_credentials,
+    Action, FailoverOutcome, Gate, LoadError, LockNotice, Promotion, RefreshOptions, RefreshReport,
+    Target, TokenOutcome, TokenSource, TokenSpec, WriteOptions, WriteReport, app_credentials,
     expiry_status, load_app, refresh_all,
 };
 pub use reload::{Reload, reload, reload_with_args, secret_free_command};

@@ -635,6 +635,17 @@ impl Store {
         })
     }
 
+    /// For a process that takes no part in the election but shares the state (`watch --once`):
+    /// it always "leads", and its [`Election::claim`]s go through the store's own session, so that
+    /// it never repeats a renewal or failover a leader (or another such process) has claimed.
+    pub fn claims_only(&self, replica: &str) -> Election {
+        Election {
+            inner: Arc::new(tokio::sync::Mutex::new(None)),
+            store: self.clone(),
+            replica: clean_text(replica),
+        }
+    }
+
     /// This replica's side of the leader election among the replicas sharing this state, known to
     /// the others as `replica` (for the heartbeat row; not a secret). SQLite's file lock already
     /// makes its one `watch` the leader: its election always leads. See [`Election`].

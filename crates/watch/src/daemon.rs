@@ -38,6 +38,7 @@ use permatoken_state as store;
 use permatoken_state::Store;
 
 use crate::alert::{Alert, AlertGroup, AlertKind, Sender, random_unit};
+use crate::claims::ClaimGate;
 use crate::config::{AppSource, Backups, Config, Route, SecretFrom, TokenConfig, TokenSource};
 use crate::metrics::Counters;
 use crate::snapshot::{self, HistoryPoint, Publisher, Role, Snapshot, TokenView};
@@ -151,6 +152,8 @@ struct Job {
     client: Client,
     thresholds: permatoken_inspect::Thresholds,
     options: RefreshOptions,
+    /// The claims gate of this check (replicas only), for marking its claims done.
+    claims: Option<Arc<ClaimGate>>,
 }
 
 /// Why a check could not run, and what to do: the engine's failure, as text.
@@ -516,6 +519,7 @@ impl Daemon {
 
     /// Checks every token now, whatever its schedule (`watch --once`).
     pub async fn run_all(&mut self, now: Timestamp) -> Result<StepSummary, Error> {
+        self.confirm_leader().await;
         self.expand_sets(now).await?;
         let all = self.config.tokens.clone();
         self.check_tokens(&all, now).await
@@ -620,7 +624,14 @@ impl Daemon {
         let mut in_flight: VecDeque<(&TokenConfig, Pending)> = VecDeque::new();
         for token in tokens {
             let pending = match self.prepare(token)? {
-                Ok(job) => Pending::Running(tokio::spawn(job.run(now))),
+                Ok(mut job) => {
+                    if let Some(election) = &self.election {
+                        let gate = ClaimGate::new(election.clone(), now);
+                        job.options.gate = Some(gate.clone());
+                        job.claims = Some(gate);
+                    }
+                    Pending::Running(tokio::spawn(job.run(now)))
+                }
                 Err(reason) => Pending::Done(Checked::Unreadable(reason)),
             };
             // Should a step fail below, checks still in flight finish on their own (a write the
@@ -645,6 +656,15 @@ impl Daemon {
             self.store.upsert_tokens(round.tokens).await?;
             self.store.record_checks(round.checks).await?;
         }
+        // A leader fenced during the round (a standby took over) leaves what it saw to the new
+        // leader: announcing it here could alert a change twice.
+        if !self.confirm_leader().await {
+            tracing::warn!(
+                "this replica stopped leading during the round: its announcements are left to the new leader"
+            );
+            self.decisions.clear();
+            return Ok(summary);
+        }
         self.store
             .announce_all(std::mem::take(&mut self.decisions))
             .await?;
@@ -657,6 +677,7 @@ impl Daemon {
                 SignedDuration::try_from(self.config.retention).unwrap_or(SignedDuration::MAX);
             let cutoff = now.checked_sub(keep).unwrap_or(Timestamp::MIN);
             self.store.prune(cutoff).await?;
+            self.store.prune_claims(cutoff).await?;
             self.last_prune = Some(now);
         }
         if !tokens.is_empty() {
@@ -742,6 +763,7 @@ impl Daemon {
                 reload_args: token.reload_args.iter().map(|p| p.into()).collect(),
                 reload_slots: self.reload_slots.get(&token.set).cloned(),
             },
+            gate: None,
         };
         Ok(Ok(Job {
             spec,
@@ -750,6 +772,7 @@ impl Daemon {
             client,
             thresholds: policy.thresholds(),
             options,
+            claims: None,
         }))
     }
 
@@ -780,6 +803,11 @@ impl Daemon {
             }
             Checked::Ran(ran) => *ran,
         };
+        // Done, whatever came of it: the action ran its course (a claim left open would say it
+        // may still be under way).
+        for key in job.claims.iter().flat_map(|gate| gate.take_claimed()) {
+            self.store.claim_done(&key, now).await?;
+        }
         let report = match result {
             Ok(report) => report,
             Err((reason, hint)) => {
@@ -1520,7 +1548,7 @@ fn app_credentials(source: &AppSource) -> Result<AppCredentials, String> {
     }
 }
 
-fn sha256(token: &AccessToken) -> store::TokenKey {
+pub(crate) fn sha256(token: &AccessToken) -> store::TokenKey {
     let digest = ring::digest::digest(&ring::digest::SHA256, token.expose_secret().as_bytes());
     let hex: String = digest.as_ref().iter().map(|b| format!("{b:02x}")).collect();
     store::TokenKey::parse(&hex).expect("64 hex digits")

@@ -81,7 +81,11 @@ pub(crate) async fn run(args: WatchArgs) -> Result<u8, Failure> {
         clock: Arc::new(SystemClock),
         backup_dir,
     });
-    if postgres && !args.once {
+    if postgres && args.once {
+        // No part in the election, but no renewal or failover a replica has claimed either.
+        let claims = daemon.store().claims_only(&replica_name());
+        daemon.set_election(claims);
+    } else if postgres {
         daemon.set_election(store_election(daemon.store())?);
     }
     if args.once {
@@ -111,6 +115,11 @@ fn store_election(store: &Store) -> Result<permatoken_state::Election, Failure> 
                 )
             })?,
     };
+    Ok(store.election(&replica_name(), std::time::Duration::from_secs(lease)))
+}
+
+/// How this process is known to the others sharing the state: its host and pid.
+fn replica_name() -> String {
     let host = std::fs::File::open("/proc/sys/kernel/hostname")
         .and_then(|f| {
             let mut text = String::new();
@@ -118,8 +127,7 @@ fn store_election(store: &Store) -> Result<permatoken_state::Election, Failure> 
             Ok(text.trim().to_owned())
         })
         .unwrap_or_default();
-    let replica = format!("{host} pid {}", std::process::id());
-    Ok(store.election(&replica, std::time::Duration::from_secs(lease)))
+    format!("{host} pid {}", std::process::id())
 }
 
 /// How long a leader's heartbeat may be silent before a standby ends its session.
