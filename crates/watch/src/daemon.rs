@@ -166,6 +166,7 @@ impl Job {
             thresholds: self.thresholds,
             budget: &budget,
             now,
+            known: None,
         };
         let result = permatoken_renew::refresh_all(&ctx, &self.spec, &self.options)
             .await
