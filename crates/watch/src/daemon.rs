@@ -2,9 +2,12 @@
 //! it loads the token and its app credentials afresh, runs the renewal engine
 //! ([`permatoken_renew::refresh_all`]: renewal window, failover, reload), turns each check into a
 //! state ([`crate::states`]), records what it saw and what it announced in the state store, delivers
-//! alerts (at least once, retried across restarts), and publishes a new [`Snapshot`]. The Graph
-//! calls of up to 16 tokens run at once; everything after them (states, alerts, the store) is taken
-//! in one token at a time in the configuration's order, and written once per step.
+//! alerts (at least once, retried across restarts), and publishes a new [`Snapshot`]. With
+//! `batch_checks` (the default), a round first asks the due tokens' `/debug_token` (and a first
+//! check's `/me`) in Graph batches per app ([`crate::batch`]), and the engine judges each token from
+//! those answers; the checks of an app waiting out a rate limit are deferred. The checks of up to 16
+//! tokens run at once; everything after them (states, alerts, the store) is taken in one token at a
+//! time in the configuration's order, and written once per step.
 //!
 //! Time comes from a [`Clock`] only: [`Daemon::run_due`] takes `now`, so a test drives simulated
 //! days deterministically; [`Daemon::run`] sleeps (tokio time) until the next due check.

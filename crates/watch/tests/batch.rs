@@ -247,12 +247,12 @@ async fn a_fleet_costs_a_few_batches_and_me_only_on_a_first_check_or_a_change() 
     assert!(count(&sent, "debug_token").0 <= 3, "{sent:?}");
     assert_eq!(count(&sent, "me"), (0, 0), "{sent:?}");
     let me: Vec<String> = alone(&requests, "/me").into_iter().map(about).collect();
-    assert_eq!(me, [stranger.clone()]);
+    assert_eq!(me, std::slice::from_ref(&stranger));
     let debug: Vec<String> = alone(&requests, "/debug_token")
         .into_iter()
         .map(about)
         .collect();
-    assert_eq!(debug, [stranger.clone()]);
+    assert_eq!(debug, std::slice::from_ref(&stranger));
     assert_eq!(w.state("fleet/t007"), TokenState::Ok);
 
     // The doomed token dies (its expiry passes): a change of state, so one /me of its own.
@@ -268,7 +268,7 @@ async fn a_fleet_costs_a_few_batches_and_me_only_on_a_first_check_or_a_change() 
             .into_iter()
             .map(about)
             .collect::<Vec<_>>(),
-        [stranger.clone()]
+        std::slice::from_ref(&stranger)
     );
     assert_eq!(w.state("doomed"), TokenState::Dead);
     assert_eq!(w.state("fleet/t042"), TokenState::Ok);
