@@ -409,9 +409,10 @@ impl Daemon {
                 tracing::info!("this replica now leads: it checks, renews, fails over and alerts");
                 // What the last leader scheduled is not known here: every token is due now.
                 self.due.clear();
-                self.identities.clear();
             } else {
                 tracing::warn!("this replica stands by: another one leads");
+                // Should it lead again, each token's check is a first one (`/me` asked again).
+                self.identities.clear();
             }
             self.leading = leading;
         }
