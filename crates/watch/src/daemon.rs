@@ -2,9 +2,12 @@
 //! it loads the token and its app credentials afresh, runs the renewal engine
 //! ([`permatoken_renew::refresh_all`]: renewal window, failover, reload), turns each check into a
 //! state ([`crate::states`]), records what it saw and what it announced in the state store, delivers
-//! alerts (at least once, retried across restarts), and publishes a new [`Snapshot`]. The Graph
-//! calls of up to 16 tokens run at once; everything after them (states, alerts, the store) is taken
-//! in one token at a time in the configuration's order, and written once per step.
+//! alerts (at least once, retried across restarts), and publishes a new [`Snapshot`]. With
+//! `batch_checks` (the default), a round first asks the due tokens' `/debug_token` (and a first
+//! check's `/me`) in Graph batches per app ([`crate::batch`]), and the engine judges each token from
+//! those answers; the checks of an app waiting out a rate limit are deferred. The checks of up to 16
+//! tokens run at once; everything after them (states, alerts, the store) is taken in one token at a
+//! time in the configuration's order, and written once per step.
 //!
 //! Time comes from a [`Clock`] only: [`Daemon::run_due`] takes `now`, so a test drives simulated
 //! days deterministically; [`Daemon::run`] sleeps (tokio time) until the next due check.
@@ -154,6 +157,8 @@ struct Job {
     options: RefreshOptions,
     /// The claims gate of this check (replicas only), for marking its claims done.
     claims: Option<Arc<ClaimGate>>,
+    /// The round's batch answers, shared by its checks.
+    known: Option<Arc<permatoken_renew::Known>>,
 }
 
 /// Why a check could not run, and what to do: the engine's failure, as text.
@@ -169,6 +174,7 @@ impl Job {
             thresholds: self.thresholds,
             budget: &budget,
             now,
+            known: self.known.as_deref(),
         };
         let result = permatoken_renew::refresh_all(&ctx, &self.spec, &self.options)
             .await
@@ -270,6 +276,11 @@ pub struct Daemon {
     election: Option<store::Election>,
     /// Whether this replica leads: only the leader checks, renews, fails over and alerts.
     leading: bool,
+    /// Per token digest (primaries and backups): the identity and verdict of its last check, so
+    /// that a batched round asks `/me` only on a change or a first check. Memory only.
+    identities: HashMap<String, permatoken_renew::LastCheck>,
+    /// Per app id: the rate-limit pause of its batches.
+    budgets: crate::batch::Budgets,
 }
 
 impl Daemon {
@@ -302,6 +313,8 @@ impl Daemon {
             set_problems: std::collections::HashSet::new(),
             election: None,
             leading: true,
+            identities: HashMap::new(),
+            budgets: crate::batch::Budgets::default(),
         };
         daemon.make_reload_slots();
         daemon
@@ -400,6 +413,8 @@ impl Daemon {
                 self.resume_schedule().await;
             } else {
                 tracing::warn!("this replica stands by: another one leads");
+                // Should it lead again, each token's check is a first one (`/me` asked again).
+                self.identities.clear();
             }
             self.leading = leading;
         }
@@ -621,10 +636,27 @@ impl Daemon {
         // 10,000 tokens waits on 20,000 round trips); what follows each check (states, alerts, the
         // store) is taken in one token at a time, in the configuration's order, so a round decides
         // as it did sequentially.
-        let mut in_flight: VecDeque<(&TokenConfig, Pending)> = VecDeque::new();
+        let mut jobs = Vec::with_capacity(tokens.len());
         for token in tokens {
-            let pending = match self.prepare(token)? {
+            jobs.push(self.prepare(token)?);
+        }
+        let (known, deferred) = self.prefetch(&jobs, now).await;
+        let mut in_flight: VecDeque<(&TokenConfig, Pending)> = VecDeque::new();
+        for (i, (token, job)) in tokens.iter().zip(jobs).enumerate() {
+            if let Some(until) = deferred.get(&i) {
+                // Its app is rate-limited: not a failed check, only a later one.
+                self.due
+                    .entry(token.name.clone())
+                    .or_insert(Due {
+                        at: now,
+                        unknown_streak: 0,
+                    })
+                    .at = *until;
+                continue;
+            }
+            let pending = match job {
                 Ok(mut job) => {
+                    job.known = known.clone();
                     if let Some(election) = &self.election {
                         let gate = ClaimGate::new(election.clone(), now);
                         job.options.gate = Some(gate.clone());
@@ -650,6 +682,7 @@ impl Daemon {
             self.check_one(token, checked, now, &mut summary, &mut round)
                 .await?;
         }
+        self.forget_identities();
         // Tokens and checks are written once per step: a call per check would cost a transaction
         // each.
         if !round.checks.is_empty() {
@@ -713,6 +746,75 @@ impl Daemon {
         Ok(client)
     }
 
+    /// With `batch_checks`, asks the batches for `jobs` (see [`crate::batch`]): the round's known
+    /// answers, and the checks deferred (by index) until their app's rate limit has passed.
+    async fn prefetch(
+        &mut self,
+        jobs: &[Result<Job, String>],
+        now: Timestamp,
+    ) -> (
+        Option<Arc<permatoken_renew::Known>>,
+        HashMap<usize, Timestamp>,
+    ) {
+        if !self.config.batch_checks {
+            return (None, HashMap::new());
+        }
+        let due = jobs
+            .iter()
+            .enumerate()
+            .filter_map(|(i, job)| {
+                let job = job.as_ref().ok()?;
+                let (Some(id), Some(secret)) = (&job.app.app_id, &job.app.app_secret) else {
+                    return None;
+                };
+                // A token of another app is checked alone, by itself (`check`'s mismatch).
+                let tokens: Vec<AccessToken> = std::iter::once(&job.spec.primary)
+                    .chain(&job.spec.backups)
+                    .map(|s| &s.value)
+                    .filter(|t| t.embedded_app_id().is_none_or(|e| e.to_string() == *id))
+                    .cloned()
+                    .collect();
+                let app = AppToken::new(id.clone(), secret.clone());
+                (!tokens.is_empty()).then(|| {
+                    let client = job.client.clone();
+                    (
+                        i,
+                        crate::batch::Due {
+                            app,
+                            client,
+                            tokens,
+                        },
+                    )
+                })
+            })
+            .collect();
+        let fetched = crate::batch::prefetch(
+            due,
+            &self.identities,
+            &mut self.budgets,
+            &self.counters,
+            now,
+        )
+        .await;
+        (Some(Arc::new(fetched.known)), fetched.deferred)
+    }
+
+    /// Forgets the identities of tokens no longer configured (a renewed token's old value, a
+    /// removed file).
+    fn forget_identities(&mut self) {
+        let live: std::collections::HashSet<&str> = self
+            .config
+            .tokens
+            .iter()
+            .flat_map(|t| {
+                std::iter::once(&t.name).chain(self.backups.get(&t.name).into_iter().flatten())
+            })
+            .filter_map(|name| self.keys.get(name))
+            .map(store::TokenKey::as_str)
+            .collect();
+        self.identities.retain(|key, _| live.contains(key.as_str()));
+    }
+
     /// Adds the Graph requests made since the last call to `permatoken_graph_requests_total`.
     fn count_graph_requests(&mut self) {
         for (_, client, counted) in self.clients.values_mut() {
@@ -773,6 +875,7 @@ impl Daemon {
             thresholds: policy.thresholds(),
             options,
             claims: None,
+            known: None,
         }))
     }
 
@@ -970,6 +1073,10 @@ impl Daemon {
                     .await?;
             }
             if let Some(key) = &secret_key {
+                match permatoken_renew::LastCheck::of(&check_report) {
+                    Some(last) => self.identities.insert(key.as_str().to_owned(), last),
+                    None => self.identities.remove(key.as_str()),
+                };
                 self.keys.insert(name.clone(), key.clone());
                 round
                     .tokens

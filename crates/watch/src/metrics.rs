@@ -51,6 +51,13 @@ pub struct CounterTotals {
     pub alerts: BTreeMap<(String, String), u64>,
     /// Graph API requests by outcome.
     pub graph_requests: BTreeMap<String, u64>,
+    /// The last usage percent seen per app id and header (`app`: `X-App-Usage`, `business`:
+    /// `X-Business-Use-Case-Usage`), rounded up. Gauges, not counters: not in `/api/tokens`.
+    #[serde(skip)]
+    pub graph_usage: BTreeMap<(String, String), i64>,
+    /// Per app id: whether its batches wait out a rate limit's regain time now.
+    #[serde(skip)]
+    pub graph_paused: BTreeMap<String, bool>,
 }
 
 fn pairs<S: serde::Serializer>(
@@ -104,6 +111,23 @@ impl Counters {
             .graph_requests
             .entry(outcome.to_owned())
             .or_default() += count;
+    }
+
+    /// The last usage app `app_id` was told of by `header` (`app` or `business`), in percent.
+    pub fn graph_usage(&self, app_id: &str, header: &str, percent: f64) {
+        let percent = if percent.is_finite() {
+            percent.ceil().clamp(0.0, 1e6) as i64
+        } else {
+            0
+        };
+        self.lock()
+            .graph_usage
+            .insert((app_id.to_owned(), header.to_owned()), percent);
+    }
+
+    /// Whether app `app_id`'s checks wait out a rate limit now.
+    pub fn graph_paused(&self, app_id: &str, paused: bool) {
+        self.lock().graph_paused.insert(app_id.to_owned(), paused);
     }
 
     /// The values now.
@@ -220,6 +244,29 @@ pub fn render(snapshot: &Snapshot, counters: &Counters) -> String {
         graph
             .get_or_create(&vec![("outcome".to_owned(), outcome.clone())])
             .inc_by(*n);
+    }
+    let usage = gauge(
+        &mut registry,
+        "permatoken_graph_usage_percent",
+        "The last rate-limit usage the Graph API reported for the app, in percent, by header (app: X-App-Usage, business: X-Business-Use-Case-Usage)",
+    );
+    for ((app_id, header), percent) in &totals.graph_usage {
+        usage
+            .get_or_create(&vec![
+                ("app_id".to_owned(), app_id.clone()),
+                ("header".to_owned(), header.clone()),
+            ])
+            .set(*percent);
+    }
+    let paused = gauge(
+        &mut registry,
+        "permatoken_graph_paused",
+        "Whether the app's checks wait out a rate limit's regain time (1) or not (0)",
+    );
+    for (app_id, is_paused) in &totals.graph_paused {
+        paused
+            .get_or_create(&vec![("app_id".to_owned(), app_id.clone())])
+            .set(i64::from(*is_paused));
     }
     let leader = gauge(
         &mut registry,

@@ -215,7 +215,13 @@ url = "{hook}"
             .sandbox
             .set_faults(fault.map(|(_, f)| f.clone()).unwrap_or_default());
         let step = daemon.run_due(world.clock.now()).await.expect("a round");
-        assert!(step.checked >= 3, "day {day}: every token is due daily");
+        if day == 12 {
+            // Rate-limited batches defer the app's checks until after the regain time: none is
+            // checked (nor made unknown) that day, and none is asked one by one.
+            assert_eq!(step.checked, 0, "day {day}: deferred");
+        } else {
+            assert!(step.checked >= 3, "day {day}: every token is due daily");
+        }
         if step.worst == Some(Status::Unknown) && fault.is_some() {
             unknown_rounds += 1;
         }
@@ -337,11 +343,14 @@ url = "{hook}"
     let totals = counters.totals();
     assert_eq!(totals.renewals.get("orders"), Some(&1));
     // Every Graph request the sandbox saw is counted once, by how it ended; the 5xx bursts too.
+    // A batch counts by its sub-requests (each counts against Meta's limits), not by the `POST`
+    // that carries them (`POST /v26.0/`, which the sandbox logs too).
     let graph_requests = world
         .sandbox
         .requests()
         .iter()
         .filter(|r| !r.target().starts_with("/_sandbox"))
+        .filter(|r| r.batched || !(r.method == "POST" && r.path.ends_with('/')))
         .count() as u64;
     assert_eq!(
         totals.graph_requests.values().sum::<u64>(),

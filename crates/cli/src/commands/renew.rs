@@ -46,6 +46,7 @@ impl Setup {
             thresholds: self.thresholds,
             budget: &self.budget,
             now: jiff::Timestamp::now(),
+            known: None,
         }
     }
 
