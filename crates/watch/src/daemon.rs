@@ -128,7 +128,10 @@ pub struct StepSummary {
     /// Alerts made.
     pub alerts: usize,
     /// The worst status of the checks, as `permatoken check` reports it; `None` if nothing was due.
+    /// A check deferred for a rate limit counts as unknown: it was not made.
     pub worst: Option<Status>,
+    /// Checks deferred past their app's rate-limit regain time.
+    pub deferred: usize,
 }
 
 /// Why the daemon stopped.
@@ -644,7 +647,10 @@ impl Daemon {
         let mut in_flight: VecDeque<(&TokenConfig, Pending)> = VecDeque::new();
         for (i, (token, job)) in tokens.iter().zip(jobs).enumerate() {
             if let Some(until) = deferred.get(&i) {
-                // Its app is rate-limited: not a failed check, only a later one.
+                // Its app is rate-limited: not a failed check, only a later one; but not a check
+                // made either (`watch --once` must not exit 0 on it).
+                summary.deferred += 1;
+                summary.worst = Some(worst(summary.worst, Status::Unknown));
                 self.due
                     .entry(token.name.clone())
                     .or_insert(Due {
@@ -1656,9 +1662,7 @@ fn app_credentials(source: &AppSource) -> Result<AppCredentials, String> {
 }
 
 pub(crate) fn sha256(token: &AccessToken) -> store::TokenKey {
-    let digest = ring::digest::digest(&ring::digest::SHA256, token.expose_secret().as_bytes());
-    let hex: String = digest.as_ref().iter().map(|b| format!("{b:02x}")).collect();
-    store::TokenKey::parse(&hex).expect("64 hex digits")
+    store::TokenKey::parse(&crate::batch::digest(token)).expect("64 hex digits")
 }
 
 fn token_record(
