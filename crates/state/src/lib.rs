@@ -205,6 +205,15 @@ pub struct TokenRecord {
     pub last_seen: Timestamp,
 }
 
+/// One past check as a chart draws it: when, and its status ([`Store::history_points`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct StatusPoint {
+    /// When the check was made.
+    pub checked_at: Timestamp,
+    /// What it said.
+    pub status: Status,
+}
+
 /// A check's overall status, as `permatoken check` reports it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -769,6 +778,28 @@ impl Store {
             }
             Backend::Postgres(db) => {
                 postgres::histories(&mut *db.conn().await?, db.location(), from, to, per_name).await
+            }
+        }
+    }
+
+    /// [`Store::histories`] reduced to what a chart draws: per name, the times and statuses of
+    /// the newest `per_name` checks, oldest first. A fleet's page holds up to `per_name` points for each of
+    /// thousands of tokens: whole [`CheckRecord`]s (key, lists, kind) would cost some 25 times the
+    /// memory of these pairs.
+    pub async fn history_points(
+        &self,
+        from: Timestamp,
+        to: Timestamp,
+        per_name: u32,
+    ) -> Result<Vec<(String, Vec<StatusPoint>)>, Error> {
+        match &self.backend {
+            Backend::Sqlite(db) => {
+                db.call(move |c, p| sqlite::history_points(c, p, from, to, per_name))
+                    .await
+            }
+            Backend::Postgres(db) => {
+                postgres::history_points(&mut *db.conn().await?, db.location(), from, to, per_name)
+                    .await
             }
         }
     }

@@ -45,7 +45,8 @@ use zeroize::Zeroizing;
 use crate::rows::{CHECK_COLS, TOKEN_COLS, TOKEN_WIDTH, corrupt, list, opt_ts, to_json, ts};
 use crate::{
     Alert, Announced, Announcement, Attempt, CheckRecord, Counts, Delivery, DeliveryStatus, Error,
-    Event, EventKind, LatestCheck, Pruned, Role, RouteHealth, Status, TokenKey, TokenRecord,
+    Event, EventKind, LatestCheck, Pruned, Role, RouteHealth, Status, StatusPoint, TokenKey,
+    TokenRecord,
 };
 
 /// Schema migrations, in order: the schema's version is the number applied.
@@ -1009,6 +1010,43 @@ pub(crate) async fn histories(
         match out.last_mut() {
             Some((last, checks)) if *last == name => checks.push(check),
             _ => out.push((name, vec![check])),
+        }
+    }
+    Ok(out)
+}
+
+pub(crate) async fn history_points(
+    conn: &mut Client,
+    path: &Path,
+    from: Timestamp,
+    to: Timestamp,
+    per_name: u32,
+) -> Result<Vec<(String, Vec<StatusPoint>)>, Error> {
+    // As SQLite's: `histories`' rows, with only the two columns a chart draws.
+    let rows = conn
+        .query(
+            "WITH ranked AS (
+                SELECT c.id AS cid, t.name AS tname, ROW_NUMBER() OVER (
+                    PARTITION BY t.name ORDER BY c.checked_at DESC, c.id DESC) AS rn
+                FROM checks c JOIN tokens t ON t.token_sha256 = c.token_sha256
+                WHERE c.checked_at >= $1 AND c.checked_at < $2)
+             SELECT r.tname, c.checked_at, c.status FROM ranked r JOIN checks c ON c.id = r.cid
+             WHERE r.rn <= $3 ORDER BY r.tname, c.checked_at, c.id",
+            &[&from.as_second(), &to.as_second(), &i64::from(per_name)],
+        )
+        .await
+        .map_err(pg(path))?;
+    let mut out: Vec<(String, Vec<StatusPoint>)> = Vec::new();
+    for row in &rows {
+        let name: &str = get(row, 0, path)?;
+        let status: &str = get(row, 2, path)?;
+        let point = StatusPoint {
+            checked_at: ts(path, "checks.checked_at", get(row, 1, path)?)?,
+            status: Status::parse(status).ok_or_else(|| corrupt(path, "checks.status"))?,
+        };
+        match out.last_mut() {
+            Some((last, points)) if last == name => points.push(point),
+            _ => out.push((name.to_owned(), vec![point])),
         }
     }
     Ok(out)

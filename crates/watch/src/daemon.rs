@@ -1191,41 +1191,17 @@ impl Daemon {
 
     /// The picture the endpoint serves, from the store.
     pub async fn snapshot(&self, now: Timestamp) -> Result<Snapshot, Error> {
-        let latest = self.store.latest_checks().await?;
-        let announced: HashMap<String, store::Announced> = self
-            .store
-            .all_announced()
-            .await?
-            .into_iter()
-            .map(|a| (a.token_name.clone(), a))
-            .collect();
-        let mut newest: HashMap<&str, &store::LatestCheck> = HashMap::new();
-        for l in &latest {
-            let Some(check) = &l.check else { continue };
-            let slot = newest.entry(l.token.name.as_str()).or_insert(l);
-            if slot
-                .check
-                .as_ref()
-                .is_none_or(|c| c.checked_at < check.checked_at)
-            {
-                *slot = l;
-            }
-        }
-        let by_key: HashMap<&store::TokenKey, &store::LatestCheck> =
-            latest.iter().map(|l| (&l.token.key, l)).collect();
-        let mut names: Vec<(String, Role)> = Vec::new();
-        for t in &self.config.tokens {
-            names.push((t.name.clone(), Role::Primary));
-            for b in self.backups.get(&t.name).into_iter().flatten() {
-                names.push((b.clone(), Role::Backup(t.name.clone())));
-            }
-        }
+        // A fleet's snapshot is built while the previous one is still served: what is read for it
+        // is taken apart as it is used, and each store read is dropped before the next one comes
+        // in (10,000 tokens' checks, announcements and histories all at once made most of the
+        // daemon's peak memory).
+        let mut tokens = self.token_views().await?;
         let from = now - SignedDuration::from_hours(24 * 30);
         // Every name's history in one read: one query per token made a page of 10,000 tokens
         // cost 10,000 round trips to the store's thread.
-        let mut histories: HashMap<String, Vec<store::CheckRecord>> = self
+        let mut histories: HashMap<String, Vec<store::StatusPoint>> = self
             .store
-            .histories(
+            .history_points(
                 from,
                 now + SignedDuration::from_secs(1),
                 HISTORY_POINTS as u32,
@@ -1233,51 +1209,18 @@ impl Daemon {
             .await?
             .into_iter()
             .collect();
-        let mut tokens = Vec::new();
-        for (name, role) in names {
-            let state = announced
-                .get(&name)
-                .and_then(|a| a.announcement.as_ref())
-                .and_then(|a| State::parse(&a.state))
-                .unwrap_or(State::CannotBeChecked);
-            let latest = self
-                .keys
-                .get(&name)
-                .and_then(|key| by_key.get(key))
-                .or_else(|| newest.get(name.as_str()));
-            let check = latest.and_then(|l| l.check.as_ref());
-            let history: Vec<HistoryPoint> = histories
-                .remove(&name)
-                .unwrap_or_default()
-                .into_iter()
-                .map(|c| HistoryPoint {
-                    at: c.checked_at.as_second(),
-                    status: status_from_store(c.status),
-                })
-                .collect();
-            let primary_name = match &role {
-                Role::Primary => name.as_str(),
-                Role::Backup(of) => of.as_str(),
-            };
-            tokens.push(TokenView {
-                state,
-                status: check.map_or(Status::Unknown, |c| status_from_store(c.status)),
-                valid: check.and_then(|c| c.valid).unwrap_or(false),
-                kind: check.and_then(|c| c.kind.clone()).unwrap_or_default(),
-                fingerprint: latest
-                    .map(|l| l.token.fingerprint.clone())
-                    .unwrap_or_default(),
-                expires_at: check.and_then(|c| c.expires_at).map(|t| t.as_second()),
-                never_expires: check.is_some_and(|c| c.never_expires),
-                missing_permissions: check.map(|c| c.missing_scopes.clone()).unwrap_or_default(),
-                scopes: self.scopes.get(&name).cloned().unwrap_or_default(),
-                last_check: check.map(|c| c.checked_at.as_second()),
-                next_check: self.due.get(primary_name).map(|d| d.at.as_second()),
-                history,
-                name,
-                role,
-            });
+        for view in &mut tokens {
+            if let Some(points) = histories.remove(&view.name) {
+                view.history = points
+                    .into_iter()
+                    .map(|p| HistoryPoint {
+                        at: p.checked_at.as_second(),
+                        status: status_from_store(p.status),
+                    })
+                    .collect();
+            }
         }
+        drop(histories);
         let events = self
             .store
             .recent_events(RECENT_EVENTS)
@@ -1329,6 +1272,86 @@ impl Daemon {
             events,
             routes,
         })
+    }
+
+    /// Every watched token, primaries each followed by its backups, without history: from the
+    /// latest checks and the announced states.
+    async fn token_views(&self) -> Result<Vec<TokenView>, Error> {
+        let announced: HashMap<String, State> = self
+            .store
+            .all_announced()
+            .await?
+            .into_iter()
+            .filter_map(|a| {
+                let state = State::parse(&a.announcement?.state)?;
+                Some((a.token_name, state))
+            })
+            .collect();
+        let latest = self.store.latest_checks().await?;
+        let mut newest: HashMap<&str, &store::LatestCheck> = HashMap::with_capacity(latest.len());
+        for l in &latest {
+            let Some(check) = &l.check else { continue };
+            let slot = newest.entry(l.token.name.as_str()).or_insert(l);
+            if slot
+                .check
+                .as_ref()
+                .is_none_or(|c| c.checked_at < check.checked_at)
+            {
+                *slot = l;
+            }
+        }
+        let by_key: HashMap<&store::TokenKey, &store::LatestCheck> =
+            latest.iter().map(|l| (&l.token.key, l)).collect();
+        let count = self.config.tokens.len()
+            + self
+                .config
+                .tokens
+                .iter()
+                .filter_map(|t| self.backups.get(&t.name))
+                .map(Vec::len)
+                .sum::<usize>();
+        let mut tokens = Vec::with_capacity(count);
+        let view = |name: &str, role: Role| {
+            let state = announced
+                .get(name)
+                .copied()
+                .unwrap_or(State::CannotBeChecked);
+            let latest = self
+                .keys
+                .get(name)
+                .and_then(|key| by_key.get(key))
+                .or_else(|| newest.get(name));
+            let check = latest.and_then(|l| l.check.as_ref());
+            let primary_name = match &role {
+                Role::Primary => name,
+                Role::Backup(of) => of.as_str(),
+            };
+            TokenView {
+                state,
+                status: check.map_or(Status::Unknown, |c| status_from_store(c.status)),
+                valid: check.and_then(|c| c.valid).unwrap_or(false),
+                kind: check.and_then(|c| c.kind.clone()).unwrap_or_default(),
+                fingerprint: latest
+                    .map(|l| l.token.fingerprint.clone())
+                    .unwrap_or_default(),
+                expires_at: check.and_then(|c| c.expires_at).map(|t| t.as_second()),
+                never_expires: check.is_some_and(|c| c.never_expires),
+                missing_permissions: check.map(|c| c.missing_scopes.clone()).unwrap_or_default(),
+                scopes: self.scopes.get(name).cloned().unwrap_or_default(),
+                last_check: check.map(|c| c.checked_at.as_second()),
+                next_check: self.due.get(primary_name).map(|d| d.at.as_second()),
+                history: Vec::new(),
+                name: name.to_owned(),
+                role,
+            }
+        };
+        for t in &self.config.tokens {
+            tokens.push(view(&t.name, Role::Primary));
+            for b in self.backups.get(&t.name).into_iter().flatten() {
+                tokens.push(view(b, Role::Backup(t.name.clone())));
+            }
+        }
+        Ok(tokens)
     }
 }
 

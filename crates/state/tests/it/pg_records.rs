@@ -2,8 +2,8 @@
 //! `records.rs` runs against SQLite.
 
 use permatoken_state::{
-    Alert, Announcement, DeliveryStatus, Error, Event, EventKind, PgOptions, Role, Status, Store,
-    TokenRecord,
+    Alert, Announcement, DeliveryStatus, Error, Event, EventKind, PgOptions, Role, Status,
+    StatusPoint, Store, TokenRecord,
 };
 
 use crate::pg_cluster::{PgCluster, TRUSTED};
@@ -118,6 +118,22 @@ async fn checks_round_trip_with_latest_and_history() {
             check(&old, 50, Status::Warning),
             check(&old, 100, Status::Ok),
             unknown
+        ]
+    );
+    // The chart's points: the newest two of each name, times and statuses only.
+    let points = store.history_points(at(50), at(300), 2).await.unwrap();
+    let point = |s: i64, status| StatusPoint {
+        checked_at: at(s),
+        status,
+    };
+    assert_eq!(
+        points,
+        vec![
+            ("billing".to_owned(), vec![point(100, Status::Critical)]),
+            (
+                "orders".to_owned(),
+                vec![point(100, Status::Ok), point(200, Status::Unknown)]
+            ),
         ]
     );
     let counts = store.counts().await.unwrap();

@@ -1,7 +1,8 @@
 //! Each kind of record written and read back.
 
 use permatoken_state::{
-    Alert, Announcement, DeliveryStatus, Error, Event, EventKind, Role, Status, Store, TokenRecord,
+    Alert, Announcement, DeliveryStatus, Error, Event, EventKind, Role, Status, StatusPoint, Store,
+    TokenRecord,
 };
 
 use crate::{at, check, key_of, token};
@@ -506,6 +507,30 @@ async fn histories_give_each_names_newest_checks_oldest_first_in_one_read() {
     assert!(
         store
             .histories(at(500), at(600), 2)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    // `history_points`: the same rows, only their times and statuses.
+    let points = store.history_points(at(50), at(400), 2).await.unwrap();
+    let expected: Vec<(String, Vec<StatusPoint>)> = got
+        .iter()
+        .map(|(name, checks)| {
+            let points = checks
+                .iter()
+                .map(|c| StatusPoint {
+                    checked_at: c.checked_at,
+                    status: c.status,
+                })
+                .collect();
+            (name.clone(), points)
+        })
+        .collect();
+    assert_eq!(points, expected);
+    assert_eq!(points[0].1[0].status, Status::Critical);
+    assert!(
+        store
+            .history_points(at(500), at(600), 2)
             .await
             .unwrap()
             .is_empty()
