@@ -273,7 +273,7 @@ impl Daemon {
     /// A daemon that has checked nothing yet: every token is due at once.
     pub fn new(options: Options) -> Self {
         let started_at = options.clock.now();
-        let fixed_tokens = options.config.tokens.clone();
+        let fixed_tokens = fixed_tokens(&options.config);
         let mut daemon = Self {
             config: options.config,
             store: options.store,
@@ -420,7 +420,7 @@ impl Daemon {
         let now = self.clock.now();
         self.due.retain(|name, _| name_in(&config, name).is_some());
         let count = config.tokens.len() + config.token_sets.len();
-        self.fixed_tokens = config.tokens.clone();
+        self.fixed_tokens = fixed_tokens(&config);
         self.config = config;
         self.make_reload_slots();
         self.set_problems.clear();
@@ -1352,6 +1352,16 @@ impl Daemon {
             }
         }
         Ok(tokens)
+    }
+}
+
+/// The `[[token]]`s a set's expansion is added to, kept only when there is a set to expand: a
+/// fleet of 10,000 `[[token]]`s would otherwise hold its configuration twice.
+fn fixed_tokens(config: &Config) -> Vec<TokenConfig> {
+    if config.token_sets.is_empty() {
+        Vec::new()
+    } else {
+        config.tokens.clone()
     }
 }
 
