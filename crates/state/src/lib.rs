@@ -278,6 +278,38 @@ pub struct CheckRecord {
     pub elapsed_ms: u64,
 }
 
+/// [`LatestCheck`] reduced to what the status page shows: [`Store::latest_statuses`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LatestStatus {
+    /// The token's name.
+    pub name: String,
+    /// The token's key.
+    pub key: TokenKey,
+    /// The token's short fingerprint.
+    pub fingerprint: String,
+    /// Its latest check; `None` before any.
+    pub check: Option<CheckStatus>,
+}
+
+/// What the status page shows of a check: [`CheckRecord`]'s fields of the same names.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CheckStatus {
+    /// When.
+    pub checked_at: Timestamp,
+    /// The overall status.
+    pub status: Status,
+    /// Whether the API said it is valid; `None` without an answer.
+    pub valid: Option<bool>,
+    /// When it expires.
+    pub expires_at: Option<Timestamp>,
+    /// Whether the API said it never expires.
+    pub never_expires: bool,
+    /// The token's kind.
+    pub kind: Option<String>,
+    /// Required permissions it lacks.
+    pub missing_scopes: Vec<String>,
+}
+
 /// A token with its latest check, for the page and the metrics.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct LatestCheck {
@@ -738,6 +770,18 @@ impl Store {
             Backend::Sqlite(db) => db.call(sqlite::latest_checks).await,
             Backend::Postgres(db) => {
                 postgres::latest_checks(&mut *db.conn().await?, db.location()).await
+            }
+        }
+    }
+
+    /// [`Store::latest_checks`] with only what the status page shows, in the same order: a fleet's
+    /// page is rebuilt from every token's latest check, and whole records (source, key twice,
+    /// findings) took twice the memory.
+    pub async fn latest_statuses(&self) -> Result<Vec<LatestStatus>, Error> {
+        match &self.backend {
+            Backend::Sqlite(db) => db.call(sqlite::latest_statuses).await,
+            Backend::Postgres(db) => {
+                postgres::latest_statuses(&mut *db.conn().await?, db.location()).await
             }
         }
     }

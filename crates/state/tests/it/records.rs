@@ -1,8 +1,8 @@
 //! Each kind of record written and read back.
 
 use permatoken_state::{
-    Alert, Announcement, DeliveryStatus, Error, Event, EventKind, Role, Status, StatusPoint, Store,
-    TokenRecord,
+    Alert, Announcement, CheckStatus, DeliveryStatus, Error, Event, EventKind, LatestStatus, Role,
+    Status, StatusPoint, Store, TokenRecord,
 };
 
 use crate::{at, check, key_of, token};
@@ -98,6 +98,36 @@ async fn checks_round_trip_with_latest_and_history() {
     assert!(by_key.contains(&("billing", Some(check(&other, 100, Status::Critical)))));
     assert!(by_key.contains(&("orders", Some(unknown.clone()))));
     assert!(by_key.contains(&("orders", Some(never.clone()))));
+    // What the status page reads: the same rows in the same order, with the fields it shows.
+    let statuses = store.latest_statuses().await.unwrap();
+    let expected: Vec<LatestStatus> = latest
+        .iter()
+        .map(|l| LatestStatus {
+            name: l.token.name.clone(),
+            key: l.token.key.clone(),
+            fingerprint: l.token.fingerprint.clone(),
+            check: l.check.as_ref().map(|c| CheckStatus {
+                checked_at: c.checked_at,
+                status: c.status,
+                valid: c.valid,
+                expires_at: c.expires_at,
+                never_expires: c.never_expires,
+                kind: c.kind.clone(),
+                missing_scopes: c.missing_scopes.clone(),
+            }),
+        })
+        .collect();
+    assert_eq!(statuses, expected);
+    assert!(
+        statuses
+            .iter()
+            .any(|s| s.check.as_ref().is_some_and(|c| c.never_expires))
+    );
+    assert!(
+        statuses
+            .iter()
+            .any(|s| s.check.as_ref().is_some_and(|c| c.valid.is_none()))
+    );
 
     // History follows the name across renewals, oldest first, `to` excluded.
     let history = store.history("orders", at(50), at(300)).await.unwrap();
