@@ -455,12 +455,13 @@ impl Daemon {
     /// publishes a new snapshot.
     pub async fn run_due(&mut self, now: Timestamp) -> Result<StepSummary, Error> {
         let changed = self.expand_sets(now).await?;
-        let due: Vec<TokenConfig> = self
+        let due: Vec<usize> = self
             .config
             .tokens
             .iter()
-            .filter(|t| self.due.get(&t.name).is_none_or(|d| d.at <= now))
-            .cloned()
+            .enumerate()
+            .filter(|(_, t)| self.due.get(&t.name).is_none_or(|d| d.at <= now))
+            .map(|(i, _)| i)
             .collect();
         let summary = self.check_tokens(&due, now).await?;
         // A set's file gone with nothing due: the page must not keep showing it.
@@ -473,7 +474,7 @@ impl Daemon {
     /// Checks every token now, whatever its schedule (`watch --once`).
     pub async fn run_all(&mut self, now: Timestamp) -> Result<StepSummary, Error> {
         self.expand_sets(now).await?;
-        let all = self.config.tokens.clone();
+        let all: Vec<usize> = (0..self.config.tokens.len()).collect();
         self.check_tokens(&all, now).await
     }
 
@@ -554,11 +555,17 @@ impl Daemon {
 
     async fn check_tokens(
         &mut self,
-        tokens: &[TokenConfig],
+        tokens: &[usize],
         now: Timestamp,
     ) -> Result<StepSummary, Error> {
         let mut summary = StepSummary::default();
-        let mut round = Round::default();
+        // `tokens` are indices into the configuration: a clone of every due token (the whole
+        // fleet in a first round, 7.7 MB at 10,000 tokens) lived through the whole round; now only
+        // the checks in flight hold one. The round's records are sized once, not grown by doubling.
+        let mut round = Round {
+            tokens: Vec::with_capacity(tokens.len()),
+            checks: Vec::with_capacity(tokens.len()),
+        };
         // Decisions a failed step left unwritten are made again from the store.
         self.decisions.clear();
         // One read of what was announced per step, not one per token.
@@ -573,9 +580,10 @@ impl Daemon {
         // 10,000 tokens waits on 20,000 round trips); what follows each check (states, alerts, the
         // store) is taken in one token at a time, in the configuration's order, so a round decides
         // as it did sequentially.
-        let mut in_flight: VecDeque<(&TokenConfig, Pending)> = VecDeque::new();
-        for token in tokens {
-            let pending = match self.prepare(token)? {
+        let mut in_flight: VecDeque<(TokenConfig, Pending)> = VecDeque::new();
+        for &i in tokens {
+            let token = self.config.tokens[i].clone();
+            let pending = match self.prepare(&token)? {
                 Ok(job) => Pending::Running(tokio::spawn(job.run(now))),
                 Err(reason) => Pending::Done(Checked::Unreadable(reason)),
             };
@@ -586,13 +594,13 @@ impl Daemon {
                 && let Some((token, pending)) = in_flight.pop_front()
             {
                 let checked = pending.finish().await;
-                self.check_one(token, checked, now, &mut summary, &mut round)
+                self.check_one(&token, checked, now, &mut summary, &mut round)
                     .await?;
             }
         }
         while let Some((token, pending)) = in_flight.pop_front() {
             let checked = pending.finish().await;
-            self.check_one(token, checked, now, &mut summary, &mut round)
+            self.check_one(&token, checked, now, &mut summary, &mut round)
                 .await?;
         }
         // Tokens and checks are written once per step: a call per check would cost a transaction
