@@ -71,8 +71,11 @@ pub(crate) async fn run(args: WatchArgs) -> Result<u8, Failure> {
     let backup_dir = permatoken_renew::backup_dir(false).unwrap_or(None);
     let (publisher, subscriber) = snapshot::channel(Snapshot::default());
     let counters = Counters::default();
+    // The daemon keeps the one copy of the configuration: at 10,000 tokens a second one costs
+    // megabytes for the one field the endpoint needs from it.
+    let listen = config.listen;
     let mut daemon = Daemon::new(Options {
-        config: config.clone(),
+        config,
         store,
         publisher,
         counters: counters.clone(),
@@ -96,7 +99,7 @@ pub(crate) async fn run(args: WatchArgs) -> Result<u8, Failure> {
         render_round(&args, &snap);
         return Ok(summary.worst.unwrap_or(Status::Ok).exit_code());
     }
-    serve(&args, &config, daemon, subscriber, counters).await
+    serve(&args, listen, daemon, subscriber, counters).await
 }
 
 /// The election among the replicas sharing a PostgreSQL state: this replica is known by its host
@@ -287,15 +290,12 @@ fn render_round(args: &WatchArgs, snap: &Snapshot) {
 
 async fn serve(
     args: &WatchArgs,
-    config: &Config,
+    configured: Option<std::net::SocketAddr>,
     mut daemon: Daemon,
     subscriber: snapshot::Subscriber,
     counters: Counters,
 ) -> Result<u8, Failure> {
-    let listen = args
-        .listen
-        .or(config.listen)
-        .unwrap_or(http::DEFAULT_LISTEN);
+    let listen = args.listen.or(configured).unwrap_or(http::DEFAULT_LISTEN);
     let bearer = match &args.http_token_file {
         Some(path) => Some(read_bearer(path)?),
         None => None,
