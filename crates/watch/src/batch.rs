@@ -75,6 +75,9 @@ pub(crate) struct Prefetch {
 #[derive(Default)]
 pub(crate) struct Budgets {
     paused: HashMap<String, Timestamp>,
+    /// The highest usage of each app's last chunk: a round goes a window at a time, and the pace
+    /// of a window's first chunk follows the window before.
+    usage: HashMap<String, f64>,
 }
 
 /// Whether `outcome` shows a rate limit, and for how long to stop: Meta's regain time, at least
@@ -162,7 +165,7 @@ pub(crate) async fn prefetch(
             size += check.1.tokens.len();
             chunks.last_mut().expect("one chunk at least").push(check);
         }
-        let mut usage = None;
+        let mut usage = budgets.usage.get(&app_id).copied();
         let mut pause: Option<Duration> = None;
         let deferred_before = deferred.len();
         for chunk in chunks {
@@ -179,6 +182,10 @@ pub(crate) async fn prefetch(
             }
             let (found, limit, peak) = ask_chunk(&chunk, last, &mut known, counters).await;
             usage = peak;
+            match peak {
+                Some(p) => budgets.usage.insert(app_id.clone(), p),
+                None => budgets.usage.remove(&app_id),
+            };
             if let Some(wait) = limit {
                 let until = now + SignedDuration::try_from(wait).unwrap_or(SignedDuration::MAX);
                 for index in found {

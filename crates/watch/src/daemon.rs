@@ -146,6 +146,10 @@ pub enum Error {
     Graph(String),
 }
 
+/// Tokens checked together in a round: read, asked in batches (a few `POST`s each), checked and
+/// written before the next window, so that a round's memory stays that of one window.
+const ROUND_WINDOW: usize = crate::batch::CHUNK;
+
 /// Checks whose Graph calls run at once: enough to hide round trips, few enough to stay far below
 /// an app's rate limit within a round.
 const CHECKS_IN_FLIGHT: usize = 16;
@@ -279,6 +283,8 @@ pub struct Daemon {
     election: Option<store::Election>,
     /// Whether this replica leads: only the leader checks, renews, fails over and alerts.
     leading: bool,
+    /// Set when a stop is asked for during a round: the round ends at its next window.
+    stopping: Arc<std::sync::atomic::AtomicBool>,
     /// Per token digest (primaries and backups): the identity and verdict of its last check, so
     /// that a batched round asks `/me` only on a change or a first check. Memory only.
     identities: HashMap<String, permatoken_renew::LastCheck>,
@@ -319,6 +325,7 @@ impl Daemon {
             set_problems: std::collections::HashSet::new(),
             election: None,
             leading: true,
+            stopping: Arc::default(),
             identities: HashMap::new(),
             budgets: crate::batch::Budgets::default(),
         };
@@ -568,6 +575,11 @@ impl Daemon {
             })
         });
         let _stop_heartbeat = heartbeat.map(AbortOnDrop);
+        // The sets' tokens are due at once too: without them the first wait would go by the
+        // `[[token]]`s alone (an hour's, for a configuration of sets only).
+        if let Err(e) = self.expand_sets(self.clock.now()).await {
+            tracing::warn!("cannot expand the token sets yet: {e}");
+        }
         self.confirm_leader().await;
         self.publish(self.clock.now()).await?;
         loop {
@@ -609,48 +621,51 @@ impl Daemon {
                 }
                 () = tokio::time::sleep(wait) => {
                     let now = self.clock.now();
+                    let mut stop = false;
                     let result = if self.confirm_leader().await {
-                        self.run_due(now).await.map(drop)
+                        // A stop asked for during a round ends it at the next window: a fleet's
+                        // round can outlast a service manager's grace period.
+                        let stopping = self.stopping.clone();
+                        let round = self.run_due(now);
+                        tokio::pin!(round);
+                        tokio::select! {
+                            result = &mut round => result.map(drop),
+                            () = &mut shutdown => {
+                                tracing::info!("stopping: the round ends after the tokens being checked now");
+                                stopping.store(true, std::sync::atomic::Ordering::Relaxed);
+                                stop = true;
+                                round.await.map(drop)
+                            }
+                        }
                     } else {
                         self.publish(now).await
                     };
                     if let Err(e) = result {
                         tracing::error!("a round failed: {e}");
                     }
+                    if stop {
+                        return Ok(());
+                    }
                 }
             }
         }
     }
 
-    async fn check_tokens(
+    /// Checks the tokens at positions `window` of the configuration: reads them, asks their batches,
+    /// runs their checks (up to [`CHECKS_IN_FLIGHT`] at once), takes each in, in order, and writes
+    /// their records.
+    async fn check_window(
         &mut self,
-        tokens: &[usize],
+        window: &[usize],
         now: Timestamp,
-    ) -> Result<StepSummary, Error> {
-        let mut summary = StepSummary::default();
-        // `tokens` are indices into the configuration: a clone of every due token (the whole
-        // fleet in a first round, 7.7 MB at 10,000 tokens) lived through the whole round; now only
-        // the checks in flight hold one. The round's records are sized once, not grown by doubling.
+        summary: &mut StepSummary,
+    ) -> Result<(), Error> {
         let mut round = Round {
-            tokens: Vec::with_capacity(tokens.len()),
-            checks: Vec::with_capacity(tokens.len()),
+            tokens: Vec::with_capacity(window.len()),
+            checks: Vec::with_capacity(window.len()),
         };
-        // Decisions a failed step left unwritten are made again from the store.
-        self.decisions.clear();
-        // One read of what was announced per step, not one per token.
-        self.announced = self
-            .store
-            .all_announced()
-            .await?
-            .into_iter()
-            .map(|a| (a.token_name.clone(), a))
-            .collect();
-        // The Graph calls of up to CHECKS_IN_FLIGHT tokens overlap (one after another, a round of
-        // 10,000 tokens waits on 20,000 round trips); what follows each check (states, alerts, the
-        // store) is taken in one token at a time, in the configuration's order, so a round decides
-        // as it did sequentially.
-        let mut jobs = Vec::with_capacity(tokens.len());
-        for (n, &i) in tokens.iter().enumerate() {
+        let mut jobs = Vec::with_capacity(window.len());
+        for (n, &i) in window.iter().enumerate() {
             let token = self.config.tokens[i].clone();
             jobs.push(self.prepare(&token)?);
             // Reading a fleet's files can take a while (a network file system): the election's
@@ -660,8 +675,11 @@ impl Daemon {
             }
         }
         let (known, deferred) = self.prefetch(&jobs, now).await;
+        // The Graph calls of up to CHECKS_IN_FLIGHT tokens overlap; what follows each check
+        // (states, alerts, the store) is taken in one token at a time, in the configuration's
+        // order, so a round decides as it did sequentially.
         let mut in_flight: VecDeque<(TokenConfig, Pending)> = VecDeque::new();
-        for (n, (&i, job)) in tokens.iter().zip(jobs).enumerate() {
+        for (n, (&i, job)) in window.iter().zip(jobs).enumerate() {
             let token = self.config.tokens[i].clone();
             if let Some(until) = deferred.get(&n) {
                 // Its app is rate-limited: not a failed check, only a later one; but not a check
@@ -696,22 +714,50 @@ impl Daemon {
                 && let Some((token, pending)) = in_flight.pop_front()
             {
                 let checked = pending.finish().await;
-                self.check_one(&token, checked, now, &mut summary, &mut round)
+                self.check_one(&token, checked, now, summary, &mut round)
                     .await?;
             }
         }
         while let Some((token, pending)) = in_flight.pop_front() {
             let checked = pending.finish().await;
-            self.check_one(&token, checked, now, &mut summary, &mut round)
+            self.check_one(&token, checked, now, summary, &mut round)
                 .await?;
         }
-        self.forget_identities();
-        // Tokens and checks are written once per step: a call per check would cost a transaction
-        // each.
+        // Tokens and checks are written once per window: a call per check would cost a
+        // transaction each.
         if !round.checks.is_empty() {
             self.store.upsert_tokens(round.tokens).await?;
             self.store.record_checks(round.checks).await?;
         }
+        Ok(())
+    }
+
+    async fn check_tokens(
+        &mut self,
+        tokens: &[usize],
+        now: Timestamp,
+    ) -> Result<StepSummary, Error> {
+        let mut summary = StepSummary::default();
+        // Decisions a failed step left unwritten are made again from the store.
+        self.decisions.clear();
+        // One read of what was announced per step, not one per token.
+        self.announced = self
+            .store
+            .all_announced()
+            .await?
+            .into_iter()
+            .map(|a| (a.token_name.clone(), a))
+            .collect();
+        // A fleet's round goes a window at a time: its jobs, batch answers and records live only
+        // while their window is checked, so a round's memory does not grow with the fleet.
+        for window in tokens.chunks(ROUND_WINDOW) {
+            if self.stopping.load(std::sync::atomic::Ordering::Relaxed) {
+                // What is left is due at the next start, which has no schedule yet.
+                break;
+            }
+            self.check_window(window, now, &mut summary).await?;
+        }
+        self.forget_identities();
         // A leader fenced during the round (a standby took over) leaves what it saw to the new
         // leader: announcing it here could alert a change twice.
         if !self.confirm_leader().await {

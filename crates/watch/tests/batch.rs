@@ -43,8 +43,13 @@ struct World {
 
 /// The fleet (a `[[token_set]]` of `FLEET` token files of the sandbox's app) and `extra` TOML.
 async fn world(extra: &str, defaults: &str) -> World {
+    world_of(FLEET, extra, defaults).await
+}
+
+/// [`world`] with a fleet of `size`.
+async fn world_of(size: usize, extra: &str, defaults: &str) -> World {
     let sandbox = Sandbox::start_background(&SandboxOptions {
-        extra_tokens: FLEET,
+        extra_tokens: size,
         ..SandboxOptions::default()
     })
     .unwrap();
@@ -389,4 +394,29 @@ async fn without_batch_checks_each_token_is_asked_alone() {
     assert_eq!(alone(&requests, "/me").len(), FLEET + 1);
     assert_eq!(alone(&requests, "/debug_token").len(), FLEET + 1);
     assert_eq!(w.state("fleet/t000"), TokenState::Ok);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stop_asked_for_during_a_round_ends_it_after_the_window_being_checked() {
+    // Two windows of 250: the first takes several answers of 300 ms, the stop comes well before.
+    let mut w = world_of(300, "", "").await;
+    w.sandbox.set_faults(Faults {
+        latency_ms: 300,
+        ..Faults::default()
+    });
+    let (_keep, reloads) = tokio::sync::mpsc::unbounded_channel();
+    w.daemon
+        .run(tokio::time::sleep(Duration::from_millis(100)), reloads)
+        .await
+        .unwrap();
+    let checked = w
+        .daemon
+        .store()
+        .latest_checks()
+        .await
+        .unwrap()
+        .iter()
+        .filter(|l| l.check.is_some())
+        .count();
+    assert_eq!(checked, 250, "the round went on past its first window");
 }
