@@ -1,7 +1,7 @@
 //! Batched checks (issue 10 §4): before a round's checks run, the `/debug_token` answers of every
 //! token whose app credentials are known are asked in Graph batches, grouped by app, a chunk of a
-//! few hundred tokens at a time, and `/me` only for tokens without an identity from an earlier
-//! check. The answers go to the renewal engine as a [`Known`], which judges each token from them
+//! few hundred tokens at a time (the chunk's `POST`s all at once), and `/me` only for tokens
+//! without an identity from an earlier check. The answers go to the renewal engine as a [`Known`], which judges each token from them
 //! (`permatoken_renew::Ctx::inspect`); a token whose answer failed is simply not in it, and is asked
 //! alone as before.
 //!
@@ -17,7 +17,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use jiff::{SignedDuration, Timestamp};
-use permatoken_graph::{BatchOutcome, Budget, Client, Endpoint, ErrorClass, Usage};
+use permatoken_graph::{BatchOutcome, Budget, Client, Endpoint, ErrorClass, MAX_BATCH, Usage};
 use permatoken_inspect::Identity;
 use permatoken_renew::{Known, KnownToken, LastCheck};
 use permatoken_secret::{AccessToken, AppToken};
@@ -80,14 +80,63 @@ pub(crate) struct Budgets {
     usage: HashMap<String, f64>,
 }
 
-/// Whether `outcome` shows a rate limit, and for how long to stop: Meta's regain time, at least
+/// What the batch `POST`s of a chunk gave, put together in the order of its tokens.
+struct Answers<T> {
+    /// Per token: its answer; `None` when its `POST`s could not be sent (the check asks alone).
+    results: Vec<Option<Result<T, permatoken_graph::Error>>>,
+    /// The usage headers of every answer.
+    usage: Vec<Usage>,
+}
+
+/// Asks `tokens` with `ask` in batches of [`MAX_BATCH`], all at once: a batch's sub-requests
+/// count against the app's limits one by one whatever the pace, so nothing is saved by sending
+/// one `POST` after another, and a window's wall time is one round trip, not five. A `POST` whose
+/// app token cannot travel (the whole call refused) leaves its tokens without an answer.
+async fn ask_all<T, F, Fut>(tokens: &[AccessToken], ask: F) -> Answers<T>
+where
+    T: Send + 'static,
+    F: Fn(Vec<AccessToken>) -> Fut,
+    Fut: std::future::Future<Output = Result<BatchOutcome<T>, permatoken_graph::Error>>
+        + Send
+        + 'static,
+{
+    let mut set = tokio::task::JoinSet::new();
+    for (n, slice) in tokens.chunks(MAX_BATCH).enumerate() {
+        let asked = ask(slice.to_vec());
+        set.spawn(async move { (n, asked.await) });
+    }
+    let mut slices: Vec<Option<BatchOutcome<T>>> =
+        std::iter::repeat_with(|| None).take(set.len()).collect();
+    while let Some(joined) = set.join_next().await {
+        match joined {
+            Ok((n, Ok(outcome))) => slices[n] = Some(outcome),
+            Ok((_, Err(e))) => tracing::warn!("cannot ask in a batch: {e}"),
+            Err(e) => tracing::warn!("a batch stopped before it finished ({e})"),
+        }
+    }
+    let mut answers = Answers {
+        results: Vec::with_capacity(tokens.len()),
+        usage: Vec::new(),
+    };
+    for (slice, outcome) in tokens.chunks(MAX_BATCH).zip(slices) {
+        match outcome {
+            Some(outcome) => {
+                answers.usage.extend(outcome.usage);
+                answers
+                    .results
+                    .extend(outcome.results.into_iter().map(Some));
+            }
+            None => answers.results.extend(slice.iter().map(|_| None)),
+        }
+    }
+    answers
+}
+
+/// Whether `answers` show a rate limit, and for how long to stop: Meta's regain time, at least
 /// [`MIN_PAUSE`].
-fn limited<T>(outcome: &BatchOutcome<T>) -> Option<Duration> {
-    let refused = outcome.results.iter().any(|r| {
-        r.as_ref()
-            .is_err_and(|e| e.class(Endpoint::Other) == ErrorClass::RateLimited)
-    });
-    let regain = outcome.peak_usage().regain_after;
+fn limited<T>(answers: &Answers<T>) -> Option<Duration> {
+    let refused = answers.results.iter().flatten().any(is_limited);
+    let regain = answers.usage.iter().filter_map(|u| u.regain_after).max();
     (refused || regain.is_some()).then(|| regain.unwrap_or_default().max(MIN_PAUSE))
 }
 
@@ -233,21 +282,22 @@ async fn ask_chunk(
         }
     }
     let mut defer: Vec<usize> = Vec::new();
-    let budget = Budget::new(CHUNK_BUDGET);
-    let infos = match client.debug_token_batch(app, &tokens, &budget).await {
-        Ok(outcome) => outcome,
-        Err(e) => {
-            // The app token cannot travel: each token is then checked alone, which says why.
-            tracing::warn!(app_id = %app.app_id(), "cannot ask in a batch: {e}");
-            return (defer, None, None);
+    let infos = ask_all(&tokens, |slice| {
+        let (client, app) = (client.clone(), app.clone());
+        async move {
+            let budget = Budget::new(CHUNK_BUDGET);
+            client.debug_token_batch(&app, &slice, &budget).await
         }
-    };
+    })
+    .await;
     let mut peak = note_usage(counters, app.app_id(), &infos.usage);
     let mut pause = limited(&infos);
     let mut answered: Vec<(usize, String, KnownToken)> = Vec::new();
     let mut ask_me: Vec<usize> = Vec::new();
     for (i, result) in infos.results.into_iter().enumerate() {
         let key = digest(&tokens[i]);
+        // Without an answer (its `POST` could not go): checked alone, which says why.
+        let Some(result) = result else { continue };
         match result {
             Ok(info) => {
                 let previous = last.get(&key).cloned();
@@ -276,28 +326,29 @@ async fn ask_chunk(
             .iter()
             .map(|&a| tokens[answered[a].0].clone())
             .collect();
-        match client
-            .me_batch(app, &first, &Budget::new(CHUNK_BUDGET))
-            .await
-        {
-            Ok(outcome) => {
-                let seen = note_usage(counters, app.app_id(), &outcome.usage);
-                peak = [peak, seen].into_iter().flatten().reduce(f64::max);
-                pause = limited(&outcome);
-                for (&a, result) in ask_me.iter().zip(outcome.results) {
-                    if is_limited(&result) {
-                        defer.extend(&owners[answered[a].0]);
-                    }
-                    // An answer, or a dead token's refusal, is what `/me` alone would give; any
-                    // other failure is asked again alone by the check.
-                    answered[a].2.me = match result {
-                        Ok(me) => Some(Ok(Identity::from(&me))),
-                        Err(e) if e.class(Endpoint::Other).token_is_dead() => Some(Err(e)),
-                        Err(_) => None,
-                    };
-                }
+        let outcome = ask_all(&first, |slice| {
+            let (client, app) = (client.clone(), app.clone());
+            async move {
+                let budget = Budget::new(CHUNK_BUDGET);
+                client.me_batch(&app, &slice, &budget).await
             }
-            Err(e) => tracing::warn!(app_id = %app.app_id(), "cannot ask in a batch: {e}"),
+        })
+        .await;
+        let seen = note_usage(counters, app.app_id(), &outcome.usage);
+        peak = [peak, seen].into_iter().flatten().reduce(f64::max);
+        pause = limited(&outcome);
+        for (&a, result) in ask_me.iter().zip(outcome.results) {
+            let Some(result) = result else { continue };
+            if is_limited(&result) {
+                defer.extend(&owners[answered[a].0]);
+            }
+            // An answer, or a dead token's refusal, is what `/me` alone would give; any
+            // other failure is asked again alone by the check.
+            answered[a].2.me = match result {
+                Ok(me) => Some(Ok(Identity::from(&me))),
+                Err(e) if e.class(Endpoint::Other).token_is_dead() => Some(Err(e)),
+                Err(_) => None,
+            };
         }
     }
     if pause.is_some() {
