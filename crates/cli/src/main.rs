@@ -30,11 +30,18 @@ fn main() -> ExitCode {
     };
     cli.global
         .apply(matches!(cli.command, cli::Command::Watch(_)));
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-    {
+    // `watch` runs on one thread (blocking work still goes to tokio's pool): its work is waiting on
+    // the network and the store, and with its scheduler on this thread and checks and scrapes on
+    // two workers, glibc's per-thread arenas held a 10,000-token fleet's memory two and a half
+    // times over (BENCHMARKS.md, "Memory at 10,000 tokens").
+    let mut builder = if matches!(cli.command, cli::Command::Watch(_)) {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        let mut builder = tokio::runtime::Builder::new_multi_thread();
+        builder.worker_threads(2);
+        builder
+    };
+    let runtime = match builder.enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             render::error(&format!("cannot start the async runtime: {e}"), None);

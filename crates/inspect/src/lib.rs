@@ -183,7 +183,7 @@ pub struct GranularScope {
 }
 
 /// `/me`.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Identity {
     /// The user or system-user id.
     pub id: String,
@@ -202,9 +202,29 @@ pub struct Subject<'a> {
     pub variable: Option<&'a str>,
 }
 
+impl From<&permatoken_graph::Me> for Identity {
+    fn from(me: &permatoken_graph::Me) -> Self {
+        Self {
+            id: me.id.clone(),
+            name: me.name.clone(),
+        }
+    }
+}
+
+/// Answers about a token already fetched (by a batch of `/debug_token` asked with the app token, and
+/// maybe a batch of `/me`), for [`check_prefetched`].
+#[derive(Debug, Clone)]
+pub struct Prefetched {
+    /// `/debug_token` asked with the app token: only an answer (a dead token is one, with
+    /// `is_valid: false`); a failed call is no prefetched answer, and is asked again alone.
+    pub info: TokenInfo,
+    /// `/me`: its answer, or `None` to ask it now (one call).
+    pub me: Option<Result<Identity, GraphError>>,
+}
+
 /// The answers of one round of calls.
 struct Answers {
-    me: Result<permatoken_graph::Me, GraphError>,
+    me: Result<Identity, GraphError>,
     info: Result<TokenInfo, GraphError>,
 }
 
@@ -216,6 +236,44 @@ pub async fn check(
     thresholds: Thresholds,
     now: Timestamp,
     budget: &Budget,
+) -> Report {
+    judge(client, subject, app, thresholds, now, budget, None).await
+}
+
+/// Checks one token from answers already fetched, asking only what `prefetched` lacks (`/me` when
+/// it is `None`): the same judgement as [`check`] on the same answers. Answers asked with the app
+/// token are no use for a token of another app (or without the app's credentials): such a token is
+/// checked as [`check`] does, asking again.
+pub async fn check_prefetched(
+    client: &Client,
+    subject: Subject<'_>,
+    app: &AppCredentials,
+    thresholds: Thresholds,
+    now: Timestamp,
+    budget: &Budget,
+    prefetched: Prefetched,
+) -> Report {
+    judge(
+        client,
+        subject,
+        app,
+        thresholds,
+        now,
+        budget,
+        Some(prefetched),
+    )
+    .await
+}
+
+/// The one judging path of [`check`] and [`check_prefetched`].
+async fn judge(
+    client: &Client,
+    subject: Subject<'_>,
+    app: &AppCredentials,
+    thresholds: Thresholds,
+    now: Timestamp,
+    budget: &Budget,
+    prefetched: Option<Prefetched>,
 ) -> Report {
     let token = subject.token;
     let mut findings = Vec::new();
@@ -240,7 +298,16 @@ pub async fn check(
         _ => None,
     };
     let caller = app_token.as_ref().map_or(Caller::Token(token), Caller::App);
-    let mut answers = ask(&client, token, caller, budget).await;
+    let mut answers = match prefetched.filter(|_| app_token.is_some()) {
+        Some(Prefetched { info, me }) => Answers {
+            me: match me {
+                Some(me) => me,
+                None => client.me(token, budget).await.map(|me| Identity::from(&me)),
+            },
+            info: Ok(info),
+        },
+        None => ask(&client, token, caller, budget).await,
+    };
     let mut inspected_itself = app_token.is_none();
 
     let proof_refused = answers.me.as_ref().err().and_then(proof_problem);
@@ -292,10 +359,7 @@ pub async fn check(
         findings.retain(|f| f.code != FindingCode::AppMismatch);
     }
     let mut facts = facts(subject, info, embedded, now);
-    let identity = answers.me.as_ref().ok().map(|me| Identity {
-        id: me.id.clone(),
-        name: me.name.clone(),
-    });
+    let identity = answers.me.as_ref().ok().cloned();
 
     // Dead or alive: `/debug_token` knows best (it keeps the subcode WhatsApp endpoints drop); a
     // failed `/me` tells the same when `/debug_token` could not be asked.
@@ -398,7 +462,10 @@ async fn ask(client: &Client, token: &AccessToken, caller: Caller<'_>, budget: &
         client.me(token, budget),
         client.debug_token(token, caller, budget)
     );
-    Answers { me, info }
+    Answers {
+        me: me.map(|me| Identity::from(&me)),
+        info,
+    }
 }
 
 fn embedded_app(token: &AccessToken) -> Option<String> {

@@ -358,6 +358,29 @@ impl WriteOptions {
     }
 }
 
+/// An action that must be done once, whichever of several replicas sharing a state does it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    /// Asking Meta for a renewed token (and writing it).
+    Renew,
+    /// Promoting a backup in place of a dead primary.
+    FailOver,
+}
+
+/// Asked right before each [`Action`], about the token it answers (the one to renew, the dead
+/// primary): `true` lets this caller do it, `false` skips it and nothing is asked of Meta or
+/// written. `watch` answers from a claim row in its shared state (see `permatoken_state`), so that
+/// of several replicas, and of a leader fenced in the middle of a round, exactly one acts; the
+/// commands have no gate and always act.
+pub trait Gate: Send + Sync + std::fmt::Debug {
+    /// Whether this caller may do `action` for `token` now. Answer `false` when that cannot be told.
+    fn claim<'a>(
+        &'a self,
+        action: Action,
+        token: &'a AccessToken,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = bool> + Send + 'a>>;
+}
+
 /// How one round runs. The windows, the app and the time budget are in [`Ctx`].
 #[derive(Debug, Clone)]
 pub struct RefreshOptions {
@@ -367,6 +390,18 @@ pub struct RefreshOptions {
     pub failover: bool,
     /// Dry run, locks, backups, reload.
     pub write: WriteOptions,
+    /// Asked before each renewal and failover; `None`: always act.
+    pub gate: Option<Arc<dyn Gate>>,
+}
+
+impl RefreshOptions {
+    /// Whether the gate (if any) lets this round do `action` for `token`.
+    async fn may(&self, action: Action, token: &AccessToken) -> bool {
+        match &self.gate {
+            None => true,
+            Some(gate) => gate.claim(action, token).await,
+        }
+    }
 }
 
 impl Default for RefreshOptions {
@@ -383,6 +418,7 @@ impl Default for RefreshOptions {
                 lock_timeout: Duration::from_secs(10),
                 ..WriteOptions::default()
             },
+            gate: None,
         }
     }
 }
@@ -470,6 +506,9 @@ pub enum FailoverOutcome {
         /// Where it was read, in words.
         source: String,
     },
+    /// The [`Gate`] said no: another replica has claimed this failover (or this one no longer
+    /// leads). Nothing was changed here.
+    Claimed,
 }
 
 impl FailoverOutcome {
@@ -488,6 +527,7 @@ impl FailoverOutcome {
             Self::NoBackup => "the primary token is dead and there is no backup (`WHATSAPP_ACCESS_TOKEN_BACKUP`) to promote; nothing was changed".into(),
             Self::NoHealthyBackup => "the primary token is dead and no backup checks healthy; nothing was changed".into(),
             Self::NotInEnvFile { source } => format!("the primary token is dead, but it came from {source}, where a backup cannot be promoted"),
+            Self::Claimed => "the primary token is dead; another replica has claimed its failover (or this one no longer leads), so nothing was changed here".into(),
         }
     }
 
@@ -740,6 +780,13 @@ pub async fn refresh_all(
                 );
                 plan.stop(Decision::CannotRenew, message)
             }
+            Assessment::Renewable(plan) if !options.may(Action::Renew, &sourced.value).await => {
+                // The token is as the check found it; whoever claimed the renewal does it.
+                plan.stop(
+                    Decision::NothingNeeded,
+                    "not renewed by this replica: another one has claimed this renewal, or this one no longer leads".into(),
+                )
+            }
             Assessment::Renewable(plan) => {
                 locks.claim(&target, &sourced.value).await?;
                 plan.renew(ctx).await
@@ -835,6 +882,9 @@ async fn fail_over(
         .var
         .clone()
         .unwrap_or_else(|| permatoken_config::TOKEN_VAR.to_owned());
+    if !options.write.dry_run && !options.may(Action::FailOver, &primary.value).await {
+        return Ok(FailoverOutcome::Claimed);
+    }
     let written = if options.write.dry_run {
         None
     } else {

@@ -23,14 +23,16 @@ mod store;
 
 use jiff::{SignedDuration, Timestamp};
 use permatoken_graph::{Budget, Client, Endpoint, Error as GraphError, ErrorClass};
-use permatoken_inspect::{AppCredentials, Kind, Report, Status, Subject, Thresholds};
+use permatoken_inspect::{
+    AppCredentials, Identity, Kind, Prefetched, Report, Status, Subject, Thresholds,
+};
 use permatoken_secret::{AccessToken, AppToken};
 use serde::Serialize;
 
 pub use acquire::{Acquire, AcquireReport, Acquired, acquire};
 pub use engine::{
-    FailoverOutcome, LoadError, LockNotice, Promotion, RefreshOptions, RefreshReport, Target,
-    TokenOutcome, TokenSource, TokenSpec, WriteOptions, WriteReport, app_credentials,
+    Action, FailoverOutcome, Gate, LoadError, LockNotice, Promotion, RefreshOptions, RefreshReport,
+    Target, TokenOutcome, TokenSource, TokenSpec, WriteOptions, WriteReport, app_credentials,
     expiry_status, load_app, refresh_all,
 };
 pub use reload::{Reload, reload, reload_with_args, secret_free_command};
@@ -69,10 +71,88 @@ pub struct Ctx<'a> {
     /// The time every decision is made at (the renewal window, the warning and critical windows):
     /// `Timestamp::now()` for the commands, a test's or the daemon's clock for `watch`.
     pub now: Timestamp,
+    /// What this round already knows of some tokens (the daemon's batches); `None` asks each token
+    /// alone, as the commands do.
+    pub known: Option<&'a Known>,
+}
+
+/// What a round already knows of its tokens, by token: the `/debug_token` answer of a batch, maybe a
+/// `/me` answer of a batch, and what the token's previous check saw. Keyed by the caller's digest of
+/// the token (its SHA-256), so that no token is kept here; a token not in it (a renewed one, a
+/// token whose batch answer failed) is asked alone.
+pub struct Known {
+    key: fn(&AccessToken) -> String,
+    tokens: std::collections::HashMap<String, KnownToken>,
+}
+
+/// What is known of one token this round.
+#[derive(Debug, Clone)]
+pub struct KnownToken {
+    /// `/debug_token`, asked with the app token in a batch.
+    pub info: permatoken_graph::TokenInfo,
+    /// `/me`, asked in a batch this round (its first check).
+    pub me: Option<Result<Identity, GraphError>>,
+    /// The previous check's identity and verdict, when it had one.
+    pub last: Option<LastCheck>,
+}
+
+/// What a token's previous check saw: `/me` is not asked again while the verdict stays the same.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LastCheck {
+    /// Its `/me` answer.
+    pub identity: Identity,
+    /// Its verdict.
+    pub status: Status,
+    /// Whether it was dead by the API's word.
+    pub dead: bool,
+}
+
+impl LastCheck {
+    /// What `report` saw, if `/me` answered it.
+    pub fn of(report: &Report) -> Option<Self> {
+        Some(Self {
+            identity: report.identity.clone()?,
+            status: report.status,
+            dead: report.is_dead(),
+        })
+    }
+}
+
+impl Known {
+    /// Nothing known yet; `key` is the digest tokens are known by.
+    pub fn new(key: fn(&AccessToken) -> String) -> Self {
+        Self {
+            key,
+            tokens: std::collections::HashMap::new(),
+        }
+    }
+
+    /// Records what is known of the token whose digest is `key`.
+    pub fn insert(&mut self, key: String, known: KnownToken) {
+        self.tokens.insert(key, known);
+    }
+
+    /// What is known of `token`.
+    pub fn get(&self, token: &AccessToken) -> Option<&KnownToken> {
+        self.tokens.get(&(self.key)(token))
+    }
+
+    /// How many tokens are known.
+    pub fn len(&self) -> usize {
+        self.tokens.len()
+    }
+
+    /// Whether none is.
+    pub fn is_empty(&self) -> bool {
+        self.tokens.is_empty()
+    }
 }
 
 impl Ctx<'_> {
-    /// `check` of one token.
+    /// `check` of one token. A token this round already knows is judged from what is known: with
+    /// the previous check's identity, without any call, unless the verdict so judged differs from
+    /// the previous one (a change of state, which `/me` is asked to confirm); without one, `/me`
+    /// is the one call.
     pub async fn inspect(
         &self,
         token: &AccessToken,
@@ -84,15 +164,44 @@ impl Ctx<'_> {
             source,
             variable,
         };
-        permatoken_inspect::check(
-            self.client,
-            subject,
-            self.app,
-            self.thresholds,
-            self.now,
-            self.budget,
-        )
-        .await
+        let Some(known) = self.known.and_then(|k| k.get(token)) else {
+            return permatoken_inspect::check(
+                self.client,
+                subject,
+                self.app,
+                self.thresholds,
+                self.now,
+                self.budget,
+            )
+            .await;
+        };
+        let judge = |me| {
+            let prefetched = Prefetched {
+                info: known.info.clone(),
+                me,
+            };
+            permatoken_inspect::check_prefetched(
+                self.client,
+                subject,
+                self.app,
+                self.thresholds,
+                self.now,
+                self.budget,
+                prefetched,
+            )
+        };
+        match (&known.me, &known.last) {
+            (Some(me), _) => judge(Some(me.clone())).await,
+            (None, Some(last)) => {
+                let report = judge(Some(Ok(last.identity.clone()))).await;
+                if report.status == last.status && report.is_dead() == last.dead {
+                    report
+                } else {
+                    judge(None).await
+                }
+            }
+            (None, None) => judge(None).await,
+        }
     }
 
     fn app_token(&self) -> Result<AppToken, Failure> {
@@ -679,4 +788,72 @@ pub async fn plan_mint(
         system_user_id: system_user_id.to_owned(),
         sixty_days,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use permatoken_graph::Caller;
+
+    fn key(token: &AccessToken) -> String {
+        token.expose_secret().len().to_string() + &token.fingerprint()
+    }
+
+    /// A known token is judged with its previous identity and no call; a verdict that differs from
+    /// the previous one asks `/me` (once); a renewed token (not known) is asked alone.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn known_tokens_ask_me_only_on_a_change_or_a_first_check() {
+        let sandbox = permatoken_sandbox::Sandbox::start_background(&Default::default()).unwrap();
+        let app_token = AppToken::new(sandbox.app().id.to_string(), sandbox.app_secret().clone());
+        let app = crate::app_credentials(&app_token);
+        let mut config = permatoken_graph::Config::new(sandbox.url());
+        config.app_secret = app.app_secret.clone();
+        let client = Client::new(config).unwrap();
+        let budget = Budget::new(std::time::Duration::from_secs(60));
+        let mut ctx = Ctx {
+            client: &client,
+            app: &app,
+            thresholds: Thresholds::default(),
+            budget: &budget,
+            now: Timestamp::now(),
+            known: None,
+        };
+        let alive = sandbox.token("system-user").unwrap();
+        let dead = sandbox.token("expired").unwrap();
+        let first = sandbox.token("user-60d").unwrap();
+        let alone = ctx.inspect(&alive, "t", None).await;
+        let dead_alone = ctx.inspect(&dead, "t", None).await;
+        let mut known = Known::new(key);
+        for token in [&alive, &dead, &first] {
+            let info = client
+                .debug_token(token, Caller::App(&app_token), &budget)
+                .await
+                .unwrap();
+            // The dead token's previous check found it alive: a change of state.
+            let last = LastCheck::of(&alone).filter(|_| token != &first);
+            known.insert(
+                key(token),
+                KnownToken {
+                    info,
+                    me: None,
+                    last,
+                },
+            );
+        }
+        ctx.known = Some(&known);
+        let calls = || sandbox.requests().len();
+        let before = calls();
+        let report = ctx.inspect(&alive, "t", None).await;
+        assert_eq!(calls(), before, "steady: no call");
+        assert_eq!(report.status, alone.status);
+        let report = ctx.inspect(&dead, "t", None).await;
+        assert_eq!(calls(), before + 1, "a change: one /me");
+        assert_eq!(report.status, dead_alone.status);
+        assert!(report.is_dead() && report.identity.is_none());
+        ctx.inspect(&first, "t", None).await;
+        assert_eq!(calls(), before + 2, "a first check: one /me");
+        let other = sandbox.token("user-expiring").unwrap();
+        ctx.inspect(&other, "t", None).await;
+        assert_eq!(calls(), before + 4, "not known: asked alone");
+    }
 }

@@ -45,6 +45,7 @@ async fn round(sandbox: &Running, spec: &TokenSpec, options: &RefreshOptions) ->
         thresholds: Thresholds::default(),
         budget: &budget,
         now: jiff::Timestamp::now(),
+        known: None,
     };
     permatoken_renew::refresh_all(&ctx, spec, options)
         .await
@@ -261,6 +262,7 @@ async fn exchange_by_acquire_plans_then_writes_a_verified_token_to_its_file() {
         thresholds: Thresholds::default(),
         budget: &budget,
         now: jiff::Timestamp::now(),
+        known: None,
     };
     let what = Acquire::Exchange {
         input: spec.primary.value.clone(),

@@ -205,6 +205,15 @@ pub struct TokenRecord {
     pub last_seen: Timestamp,
 }
 
+/// One past check as a chart draws it: when, and its status ([`Store::history_points`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct StatusPoint {
+    /// When the check was made.
+    pub checked_at: Timestamp,
+    /// What it said.
+    pub status: Status,
+}
+
 /// A check's overall status, as `permatoken check` reports it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -267,6 +276,38 @@ pub struct CheckRecord {
     pub finding_codes: Vec<String>,
     /// How long the check took.
     pub elapsed_ms: u64,
+}
+
+/// [`LatestCheck`] reduced to what the status page shows: [`Store::latest_statuses`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LatestStatus {
+    /// The token's name.
+    pub name: String,
+    /// The token's key.
+    pub key: TokenKey,
+    /// The token's short fingerprint.
+    pub fingerprint: String,
+    /// Its latest check; `None` before any.
+    pub check: Option<CheckStatus>,
+}
+
+/// What the status page shows of a check: [`CheckRecord`]'s fields of the same names.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CheckStatus {
+    /// When.
+    pub checked_at: Timestamp,
+    /// The overall status.
+    pub status: Status,
+    /// Whether the API said it is valid; `None` without an answer.
+    pub valid: Option<bool>,
+    /// When it expires.
+    pub expires_at: Option<Timestamp>,
+    /// Whether the API said it never expires.
+    pub never_expires: bool,
+    /// The token's kind.
+    pub kind: Option<String>,
+    /// Required permissions it lacks.
+    pub missing_scopes: Vec<String>,
 }
 
 /// A token with its latest check, for the page and the metrics.
@@ -635,6 +676,17 @@ impl Store {
         })
     }
 
+    /// For a process that takes no part in the election but shares the state (`watch --once`):
+    /// it always "leads", and its [`Election::claim`]s go through the store's own session, so that
+    /// it never repeats a renewal or failover a leader (or another such process) has claimed.
+    pub fn claims_only(&self, replica: &str) -> Election {
+        Election {
+            inner: Arc::new(tokio::sync::Mutex::new(None)),
+            store: self.clone(),
+            replica: clean_text(replica),
+        }
+    }
+
     /// This replica's side of the leader election among the replicas sharing this state, known to
     /// the others as `replica` (for the heartbeat row; not a secret). SQLite's file lock already
     /// makes its one `watch` the leader: its election always leads. See [`Election`].
@@ -733,6 +785,18 @@ impl Store {
         }
     }
 
+    /// [`Store::latest_checks`] with only what the status page shows, in the same order: a fleet's
+    /// page is rebuilt from every token's latest check, and whole records (source, key twice,
+    /// findings) took twice the memory.
+    pub async fn latest_statuses(&self) -> Result<Vec<LatestStatus>, Error> {
+        match &self.backend {
+            Backend::Sqlite(db) => db.call(sqlite::latest_statuses).await,
+            Backend::Postgres(db) => {
+                postgres::latest_statuses(&mut *db.conn().await?, db.location()).await
+            }
+        }
+    }
+
     /// The checks of every token named `token_name` (across renewals) with `from <= checked_at <
     /// to`, oldest first, for the page's chart.
     pub async fn history(
@@ -769,6 +833,28 @@ impl Store {
             }
             Backend::Postgres(db) => {
                 postgres::histories(&mut *db.conn().await?, db.location(), from, to, per_name).await
+            }
+        }
+    }
+
+    /// [`Store::histories`] reduced to what a chart draws: per name, the times and statuses of
+    /// the newest `per_name` checks, oldest first. A fleet's page holds up to `per_name` points for each of
+    /// thousands of tokens: whole [`CheckRecord`]s (key, lists, kind) would cost some 25 times the
+    /// memory of these pairs.
+    pub async fn history_points(
+        &self,
+        from: Timestamp,
+        to: Timestamp,
+        per_name: u32,
+    ) -> Result<Vec<(String, Vec<StatusPoint>)>, Error> {
+        match &self.backend {
+            Backend::Sqlite(db) => {
+                db.call(move |c, p| sqlite::history_points(c, p, from, to, per_name))
+                    .await
+            }
+            Backend::Postgres(db) => {
+                postgres::history_points(&mut *db.conn().await?, db.location(), from, to, per_name)
+                    .await
             }
         }
     }

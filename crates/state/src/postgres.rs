@@ -44,8 +44,9 @@ use zeroize::Zeroizing;
 
 use crate::rows::{CHECK_COLS, TOKEN_COLS, TOKEN_WIDTH, corrupt, list, opt_ts, to_json, ts};
 use crate::{
-    Alert, Announced, Announcement, Attempt, CheckRecord, Counts, Delivery, DeliveryStatus, Error,
-    Event, EventKind, LatestCheck, Pruned, Role, RouteHealth, Status, TokenKey, TokenRecord,
+    Alert, Announced, Announcement, Attempt, CheckRecord, CheckStatus, Counts, Delivery,
+    DeliveryStatus, Error, Event, EventKind, LatestCheck, LatestStatus, Pruned, Role, RouteHealth,
+    Status, StatusPoint, TokenKey, TokenRecord,
 };
 
 /// Schema migrations, in order: the schema's version is the number applied.
@@ -979,6 +980,50 @@ pub(crate) async fn history(
     rows.iter().map(|r| check_from_row(r, 0, path)).collect()
 }
 
+pub(crate) async fn latest_statuses(
+    conn: &mut Client,
+    path: &Path,
+) -> Result<Vec<LatestStatus>, Error> {
+    let rows = conn
+        .query(
+            "SELECT t.name, t.token_sha256, t.fingerprint, c.checked_at, c.status, c.valid,
+                    c.expires_at, c.never_expires, c.kind, c.missing_scopes
+             FROM tokens t LEFT JOIN checks c ON c.id = t.last_check_id
+             ORDER BY t.name, t.token_sha256",
+            &[],
+        )
+        .await
+        .map_err(pg(path))?;
+    let mut out = Vec::with_capacity(rows.len());
+    for row in &rows {
+        let key: &str = get(row, 1, path)?;
+        let checked_at: Option<i64> = get(row, 3, path)?;
+        let check = match checked_at {
+            None => None,
+            Some(at) => {
+                let status: &str = get(row, 4, path)?;
+                let scopes: &str = get(row, 9, path)?;
+                Some(CheckStatus {
+                    checked_at: ts(path, "checks.checked_at", at)?,
+                    status: Status::parse(status).ok_or_else(|| corrupt(path, "checks.status"))?,
+                    valid: get(row, 5, path)?,
+                    expires_at: opt_ts(path, "checks.expires_at", get(row, 6, path)?)?,
+                    never_expires: get(row, 7, path)?,
+                    kind: get(row, 8, path)?,
+                    missing_scopes: list(path, "checks.missing_scopes", scopes)?,
+                })
+            }
+        };
+        out.push(LatestStatus {
+            name: get(row, 0, path)?,
+            key: TokenKey::parse(key).map_err(|_| corrupt(path, "tokens.token_sha256"))?,
+            fingerprint: get(row, 2, path)?,
+            check,
+        });
+    }
+    Ok(out)
+}
+
 pub(crate) async fn histories(
     conn: &mut Client,
     path: &Path,
@@ -1009,6 +1054,43 @@ pub(crate) async fn histories(
         match out.last_mut() {
             Some((last, checks)) if *last == name => checks.push(check),
             _ => out.push((name, vec![check])),
+        }
+    }
+    Ok(out)
+}
+
+pub(crate) async fn history_points(
+    conn: &mut Client,
+    path: &Path,
+    from: Timestamp,
+    to: Timestamp,
+    per_name: u32,
+) -> Result<Vec<(String, Vec<StatusPoint>)>, Error> {
+    // As SQLite's: `histories`' rows, with only the two columns a chart draws.
+    let rows = conn
+        .query(
+            "WITH ranked AS (
+                SELECT c.id AS cid, t.name AS tname, ROW_NUMBER() OVER (
+                    PARTITION BY t.name ORDER BY c.checked_at DESC, c.id DESC) AS rn
+                FROM checks c JOIN tokens t ON t.token_sha256 = c.token_sha256
+                WHERE c.checked_at >= $1 AND c.checked_at < $2)
+             SELECT r.tname, c.checked_at, c.status FROM ranked r JOIN checks c ON c.id = r.cid
+             WHERE r.rn <= $3 ORDER BY r.tname, c.checked_at, c.id",
+            &[&from.as_second(), &to.as_second(), &i64::from(per_name)],
+        )
+        .await
+        .map_err(pg(path))?;
+    let mut out: Vec<(String, Vec<StatusPoint>)> = Vec::new();
+    for row in &rows {
+        let name: &str = get(row, 0, path)?;
+        let status: &str = get(row, 2, path)?;
+        let point = StatusPoint {
+            checked_at: ts(path, "checks.checked_at", get(row, 1, path)?)?,
+            status: Status::parse(status).ok_or_else(|| corrupt(path, "checks.status"))?,
+        };
+        match out.last_mut() {
+            Some((last, points)) if last == name => points.push(point),
+            _ => out.push((name.to_owned(), vec![point])),
         }
     }
     Ok(out)

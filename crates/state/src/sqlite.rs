@@ -23,8 +23,9 @@ use rusqlite::{Connection, OptionalExtension, Row, TransactionBehavior, params};
 
 use crate::rows::{CHECK_COLS, TOKEN_COLS, TOKEN_WIDTH, corrupt, list, opt_ts, to_json, ts};
 use crate::{
-    Alert, Announced, Announcement, Attempt, CheckRecord, Counts, Delivery, DeliveryStatus, Error,
-    Event, EventKind, LatestCheck, Pruned, Role, RouteHealth, Status, TokenKey, TokenRecord,
+    Alert, Announced, Announcement, Attempt, CheckRecord, CheckStatus, Counts, Delivery,
+    DeliveryStatus, Error, Event, EventKind, LatestCheck, LatestStatus, Pruned, Role, RouteHealth,
+    Status, StatusPoint, TokenKey, TokenRecord,
 };
 
 /// Schema migrations, in order: the schema's version is the number applied.
@@ -366,8 +367,12 @@ pub(crate) fn latest_checks(conn: &mut Connection, path: &Path) -> Result<Vec<La
              ORDER BY t.name, t.token_sha256"
         ))
         .map_err(db(path))?;
+    // Sized once: grown by doubling, 10,000 rows left the larger half of a copy behind.
+    let tokens: i64 = conn
+        .query_row("SELECT COUNT(*) FROM tokens", [], |r| r.get(0))
+        .map_err(db(path))?;
+    let mut out = Vec::with_capacity(usize::try_from(tokens).unwrap_or(0));
     let mut rows = stmt.query([]).map_err(db(path))?;
-    let mut out = Vec::new();
     while let Some(row) = rows.next().map_err(db(path))? {
         let token = token_from_row(row, 0, path)?;
         let has_check: Option<String> = row.get(TOKEN_WIDTH).map_err(db(path))?;
@@ -400,6 +405,55 @@ pub(crate) fn history(
     let mut out = Vec::new();
     while let Some(row) = rows.next().map_err(db(path))? {
         out.push(check_from_row(row, 0, path)?);
+    }
+    Ok(out)
+}
+
+pub(crate) fn latest_statuses(
+    conn: &mut Connection,
+    path: &Path,
+) -> Result<Vec<LatestStatus>, Error> {
+    let tokens: i64 = conn
+        .query_row("SELECT COUNT(*) FROM tokens", [], |r| r.get(0))
+        .map_err(db(path))?;
+    let mut out = Vec::with_capacity(usize::try_from(tokens).unwrap_or(0));
+    let mut stmt = conn
+        .prepare(
+            "SELECT t.name, t.token_sha256, t.fingerprint, c.checked_at, c.status, c.valid,
+                    c.expires_at, c.never_expires, c.kind, c.missing_scopes
+             FROM tokens t LEFT JOIN checks c ON c.id = t.last_check_id
+             ORDER BY t.name, t.token_sha256",
+        )
+        .map_err(db(path))?;
+    let mut rows = stmt.query([]).map_err(db(path))?;
+    while let Some(row) = rows.next().map_err(db(path))? {
+        let g = |e| db(path)(e);
+        let key: String = row.get(1).map_err(g)?;
+        let checked_at: Option<i64> = row.get(3).map_err(g)?;
+        let check = match checked_at {
+            None => None,
+            Some(at) => {
+                let status: String = row.get(4).map_err(g)?;
+                let valid: Option<i64> = row.get(5).map_err(g)?;
+                let never: i64 = row.get(7).map_err(g)?;
+                let scopes: String = row.get(9).map_err(g)?;
+                Some(CheckStatus {
+                    checked_at: ts(path, "checks.checked_at", at)?,
+                    status: Status::parse(&status).ok_or_else(|| corrupt(path, "checks.status"))?,
+                    valid: valid.map(|v| v != 0),
+                    expires_at: opt_ts(path, "checks.expires_at", row.get(6).map_err(g)?)?,
+                    never_expires: never != 0,
+                    kind: row.get(8).map_err(g)?,
+                    missing_scopes: list(path, "checks.missing_scopes", &scopes)?,
+                })
+            }
+        };
+        out.push(LatestStatus {
+            name: row.get(0).map_err(g)?,
+            key: TokenKey::parse(&key).map_err(|_| corrupt(path, "tokens.token_sha256"))?,
+            fingerprint: row.get(2).map_err(g)?,
+            check,
+        });
     }
     Ok(out)
 }
@@ -502,6 +556,58 @@ pub(crate) fn announced(
         Some(row) => Ok(Some(announced_from_row(row, path)?)),
         None => Ok(None),
     }
+}
+
+pub(crate) fn history_points(
+    conn: &mut Connection,
+    path: &Path,
+    from: Timestamp,
+    to: Timestamp,
+    per_name: u32,
+) -> Result<Vec<(String, Vec<StatusPoint>)>, Error> {
+    // `histories`' choice of rows, with only the two columns a chart draws; names and statuses are
+    // read in place, a name allocated once per name, not once per row.
+    let mut stmt = conn
+        .prepare(
+            "WITH ranked AS (
+                SELECT c.id AS cid, t.name AS tname, ROW_NUMBER() OVER (
+                    PARTITION BY t.name ORDER BY c.checked_at DESC, c.id DESC) AS rn
+                FROM checks c JOIN tokens t ON t.token_sha256 = c.token_sha256
+                WHERE c.checked_at >= ?1 AND c.checked_at < ?2)
+             SELECT r.tname, c.checked_at, c.status FROM ranked r JOIN checks c ON c.id = r.cid
+             WHERE r.rn <= ?3 ORDER BY r.tname, c.checked_at, c.id",
+        )
+        .map_err(db(path))?;
+    let mut rows = stmt
+        .query(params![
+            from.as_second(),
+            to.as_second(),
+            i64::from(per_name)
+        ])
+        .map_err(db(path))?;
+    let mut out: Vec<(String, Vec<StatusPoint>)> = Vec::new();
+    while let Some(row) = rows.next().map_err(db(path))? {
+        let text = |i: usize| -> Result<&str, Error> {
+            row.get_ref(i)
+                .map_err(db(path))?
+                .as_str()
+                .map_err(|_| corrupt(path, "checks.status"))
+        };
+        let point = StatusPoint {
+            checked_at: ts(path, "checks.checked_at", row.get(1).map_err(db(path))?)?,
+            status: Status::parse(text(2)?).ok_or_else(|| corrupt(path, "checks.status"))?,
+        };
+        let name = row
+            .get_ref(0)
+            .map_err(db(path))?
+            .as_str()
+            .map_err(|_| corrupt(path, "tokens.name"))?;
+        match out.last_mut() {
+            Some((last, points)) if last == name => points.push(point),
+            _ => out.push((name.to_owned(), vec![point])),
+        }
+    }
+    Ok(out)
 }
 
 pub(crate) fn all_announced(conn: &mut Connection, path: &Path) -> Result<Vec<Announced>, Error> {

@@ -26,6 +26,8 @@
 //! failover = true            # promote a healthy backup when the token is dead
 //! try_user_token = false     # also try renewing a long-lived user token
 //! retention = "90d"          # history kept in the state file (only here, not per token; ≥ 1 day)
+//! batch_checks = true        # inspect tokens in Graph batches, per app (only here; false: one
+//!                            # `/me` and one `/debug_token` call per token)
 //!
 //! [[token]]
 //! name = "orders"                       # unique
@@ -198,6 +200,10 @@ pub struct Config {
     /// `[defaults] retention`: how long checks, events and settled alerts are kept in the state
     /// file ([`DEFAULT_RETENTION`] unless set). For the whole process, never per token.
     pub retention: Duration,
+    /// `[defaults] batch_checks` (default true): a round inspects the tokens whose app credentials
+    /// are known in Graph batches, per app, within the app's usage budget; false asks `/me` and
+    /// `/debug_token` for each token alone (to compare, or as an escape hatch).
+    pub batch_checks: bool,
 }
 
 impl Config {
@@ -555,6 +561,7 @@ pub fn default_config(cwd: &Path) -> Config {
         token_sets: Vec::new(),
         max_concurrent_reloads: DEFAULT_MAX_CONCURRENT_RELOADS,
         retention: DEFAULT_RETENTION,
+        batch_checks: true,
     }
 }
 
@@ -795,6 +802,8 @@ struct RawPolicy {
     retention: Option<Spanned<String>>,
     /// Only in `[defaults]` (and a set).
     max_concurrent_reloads: Option<Spanned<u32>>,
+    /// Only in `[defaults]`: batching is per app, across tokens.
+    batch_checks: Option<bool>,
 }
 
 #[derive(Deserialize)]
@@ -845,6 +854,7 @@ impl RawToken {
             try_user_token: self.try_user_token.take(),
             retention: None,
             max_concurrent_reloads: None,
+            batch_checks: None,
         }
     }
 }
@@ -1041,6 +1051,11 @@ impl Checker<'_> {
                 token_sets,
                 max_concurrent_reloads,
                 retention,
+                batch_checks: raw
+                    .defaults
+                    .as_ref()
+                    .and_then(|d| d.get_ref().batch_checks)
+                    .unwrap_or(true),
             },
             warnings: self.warnings,
         })
@@ -1660,6 +1675,25 @@ mod tests {
             m,
             "unknown key `intervl`; allowed: `interval`, `jitter`; did you mean `interval`?"
         );
+    }
+
+    #[test]
+    fn batch_checks_is_a_defaults_key_on_by_default() {
+        let path = Path::new("/etc/permatoken/permatoken.toml");
+        let read = |text: &str| parse(text, path).map(|l| l.config.batch_checks);
+        assert!(read("").unwrap());
+        assert!(default_config(Path::new("/srv")).batch_checks);
+        assert!(!read("[defaults]\nbatch_checks = false\n").unwrap());
+        assert!(read("[defaults]\nbatch_checks = true\n").unwrap());
+        // Not per token: batching is per app, across tokens.
+        let e = read("[[token]]\nname = \"a\"\nenv = \"A\"\nbatch_checks = false\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("unknown key `batch_checks`"), "{e}");
+        let e = read("[defaults]\nbatch_checks = \"no\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains(":2:"), "{e}");
     }
 
     #[test]

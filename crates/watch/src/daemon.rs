@@ -2,9 +2,12 @@
 //! it loads the token and its app credentials afresh, runs the renewal engine
 //! ([`permatoken_renew::refresh_all`]: renewal window, failover, reload), turns each check into a
 //! state ([`crate::states`]), records what it saw and what it announced in the state store, delivers
-//! alerts (at least once, retried across restarts), and publishes a new [`Snapshot`]. The Graph
-//! calls of up to 16 tokens run at once; everything after them (states, alerts, the store) is taken
-//! in one token at a time in the configuration's order, and written once per step.
+//! alerts (at least once, retried across restarts), and publishes a new [`Snapshot`]. With
+//! `batch_checks` (the default), a round first asks the due tokens' `/debug_token` (and a first
+//! check's `/me`) in Graph batches per app ([`crate::batch`]), and the engine judges each token from
+//! those answers; the checks of an app waiting out a rate limit are deferred. The checks of up to 16
+//! tokens run at once; everything after them (states, alerts, the store) is taken in one token at a
+//! time in the configuration's order, and written once per step.
 //!
 //! Time comes from a [`Clock`] only: [`Daemon::run_due`] takes `now`, so a test drives simulated
 //! days deterministically; [`Daemon::run`] sleeps (tokio time) until the next due check.
@@ -38,6 +41,7 @@ use permatoken_state as store;
 use permatoken_state::Store;
 
 use crate::alert::{Alert, AlertGroup, AlertKind, Sender, random_unit};
+use crate::claims::ClaimGate;
 use crate::config::{AppSource, Backups, Config, Route, SecretFrom, TokenConfig, TokenSource};
 use crate::metrics::Counters;
 use crate::snapshot::{self, HistoryPoint, Publisher, Role, Snapshot, TokenView};
@@ -124,7 +128,10 @@ pub struct StepSummary {
     /// Alerts made.
     pub alerts: usize,
     /// The worst status of the checks, as `permatoken check` reports it; `None` if nothing was due.
+    /// A check deferred for a rate limit counts as unknown: it was not made.
     pub worst: Option<Status>,
+    /// Checks deferred past their app's rate-limit regain time.
+    pub deferred: usize,
 }
 
 /// Why the daemon stopped.
@@ -139,6 +146,10 @@ pub enum Error {
     Graph(String),
 }
 
+/// Tokens checked together in a round: read, asked in batches (a few `POST`s each), checked and
+/// written before the next window, so that a round's memory stays that of one window.
+const ROUND_WINDOW: usize = crate::batch::CHUNK;
+
 /// Checks whose Graph calls run at once: enough to hide round trips, few enough to stay far below
 /// an app's rate limit within a round.
 const CHECKS_IN_FLIGHT: usize = 16;
@@ -151,6 +162,10 @@ struct Job {
     client: Client,
     thresholds: permatoken_inspect::Thresholds,
     options: RefreshOptions,
+    /// The claims gate of this check (replicas only), for marking its claims done.
+    claims: Option<Arc<ClaimGate>>,
+    /// The round's batch answers, shared by its checks.
+    known: Option<Arc<permatoken_renew::Known>>,
 }
 
 /// Why a check could not run, and what to do: the engine's failure, as text.
@@ -166,6 +181,7 @@ impl Job {
             thresholds: self.thresholds,
             budget: &budget,
             now,
+            known: self.known.as_deref(),
         };
         let result = permatoken_renew::refresh_all(&ctx, &self.spec, &self.options)
             .await
@@ -267,15 +283,25 @@ pub struct Daemon {
     election: Option<store::Election>,
     /// Whether this replica leads: only the leader checks, renews, fails over and alerts.
     leading: bool,
+    /// Set when a stop is asked for during a round: the round ends at its next window.
+    stopping: Arc<std::sync::atomic::AtomicBool>,
+    /// Per token digest (primaries and backups): the identity and verdict of its last check, so
+    /// that a batched round asks `/me` only on a change or a first check. Memory only.
+    identities: HashMap<String, permatoken_renew::LastCheck>,
+    /// Per app id: the rate-limit pause of its batches.
+    budgets: crate::batch::Budgets,
 }
 
 impl Daemon {
     /// A daemon that has checked nothing yet: every token is due at once.
     pub fn new(options: Options) -> Self {
         let started_at = options.clock.now();
-        let fixed_tokens = options.config.tokens.clone();
+        let mut config = options.config;
+        // Parsing grew the list by doubling: 10,000 tokens left room for 6,000 more (2 MB).
+        config.tokens.shrink_to_fit();
+        let fixed_tokens = fixed_tokens(&config);
         let mut daemon = Self {
-            config: options.config,
+            config,
             store: options.store,
             publisher: options.publisher,
             counters: options.counters,
@@ -299,6 +325,9 @@ impl Daemon {
             set_problems: std::collections::HashSet::new(),
             election: None,
             leading: true,
+            stopping: Arc::default(),
+            identities: HashMap::new(),
+            budgets: crate::batch::Budgets::default(),
         };
         daemon.make_reload_slots();
         daemon
@@ -394,14 +423,63 @@ impl Daemon {
         if leading != self.leading {
             if leading {
                 tracing::info!("this replica now leads: it checks, renews, fails over and alerts");
-                // What the last leader scheduled is not known here: every token is due now.
-                self.due.clear();
+                self.resume_schedule().await;
             } else {
                 tracing::warn!("this replica stands by: another one leads");
+                // Should it lead again, each token's check is a first one (`/me` asked again).
+                self.identities.clear();
             }
             self.leading = leading;
         }
         leading
+    }
+
+    /// A new leader takes up the schedule where the shared state leaves it: each token is next due
+    /// an interval after its latest check, by whichever replica made it, so that a takeover does
+    /// not check a whole fleet again at once (nor any token twice within its interval). A token
+    /// never checked, or whose last check could not tell, is due now; so is everything when the
+    /// state cannot be read.
+    async fn resume_schedule(&mut self) {
+        self.due.clear();
+        // A standby has not expanded the sets lately: their tokens are scheduled from here too.
+        if let Err(e) = self.expand_sets(self.clock.now()).await {
+            tracing::warn!("cannot expand the token sets ({e}): their tokens are due now");
+        }
+        let latest = match self.store.latest_checks().await {
+            Ok(latest) => latest,
+            Err(e) => {
+                tracing::warn!("cannot read the last checks ({e}): every token is due now");
+                return;
+            }
+        };
+        let mut last: HashMap<String, &store::CheckRecord> = HashMap::new();
+        for entry in &latest {
+            let (store::Role::Primary, Some(check)) = (&entry.token.role, &entry.check) else {
+                continue;
+            };
+            let newer = last
+                .get(&entry.token.name)
+                .is_none_or(|seen| seen.checked_at < check.checked_at);
+            if newer {
+                last.insert(entry.token.name.clone(), check);
+            }
+        }
+        let tokens: Vec<(String, crate::config::Policy)> = self
+            .config
+            .tokens
+            .iter()
+            .map(|t| (t.name.clone(), t.policy))
+            .collect();
+        for (name, policy) in tokens {
+            let Some(check) = last.get(&name) else {
+                continue;
+            };
+            if check.status == store::Status::Unknown {
+                continue;
+            }
+            let (expires_at, at) = (check.expires_at, check.checked_at);
+            self.schedule(&name, policy, expires_at, false, at);
+        }
     }
 
     /// The configuration in use.
@@ -420,7 +498,7 @@ impl Daemon {
         let now = self.clock.now();
         self.due.retain(|name, _| name_in(&config, name).is_some());
         let count = config.tokens.len() + config.token_sets.len();
-        self.fixed_tokens = config.tokens.clone();
+        self.fixed_tokens = fixed_tokens(&config);
         self.config = config;
         self.make_reload_slots();
         self.set_problems.clear();
@@ -452,12 +530,13 @@ impl Daemon {
     /// publishes a new snapshot.
     pub async fn run_due(&mut self, now: Timestamp) -> Result<StepSummary, Error> {
         let changed = self.expand_sets(now).await?;
-        let due: Vec<TokenConfig> = self
+        let due: Vec<usize> = self
             .config
             .tokens
             .iter()
-            .filter(|t| self.due.get(&t.name).is_none_or(|d| d.at <= now))
-            .cloned()
+            .enumerate()
+            .filter(|(_, t)| self.due.get(&t.name).is_none_or(|d| d.at <= now))
+            .map(|(i, _)| i)
             .collect();
         let summary = self.check_tokens(&due, now).await?;
         // A set's file gone with nothing due: the page must not keep showing it.
@@ -469,8 +548,9 @@ impl Daemon {
 
     /// Checks every token now, whatever its schedule (`watch --once`).
     pub async fn run_all(&mut self, now: Timestamp) -> Result<StepSummary, Error> {
+        self.confirm_leader().await;
         self.expand_sets(now).await?;
-        let all = self.config.tokens.clone();
+        let all: Vec<usize> = (0..self.config.tokens.len()).collect();
         self.check_tokens(&all, now).await
     }
 
@@ -495,6 +575,11 @@ impl Daemon {
             })
         });
         let _stop_heartbeat = heartbeat.map(AbortOnDrop);
+        // The sets' tokens are due at once too: without them the first wait would go by the
+        // `[[token]]`s alone (an hour's, for a configuration of sets only).
+        if let Err(e) = self.expand_sets(self.clock.now()).await {
+            tracing::warn!("cannot expand the token sets yet: {e}");
+        }
         self.confirm_leader().await;
         self.publish(self.clock.now()).await?;
         loop {
@@ -536,26 +621,123 @@ impl Daemon {
                 }
                 () = tokio::time::sleep(wait) => {
                     let now = self.clock.now();
+                    let mut stop = false;
                     let result = if self.confirm_leader().await {
-                        self.run_due(now).await.map(drop)
+                        // A stop asked for during a round ends it at the next window: a fleet's
+                        // round can outlast a service manager's grace period.
+                        let stopping = self.stopping.clone();
+                        let round = self.run_due(now);
+                        tokio::pin!(round);
+                        tokio::select! {
+                            result = &mut round => result.map(drop),
+                            () = &mut shutdown => {
+                                tracing::info!("stopping: the round ends after the tokens being checked now");
+                                stopping.store(true, std::sync::atomic::Ordering::Relaxed);
+                                stop = true;
+                                round.await.map(drop)
+                            }
+                        }
                     } else {
                         self.publish(now).await
                     };
                     if let Err(e) = result {
                         tracing::error!("a round failed: {e}");
                     }
+                    if stop {
+                        return Ok(());
+                    }
                 }
             }
         }
     }
 
+    /// Checks the tokens at positions `window` of the configuration: reads them, asks their batches,
+    /// runs their checks (up to [`CHECKS_IN_FLIGHT`] at once), takes each in, in order, and writes
+    /// their records.
+    async fn check_window(
+        &mut self,
+        window: &[usize],
+        now: Timestamp,
+        summary: &mut StepSummary,
+    ) -> Result<(), Error> {
+        let mut round = Round {
+            tokens: Vec::with_capacity(window.len()),
+            checks: Vec::with_capacity(window.len()),
+        };
+        let mut jobs = Vec::with_capacity(window.len());
+        for (n, &i) in window.iter().enumerate() {
+            let token = self.config.tokens[i].clone();
+            jobs.push(self.prepare(&token)?);
+            // Reading a fleet's files can take a while (a network file system): the election's
+            // heartbeat, on this same thread, must go on meanwhile.
+            if n % 64 == 63 {
+                tokio::task::yield_now().await;
+            }
+        }
+        let (known, deferred) = self.prefetch(&jobs, now).await;
+        // The Graph calls of up to CHECKS_IN_FLIGHT tokens overlap; what follows each check
+        // (states, alerts, the store) is taken in one token at a time, in the configuration's
+        // order, so a round decides as it did sequentially.
+        let mut in_flight: VecDeque<(TokenConfig, Pending)> = VecDeque::new();
+        for (n, (&i, job)) in window.iter().zip(jobs).enumerate() {
+            let token = self.config.tokens[i].clone();
+            if let Some(until) = deferred.get(&n) {
+                // Its app is rate-limited: not a failed check, only a later one; but not a check
+                // made either (`watch --once` must not exit 0 on it).
+                summary.deferred += 1;
+                summary.worst = Some(worst(summary.worst, Status::Unknown));
+                self.due
+                    .entry(token.name.clone())
+                    .or_insert(Due {
+                        at: now,
+                        unknown_streak: 0,
+                    })
+                    .at = *until;
+                continue;
+            }
+            let pending = match job {
+                Ok(mut job) => {
+                    job.known = known.clone();
+                    if let Some(election) = &self.election {
+                        let gate = ClaimGate::new(election.clone(), now);
+                        job.options.gate = Some(gate.clone());
+                        job.claims = Some(gate);
+                    }
+                    Pending::Running(tokio::spawn(job.run(now)))
+                }
+                Err(reason) => Pending::Done(Checked::Unreadable(reason)),
+            };
+            // Should a step fail below, checks still in flight finish on their own (a write the
+            // engine began is completed, never cut); the next step reads what they left.
+            in_flight.push_back((token, pending));
+            if in_flight.len() >= CHECKS_IN_FLIGHT
+                && let Some((token, pending)) = in_flight.pop_front()
+            {
+                let checked = pending.finish().await;
+                self.check_one(&token, checked, now, summary, &mut round)
+                    .await?;
+            }
+        }
+        while let Some((token, pending)) = in_flight.pop_front() {
+            let checked = pending.finish().await;
+            self.check_one(&token, checked, now, summary, &mut round)
+                .await?;
+        }
+        // Tokens and checks are written once per window: a call per check would cost a
+        // transaction each.
+        if !round.checks.is_empty() {
+            self.store.upsert_tokens(round.tokens).await?;
+            self.store.record_checks(round.checks).await?;
+        }
+        Ok(())
+    }
+
     async fn check_tokens(
         &mut self,
-        tokens: &[TokenConfig],
+        tokens: &[usize],
         now: Timestamp,
     ) -> Result<StepSummary, Error> {
         let mut summary = StepSummary::default();
-        let mut round = Round::default();
         // Decisions a failed step left unwritten are made again from the store.
         self.decisions.clear();
         // One read of what was announced per step, not one per token.
@@ -566,37 +748,24 @@ impl Daemon {
             .into_iter()
             .map(|a| (a.token_name.clone(), a))
             .collect();
-        // The Graph calls of up to CHECKS_IN_FLIGHT tokens overlap (one after another, a round of
-        // 10,000 tokens waits on 20,000 round trips); what follows each check (states, alerts, the
-        // store) is taken in one token at a time, in the configuration's order, so a round decides
-        // as it did sequentially.
-        let mut in_flight: VecDeque<(&TokenConfig, Pending)> = VecDeque::new();
-        for token in tokens {
-            let pending = match self.prepare(token)? {
-                Ok(job) => Pending::Running(tokio::spawn(job.run(now))),
-                Err(reason) => Pending::Done(Checked::Unreadable(reason)),
-            };
-            // Should a step fail below, checks still in flight finish on their own (a write the
-            // engine began is completed, never cut); the next step reads what they left.
-            in_flight.push_back((token, pending));
-            if in_flight.len() >= CHECKS_IN_FLIGHT
-                && let Some((token, pending)) = in_flight.pop_front()
-            {
-                let checked = pending.finish().await;
-                self.check_one(token, checked, now, &mut summary, &mut round)
-                    .await?;
+        // A fleet's round goes a window at a time: its jobs, batch answers and records live only
+        // while their window is checked, so a round's memory does not grow with the fleet.
+        for window in tokens.chunks(ROUND_WINDOW) {
+            if self.stopping.load(std::sync::atomic::Ordering::Relaxed) {
+                // What is left is due at the next start, which has no schedule yet.
+                break;
             }
+            self.check_window(window, now, &mut summary).await?;
         }
-        while let Some((token, pending)) = in_flight.pop_front() {
-            let checked = pending.finish().await;
-            self.check_one(token, checked, now, &mut summary, &mut round)
-                .await?;
-        }
-        // Tokens and checks are written once per step: a call per check would cost a transaction
-        // each.
-        if !round.checks.is_empty() {
-            self.store.upsert_tokens(round.tokens).await?;
-            self.store.record_checks(round.checks).await?;
+        self.forget_identities();
+        // A leader fenced during the round (a standby took over) leaves what it saw to the new
+        // leader: announcing it here could alert a change twice.
+        if !self.confirm_leader().await {
+            tracing::warn!(
+                "this replica stopped leading during the round: its announcements are left to the new leader"
+            );
+            self.decisions.clear();
+            return Ok(summary);
         }
         self.store
             .announce_all(std::mem::take(&mut self.decisions))
@@ -610,6 +779,7 @@ impl Daemon {
                 SignedDuration::try_from(self.config.retention).unwrap_or(SignedDuration::MAX);
             let cutoff = now.checked_sub(keep).unwrap_or(Timestamp::MIN);
             self.store.prune(cutoff).await?;
+            self.store.prune_claims(cutoff).await?;
             self.last_prune = Some(now);
         }
         if !tokens.is_empty() {
@@ -643,6 +813,75 @@ impl Daemon {
         self.clients
             .insert(id, (print, client.clone(), RequestCounts::default()));
         Ok(client)
+    }
+
+    /// With `batch_checks`, asks the batches for `jobs` (see [`crate::batch`]): the round's known
+    /// answers, and the checks deferred (by index) until their app's rate limit has passed.
+    async fn prefetch(
+        &mut self,
+        jobs: &[Result<Job, String>],
+        now: Timestamp,
+    ) -> (
+        Option<Arc<permatoken_renew::Known>>,
+        HashMap<usize, Timestamp>,
+    ) {
+        if !self.config.batch_checks {
+            return (None, HashMap::new());
+        }
+        let due = jobs
+            .iter()
+            .enumerate()
+            .filter_map(|(i, job)| {
+                let job = job.as_ref().ok()?;
+                let (Some(id), Some(secret)) = (&job.app.app_id, &job.app.app_secret) else {
+                    return None;
+                };
+                // A token of another app is checked alone, by itself (`check`'s mismatch).
+                let tokens: Vec<AccessToken> = std::iter::once(&job.spec.primary)
+                    .chain(&job.spec.backups)
+                    .map(|s| &s.value)
+                    .filter(|t| t.embedded_app_id().is_none_or(|e| e.to_string() == *id))
+                    .cloned()
+                    .collect();
+                let app = AppToken::new(id.clone(), secret.clone());
+                (!tokens.is_empty()).then(|| {
+                    let client = job.client.clone();
+                    (
+                        i,
+                        crate::batch::Due {
+                            app,
+                            client,
+                            tokens,
+                        },
+                    )
+                })
+            })
+            .collect();
+        let fetched = crate::batch::prefetch(
+            due,
+            &self.identities,
+            &mut self.budgets,
+            &self.counters,
+            now,
+        )
+        .await;
+        (Some(Arc::new(fetched.known)), fetched.deferred)
+    }
+
+    /// Forgets the identities of tokens no longer configured (a renewed token's old value, a
+    /// removed file).
+    fn forget_identities(&mut self) {
+        let live: std::collections::HashSet<&str> = self
+            .config
+            .tokens
+            .iter()
+            .flat_map(|t| {
+                std::iter::once(&t.name).chain(self.backups.get(&t.name).into_iter().flatten())
+            })
+            .filter_map(|name| self.keys.get(name))
+            .map(store::TokenKey::as_str)
+            .collect();
+        self.identities.retain(|key, _| live.contains(key.as_str()));
     }
 
     /// Adds the Graph requests made since the last call to `permatoken_graph_requests_total`.
@@ -695,6 +934,7 @@ impl Daemon {
                 reload_args: token.reload_args.iter().map(|p| p.into()).collect(),
                 reload_slots: self.reload_slots.get(&token.set).cloned(),
             },
+            gate: None,
         };
         Ok(Ok(Job {
             spec,
@@ -703,6 +943,8 @@ impl Daemon {
             client,
             thresholds: policy.thresholds(),
             options,
+            claims: None,
+            known: None,
         }))
     }
 
@@ -733,6 +975,11 @@ impl Daemon {
             }
             Checked::Ran(ran) => *ran,
         };
+        // Done, whatever came of it: the action ran its course (a claim left open would say it
+        // may still be under way).
+        for key in job.claims.iter().flat_map(|gate| gate.take_claimed()) {
+            self.store.claim_done(&key, now).await?;
+        }
         let report = match result {
             Ok(report) => report,
             Err((reason, hint)) => {
@@ -895,6 +1142,10 @@ impl Daemon {
                     .await?;
             }
             if let Some(key) = &secret_key {
+                match permatoken_renew::LastCheck::of(&check_report) {
+                    Some(last) => self.identities.insert(key.as_str().to_owned(), last),
+                    None => self.identities.remove(key.as_str()),
+                };
                 self.keys.insert(name.clone(), key.clone());
                 round
                     .tokens
@@ -1191,41 +1442,17 @@ impl Daemon {
 
     /// The picture the endpoint serves, from the store.
     pub async fn snapshot(&self, now: Timestamp) -> Result<Snapshot, Error> {
-        let latest = self.store.latest_checks().await?;
-        let announced: HashMap<String, store::Announced> = self
-            .store
-            .all_announced()
-            .await?
-            .into_iter()
-            .map(|a| (a.token_name.clone(), a))
-            .collect();
-        let mut newest: HashMap<&str, &store::LatestCheck> = HashMap::new();
-        for l in &latest {
-            let Some(check) = &l.check else { continue };
-            let slot = newest.entry(l.token.name.as_str()).or_insert(l);
-            if slot
-                .check
-                .as_ref()
-                .is_none_or(|c| c.checked_at < check.checked_at)
-            {
-                *slot = l;
-            }
-        }
-        let by_key: HashMap<&store::TokenKey, &store::LatestCheck> =
-            latest.iter().map(|l| (&l.token.key, l)).collect();
-        let mut names: Vec<(String, Role)> = Vec::new();
-        for t in &self.config.tokens {
-            names.push((t.name.clone(), Role::Primary));
-            for b in self.backups.get(&t.name).into_iter().flatten() {
-                names.push((b.clone(), Role::Backup(t.name.clone())));
-            }
-        }
+        // A fleet's snapshot is built while the previous one is still served: what is read for it
+        // is taken apart as it is used, and each store read is dropped before the next one comes
+        // in (10,000 tokens' checks, announcements and histories all at once made most of the
+        // daemon's peak memory).
+        let mut tokens = self.token_views().await?;
         let from = now - SignedDuration::from_hours(24 * 30);
         // Every name's history in one read: one query per token made a page of 10,000 tokens
         // cost 10,000 round trips to the store's thread.
-        let mut histories: HashMap<String, Vec<store::CheckRecord>> = self
+        let mut histories: HashMap<String, Vec<store::StatusPoint>> = self
             .store
-            .histories(
+            .history_points(
                 from,
                 now + SignedDuration::from_secs(1),
                 HISTORY_POINTS as u32,
@@ -1233,51 +1460,18 @@ impl Daemon {
             .await?
             .into_iter()
             .collect();
-        let mut tokens = Vec::new();
-        for (name, role) in names {
-            let state = announced
-                .get(&name)
-                .and_then(|a| a.announcement.as_ref())
-                .and_then(|a| State::parse(&a.state))
-                .unwrap_or(State::CannotBeChecked);
-            let latest = self
-                .keys
-                .get(&name)
-                .and_then(|key| by_key.get(key))
-                .or_else(|| newest.get(name.as_str()));
-            let check = latest.and_then(|l| l.check.as_ref());
-            let history: Vec<HistoryPoint> = histories
-                .remove(&name)
-                .unwrap_or_default()
-                .into_iter()
-                .map(|c| HistoryPoint {
-                    at: c.checked_at.as_second(),
-                    status: status_from_store(c.status),
-                })
-                .collect();
-            let primary_name = match &role {
-                Role::Primary => name.as_str(),
-                Role::Backup(of) => of.as_str(),
-            };
-            tokens.push(TokenView {
-                state,
-                status: check.map_or(Status::Unknown, |c| status_from_store(c.status)),
-                valid: check.and_then(|c| c.valid).unwrap_or(false),
-                kind: check.and_then(|c| c.kind.clone()).unwrap_or_default(),
-                fingerprint: latest
-                    .map(|l| l.token.fingerprint.clone())
-                    .unwrap_or_default(),
-                expires_at: check.and_then(|c| c.expires_at).map(|t| t.as_second()),
-                never_expires: check.is_some_and(|c| c.never_expires),
-                missing_permissions: check.map(|c| c.missing_scopes.clone()).unwrap_or_default(),
-                scopes: self.scopes.get(&name).cloned().unwrap_or_default(),
-                last_check: check.map(|c| c.checked_at.as_second()),
-                next_check: self.due.get(primary_name).map(|d| d.at.as_second()),
-                history,
-                name,
-                role,
-            });
+        for view in &mut tokens {
+            if let Some(points) = histories.remove(&view.name) {
+                view.history = points
+                    .into_iter()
+                    .map(|p| HistoryPoint {
+                        at: p.checked_at.as_second(),
+                        status: status_from_store(p.status),
+                    })
+                    .collect();
+            }
         }
+        drop(histories);
         let events = self
             .store
             .recent_events(RECENT_EVENTS)
@@ -1329,6 +1523,94 @@ impl Daemon {
             events,
             routes,
         })
+    }
+
+    /// Every watched token, primaries each followed by its backups, without history: from the
+    /// latest checks and the announced states.
+    async fn token_views(&self) -> Result<Vec<TokenView>, Error> {
+        let announced: HashMap<String, State> = self
+            .store
+            .all_announced()
+            .await?
+            .into_iter()
+            .filter_map(|a| {
+                let state = State::parse(&a.announcement?.state)?;
+                Some((a.token_name, state))
+            })
+            .collect();
+        let latest = self.store.latest_statuses().await?;
+        let mut newest: HashMap<&str, &store::LatestStatus> = HashMap::with_capacity(latest.len());
+        for l in &latest {
+            let Some(check) = &l.check else { continue };
+            let slot = newest.entry(l.name.as_str()).or_insert(l);
+            if slot
+                .check
+                .as_ref()
+                .is_none_or(|c| c.checked_at < check.checked_at)
+            {
+                *slot = l;
+            }
+        }
+        let by_key: HashMap<&store::TokenKey, &store::LatestStatus> =
+            latest.iter().map(|l| (&l.key, l)).collect();
+        let count = self.config.tokens.len()
+            + self
+                .config
+                .tokens
+                .iter()
+                .filter_map(|t| self.backups.get(&t.name))
+                .map(Vec::len)
+                .sum::<usize>();
+        let mut tokens = Vec::with_capacity(count);
+        let view = |name: &str, role: Role| {
+            let state = announced
+                .get(name)
+                .copied()
+                .unwrap_or(State::CannotBeChecked);
+            let latest = self
+                .keys
+                .get(name)
+                .and_then(|key| by_key.get(key))
+                .or_else(|| newest.get(name));
+            let check = latest.and_then(|l| l.check.as_ref());
+            let primary_name = match &role {
+                Role::Primary => name,
+                Role::Backup(of) => of.as_str(),
+            };
+            TokenView {
+                state,
+                status: check.map_or(Status::Unknown, |c| status_from_store(c.status)),
+                valid: check.and_then(|c| c.valid).unwrap_or(false),
+                kind: check.and_then(|c| c.kind.clone()).unwrap_or_default(),
+                fingerprint: latest.map(|l| l.fingerprint.clone()).unwrap_or_default(),
+                expires_at: check.and_then(|c| c.expires_at).map(|t| t.as_second()),
+                never_expires: check.is_some_and(|c| c.never_expires),
+                missing_permissions: check.map(|c| c.missing_scopes.clone()).unwrap_or_default(),
+                scopes: self.scopes.get(name).cloned().unwrap_or_default(),
+                last_check: check.map(|c| c.checked_at.as_second()),
+                next_check: self.due.get(primary_name).map(|d| d.at.as_second()),
+                history: Vec::new(),
+                name: name.to_owned(),
+                role,
+            }
+        };
+        for t in &self.config.tokens {
+            tokens.push(view(&t.name, Role::Primary));
+            for b in self.backups.get(&t.name).into_iter().flatten() {
+                tokens.push(view(b, Role::Backup(t.name.clone())));
+            }
+        }
+        Ok(tokens)
+    }
+}
+
+/// The `[[token]]`s a set's expansion is added to, kept only when there is a set to expand: a
+/// fleet of 10,000 `[[token]]`s would otherwise hold its configuration twice.
+fn fixed_tokens(config: &Config) -> Vec<TokenConfig> {
+    if config.token_sets.is_empty() {
+        Vec::new()
+    } else {
+        config.tokens.clone()
     }
 }
 
@@ -1473,10 +1755,8 @@ fn app_credentials(source: &AppSource) -> Result<AppCredentials, String> {
     }
 }
 
-fn sha256(token: &AccessToken) -> store::TokenKey {
-    let digest = ring::digest::digest(&ring::digest::SHA256, token.expose_secret().as_bytes());
-    let hex: String = digest.as_ref().iter().map(|b| format!("{b:02x}")).collect();
-    store::TokenKey::parse(&hex).expect("64 hex digits")
+pub(crate) fn sha256(token: &AccessToken) -> store::TokenKey {
+    store::TokenKey::parse(&crate::batch::digest(token)).expect("64 hex digits")
 }
 
 fn token_record(

@@ -6,6 +6,8 @@
 //! terminal: the binary renders.
 
 pub mod alert;
+mod batch;
+pub mod claims;
 pub mod config;
 pub mod daemon;
 pub mod http;

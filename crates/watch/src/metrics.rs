@@ -51,6 +51,13 @@ pub struct CounterTotals {
     pub alerts: BTreeMap<(String, String), u64>,
     /// Graph API requests by outcome.
     pub graph_requests: BTreeMap<String, u64>,
+    /// The last usage percent seen per app id and header (`app`: `X-App-Usage`, `business`:
+    /// `X-Business-Use-Case-Usage`), rounded up. Gauges, not counters: not in `/api/tokens`.
+    #[serde(skip)]
+    pub graph_usage: BTreeMap<(String, String), i64>,
+    /// Per app id: whether its batches wait out a rate limit's regain time now.
+    #[serde(skip)]
+    pub graph_paused: BTreeMap<String, bool>,
 }
 
 fn pairs<S: serde::Serializer>(
@@ -106,6 +113,23 @@ impl Counters {
             .or_default() += count;
     }
 
+    /// The last usage app `app_id` was told of by `header` (`app` or `business`), in percent.
+    pub fn graph_usage(&self, app_id: &str, header: &str, percent: f64) {
+        let percent = if percent.is_finite() {
+            percent.ceil().clamp(0.0, 1e6) as i64
+        } else {
+            0
+        };
+        self.lock()
+            .graph_usage
+            .insert((app_id.to_owned(), header.to_owned()), percent);
+    }
+
+    /// Whether app `app_id`'s checks wait out a rate limit now.
+    pub fn graph_paused(&self, app_id: &str, paused: bool) {
+        self.lock().graph_paused.insert(app_id.to_owned(), paused);
+    }
+
     /// The values now.
     pub fn totals(&self) -> CounterTotals {
         self.lock().clone()
@@ -114,90 +138,115 @@ impl Counters {
 
 type Labels = Vec<(String, String)>;
 
-fn token(name: &str) -> Labels {
-    vec![("token".to_owned(), name.to_owned())]
-}
-
 /// The whole exposition: gauges from `snapshot`, counters from `counters`.
 pub fn render(snapshot: &Snapshot, counters: &Counters) -> String {
+    // The series per token are written straight into the text: a registry of 10,000 tokens'
+    // label sets, built for each scrape, was the largest allocation of the whole daemon (tens of
+    // megabytes at 10,000 tokens). Samples come in the configuration's order, and families with
+    // no sample are left out, as the registry's encoder does; the rest goes through the registry.
+    let mut text = String::with_capacity(
+        snapshot
+            .tokens
+            .iter()
+            .map(|t| 9 * (t.name.len() + 64))
+            .sum::<usize>()
+            + 4096,
+    );
+    let tokens = &snapshot.tokens;
+    gauges(
+        &mut text,
+        "permatoken_token_valid",
+        "Whether the token was valid at its last check (1) or not (0)",
+        tokens
+            .iter()
+            .map(|t| (t.name.as_str(), None, i64::from(t.valid))),
+    );
+    gauges(
+        &mut text,
+        "permatoken_token_expiration_timestamp_seconds",
+        "When the token expires, in Unix seconds; no sample for a token that never expires",
+        tokens
+            .iter()
+            .filter_map(|t| match (t.never_expires, t.expires_at) {
+                (false, Some(at)) => Some((t.name.as_str(), None, at)),
+                _ => None,
+            }),
+    );
+    gauges(
+        &mut text,
+        "permatoken_token_status",
+        "The token's last status: 1 for the current one, 0 for the others",
+        tokens.iter().flat_map(|t| {
+            STATUSES.iter().map(move |(s, name)| {
+                (
+                    t.name.as_str(),
+                    Some(("status", *name)),
+                    i64::from(*s == t.status),
+                )
+            })
+        }),
+    );
+    gauges(
+        &mut text,
+        "permatoken_token_missing_required_permissions",
+        "How many required permissions the token lacks",
+        tokens.iter().map(|t| {
+            let n = i64::try_from(t.missing_permissions.len()).unwrap_or(i64::MAX);
+            (t.name.as_str(), None, n)
+        }),
+    );
+    gauges(
+        &mut text,
+        "permatoken_token_last_check_timestamp_seconds",
+        "When the token was last checked, in Unix seconds",
+        tokens
+            .iter()
+            .filter_map(|t| t.last_check.map(|at| (t.name.as_str(), None, at))),
+    );
+
     let mut registry = Registry::default();
     let gauge = |registry: &mut Registry, name: &str, help: &str| {
         let family = Family::<Labels, Gauge>::default();
         registry.register(name, help, family.clone());
         family
     };
-    let valid = gauge(
-        &mut registry,
-        "permatoken_token_valid",
-        "Whether the token was valid at its last check (1) or not (0)",
-    );
-    let expiration = gauge(
-        &mut registry,
-        "permatoken_token_expiration_timestamp_seconds",
-        "When the token expires, in Unix seconds; no sample for a token that never expires",
-    );
-    let status = gauge(
-        &mut registry,
-        "permatoken_token_status",
-        "The token's last status: 1 for the current one, 0 for the others",
-    );
-    let missing = gauge(
-        &mut registry,
-        "permatoken_token_missing_required_permissions",
-        "How many required permissions the token lacks",
-    );
-    let last_check = gauge(
-        &mut registry,
-        "permatoken_token_last_check_timestamp_seconds",
-        "When the token was last checked, in Unix seconds",
-    );
-    for t in &snapshot.tokens {
-        valid.get_or_create(&token(&t.name)).set(i64::from(t.valid));
-        if let (false, Some(at)) = (t.never_expires, t.expires_at) {
-            expiration.get_or_create(&token(&t.name)).set(at);
-        }
-        for (s, name) in STATUSES {
-            let mut labels = token(&t.name);
-            labels.push(("status".to_owned(), name.to_owned()));
-            status.get_or_create(&labels).set(i64::from(s == t.status));
-        }
-        missing
-            .get_or_create(&token(&t.name))
-            .set(i64::try_from(t.missing_permissions.len()).unwrap_or(i64::MAX));
-        if let Some(at) = t.last_check {
-            last_check.get_or_create(&token(&t.name)).set(at);
-        }
-    }
-
-    let totals = counters.totals();
     // Registered without `_total`: the encoder adds it to every counter.
     let counter = |registry: &mut Registry, name: &str, help: &str| {
         let family = Family::<Labels, Counter>::default();
         registry.register(name, help, family.clone());
         family
     };
-    let checks = counter(
-        &mut registry,
+    let totals = counters.lock();
+    write_family(
+        &mut text,
         "permatoken_checks",
         "Checks by token and result",
+        "counter",
+        totals
+            .checks
+            .iter()
+            .map(|((name, result), n)| (name.as_str(), Some(("result", result.as_str())), *n)),
     );
-    for ((name, result), n) in &totals.checks {
-        let mut labels = token(name);
-        labels.push(("result".to_owned(), result.clone()));
-        checks.get_or_create(&labels).inc_by(*n);
-    }
-    let renewals = counter(&mut registry, "permatoken_renewals", "Renewals by token");
-    for (name, n) in &totals.renewals {
-        renewals.get_or_create(&token(name)).inc_by(*n);
-    }
-    let failovers = counter(
-        &mut registry,
+    write_family(
+        &mut text,
+        "permatoken_renewals",
+        "Renewals by token",
+        "counter",
+        totals
+            .renewals
+            .iter()
+            .map(|(name, n)| (name.as_str(), None, *n)),
+    );
+    write_family(
+        &mut text,
         "permatoken_failovers",
         "Failovers to a backup, by primary token",
+        "counter",
+        totals
+            .failovers
+            .iter()
+            .map(|(name, n)| (name.as_str(), None, *n)),
     );
-    for (name, n) in &totals.failovers {
-        failovers.get_or_create(&token(name)).inc_by(*n);
-    }
     let alerts = counter(
         &mut registry,
         "permatoken_alerts",
@@ -221,6 +270,30 @@ pub fn render(snapshot: &Snapshot, counters: &Counters) -> String {
             .get_or_create(&vec![("outcome".to_owned(), outcome.clone())])
             .inc_by(*n);
     }
+    let usage = gauge(
+        &mut registry,
+        "permatoken_graph_usage_percent",
+        "The last rate-limit usage the Graph API reported for the app, in percent, by header (app: X-App-Usage, business: X-Business-Use-Case-Usage)",
+    );
+    for ((app_id, header), percent) in &totals.graph_usage {
+        usage
+            .get_or_create(&vec![
+                ("app_id".to_owned(), app_id.clone()),
+                ("header".to_owned(), header.clone()),
+            ])
+            .set(*percent);
+    }
+    let paused = gauge(
+        &mut registry,
+        "permatoken_graph_paused",
+        "Whether the app's checks wait out a rate limit's regain time (1) or not (0)",
+    );
+    for (app_id, is_paused) in &totals.graph_paused {
+        paused
+            .get_or_create(&vec![("app_id".to_owned(), app_id.clone())])
+            .set(i64::from(*is_paused));
+    }
+    drop(totals);
     let leader = gauge(
         &mut registry,
         "permatoken_leader",
@@ -236,8 +309,231 @@ pub fn render(snapshot: &Snapshot, counters: &Counters) -> String {
     );
     started.get_or_create(&Vec::new()).set(snapshot.started_at);
 
-    let mut text = String::new();
     // Writing to a String cannot fail.
     let _ = encode(&mut text, &registry);
     text
+}
+
+/// One family of gauges per token: see [`write_family`].
+fn gauges<'a>(
+    text: &mut String,
+    name: &str,
+    help: &str,
+    samples: impl Iterator<Item = (&'a str, Option<(&'a str, &'a str)>, i64)>,
+) {
+    write_family(text, name, help, "gauge", samples);
+}
+
+/// A family as the registry's OpenMetrics encoder writes it: `# HELP` (with its final full stop),
+/// `# TYPE`, then one line per sample labelled `token` (and the optional second label), counters
+/// with `_total`. Nothing at all when there is no sample.
+fn write_family<'a, V: std::fmt::Display>(
+    text: &mut String,
+    name: &str,
+    help: &str,
+    kind: &str,
+    samples: impl Iterator<Item = (&'a str, Option<(&'a str, &'a str)>, V)>,
+) {
+    use std::fmt::Write as _;
+    let mut samples = samples.peekable();
+    if samples.peek().is_none() {
+        return;
+    }
+    let suffix = if kind == "counter" { "_total" } else { "" };
+    // Writing to a String cannot fail.
+    let _ = write!(text, "# HELP {name} {help}.\n# TYPE {name} {kind}\n");
+    for (token, second, value) in samples {
+        let _ = write!(text, "{name}{suffix}{{token=\"");
+        escape(text, token);
+        if let Some((label, v)) = second {
+            let _ = write!(text, "\",{label}=\"");
+            escape(text, v);
+        }
+        let _ = writeln!(text, "\"}} {value}");
+    }
+}
+
+/// A label value escaped as the text format requires: backslash, double quote and newline.
+fn escape(text: &mut String, value: &str) {
+    for c in value.chars() {
+        match c {
+            '\\' => text.push_str("\\\\"),
+            '"' => text.push_str("\\\""),
+            '\n' => text.push_str("\\n"),
+            c => text.push(c),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::snapshot::{Role, TokenState, TokenView};
+
+    /// What `render` wrote when every family went through the registry, kept to prove the text
+    /// written by hand says the same.
+    fn by_registry(snapshot: &Snapshot, totals: &CounterTotals) -> String {
+        let token = |name: &str| vec![("token".to_owned(), name.to_owned())];
+        let mut registry = Registry::default();
+        let mut gauge = |name: &str, help: &str| {
+            let family = Family::<Labels, Gauge>::default();
+            registry.register(name, help, family.clone());
+            family
+        };
+        let valid = gauge(
+            "permatoken_token_valid",
+            "Whether the token was valid at its last check (1) or not (0)",
+        );
+        let expiration = gauge(
+            "permatoken_token_expiration_timestamp_seconds",
+            "When the token expires, in Unix seconds; no sample for a token that never expires",
+        );
+        let status = gauge(
+            "permatoken_token_status",
+            "The token's last status: 1 for the current one, 0 for the others",
+        );
+        let missing = gauge(
+            "permatoken_token_missing_required_permissions",
+            "How many required permissions the token lacks",
+        );
+        let last_check = gauge(
+            "permatoken_token_last_check_timestamp_seconds",
+            "When the token was last checked, in Unix seconds",
+        );
+        for t in &snapshot.tokens {
+            valid.get_or_create(&token(&t.name)).set(i64::from(t.valid));
+            if let (false, Some(at)) = (t.never_expires, t.expires_at) {
+                expiration.get_or_create(&token(&t.name)).set(at);
+            }
+            for (s, name) in STATUSES {
+                let mut labels = token(&t.name);
+                labels.push(("status".to_owned(), name.to_owned()));
+                status.get_or_create(&labels).set(i64::from(s == t.status));
+            }
+            missing
+                .get_or_create(&token(&t.name))
+                .set(i64::try_from(t.missing_permissions.len()).unwrap());
+            if let Some(at) = t.last_check {
+                last_check.get_or_create(&token(&t.name)).set(at);
+            }
+        }
+        let mut counter = |name: &str, help: &str| {
+            let family = Family::<Labels, Counter>::default();
+            registry.register(name, help, family.clone());
+            family
+        };
+        let checks = counter("permatoken_checks", "Checks by token and result");
+        for ((name, result), n) in &totals.checks {
+            let mut labels = token(name);
+            labels.push(("result".to_owned(), result.clone()));
+            checks.get_or_create(&labels).inc_by(*n);
+        }
+        let renewals = counter("permatoken_renewals", "Renewals by token");
+        for (name, n) in &totals.renewals {
+            renewals.get_or_create(&token(name)).inc_by(*n);
+        }
+        let failovers = counter(
+            "permatoken_failovers",
+            "Failovers to a backup, by primary token",
+        );
+        for (name, n) in &totals.failovers {
+            failovers.get_or_create(&token(name)).inc_by(*n);
+        }
+        let mut text = String::new();
+        encode(&mut text, &registry).unwrap();
+        text
+    }
+
+    /// The families of an exposition, each with its sample lines sorted (the registry writes
+    /// them in hash order).
+    fn families(text: &str) -> Vec<Vec<String>> {
+        let mut out: Vec<Vec<String>> = Vec::new();
+        for line in text.lines() {
+            if line.starts_with("# HELP") || line == "# EOF" {
+                out.push(Vec::new());
+            }
+            out.last_mut().unwrap().push(line.to_owned());
+        }
+        for family in &mut out {
+            if let Some(samples) = family.get_mut(2..) {
+                samples.sort();
+            }
+        }
+        out
+    }
+
+    fn view(name: &str, status: Status, expires_at: Option<i64>, never: bool) -> TokenView {
+        TokenView {
+            name: name.to_owned(),
+            role: Role::Primary,
+            state: TokenState::Ok,
+            status,
+            valid: status != Status::Critical,
+            kind: "System user".to_owned(),
+            fingerprint: "PERMATOKENTEST".to_owned(),
+            expires_at,
+            never_expires: never,
+            missing_permissions: if status == Status::Warning {
+                vec!["whatsapp_business_messaging".to_owned()]
+            } else {
+                Vec::new()
+            },
+            scopes: Vec::new(),
+            last_check: expires_at.map(|_| 1_700_000_000),
+            next_check: None,
+            history: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn the_families_written_by_hand_are_those_of_the_registry() {
+        let snapshot = Snapshot {
+            tokens: vec![
+                view("orders", Status::Ok, Some(1_800_000_000), false),
+                view(
+                    "we\"ird\\na\nme",
+                    Status::Warning,
+                    Some(1_700_100_000),
+                    false,
+                ),
+                view("never", Status::Ok, None, true),
+                view("dead", Status::Critical, None, false),
+            ],
+            leader: true,
+            started_at: 1_699_999_000,
+            ..Snapshot::default()
+        };
+        let counters = Counters::default();
+        counters.check("orders", "ok");
+        counters.check("orders", "ok");
+        counters.check("we\"ird\\na\nme", "warning");
+        counters.check("dead", "error");
+        counters.renewal("orders");
+        counters.failover("dead");
+        counters.alert("ops", "delivered");
+        counters.graph_requests("ok", 7);
+        let text = render(&snapshot, &counters);
+        let expected = families(&by_registry(&snapshot, &counters.totals()));
+        let got = families(&text);
+        // The per-token families come first, as they did, then the registry's own.
+        assert_eq!(got[..expected.len() - 1], expected[..expected.len() - 1]);
+        assert!(text.contains("permatoken_token_valid{token=\"we\\\"ird\\\\na\\nme\"} 1\n"));
+        assert!(!text.contains("token=\"never\"} 1800000000"));
+        let rest: Vec<&str> = got[expected.len() - 1..]
+            .iter()
+            .map(|f| f[0].as_str())
+            .collect();
+        assert_eq!(
+            rest,
+            [
+                "# HELP permatoken_alerts Alerts by route and result.",
+                "# HELP permatoken_graph_requests Graph API requests by outcome.",
+                "# HELP permatoken_leader Whether this process is the one that acts (1) or a standby (0).",
+                "# HELP permatoken_start_time_seconds When the process started, in Unix seconds.",
+                "# EOF",
+            ]
+        );
+        assert_eq!(text.matches("# EOF").count(), 1);
+        assert!(text.ends_with("# EOF\n"));
+    }
 }

@@ -266,7 +266,7 @@ fn each_mistake_names_its_line_and_column_and_what_is_allowed() {
     let cases: Vec<(String, &str)> = vec![
         (
             "[defaults]\nintervl = \"1h\"\n".into(),
-            "2:1: unknown key `intervl`; allowed: `interval`, `jitter`, `warn_days`, `crit_days`, `renew_days`, `unknown_after`, `remind_every`, `doctor`, `doctor_interval`, `failover`, `try_user_token`, `retention`, `max_concurrent_reloads`; did you mean `interval`?",
+            "2:1: unknown key `intervl`; allowed: `interval`, `jitter`, `warn_days`, `crit_days`, `renew_days`, `unknown_after`, `remind_every`, `doctor`, `doctor_interval`, `failover`, `try_user_token`, `retention`, `max_concurrent_reloads`, `batch_checks`; did you mean `interval`?",
         ),
         (
             "[[token]]\nname = \"orders\"\nenv_file = \"/srv/.env\"\napp_secret = \"PERMATOKENTEST\"\n".into(),

@@ -46,6 +46,7 @@ impl Setup {
             thresholds: self.thresholds,
             budget: &self.budget,
             now: jiff::Timestamp::now(),
+            known: None,
         }
     }
 
@@ -331,6 +332,8 @@ async fn run_refresh(args: RefreshArgs) -> Result<u8, Failure> {
         },
         failover: args.failover,
         write,
+        // One command, one process: nothing to share an action with.
+        gate: None,
     };
     let report = permatoken_renew::refresh_all(&setup.ctx(), &spec, &options)
         .await

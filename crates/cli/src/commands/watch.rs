@@ -71,8 +71,11 @@ pub(crate) async fn run(args: WatchArgs) -> Result<u8, Failure> {
     let backup_dir = permatoken_renew::backup_dir(false).unwrap_or(None);
     let (publisher, subscriber) = snapshot::channel(Snapshot::default());
     let counters = Counters::default();
+    // The daemon keeps the one copy of the configuration: at 10,000 tokens a second one costs
+    // megabytes for the one field the endpoint needs from it.
+    let listen = config.listen;
     let mut daemon = Daemon::new(Options {
-        config: config.clone(),
+        config,
         store,
         publisher,
         counters: counters.clone(),
@@ -81,7 +84,11 @@ pub(crate) async fn run(args: WatchArgs) -> Result<u8, Failure> {
         clock: Arc::new(SystemClock),
         backup_dir,
     });
-    if postgres && !args.once {
+    if postgres && args.once {
+        // No part in the election, but no renewal or failover a replica has claimed either.
+        let claims = daemon.store().claims_only(&replica_name());
+        daemon.set_election(claims);
+    } else if postgres {
         daemon.set_election(store_election(daemon.store())?);
     }
     if args.once {
@@ -92,7 +99,7 @@ pub(crate) async fn run(args: WatchArgs) -> Result<u8, Failure> {
         render_round(&args, &snap);
         return Ok(summary.worst.unwrap_or(Status::Ok).exit_code());
     }
-    serve(&args, &config, daemon, subscriber, counters).await
+    serve(&args, listen, daemon, subscriber, counters).await
 }
 
 /// The election among the replicas sharing a PostgreSQL state: this replica is known by its host
@@ -111,6 +118,11 @@ fn store_election(store: &Store) -> Result<permatoken_state::Election, Failure> 
                 )
             })?,
     };
+    Ok(store.election(&replica_name(), std::time::Duration::from_secs(lease)))
+}
+
+/// How this process is known to the others sharing the state: its host and pid.
+fn replica_name() -> String {
     let host = std::fs::File::open("/proc/sys/kernel/hostname")
         .and_then(|f| {
             let mut text = String::new();
@@ -118,8 +130,7 @@ fn store_election(store: &Store) -> Result<permatoken_state::Election, Failure> 
             Ok(text.trim().to_owned())
         })
         .unwrap_or_default();
-    let replica = format!("{host} pid {}", std::process::id());
-    Ok(store.election(&replica, std::time::Duration::from_secs(lease)))
+    format!("{host} pid {}", std::process::id())
 }
 
 /// How long a leader's heartbeat may be silent before a standby ends its session.
@@ -279,15 +290,12 @@ fn render_round(args: &WatchArgs, snap: &Snapshot) {
 
 async fn serve(
     args: &WatchArgs,
-    config: &Config,
+    configured: Option<std::net::SocketAddr>,
     mut daemon: Daemon,
     subscriber: snapshot::Subscriber,
     counters: Counters,
 ) -> Result<u8, Failure> {
-    let listen = args
-        .listen
-        .or(config.listen)
-        .unwrap_or(http::DEFAULT_LISTEN);
+    let listen = args.listen.or(configured).unwrap_or(http::DEFAULT_LISTEN);
     let bearer = match &args.http_token_file {
         Some(path) => Some(read_bearer(path)?),
         None => None,

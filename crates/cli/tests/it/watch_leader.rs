@@ -20,8 +20,10 @@ use crate::harness::{app_lines, sandbox, token_of};
 
 pub(crate) const DEADLINE: Duration = Duration::from_secs(60);
 
-const CONFIG: &str =
-    "[defaults]\ninterval = \"1h\"\n\n[[token]]\nname = \"orders\"\nenv_file = \"orders.env\"\n";
+/// `orders` is checked by the first leader; `late`'s file appears only after that round, so that a
+/// new leader, which takes up the schedule from the shared state, has exactly one token to check at
+/// once: the one nobody could check yet.
+const CONFIG: &str = "[defaults]\ninterval = \"1h\"\n\n[[token]]\nname = \"orders\"\nenv_file = \"orders.env\"\n\n[[token]]\nname = \"late\"\nenv_file = \"late.env\"\n";
 
 /// One `watch` replica: its process, its sandbox, its HTTP address and its stderr so far.
 pub(crate) struct Replica {
@@ -121,6 +123,21 @@ impl Replica {
         self.sandbox.requests().len()
     }
 
+    /// The Graph calls that carried `token` (as the token inspected, or as the caller).
+    pub(crate) fn calls_about(&self, token: &str) -> usize {
+        self.sandbox
+            .requests()
+            .iter()
+            .filter(|r| {
+                r.target().contains(token)
+                    || r.body.contains(token)
+                    || r.authorization
+                        .as_deref()
+                        .is_some_and(|a| a.contains(token))
+            })
+            .count()
+    }
+
     pub(crate) fn signal(&self, signal: &str) {
         let status = Command::new("kill")
             .args([signal, &self.child.id().to_string()])
@@ -183,39 +200,67 @@ pub(crate) fn elect(a: Replica, b: Replica) -> (Replica, Replica) {
     }
 }
 
-/// Two replicas on one database, once exactly one of them leads: (leader, standby).
-fn two_replicas(dir: &Path, pg: &PgCluster) -> (Replica, Replica) {
+/// The tokens of `orders` and `late`.
+struct Tokens {
+    orders: String,
+    late: String,
+}
+
+/// Two replicas on one database, once exactly one of them leads and has checked `orders`:
+/// (leader, standby, the tokens), `late`'s file written after that first round.
+fn two_replicas(dir: &Path, pg: &PgCluster) -> (Replica, Replica, Tokens) {
     pg.create_database("fleet", WATCH);
     let url = pg.url(WATCH, "fleet", "?sslmode=disable");
     let tokens = sandbox();
-    let env = format!(
-        "WHATSAPP_ACCESS_TOKEN={}\n{}",
-        token_of(&tokens, "system-user"),
-        app_lines(&tokens)
-    );
+    let orders = token_of(&tokens, "system-user");
+    let late = token_of(&tokens, "user-60d");
+    let env = format!("WHATSAPP_ACCESS_TOKEN={orders}\n{}", app_lines(&tokens));
     std::fs::write(dir.join("permatoken.toml"), CONFIG).unwrap();
     std::fs::write(dir.join("orders.env"), env).unwrap();
     let a = Replica::start(dir, &url, pg);
     let b = Replica::start(dir, &url, pg);
     let (leader, standby) = elect(a, b);
     eventually("the leader checks its token", || leader.graph_calls() > 0);
-    (leader, standby)
+    eventually("the leader's first round is published", || {
+        get(&leader.addr, "/api/tokens").is_some_and(|page| page.contains("\"late\""))
+    });
+    let env = format!("WHATSAPP_ACCESS_TOKEN={late}\n{}", app_lines(&tokens));
+    std::fs::write(dir.join("late.env"), env).unwrap();
+    (leader, standby, Tokens { orders, late })
+}
+
+/// A new leader checks at once the token nobody could check, and not the one its predecessor
+/// checked within the interval.
+fn the_new_leader_takes_up_the_schedule(new: &Replica, tokens: &Tokens) {
+    eventually(
+        "the new leader checks the token nobody could check yet",
+        || new.calls_about(&tokens.late) > 0,
+    );
+    assert_eq!(
+        new.calls_about(&tokens.orders),
+        0,
+        "the new leader checked again a token checked within its interval"
+    );
 }
 
 #[test]
 fn one_replica_leads_and_a_standby_takes_over_when_the_leader_is_killed() {
     let Some(pg) = PgCluster::start() else { return };
     let dir = tempfile::tempdir().unwrap();
-    let (leader, mut standby) = two_replicas(dir.path(), &pg);
+    let (leader, mut standby, tokens) = two_replicas(dir.path(), &pg);
     assert_eq!(standby.leader(), Some(0));
     // The standby serves what the leader recorded in the shared state.
     eventually(
         "the standby shows orders' check from the shared state",
         || {
             get(&standby.addr, "/api/tokens").is_some_and(|page| {
-                page.contains("\"orders\"")
-                    && page.contains("\"leader\":false")
-                    && !page.contains("\"last_check\":null")
+                let page: serde_json::Value = serde_json::from_str(&page).unwrap_or_default();
+                page["leader"] == false
+                    && page["tokens"].as_array().is_some_and(|tokens| {
+                        tokens
+                            .iter()
+                            .any(|t| t["name"] == "orders" && !t["last_check"].is_null())
+                    })
             })
         },
     );
@@ -225,9 +270,7 @@ fn one_replica_leads_and_a_standby_takes_over_when_the_leader_is_killed() {
     eventually("the standby leads once the leader is killed", || {
         standby.leader() == Some(1)
     });
-    eventually("the new leader checks the token", || {
-        standby.graph_calls() > 0
-    });
+    the_new_leader_takes_up_the_schedule(&standby, &tokens);
     standby.wait_for("this replica now leads");
     leader.stop();
     standby.stop();
@@ -237,7 +280,7 @@ fn one_replica_leads_and_a_standby_takes_over_when_the_leader_is_killed() {
 fn a_stopped_leader_is_fenced_after_the_lease_and_stands_by_when_resumed() {
     let Some(pg) = PgCluster::start() else { return };
     let dir = tempfile::tempdir().unwrap();
-    let (mut leader, standby) = two_replicas(dir.path(), &pg);
+    let (mut leader, standby, tokens) = two_replicas(dir.path(), &pg);
     assert_eq!(standby.graph_calls(), 0, "a standby called the Graph API");
 
     // A stopped process keeps its session open: only the lease ends it.
@@ -245,9 +288,7 @@ fn a_stopped_leader_is_fenced_after_the_lease_and_stands_by_when_resumed() {
     eventually("the standby leads after the lease", || {
         standby.leader() == Some(1)
     });
-    eventually("the new leader checks the token", || {
-        standby.graph_calls() > 0
-    });
+    the_new_leader_takes_up_the_schedule(&standby, &tokens);
     let before = leader.graph_calls();
     leader.signal("-CONT");
     leader.wait_for("this replica stands by");

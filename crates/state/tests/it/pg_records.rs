@@ -2,8 +2,8 @@
 //! `records.rs` runs against SQLite.
 
 use permatoken_state::{
-    Alert, Announcement, DeliveryStatus, Error, Event, EventKind, PgOptions, Role, Status, Store,
-    TokenRecord,
+    Alert, Announcement, CheckStatus, DeliveryStatus, Error, Event, EventKind, LatestStatus,
+    PgOptions, Role, Status, StatusPoint, Store, TokenRecord,
 };
 
 use crate::pg_cluster::{PgCluster, TRUSTED};
@@ -109,6 +109,36 @@ async fn checks_round_trip_with_latest_and_history() {
     assert!(by_key.contains(&("billing", Some(check(&other, 100, Status::Critical)))));
     assert!(by_key.contains(&("orders", Some(unknown.clone()))));
     assert!(by_key.contains(&("orders", Some(never.clone()))));
+    // What the status page reads: the same rows in the same order, with the fields it shows.
+    let statuses = store.latest_statuses().await.unwrap();
+    let expected: Vec<LatestStatus> = latest
+        .iter()
+        .map(|l| LatestStatus {
+            name: l.token.name.clone(),
+            key: l.token.key.clone(),
+            fingerprint: l.token.fingerprint.clone(),
+            check: l.check.as_ref().map(|c| CheckStatus {
+                checked_at: c.checked_at,
+                status: c.status,
+                valid: c.valid,
+                expires_at: c.expires_at,
+                never_expires: c.never_expires,
+                kind: c.kind.clone(),
+                missing_scopes: c.missing_scopes.clone(),
+            }),
+        })
+        .collect();
+    assert_eq!(statuses, expected);
+    assert!(
+        statuses
+            .iter()
+            .any(|s| s.check.as_ref().is_some_and(|c| c.never_expires))
+    );
+    assert!(
+        statuses
+            .iter()
+            .any(|s| s.check.as_ref().is_some_and(|c| c.valid.is_none()))
+    );
 
     // History follows the name across renewals, oldest first, `to` excluded.
     let history = store.history("orders", at(50), at(300)).await.unwrap();
@@ -118,6 +148,22 @@ async fn checks_round_trip_with_latest_and_history() {
             check(&old, 50, Status::Warning),
             check(&old, 100, Status::Ok),
             unknown
+        ]
+    );
+    // The chart's points: the newest two of each name, times and statuses only.
+    let points = store.history_points(at(50), at(300), 2).await.unwrap();
+    let point = |s: i64, status| StatusPoint {
+        checked_at: at(s),
+        status,
+    };
+    assert_eq!(
+        points,
+        vec![
+            ("billing".to_owned(), vec![point(100, Status::Critical)]),
+            (
+                "orders".to_owned(),
+                vec![point(100, Status::Ok), point(200, Status::Unknown)]
+            ),
         ]
     );
     let counts = store.counts().await.unwrap();

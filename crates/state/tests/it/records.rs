@@ -1,7 +1,8 @@
 //! Each kind of record written and read back.
 
 use permatoken_state::{
-    Alert, Announcement, DeliveryStatus, Error, Event, EventKind, Role, Status, Store, TokenRecord,
+    Alert, Announcement, CheckStatus, DeliveryStatus, Error, Event, EventKind, LatestStatus, Role,
+    Status, StatusPoint, Store, TokenRecord,
 };
 
 use crate::{at, check, key_of, token};
@@ -97,6 +98,36 @@ async fn checks_round_trip_with_latest_and_history() {
     assert!(by_key.contains(&("billing", Some(check(&other, 100, Status::Critical)))));
     assert!(by_key.contains(&("orders", Some(unknown.clone()))));
     assert!(by_key.contains(&("orders", Some(never.clone()))));
+    // What the status page reads: the same rows in the same order, with the fields it shows.
+    let statuses = store.latest_statuses().await.unwrap();
+    let expected: Vec<LatestStatus> = latest
+        .iter()
+        .map(|l| LatestStatus {
+            name: l.token.name.clone(),
+            key: l.token.key.clone(),
+            fingerprint: l.token.fingerprint.clone(),
+            check: l.check.as_ref().map(|c| CheckStatus {
+                checked_at: c.checked_at,
+                status: c.status,
+                valid: c.valid,
+                expires_at: c.expires_at,
+                never_expires: c.never_expires,
+                kind: c.kind.clone(),
+                missing_scopes: c.missing_scopes.clone(),
+            }),
+        })
+        .collect();
+    assert_eq!(statuses, expected);
+    assert!(
+        statuses
+            .iter()
+            .any(|s| s.check.as_ref().is_some_and(|c| c.never_expires))
+    );
+    assert!(
+        statuses
+            .iter()
+            .any(|s| s.check.as_ref().is_some_and(|c| c.valid.is_none()))
+    );
 
     // History follows the name across renewals, oldest first, `to` excluded.
     let history = store.history("orders", at(50), at(300)).await.unwrap();
@@ -506,6 +537,30 @@ async fn histories_give_each_names_newest_checks_oldest_first_in_one_read() {
     assert!(
         store
             .histories(at(500), at(600), 2)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    // `history_points`: the same rows, only their times and statuses.
+    let points = store.history_points(at(50), at(400), 2).await.unwrap();
+    let expected: Vec<(String, Vec<StatusPoint>)> = got
+        .iter()
+        .map(|(name, checks)| {
+            let points = checks
+                .iter()
+                .map(|c| StatusPoint {
+                    checked_at: c.checked_at,
+                    status: c.status,
+                })
+                .collect();
+            (name.clone(), points)
+        })
+        .collect();
+    assert_eq!(points, expected);
+    assert_eq!(points[0].1[0].status, Status::Critical);
+    assert!(
+        store
+            .history_points(at(500), at(600), 2)
             .await
             .unwrap()
             .is_empty()
