@@ -2,7 +2,8 @@
 //! replicas (the helpers of watch_leader.rs): a dead token is alerted once across both, even after
 //! the leader is killed and the new one checks it again; a hundred dead at once make one grouped
 //! alert; each token is checked once per interval across both, the second time by the new leader;
-//! and no secret reaches the shared database (`pg_dump`) or the replicas' logs.
+//! no secret reaches the shared database (`pg_dump`) or the replicas' logs; and a standby's page
+//! lists a `[[token_set]]`'s tokens from the shared state.
 //!
 //! Every token is a canary (`PERMATOKENTEST`) that neither replica's sandbox knows, so both say it
 //! is invalid: dead by the API's word from the first check. (Two sandboxes never share tokens, and
@@ -384,5 +385,35 @@ fn the_standby_serves_a_sets_tokens_from_the_shared_state() {
     let expected: Vec<&str> = clients.iter().map(|(name, _)| name.as_str()).collect();
     assert_eq!(names, expected);
     assert_eq!(standby.graph_calls(), 0, "a standby called the Graph API");
+    fleet.finish([leader, standby]);
+}
+
+#[test]
+#[ignore = "product bug: a standby expands the `[[token_set]]`s only at start, so a client folder added later never shows on its page"]
+fn the_standby_shows_a_set_file_added_after_it_started() {
+    let Some(mut fleet) = Fleet::new() else {
+        return;
+    };
+    fleet.clients(3);
+    let config = "[[token_set]]\nname = \"clients\"\nenv_files = \"clients/*/.env\"\n";
+    let (leader, standby) = fleet.start(config);
+    eventually("the leader's first round is finished", || {
+        round_finished(&leader)
+    });
+    fleet.env_file("clients/c100/.env");
+    // SIGHUP: the leader reads its configuration and the sets again and checks the new token now,
+    // rather than at its next wake; the standby is left alone, as it would be in production.
+    leader.signal("-HUP");
+    eventually("the leader checks the new client", || {
+        fleet.checks().contains_key("clients/c100")
+    });
+    eventually("the standby lists the new client", || {
+        standby.page().is_some_and(|page| {
+            page["total"] == 4
+                && page["tokens"]
+                    .as_array()
+                    .is_some_and(|t| t.iter().any(|t| t["name"] == "clients/c100"))
+        })
+    });
     fleet.finish([leader, standby]);
 }
