@@ -382,6 +382,10 @@ impl Daemon {
         self.due.retain(|name, _| known(name));
         self.backups.retain(|name, _| names.contains(name.as_str()));
         for problem in problems {
+            // A standby writes nothing to the shared state: the leader records the problem.
+            if !self.leading {
+                continue;
+            }
             if !self.set_problems.insert(problem.clone()) {
                 continue;
             }
@@ -638,7 +642,11 @@ impl Daemon {
                             }
                         }
                     } else {
-                        self.publish(now).await
+                        // A standby shows the set files as they are now, as the leader will.
+                        match self.expand_sets(now).await {
+                            Ok(_) => self.publish(now).await,
+                            Err(e) => Err(e),
+                        }
                     };
                     if let Err(e) = result {
                         tracing::error!("a round failed: {e}");

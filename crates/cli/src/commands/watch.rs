@@ -322,8 +322,14 @@ async fn serve(
     let (reload_tx, reload_rx) = tokio::sync::mpsc::unbounded_channel();
     let explicit = args.config.clone();
     let hup = tokio::spawn(reload_on_hangup(explicit, reload_tx));
-    let count = daemon.config().tokens.len();
-    tracing::info!("watching {count} token(s)");
+    let (count, sets) = (
+        daemon.config().tokens.len(),
+        daemon.config().token_sets.len(),
+    );
+    match sets {
+        0 => tracing::info!("watching {count} token(s)"),
+        _ => tracing::info!("watching {count} token(s) and the files of {sets} token set(s)"),
+    }
     let result = daemon
         .run(super::sandbox::shutdown_signal(), reload_rx)
         .await;

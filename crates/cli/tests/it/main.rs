@@ -18,5 +18,6 @@ mod scan;
 mod systemd;
 mod tls;
 mod watch;
+mod watch_fleet;
 mod watch_leader;
 mod watch_postgres;

@@ -149,7 +149,7 @@ fn no_home_and_no_state_home_is_refused_with_exit_3() {
 }
 
 /// A receiver on loopback answering every request with `status`; what it got.
-fn receiver(status: u16) -> (String, Arc<Mutex<Vec<String>>>) {
+pub(crate) fn receiver(status: u16) -> (String, Arc<Mutex<Vec<String>>>) {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let url = format!("http://{}/hook", listener.local_addr().unwrap());
     let seen = Arc::new(Mutex::new(Vec::new()));

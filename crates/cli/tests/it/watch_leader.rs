@@ -18,7 +18,7 @@ use permatoken_sandbox::Running;
 
 use crate::harness::{app_lines, sandbox, token_of};
 
-const DEADLINE: Duration = Duration::from_secs(60);
+pub(crate) const DEADLINE: Duration = Duration::from_secs(60);
 
 /// `orders` is checked by the first leader; `late`'s file appears only after that round, so that a
 /// new leader, which takes up the schedule from the shared state, has exactly one token to check at
@@ -26,16 +26,23 @@ const DEADLINE: Duration = Duration::from_secs(60);
 const CONFIG: &str = "[defaults]\ninterval = \"1h\"\n\n[[token]]\nname = \"orders\"\nenv_file = \"orders.env\"\n\n[[token]]\nname = \"late\"\nenv_file = \"late.env\"\n";
 
 /// One `watch` replica: its process, its sandbox, its HTTP address and its stderr so far.
-struct Replica {
+pub(crate) struct Replica {
     child: Child,
-    sandbox: Running,
-    addr: String,
+    pub(crate) sandbox: Running,
+    pub(crate) addr: String,
     lines: mpsc::Receiver<String>,
     log: Vec<String>,
 }
 
 impl Replica {
+    /// A replica with a 3 s lease, so that a stopped leader is fenced soon.
     fn start(dir: &Path, url: &str, pg: &PgCluster) -> Self {
+        Self::start_with(dir, url, pg, &[("PERMATOKEN_LEADER_LEASE", "3")])
+    }
+
+    /// A replica of `permatoken.toml` in `dir`, its state at `url`, with `env` added to the
+    /// environment it starts with.
+    pub(crate) fn start_with(dir: &Path, url: &str, pg: &PgCluster, env: &[(&str, &str)]) -> Self {
         let sandbox = sandbox();
         let mut child = Command::new(env!("CARGO_BIN_EXE_permatoken"))
             .args(["watch", "--config", "permatoken.toml", "--state", url])
@@ -45,7 +52,7 @@ impl Replica {
             .env("PATH", std::env::var_os("PATH").unwrap_or_default())
             .env("HOME", dir)
             .env("PGPASSWORD", pg.password())
-            .env("PERMATOKEN_LEADER_LEASE", "3")
+            .envs(env.iter().copied())
             .env("PERMATOKEN_GRAPH_URL", sandbox.url())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -79,7 +86,7 @@ impl Replica {
         replica
     }
 
-    fn wait_for(&mut self, needle: &str) -> String {
+    pub(crate) fn wait_for(&mut self, needle: &str) -> String {
         let start = Instant::now();
         while start.elapsed() < DEADLINE {
             match self.lines.recv_timeout(Duration::from_millis(200)) {
@@ -100,19 +107,24 @@ impl Replica {
     }
 
     /// `permatoken_leader` on its /metrics, when it answers.
-    fn leader(&self) -> Option<u8> {
+    pub(crate) fn leader(&self) -> Option<u8> {
         let body = get(&self.addr, "/metrics")?;
         body.lines()
             .find_map(|l| l.strip_prefix("permatoken_leader "))
             .and_then(|v| v.trim().parse().ok())
     }
 
-    fn graph_calls(&self) -> usize {
+    /// `/api/tokens` as JSON, when it answers.
+    pub(crate) fn page(&self) -> Option<serde_json::Value> {
+        serde_json::from_str(&get(&self.addr, "/api/tokens")?).ok()
+    }
+
+    pub(crate) fn graph_calls(&self) -> usize {
         self.sandbox.requests().len()
     }
 
     /// The Graph calls that carried `token` (as the token inspected, or as the caller).
-    fn calls_about(&self, token: &str) -> usize {
+    pub(crate) fn calls_about(&self, token: &str) -> usize {
         self.sandbox
             .requests()
             .iter()
@@ -126,7 +138,7 @@ impl Replica {
             .count()
     }
 
-    fn signal(&self, signal: &str) {
+    pub(crate) fn signal(&self, signal: &str) {
         let status = Command::new("kill")
             .args([signal, &self.child.id().to_string()])
             .status()
@@ -134,7 +146,7 @@ impl Replica {
         assert!(status.success());
     }
 
-    fn stop(mut self) -> Vec<String> {
+    pub(crate) fn stop(mut self) -> Vec<String> {
         let _ = self.child.kill();
         let _ = self.child.wait();
         while let Ok(line) = self.lines.recv_timeout(Duration::from_secs(2)) {
@@ -144,7 +156,7 @@ impl Replica {
     }
 }
 
-fn get(addr: &str, path: &str) -> Option<String> {
+pub(crate) fn get(addr: &str, path: &str) -> Option<String> {
     let mut stream = TcpStream::connect(addr).ok()?;
     stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
     write!(
@@ -157,24 +169,45 @@ fn get(addr: &str, path: &str) -> Option<String> {
     Some(text.split_once("\r\n\r\n")?.1.to_owned())
 }
 
-fn eventually(what: &str, mut f: impl FnMut() -> bool) {
+pub(crate) fn eventually(what: &str, f: impl FnMut() -> bool) {
+    eventually_within(DEADLINE, what, f);
+}
+
+/// Polls `f` until it holds; panics after `deadline`, which is liveness, never a speed.
+pub(crate) fn eventually_within(deadline: Duration, what: &str, mut f: impl FnMut() -> bool) {
     let start = Instant::now();
-    while start.elapsed() < DEADLINE {
+    while start.elapsed() < deadline {
         if f() {
             return;
         }
         std::thread::sleep(Duration::from_millis(200));
     }
-    panic!("not within {DEADLINE:?}: {what}");
+    panic!("not within {deadline:?}: {what}");
 }
 
-/// Two replicas on one database, once exactly one of them leads: (leader, standby).
+/// Two replicas started on one database, once exactly one of them leads: (leader, standby).
+pub(crate) fn elect(a: Replica, b: Replica) -> (Replica, Replica) {
+    eventually("exactly one replica leads", || {
+        matches!(
+            (a.leader(), b.leader()),
+            (Some(1), Some(0)) | (Some(0), Some(1))
+        )
+    });
+    if a.leader() == Some(1) {
+        (a, b)
+    } else {
+        (b, a)
+    }
+}
+
 /// The tokens of `orders` and `late`.
 struct Tokens {
     orders: String,
     late: String,
 }
 
+/// Two replicas on one database, once exactly one of them leads and has checked `orders`:
+/// (leader, standby, the tokens), `late`'s file written after that first round.
 fn two_replicas(dir: &Path, pg: &PgCluster) -> (Replica, Replica, Tokens) {
     pg.create_database("fleet", WATCH);
     let url = pg.url(WATCH, "fleet", "?sslmode=disable");
@@ -186,17 +219,7 @@ fn two_replicas(dir: &Path, pg: &PgCluster) -> (Replica, Replica, Tokens) {
     std::fs::write(dir.join("orders.env"), env).unwrap();
     let a = Replica::start(dir, &url, pg);
     let b = Replica::start(dir, &url, pg);
-    eventually("exactly one replica leads", || {
-        matches!(
-            (a.leader(), b.leader()),
-            (Some(1), Some(0)) | (Some(0), Some(1))
-        )
-    });
-    let (leader, standby) = if a.leader() == Some(1) {
-        (a, b)
-    } else {
-        (b, a)
-    };
+    let (leader, standby) = elect(a, b);
     eventually("the leader checks its token", || leader.graph_calls() > 0);
     eventually("the leader's first round is published", || {
         get(&leader.addr, "/api/tokens").is_some_and(|page| page.contains("\"late\""))
