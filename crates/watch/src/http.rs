@@ -260,21 +260,35 @@ async fn api_tokens(State(state): State<AppState>, RawQuery(raw): RawQuery) -> R
                 .into_response();
         }
     };
+    // The permit lasts until the answer is written: the page's points and their JSON are what a
+    // burst of requests would multiply.
+    let Ok(_permit) = state.0.history_reads.acquire().await else {
+        // Never closed.
+        return unavailable();
+    };
     let snapshot = state.snapshot();
     let mut page = TokenPage::select(&snapshot, &query);
-    let read = match state.0.history_reads.acquire().await {
-        Ok(_permit) => page.read_history(&state.0.store).await,
-        // Never closed; were it, the page would only lack its charts.
-        Err(_) => Ok(()),
-    };
-    if let Err(e) = read {
+    if let Err(e) = page.read_history(&state.0.store).await {
         tracing::warn!("/api/tokens: cannot read the check history from the state: {e}");
         return unavailable();
     }
-    let body = serde_json::to_vec(&Api {
-        page,
-        counters: state.0.counters.totals(),
-    });
+    // Room for the whole answer at once (a token's fields take some hundreds of bytes, a point
+    // some 35): growing by doubling held the old and the new buffer, 1.5 times the largest page.
+    let room = page
+        .tokens
+        .iter()
+        .map(|t| 1024 + 40 * t.history.len())
+        .sum::<usize>()
+        + 16 * 1024;
+    let mut body = Vec::with_capacity(room);
+    let body = serde_json::to_writer(
+        &mut body,
+        &Api {
+            page,
+            counters: state.0.counters.totals(),
+        },
+    )
+    .map(|()| body);
     match body {
         Ok(body) => (
             [
