@@ -15,7 +15,8 @@
 #    (VmHWM) when the round has finished, then after 5 `/api/tokens` requests (the page's default,
 #    the largest page `per_page=500` three times, a search) and 3 `/metrics` scrapes, the peak and the
 #    resident memory (VmRSS) then, and the wall time of a `per_page=500` request. The answers are
-#    checked: HISTORY chart points for each token shown, N tokens with a check on /metrics.
+#    checked: HISTORY chart points for each token shown, N tokens with a check on /metrics. The RSS
+#    after each request, and how much of it is anonymous (heap) or file-backed (the binary's code).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 n=${N:-10000}
@@ -73,7 +74,7 @@ def status():
     fields = {}
     for line in open(f"/proc/{p.pid}/status"):
         k, _, v = line.partition(":")
-        if k in ("VmRSS", "VmHWM"):
+        if k in ("VmRSS", "VmHWM", "RssAnon", "RssFile"):
             fields[k] = int(v.split()[0])
     return fields
 def mb(kib):
@@ -98,10 +99,13 @@ round_wall = time.monotonic() - start
 if phase != "measure":
     p.terminate(); p.wait(timeout=60); sys.exit(0)
 after_round = status()
+steps = []
 def get(path):
     t = time.monotonic()
     body = urllib.request.urlopen(base + path, timeout=60).read()
-    return body, time.monotonic() - t
+    took = time.monotonic() - t
+    steps.append(f"{status()['VmRSS']/1024:.1f}")
+    return body, took
 # Every token shown has its whole chart.
 page, _ = get("/api/tokens?per_page=500")
 tokens = json.loads(page)["tokens"]
@@ -126,6 +130,8 @@ print(f"watch round with {history} checks per token: {round_wall:.2f} s wall; "
       f"peak RSS {mb(after_round['VmHWM'])} (VmHWM {after_round['VmHWM']} KiB)")
 print(f"after 5 /api/tokens and 3 /metrics: peak RSS {mb(after['VmHWM'])} (VmHWM {after['VmHWM']} KiB), "
       f"RSS {mb(after['VmRSS'])} (VmRSS {after['VmRSS']} KiB)")
+print(f"RSS after each request (MB): {' '.join(steps)}; at the end anonymous {mb(after['RssAnon'])}, "
+      f"file-backed {mb(after['RssFile'])}")
 print(f"/api/tokens?per_page=500: {len(page)/1024:.0f} KiB, {min(times)*1000:.0f}-{max(times)*1000:.0f} ms")
 print(f"state file: {os.path.getsize(os.path.join(dir, 'state.db'))/1024/1024:.1f} MB (+ WAL)")
 EOF
