@@ -859,6 +859,38 @@ impl Store {
         }
     }
 
+    /// [`Store::history_points`] of only the tokens named in `names` (each name's points once,
+    /// however often it is given), by name: what one page of the status page draws, read when the
+    /// page is asked for, so that no process holds every token's chart.
+    pub async fn history_points_of(
+        &self,
+        names: Vec<String>,
+        from: Timestamp,
+        to: Timestamp,
+        per_name: u32,
+    ) -> Result<Vec<(String, Vec<StatusPoint>)>, Error> {
+        if names.is_empty() {
+            return Ok(Vec::new());
+        }
+        match &self.backend {
+            Backend::Sqlite(db) => {
+                db.call(move |c, p| sqlite::history_points_of(c, p, names, from, to, per_name))
+                    .await
+            }
+            Backend::Postgres(db) => {
+                postgres::history_points_of(
+                    &mut *db.conn().await?,
+                    db.location(),
+                    names,
+                    from,
+                    to,
+                    per_name,
+                )
+                .await
+            }
+        }
+    }
+
     /// Sizes of the state.
     pub async fn counts(&self) -> Result<Counts, Error> {
         match &self.backend {

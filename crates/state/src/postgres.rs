@@ -1080,8 +1080,13 @@ pub(crate) async fn history_points(
         )
         .await
         .map_err(pg(path))?;
+    points_from_rows(&rows, path)
+}
+
+/// Rows of (name, checked_at, status) ordered by name, grouped by name.
+fn points_from_rows(rows: &[Row], path: &Path) -> Result<Vec<(String, Vec<StatusPoint>)>, Error> {
     let mut out: Vec<(String, Vec<StatusPoint>)> = Vec::new();
-    for row in &rows {
+    for row in rows {
         let name: &str = get(row, 0, path)?;
         let status: &str = get(row, 2, path)?;
         let point = StatusPoint {
@@ -1094,6 +1099,36 @@ pub(crate) async fn history_points(
         }
     }
     Ok(out)
+}
+
+pub(crate) async fn history_points_of(
+    conn: &mut Client,
+    path: &Path,
+    names: Vec<String>,
+    from: Timestamp,
+    to: Timestamp,
+    per_name: u32,
+) -> Result<Vec<(String, Vec<StatusPoint>)>, Error> {
+    // `history_points`' rows of only `names`: one array parameter, however many names.
+    let rows = conn
+        .query(
+            "WITH ranked AS (
+                SELECT c.id AS cid, t.name AS tname, ROW_NUMBER() OVER (
+                    PARTITION BY t.name ORDER BY c.checked_at DESC, c.id DESC) AS rn
+                FROM checks c JOIN tokens t ON t.token_sha256 = c.token_sha256
+                WHERE c.checked_at >= $1 AND c.checked_at < $2 AND t.name = ANY($4))
+             SELECT r.tname, c.checked_at, c.status FROM ranked r JOIN checks c ON c.id = r.cid
+             WHERE r.rn <= $3 ORDER BY r.tname, c.checked_at, c.id",
+            &[
+                &from.as_second(),
+                &to.as_second(),
+                &i64::from(per_name),
+                &names,
+            ],
+        )
+        .await
+        .map_err(pg(path))?;
+    points_from_rows(&rows, path)
 }
 
 pub(crate) async fn counts(conn: &mut Client, path: &Path) -> Result<Counts, Error> {

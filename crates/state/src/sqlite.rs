@@ -565,25 +565,70 @@ pub(crate) fn history_points(
     to: Timestamp,
     per_name: u32,
 ) -> Result<Vec<(String, Vec<StatusPoint>)>, Error> {
-    // `histories`' choice of rows, with only the two columns a chart draws; names and statuses are
-    // read in place, a name allocated once per name, not once per row.
+    points(conn, path, None, from, to, per_name)
+}
+
+/// Names per query of [`history_points_of`]: far under SQLite's limit on parameters, and as many as
+/// the largest page of the status page.
+const NAMES_PER_QUERY: usize = 500;
+
+pub(crate) fn history_points_of(
+    conn: &mut Connection,
+    path: &Path,
+    mut names: Vec<String>,
+    from: Timestamp,
+    to: Timestamp,
+    per_name: u32,
+) -> Result<Vec<(String, Vec<StatusPoint>)>, Error> {
+    // Sorted (as SQLite's binary collation sorts) and each name once, so that the chunks' answers,
+    // each in name order, follow one another in name order.
+    names.sort_unstable();
+    names.dedup();
+    let mut out = Vec::new();
+    for chunk in names.chunks(NAMES_PER_QUERY) {
+        out.extend(points(conn, path, Some(chunk), from, to, per_name)?);
+    }
+    Ok(out)
+}
+
+/// `histories`' choice of rows, with only the two columns a chart draws, of every name or only of
+/// `names`.
+fn points(
+    conn: &mut Connection,
+    path: &Path,
+    names: Option<&[String]>,
+    from: Timestamp,
+    to: Timestamp,
+    per_name: u32,
+) -> Result<Vec<(String, Vec<StatusPoint>)>, Error> {
+    use rusqlite::types::Value;
+    // Names and statuses are read in place, a name allocated once per name, not once per row.
+    let filter = match names {
+        Some(names) => {
+            let marks: Vec<String> = (0..names.len()).map(|i| format!("?{}", i + 4)).collect();
+            format!("AND t.name IN ({})", marks.join(", "))
+        }
+        None => String::new(),
+    };
     let mut stmt = conn
-        .prepare(
+        .prepare(&format!(
             "WITH ranked AS (
                 SELECT c.id AS cid, t.name AS tname, ROW_NUMBER() OVER (
                     PARTITION BY t.name ORDER BY c.checked_at DESC, c.id DESC) AS rn
                 FROM checks c JOIN tokens t ON t.token_sha256 = c.token_sha256
-                WHERE c.checked_at >= ?1 AND c.checked_at < ?2)
+                WHERE c.checked_at >= ?1 AND c.checked_at < ?2 {filter})
              SELECT r.tname, c.checked_at, c.status FROM ranked r JOIN checks c ON c.id = r.cid
-             WHERE r.rn <= ?3 ORDER BY r.tname, c.checked_at, c.id",
-        )
+             WHERE r.rn <= ?3 ORDER BY r.tname, c.checked_at, c.id"
+        ))
         .map_err(db(path))?;
+    let mut values = vec![
+        Value::Integer(from.as_second()),
+        Value::Integer(to.as_second()),
+        Value::Integer(i64::from(per_name)),
+    ];
+    values.extend(names.into_iter().flatten().cloned().map(Value::Text));
     let mut rows = stmt
-        .query(params![
-            from.as_second(),
-            to.as_second(),
-            i64::from(per_name)
-        ])
+        .query(rusqlite::params_from_iter(values))
         .map_err(db(path))?;
     let mut out: Vec<(String, Vec<StatusPoint>)> = Vec::new();
     while let Some(row) = rows.next().map_err(db(path))? {

@@ -44,7 +44,7 @@ use crate::alert::{Alert, AlertGroup, AlertKind, Sender, random_unit};
 use crate::claims::ClaimGate;
 use crate::config::{AppSource, Backups, Config, Route, SecretFrom, TokenConfig, TokenSource};
 use crate::metrics::Counters;
-use crate::snapshot::{self, HistoryPoint, Publisher, Role, Snapshot, TokenView};
+use crate::snapshot::{self, Publisher, Role, Snapshot, TokenView};
 use crate::states::{self, Announced, Engine, Observation, Observed, State, Subject};
 
 /// Where the daemon reads the time. Every decision (due checks, windows, alert timing, what is
@@ -90,8 +90,6 @@ pub fn default_state_path(
 
 /// The shortest wait between two checks of a token.
 const MIN_GAP: Duration = Duration::from_secs(60);
-/// Points of history per token on the page.
-const HISTORY_POINTS: usize = 200;
 /// Events on the page.
 const RECENT_EVENTS: u32 = 50;
 /// Deliveries tried per step.
@@ -1454,32 +1452,9 @@ impl Daemon {
         // is taken apart as it is used, and each store read is dropped before the next one comes
         // in (10,000 tokens' checks, announcements and histories all at once made most of the
         // daemon's peak memory).
-        let mut tokens = self.token_views().await?;
-        let from = now - SignedDuration::from_hours(24 * 30);
-        // Every name's history in one read: one query per token made a page of 10,000 tokens
-        // cost 10,000 round trips to the store's thread.
-        let mut histories: HashMap<String, Vec<store::StatusPoint>> = self
-            .store
-            .history_points(
-                from,
-                now + SignedDuration::from_secs(1),
-                HISTORY_POINTS as u32,
-            )
-            .await?
-            .into_iter()
-            .collect();
-        for view in &mut tokens {
-            if let Some(points) = histories.remove(&view.name) {
-                view.history = points
-                    .into_iter()
-                    .map(|p| HistoryPoint {
-                        at: p.checked_at.as_second(),
-                        status: status_from_store(p.status),
-                    })
-                    .collect();
-            }
-        }
-        drop(histories);
+        // No history: `/api/tokens` reads the chart points of the page it answers from the store
+        // when asked, so that no snapshot holds 200 points of each of 10,000 tokens.
+        let tokens = self.token_views().await?;
         let events = self
             .store
             .recent_events(RECENT_EVENTS)
@@ -1533,7 +1508,7 @@ impl Daemon {
         })
     }
 
-    /// Every watched token, primaries each followed by its backups, without history: from the
+    /// Every watched token, primaries each followed by its backups: from the
     /// latest checks and the announced states.
     async fn token_views(&self) -> Result<Vec<TokenView>, Error> {
         let announced: HashMap<String, State> = self
@@ -1597,7 +1572,6 @@ impl Daemon {
                 scopes: self.scopes.get(name).cloned().unwrap_or_default(),
                 last_check: check.map(|c| c.checked_at.as_second()),
                 next_check: self.due.get(primary_name).map(|d| d.at.as_second()),
-                history: Vec::new(),
                 name: name.to_owned(),
                 role,
             }

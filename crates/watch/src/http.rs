@@ -1,6 +1,11 @@
 //! The HTTP endpoint of `permatoken watch`: `/metrics`, `/healthz`, `/api/tokens` and the status page
 //! `/`, all read from the newest [`Snapshot`](crate::snapshot::Snapshot) and the
-//! [`Counters`](crate::metrics::Counters).
+//! [`Counters`](crate::metrics::Counters). The charts' history is the one thing read per request:
+//! `/api/tokens` asks the [`Store`] for the points of the tokens on the page it answers (at most
+//! [`MAX_PER_PAGE`](crate::page::view::MAX_PER_PAGE)), a few requests at a time, so that memory
+//! follows the page, not the fleet. When that read fails, `/api/tokens` answers 503 with a JSON
+//! `error` (the page's script then keeps what it shows and marks it stale) and the store's error goes
+//! to the log; `/`, `/metrics` and `/healthz` never read the store.
 //!
 //! [`app`] builds the router apart from serving, so that tests call it without a socket; [`serve`]
 //! serves it until a shutdown future completes. On a non-loopback address a [`BearerToken`] is
@@ -20,6 +25,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use permatoken_state::Store;
 
 use crate::metrics::{self, CounterTotals, Counters};
 use crate::page;
@@ -36,6 +42,10 @@ pub const MAX_BODY: usize = 1024;
 
 /// The shortest bearer token accepted.
 pub const MIN_TOKEN_LEN: usize = 16;
+
+/// `/api/tokens` requests reading history at once; more wait their turn, so that a burst of them
+/// holds a few pages' points, not one per request.
+const HISTORY_READS: usize = 4;
 
 /// Why the endpoint cannot be built or served.
 #[derive(Debug, thiserror::Error)]
@@ -98,6 +108,8 @@ struct Inner {
     snapshot: Subscriber,
     counters: Counters,
     bearer: Option<BearerToken>,
+    store: Store,
+    history_reads: tokio::sync::Semaphore,
 }
 
 impl std::fmt::Debug for AppState {
@@ -109,13 +121,15 @@ impl std::fmt::Debug for AppState {
 }
 
 impl AppState {
-    /// The endpoint's state for serving on `listen`. Refuses a non-loopback `listen` without a
-    /// bearer token; on loopback a given token guards the page all the same.
+    /// The endpoint's state for serving on `listen`, the charts' history read from `store` (the
+    /// one the snapshots are made from; on a standby, the shared one). Refuses a non-loopback
+    /// `listen` without a bearer token; on loopback a given token guards the page all the same.
     pub fn new(
         listen: SocketAddr,
         bearer: Option<BearerToken>,
         snapshot: Subscriber,
         counters: Counters,
+        store: Store,
     ) -> Result<Self, HttpError> {
         if bearer.is_none() && !listen.ip().is_loopback() {
             return Err(HttpError::NeedsToken { addr: listen });
@@ -124,6 +138,8 @@ impl AppState {
             snapshot,
             counters,
             bearer,
+            store,
+            history_reads: tokio::sync::Semaphore::new(HISTORY_READS),
         })))
     }
 
@@ -223,7 +239,8 @@ async fn healthz(State(state): State<AppState>) -> Response {
 }
 
 /// `/api/tokens`: one page of tokens ([`TokenPage`]: `total`, `page`, `per_page`, `pages`, `q`,
-/// `states`, `counts`, `tokens` and the snapshot's other fields), with the counters' values now.
+/// `states`, `counts`, `tokens` each with its `history`, and the snapshot's other fields), with the
+/// counters' values now.
 #[derive(serde::Serialize)]
 struct Api<'a> {
     #[serde(flatten)]
@@ -243,11 +260,35 @@ async fn api_tokens(State(state): State<AppState>, RawQuery(raw): RawQuery) -> R
                 .into_response();
         }
     };
+    // The permit lasts until the answer is written: the page's points and their JSON are what a
+    // burst of requests would multiply.
+    let Ok(_permit) = state.0.history_reads.acquire().await else {
+        // Never closed.
+        return unavailable();
+    };
     let snapshot = state.snapshot();
-    let body = serde_json::to_vec(&Api {
-        page: TokenPage::select(&snapshot, &query),
-        counters: state.0.counters.totals(),
-    });
+    let mut page = TokenPage::select(&snapshot, &query);
+    if let Err(e) = page.read_history(&state.0.store).await {
+        tracing::warn!("/api/tokens: cannot read the check history from the state: {e}");
+        return unavailable();
+    }
+    // Room for the whole answer at once (a token's fields take some hundreds of bytes, a point
+    // some 35): growing by doubling held the old and the new buffer, 1.5 times the largest page.
+    let room = page
+        .tokens
+        .iter()
+        .map(|t| 1024 + 40 * t.history.len())
+        .sum::<usize>()
+        + 16 * 1024;
+    let mut body = Vec::with_capacity(room);
+    let body = serde_json::to_writer(
+        &mut body,
+        &Api {
+            page,
+            counters: state.0.counters.totals(),
+        },
+    )
+    .map(|()| body);
     match body {
         Ok(body) => (
             [
@@ -262,6 +303,23 @@ async fn api_tokens(State(state): State<AppState>, RawQuery(raw): RawQuery) -> R
             StatusCode::INTERNAL_SERVER_ERROR.into_response()
         }
     }
+}
+
+/// The answer when the state cannot be read: what happened and where to look, as JSON. The
+/// store's own words go to the log only (they may name a file or a host).
+fn unavailable() -> Response {
+    let body = serde_json::json!({
+        "error": "the check history cannot be read from the state now; see the log of `permatoken watch` for why, and try again",
+    });
+    (
+        StatusCode::SERVICE_UNAVAILABLE,
+        [
+            (header::CONTENT_TYPE, "application/json"),
+            (header::CACHE_CONTROL, "no-store"),
+        ],
+        body.to_string(),
+    )
+        .into_response()
 }
 
 async fn page_handler(State(state): State<AppState>, RawQuery(raw): RawQuery) -> Response {

@@ -104,6 +104,35 @@ impl World {
     }
 }
 
+/// `/api/tokens` as the endpoint serving `daemon`'s snapshots answers it.
+async fn api_tokens(
+    daemon: &Daemon,
+    subscriber: snapshot::Subscriber,
+    counters: &Counters,
+) -> Value {
+    use tower::ServiceExt;
+    let state = permatoken_watch::http::AppState::new(
+        permatoken_watch::http::DEFAULT_LISTEN,
+        None,
+        subscriber,
+        counters.clone(),
+        daemon.store().clone(),
+    )
+    .unwrap();
+    let request = axum::http::Request::get("/api/tokens?per_page=500")
+        .body(axum::body::Body::empty())
+        .unwrap();
+    let response = permatoken_watch::http::app(state)
+        .oneshot(request)
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let body = axum::body::to_bytes(response.into_body(), 1 << 24)
+        .await
+        .unwrap();
+    serde_json::from_slice(&body).unwrap()
+}
+
 fn write(path: &Path, text: &str) {
     std::fs::write(path, text).unwrap();
 }
@@ -323,6 +352,28 @@ url = "{hook}"
         "{:?}",
         snap.events
     );
+    // The snapshot holds no chart: /api/tokens reads each token's from the state file, its newest
+    // point the check the snapshot shows.
+    let api = api_tokens(&daemon, subscriber.clone(), &counters).await;
+    let tokens = api["tokens"].as_array().unwrap();
+    assert_eq!(tokens.len(), snap.tokens.len());
+    for t in tokens {
+        let history = t["history"].as_array().unwrap();
+        let newest = history.last().unwrap_or_else(|| panic!("no history: {t}"));
+        assert_eq!(
+            (&newest["at"], &newest["status"]),
+            (&t["last_check"], &t["status"]),
+            "{t}"
+        );
+        assert!(
+            history
+                .windows(2)
+                .all(|w| w[0]["at"].as_i64() < w[1]["at"].as_i64()),
+            "{t}"
+        );
+    }
+    let orders = tokens.iter().find(|t| t["name"] == "orders").unwrap();
+    assert!(orders["history"].as_array().unwrap().len() > 5, "{orders}");
     let text = metrics::render(&snap, &counters);
     assert!(
         text.contains("permatoken_token_valid{token=\"orders\"} 1"),

@@ -7,6 +7,7 @@ use std::net::SocketAddr;
 use axum::body::{Body, to_bytes};
 use axum::http::{Request, StatusCode, header};
 use http_support::{DAY, HOSTILE, fleet, now, snapshot, token};
+use permatoken_state::{CheckRecord, TokenKey};
 use permatoken_watch::http::{self, AppState, BearerToken, HttpError};
 use permatoken_watch::metrics::Counters;
 use permatoken_watch::snapshot::{self, Snapshot, Status, TokenState};
@@ -14,7 +15,14 @@ use tower::ServiceExt;
 
 const BEARER: &str = "PERMATOKENTEST-http-bearer-0123456789";
 
-fn state(snapshot: Snapshot, listen: &str, bearer: Option<&str>) -> (AppState, Counters) {
+/// The endpoint serving `snapshot`, its state file holding the history of each token (only for a
+/// snapshot of a few: a fleet's tests look at paging, not charts). Keep the directory.
+async fn state(
+    snapshot: Snapshot,
+    listen: &str,
+    bearer: Option<&str>,
+) -> (AppState, Counters, tempfile::TempDir) {
+    let (dir, store) = http_support::store(&snapshot, snapshot.tokens.len() <= 100).await;
     let (_publisher, subscriber) = snapshot::channel(snapshot);
     let counters = Counters::default();
     let bearer = bearer.map(|b| BearerToken::new(b).unwrap());
@@ -23,9 +31,10 @@ fn state(snapshot: Snapshot, listen: &str, bearer: Option<&str>) -> (AppState, C
         bearer,
         subscriber,
         counters.clone(),
+        store,
     )
     .unwrap();
-    (state, counters)
+    (state, counters, dir)
 }
 
 async fn get(
@@ -74,7 +83,7 @@ fn value(text: &str, metric: &str, labels: &str) -> Option<String> {
 #[tokio::test]
 async fn metrics_has_every_name_with_a_token_label() {
     let now = now();
-    let (state, counters) = state(snapshot(now), "127.0.0.1:9464", None);
+    let (state, counters, _dir) = state(snapshot(now), "127.0.0.1:9464", None).await;
     counters.check("orders", "ok");
     counters.check("orders", "ok");
     counters.check("legacy", "critical");
@@ -211,7 +220,7 @@ async fn metrics_has_every_name_with_a_token_label() {
 
 #[tokio::test]
 async fn a_token_that_never_expires_has_no_expiration_sample() {
-    let (state, _) = state(snapshot(now()), "127.0.0.1:9464", None);
+    let (state, _, _dir) = state(snapshot(now()), "127.0.0.1:9464", None).await;
     let (_, _, text) = get(&state, "/metrics", None).await;
     let expiring: Vec<_> = samples(&text, "permatoken_token_expiration_timestamp_seconds");
     assert!(!expiring.is_empty());
@@ -233,7 +242,7 @@ async fn odd_token_names_are_escaped_in_label_values() {
         Status::Ok,
         now,
     )];
-    let (state, counters) = state(snap, "127.0.0.1:9464", None);
+    let (state, counters, _dir) = state(snap, "127.0.0.1:9464", None).await;
     counters.check("we\"ird\\name\nnext", "ok");
     let (_, _, text) = get(&state, "/metrics", None).await;
     let label = r#"token="we\"ird\\name\nnext""#;
@@ -258,24 +267,24 @@ async fn odd_token_names_are_escaped_in_label_values() {
 #[tokio::test]
 async fn healthz_says_ok_and_whether_a_round_finished() {
     let now = now();
-    let (state, _) = state(snapshot(now), "127.0.0.1:9464", None);
+    let (state, _, _dir) = state(snapshot(now), "127.0.0.1:9464", None).await;
     let (status, _, body) = get(&state, "/healthz", None).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(body, format!("ok\nlast round finished at {}\n", now - 30));
-    let (state, _) = state_with(Snapshot::default());
+    let (state, _, _dir) = state_with(Snapshot::default()).await;
     let (status, _, body) = get(&state, "/healthz", None).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(body, "ok\nno round finished yet\n");
 }
 
-fn state_with(snapshot: Snapshot) -> (AppState, Counters) {
-    state(snapshot, "127.0.0.1:9464", None)
+async fn state_with(snapshot: Snapshot) -> (AppState, Counters, tempfile::TempDir) {
+    state(snapshot, "127.0.0.1:9464", None).await
 }
 
 #[tokio::test]
 async fn api_tokens_without_parameters_is_the_first_page_worst_first_with_counters() {
     let now = now();
-    let (state, counters) = state_with(snapshot(now));
+    let (state, counters, _dir) = state_with(snapshot(now)).await;
     counters.alert("ops", "delivered");
     let (status, headers, body) = get(&state, "/api/tokens", None).await;
     assert_eq!(status, StatusCode::OK);
@@ -299,7 +308,15 @@ async fn api_tokens_without_parameters_is_the_first_page_worst_first_with_counte
         tokens[4]["role"],
         serde_json::json!({"kind": "backup", "of": "orders"})
     );
-    assert_eq!(tokens[0]["history"].as_array().unwrap().len(), 24);
+    // Each chart read from the state file, oldest first, as the checks were written; after the
+    // token's other fields, as when the snapshot held it.
+    let history = tokens[0]["history"].as_array().unwrap();
+    assert_eq!(history.len(), 24);
+    assert_eq!(history[0]["at"], now - 24 * 3600);
+    assert_eq!(history[23]["at"], now - 3600);
+    assert_eq!(history[3]["status"], "unknown");
+    assert_eq!(history[4]["status"], "critical");
+    assert!(body.contains(&format!("\"next_check\":{},\"history\":[", now + 3540)));
     assert_eq!(
         (
             &json["total"],
@@ -369,7 +386,7 @@ async fn api(state: &AppState, query: &str) -> serde_json::Value {
 #[tokio::test]
 async fn api_tokens_searches_filters_and_pages_ten_thousand_tokens() {
     let now = now();
-    let (state, _) = state_with(fleet(10_000, now));
+    let (state, _, _dir) = state_with(fleet(10_000, now)).await;
 
     // The default page: 50 of 10,000, all dead (worst first), by name; a small fraction of the
     // whole snapshot.
@@ -463,7 +480,7 @@ async fn api_tokens_searches_filters_and_pages_ten_thousand_tokens() {
 
 #[tokio::test]
 async fn api_tokens_refuses_bad_parameters_with_a_clear_400() {
-    let (state, _) = state_with(snapshot(now()));
+    let (state, _, _dir) = state_with(snapshot(now())).await;
     let long_q = format!("q={}", "x".repeat(101));
     let long_query = format!("q=a&{}", "state=ok&".repeat(400));
     for (query, says) in [
@@ -502,7 +519,7 @@ async fn api_tokens_refuses_bad_parameters_with_a_clear_400() {
 #[tokio::test]
 async fn the_page_renders_the_page_its_url_asks_for() {
     let now = now();
-    let (state, _) = state_with(fleet(10_000, now));
+    let (state, _, _dir) = state_with(fleet(10_000, now)).await;
     let (status, _, body) = get(&state, "/", None).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(body.matches("<article class=\"token").count(), 50);
@@ -532,7 +549,7 @@ async fn the_page_renders_the_page_its_url_asks_for() {
 
 #[tokio::test]
 async fn the_page_escapes_names_and_sends_security_headers() {
-    let (state, _) = state_with(snapshot(now()));
+    let (state, _, _dir) = state_with(snapshot(now())).await;
     let (status, headers, body) = get(&state, "/", None).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(headers[header::CONTENT_TYPE], "text/html; charset=utf-8");
@@ -571,20 +588,24 @@ async fn the_page_escapes_names_and_sends_security_headers() {
 #[tokio::test]
 async fn off_loopback_a_server_without_a_bearer_token_is_refused() {
     let (_, subscriber) = snapshot::channel(Snapshot::default());
+    let (_dir, store) = http_support::store(&Snapshot::default(), false).await;
     let listen: SocketAddr = "0.0.0.0:9464".parse().unwrap();
-    let err = AppState::new(listen, None, subscriber.clone(), Counters::default()).unwrap_err();
+    let new = |listen, subscriber| {
+        AppState::new(listen, None, subscriber, Counters::default(), store.clone())
+    };
+    let err = new(listen, subscriber.clone()).unwrap_err();
     assert!(matches!(err, HttpError::NeedsToken { addr } if addr == listen));
     assert!(err.to_string().contains("--http-token-file"), "{err}");
     let v6: SocketAddr = "[2001:db8::1]:9464".parse().unwrap();
-    assert!(AppState::new(v6, None, subscriber.clone(), Counters::default()).is_err());
+    assert!(new(v6, subscriber.clone()).is_err());
     let loopback6: SocketAddr = "[::1]:9464".parse().unwrap();
-    assert!(AppState::new(loopback6, None, subscriber, Counters::default()).is_ok());
+    assert!(new(loopback6, subscriber).is_ok());
     assert_eq!(http::DEFAULT_LISTEN.to_string(), "127.0.0.1:9464");
 }
 
 #[tokio::test]
 async fn the_bearer_token_guards_the_page_and_api_but_not_metrics_or_healthz() {
-    let (state, _) = state(snapshot(now()), "0.0.0.0:9464", Some(BEARER));
+    let (state, _, _dir) = state(snapshot(now()), "0.0.0.0:9464", Some(BEARER)).await;
     let good = format!("Bearer {BEARER}");
     let wrong = format!("Bearer {BEARER}x");
     for path in ["/", "/api/tokens"] {
@@ -628,7 +649,7 @@ fn a_weak_bearer_token_is_refused_and_none_is_shown() {
 
 #[tokio::test]
 async fn bodies_and_other_methods_are_refused() {
-    let (state, _) = state_with(snapshot(now()));
+    let (state, _, _dir) = state_with(snapshot(now())).await;
     let big = Request::get("/metrics")
         .header(header::CONTENT_LENGTH, "100000")
         .body(Body::from(vec![b'x'; 100_000]))
@@ -646,9 +667,10 @@ async fn serves_on_loopback_sees_new_snapshots_and_shuts_down_gracefully() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let now = now();
     let (publisher, subscriber) = snapshot::channel(Snapshot::default());
+    let (_dir, store) = http_support::store(&snapshot(now), true).await;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let state = AppState::new(addr, None, subscriber, Counters::default()).unwrap();
+    let state = AppState::new(addr, None, subscriber, Counters::default(), store).unwrap();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(http::serve(listener, state, async {
         let _ = stopped.await;
@@ -681,7 +703,7 @@ async fn no_route_shows_the_token_behind_a_fingerprint() {
     let secret = permatoken_secret::AccessToken::new(canary.clone());
     let mut snap = snapshot(now());
     snap.tokens[0].fingerprint = secret.fingerprint();
-    let (state, counters) = state(snap, "0.0.0.0:9464", Some(BEARER));
+    let (state, counters, _dir) = state(snap, "0.0.0.0:9464", Some(BEARER)).await;
     counters.check("orders", "ok");
     let auth = format!("Bearer {BEARER}");
     for path in ["/", "/api/tokens", "/metrics", "/healthz"] {
@@ -698,4 +720,103 @@ async fn no_route_shows_the_token_behind_a_fingerprint() {
         page.contains(&secret.fingerprint()),
         "the fingerprint is shown instead"
     );
+}
+
+#[tokio::test]
+async fn api_tokens_reads_the_charts_of_its_page_only_up_to_the_snapshot() {
+    let now = now();
+    let mut fleet = fleet(700, now);
+    let (_dir, store) = http_support::store(&fleet, true).await;
+    // A check after the snapshot was made is not shown yet; a token never checked has no chart.
+    let first = TokenKey::parse(&format!("{:064x}", 0)).unwrap();
+    store
+        .record_checks(vec![CheckRecord {
+            key: first,
+            checked_at: jiff::Timestamp::from_second(now + 60).unwrap(),
+            status: permatoken_state::Status::Critical,
+            alert_state: "ok".to_owned(),
+            valid: Some(true),
+            expires_at: None,
+            never_expires: true,
+            kind: None,
+            missing_scopes: Vec::new(),
+            finding_codes: Vec::new(),
+            elapsed_ms: 1,
+        }])
+        .await
+        .unwrap();
+    fleet.tokens.push(token(
+        "zz-never-checked",
+        TokenState::Ok,
+        Status::Unknown,
+        now,
+    ));
+    let (_publisher, subscriber) = snapshot::channel(fleet);
+    let listen = "127.0.0.1:9464".parse().unwrap();
+    let state = AppState::new(listen, None, subscriber, Counters::default(), store).unwrap();
+    // The ok tokens (`i % 6 == 0`, 117 of them and the one never checked), 100 a page: the second
+    // page holds the last 18.
+    let (status, _, body) = get(&state, "/api/tokens?state=ok&per_page=100&page=2", None).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let json: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let tokens = json["tokens"].as_array().unwrap();
+    assert_eq!(tokens.len(), 18);
+    for t in &tokens[..17] {
+        let history = t["history"].as_array().unwrap();
+        assert_eq!(history.len(), 24, "{t}");
+        assert_eq!(history[23]["at"], now - 3600, "{t}");
+    }
+    assert_eq!(tokens[17]["name"], "zz-never-checked");
+    assert_eq!(tokens[17]["history"], serde_json::json!([]));
+    // The largest page: 500 charts in one answer; shop-00000's check after the snapshot left out.
+    let (status, _, body) = get(&state, "/api/tokens?per_page=500", None).await;
+    assert_eq!(status, StatusCode::OK);
+    let json: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let tokens = json["tokens"].as_array().unwrap();
+    assert_eq!(tokens.len(), 500);
+    assert!(
+        tokens
+            .iter()
+            .all(|t| t["history"].as_array().unwrap().len() == 24)
+    );
+    let (_, _, body) = get(&state, "/api/tokens?q=shop-00000", None).await;
+    let json: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let history = json["tokens"][0]["history"].as_array().unwrap();
+    assert_eq!(history.len(), 24);
+    assert_eq!(history[23]["at"], now - 3600);
+}
+
+#[tokio::test]
+async fn a_state_that_cannot_be_read_is_a_503_with_a_json_error_and_the_rest_still_serves() {
+    let (state, _, dir) = state_with(snapshot(now())).await;
+    assert_eq!(get(&state, "/api/tokens", None).await.0, StatusCode::OK);
+    // Another process breaks the state file under the running endpoint.
+    let path = dir.path().join("state.db");
+    let raw = rusqlite::Connection::open(&path).unwrap();
+    raw.execute_batch("ALTER TABLE checks RENAME TO checks_gone")
+        .unwrap();
+    let (status, headers, body) = get(&state, "/api/tokens", None).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    assert_eq!(headers[header::CONTENT_TYPE], "application/json");
+    assert_eq!(headers[header::CACHE_CONTROL], "no-store");
+    let json: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let error = json["error"].as_str().unwrap();
+    assert!(
+        error.contains("check history") && error.contains("log"),
+        "{error}"
+    );
+    // Neither the file nor the database's own words.
+    assert!(!body.contains(&*path.to_string_lossy()), "{body}");
+    assert!(
+        !body.contains("checks_gone") && !body.contains("no such"),
+        "{body}"
+    );
+    for path in ["/", "/metrics", "/healthz"] {
+        assert_eq!(get(&state, path, None).await.0, StatusCode::OK, "{path}");
+    }
+    // Mended, the charts come back.
+    raw.execute_batch("ALTER TABLE checks_gone RENAME TO checks")
+        .unwrap();
+    let (status, _, body) = get(&state, "/api/tokens", None).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
 }

@@ -101,10 +101,12 @@ fn serve_with(
         .unwrap();
     let api_calls = Arc::new(Mutex::new(Vec::new()));
     let addr = runtime.block_on(async {
+        // The charts' history for a few tokens; a fleet's tests look at paging, not charts.
+        let (dir, store) = http_support::store(&snapshot, snapshot.tokens.len() <= 100).await;
         let (_publisher, subscriber) = snapshot::channel(snapshot);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let state = AppState::new(addr, None, subscriber, Counters::default()).unwrap();
+        let state = AppState::new(addr, None, subscriber, Counters::default(), store).unwrap();
         let calls = api_calls.clone();
         let app = http::app(state)
             .merge(extra)
@@ -117,6 +119,8 @@ fn serve_with(
                 },
             ));
         tokio::spawn(async move {
+            // The state file goes when the server does, with the runtime.
+            let _dir = dir;
             let _ = axum::serve(listener, app).await;
         });
         addr

@@ -306,7 +306,8 @@ async fn serve(
             "see --listen and --http-token-file in `permatoken watch --help`",
         )
     };
-    let state = AppState::new(listen, bearer, subscriber, counters).map_err(usage)?;
+    let store = daemon.store().clone();
+    let state = AppState::new(listen, bearer, subscriber, counters, store).map_err(usage)?;
     let listener = tokio::net::TcpListener::bind(listen).await.map_err(|e| {
         Failure::new(
             format!("cannot listen on {listen}: {e}"),

@@ -251,15 +251,17 @@ fn one_replica_leads_and_a_standby_takes_over_when_the_leader_is_killed() {
     assert_eq!(standby.leader(), Some(0));
     // The standby serves what the leader recorded in the shared state.
     eventually(
-        "the standby shows orders' check from the shared state",
+        "the standby shows orders' check and chart from the shared state",
         || {
             get(&standby.addr, "/api/tokens").is_some_and(|page| {
                 let page: serde_json::Value = serde_json::from_str(&page).unwrap_or_default();
                 page["leader"] == false
                     && page["tokens"].as_array().is_some_and(|tokens| {
-                        tokens
-                            .iter()
-                            .any(|t| t["name"] == "orders" && !t["last_check"].is_null())
+                        tokens.iter().any(|t| {
+                            t["name"] == "orders" && !t["last_check"].is_null()
+                                // Its chart read from the shared state too.
+                                && t["history"].as_array().is_some_and(|h| !h.is_empty())
+                        })
                     })
             })
         },

@@ -166,6 +166,26 @@ async fn checks_round_trip_with_latest_and_history() {
             ),
         ]
     );
+    // Only the names asked for, each once, an unknown one giving nothing.
+    let names = ["orders", "nobody", "orders"].map(str::to_owned).to_vec();
+    let only = store
+        .history_points_of(names, at(50), at(300), 2)
+        .await
+        .unwrap();
+    assert_eq!(
+        only,
+        vec![(
+            "orders".to_owned(),
+            vec![point(100, Status::Ok), point(200, Status::Unknown)]
+        )]
+    );
+    assert!(
+        store
+            .history_points_of(Vec::new(), at(50), at(300), 2)
+            .await
+            .unwrap()
+            .is_empty()
+    );
     let counts = store.counts().await.unwrap();
     assert_eq!((counts.tokens, counts.checks), (3, 5));
 }

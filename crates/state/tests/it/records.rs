@@ -568,6 +568,82 @@ async fn histories_give_each_names_newest_checks_oldest_first_in_one_read() {
 }
 
 #[tokio::test]
+async fn history_points_of_reads_only_the_names_asked_for() {
+    let (_dir, store) = store().await;
+    let old = key_of("PERMATOKENTEST-old");
+    let new = key_of("PERMATOKENTEST-new");
+    let other = key_of("PERMATOKENTEST-other");
+    let third = key_of("PERMATOKENTEST-third");
+    store
+        .upsert_tokens(vec![
+            token("orders", &old, 0),
+            token("orders", &new, 0),
+            token("billing", &other, 0),
+            token("support", &third, 0),
+        ])
+        .await
+        .unwrap();
+    store
+        .record_checks(vec![
+            check(&old, 10, Status::Ok),
+            check(&old, 100, Status::Warning),
+            check(&new, 200, Status::Ok),
+            check(&new, 300, Status::Critical),
+            check(&other, 100, Status::Critical),
+            check(&third, 150, Status::Unknown),
+        ])
+        .await
+        .unwrap();
+    let point = |s: i64, status| StatusPoint {
+        checked_at: at(s),
+        status,
+    };
+    // Only the names asked for (a name given twice once, an unknown one nothing), by name, each
+    // name's newest two in the window, across renewals: what `history_points` gives for them.
+    let names = |list: &[&str]| list.iter().map(|n| (*n).to_owned()).collect::<Vec<_>>();
+    let got = store
+        .history_points_of(
+            names(&["support", "orders", "nobody", "orders"]),
+            at(50),
+            at(400),
+            2,
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        got,
+        vec![
+            (
+                "orders".to_owned(),
+                vec![point(200, Status::Ok), point(300, Status::Critical)]
+            ),
+            ("support".to_owned(), vec![point(150, Status::Unknown)]),
+        ]
+    );
+    let all = store.history_points(at(50), at(400), 2).await.unwrap();
+    let wanted: Vec<_> = all.into_iter().filter(|(n, _)| n != "billing").collect();
+    assert_eq!(got, wanted);
+    assert!(
+        store
+            .history_points_of(Vec::new(), at(0), at(400), 2)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    // More names than one query takes: the answer is whole and in order all the same.
+    let mut many: Vec<String> = (0..1_200).map(|i| format!("x{i:04}")).collect();
+    many.push("billing".to_owned());
+    many.push("orders".to_owned());
+    let got = store
+        .history_points_of(many, at(0), at(400), 200)
+        .await
+        .unwrap();
+    let names_got: Vec<&str> = got.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(names_got, ["billing", "orders"]);
+    assert_eq!(got[1].1.len(), 4);
+}
+
+#[tokio::test]
 async fn announce_all_is_announce_for_each_decision_in_order() {
     let (_dir, store) = store().await;
     let ok = |since: i64, alert_id: Option<&str>| Announcement {

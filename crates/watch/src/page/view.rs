@@ -1,15 +1,20 @@
 //! One page of tokens, searched and filtered: what `/api/tokens` answers and what the status page
 //! renders first. [`TokenQuery::parse`] reads the query string (`q`, `state`, `page`, `per_page`)
 //! strictly; [`TokenPage::select`] picks the matching tokens from a snapshot, worst state first and
-//! then by name, and cuts out the page asked for.
+//! then by name, and cuts out the page asked for; [`TokenPage::read_history`] then reads the chart
+//! points of that page's tokens (at most [`MAX_PER_PAGE`] of them) from the store.
 //!
-//! Must never: do more than linear work in the number of tokens plus a sort of the matches, hold the
+//! Must never: read the history of a token not on the page, do more than linear work in the number of tokens plus a sort of the matches, hold the
 //! query string or `q` uncapped (both are bounded before any work), or echo a byte of the query that
 //! was not valid (errors name the parameter, and quote at most a short, sanitised piece of the value).
 
+use jiff::{SignedDuration, Timestamp};
+use permatoken_state as store;
 use serde::Serialize;
 
-use crate::snapshot::{Event, RouteHealth, Snapshot, TokenState, TokenView, UnixSeconds};
+use crate::snapshot::{
+    Event, HistoryPoint, RouteHealth, Snapshot, Status, TokenState, TokenView, UnixSeconds,
+};
 
 /// Tokens per page when `per_page` is not given.
 pub const DEFAULT_PER_PAGE: usize = 50;
@@ -21,6 +26,10 @@ pub const MAX_Q_CHARS: usize = 100;
 pub const MAX_QUERY_BYTES: usize = 2048;
 /// The largest `page` accepted (far beyond 10,000 tokens at one per page).
 pub const MAX_PAGE: usize = 1_000_000;
+/// Chart points per token: its newest checks.
+pub const HISTORY_POINTS: u32 = 200;
+/// How far back a chart goes, at most.
+pub const HISTORY_SPAN: SignedDuration = SignedDuration::from_hours(24 * 30);
 
 /// The states in the order the page lists them: worst first.
 pub const SEVERITY: [TokenState; 6] = [
@@ -243,7 +252,7 @@ pub struct TokenPage<'a> {
     /// Tokens in each state, over every token.
     pub counts: Counts,
     /// This page's tokens: worst state first, then by name.
-    pub tokens: Vec<&'a TokenView>,
+    pub tokens: Vec<PageToken<'a>>,
     /// When the snapshot was made.
     pub generated_at: UnixSeconds,
     /// When the process started.
@@ -258,6 +267,24 @@ pub struct TokenPage<'a> {
     pub events: &'a [Event],
     /// The alert routes' health.
     pub routes: &'a [RouteHealth],
+}
+
+/// A token on a page: its view in the snapshot, and its chart, read for this page only.
+#[derive(Debug, Clone, Serialize)]
+pub struct PageToken<'a> {
+    /// What the snapshot says of it.
+    #[serde(flatten)]
+    pub token: &'a TokenView,
+    /// Its recent checks, oldest first ([`TokenPage::read_history`]); empty until read.
+    pub history: Vec<HistoryPoint>,
+}
+
+impl std::ops::Deref for PageToken<'_> {
+    type Target = TokenView;
+
+    fn deref(&self) -> &TokenView {
+        self.token
+    }
 }
 
 impl<'a> TokenPage<'a> {
@@ -283,7 +310,13 @@ impl<'a> TokenPage<'a> {
         let total = matching.len();
         let start = (page - 1).saturating_mul(per_page).min(total);
         let end = start.saturating_add(per_page).min(total);
-        let tokens = matching.drain(start..end).collect();
+        let tokens = matching
+            .drain(start..end)
+            .map(|token| PageToken {
+                token,
+                history: Vec::new(),
+            })
+            .collect();
         Self {
             total,
             page,
@@ -301,6 +334,44 @@ impl<'a> TokenPage<'a> {
             events: &snapshot.events,
             routes: &snapshot.routes,
         }
+    }
+
+    /// Reads the chart of each token on the page from `store`: its newest [`HISTORY_POINTS`] checks
+    /// in the [`HISTORY_SPAN`] before the snapshot was made, oldest first. One read for the page,
+    /// whatever its size; a token never checked keeps an empty history.
+    pub async fn read_history(&mut self, store: &store::Store) -> Result<(), store::Error> {
+        if self.tokens.is_empty() {
+            return Ok(());
+        }
+        let names = self.tokens.iter().map(|t| t.token.name.clone()).collect();
+        let made = Timestamp::from_second(self.generated_at).unwrap_or(Timestamp::UNIX_EPOCH);
+        // As the snapshot saw them: the checks up to the second it was made.
+        let to = made
+            .saturating_add(SignedDuration::from_secs(1))
+            .unwrap_or(made);
+        let from = made.saturating_sub(HISTORY_SPAN).unwrap_or(Timestamp::MIN);
+        let mut points: std::collections::HashMap<String, Vec<store::StatusPoint>> = store
+            .history_points_of(names, from, to, HISTORY_POINTS)
+            .await?
+            .into_iter()
+            .collect();
+        for t in &mut self.tokens {
+            if let Some(points) = points.remove(&t.token.name) {
+                t.history = points
+                    .into_iter()
+                    .map(|p| HistoryPoint {
+                        at: p.checked_at.as_second(),
+                        status: match p.status {
+                            store::Status::Ok => Status::Ok,
+                            store::Status::Warning => Status::Warning,
+                            store::Status::Critical => Status::Critical,
+                            store::Status::Unknown => Status::Unknown,
+                        },
+                    })
+                    .collect();
+            }
+        }
+        Ok(())
     }
 
     /// The first and last positions shown, from 1 (`None` when the page is empty).

@@ -1,7 +1,9 @@
-//! A snapshot of a few tokens in every state, for the endpoint's tests.
+//! A snapshot of a few tokens in every state, and a state file holding their check history, for the
+//! endpoint's tests.
 
+use permatoken_state::{CheckRecord, Store, TokenKey, TokenRecord};
 use permatoken_watch::snapshot::{
-    Event, EventKind, HistoryPoint, Role, RouteHealth, Snapshot, Status, TokenState, TokenView,
+    Event, EventKind, Role, RouteHealth, Snapshot, Status, TokenState, TokenView,
 };
 
 pub(crate) const DAY: i64 = 86_400;
@@ -31,13 +33,65 @@ pub(crate) fn token(name: &str, state: TokenState, status: Status, now: i64) -> 
         ],
         last_check: Some(now - 60),
         next_check: Some(now + 3540),
-        history: (0..24)
-            .map(|i| HistoryPoint {
-                at: now - (24 - i) * 3600,
-                status: if i % 7 == 3 { Status::Unknown } else { status },
-            })
-            .collect(),
     }
+}
+
+/// Checks in each token's history in [`store`]: hourly over the last day.
+pub(crate) const HISTORY: i64 = 24;
+
+/// A state file in a new directory (keep the directory while the store is used) holding [`HISTORY`]
+/// hourly checks of each token of `snapshot`, in its status but every seventh unknown; with
+/// `history` false, an empty one.
+pub(crate) async fn store(snapshot: &Snapshot, history: bool) -> (tempfile::TempDir, Store) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path().join("state.db")).await.unwrap();
+    if !history {
+        return (dir, store);
+    }
+    let at = |s: i64| jiff::Timestamp::from_second(s).unwrap();
+    let mut tokens = Vec::new();
+    let mut checks = Vec::new();
+    for (i, t) in snapshot.tokens.iter().enumerate() {
+        let key = TokenKey::parse(&format!("{i:064x}")).unwrap();
+        tokens.push(TokenRecord {
+            key: key.clone(),
+            name: t.name.clone(),
+            role: permatoken_state::Role::Primary,
+            fingerprint: t.fingerprint.clone(),
+            source_path: "/srv/PERMATOKENTEST/.env".to_owned(),
+            source_key: Some("WHATSAPP_ACCESS_TOKEN".to_owned()),
+            first_seen: at(snapshot.generated_at - 2 * DAY),
+            last_seen: at(snapshot.generated_at),
+        });
+        for h in 0..HISTORY {
+            let status = if h % 7 == 3 {
+                Status::Unknown
+            } else {
+                t.status
+            };
+            checks.push(CheckRecord {
+                key: key.clone(),
+                checked_at: at(snapshot.generated_at - (HISTORY - h) * 3600),
+                status: match status {
+                    Status::Ok => permatoken_state::Status::Ok,
+                    Status::Warning => permatoken_state::Status::Warning,
+                    Status::Critical => permatoken_state::Status::Critical,
+                    _ => permatoken_state::Status::Unknown,
+                },
+                alert_state: t.state.as_str().to_owned(),
+                valid: Some(t.valid),
+                expires_at: t.expires_at.map(at),
+                never_expires: t.never_expires,
+                kind: None,
+                missing_scopes: Vec::new(),
+                finding_codes: Vec::new(),
+                elapsed_ms: 100,
+            });
+        }
+    }
+    store.upsert_tokens(tokens).await.unwrap();
+    store.record_checks(checks).await.unwrap();
+    (dir, store)
 }
 
 /// Six tokens, one in each state; `orders` never expires.
