@@ -30,6 +30,7 @@ async fn main() -> Result<(), permatoken_state::Error> {
             source_key: Some("WHATSAPP_ACCESS_TOKEN".to_owned()),
             first_seen: now,
             last_seen: now,
+            identity: None,
         })
         .collect();
     let checks = |round: i64| -> Vec<CheckRecord> {

@@ -203,6 +203,36 @@ pub struct TokenRecord {
     pub first_seen: Timestamp,
     /// When this token was last seen in its source.
     pub last_seen: Timestamp,
+    /// What `/me` said of it, if the check written with this record asked or knew it. `None` keeps
+    /// the identity already stored (a check without an answer does not make a token a stranger).
+    pub identity: Option<TokenIdentity>,
+}
+
+/// A token's `/me` answer: who it acts as. Not a secret; the text is cleaned and cut to
+/// [`MAX_TEXT`] when written.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TokenIdentity {
+    /// The user or system-user id.
+    pub id: String,
+    /// Its name, if `/me` gave one.
+    pub name: Option<String>,
+    /// When the check that saw it was made (its [`CheckRecord::checked_at`]).
+    pub seen_at: Timestamp,
+}
+
+/// A token whose latest check saw its identity: [`Store::identities`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct IdentityCheck {
+    /// The token.
+    pub key: TokenKey,
+    /// The user or system-user id `/me` gave.
+    pub id: String,
+    /// Its name.
+    pub name: Option<String>,
+    /// The latest check's status.
+    pub status: Status,
+    /// The latest check's finding codes.
+    pub finding_codes: Vec<String>,
 }
 
 /// One past check as a chart draws it: when, and its status ([`Store::history_points`]).
@@ -725,7 +755,12 @@ impl Store {
     }
 
     /// Writes tokens in one transaction: inserts new ones, updates known ones (keeping `first_seen`).
-    pub async fn upsert_tokens(&self, tokens: Vec<TokenRecord>) -> Result<(), Error> {
+    /// An identity given replaces the stored one; a record without one keeps it.
+    pub async fn upsert_tokens(&self, mut tokens: Vec<TokenRecord>) -> Result<(), Error> {
+        for identity in tokens.iter_mut().filter_map(|t| t.identity.as_mut()) {
+            identity.id = clean_text(&identity.id);
+            identity.name = identity.name.as_deref().map(clean_text);
+        }
         match &self.backend {
             Backend::Sqlite(db) => {
                 db.call(move |c, p| sqlite::upsert_tokens(c, p, &tokens))
@@ -781,6 +816,19 @@ impl Store {
             Backend::Sqlite(db) => db.call(sqlite::latest_checks).await,
             Backend::Postgres(db) => {
                 postgres::latest_checks(&mut *db.conn().await?, db.location()).await
+            }
+        }
+    }
+
+    /// The tokens whose latest check saw their identity (the identity was written with that
+    /// check's time), with that check's status and findings, by key: what a restarted watch or a
+    /// new leader needs to ask `/me` only of the others. A token whose latest check had no answer
+    /// from `/me`, or that was never checked, is not in it.
+    pub async fn identities(&self) -> Result<Vec<IdentityCheck>, Error> {
+        match &self.backend {
+            Backend::Sqlite(db) => db.call(sqlite::identities).await,
+            Backend::Postgres(db) => {
+                postgres::identities(&mut *db.conn().await?, db.location()).await
             }
         }
     }

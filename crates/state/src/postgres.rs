@@ -42,11 +42,14 @@ use tokio_postgres::error::SqlState;
 use tokio_postgres::{Client, Config, Row};
 use zeroize::Zeroizing;
 
-use crate::rows::{CHECK_COLS, TOKEN_COLS, TOKEN_WIDTH, corrupt, list, opt_ts, to_json, ts};
+use crate::rows::{
+    CHECK_COLS, IDENTITIES, KEEP_IDENTITY, TOKEN_COLS, TOKEN_WIDTH, corrupt, identity, list,
+    opt_ts, to_json, ts,
+};
 use crate::{
     Alert, Announced, Announcement, Attempt, CheckRecord, CheckStatus, Counts, Delivery,
-    DeliveryStatus, Error, Event, EventKind, LatestCheck, LatestStatus, Pruned, Role, RouteHealth,
-    Status, StatusPoint, TokenKey, TokenRecord,
+    DeliveryStatus, Error, Event, EventKind, IdentityCheck, LatestCheck, LatestStatus, Pruned,
+    Role, RouteHealth, Status, StatusPoint, TokenKey, TokenRecord,
 };
 
 /// Schema migrations, in order: the schema's version is the number applied.
@@ -54,6 +57,7 @@ pub(crate) const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/postgres/0001_init.sql"),
     include_str!("../migrations/postgres/0002_reminders.sql"),
     include_str!("../migrations/postgres/0003_claims.sql"),
+    include_str!("../migrations/postgres/0004_identities.sql"),
 ];
 
 // Both backends are at the same schema version ([`crate::SCHEMA_VERSION`]): a SQLite migration
@@ -746,6 +750,12 @@ fn token_from_row(row: &Row, at: usize, path: &Path) -> Result<TokenRecord, Erro
         source_key: get(row, at + 6, path)?,
         first_seen: ts(path, "tokens.first_seen", get(row, at + 7, path)?)?,
         last_seen: ts(path, "tokens.last_seen", get(row, at + 8, path)?)?,
+        identity: identity(
+            path,
+            get(row, at + 9, path)?,
+            get(row, at + 10, path)?,
+            get(row, at + 11, path)?,
+        )?,
     })
 }
 
@@ -812,15 +822,31 @@ pub(crate) async fn upsert_tokens(
         .iter()
         .map(|(t, _)| t.last_seen.as_second())
         .collect();
+    let ids: Vec<Option<&str>> = folded
+        .iter()
+        .map(|(t, _)| t.identity.as_ref().map(|i| i.id.as_str()))
+        .collect();
+    let id_names: Vec<Option<&str>> = folded
+        .iter()
+        .map(|(t, _)| t.identity.as_ref().and_then(|i| i.name.as_deref()))
+        .collect();
+    let id_at: Vec<Option<i64>> = folded
+        .iter()
+        .map(|(t, _)| t.identity.as_ref().map(|i| i.seen_at.as_second()))
+        .collect();
     conn.execute(
-        "INSERT INTO tokens (token_sha256, name, role, backup_of, fingerprint, source_path,
-            source_key, first_seen, last_seen)
-         SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[],
-            $6::text[], $7::text[], $8::bigint[], $9::bigint[])
-         ON CONFLICT (token_sha256) DO UPDATE SET name = excluded.name,
-            role = excluded.role, backup_of = excluded.backup_of,
-            fingerprint = excluded.fingerprint, source_path = excluded.source_path,
-            source_key = excluded.source_key, last_seen = excluded.last_seen",
+        &format!(
+            "INSERT INTO tokens (token_sha256, name, role, backup_of, fingerprint, source_path,
+                source_key, first_seen, last_seen, identity_id, identity_name, identity_at)
+             SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[],
+                $6::text[], $7::text[], $8::bigint[], $9::bigint[], $10::text[], $11::text[],
+                $12::bigint[])
+             ON CONFLICT (token_sha256) DO UPDATE SET name = excluded.name,
+                role = excluded.role, backup_of = excluded.backup_of,
+                fingerprint = excluded.fingerprint, source_path = excluded.source_path,
+                source_key = excluded.source_key, last_seen = excluded.last_seen,
+                {KEEP_IDENTITY}"
+        ),
         &[
             &keys,
             &names,
@@ -831,6 +857,9 @@ pub(crate) async fn upsert_tokens(
             &source_keys,
             &first,
             &last,
+            &ids,
+            &id_names,
+            &id_at,
         ],
     )
     .await
@@ -978,6 +1007,27 @@ pub(crate) async fn history(
         .await
         .map_err(pg(path))?;
     rows.iter().map(|r| check_from_row(r, 0, path)).collect()
+}
+
+pub(crate) async fn identities(
+    conn: &mut Client,
+    path: &Path,
+) -> Result<Vec<IdentityCheck>, Error> {
+    let rows = conn.query(IDENTITIES, &[]).await.map_err(pg(path))?;
+    let mut out = Vec::with_capacity(rows.len());
+    for row in &rows {
+        let key: String = get(row, 0, path)?;
+        let status: String = get(row, 3, path)?;
+        let codes: String = get(row, 4, path)?;
+        out.push(IdentityCheck {
+            key: TokenKey::parse(&key).map_err(|_| corrupt(path, "tokens.token_sha256"))?,
+            id: get(row, 1, path)?,
+            name: get(row, 2, path)?,
+            status: Status::parse(&status).ok_or_else(|| corrupt(path, "checks.status"))?,
+            finding_codes: list(path, "checks.finding_codes", &codes)?,
+        });
+    }
+    Ok(out)
 }
 
 pub(crate) async fn latest_statuses(

@@ -21,11 +21,14 @@ use std::sync::{Arc, Mutex};
 use jiff::Timestamp;
 use rusqlite::{Connection, OptionalExtension, Row, TransactionBehavior, params};
 
-use crate::rows::{CHECK_COLS, TOKEN_COLS, TOKEN_WIDTH, corrupt, list, opt_ts, to_json, ts};
+use crate::rows::{
+    CHECK_COLS, IDENTITIES, KEEP_IDENTITY, TOKEN_COLS, TOKEN_WIDTH, corrupt, identity, list,
+    opt_ts, to_json, ts,
+};
 use crate::{
     Alert, Announced, Announcement, Attempt, CheckRecord, CheckStatus, Counts, Delivery,
-    DeliveryStatus, Error, Event, EventKind, LatestCheck, LatestStatus, Pruned, Role, RouteHealth,
-    Status, StatusPoint, TokenKey, TokenRecord,
+    DeliveryStatus, Error, Event, EventKind, IdentityCheck, LatestCheck, LatestStatus, Pruned,
+    Role, RouteHealth, Status, StatusPoint, TokenKey, TokenRecord,
 };
 
 /// Schema migrations, in order: the schema's version is the number applied.
@@ -33,6 +36,7 @@ pub(crate) const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/sqlite/0001_init.sql"),
     include_str!("../migrations/sqlite/0002_reminders.sql"),
     include_str!("../migrations/sqlite/0003_claims.sql"),
+    include_str!("../migrations/sqlite/0004_identities.sql"),
 ];
 
 #[derive(Clone)]
@@ -219,6 +223,12 @@ fn token_from_row(row: &Row<'_>, at: usize, path: &Path) -> Result<TokenRecord, 
         source_key: row.get(at + 6).map_err(g)?,
         first_seen: ts(path, "tokens.first_seen", row.get(at + 7).map_err(g)?)?,
         last_seen: ts(path, "tokens.last_seen", row.get(at + 8).map_err(g)?)?,
+        identity: identity(
+            path,
+            row.get(at + 9).map_err(g)?,
+            row.get(at + 10).map_err(g)?,
+            row.get(at + 11).map_err(g)?,
+        )?,
     })
 }
 
@@ -254,15 +264,16 @@ pub(crate) fn upsert_tokens(
     let tx = conn.transaction().map_err(db(path))?;
     {
         let mut stmt = tx
-            .prepare(
+            .prepare(&format!(
                 "INSERT INTO tokens (token_sha256, name, role, backup_of, fingerprint, source_path,
-                    source_key, first_seen, last_seen)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
+                    source_key, first_seen, last_seen, identity_id, identity_name, identity_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)
                  ON CONFLICT (token_sha256) DO UPDATE SET name = excluded.name,
                     role = excluded.role, backup_of = excluded.backup_of,
                     fingerprint = excluded.fingerprint, source_path = excluded.source_path,
-                    source_key = excluded.source_key, last_seen = excluded.last_seen",
-            )
+                    source_key = excluded.source_key, last_seen = excluded.last_seen,
+                    {KEEP_IDENTITY}"
+            ))
             .map_err(db(path))?;
         for t in tokens {
             let (role, of) = match &t.role {
@@ -279,6 +290,9 @@ pub(crate) fn upsert_tokens(
                 t.source_key,
                 t.first_seen.as_second(),
                 t.last_seen.as_second(),
+                t.identity.as_ref().map(|i| i.id.as_str()),
+                t.identity.as_ref().and_then(|i| i.name.as_deref()),
+                t.identity.as_ref().map(|i| i.seen_at.as_second()),
             ])
             .map_err(db(path))?;
         }
@@ -405,6 +419,26 @@ pub(crate) fn history(
     let mut out = Vec::new();
     while let Some(row) = rows.next().map_err(db(path))? {
         out.push(check_from_row(row, 0, path)?);
+    }
+    Ok(out)
+}
+
+pub(crate) fn identities(conn: &mut Connection, path: &Path) -> Result<Vec<IdentityCheck>, Error> {
+    let mut stmt = conn.prepare(IDENTITIES).map_err(db(path))?;
+    let mut rows = stmt.query([]).map_err(db(path))?;
+    let mut out = Vec::new();
+    while let Some(row) = rows.next().map_err(db(path))? {
+        let g = |e| db(path)(e);
+        let key: String = row.get(0).map_err(g)?;
+        let status: String = row.get(3).map_err(g)?;
+        let codes: String = row.get(4).map_err(g)?;
+        out.push(IdentityCheck {
+            key: TokenKey::parse(&key).map_err(|_| corrupt(path, "tokens.token_sha256"))?,
+            id: row.get(1).map_err(g)?,
+            name: row.get(2).map_err(g)?,
+            status: Status::parse(&status).ok_or_else(|| corrupt(path, "checks.status"))?,
+            finding_codes: list(path, "checks.finding_codes", &codes)?,
+        });
     }
     Ok(out)
 }

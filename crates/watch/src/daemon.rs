@@ -1766,6 +1766,11 @@ fn token_record(
         source_key: sourced.var.clone(),
         first_seen: now,
         last_seen: now,
+        identity: report.identity.as_ref().map(|i| store::TokenIdentity {
+            id: i.id.clone(),
+            name: i.name.clone(),
+            seen_at: now,
+        }),
     }
 }
 

@@ -31,6 +31,7 @@ pub(crate) fn token(name: &str, key: &TokenKey, seen: i64) -> TokenRecord {
         source_key: Some("WHATSAPP_ACCESS_TOKEN".to_owned()),
         first_seen: at(seen),
         last_seen: at(seen),
+        identity: None,
     }
 }
 

@@ -613,7 +613,7 @@ async fn claims_are_taken_once_across_replicas() {
         .await
         .unwrap();
     crate::records::claims_are_taken_once_and_pruned_when_done(&store, &other).await;
-    assert_eq!(store.schema_version().await.unwrap(), 3);
+    assert_eq!(store.schema_version().await.unwrap(), 4);
     assert!(pg.dump("state").contains("leader_heartbeat"));
 }
 
@@ -690,4 +690,64 @@ async fn a_fenced_leader_cannot_claim() {
     );
     assert!(owner.contains("replica-b"), "{owner}");
     assert!(!owner.contains("replica-a"), "{owner}");
+}
+
+#[tokio::test]
+async fn identities_are_kept_and_go_with_their_check() {
+    let Some((_pg, store)) = store().await else {
+        return;
+    };
+    crate::records::identities_are_kept_and_go_with_the_check_that_saw_them(&store).await;
+}
+
+/// A state of schema 3 (before identities), written by an older replica, is migrated with its
+/// tokens, which have no identity until `/me` answers again.
+#[tokio::test]
+async fn a_schema_3_state_is_migrated_with_no_identity() {
+    let Some(pg) = PgCluster::start() else { return };
+    pg.create_database("state", TRUSTED);
+    let key = key_of("PERMATOKENTEST-old");
+    pg.psql(
+        "state",
+        &format!(
+            "SET ROLE {TRUSTED};
+             CREATE TABLE schema_migrations (version BIGINT PRIMARY KEY, applied_at BIGINT NOT NULL);
+             INSERT INTO schema_migrations VALUES (1, 0), (2, 0), (3, 0);
+             {}
+             {}
+             {}
+             INSERT INTO tokens (token_sha256, name, role, fingerprint, source_path, first_seen,
+                last_seen) VALUES ('{key}', 'orders', 'primary', 'EAAP…sZD', '/srv/.env', 0, 0);",
+            include_str!("../../migrations/postgres/0001_init.sql"),
+            include_str!("../../migrations/postgres/0002_reminders.sql"),
+            include_str!("../../migrations/postgres/0003_claims.sql"),
+        ),
+    );
+    let url = pg.url(TRUSTED, "state", "?sslmode=disable");
+    let store = Store::open_postgres(&url, PgOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(store.schema_version().await.unwrap(), 4);
+    assert_eq!(store.tokens().await.unwrap()[0].identity, None);
+    store
+        .record_checks(vec![check(&key, 5, Status::Ok)])
+        .await
+        .unwrap();
+    assert_eq!(store.identities().await.unwrap(), []);
+    store
+        .upsert_tokens(vec![TokenRecord {
+            identity: Some(permatoken_state::TokenIdentity {
+                id: "1001".to_owned(),
+                name: None,
+                seen_at: at(6),
+            }),
+            ..token("orders", &key, 6)
+        }])
+        .await
+        .unwrap();
+    store
+        .record_checks(vec![check(&key, 6, Status::Ok)])
+        .await
+        .unwrap();
+    assert_eq!(store.identities().await.unwrap()[0].id, "1001");
 }

@@ -1,8 +1,8 @@
 //! Each kind of record written and read back.
 
 use permatoken_state::{
-    Alert, Announcement, CheckStatus, DeliveryStatus, Error, Event, EventKind, LatestStatus, Role,
-    Status, StatusPoint, Store, TokenRecord,
+    Alert, Announcement, CheckStatus, DeliveryStatus, Error, Event, EventKind, IdentityCheck,
+    LatestStatus, MAX_TEXT, Role, Status, StatusPoint, Store, TokenIdentity, TokenKey, TokenRecord,
 };
 
 use crate::{at, check, key_of, token};
@@ -744,4 +744,190 @@ async fn with_sqlite_the_election_claims_through_the_store() {
     assert!(election.claim(&key, at(1)).await.unwrap());
     assert!(!election.claim(&key, at(2)).await.unwrap());
     assert!(!store.claim(&key, "other", at(3)).await.unwrap());
+}
+
+fn identity(id: &str, name: Option<&str>, seen: i64) -> TokenIdentity {
+    TokenIdentity {
+        id: id.to_owned(),
+        name: name.map(str::to_owned),
+        seen_at: at(seen),
+    }
+}
+
+/// A token's identity is written with its record, kept by a record without one, replaced by a
+/// new one, cleaned and capped, and read back by [`Store::identities`] only with the check that
+/// saw it. Both backends run it.
+pub(crate) async fn identities_are_kept_and_go_with_the_check_that_saw_them(store: &Store) {
+    let seen = key_of("PERMATOKENTEST-seen");
+    let silent = key_of("PERMATOKENTEST-silent");
+    let never = key_of("PERMATOKENTEST-never");
+    let unchecked = key_of("PERMATOKENTEST-unchecked");
+    let named = |name: &str, key, at_: i64, id: Option<TokenIdentity>| TokenRecord {
+        identity: id,
+        ..token(name, key, at_)
+    };
+    store
+        .upsert_tokens(vec![
+            named(
+                "seen",
+                &seen,
+                10,
+                Some(identity("1001", Some("Orders bot"), 10)),
+            ),
+            named("silent", &silent, 10, Some(identity("1002", None, 10))),
+            named("never", &never, 10, None),
+            named(
+                "unchecked",
+                &unchecked,
+                10,
+                Some(identity("1004", None, 10)),
+            ),
+        ])
+        .await
+        .unwrap();
+    let mut dead = check(&silent, 10, Status::Critical);
+    dead.finding_codes = vec!["token_expired".to_owned()];
+    store
+        .record_checks(vec![
+            check(&seen, 10, Status::Ok),
+            dead,
+            check(&never, 10, Status::Ok),
+        ])
+        .await
+        .unwrap();
+    let got = store.identities().await.unwrap();
+    let mut want = vec![
+        IdentityCheck {
+            key: seen.clone(),
+            id: "1001".to_owned(),
+            name: Some("Orders bot".to_owned()),
+            status: Status::Ok,
+            finding_codes: check(&seen, 10, Status::Ok).finding_codes,
+        },
+        IdentityCheck {
+            key: silent.clone(),
+            id: "1002".to_owned(),
+            name: None,
+            status: Status::Critical,
+            finding_codes: vec!["token_expired".to_owned()],
+        },
+    ];
+    want.sort_by(|a, b| a.key.cmp(&b.key));
+    // `never` had no answer, `unchecked` no check: neither is known.
+    assert_eq!(got, want);
+
+    // A later check without `/me`'s answer keeps the identity stored, but not with that check:
+    // its verdict is not the one the identity was seen with.
+    store
+        .upsert_tokens(vec![named("silent", &silent, 20, None)])
+        .await
+        .unwrap();
+    store
+        .record_checks(vec![check(&silent, 20, Status::Ok)])
+        .await
+        .unwrap();
+    let tokens = store.tokens().await.unwrap();
+    let stored = |key: &TokenKey| {
+        tokens
+            .iter()
+            .find(|t| t.key == *key)
+            .unwrap()
+            .identity
+            .clone()
+    };
+    assert_eq!(stored(&silent), Some(identity("1002", None, 10)));
+    assert_eq!(stored(&never), None);
+    let keys: Vec<TokenKey> = store
+        .identities()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|i| i.key)
+        .collect();
+    assert_eq!(keys, [seen.clone()]);
+
+    // A new answer replaces it, name and all; hostile text is cleaned and cut.
+    let long = format!("Orders\u{1b}[31m bot\u{202e}{}", "x".repeat(2 * MAX_TEXT));
+    store
+        .upsert_tokens(vec![
+            named("silent", &silent, 30, Some(identity("1002", None, 30))),
+            named("seen", &seen, 30, Some(identity("2001", Some(&long), 30))),
+        ])
+        .await
+        .unwrap();
+    store
+        .record_checks(vec![
+            check(&silent, 30, Status::Warning),
+            check(&seen, 30, Status::Ok),
+        ])
+        .await
+        .unwrap();
+    let got = store.identities().await.unwrap();
+    assert_eq!(got.len(), 2);
+    let seen_now = got.iter().find(|i| i.key == seen).unwrap();
+    assert_eq!(seen_now.id, "2001");
+    let name = seen_now.name.as_deref().unwrap();
+    assert!(name.starts_with("Orders [31m botxx"), "{name:?}");
+    assert_eq!(name.chars().count(), MAX_TEXT);
+    let silent_now = got.iter().find(|i| i.key == silent).unwrap();
+    assert_eq!(
+        (silent_now.status, silent_now.name.as_deref()),
+        (Status::Warning, None)
+    );
+}
+
+#[tokio::test]
+async fn identities_are_kept_and_go_with_their_check() {
+    let (_dir, store) = store().await;
+    identities_are_kept_and_go_with_the_check_that_saw_them(&store).await;
+}
+
+/// A state of schema 3 (before identities) is migrated with its tokens and checks, which have no
+/// identity until `/me` answers again.
+#[tokio::test]
+async fn a_schema_3_state_is_migrated_with_no_identity() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("state.db");
+    let key = key_of("PERMATOKENTEST-old");
+    {
+        let conn = rusqlite::Connection::open(&path).unwrap();
+        conn.execute_batch(
+            "CREATE TABLE schema_migrations (version BIGINT PRIMARY KEY, applied_at BIGINT NOT NULL);
+             INSERT INTO schema_migrations VALUES (1, 0), (2, 0), (3, 0);",
+        )
+        .unwrap();
+        for sql in [
+            include_str!("../../migrations/sqlite/0001_init.sql"),
+            include_str!("../../migrations/sqlite/0002_reminders.sql"),
+            include_str!("../../migrations/sqlite/0003_claims.sql"),
+        ] {
+            conn.execute_batch(sql).unwrap();
+        }
+        conn.execute(
+            "INSERT INTO tokens (token_sha256, name, role, fingerprint, source_path, first_seen,
+                last_seen) VALUES (?1, 'orders', 'primary', 'EAAP…sZD', '/srv/.env', 0, 0)",
+            [key.as_str()],
+        )
+        .unwrap();
+    }
+    let store = Store::open(&path).await.unwrap();
+    assert_eq!(store.schema_version().await.unwrap(), 4);
+    assert_eq!(store.tokens().await.unwrap()[0].identity, None);
+    store
+        .record_checks(vec![check(&key, 5, Status::Ok)])
+        .await
+        .unwrap();
+    assert_eq!(store.identities().await.unwrap(), []);
+    store
+        .upsert_tokens(vec![TokenRecord {
+            identity: Some(identity("1001", None, 6)),
+            ..token("orders", &key, 6)
+        }])
+        .await
+        .unwrap();
+    store
+        .record_checks(vec![check(&key, 6, Status::Ok)])
+        .await
+        .unwrap();
+    assert_eq!(store.identities().await.unwrap()[0].id, "1001");
 }

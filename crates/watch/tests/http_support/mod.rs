@@ -62,6 +62,7 @@ pub(crate) async fn store(snapshot: &Snapshot, history: bool) -> (tempfile::Temp
             source_key: Some("WHATSAPP_ACCESS_TOKEN".to_owned()),
             first_seen: at(snapshot.generated_at - 2 * DAY),
             last_seen: at(snapshot.generated_at),
+            identity: None,
         });
         for h in 0..HISTORY {
             let status = if h % 7 == 3 {
