@@ -1,7 +1,8 @@
 //! Batched checks (issue 10 §4): before a round's checks run, the `/debug_token` answers of every
 //! token whose app credentials are known are asked in Graph batches, grouped by app, a chunk of a
 //! few hundred tokens at a time (the chunk's `POST`s all at once), and `/me` only for tokens
-//! without an identity from an earlier check. The answers go to the renewal engine as a [`Known`], which judges each token from them
+//! without an identity from an earlier check (by this process, or read from the state after a
+//! restart or a takeover). The answers go to the renewal engine as a [`Known`], which judges each token from them
 //! (`permatoken_renew::Ctx::inspect`); a token whose answer failed is simply not in it, and is asked
 //! alone as before.
 //!

@@ -31,7 +31,7 @@ use std::time::Duration;
 use jiff::{SignedDuration, Timestamp};
 use permatoken_config::Sourced;
 use permatoken_graph::{Budget, Client, RequestCounts};
-use permatoken_inspect::{AppCredentials, Report, Status};
+use permatoken_inspect::{AppCredentials, FindingCode, Report, Status};
 use permatoken_renew::{
     Ctx, Decision as RenewDecision, FailoverOutcome, RefreshOptions, RefreshReport, RenewPolicy,
     TokenSource as EngineSource, TokenSpec,
@@ -284,8 +284,12 @@ pub struct Daemon {
     /// Set when a stop is asked for during a round: the round ends at its next window.
     stopping: Arc<std::sync::atomic::AtomicBool>,
     /// Per token digest (primaries and backups): the identity and verdict of its last check, so
-    /// that a batched round asks `/me` only on a change or a first check. Memory only.
+    /// that a batched round asks `/me` only on a change or a first check. Filled from the state
+    /// before a leader's first round ([`Daemon::load_identities`]), so that a restart or a new
+    /// leader does not ask `/me` again for the whole fleet.
     identities: HashMap<String, permatoken_renew::LastCheck>,
+    /// Whether `identities` was filled from the state since this replica began to lead.
+    identities_loaded: bool,
     /// Per app id: the rate-limit pause of its batches.
     budgets: crate::batch::Budgets,
 }
@@ -325,6 +329,7 @@ impl Daemon {
             leading: true,
             stopping: Arc::default(),
             identities: HashMap::new(),
+            identities_loaded: false,
             budgets: crate::batch::Budgets::default(),
         };
         daemon.make_reload_slots();
@@ -428,8 +433,9 @@ impl Daemon {
                 self.resume_schedule().await;
             } else {
                 tracing::warn!("this replica stands by: another one leads");
-                // Should it lead again, each token's check is a first one (`/me` asked again).
+                // A standby's memory would go stale: should it lead again, it reads the state anew.
                 self.identities.clear();
+                self.identities_loaded = false;
             }
             self.leading = leading;
         }
@@ -443,6 +449,8 @@ impl Daemon {
     /// state cannot be read.
     async fn resume_schedule(&mut self) {
         self.due.clear();
+        self.identities_loaded = false;
+        self.load_identities().await;
         // A standby has not expanded the sets lately: their tokens are scheduled from here too.
         if let Err(e) = self.expand_sets(self.clock.now()).await {
             tracing::warn!("cannot expand the token sets ({e}): their tokens are due now");
@@ -481,6 +489,48 @@ impl Daemon {
             }
             let (expires_at, at) = (check.expires_at, check.checked_at);
             self.schedule(&name, policy, expires_at, false, at);
+        }
+    }
+
+    /// Fills `identities` from the state, once per time this replica leads: each token whose latest
+    /// check (before a restart, or by another replica) saw its `/me` answer, with that check's
+    /// verdict, so that the first batched round asks `/me` only of tokens never answered or whose
+    /// verdict changed, as if this process had made those checks. `dead` is read from the
+    /// check's finding codes as [`Report::is_dead`] reads the findings; what this process saw
+    /// itself is kept. A state that cannot be read leaves every token to be asked.
+    async fn load_identities(&mut self) {
+        if self.identities_loaded || !self.config.batch_checks {
+            return;
+        }
+        self.identities_loaded = true;
+        let stored = match self.store.identities().await {
+            Ok(stored) => stored,
+            Err(e) => {
+                tracing::warn!("cannot read the tokens' identities ({e}): `/me` is asked again");
+                return;
+            }
+        };
+        let dead_codes: Vec<String> = [
+            FindingCode::TokenExpired,
+            FindingCode::TokenInvalidated,
+            FindingCode::TokenInvalid,
+        ]
+        .iter()
+        .filter_map(|code| serde_json::to_value(code).ok()?.as_str().map(str::to_owned))
+        .collect();
+        self.identities.reserve(stored.len());
+        for s in stored {
+            let dead = s.finding_codes.iter().any(|c| dead_codes.contains(c));
+            self.identities
+                .entry(s.key.as_str().to_owned())
+                .or_insert_with(|| permatoken_renew::LastCheck {
+                    identity: permatoken_inspect::Identity {
+                        id: s.id,
+                        name: s.name,
+                    },
+                    status: status_from_store(s.status),
+                    dead,
+                });
         }
     }
 
@@ -746,6 +796,7 @@ impl Daemon {
         let mut summary = StepSummary::default();
         // Decisions a failed step left unwritten are made again from the store.
         self.decisions.clear();
+        self.load_identities().await;
         // One read of what was announced per step, not one per token.
         self.announced = self
             .store

@@ -1,5 +1,6 @@
 //! Batched checks against the sandbox, asserted on its request log: a fleet of one app costs a few
-//! batch `POST`s a round, `/me` only on a first check or a change of state, a `null` sub-answer is
+//! batch `POST`s a round, `/me` only on a first check or a change of state (a restarted daemon or a
+//! new leader too: it reads the identities from the state), a `null` sub-answer is
 //! asked again, a rate-limited app is deferred (never asked one by one) and shown paused in
 //! `/metrics`, a token of another app is checked alone, and `batch_checks = false` asks each token
 //! alone as before.
@@ -32,6 +33,10 @@ impl Clock for TestClock {
 
 struct World {
     sandbox: Running,
+    /// The configuration as parsed, for a restarted daemon.
+    config: config::Config,
+    graph: permatoken_graph::Config,
+    dir_path: std::path::PathBuf,
     clock: TestClock,
     _dir: tempfile::TempDir,
     daemon: Daemon,
@@ -100,17 +105,20 @@ app_secret_file = "app.secret"
     graph.retry.max_retries = 1;
     let clock = TestClock::default();
     let daemon = Daemon::new(Options {
-        config,
+        config: config.clone(),
         store,
         publisher,
         counters: counters.clone(),
         sender: Sender::new(ProxyConfig::default(), None),
-        graph,
+        graph: graph.clone(),
         clock: Arc::new(clock.clone()),
         backup_dir: Some(dir.path().join("backups")),
     });
     World {
         sandbox,
+        config,
+        graph,
+        dir_path: dir.path().to_path_buf(),
         clock,
         _dir: dir,
         daemon,
@@ -150,6 +158,22 @@ impl World {
         let before = self.sandbox.requests().len();
         let step = self.daemon.run_all(self.clock.now()).await.unwrap();
         (self.sandbox.requests()[before..].to_vec(), step.checked)
+    }
+
+    /// A new daemon on the same state, as after a restart: nothing of the old one's memory.
+    fn restart(&mut self) {
+        let (publisher, snapshots) = snapshot::channel(Snapshot::default());
+        self.daemon = Daemon::new(Options {
+            config: self.config.clone(),
+            store: self.daemon.store().clone(),
+            publisher,
+            counters: self.counters.clone(),
+            sender: Sender::new(ProxyConfig::default(), None),
+            graph: self.graph.clone(),
+            clock: Arc::new(self.clock.clone()),
+            backup_dir: Some(self.dir_path.join("backups")),
+        });
+        self.snapshots = snapshots;
     }
 
     fn state(&self, name: &str) -> TokenState {
@@ -419,4 +443,92 @@ async fn a_stop_asked_for_during_a_round_ends_it_after_the_window_being_checked(
         .filter(|l| l.check.is_some())
         .count();
     assert_eq!(checked, 250, "the round went on past its first window");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_daemon_asks_me_only_of_a_token_whose_verdict_changed() {
+    let mut w = world(DOOMED, "").await;
+    let doomed = w
+        .sandbox
+        .token("user-60d")
+        .unwrap()
+        .expose_secret()
+        .to_owned();
+    let (requests, _) = w.round().await;
+    assert_eq!(count(&batches(&requests), "me").1, FLEET + 1);
+
+    // The first round of a new process on the same state: /debug_token for every token, no /me.
+    w.restart();
+    w.advance(Duration::from_secs(3600));
+    let (requests, checked) = w.round().await;
+    assert_eq!(checked, FLEET + 1);
+    let sent = batches(&requests);
+    assert_eq!(count(&sent, "debug_token").1, FLEET + 1, "{sent:?}");
+    assert_eq!(count(&sent, "me"), (0, 0), "{sent:?}");
+    assert!(alone(&requests, "/me").is_empty());
+    assert!(alone(&requests, "/debug_token").is_empty());
+    assert_eq!(w.state("fleet/t000"), TokenState::Ok);
+    assert_eq!(w.state("doomed"), TokenState::Ok);
+
+    // Restarted again, the doomed token has died meanwhile: its /me is asked (a change of
+    // verdict), no other.
+    w.restart();
+    w.advance(Duration::from_secs(58 * 86_400));
+    let (requests, _) = w.round().await;
+    let sent = batches(&requests);
+    assert_eq!(count(&sent, "me"), (0, 0), "{sent:?}");
+    let me: Vec<String> = alone(&requests, "/me").into_iter().map(about).collect();
+    assert_eq!(me, std::slice::from_ref(&doomed));
+    assert_eq!(w.state("doomed"), TokenState::Dead);
+
+    // Its last check had no identity (a dead token's /me fails): after a restart it is asked
+    // again, as a process that made that check would; the fleet is not.
+    w.restart();
+    w.advance(Duration::from_secs(3600));
+    let (requests, _) = w.round().await;
+    let sent = batches(&requests);
+    assert_eq!(count(&sent, "me"), (1, 1), "{sent:?}");
+    let me: Vec<String> = requests
+        .iter()
+        .filter(|r| r.batched && r.path.ends_with("/me"))
+        .filter_map(|r| r.query_param("access_token"))
+        .collect();
+    assert_eq!(me, std::slice::from_ref(&doomed));
+    let me: Vec<String> = alone(&requests, "/me").into_iter().map(about).collect();
+    assert!(
+        me.iter().all(|t| *t == doomed),
+        "only the dead token's /me alone"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_leader_asks_no_me_of_tokens_the_old_one_identified() {
+    let mut w = world("", "").await;
+    let (requests, _) = w.round().await;
+    assert_eq!(count(&batches(&requests), "me").1, FLEET);
+
+    // Another replica takes over (the same state, an election it wins at once): its first round.
+    w.restart();
+    let election = w
+        .daemon
+        .store()
+        .election("replica-b", Duration::from_secs(15));
+    w.daemon.set_election(election);
+    w.advance(Duration::from_secs(2 * 3600));
+    let before = w.sandbox.requests().len();
+    let (_keep, reloads) = tokio::sync::mpsc::unbounded_channel();
+    let sandbox = &w.sandbox;
+    // Asked to stop once its round has begun: the round ends first (one window).
+    let shutdown = async move {
+        while sandbox.requests().len() == before {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    };
+    w.daemon.run(shutdown, reloads).await.unwrap();
+    assert!(w.daemon.is_leader());
+    let requests = w.sandbox.requests()[before..].to_vec();
+    let sent = batches(&requests);
+    assert_eq!(count(&sent, "debug_token").1, FLEET, "{sent:?}");
+    assert_eq!(count(&sent, "me"), (0, 0), "{sent:?}");
+    assert!(alone(&requests, "/me").is_empty());
 }

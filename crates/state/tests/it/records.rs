@@ -844,7 +844,7 @@ pub(crate) async fn identities_are_kept_and_go_with_the_check_that_saw_them(stor
         .into_iter()
         .map(|i| i.key)
         .collect();
-    assert_eq!(keys, [seen.clone()]);
+    assert_eq!(keys, std::slice::from_ref(&seen));
 
     // A new answer replaces it, name and all; hostile text is cleaned and cut.
     let long = format!("Orders\u{1b}[31m bot\u{202e}{}", "x".repeat(2 * MAX_TEXT));
