@@ -362,8 +362,24 @@ impl Daemon {
         }
         let mut tokens = self.fixed_tokens.clone();
         let mut problems = Vec::new();
-        for set in &self.config.token_sets {
-            let expansion = crate::sets::expand(set, &self.config.routes);
+        // Listing a fleet's folders can take a while (a network file system): not on the thread
+        // that runs the election's heartbeat.
+        let (sets, routes) = (self.config.token_sets.clone(), self.config.routes.clone());
+        let expansions = tokio::task::spawn_blocking(move || {
+            sets.iter()
+                .map(|set| crate::sets::expand(set, &routes))
+                .collect::<Vec<_>>()
+        })
+        .await;
+        let expansions = match expansions {
+            Ok(expansions) => expansions,
+            Err(e) => {
+                // The tokens as they were: a failed listing is no reason to forget any.
+                tracing::warn!("the token sets could not be listed ({e}); kept as they were");
+                return Ok(false);
+            }
+        };
+        for expansion in expansions {
             tokens.extend(expansion.tokens);
             problems.extend(expansion.problems);
         }
@@ -720,15 +736,35 @@ impl Daemon {
             tokens: Vec::with_capacity(window.len()),
             checks: Vec::with_capacity(window.len()),
         };
-        let mut jobs = Vec::with_capacity(window.len());
-        for (n, &i) in window.iter().enumerate() {
-            let token = self.config.tokens[i].clone();
-            jobs.push(self.prepare(&token)?);
-            // Reading a fleet's files can take a while (a network file system): the election's
-            // heartbeat, on this same thread, must go on meanwhile.
-            if n % 64 == 63 {
-                tokio::task::yield_now().await;
+        // Reading a fleet's files can take a while (a network file system): they are read on the
+        // blocking pool, so that the election's heartbeat, on this thread, goes on meanwhile.
+        let configs: Vec<TokenConfig> = window
+            .iter()
+            .map(|&i| self.config.tokens[i].clone())
+            .collect();
+        let count = configs.len();
+        let reads = tokio::task::spawn_blocking(move || {
+            let reads: Vec<_> = configs.iter().map(read_token).collect();
+            (configs, reads)
+        })
+        .await;
+        let (configs, reads) = match reads {
+            Ok(done) => done,
+            Err(e) => {
+                let why = format!("the token files could not be read ({e})");
+                let configs = window
+                    .iter()
+                    .map(|&i| self.config.tokens[i].clone())
+                    .collect();
+                (configs, (0..count).map(|_| Err(why.clone())).collect())
             }
+        };
+        let mut jobs = Vec::with_capacity(window.len());
+        for (token, read) in configs.iter().zip(reads) {
+            jobs.push(match read {
+                Ok(read) => Ok(self.prepare(token, read)?),
+                Err(reason) => Err(reason),
+            });
         }
         let (known, deferred) = self.prefetch(&jobs, now).await;
         // The Graph calls of up to CHECKS_IN_FLIGHT tokens overlap; what follows each check
@@ -957,24 +993,9 @@ impl Daemon {
 
     /// Reads what a check of `token` needs (the token, its app credentials, the Graph client for
     /// its app); the inner `Err` says why the token cannot be read.
-    fn prepare(&mut self, token: &TokenConfig) -> Result<Result<Job, String>, Error> {
+    fn prepare(&mut self, token: &TokenConfig, read: Read) -> Result<Job, Error> {
         let policy = token.policy;
-        let source = engine_source(&token.source);
-        let backups = match &token.backups {
-            Backups::Series => None,
-            Backups::Keys(keys) => Some(keys.as_slice()),
-        };
-        let spec = match TokenSpec::load(&source, backups) {
-            Ok(spec) => spec,
-            Err(e) => return Ok(Err(e.to_string())),
-        };
-        let app = match app_credentials(&token.app) {
-            Ok(app) => app,
-            Err(reason) => {
-                tracing::warn!(token = %token.name, "cannot read the app credentials: {reason}");
-                AppCredentials::default()
-            }
-        };
+        let Read { spec, source, app } = read;
         let client = self.client_for(&app)?;
         let options = RefreshOptions {
             policy: RenewPolicy {
@@ -993,7 +1014,7 @@ impl Daemon {
             },
             gate: None,
         };
-        Ok(Ok(Job {
+        Ok(Job {
             spec,
             source,
             app,
@@ -1002,7 +1023,7 @@ impl Daemon {
             options,
             claims: None,
             known: None,
-        }))
+        })
     }
 
     async fn check_one(
@@ -1685,6 +1706,30 @@ fn status_from_store(status: store::Status) -> Status {
         store::Status::Critical => Status::Critical,
         store::Status::Unknown => Status::Unknown,
     }
+}
+
+/// What a check reads from files: the token and its backups, and its app's credentials.
+struct Read {
+    spec: TokenSpec,
+    source: EngineSource,
+    app: AppCredentials,
+}
+
+/// Reads `token`'s files (blocking: run on the blocking pool); `Err` says why it cannot be read.
+/// App credentials that cannot be read are logged and left out: the check then says what they
+/// would have told.
+fn read_token(token: &TokenConfig) -> Result<Read, String> {
+    let source = engine_source(&token.source);
+    let backups = match &token.backups {
+        Backups::Series => None,
+        Backups::Keys(keys) => Some(keys.as_slice()),
+    };
+    let spec = TokenSpec::load(&source, backups).map_err(|e| e.to_string())?;
+    let app = app_credentials(&token.app).unwrap_or_else(|reason| {
+        tracing::warn!(token = %token.name, "cannot read the app credentials: {reason}");
+        AppCredentials::default()
+    });
+    Ok(Read { spec, source, app })
 }
 
 fn engine_source(source: &TokenSource) -> EngineSource {
