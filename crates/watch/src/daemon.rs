@@ -5,9 +5,13 @@
 //! alerts (at least once, retried across restarts), and publishes a new [`Snapshot`]. With
 //! `batch_checks` (the default), a round first asks the due tokens' `/debug_token` (and a first
 //! check's `/me`) in Graph batches per app ([`crate::batch`]), and the engine judges each token from
-//! those answers; the checks of an app waiting out a rate limit are deferred. The checks of up to 16
-//! tokens run at once; everything after them (states, alerts, the store) is taken in one token at a
-//! time in the configuration's order, and written once per step.
+//! those answers; the checks of an app waiting out a rate limit are deferred. A round goes a window
+//! of 250 tokens at a time (files read on the blocking pool, batches asked, checks run, records
+//! written), so its memory is one window's; a stop ends it at the next window. The checks of up to
+//! 16 tokens run at once; everything after them (states, alerts, the store) is taken in one token at
+//! a time in the configuration's order. Each renewal and failover is claimed first when replicas
+//! share the state ([`crate::claims`]), and a new leader takes up the schedule and the identities
+//! from the shared state.
 //!
 //! Time comes from a [`Clock`] only: [`Daemon::run_due`] takes `now`, so a test drives simulated
 //! days deterministically; [`Daemon::run`] sleeps (tokio time) until the next due check.
