@@ -61,6 +61,16 @@ pub enum FindingCode {
     RateLimited,
 }
 
+impl FindingCode {
+    /// The codes that say the API called the token dead (expired, invalidated or invalid): never
+    /// a network failure or an outage, which leave the verdict unknown.
+    pub const DEAD: [FindingCode; 3] = [
+        FindingCode::TokenExpired,
+        FindingCode::TokenInvalidated,
+        FindingCode::TokenInvalid,
+    ];
+}
+
 /// One finding.
 #[derive(Debug, Clone, Serialize)]
 pub struct Finding {

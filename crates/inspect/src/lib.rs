@@ -104,14 +104,9 @@ impl Report {
     /// Whether the API said the token is dead (expired, invalidated or invalid): never true for a
     /// network failure or an outage, which leave the verdict unknown.
     pub fn is_dead(&self) -> bool {
-        self.findings.iter().any(|f| {
-            matches!(
-                f.code,
-                FindingCode::TokenExpired
-                    | FindingCode::TokenInvalidated
-                    | FindingCode::TokenInvalid
-            )
-        })
+        self.findings
+            .iter()
+            .any(|f| FindingCode::DEAD.contains(&f.code))
     }
 
     /// Whether the token works and holds the required permissions, by the API's own word.

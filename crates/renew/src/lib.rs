@@ -136,16 +136,6 @@ impl Known {
     pub fn get(&self, token: &AccessToken) -> Option<&KnownToken> {
         self.tokens.get(&(self.key)(token))
     }
-
-    /// How many tokens are known.
-    pub fn len(&self) -> usize {
-        self.tokens.len()
-    }
-
-    /// Whether none is.
-    pub fn is_empty(&self) -> bool {
-        self.tokens.is_empty()
-    }
 }
 
 impl Ctx<'_> {

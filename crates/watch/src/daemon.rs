@@ -530,14 +530,11 @@ impl Daemon {
                 return;
             }
         };
-        let dead_codes: Vec<String> = [
-            FindingCode::TokenExpired,
-            FindingCode::TokenInvalidated,
-            FindingCode::TokenInvalid,
-        ]
-        .iter()
-        .filter_map(|code| serde_json::to_value(code).ok()?.as_str().map(str::to_owned))
-        .collect();
+        // The stored codes are `Report::is_dead`'s: the same list, as the state spells it.
+        let dead_codes: Vec<String> = FindingCode::DEAD
+            .iter()
+            .filter_map(|code| serde_json::to_value(code).ok()?.as_str().map(str::to_owned))
+            .collect();
         self.identities.reserve(stored.len());
         for s in stored {
             let dead = s.finding_codes.iter().any(|c| dead_codes.contains(c));
@@ -995,8 +992,8 @@ impl Daemon {
         }
     }
 
-    /// Reads what a check of `token` needs (the token, its app credentials, the Graph client for
-    /// its app); the inner `Err` says why the token cannot be read.
+    /// A check of `token` from what [`read_token`] read: the Graph client for its app and the
+    /// engine's options.
     fn prepare(&mut self, token: &TokenConfig, read: Read) -> Result<Job, Error> {
         let policy = token.policy;
         let Read { spec, source, app } = read;
