@@ -7,7 +7,6 @@
 //! Must never: print, write files, or change anything at Meta except the one `--fix` it was allowed
 //! (subscribing the app to the account's webhooks).
 
-mod cert;
 mod send;
 mod webhook;
 

@@ -342,7 +342,7 @@ async fn probe_certificate(
         .1
         .peer_certificates()
         .and_then(|certs| certs.first())
-        .and_then(|leaf| crate::cert::not_after(leaf)))
+        .and_then(|leaf| permatoken_x509::not_after(leaf)))
 }
 
 fn certificate_refusal(host: &str, e: &std::io::Error) -> Refusal {
