@@ -64,6 +64,28 @@ pub(crate) struct Due {
     pub tokens: Vec<AccessToken>,
 }
 
+impl Due {
+    /// The batching of `job`'s check: `None` when its app's id or secret is unknown (its check
+    /// asks alone, and says what is missing) or none of its tokens belongs to the app.
+    pub(crate) fn of(job: &crate::check::Job) -> Option<Self> {
+        let (Some(id), Some(secret)) = (&job.app.app_id, &job.app.app_secret) else {
+            return None;
+        };
+        // A token of another app is checked alone, by itself (`check`'s mismatch).
+        let tokens: Vec<AccessToken> = std::iter::once(&job.spec.primary)
+            .chain(&job.spec.backups)
+            .map(|s| &s.value)
+            .filter(|t| t.embedded_app_id().is_none_or(|e| e.to_string() == *id))
+            .cloned()
+            .collect();
+        (!tokens.is_empty()).then(|| Self {
+            app: AppToken::new(id.clone(), secret.clone()),
+            client: job.client.clone(),
+            tokens,
+        })
+    }
+}
+
 /// What a round's batches gave.
 pub(crate) struct Prefetch {
     /// The answers, by token digest.

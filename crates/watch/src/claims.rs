@@ -69,7 +69,7 @@ impl Gate for ClaimGate {
         token: &'a AccessToken,
     ) -> std::pin::Pin<Box<dyn std::future::Future<Output = bool> + Send + 'a>> {
         Box::pin(async move {
-            let key = claim_key(&crate::daemon::sha256(token), action, self.at);
+            let key = claim_key(&crate::records::sha256(token), action, self.at);
             match self.election.claim(&key, self.at).await {
                 Ok(true) => {
                     self.claimed

@@ -6,13 +6,25 @@
 //! terminal: the binary renders.
 
 pub mod alert;
+mod announce;
 mod batch;
+mod check;
+mod checklist;
 pub mod claims;
+pub mod clients;
 pub mod config;
 pub mod daemon;
+mod delivery;
+mod fleet;
 pub mod http;
+pub mod leadership;
+mod memory;
 pub mod metrics;
 pub mod page;
+mod outcome;
+mod records;
+pub mod schedule;
 pub mod sets;
 pub mod snapshot;
+pub mod sources;
 pub mod states;

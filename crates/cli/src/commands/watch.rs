@@ -10,10 +10,11 @@ use permatoken_inspect::Status;
 use permatoken_state::{PgOptions, Store};
 use permatoken_watch::alert::Sender;
 use permatoken_watch::config::{self, Config, Loaded, StateLocation};
-use permatoken_watch::daemon::{self, Daemon, Options, SystemClock};
+use permatoken_watch::daemon::{Daemon, Options, SystemClock};
 use permatoken_watch::http::{self, AppState, BearerToken};
 use permatoken_watch::metrics::Counters;
 use permatoken_watch::snapshot::{self, Snapshot};
+use permatoken_watch::sources;
 
 use super::{Failure, common};
 use crate::cli::WatchArgs;
@@ -38,14 +39,18 @@ pub(crate) async fn run(args: WatchArgs) -> Result<u8, Failure> {
     });
     let state = match from_args.or_else(|| config.state.clone()) {
         Some(state) => state,
-        None => StateLocation::File(daemon::default_state_path(std::env::vars_os()).ok_or_else(
-            || {
-                Failure::new(
-                    "nowhere to keep the state file: neither `XDG_STATE_HOME` nor `HOME` is set",
-                    "pass --state PATH (or set `state` in the configuration)",
-                )
-            },
-        )?),
+        None => {
+            let hint = "pass --state PATH (or set `state` in the configuration)";
+            let path = sources::default_state_path(std::env::vars_os())
+                .map_err(|e| Failure::new(e.to_string(), hint))?
+                .ok_or_else(|| {
+                    Failure::new(
+                        "nowhere to keep the state file: neither `XDG_STATE_HOME` nor `HOME` is set",
+                        hint,
+                    )
+                })?;
+            StateLocation::File(path)
+        }
     };
     let postgres = matches!(state, StateLocation::Postgres(_));
     let store = match state {

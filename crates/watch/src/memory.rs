@@ -1,0 +1,149 @@
+//! What this process remembers of each token between rounds, beside the shared state: the names of
+//! the backups its last check found, the permissions it had (both for the page), the key (SHA-256)
+//! each name held, and each token's identity and verdict (so that a batched round asks `/me` only on
+//! a first check or a change, [`crate::batch`]).
+//!
+//! The identities are filled from the state once per time this replica leads
+//! ([`Memory::load_identities`]), so that a restart or a new leader does not ask `/me` of a whole
+//! fleet again; a standby forgets them ([`Memory::forget_identities`]), since they would go stale.
+//!
+//! Must never: hold a token (only its SHA-256), or be the only place a fact lives: everything here
+//! can be lost and learned again at the next check.
+
+use std::collections::{HashMap, HashSet};
+
+use permatoken_inspect::FindingCode;
+use permatoken_renew::LastCheck;
+use permatoken_state as store;
+
+use crate::config::TokenConfig;
+
+/// See the module docs.
+#[derive(Default)]
+pub(crate) struct Memory {
+    /// Per configured token: the names of the backups its last check found (`<name>/<VARIABLE>`).
+    backups: HashMap<String, Vec<String>>,
+    /// Per token name (primaries and backups): the permissions its last check found.
+    scopes: HashMap<String, Vec<String>>,
+    /// Per token name: the key of the token it held at its last check. The store knows a token by
+    /// its key under one name, and one token may stand under two names (the same spare in two
+    /// `.env` files): the page finds each name's latest check through this.
+    keys: HashMap<String, store::TokenKey>,
+    /// Per token key (primaries and backups): the identity and verdict of its last check.
+    identities: HashMap<String, LastCheck>,
+    /// Whether `identities` was filled from the state since this replica began to lead.
+    identities_loaded: bool,
+}
+
+impl Memory {
+    /// The backups of `token` its last check found.
+    pub(crate) fn backups(&self, token: &str) -> &[String] {
+        self.backups.get(token).map_or(&[], Vec::as_slice)
+    }
+
+    /// The permissions `name` had at its last check.
+    pub(crate) fn scopes(&self, name: &str) -> &[String] {
+        self.scopes.get(name).map_or(&[], Vec::as_slice)
+    }
+
+    /// The key `name` held at its last check.
+    pub(crate) fn key(&self, name: &str) -> Option<&store::TokenKey> {
+        self.keys.get(name)
+    }
+
+    /// The identities by token key, for the batches.
+    pub(crate) fn identities(&self) -> &HashMap<String, LastCheck> {
+        &self.identities
+    }
+
+    /// What one check of `name` saw: its key, its permissions and its identity (`None`: `/me` did
+    /// not answer, so it is asked again next time).
+    pub(crate) fn saw(
+        &mut self,
+        name: &str,
+        key: Option<&store::TokenKey>,
+        scopes: Vec<String>,
+        identity: Option<LastCheck>,
+    ) {
+        if let Some(key) = key {
+            match identity {
+                Some(last) => self.identities.insert(key.as_str().to_owned(), last),
+                None => self.identities.remove(key.as_str()),
+            };
+            self.keys.insert(name.to_owned(), key.clone());
+        }
+        self.scopes.insert(name.to_owned(), scopes);
+    }
+
+    /// The backups a check of `token` found.
+    pub(crate) fn found_backups(&mut self, token: &str, backups: Vec<String>) {
+        self.backups.insert(token.to_owned(), backups);
+    }
+
+    /// Keeps the backups of the tokens `keep` says are still configured.
+    pub(crate) fn retain_tokens(&mut self, keep: impl Fn(&str) -> bool) {
+        self.backups.retain(|name, _| keep(name));
+    }
+
+    /// Fills the identities from the state, once per time this replica leads: each token whose
+    /// latest check (before a restart, or by another replica) saw its `/me` answer, with that
+    /// check's verdict. `dead` is read from the check's finding codes as
+    /// [`permatoken_inspect::Report::is_dead`] reads the findings; what this process saw itself is
+    /// kept. A state that cannot be read leaves every token to be asked.
+    pub(crate) async fn load_identities(&mut self, store: &store::Store) {
+        if self.identities_loaded {
+            return;
+        }
+        self.identities_loaded = true;
+        let stored = match store.identities().await {
+            Ok(stored) => stored,
+            Err(e) => {
+                tracing::warn!("cannot read the tokens' identities ({e}): `/me` is asked again");
+                return;
+            }
+        };
+        // The stored codes are `Report::is_dead`'s: the same list, as the state spells it.
+        let dead_codes: Vec<String> = FindingCode::DEAD
+            .iter()
+            .filter_map(|code| serde_json::to_value(code).ok()?.as_str().map(str::to_owned))
+            .collect();
+        self.identities.reserve(stored.len());
+        for s in stored {
+            let dead = s.finding_codes.iter().any(|c| dead_codes.contains(c));
+            self.identities
+                .entry(s.key.as_str().to_owned())
+                .or_insert_with(|| LastCheck {
+                    identity: permatoken_inspect::Identity {
+                        id: s.id,
+                        name: s.name,
+                    },
+                    status: crate::records::status_from_store(s.status),
+                    dead,
+                });
+        }
+    }
+
+    /// Forgets every identity (this replica stands by: they would go stale); the next time it
+    /// leads, they are read from the state again.
+    pub(crate) fn forget_identities(&mut self) {
+        self.identities.clear();
+        self.identities_loaded = false;
+    }
+
+    /// Makes the next [`Memory::load_identities`] read the state again (a new leader).
+    pub(crate) fn reload_identities(&mut self) {
+        self.identities_loaded = false;
+    }
+
+    /// Forgets the identities of tokens no longer configured (a renewed token's old value, a
+    /// removed file).
+    pub(crate) fn forget_unused_identities(&mut self, tokens: &[TokenConfig]) {
+        let live: HashSet<&str> = tokens
+            .iter()
+            .flat_map(|t| std::iter::once(&t.name).chain(self.backups(&t.name)))
+            .filter_map(|name| self.keys.get(name))
+            .map(store::TokenKey::as_str)
+            .collect();
+        self.identities.retain(|key, _| live.contains(key.as_str()));
+    }
+}
