@@ -101,7 +101,9 @@ impl Announcer {
 
     /// Writes the round's decisions in one transaction.
     pub(crate) async fn flush(&mut self, store: &store::Store) -> Result<(), store::Error> {
-        store.announce_all(std::mem::take(&mut self.decisions)).await
+        store
+            .announce_all(std::mem::take(&mut self.decisions))
+            .await
     }
 
     /// Drops the round's decisions unwritten (this replica stopped leading during the round).

@@ -144,5 +144,4 @@ impl Courier<'_> {
             .await?;
         Ok(())
     }
-
 }

@@ -83,7 +83,12 @@ pub(crate) struct Outcome {
 
 impl Outcome {
     /// What `report`, the engine's run at `now` on `token` as read in `spec`, comes to.
-    pub(crate) fn of(token: &TokenConfig, spec: &TokenSpec, report: &RefreshReport, now: Timestamp) -> Self {
+    pub(crate) fn of(
+        token: &TokenConfig,
+        spec: &TokenSpec,
+        report: &RefreshReport,
+        now: Timestamp,
+    ) -> Self {
         let mut outcome = Self {
             seen: Vec::with_capacity(report.tokens.len()),
             records: Vec::with_capacity(report.tokens.len()),
@@ -118,7 +123,11 @@ impl Outcome {
                     renewed.report.clone(),
                     Engine::Renewed,
                 ),
-                _ => (Some(sha256(&sourced.value)), one.before.clone(), Engine::Nothing),
+                _ => (
+                    Some(sha256(&sourced.value)),
+                    one.before.clone(),
+                    Engine::Nothing,
+                ),
             };
             if one.decision == Decision::Renewed {
                 outcome.happened.push(Happened {

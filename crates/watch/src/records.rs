@@ -41,7 +41,6 @@ pub(crate) fn status_from_store(status: store::Status) -> Status {
     }
 }
 
-
 pub(crate) fn sha256(token: &AccessToken) -> store::TokenKey {
     store::TokenKey::parse(&crate::batch::digest(token)).expect("64 hex digits")
 }
@@ -182,7 +181,6 @@ pub(crate) fn alert_from_store(alert: &store::Alert) -> Alert {
         },
     }
 }
-
 
 #[cfg(test)]
 mod tests {

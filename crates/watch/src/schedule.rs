@@ -119,7 +119,10 @@ impl Schedule {
     ) {
         let entry = self.entry(name, now);
         entry.unknown_streak = if unknown { entry.unknown_streak + 1 } else { 0 };
-        entry.at = later(now, wait(policy, expires_at, entry.unknown_streak, now, unit));
+        entry.at = later(
+            now,
+            wait(policy, expires_at, entry.unknown_streak, now, unit),
+        );
     }
 
     /// `name`'s check was deferred (its app is rate-limited): it is due at `until`, its back-off
@@ -214,9 +217,15 @@ mod tests {
     fn the_next_check_is_an_interval_later_plus_part_of_the_jitter() {
         let p = policy(HOUR, Duration::from_secs(360));
         assert_eq!(wait(&p, None, 0, at(0), 0.0), HOUR);
-        assert_eq!(wait(&p, None, 0, at(0), 0.5), HOUR + Duration::from_secs(180));
+        assert_eq!(
+            wait(&p, None, 0, at(0), 0.5),
+            HOUR + Duration::from_secs(180)
+        );
         // A draw out of range is held to the jitter.
-        assert_eq!(wait(&p, None, 0, at(0), 7.0), HOUR + Duration::from_secs(360));
+        assert_eq!(
+            wait(&p, None, 0, at(0), 7.0),
+            HOUR + Duration::from_secs(360)
+        );
     }
 
     #[test]
@@ -320,34 +329,35 @@ mod tests {
     #[test]
     fn a_new_leader_resumes_from_each_names_newest_primary_check_that_could_tell() {
         let key = |c: char| store::TokenKey::parse(&c.to_string().repeat(64)).unwrap();
-        let entry = |k: char, name: &str, role: store::Role, check: Option<(i64, store::Status)>| {
-            store::LatestCheck {
-                token: store::TokenRecord {
-                    key: key(k),
-                    name: name.to_owned(),
-                    role,
-                    fingerprint: String::new(),
-                    source_path: String::new(),
-                    source_key: None,
-                    first_seen: at(0),
-                    last_seen: at(0),
-                    identity: None,
-                },
-                check: check.map(|(when, status)| store::CheckRecord {
-                    key: key(k),
-                    checked_at: at(when),
-                    status,
-                    alert_state: "ok".into(),
-                    valid: Some(true),
-                    expires_at: Some(at(when + 86_400)),
-                    never_expires: false,
-                    kind: None,
-                    missing_scopes: Vec::new(),
-                    finding_codes: Vec::new(),
-                    elapsed_ms: 0,
-                }),
-            }
-        };
+        let entry =
+            |k: char, name: &str, role: store::Role, check: Option<(i64, store::Status)>| {
+                store::LatestCheck {
+                    token: store::TokenRecord {
+                        key: key(k),
+                        name: name.to_owned(),
+                        role,
+                        fingerprint: String::new(),
+                        source_path: String::new(),
+                        source_key: None,
+                        first_seen: at(0),
+                        last_seen: at(0),
+                        identity: None,
+                    },
+                    check: check.map(|(when, status)| store::CheckRecord {
+                        key: key(k),
+                        checked_at: at(when),
+                        status,
+                        alert_state: "ok".into(),
+                        valid: Some(true),
+                        expires_at: Some(at(when + 86_400)),
+                        never_expires: false,
+                        kind: None,
+                        missing_scopes: Vec::new(),
+                        finding_codes: Vec::new(),
+                        elapsed_ms: 0,
+                    }),
+                }
+            };
         use store::Status::{Ok, Unknown};
         let latest = [
             // Renewed: the old token's check is older than the new one's.
@@ -357,7 +367,12 @@ mod tests {
             entry('c', "billing", store::Role::Primary, Some((10, Ok))),
             entry('d', "billing", store::Role::Primary, Some((30, Unknown))),
             // A backup's check does not schedule its primary.
-            entry('e', "orders/B", store::Role::Backup("orders".into()), Some((90, Ok))),
+            entry(
+                'e',
+                "orders/B",
+                store::Role::Backup("orders".into()),
+                Some((90, Ok)),
+            ),
             entry('f', "new", store::Role::Primary, None),
         ];
         let got = last_known_checks(&latest);

@@ -132,7 +132,8 @@ fn secret_file(path: &std::path::Path) -> Result<zeroize::Zeroizing<String>, Sou
         path: path.to_owned(),
         reason,
     };
-    let bytes = permatoken_fs::read_secret(path, MAX_SECRET_FILE).map_err(|e| failed(e.to_string()))?;
+    let bytes =
+        permatoken_fs::read_secret(path, MAX_SECRET_FILE).map_err(|e| failed(e.to_string()))?;
     let text = std::str::from_utf8(&bytes).map_err(|_| failed("it is not UTF-8 text".into()))?;
     Ok(zeroize::Zeroizing::new(text.to_owned()))
 }
@@ -182,8 +183,10 @@ fn doctor_vars_of_environment() -> permatoken_config::Credentials {
 pub fn default_state_path(
     environment: impl IntoIterator<Item = (OsString, OsString)>,
 ) -> Result<Option<PathBuf>, permatoken_fs::NotUtf8> {
-    Ok(permatoken_fs::permatoken_dir(permatoken_fs::Xdg::State, environment)?
-        .map(|dir| dir.join("state.db")))
+    Ok(
+        permatoken_fs::permatoken_dir(permatoken_fs::Xdg::State, environment)?
+            .map(|dir| dir.join("state.db")),
+    )
 }
 
 #[cfg(test)]

@@ -161,10 +161,7 @@ async fn token_views(from: &Sources<'_>) -> Result<Vec<TokenView>, store::Error>
             missing_permissions: check.map(|c| c.missing_scopes.clone()).unwrap_or_default(),
             scopes: from.memory.scopes(name).to_vec(),
             last_check: check.map(|c| c.checked_at.as_second()),
-            next_check: from
-                .schedule
-                .scheduled(primary_name)
-                .map(|t| t.as_second()),
+            next_check: from.schedule.scheduled(primary_name).map(|t| t.as_second()),
             name: name.to_owned(),
             role,
         }

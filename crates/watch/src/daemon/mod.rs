@@ -2,7 +2,8 @@
 //!
 //! [`Daemon::run`] sleeps until a token is due (or a minute, for deliveries waiting to be retried),
 //! then runs a **round** over the due tokens, in the configuration's order, a **window** of
-//! [`ROUND_WINDOW`] tokens at a time, so that a round's memory is one window's. For each window:
+//! [`ROUND_WINDOW`] tokens at a time, so that a round's memory is one window's. For each window
+//! (`daemon/window.rs`):
 //!
 //! 1. the tokens' files are read on the blocking pool ([`crate::sources`]);
 //! 2. with `batch_checks`, their `/debug_token` (and a first check's `/me`) are asked in Graph
@@ -26,7 +27,7 @@
 //! stop because one token's file cannot be read (that token's check is unknown), or call a token
 //! dead unless the API said so (the engine and [`crate::states::observe`] ensure it).
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::future::Future;
 use std::path::PathBuf;
 use std::pin::Pin;
@@ -36,25 +37,22 @@ use std::time::Duration;
 
 use jiff::{SignedDuration, Timestamp};
 use permatoken_inspect::Status;
-use permatoken_renew::Known;
 use permatoken_state as store;
 use permatoken_state::Store;
 
+mod window;
+
 use crate::alert::{Sender, random_unit};
 use crate::announce::Announcer;
-use crate::check::{CheckError, Checked, Job, Pending, WriteSetup};
 use crate::clients::{ClientError, Clients};
-use crate::config::{Config, TokenConfig};
+use crate::config::Config;
 use crate::delivery::Courier;
 use crate::fleet::{Fleet, Names};
 use crate::leadership::{Heartbeat, Leadership, Turn};
 use crate::memory::Memory;
 use crate::metrics::Counters;
-use crate::outcome::Outcome;
-use crate::records::status_str;
 use crate::schedule::Schedule;
 use crate::snapshot::{self, Publisher, Snapshot};
-use crate::states::{Observation, Observed};
 
 /// Where the daemon reads the time. Every decision (due checks, windows, alert timing, what is
 /// stored) uses it, never the system clock directly.
@@ -142,14 +140,6 @@ pub enum Error {
     /// The Graph client could not be set up.
     #[error(transparent)]
     Graph(#[from] ClientError),
-}
-
-/// The records of a window, written together at its end: a call per check would cost a
-/// transaction each.
-#[derive(Default)]
-struct WindowWrites {
-    tokens: Vec<store::TokenRecord>,
-    checks: Vec<store::CheckRecord>,
 }
 
 /// The `watch` scheduler. See the module docs.
@@ -264,7 +254,11 @@ impl Daemon {
                 HashMap::new()
             }
         };
-        let tokens = self.config.tokens.iter().map(|t| (t.name.as_str(), &t.policy));
+        let tokens = self
+            .config
+            .tokens
+            .iter()
+            .map(|t| (t.name.as_str(), &t.policy));
         self.schedule.resume(tokens, &latest, random_unit);
     }
 
@@ -472,266 +466,6 @@ impl Daemon {
             self.publish(now).await?;
         }
         Ok(summary)
-    }
-
-    /// Checks the tokens at positions `window`: reads them, asks their batches, runs their checks
-    /// (up to [`CHECKS_IN_FLIGHT`] at once), takes each in, in order, and writes their records.
-    async fn window(
-        &mut self,
-        window: &[usize],
-        now: Timestamp,
-        summary: &mut RoundSummary,
-    ) -> Result<(), Error> {
-        let jobs = self.prepare(window).await?;
-        let (known, deferred) = self.prefetch(&jobs, now).await;
-        let mut writes = WindowWrites::default();
-        // The Graph calls of up to CHECKS_IN_FLIGHT tokens overlap; what follows each check
-        // (states, alerts, the store) is taken in one token at a time, in the configuration's
-        // order, so a round decides as it would one token after another.
-        let mut in_flight: VecDeque<(TokenConfig, Pending)> = VecDeque::new();
-        for (n, (token, job)) in jobs.into_iter().enumerate() {
-            if let Some(until) = deferred.get(&n) {
-                // Its app is rate-limited: not a failed check, only a later one; but not a check
-                // made either (`watch --once` must not exit 0 on it).
-                summary.deferred += 1;
-                summary.note(Status::Unknown);
-                self.schedule.defer(&token.name, *until, now);
-                continue;
-            }
-            let pending = match job {
-                Ok(mut job) => {
-                    job.use_known(known.clone());
-                    if let Some(gate) = self.leadership.gate(now) {
-                        job.claim_through(gate);
-                    }
-                    Pending::start(job, now)
-                }
-                Err(e) => Pending::Done(Checked::NotRun(e)),
-            };
-            // Should the round fail below, checks still in flight finish on their own (a write the
-            // engine began is completed, never cut); the next round reads what they left.
-            in_flight.push_back((token, pending));
-            if in_flight.len() >= CHECKS_IN_FLIGHT
-                && let Some((token, pending)) = in_flight.pop_front()
-            {
-                let checked = pending.finish().await;
-                self.take_in(&token, checked, now, summary, &mut writes)
-                    .await?;
-            }
-        }
-        while let Some((token, pending)) = in_flight.pop_front() {
-            let checked = pending.finish().await;
-            self.take_in(&token, checked, now, summary, &mut writes)
-                .await?;
-        }
-        if !writes.checks.is_empty() {
-            self.store.upsert_tokens(writes.tokens).await?;
-            self.store.record_checks(writes.checks).await?;
-        }
-        Ok(())
-    }
-
-    /// The jobs of the tokens at positions `window`, their files read on the blocking pool (a
-    /// fleet's files may be slow to read: the election's heartbeat, on this thread, goes on).
-    async fn prepare(
-        &mut self,
-        window: &[usize],
-    ) -> Result<Vec<(TokenConfig, Result<Job, CheckError>)>, Error> {
-        let configs: Vec<TokenConfig> = window
-            .iter()
-            .map(|&i| self.config.tokens[i].clone())
-            .collect();
-        let read = tokio::task::spawn_blocking(move || {
-            let reads: Vec<_> = configs.iter().map(crate::sources::read).collect();
-            (configs, reads)
-        })
-        .await;
-        let (configs, reads) = match read {
-            Ok(done) => done,
-            Err(e) => {
-                let configs: Vec<TokenConfig> = window
-                    .iter()
-                    .map(|&i| self.config.tokens[i].clone())
-                    .collect();
-                let why = || crate::sources::SourceError::Stopped(e.to_string());
-                let reads = configs.iter().map(|_| Err(why())).collect();
-                (configs, reads)
-            }
-        };
-        let mut jobs = Vec::with_capacity(configs.len());
-        for (token, read) in configs.into_iter().zip(reads) {
-            let job = match read {
-                Ok(read) => {
-                    let client = self.clients.client_for(&read.app, &self.counters)?;
-                    let write = WriteSetup {
-                        backup_dir: self.backup_dir.clone(),
-                        reload_slots: self.fleet.reload_slots(&token.set),
-                    };
-                    Ok(Job::new(&token, read, client, write))
-                }
-                Err(e) => Err(CheckError::Unreadable(e)),
-            };
-            jobs.push((token, job));
-        }
-        Ok(jobs)
-    }
-
-    /// With `batch_checks`, asks the batches for `jobs` ([`crate::batch::prefetch`]): the window's
-    /// known answers, and the checks deferred (by index) until their app's rate limit has passed.
-    async fn prefetch(
-        &mut self,
-        jobs: &[(TokenConfig, Result<Job, CheckError>)],
-        now: Timestamp,
-    ) -> (Option<Arc<Known>>, HashMap<usize, Timestamp>) {
-        if !self.config.batch_checks {
-            return (None, HashMap::new());
-        }
-        let due = jobs
-            .iter()
-            .enumerate()
-            .filter_map(|(i, (_, job))| Some((i, crate::batch::Due::of(job.as_ref().ok()?)?)))
-            .collect();
-        let fetched = crate::batch::prefetch(
-            due,
-            self.memory.identities(),
-            &mut self.budgets,
-            &self.counters,
-            now,
-        )
-        .await;
-        (Some(Arc::new(fetched.known)), fetched.deferred)
-    }
-
-    /// Takes in one token's check: marks its claims done, then what it saw, or why it told nothing.
-    async fn take_in(
-        &mut self,
-        token: &TokenConfig,
-        checked: Checked,
-        now: Timestamp,
-        summary: &mut RoundSummary,
-        writes: &mut WindowWrites,
-    ) -> Result<(), Error> {
-        let ran = match checked {
-            Checked::NotRun(e) => {
-                self.not_checked(token, &e, now, summary);
-                return Ok(());
-            }
-            Checked::Ran(ran) => *ran,
-        };
-        // Done, whatever came of it: the action ran its course (a claim left open would say it
-        // may still be under way).
-        for key in ran.job.take_claimed() {
-            self.store.claim_done(&key, now).await?;
-        }
-        let report = match ran.result {
-            Ok(report) => report,
-            Err(e) => {
-                self.not_checked(token, &e, now, summary);
-                return Ok(());
-            }
-        };
-        let outcome = Outcome::of(token, &ran.job.spec, &report, now);
-        self.take_in_outcome(token, outcome, now, summary, writes)
-            .await?;
-        let policy = &token.policy;
-        if policy.doctor && self.schedule.doctor_is_due(&token.name, now) {
-            let job = &ran.job;
-            let ca = self.clients.config().extra_roots_pem.clone();
-            let items = crate::checklist::run(token, &job.source, &job.app, &job.client, ca).await;
-            for (name, observation) in items {
-                self.announce(token, &name, &observation, now, summary);
-            }
-            self.schedule
-                .doctor_ran(&token.name, policy.doctor_interval, now);
-        }
-        Ok(())
-    }
-
-    /// A check that told nothing: unknown, announced (alerted only once it lasts), retried soon.
-    fn not_checked(
-        &mut self,
-        token: &TokenConfig,
-        error: &CheckError,
-        now: Timestamp,
-        summary: &mut RoundSummary,
-    ) {
-        error.log(&token.name);
-        self.counters.check(&token.name, "error");
-        summary.checked(Status::Unknown);
-        self.announce(token, &token.name, &error.observation(), now, summary);
-        self.schedule
-            .checked(&token.name, &token.policy, None, true, now, random_unit());
-    }
-
-    /// Everything that follows one engine run: events, records, what is remembered, states,
-    /// alerts and the next check of the token and its backups.
-    async fn take_in_outcome(
-        &mut self,
-        token: &TokenConfig,
-        outcome: Outcome,
-        now: Timestamp,
-        summary: &mut RoundSummary,
-        writes: &mut WindowWrites,
-    ) -> Result<(), Error> {
-        for happened in &outcome.happened {
-            happened.emit(&self.counters);
-            self.store.record_event(happened.event(now)).await?;
-        }
-        for (record, check) in &outcome.records {
-            writes.tokens.push(record.clone());
-            writes.checks.push(check.clone());
-        }
-        self.memory.found_backups(&token.name, outcome.backups());
-        // The token and its backups are checked together: the soonest expiry among them and any
-        // unknown check set when they are checked next.
-        let mut soonest: Option<Timestamp> = None;
-        let mut any_unknown = false;
-        for seen in outcome.seen {
-            let report = &seen.report;
-            self.memory.saw(
-                &seen.name,
-                seen.key.as_ref(),
-                report.token.scopes.clone().unwrap_or_default(),
-                permatoken_renew::LastCheck::of(report),
-            );
-            self.counters.check(&seen.name, status_str(report.status));
-            summary.checked(report.status);
-            let observation = crate::states::observe(report, seen.engine);
-            self.announce(token, &seen.name, &observation, now, summary);
-            any_unknown |= observation.observed == Observed::Unknown;
-            // Only an expiry still ahead brings the next check nearer: a token already expired is
-            // dead by the API's word and stays so until its file changes, which the interval notices.
-            if let Some(at) = report.expires_at().filter(|at| *at > now) {
-                soonest = Some(soonest.map_or(at, |s| s.min(at)));
-            }
-        }
-        self.schedule.checked(
-            &token.name,
-            &token.policy,
-            soonest,
-            any_unknown,
-            now,
-            random_unit(),
-        );
-        Ok(())
-    }
-
-    /// Decides on `observation` of `name` (the token or one of its backups or checklist items).
-    fn announce(
-        &mut self,
-        token: &TokenConfig,
-        name: &str,
-        observation: &Observation,
-        now: Timestamp,
-        summary: &mut RoundSummary,
-    ) {
-        let timing = token.policy.timing();
-        if self
-            .announcer
-            .announce(name, observation, timing, &token.alerts, now)
-        {
-            summary.alerts += 1;
-        }
     }
 
     async fn event(
