@@ -502,38 +502,12 @@ impl Sender {
             request = request.header(SIGNATURE_HEADER, format!("sha256={signature}"));
         }
         let response = request.body(body).send().await.map_err(|e| {
-            let e = e.without_url();
-            let reason = if e.is_timeout() {
-                format!(
-                    "no answer within {}",
-                    permatoken_graph::human(route.timeout)
-                )
-            } else {
-                format!("cannot reach the receiver: {}", chain(&e))
-            };
-            let reason = match &via {
-                Some((proxy, var)) => {
-                    format!("{reason} (through the proxy {proxy} that `{var}` names)")
-                }
-                None => reason,
-            };
-            let mut err = fail(None, true, reason);
+            let mut err = fail(None, true, unreached(e, route, via.as_ref()));
             err.reason = redact(&err.reason, url, secret.as_deref());
             err
         })?;
         let status = response.status();
-        let reply =
-            match tokio::time::timeout(route.timeout, read_capped(response, MAX_REPLY_BYTES)).await
-            {
-                Ok(Ok(Capped::Whole(bytes))) => shown(&String::from_utf8_lossy(&bytes)),
-                Ok(Ok(Capped::OverLimit)) => format!(
-                    "(an answer longer than {}, not read)",
-                    permatoken_graph::human_bytes(MAX_REPLY_BYTES)
-                ),
-                Ok(Err(e)) => format!("(the answer was cut short: {})", chain(&e.without_url())),
-                Err(_) => "(the answer did not end in time)".into(),
-            };
-        let reply = redact(&reply, url, secret.as_deref());
+        let reply = redact(&reply_of(response, route).await, url, secret.as_deref());
         let code = status.as_u16();
         if status.is_success() {
             return Ok(Delivered {
@@ -547,18 +521,7 @@ impl Sender {
         } else {
             format!(": {reply}")
         };
-        let (retryable, what) = match code {
-            300..=399 => (
-                false,
-                "a redirect, which is not followed: put the final URL in the route".to_owned(),
-            ),
-            408 | 429 => (true, "try again later".to_owned()),
-            400..=499 => (
-                false,
-                "the receiver refused the alert; check the route's URL and headers".to_owned(),
-            ),
-            _ => (true, "the receiver failed".to_owned()),
-        };
+        let (retryable, what) = refusal(code);
         Err(DeliveryError {
             route: route.name.clone(),
             host: Some(host.clone()),
@@ -566,6 +529,53 @@ impl Sender {
             retryable,
             reason: format!("HTTP {code} ({what}){said}"),
         })
+    }
+}
+
+/// Why a request got no answer, and through which proxy it went (as the variable that names it).
+fn unreached(e: reqwest::Error, route: &Route, via: Option<&(String, &str)>) -> String {
+    let e = e.without_url();
+    let reason = if e.is_timeout() {
+        format!(
+            "no answer within {}",
+            permatoken_graph::human(route.timeout)
+        )
+    } else {
+        format!("cannot reach the receiver: {}", chain(&e))
+    };
+    match via {
+        Some((proxy, var)) => format!("{reason} (through the proxy {proxy} that `{var}` names)"),
+        None => reason,
+    }
+}
+
+/// What the receiver answered, shown cleaned and capped at [`MAX_REPLY_BYTES`], read within the
+/// route's timeout.
+async fn reply_of(response: reqwest::Response, route: &Route) -> String {
+    match tokio::time::timeout(route.timeout, read_capped(response, MAX_REPLY_BYTES)).await {
+        Ok(Ok(Capped::Whole(bytes))) => shown(&String::from_utf8_lossy(&bytes)),
+        Ok(Ok(Capped::OverLimit)) => format!(
+            "(an answer longer than {}, not read)",
+            permatoken_graph::human_bytes(MAX_REPLY_BYTES)
+        ),
+        Ok(Err(e)) => format!("(the answer was cut short: {})", chain(&e.without_url())),
+        Err(_) => "(the answer did not end in time)".into(),
+    }
+}
+
+/// Whether an HTTP status that is not a success is worth another attempt, and what it means.
+fn refusal(code: u16) -> (bool, &'static str) {
+    match code {
+        300..=399 => (
+            false,
+            "a redirect, which is not followed: put the final URL in the route",
+        ),
+        408 | 429 => (true, "try again later"),
+        400..=499 => (
+            false,
+            "the receiver refused the alert; check the route's URL and headers",
+        ),
+        _ => (true, "the receiver failed"),
     }
 }
 

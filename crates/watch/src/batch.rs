@@ -280,17 +280,9 @@ pub(crate) async fn prefetch(
     Prefetch { known, deferred }
 }
 
-/// Asks one chunk: `/debug_token` for every token, then `/me` for those without an earlier
-/// identity. Returns the checks to defer (a token refused for the rate limit), the pause the
-/// chunk called for, and its highest usage.
-async fn ask_chunk(
-    chunk: &[(usize, Due)],
-    last: &HashMap<String, LastCheck>,
-    known: &mut Known,
-    counters: &Counters,
-) -> (Vec<usize>, Option<Duration>, Option<f64>) {
-    let (app, client) = (&chunk[0].1.app, &chunk[0].1.client);
-    // One question per token, even when a token stands under two names.
+/// The chunk's tokens, each once even when it stands under two names, and the checks (indexes into
+/// the round's) each belongs to.
+fn unique_tokens(chunk: &[(usize, Due)]) -> (Vec<AccessToken>, Vec<Vec<usize>>) {
     let mut tokens: Vec<AccessToken> = Vec::new();
     let mut keys: HashMap<String, usize> = HashMap::new();
     let mut owners: Vec<Vec<usize>> = Vec::new();
@@ -304,6 +296,37 @@ async fn ask_chunk(
             owners[at].push(*index);
         }
     }
+    (tokens, owners)
+}
+
+/// Takes a `/me` answer (`None`: its `POST` could not go) into `known`. An answer, or a dead
+/// token's refusal, is what `/me` alone would give; any other failure is asked again alone by the
+/// check. Returns whether it was refused for the rate limit.
+fn take_identity(
+    known: &mut KnownToken,
+    result: Option<Result<permatoken_graph::Me, permatoken_graph::Error>>,
+) -> bool {
+    let Some(result) = result else { return false };
+    let limited = is_limited(&result);
+    known.me = match result {
+        Ok(me) => Some(Ok(Identity::from(&me))),
+        Err(e) if e.class(Endpoint::Other).token_is_dead() => Some(Err(e)),
+        Err(_) => None,
+    };
+    limited
+}
+
+/// Asks one chunk: `/debug_token` for every token, then `/me` for those without an earlier
+/// identity. Returns the checks to defer (a token refused for the rate limit), the pause the
+/// chunk called for, and its highest usage.
+async fn ask_chunk(
+    chunk: &[(usize, Due)],
+    last: &HashMap<String, LastCheck>,
+    known: &mut Known,
+    counters: &Counters,
+) -> (Vec<usize>, Option<Duration>, Option<f64>) {
+    let (app, client) = (&chunk[0].1.app, &chunk[0].1.client);
+    let (tokens, owners) = unique_tokens(chunk);
     let mut defer: Vec<usize> = Vec::new();
     let infos = ask_all(&tokens, |slice| {
         let (client, app) = (client.clone(), app.clone());
@@ -361,17 +384,10 @@ async fn ask_chunk(
         peak = [peak, seen].into_iter().flatten().reduce(f64::max);
         pause = limited(&outcome);
         for (&a, result) in ask_me.iter().zip(outcome.results) {
-            let Some(result) = result else { continue };
-            if is_limited(&result) {
-                defer.extend(&owners[answered[a].0]);
+            let (token, _, known) = &mut answered[a];
+            if take_identity(known, result) {
+                defer.extend(&owners[*token]);
             }
-            // An answer, or a dead token's refusal, is what `/me` alone would give; any
-            // other failure is asked again alone by the check.
-            answered[a].2.me = match result {
-                Ok(me) => Some(Ok(Identity::from(&me))),
-                Err(e) if e.class(Endpoint::Other).token_is_dead() => Some(Err(e)),
-                Err(_) => None,
-            };
         }
     }
     if pause.is_some() {

@@ -152,9 +152,20 @@ pub fn render(snapshot: &Snapshot, counters: &Counters) -> String {
             .sum::<usize>()
             + 4096,
     );
-    let tokens = &snapshot.tokens;
+    token_gauges(&mut text, &snapshot.tokens);
+    let totals = counters.lock();
+    token_counters(&mut text, &totals);
+    let registry = registry(&totals, snapshot);
+    drop(totals);
+    // Writing to a String cannot fail.
+    let _ = encode(&mut text, &registry);
+    text
+}
+
+/// The families with a sample per token, written straight into the text.
+fn token_gauges(text: &mut String, tokens: &[crate::snapshot::TokenView]) {
     gauges(
-        &mut text,
+        text,
         "permatoken_token_valid",
         "Whether the token was valid at its last check (1) or not (0)",
         tokens
@@ -162,7 +173,7 @@ pub fn render(snapshot: &Snapshot, counters: &Counters) -> String {
             .map(|t| (t.name.as_str(), None, i64::from(t.valid))),
     );
     gauges(
-        &mut text,
+        text,
         "permatoken_token_expiration_timestamp_seconds",
         "When the token expires, in Unix seconds; no sample for a token that never expires",
         tokens
@@ -173,7 +184,7 @@ pub fn render(snapshot: &Snapshot, counters: &Counters) -> String {
             }),
     );
     gauges(
-        &mut text,
+        text,
         "permatoken_token_status",
         "The token's last status: 1 for the current one, 0 for the others",
         tokens.iter().flat_map(|t| {
@@ -187,7 +198,7 @@ pub fn render(snapshot: &Snapshot, counters: &Counters) -> String {
         }),
     );
     gauges(
-        &mut text,
+        text,
         "permatoken_token_missing_required_permissions",
         "How many required permissions the token lacks",
         tokens.iter().map(|t| {
@@ -196,14 +207,51 @@ pub fn render(snapshot: &Snapshot, counters: &Counters) -> String {
         }),
     );
     gauges(
-        &mut text,
+        text,
         "permatoken_token_last_check_timestamp_seconds",
         "When the token was last checked, in Unix seconds",
         tokens
             .iter()
             .filter_map(|t| t.last_check.map(|at| (t.name.as_str(), None, at))),
     );
+}
 
+/// The counters per token, written straight into the text.
+fn token_counters(text: &mut String, totals: &CounterTotals) {
+    write_family(
+        text,
+        "permatoken_checks",
+        "Checks by token and result",
+        "counter",
+        totals
+            .checks
+            .iter()
+            .map(|((name, result), n)| (name.as_str(), Some(("result", result.as_str())), *n)),
+    );
+    write_family(
+        text,
+        "permatoken_renewals",
+        "Renewals by token",
+        "counter",
+        totals
+            .renewals
+            .iter()
+            .map(|(name, n)| (name.as_str(), None, *n)),
+    );
+    write_family(
+        text,
+        "permatoken_failovers",
+        "Failovers to a backup, by primary token",
+        "counter",
+        totals
+            .failovers
+            .iter()
+            .map(|(name, n)| (name.as_str(), None, *n)),
+    );
+}
+
+/// The families without a token label, through the registry's encoder.
+fn registry(totals: &CounterTotals, snapshot: &Snapshot) -> Registry {
     let mut registry = Registry::default();
     let gauge = |registry: &mut Registry, name: &str, help: &str| {
         let family = Family::<Labels, Gauge>::default();
@@ -216,37 +264,6 @@ pub fn render(snapshot: &Snapshot, counters: &Counters) -> String {
         registry.register(name, help, family.clone());
         family
     };
-    let totals = counters.lock();
-    write_family(
-        &mut text,
-        "permatoken_checks",
-        "Checks by token and result",
-        "counter",
-        totals
-            .checks
-            .iter()
-            .map(|((name, result), n)| (name.as_str(), Some(("result", result.as_str())), *n)),
-    );
-    write_family(
-        &mut text,
-        "permatoken_renewals",
-        "Renewals by token",
-        "counter",
-        totals
-            .renewals
-            .iter()
-            .map(|(name, n)| (name.as_str(), None, *n)),
-    );
-    write_family(
-        &mut text,
-        "permatoken_failovers",
-        "Failovers to a backup, by primary token",
-        "counter",
-        totals
-            .failovers
-            .iter()
-            .map(|(name, n)| (name.as_str(), None, *n)),
-    );
     let alerts = counter(
         &mut registry,
         "permatoken_alerts",
@@ -293,7 +310,6 @@ pub fn render(snapshot: &Snapshot, counters: &Counters) -> String {
             .get_or_create(&vec![("app_id".to_owned(), app_id.clone())])
             .set(i64::from(*is_paused));
     }
-    drop(totals);
     let leader = gauge(
         &mut registry,
         "permatoken_leader",
@@ -309,9 +325,7 @@ pub fn render(snapshot: &Snapshot, counters: &Counters) -> String {
     );
     started.get_or_create(&Vec::new()).set(snapshot.started_at);
 
-    // Writing to a String cannot fail.
-    let _ = encode(&mut text, &registry);
-    text
+    registry
 }
 
 /// One family of gauges per token: see [`write_family`].
