@@ -22,7 +22,6 @@ use crate::states::{Observation, Observed};
 
 /// The records of a window, written together at its end: a call per check would cost a
 /// transaction each.
-#[derive(Default)]
 struct WindowWrites {
     tokens: Vec<permatoken_state::TokenRecord>,
     checks: Vec<permatoken_state::CheckRecord>,
@@ -39,7 +38,10 @@ impl Daemon {
     ) -> Result<(), Error> {
         let jobs = self.prepare(window).await?;
         let (known, deferred) = self.prefetch(&jobs, now).await;
-        let mut writes = WindowWrites::default();
+        let mut writes = WindowWrites {
+            tokens: Vec::with_capacity(jobs.len()),
+            checks: Vec::with_capacity(jobs.len()),
+        };
         // The Graph calls of up to CHECKS_IN_FLIGHT tokens overlap; what follows each check
         // (states, alerts, the store) is taken in one token at a time, in the configuration's
         // order, so a round decides as it would one token after another.
@@ -228,20 +230,25 @@ impl Daemon {
         summary: &mut RoundSummary,
         writes: &mut WindowWrites,
     ) -> Result<(), Error> {
-        for happened in &outcome.happened {
+        self.memory.found_backups(&token.name, outcome.backups());
+        let Outcome {
+            seen,
+            records,
+            happened,
+        } = outcome;
+        for happened in &happened {
             happened.emit(&self.counters);
             self.store.record_event(happened.event(now)).await?;
         }
-        for (record, check) in &outcome.records {
-            writes.tokens.push(record.clone());
-            writes.checks.push(check.clone());
+        for (record, check) in records {
+            writes.tokens.push(record);
+            writes.checks.push(check);
         }
-        self.memory.found_backups(&token.name, outcome.backups());
         // The token and its backups are checked together: the soonest expiry among them and any
         // unknown check set when they are checked next.
         let mut soonest: Option<Timestamp> = None;
         let mut any_unknown = false;
-        for seen in outcome.seen {
+        for seen in seen {
             let report = &seen.report;
             self.memory.saw(
                 &seen.name,
