@@ -73,6 +73,10 @@ use std::time::Duration;
 use serde::Deserialize;
 use toml::Spanned;
 
+/// Where a token is read: `env_file` (+ `key`), `token_file` or `env`. The renewal engine's own type,
+/// so that what the configuration says is what the engine reads, with no mapping between two enums.
+pub use permatoken_renew::TokenSource;
+
 /// The file's name in its folder.
 pub const CONFIG_FILE_NAME: &str = "permatoken.toml";
 /// The largest configuration file read: a fleet of 10,000 tokens fits in well under this.
@@ -323,22 +327,6 @@ pub struct TokenSet {
     pub alert_route_key: Option<String>,
     /// Reload commands of this set run at once at most.
     pub max_concurrent_reloads: usize,
-}
-
-/// Where a token is read.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum TokenSource {
-    /// `env_file` (absolute) and `key`.
-    EnvFile {
-        /// The file.
-        path: PathBuf,
-        /// The variable, [`DEFAULT_KEY`] unless set.
-        key: String,
-    },
-    /// `token_file` (absolute): the file holds the token only.
-    TokenFile(PathBuf),
-    /// `env`: a variable of the process environment, checked and never written.
-    Env(String),
 }
 
 /// Where a token's app id and app secret are read.
@@ -1207,10 +1195,14 @@ impl Checker<'_> {
                     None => DEFAULT_KEY.into(),
                 },
             },
-            (None, Some(file), None) => TokenSource::TokenFile(self.path(file)?),
+            (None, Some(file), None) => TokenSource::TokenFile {
+                path: self.path(file)?,
+            },
             (None, None, Some(var)) => {
                 check_variable(var.get_ref()).map_err(|e| at(var.span(), format!("`env`: {e}")))?;
-                TokenSource::Env(var.get_ref().clone())
+                TokenSource::Environment {
+                    variable: var.get_ref().clone(),
+                }
             }
             _ => {
                 return Err(at(
@@ -1221,7 +1213,9 @@ impl Checker<'_> {
                 ));
             }
         };
-        if let (Some(key), TokenSource::TokenFile(_) | TokenSource::Env(_)) = (&raw.key, &source) {
+        if let (Some(key), TokenSource::TokenFile { .. } | TokenSource::Environment { .. }) =
+            (&raw.key, &source)
+        {
             return Err(at(
                 key.span(),
                 format!(

@@ -1720,7 +1720,7 @@ struct Read {
 /// App credentials that cannot be read are logged and left out: the check then says what they
 /// would have told.
 fn read_token(token: &TokenConfig) -> Result<Read, String> {
-    let source = engine_source(&token.source);
+    let source = token.source.clone();
     let backups = match &token.backups {
         Backups::Series => None,
         Backups::Keys(keys) => Some(keys.as_slice()),
@@ -1733,26 +1733,13 @@ fn read_token(token: &TokenConfig) -> Result<Read, String> {
     Ok(Read { spec, source, app })
 }
 
-fn engine_source(source: &TokenSource) -> EngineSource {
-    match source {
-        TokenSource::EnvFile { path, key } => EngineSource::EnvFile {
-            path: path.clone(),
-            key: key.clone(),
-        },
-        TokenSource::TokenFile(path) => EngineSource::TokenFile { path: path.clone() },
-        TokenSource::Env(variable) => EngineSource::Environment {
-            variable: variable.clone(),
-        },
-    }
-}
-
 /// The doctor's variables (`WHATSAPP_BUSINESS_ACCOUNT_ID`, `WHATSAPP_PHONE_NUMBER_ID`,
 /// `WHATSAPP_WEBHOOK_URL`, `WHATSAPP_WEBHOOK_VERIFY_TOKEN`): from the token's env file first, then the
 /// process environment.
 fn doctor_vars(source: &TokenSource) -> Result<permatoken_config::Credentials, String> {
     let env_file = match source {
         TokenSource::EnvFile { path, .. } => Some(path.clone()),
-        TokenSource::TokenFile(_) | TokenSource::Env(_) => None,
+        TokenSource::TokenFile { .. } | TokenSource::Environment { .. } => None,
     };
     let Some(env_file) = env_file else {
         let get = |name: &str| {

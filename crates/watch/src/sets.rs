@@ -96,7 +96,7 @@ pub fn expand(set: &TokenSet, routes: &[Route]) -> Expansion {
                 path: file.clone(),
                 key: key.clone(),
             },
-            _ => TokenSource::TokenFile(file.clone()),
+            _ => TokenSource::TokenFile { path: file.clone() },
         };
         if let AppSource::EnvFile(_) = token.app {
             token.app = AppSource::EnvFile(file.clone());

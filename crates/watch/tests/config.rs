@@ -169,7 +169,9 @@ url = "http://alertmanager.internal:9093/api/v2/PERMATOKENTEST-path"
     let billing = config.token("billing").unwrap();
     assert_eq!(
         billing.source,
-        TokenSource::TokenFile("/etc/permatoken/tokens/billing".into())
+        TokenSource::TokenFile {
+            path: "/etc/permatoken/tokens/billing".into()
+        }
     );
     assert_eq!(
         billing.app,
@@ -183,7 +185,12 @@ url = "http://alertmanager.internal:9093/api/v2/PERMATOKENTEST-path"
     assert_eq!(billing.policy.warn_days, 20);
     assert_eq!(billing.backups, Backups::Series);
     let support = config.token("support").unwrap();
-    assert_eq!(support.source, TokenSource::Env("SUPPORT_TOKEN".into()));
+    assert_eq!(
+        support.source,
+        TokenSource::Environment {
+            variable: "SUPPORT_TOKEN".into()
+        }
+    );
     assert_eq!(
         support.app,
         AppSource::Given {
@@ -566,7 +573,10 @@ fn a_token_set_is_read_with_its_pattern_policy_and_limits() {
     ));
     let files = &config.token_sets[1];
     assert_eq!(files.max_concurrent_reloads, 2);
-    assert!(matches!(files.template.source, TokenSource::TokenFile(_)));
+    assert!(matches!(
+        files.template.source,
+        TokenSource::TokenFile { .. }
+    ));
     assert_eq!(files.template.app, AppSource::Environment);
     // Without [defaults] the limit is 4.
     let plain = parse("[[token_set]]\nname = \"c\"\ntoken_files = \"/t/*\"\n").config;
