@@ -65,7 +65,6 @@
 use std::collections::HashSet;
 use std::ffi::OsString;
 use std::fmt;
-use std::io::Read;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -496,28 +495,13 @@ pub fn config_path(
     if let Some(path) = explicit {
         return Ok(path.to_owned());
     }
-    let mut xdg = None;
-    let mut home = None;
-    for (name, value) in environment {
-        let slot = match name.to_str() {
-            Some("XDG_CONFIG_HOME") => &mut xdg,
-            Some("HOME") => &mut home,
-            _ => continue,
-        };
-        if value.is_empty() {
-            continue;
-        }
-        let text = value.into_string().map_err(|_| ConfigError::NotUtf8Var {
-            var: name.to_string_lossy().into_owned(),
-        })?;
-        *slot = Some(PathBuf::from(text));
+    match permatoken_fs::permatoken_dir(permatoken_fs::Xdg::Config, environment) {
+        Ok(Some(folder)) => Ok(folder.join(CONFIG_FILE_NAME)),
+        Ok(None) => Err(ConfigError::NoHome),
+        Err(e) => Err(ConfigError::NotUtf8Var {
+            var: e.var.to_owned(),
+        }),
     }
-    let base = match (xdg.filter(|p| p.is_absolute()), home) {
-        (Some(xdg), _) => xdg,
-        (None, Some(home)) => home.join(".config"),
-        (None, None) => return Err(ConfigError::NoHome),
-    };
-    Ok(base.join("permatoken").join(CONFIG_FILE_NAME))
 }
 
 /// What `watch` runs with when there is no configuration file: `cwd/.env` with the defaults, under
@@ -578,20 +562,19 @@ pub fn load_or_default(
 
 /// Reads and checks the file at `path` (at most [`MAX_CONFIG_BYTES`]).
 pub fn load(path: &Path) -> Result<Loaded, ConfigError> {
-    let read = |source| ConfigError::Read {
-        path: path.to_owned(),
-        source,
-    };
-    let file = std::fs::File::open(path).map_err(read)?;
-    let mut bytes = Vec::new();
-    file.take(MAX_CONFIG_BYTES + 1)
-        .read_to_end(&mut bytes)
-        .map_err(read)?;
-    if bytes.len() as u64 > MAX_CONFIG_BYTES {
-        return Err(ConfigError::TooLarge {
+    let bytes = permatoken_fs::read_capped(path, MAX_CONFIG_BYTES).map_err(|e| match e {
+        permatoken_fs::ReadError::TooLarge { .. } => ConfigError::TooLarge {
             path: path.to_owned(),
-        });
-    }
+        },
+        permatoken_fs::ReadError::Io(source) => ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        },
+        other => ConfigError::Read {
+            path: path.to_owned(),
+            source: std::io::Error::other(other),
+        },
+    })?;
     let text = String::from_utf8(bytes).map_err(|e| ConfigError::NotUtf8 {
         path: path.to_owned(),
         line: 1 + e.as_bytes()[..e.utf8_error().valid_up_to()]

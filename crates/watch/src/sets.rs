@@ -13,7 +13,6 @@
 //! gets the file and folder as `$1` and `$2`, see [`TokenConfig::reload_args`]).
 
 use std::ffi::OsStr;
-use std::io::Read;
 use std::path::{Component, Path, PathBuf};
 
 use crate::config::{AppSource, Route, TokenConfig, TokenSet, TokenSource};
@@ -127,13 +126,10 @@ pub fn expand(set: &TokenSet, routes: &[Route]) -> Expansion {
     out
 }
 
-/// The value of `key` in the env file, if set and not empty; `Err` if the file cannot be read.
+/// The value of `key` in the env file, if set and not empty; `Err` if the file cannot be read (or
+/// holds more than [`MAX_ENV_FILE`]: no env file is that large).
 fn route_of(file: &Path, key: &str) -> Result<Option<String>, ()> {
-    let f = std::fs::File::open(file).map_err(|_| ())?;
-    let mut bytes = Vec::new();
-    f.take(MAX_ENV_FILE)
-        .read_to_end(&mut bytes)
-        .map_err(|_| ())?;
+    let bytes = permatoken_fs::read_capped(file, MAX_ENV_FILE).map_err(|_| ())?;
     let text = String::from_utf8(bytes).map_err(|_| ())?;
     let doc = permatoken_dotenv::parse(&text).map_err(|_| ())?;
     Ok(doc
