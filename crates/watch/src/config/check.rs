@@ -459,9 +459,11 @@ impl Checker {
     }
 }
 
-/// A name the page, alerts and metrics show, trimmed: not empty, at most 100 characters, no
-/// control characters.
-fn name(_what: &str, written: &Spanned<String>) -> Result<String, Problem> {
+/// A name the page, alerts and metrics show: not empty, at most 100 characters, no control
+/// characters, and no spaces around it. `name = "orders "` would read as `orders` everywhere it
+/// is shown and compare as another name everywhere it is looked up, so it is refused rather than
+/// trimmed behind the writer's back.
+fn name(what: &str, written: &Spanned<String>) -> Result<String, Problem> {
     let text = written.get_ref();
     let name = text.trim();
     let problem = |message: String| Problem::new(written.span(), message);
@@ -474,6 +476,22 @@ fn name(_what: &str, written: &Spanned<String>) -> Result<String, Problem> {
         return Err(problem(
             "a name is at most 100 characters, without control characters".into(),
         ));
+    }
+    if name != text {
+        // Only the trimmed ends may hold control characters (a tab, a newline): shown escaped.
+        let shown: String = text
+            .chars()
+            .map(|c| {
+                if c.is_control() {
+                    c.escape_default().to_string()
+                } else {
+                    c.to_string()
+                }
+            })
+            .collect();
+        return Err(problem(format!(
+            "the {what} name `{shown}` has spaces around it; write `{name}`"
+        )));
     }
     Ok(name.to_owned())
 }

@@ -27,7 +27,7 @@
 //! retention = "90d"          # some keys stand only here (the process's, not a token's)
 //!
 //! [[token]]
-//! name = "orders"                       # unique
+//! name = "orders"                       # unique, no spaces around it
 //! env_file = "/srv/orders/.env"         # one source: env_file (+ key), token_file, or env
 //! key = "WHATSAPP_ACCESS_TOKEN"         # the default
 //! # app credentials: FACEBOOK_APP_ID / FACEBOOK_APP_SECRET of the env file (of the process
