@@ -93,10 +93,10 @@ fn table<'i, T: Deserialize<'i>>(
             }
         }
     }
-    let own = typed(
-        Spanned::new(span.clone(), DeValue::Table(own)),
-        &keys::names_at(place),
-    )?;
+    let own = Spanned::new(span.clone(), DeValue::Table(own));
+    // The policy keys are listed only in an error, so only an error lists them.
+    let own = T::deserialize(ValueDeserializer::from(own))
+        .map_err(|e| problem(&e, &keys::names_at(place)))?;
     Ok(Spanned::new(span, Table { own, policy }))
 }
 
