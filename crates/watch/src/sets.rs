@@ -3,8 +3,8 @@
 //! makes each one a [`TokenConfig`] named `<set>/<what the wildcards matched>`, with the set's
 //! policy, reload and routes, plus the route its env file names under `alert_route_key`.
 //!
-//! The daemon calls it at each step, so files that appear or disappear are taken in at the next
-//! round. The walk is bounded: its depth is the pattern's (no `**`, so a symlink loop cannot make
+//! The daemon ([`crate::fleet`]) calls it before each round, so files that appear or disappear are
+//! taken in at the next round. The walk is bounded: its depth is the pattern's (no `**`, so a symlink loop cannot make
 //! it deeper), and it looks at most [`MAX_ENTRIES`] folder entries per set.
 //!
 //! Must never: fail as a whole because one file or folder cannot be read (that file's token is
@@ -13,7 +13,6 @@
 //! gets the file and folder as `$1` and `$2`, see [`TokenConfig::reload_args`]).
 
 use std::ffi::OsStr;
-use std::io::Read;
 use std::path::{Component, Path, PathBuf};
 
 use crate::config::{AppSource, Route, TokenConfig, TokenSet, TokenSource};
@@ -96,7 +95,7 @@ pub fn expand(set: &TokenSet, routes: &[Route]) -> Expansion {
                 path: file.clone(),
                 key: key.clone(),
             },
-            _ => TokenSource::TokenFile(file.clone()),
+            _ => TokenSource::TokenFile { path: file.clone() },
         };
         if let AppSource::EnvFile(_) = token.app {
             token.app = AppSource::EnvFile(file.clone());
@@ -127,13 +126,10 @@ pub fn expand(set: &TokenSet, routes: &[Route]) -> Expansion {
     out
 }
 
-/// The value of `key` in the env file, if set and not empty; `Err` if the file cannot be read.
+/// The value of `key` in the env file, if set and not empty; `Err` if the file cannot be read (or
+/// holds more than [`MAX_ENV_FILE`]: no env file is that large).
 fn route_of(file: &Path, key: &str) -> Result<Option<String>, ()> {
-    let f = std::fs::File::open(file).map_err(|_| ())?;
-    let mut bytes = Vec::new();
-    f.take(MAX_ENV_FILE)
-        .read_to_end(&mut bytes)
-        .map_err(|_| ())?;
+    let bytes = permatoken_fs::read_capped(file, MAX_ENV_FILE).map_err(|_| ())?;
     let text = String::from_utf8(bytes).map_err(|_| ())?;
     let doc = permatoken_dotenv::parse(&text).map_err(|_| ())?;
     Ok(doc

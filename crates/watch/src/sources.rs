@@ -14,7 +14,7 @@ use std::path::PathBuf;
 
 use permatoken_config::Sourced;
 use permatoken_inspect::AppCredentials;
-use permatoken_renew::{TokenSource as EngineSource, TokenSpec};
+use permatoken_renew::TokenSpec;
 use permatoken_secret::{AppSecret, AppToken};
 
 use crate::config::{AppSource, Backups, SecretFrom, TokenConfig, TokenSource};
@@ -50,7 +50,7 @@ pub struct Read {
     /// The token and its backups.
     pub spec: TokenSpec,
     /// Where they were read, for reading the token again (the doctor, after a write).
-    pub source: EngineSource,
+    pub source: TokenSource,
     /// The app's credentials; none known when they could not be read (the check then says what
     /// they would have told).
     pub app: AppCredentials,
@@ -59,7 +59,7 @@ pub struct Read {
 /// Reads `token`'s files (blocking: run it on the blocking pool). App credentials that cannot be
 /// read are logged and left out.
 pub fn read(token: &TokenConfig) -> Result<Read, SourceError> {
-    let source = engine_source(&token.source);
+    let source = token.source.clone();
     let backups = match &token.backups {
         Backups::Series => None,
         Backups::Keys(keys) => Some(keys.as_slice()),
@@ -70,20 +70,6 @@ pub fn read(token: &TokenConfig) -> Result<Read, SourceError> {
         AppCredentials::default()
     });
     Ok(Read { spec, source, app })
-}
-
-/// The renewal engine's name for a configured source.
-pub fn engine_source(source: &TokenSource) -> EngineSource {
-    match source {
-        TokenSource::EnvFile { path, key } => EngineSource::EnvFile {
-            path: path.clone(),
-            key: key.clone(),
-        },
-        TokenSource::TokenFile(path) => EngineSource::TokenFile { path: path.clone() },
-        TokenSource::Env(variable) => EngineSource::Environment {
-            variable: variable.clone(),
-        },
-    }
 }
 
 /// A variable of the process environment, trimmed; `None` when unset, empty or not UTF-8.

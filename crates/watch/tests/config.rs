@@ -169,7 +169,9 @@ url = "http://alertmanager.internal:9093/api/v2/PERMATOKENTEST-path"
     let billing = config.token("billing").unwrap();
     assert_eq!(
         billing.source,
-        TokenSource::TokenFile("/etc/permatoken/tokens/billing".into())
+        TokenSource::TokenFile {
+            path: "/etc/permatoken/tokens/billing".into()
+        }
     );
     assert_eq!(
         billing.app,
@@ -183,7 +185,12 @@ url = "http://alertmanager.internal:9093/api/v2/PERMATOKENTEST-path"
     assert_eq!(billing.policy.warn_days, 20);
     assert_eq!(billing.backups, Backups::Series);
     let support = config.token("support").unwrap();
-    assert_eq!(support.source, TokenSource::Env("SUPPORT_TOKEN".into()));
+    assert_eq!(
+        support.source,
+        TokenSource::Environment {
+            variable: "SUPPORT_TOKEN".into()
+        }
+    );
     assert_eq!(
         support.app,
         AppSource::Given {
@@ -566,7 +573,10 @@ fn a_token_set_is_read_with_its_pattern_policy_and_limits() {
     ));
     let files = &config.token_sets[1];
     assert_eq!(files.max_concurrent_reloads, 2);
-    assert!(matches!(files.template.source, TokenSource::TokenFile(_)));
+    assert!(matches!(
+        files.template.source,
+        TokenSource::TokenFile { .. }
+    ));
     assert_eq!(files.template.app, AppSource::Environment);
     // Without [defaults] the limit is 4.
     let plain = parse("[[token_set]]\nname = \"c\"\ntoken_files = \"/t/*\"\n").config;
@@ -645,4 +655,60 @@ fn token_set_mistakes_name_their_line_and_column() {
         e.contains(":5:8: token set `c` names its tokens `c/…`, and token `c/one` is named so too"),
         "{e}"
     );
+}
+
+#[test]
+fn a_name_with_spaces_around_it_is_refused_at_its_line_and_column() {
+    // A name is shown on the page, in alerts and in metrics: `orders ` would read as `orders` and
+    // compare as another name.
+    for (text, expected) in [
+        (
+            "[[token]]\nname = \"orders \"\nenv = \"A\"\n",
+            "2:8: the token name `orders ` has spaces around it; write `orders`",
+        ),
+        (
+            "[[token_set]]\nname = \" clients\"\nenv_files = \"/c/*/.env\"\n",
+            "2:8: the token set name ` clients` has spaces around it; write `clients`",
+        ),
+        (
+            "[[alert]]\nname = \"ops\\t\"\nkind = \"command\"\ncommand = \"true\"\n",
+            "2:8: the route name `ops\\t` has spaces around it; write `ops`",
+        ),
+        // Only spaces: empty, said so.
+        (
+            "[[token]]\nname = \"   \"\nenv = \"A\"\n",
+            "2:8: the name is empty; give it one, like name = \"orders\"",
+        ),
+    ] {
+        let e = error(text);
+        assert_eq!(
+            e.strip_prefix(&format!("{FILE}:")),
+            Some(expected),
+            "{text}"
+        );
+    }
+}
+
+#[test]
+fn two_tokens_named_alike_but_for_spaces_no_longer_both_pass() {
+    let e = error(
+        "[[token]]\nname = \"orders\"\nenv = \"A\"\n[[token]]\nname = \"orders \"\nenv = \"B\"\n",
+    );
+    assert!(
+        e.ends_with(":5:8: the token name `orders ` has spaces around it; write `orders`"),
+        "{e}"
+    );
+    // Nor a set named like a token, nor two routes.
+    let e = error(
+        "[[token]]\nname = \"c\"\nenv = \"A\"\n[[token_set]]\nname = \"c \"\nenv_files = \"/c/*/.env\"\n",
+    );
+    assert!(e.contains(":5:8: the token set name `c `"), "{e}");
+    let route = "[[alert]]\nname = \"ops\"\nkind = \"command\"\ncommand = \"true\"\n";
+    let e = error(&format!("{route}{}", route.replace("\"ops\"", "\" ops\"")));
+    assert!(e.contains(":6:8: the route name ` ops`"), "{e}");
+    // Written without the spaces, the second is a duplicate, as it always was.
+    let e = error(
+        "[[token]]\nname = \"orders\"\nenv = \"A\"\n[[token]]\nname = \"orders\"\nenv = \"B\"\n",
+    );
+    assert!(e.ends_with(":5:8: a second token is named `orders`; token names must be unique"));
 }
