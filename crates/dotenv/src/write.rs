@@ -2,7 +2,8 @@
 //! through a temporary file in the same folder that is fsynced and renamed over the target, then the
 //! folder fsynced, so that a reader (or a crash) sees the old file or the new one, never half of one.
 //! Mode 0600 (a stricter existing mode is kept), owner and group kept, a symlink written through to its
-//! target, and the previous content kept as a 0600 backup outside the project folder.
+//! target, and the previous content kept as a 0600 backup in the folder the caller names (outside the
+//! project: permatoken's is `permatoken-renew`'s `backup_dir`).
 //!
 //! Must never: wait for a lock without saying so or without end, name a temporary or backup file in a
 //! way that a long path makes too long, or touch another file's backups.
@@ -63,20 +64,6 @@ fn fail<'a>(action: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> W
         path: path.to_owned(),
         source,
     }
-}
-
-/// Where backups go: `$XDG_STATE_HOME/permatoken/backups`, else `~/.local/state/permatoken/backups`.
-pub fn default_backup_dir() -> Option<PathBuf> {
-    let state = std::env::var_os("XDG_STATE_HOME")
-        .filter(|v| !v.is_empty())
-        .map(PathBuf::from)
-        .filter(|p| p.is_absolute())
-        .or_else(|| {
-            std::env::var_os("HOME")
-                .filter(|v| !v.is_empty())
-                .map(|home| PathBuf::from(home).join(".local/state"))
-        })?;
-    Some(state.join("permatoken").join("backups"))
 }
 
 /// A file held under its advisory lock. Every permatoken process takes the same lock before it reads
