@@ -279,7 +279,8 @@ impl Failure {
             | Self::NoBackupFolder
             | Self::BackupFolderNotUtf8(_)
             | Self::Store(StoreError::Changed { .. })
-            | Self::Store(StoreError::Write(permatoken_dotenv::WriteError::LockHeld { .. })) => 3,
+            | Self::Store(StoreError::Write(permatoken_dotenv::WriteError::LockHeld { .. }))
+            | Self::Store(StoreError::Write(permatoken_dotenv::WriteError::TooLarge { .. })) => 3,
             Self::NeedsNoExchange => 0,
             _ => 2,
         }
@@ -316,6 +317,7 @@ impl Failure {
                 lock.display()
             ),
             Self::Store(StoreError::Changed { .. }) => "another process edited the file meanwhile; run the command again to check what it holds now".into(),
+            Self::Store(StoreError::Write(permatoken_dotenv::WriteError::TooLarge { .. })) => "nothing was asked of Meta for it; check the path: name the service's `.env` (--env-file) or token file (--output)".into(),
             Self::Store(_) => "nothing was changed; check that this user may write the file and its folder".into(),
         }
     }
