@@ -40,10 +40,12 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use jiff::Timestamp;
+use permatoken_fs::ReadError;
 use permatoken_graph::{Capped, ProxyConfig, read_capped};
 use permatoken_secret::AppSecret;
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use zeroize::Zeroizing;
 
 use crate::config::{Route, RouteKind, SecretUrl, Target};
 use crate::states::State;
@@ -518,7 +520,7 @@ impl Sender {
                 None => reason,
             };
             let mut err = fail(None, true, reason);
-            err.reason = redact(&err.reason, url, secret.as_deref());
+            err.reason = redact(&err.reason, url, secret.as_deref().map(String::as_str));
             err
         })?;
         let status = response.status();
@@ -533,7 +535,7 @@ impl Sender {
                 Ok(Err(e)) => format!("(the answer was cut short: {})", chain(&e.without_url())),
                 Err(_) => "(the answer did not end in time)".into(),
             };
-        let reply = redact(&reply, url, secret.as_deref());
+        let reply = redact(&reply, url, secret.as_deref().map(String::as_str));
         let code = status.as_u16();
         if status.is_success() {
             return Ok(Delivered {
@@ -668,26 +670,21 @@ async fn read_stream(stream: &mut (impl tokio::io::AsyncRead + Unpin)) -> String
     String::from_utf8_lossy(&kept).into_owned()
 }
 
-/// A file holding one secret value (a URL, a signing key), read with a cap, whitespace trimmed.
-fn read_secret_file(path: &Path) -> Result<String, String> {
-    use std::io::Read;
-    let file = std::fs::File::open(path).map_err(|e| format!("cannot read it: {e}"))?;
-    let mut bytes = Vec::new();
-    file.take(MAX_SECRET_FILE_BYTES + 1)
-        .read_to_end(&mut bytes)
-        .map_err(|e| format!("cannot read it: {e}"))?;
-    if bytes.len() as u64 > MAX_SECRET_FILE_BYTES {
-        return Err(format!(
-            "it is larger than {}; it should hold one value",
-            permatoken_graph::human_bytes(MAX_SECRET_FILE_BYTES as usize)
-        ));
-    }
-    let text = String::from_utf8(bytes).map_err(|_| "it is not UTF-8 text".to_owned())?;
-    let text = text.trim();
+/// A file holding one secret value (a URL, a signing key), read with a cap, whitespace trimmed, in
+/// memory zeroed when dropped.
+fn read_secret_file(path: &Path) -> Result<Zeroizing<String>, String> {
+    let bytes = permatoken_fs::read_secret(path, MAX_SECRET_FILE_BYTES).map_err(|e| match e {
+        ReadError::Io(e) => format!("cannot read it: {e}"),
+        // "it is larger than 8 KiB"
+        e => format!("{e}; it should hold one value"),
+    })?;
+    let text = std::str::from_utf8(&bytes)
+        .map_err(|_| "it is not UTF-8 text".to_owned())?
+        .trim();
     if text.is_empty() {
         return Err("it is empty".into());
     }
-    Ok(text.to_owned())
+    Ok(Zeroizing::new(text.to_owned()))
 }
 
 /// Text from a receiver made safe to show: control characters and bidirectional overrides escaped,
@@ -769,6 +766,30 @@ fn chain(e: &dyn std::error::Error) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_secret_file_is_one_trimmed_value_of_at_most_8_kib() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("hook.key");
+        std::fs::write(&path, "  PERMATOKENTEST-key\n").unwrap();
+        assert_eq!(
+            read_secret_file(&path).unwrap().as_str(),
+            "PERMATOKENTEST-key"
+        );
+        let mut big = b"PERMATOKENTEST-key\n".to_vec();
+        big.resize(MAX_SECRET_FILE_BYTES as usize + 1, b' ');
+        std::fs::write(&path, &big).unwrap();
+        assert_eq!(
+            read_secret_file(&path).unwrap_err(),
+            "it is larger than 8 KiB; it should hold one value"
+        );
+        std::fs::write(&path, "\n").unwrap();
+        assert_eq!(read_secret_file(&path).unwrap_err(), "it is empty");
+        std::fs::write(&path, b"\xff").unwrap();
+        assert_eq!(read_secret_file(&path).unwrap_err(), "it is not UTF-8 text");
+        let err = read_secret_file(&dir.path().join("missing")).unwrap_err();
+        assert!(err.starts_with("cannot read it: "), "{err}");
+    }
 
     #[test]
     fn retries_double_up_to_an_hour_with_jitter() {
