@@ -218,60 +218,11 @@ pub fn resolve(
     environment: impl IntoIterator<Item = (OsString, OsString)>,
 ) -> Result<Credentials, Error> {
     let mut credentials = Credentials::default();
-    let mut layers = Vec::new();
-    if let Some(path) = &request.env_file {
-        layers.push(read_env_file(path, &mut credentials.warnings)?);
-    }
-    layers.push(Layer {
-        source: Source::Environment,
-        vars: environment
-            .into_iter()
-            .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok())))
-            .collect(),
-    });
-    if request.env_file.is_none() {
-        let path = request.cwd.join(".env");
-        if path.is_file() {
-            let mut layer = read_env_file(&path, &mut credentials.warnings)?;
-            // Named as people know it, whatever the folder: `./.env`.
-            layer.source = Source::EnvFile(PathBuf::from("./.env"));
-            layers.push(layer);
-        }
-    }
-    let lookup = |name: &str| -> Result<Option<Sourced<String>>, Error> {
-        for layer in &layers {
-            let Some((_, value)) = layer.vars.iter().rev().find(|(k, _)| k == name) else {
-                continue;
-            };
-            let Some(value) = value else {
-                return Err(Error::NotUtf8 {
-                    var: name.to_owned(),
-                    origin: layer.source.clone(),
-                });
-            };
-            if !value.trim().is_empty() {
-                return Ok(Some(Sourced {
-                    value: value.clone(),
-                    source: layer.source.clone(),
-                    var: Some(name.to_owned()),
-                }));
-            }
-        }
-        Ok(None)
-    };
+    let layers = layers(request, environment, &mut credentials.warnings)?;
+    let lookup = |name: &str| find(&layers, name);
 
     credentials.token = if let Some(path) = &request.token_file {
-        let bytes = read_file(path, "a token file")?;
-        let text = std::str::from_utf8(&bytes).map_err(|_| Error::NotUtf8 {
-            var: "--token-file".into(),
-            origin: Source::TokenFile(path.clone()),
-        })?;
-        check_file_mode(path, &mut credentials.warnings);
-        Some(Sourced {
-            value: AccessToken::new(text),
-            source: Source::TokenFile(path.clone()),
-            var: None,
-        })
+        Some(read_token_file(path, &mut credentials.warnings)?)
     } else if let Some(token) = &request.token_stdin {
         Some(Sourced {
             value: token.clone(),
@@ -288,25 +239,7 @@ pub fn resolve(
     if let Some(token) = &credentials.token {
         validate_token(token)?;
     }
-
-    let mut backup_names: Vec<String> = layers
-        .iter()
-        .flat_map(|l| l.vars.iter().map(|(k, _)| k.clone()))
-        .filter_map(|k| backup_index(&k).map(|_| k))
-        .collect();
-    backup_names.sort_by_key(|k| backup_index(k));
-    backup_names.dedup();
-    for name in backup_names {
-        if let Some(s) = lookup(&name)? {
-            let token = Sourced {
-                value: AccessToken::new(s.value),
-                source: s.source,
-                var: s.var,
-            };
-            validate_token(&token)?;
-            credentials.backups.push(token);
-        }
-    }
+    credentials.backups = backups(&layers)?;
 
     credentials.app_id = lookup(APP_ID_VAR)?.map(|mut s| {
         s.value = s.value.trim().to_owned();
@@ -360,6 +293,98 @@ pub fn resolve(
         }
     }
     Ok(credentials)
+}
+
+/// The variable sources in precedence order: `--env-file`, the environment, `./.env` (only without
+/// `--env-file`).
+fn layers(
+    request: &Request,
+    environment: impl IntoIterator<Item = (OsString, OsString)>,
+    warnings: &mut Vec<String>,
+) -> Result<Vec<Layer>, Error> {
+    let mut layers = Vec::new();
+    if let Some(path) = &request.env_file {
+        layers.push(read_env_file(path, warnings)?);
+    }
+    layers.push(Layer {
+        source: Source::Environment,
+        vars: environment
+            .into_iter()
+            .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok())))
+            .collect(),
+    });
+    if request.env_file.is_none() {
+        let path = request.cwd.join(".env");
+        if path.is_file() {
+            let mut layer = read_env_file(&path, warnings)?;
+            // Named as people know it, whatever the folder: `./.env`.
+            layer.source = Source::EnvFile(PathBuf::from("./.env"));
+            layers.push(layer);
+        }
+    }
+    Ok(layers)
+}
+
+/// The first non-blank value of `name` in precedence order.
+fn find(layers: &[Layer], name: &str) -> Result<Option<Sourced<String>>, Error> {
+    for layer in layers {
+        let Some((_, value)) = layer.vars.iter().rev().find(|(k, _)| k == name) else {
+            continue;
+        };
+        let Some(value) = value else {
+            return Err(Error::NotUtf8 {
+                var: name.to_owned(),
+                origin: layer.source.clone(),
+            });
+        };
+        if !value.trim().is_empty() {
+            return Ok(Some(Sourced {
+                value: value.clone(),
+                source: layer.source.clone(),
+                var: Some(name.to_owned()),
+            }));
+        }
+    }
+    Ok(None)
+}
+
+/// `--token-file`: the file holds the token alone.
+fn read_token_file(path: &Path, warnings: &mut Vec<String>) -> Result<Sourced<AccessToken>, Error> {
+    let bytes = read_file(path, "a token file")?;
+    let text = std::str::from_utf8(&bytes).map_err(|_| Error::NotUtf8 {
+        var: "--token-file".into(),
+        origin: Source::TokenFile(path.to_owned()),
+    })?;
+    check_file_mode(path, warnings);
+    Ok(Sourced {
+        value: AccessToken::new(text),
+        source: Source::TokenFile(path.to_owned()),
+        var: None,
+    })
+}
+
+/// `WHATSAPP_ACCESS_TOKEN_BACKUP`, `_BACKUP_2`, … found in any layer, in that order, each checked.
+fn backups(layers: &[Layer]) -> Result<Vec<Sourced<AccessToken>>, Error> {
+    let mut names: Vec<String> = layers
+        .iter()
+        .flat_map(|l| l.vars.iter().map(|(k, _)| k.clone()))
+        .filter_map(|k| backup_index(&k).map(|_| k))
+        .collect();
+    names.sort_by_key(|k| backup_index(k));
+    names.dedup();
+    let mut backups = Vec::new();
+    for name in names {
+        if let Some(s) = find(layers, &name)? {
+            let token = Sourced {
+                value: AccessToken::new(s.value),
+                source: s.source,
+                var: s.var,
+            };
+            validate_token(&token)?;
+            backups.push(token);
+        }
+    }
+    Ok(backups)
 }
 
 /// `WHATSAPP_ACCESS_TOKEN_BACKUP` → 1, `…_BACKUP_2` → 2; anything else → `None`.
