@@ -524,51 +524,66 @@ impl Sender {
             err
         })?;
         let status = response.status();
-        let reply =
-            match tokio::time::timeout(route.timeout, read_capped(response, MAX_REPLY_BYTES)).await
-            {
-                Ok(Ok(Capped::Whole(bytes))) => shown(&String::from_utf8_lossy(&bytes)),
-                Ok(Ok(Capped::OverLimit)) => format!(
-                    "(an answer longer than {}, not read)",
-                    permatoken_graph::human_bytes(MAX_REPLY_BYTES)
-                ),
-                Ok(Err(e)) => format!("(the answer was cut short: {})", chain(&e.without_url())),
-                Err(_) => "(the answer did not end in time)".into(),
-            };
+        let reply = read_reply(response, route.timeout).await;
         let reply = redact(&reply, url, secret.as_deref().map(String::as_str));
-        let code = status.as_u16();
-        if status.is_success() {
-            return Ok(Delivered {
-                route: route.name.clone(),
-                status: Some(code),
-                reply,
-            });
-        }
-        let said = if reply.is_empty() {
-            String::new()
-        } else {
-            format!(": {reply}")
-        };
-        let (retryable, what) = match code {
-            300..=399 => (
-                false,
-                "a redirect, which is not followed: put the final URL in the route".to_owned(),
-            ),
-            408 | 429 => (true, "try again later".to_owned()),
-            400..=499 => (
-                false,
-                "the receiver refused the alert; check the route's URL and headers".to_owned(),
-            ),
-            _ => (true, "the receiver failed".to_owned()),
-        };
-        Err(DeliveryError {
-            route: route.name.clone(),
-            host: Some(host.clone()),
-            status: Some(code),
-            retryable,
-            reason: format!("HTTP {code} ({what}){said}"),
-        })
+        judge(route, host, status, reply)
     }
+}
+
+/// What a receiver answered, made safe to show: at most [`MAX_REPLY_BYTES`] of it, read within
+/// `timeout`.
+async fn read_reply(response: reqwest::Response, timeout: Duration) -> String {
+    match tokio::time::timeout(timeout, read_capped(response, MAX_REPLY_BYTES)).await {
+        Ok(Ok(Capped::Whole(bytes))) => shown(&String::from_utf8_lossy(&bytes)),
+        Ok(Ok(Capped::OverLimit)) => format!(
+            "(an answer longer than {}, not read)",
+            permatoken_graph::human_bytes(MAX_REPLY_BYTES)
+        ),
+        Ok(Err(e)) => format!("(the answer was cut short: {})", chain(&e.without_url())),
+        Err(_) => "(the answer did not end in time)".into(),
+    }
+}
+
+/// A delivery judged by the receiver's status: a 2xx is delivered; a redirect or a 4xx other than
+/// 408 and 429 is not worth trying again; anything else is.
+fn judge(
+    route: &Route,
+    host: String,
+    status: reqwest::StatusCode,
+    reply: String,
+) -> Result<Delivered, DeliveryError> {
+    let code = status.as_u16();
+    if status.is_success() {
+        return Ok(Delivered {
+            route: route.name.clone(),
+            status: Some(code),
+            reply,
+        });
+    }
+    let said = if reply.is_empty() {
+        String::new()
+    } else {
+        format!(": {reply}")
+    };
+    let (retryable, what) = match code {
+        300..=399 => (
+            false,
+            "a redirect, which is not followed: put the final URL in the route".to_owned(),
+        ),
+        408 | 429 => (true, "try again later".to_owned()),
+        400..=499 => (
+            false,
+            "the receiver refused the alert; check the route's URL and headers".to_owned(),
+        ),
+        _ => (true, "the receiver failed".to_owned()),
+    };
+    Err(DeliveryError {
+        route: route.name.clone(),
+        host: Some(host),
+        status: Some(code),
+        retryable,
+        reason: format!("HTTP {code} ({what}){said}"),
+    })
 }
 
 /// Runs a command route: `sh -c COMMAND` with the secret-free environment of `--then`, the alert
