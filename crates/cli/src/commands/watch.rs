@@ -69,20 +69,7 @@ pub(crate) async fn run(args: WatchArgs) -> Result<u8, Failure> {
             })?
         }
     };
-    let backup_dir = match permatoken_renew::backup_dir(false) {
-        Ok(dir) => dir,
-        // With neither variable set the daemon renews without backups, as it always has.
-        Err(permatoken_renew::Failure::NoBackupFolder) => None,
-        Err(permatoken_renew::Failure::BackupFolderNotUtf8(var)) => {
-            return Err(Failure::new(
-                format!(
-                    "`{var}` is not valid UTF-8, so there is no telling where to keep the backups of the files `watch` renews"
-                ),
-                format!("set `{var}` to a folder path written in UTF-8, or unset it"),
-            ));
-        }
-        Err(e) => return Err(Failure::new(e.to_string(), e.hint())),
-    };
+    let backup_dir = backup_dir()?;
     let (publisher, subscriber) = snapshot::channel(Snapshot::default());
     let counters = Counters::default();
     // The daemon keeps the one copy of the configuration: at 10,000 tokens a second one costs
@@ -144,6 +131,22 @@ fn replica_name() -> String {
         .map(|text| text.trim().to_owned())
         .unwrap_or_default();
     format!("{host} pid {}", std::process::id())
+}
+
+/// Where the daemon keeps the previous content of the files it renews.
+fn backup_dir() -> Result<Option<PathBuf>, Failure> {
+    match permatoken_renew::backup_dir(false) {
+        Ok(dir) => Ok(dir),
+        // With neither variable set the daemon renews without backups, as it always has.
+        Err(permatoken_renew::Failure::NoBackupFolder) => Ok(None),
+        Err(permatoken_renew::Failure::BackupFolderNotUtf8(var)) => Err(Failure::new(
+            format!(
+                "`{var}` is not valid UTF-8, so there is no telling where to keep the backups of the files `watch` renews"
+            ),
+            format!("set `{var}` to a folder path written in UTF-8, or unset it"),
+        )),
+        Err(e) => Err(Failure::new(e.to_string(), e.hint())),
+    }
 }
 
 /// How long a leader's heartbeat may be silent before a standby ends its session.
