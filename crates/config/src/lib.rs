@@ -5,13 +5,19 @@
 //! environment, `./.env`. `./.env` is not read when `--env-file` names another file: an explicit file is
 //! the whole configuration. Every value remembers where it came from, so the output can say so.
 //!
+//! Files are read through `permatoken-fs` into memory zeroed when dropped, and one larger than
+//! [`MAX_FILE`] is refused after reading that much of it: whatever it is, it is not a `.env` or a
+//! token file.
+//!
 //! Must never: take a token from the command line, or put a value in an error or in `Debug` output.
 
 use std::ffi::OsString;
 use std::fmt;
 use std::path::{Path, PathBuf};
 
+use permatoken_fs::ReadError;
 use permatoken_secret::{AccessToken, AppSecret, VerifyToken};
+use zeroize::Zeroizing;
 
 /// The variable that holds the primary token.
 pub const TOKEN_VAR: &str = "WHATSAPP_ACCESS_TOKEN";
@@ -29,6 +35,10 @@ pub const WEBHOOK_URL_VAR: &str = "WHATSAPP_WEBHOOK_URL";
 pub const VERIFY_TOKEN_VAR: &str = "WHATSAPP_WEBHOOK_VERIFY_TOKEN";
 /// The first backup token; later ones are `_BACKUP_2`, `_BACKUP_3`, …
 pub const BACKUP_VAR: &str = "WHATSAPP_ACCESS_TOKEN_BACKUP";
+
+/// The most bytes of a `.env` or token file: real ones hold a few lines. The same cap as the one
+/// `permatoken-dotenv` puts on a file it rewrites.
+pub const MAX_FILE: u64 = permatoken_dotenv::MAX_FILE;
 
 /// Where a value came from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -115,6 +125,16 @@ pub enum Error {
         /// The I/O error.
         source: std::io::Error,
     },
+    /// A file is larger than [`MAX_FILE`]: only that much of it was read.
+    #[error("`{}` is larger than {}: it is not {what}", path.display(), permatoken_fs::human_bytes(*cap))]
+    TooLarge {
+        /// The file.
+        path: PathBuf,
+        /// The most bytes allowed.
+        cap: u64,
+        /// What the file was to be: "an env file", "a token file".
+        what: &'static str,
+    },
     /// A `.env` file does not parse.
     #[error("`{path}` is not a valid .env file: {source}")]
     Parse {
@@ -156,6 +176,9 @@ impl Error {
     pub fn hint(&self) -> String {
         match self {
             Self::Read { .. } => "check the path and that this user may read the file".into(),
+            Self::TooLarge { .. } => {
+                "check the path: a `.env` file holds a few `KEY=value` lines, a token file one token".into()
+            }
             Self::Parse { .. } => {
                 "fix that line; values with spaces or `#` need quotes: KEY=\"a value\"".into()
             }
@@ -195,63 +218,11 @@ pub fn resolve(
     environment: impl IntoIterator<Item = (OsString, OsString)>,
 ) -> Result<Credentials, Error> {
     let mut credentials = Credentials::default();
-    let mut layers = Vec::new();
-    if let Some(path) = &request.env_file {
-        layers.push(read_env_file(path, &mut credentials.warnings)?);
-    }
-    layers.push(Layer {
-        source: Source::Environment,
-        vars: environment
-            .into_iter()
-            .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok())))
-            .collect(),
-    });
-    if request.env_file.is_none() {
-        let path = request.cwd.join(".env");
-        if path.is_file() {
-            let mut layer = read_env_file(&path, &mut credentials.warnings)?;
-            // Named as people know it, whatever the folder: `./.env`.
-            layer.source = Source::EnvFile(PathBuf::from("./.env"));
-            layers.push(layer);
-        }
-    }
-    let lookup = |name: &str| -> Result<Option<Sourced<String>>, Error> {
-        for layer in &layers {
-            let Some((_, value)) = layer.vars.iter().rev().find(|(k, _)| k == name) else {
-                continue;
-            };
-            let Some(value) = value else {
-                return Err(Error::NotUtf8 {
-                    var: name.to_owned(),
-                    origin: layer.source.clone(),
-                });
-            };
-            if !value.trim().is_empty() {
-                return Ok(Some(Sourced {
-                    value: value.clone(),
-                    source: layer.source.clone(),
-                    var: Some(name.to_owned()),
-                }));
-            }
-        }
-        Ok(None)
-    };
+    let layers = layers(request, environment, &mut credentials.warnings)?;
+    let lookup = |name: &str| find(&layers, name);
 
     credentials.token = if let Some(path) = &request.token_file {
-        let bytes = std::fs::read(path).map_err(|source| Error::Read {
-            path: path.clone(),
-            source,
-        })?;
-        let text = String::from_utf8(bytes).map_err(|_| Error::NotUtf8 {
-            var: "--token-file".into(),
-            origin: Source::TokenFile(path.clone()),
-        })?;
-        check_file_mode(path, &mut credentials.warnings);
-        Some(Sourced {
-            value: AccessToken::new(text),
-            source: Source::TokenFile(path.clone()),
-            var: None,
-        })
+        Some(read_token_file(path, &mut credentials.warnings)?)
     } else if let Some(token) = &request.token_stdin {
         Some(Sourced {
             value: token.clone(),
@@ -268,25 +239,7 @@ pub fn resolve(
     if let Some(token) = &credentials.token {
         validate_token(token)?;
     }
-
-    let mut backup_names: Vec<String> = layers
-        .iter()
-        .flat_map(|l| l.vars.iter().map(|(k, _)| k.clone()))
-        .filter_map(|k| backup_index(&k).map(|_| k))
-        .collect();
-    backup_names.sort_by_key(|k| backup_index(k));
-    backup_names.dedup();
-    for name in backup_names {
-        if let Some(s) = lookup(&name)? {
-            let token = Sourced {
-                value: AccessToken::new(s.value),
-                source: s.source,
-                var: s.var,
-            };
-            validate_token(&token)?;
-            credentials.backups.push(token);
-        }
-    }
+    credentials.backups = backups(&layers)?;
 
     credentials.app_id = lookup(APP_ID_VAR)?.map(|mut s| {
         s.value = s.value.trim().to_owned();
@@ -342,6 +295,98 @@ pub fn resolve(
     Ok(credentials)
 }
 
+/// The variable sources in precedence order: `--env-file`, the environment, `./.env` (only without
+/// `--env-file`).
+fn layers(
+    request: &Request,
+    environment: impl IntoIterator<Item = (OsString, OsString)>,
+    warnings: &mut Vec<String>,
+) -> Result<Vec<Layer>, Error> {
+    let mut layers = Vec::new();
+    if let Some(path) = &request.env_file {
+        layers.push(read_env_file(path, warnings)?);
+    }
+    layers.push(Layer {
+        source: Source::Environment,
+        vars: environment
+            .into_iter()
+            .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok())))
+            .collect(),
+    });
+    if request.env_file.is_none() {
+        let path = request.cwd.join(".env");
+        if path.is_file() {
+            let mut layer = read_env_file(&path, warnings)?;
+            // Named as people know it, whatever the folder: `./.env`.
+            layer.source = Source::EnvFile(PathBuf::from("./.env"));
+            layers.push(layer);
+        }
+    }
+    Ok(layers)
+}
+
+/// The first non-blank value of `name` in precedence order.
+fn find(layers: &[Layer], name: &str) -> Result<Option<Sourced<String>>, Error> {
+    for layer in layers {
+        let Some((_, value)) = layer.vars.iter().rev().find(|(k, _)| k == name) else {
+            continue;
+        };
+        let Some(value) = value else {
+            return Err(Error::NotUtf8 {
+                var: name.to_owned(),
+                origin: layer.source.clone(),
+            });
+        };
+        if !value.trim().is_empty() {
+            return Ok(Some(Sourced {
+                value: value.clone(),
+                source: layer.source.clone(),
+                var: Some(name.to_owned()),
+            }));
+        }
+    }
+    Ok(None)
+}
+
+/// `--token-file`: the file holds the token alone.
+fn read_token_file(path: &Path, warnings: &mut Vec<String>) -> Result<Sourced<AccessToken>, Error> {
+    let bytes = read_file(path, "a token file")?;
+    let text = std::str::from_utf8(&bytes).map_err(|_| Error::NotUtf8 {
+        var: "--token-file".into(),
+        origin: Source::TokenFile(path.to_owned()),
+    })?;
+    check_file_mode(path, warnings);
+    Ok(Sourced {
+        value: AccessToken::new(text),
+        source: Source::TokenFile(path.to_owned()),
+        var: None,
+    })
+}
+
+/// `WHATSAPP_ACCESS_TOKEN_BACKUP`, `_BACKUP_2`, … found in any layer, in that order, each checked.
+fn backups(layers: &[Layer]) -> Result<Vec<Sourced<AccessToken>>, Error> {
+    let mut names: Vec<String> = layers
+        .iter()
+        .flat_map(|l| l.vars.iter().map(|(k, _)| k.clone()))
+        .filter_map(|k| backup_index(&k).map(|_| k))
+        .collect();
+    names.sort_by_key(|k| backup_index(k));
+    names.dedup();
+    let mut backups = Vec::new();
+    for name in names {
+        if let Some(s) = find(layers, &name)? {
+            let token = Sourced {
+                value: AccessToken::new(s.value),
+                source: s.source,
+                var: s.var,
+            };
+            validate_token(&token)?;
+            backups.push(token);
+        }
+    }
+    Ok(backups)
+}
+
 /// `WHATSAPP_ACCESS_TOKEN_BACKUP` → 1, `…_BACKUP_2` → 2; anything else → `None`.
 fn backup_index(name: &str) -> Option<u32> {
     let rest = name.strip_prefix(BACKUP_VAR)?;
@@ -383,19 +428,37 @@ fn validate_token(token: &Sourced<AccessToken>) -> Result<(), Error> {
     }
 }
 
+/// The whole of a file holding secrets, at most [`MAX_FILE`] bytes of it; `what` names what it was
+/// to be, for the error when it is larger.
+fn read_file(path: &Path, what: &'static str) -> Result<Zeroizing<Vec<u8>>, Error> {
+    permatoken_fs::read_secret(path, MAX_FILE).map_err(|e| match e {
+        ReadError::TooLarge { cap } => Error::TooLarge {
+            path: path.to_owned(),
+            cap,
+            what,
+        },
+        ReadError::Io(source) => Error::Read {
+            path: path.to_owned(),
+            source,
+        },
+        // `ReadError` may grow; whatever else it says is a failure to read the file.
+        other => Error::Read {
+            path: path.to_owned(),
+            source: std::io::Error::other(other.to_string()),
+        },
+    })
+}
+
 fn read_env_file(path: &Path, warnings: &mut Vec<String>) -> Result<Layer, Error> {
-    let bytes = std::fs::read(path).map_err(|source| Error::Read {
+    let bytes = read_file(path, "an env file")?;
+    let text = std::str::from_utf8(&bytes).map_err(|e| Error::NotUtf8File {
         path: path.to_owned(),
-        source,
-    })?;
-    let text = String::from_utf8(bytes).map_err(|e| Error::NotUtf8File {
-        path: path.to_owned(),
-        line: 1 + e.as_bytes()[..e.utf8_error().valid_up_to()]
+        line: 1 + bytes[..e.valid_up_to()]
             .iter()
             .filter(|&&b| b == b'\n')
             .count(),
     })?;
-    let env = permatoken_dotenv::parse(&text).map_err(|source| Error::Parse {
+    let env = permatoken_dotenv::parse(text).map_err(|source| Error::Parse {
         path: path.to_owned(),
         source,
     })?;
@@ -601,6 +664,50 @@ mod tests {
         assert!(err.hint().contains("Settings → Basic"), "{}", err.hint());
         let creds = resolve(&request, env(&[(APP_SECRET_VAR, "nothex")])).unwrap();
         assert_eq!(creds.warnings.len(), 1);
+    }
+
+    #[test]
+    fn a_file_larger_than_any_env_or_token_file_is_refused_naming_it_and_the_cap() {
+        let dir = tempfile::tempdir().unwrap();
+        // A real token line first: the file is refused for its size, whatever it holds.
+        let mut big = format!("{TOKEN_VAR}={T1}\n").into_bytes();
+        big.resize(MAX_FILE as usize + 1, b'#');
+        std::fs::write(dir.path().join(".env"), &big).unwrap();
+        std::fs::write(dir.path().join("token"), &big).unwrap();
+        let implicit = Request {
+            cwd: dir.path().into(),
+            ..Request::default()
+        };
+        let explicit = Request {
+            env_file: Some(dir.path().join(".env")),
+            ..implicit.clone()
+        };
+        let token_file = Request {
+            token_file: Some(dir.path().join("token")),
+            cwd: dir.path().join("elsewhere"),
+            ..Request::default()
+        };
+        for (request, name, what) in [
+            (&implicit, ".env", "an env file"),
+            (&explicit, ".env", "an env file"),
+            (&token_file, "token", "a token file"),
+        ] {
+            let err = resolve(request, env(&[])).unwrap_err();
+            assert!(matches!(err, Error::TooLarge { .. }), "{err:?}");
+            assert_eq!(
+                err.to_string(),
+                format!(
+                    "`{}` is larger than 1 MiB: it is not {what}",
+                    dir.path().join(name).display()
+                )
+            );
+            assert!(err.hint().contains("check the path"), "{}", err.hint());
+            assert!(!format!("{err:?}").contains("PERMATOKENTEST"));
+        }
+        // At the cap exactly, the file is read.
+        std::fs::write(dir.path().join(".env"), &big[..MAX_FILE as usize]).unwrap();
+        let creds = resolve(&implicit, env(&[])).unwrap();
+        assert_eq!(creds.token.unwrap().value.expose_secret(), T1);
     }
 
     #[test]

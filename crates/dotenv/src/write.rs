@@ -2,10 +2,13 @@
 //! through a temporary file in the same folder that is fsynced and renamed over the target, then the
 //! folder fsynced, so that a reader (or a crash) sees the old file or the new one, never half of one.
 //! Mode 0600 (a stricter existing mode is kept), owner and group kept, a symlink written through to its
-//! target, and the previous content kept as a 0600 backup outside the project folder.
+//! target, and the previous content kept as a 0600 backup in the folder the caller names (outside the
+//! project: permatoken's is `permatoken-renew`'s `backup_dir`). A file larger than [`MAX_FILE`] is
+//! neither read nor replaced: no `.env` or token file is that large, so it is the wrong file.
 //!
 //! Must never: wait for a lock without saying so or without end, name a temporary or backup file in a
-//! way that a long path makes too long, or touch another file's backups.
+//! way that a long path makes too long, touch another file's backups, or hold a file's content in
+//! memory that is not zeroed when dropped (it holds secrets).
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
@@ -13,8 +16,15 @@ use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use permatoken_fs::ReadError;
+use zeroize::Zeroizing;
+
 /// How many backups of one file are kept.
 pub const BACKUPS_KEPT: usize = 5;
+
+/// The most bytes of a file read to be edited or backed up, or replaced: `.env` and token files hold
+/// a few lines.
+pub const MAX_FILE: u64 = 1 << 20;
 
 /// Temporary files are `.permatoken-tmp.<hash>.<pid>-<nanos>`: hidden, beside the file, short whatever
 /// the file's name (the hash of the name tells one file's temporaries from another's).
@@ -55,6 +65,18 @@ pub enum WriteError {
         /// How long we waited.
         waited: Duration,
     },
+    /// The file is larger than [`MAX_FILE`]: not a `.env` or token file. Nothing was written.
+    #[error(
+        "`{}` is larger than {}, more than any .env or token file, so it was left as it is",
+        path.display(),
+        permatoken_fs::human_bytes(*cap)
+    )]
+    TooLarge {
+        /// The file.
+        path: PathBuf,
+        /// The most bytes allowed.
+        cap: u64,
+    },
 }
 
 fn fail<'a>(action: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> WriteError + 'a {
@@ -65,18 +87,17 @@ fn fail<'a>(action: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> W
     }
 }
 
-/// Where backups go: `$XDG_STATE_HOME/permatoken/backups`, else `~/.local/state/permatoken/backups`.
-pub fn default_backup_dir() -> Option<PathBuf> {
-    let state = std::env::var_os("XDG_STATE_HOME")
-        .filter(|v| !v.is_empty())
-        .map(PathBuf::from)
-        .filter(|p| p.is_absolute())
-        .or_else(|| {
-            std::env::var_os("HOME")
-                .filter(|v| !v.is_empty())
-                .map(|home| PathBuf::from(home).join(".local/state"))
-        })?;
-    Some(state.join("permatoken").join("backups"))
+/// The whole of `path`, in memory zeroed when dropped; [`WriteError::TooLarge`] after reading
+/// [`MAX_FILE`] bytes of it at most.
+fn read_capped(path: &Path) -> Result<Zeroizing<Vec<u8>>, WriteError> {
+    permatoken_fs::read_secret(path, MAX_FILE).map_err(|e| match e {
+        ReadError::TooLarge { cap } => WriteError::TooLarge {
+            path: path.to_owned(),
+            cap,
+        },
+        ReadError::Io(source) => fail("read", path)(source),
+        other => fail("read", path)(io::Error::other(other.to_string())),
+    })
 }
 
 /// A file held under its advisory lock. Every permatoken process takes the same lock before it reads
@@ -156,26 +177,51 @@ impl Locked {
         &self.target
     }
 
-    /// The file's content, `None` if it does not exist.
+    /// The file's content, `None` if it does not exist; [`WriteError::TooLarge`] when it is larger
+    /// than [`MAX_FILE`].
     pub fn read(&self) -> Result<Option<String>, WriteError> {
-        match fs::read(&self.target) {
-            Ok(bytes) => String::from_utf8(bytes)
-                .map(Some)
-                .map_err(|_| WriteError::Io {
-                    action: "read",
-                    path: self.target.clone(),
-                    source: io::Error::new(
-                        io::ErrorKind::InvalidData,
-                        "the file is not UTF-8 text",
-                    ),
-                }),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(fail("read", &self.target)(e)),
+        let mut bytes = match read_capped(&self.target) {
+            Ok(bytes) => bytes,
+            Err(WriteError::Io { source, .. }) if source.kind() == io::ErrorKind::NotFound => {
+                return Ok(None);
+            }
+            Err(e) => return Err(e),
+        };
+        if std::str::from_utf8(&bytes).is_err() {
+            return Err(fail("read", &self.target)(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "the file is not UTF-8 text",
+            )));
+        }
+        // Checked above, so the buffer itself becomes the text: no copy of the secrets is left
+        // behind unzeroed (the caller keeps the one there is).
+        let text = String::from_utf8(std::mem::take(&mut *bytes)).expect("checked to be UTF-8");
+        Ok(Some(text))
+    }
+
+    /// [`WriteError::TooLarge`] if the file is larger than [`MAX_FILE`], as [`Locked::replace`] would
+    /// say: for a caller to ask before it does what cannot be undone for the write (a token minted).
+    pub fn check_size(&self) -> Result<(), WriteError> {
+        match fs::metadata(&self.target) {
+            Ok(meta) => self.refuse_too_large(&meta),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(fail("inspect", &self.target)(e)),
         }
     }
 
+    /// A file this large is the wrong one, not a `.env` or token file: it is left as it is.
+    fn refuse_too_large(&self, meta: &fs::Metadata) -> Result<(), WriteError> {
+        if meta.len() > MAX_FILE {
+            return Err(WriteError::TooLarge {
+                path: self.target.clone(),
+                cap: MAX_FILE,
+            });
+        }
+        Ok(())
+    }
+
     /// Replaces the file's content with `content`; the previous content, if any, is first saved under
-    /// `backup_dir`.
+    /// `backup_dir`. A file larger than [`MAX_FILE`] is refused before anything is written.
     pub fn replace(
         &self,
         content: &[u8],
@@ -186,6 +232,9 @@ impl Locked {
             Err(e) if e.kind() == io::ErrorKind::NotFound => None,
             Err(e) => return Err(fail("inspect", &self.target)(e)),
         };
+        if let Some(meta) = &existing {
+            self.refuse_too_large(meta)?;
+        }
         let backup = match (&existing, backup_dir) {
             (Some(_), Some(dir)) => Some(self.back_up(dir)?),
             _ => None,
@@ -205,10 +254,11 @@ impl Locked {
     }
 
     fn back_up(&self, dir: &Path) -> Result<PathBuf, WriteError> {
+        // Read first: a file that cannot be read (or grew past the cap) leaves no folder behind.
+        let content = read_capped(&self.target)?;
         fs::create_dir_all(dir).map_err(fail("create the backup folder", dir))?;
         fs::set_permissions(dir, fs::Permissions::from_mode(0o700))
             .map_err(fail("protect the backup folder", dir))?;
-        let content = fs::read(&self.target).map_err(fail("read", &self.target))?;
         let stem = backup_stem(&self.target);
         let stamp = jiff::Timestamp::now()
             .strftime("%Y%m%dT%H%M%S%.3fZ")

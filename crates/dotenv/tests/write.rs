@@ -6,7 +6,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use permatoken_dotenv::{BACKUPS_KEPT, Locked, WriteError};
+use permatoken_dotenv::{BACKUPS_KEPT, Locked, MAX_FILE, WriteError};
 
 fn mode(path: &Path) -> u32 {
     fs::metadata(path).unwrap().mode() & 0o777
@@ -51,6 +51,47 @@ fn a_new_file_is_0600_and_a_loose_one_is_tightened() {
     assert_eq!(mode(&path), 0o400, "a stricter mode is the owner's choice");
     let lock = dir.path().join(".env.lock");
     assert_eq!(mode(&lock), 0o600);
+}
+
+#[test]
+fn a_file_larger_than_any_env_file_is_refused_before_anything_is_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join(".env");
+    let mut big = b"WHATSAPP_ACCESS_TOKEN=EAAPERMATOKENTEST\n".to_vec();
+    big.resize(MAX_FILE as usize + 1, b'#');
+    fs::write(&path, &big).unwrap();
+    fs::set_permissions(&path, fs::Permissions::from_mode(0o644)).unwrap();
+    let backups = dir.path().join("state").join("backups");
+    let locked = lock(&path);
+    for err in [
+        locked.read().unwrap_err(),
+        locked.check_size().unwrap_err(),
+        locked.replace(b"A=1\n", Some(&backups)).unwrap_err(),
+        locked.replace(b"A=1\n", None).unwrap_err(),
+    ] {
+        assert!(
+            matches!(err, WriteError::TooLarge { cap: MAX_FILE, .. }),
+            "{err:?}"
+        );
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "`{}` is larger than 1 MiB, more than any .env or token file, so it was left as it is",
+                path.display()
+            )
+        );
+    }
+    drop(locked);
+    assert_eq!(fs::read(&path).unwrap(), big, "byte for byte as it was");
+    assert_eq!(mode(&path), 0o644, "not even its mode changed");
+    assert!(!backups.exists(), "no backup folder made for nothing");
+    assert_eq!(names_in(dir.path()), [".env", ".env.lock"]);
+    // At the cap, it is an ordinary file.
+    fs::write(&path, &big[..MAX_FILE as usize]).unwrap();
+    let locked = lock(&path);
+    assert_eq!(locked.read().unwrap().unwrap().len(), MAX_FILE as usize);
+    locked.replace(b"A=1\n", Some(&backups)).unwrap();
+    assert_eq!(fs::read(&path).unwrap(), b"A=1\n");
 }
 
 #[test]

@@ -113,7 +113,8 @@ pub struct NotUtf8 {
 /// `<base>/permatoken`, where `base` is `kind`'s XDG folder: its variable when set to an absolute
 /// path (an empty or relative one is ignored, as the XDG specification says), else its place under
 /// `$HOME` (when set and not empty). `Ok(None)` when neither is usable. `environment` is the process
-/// environment (`std::env::vars_os()`); a variable read that is not UTF-8 is an error naming it.
+/// environment (`std::env::vars_os()`). A set XDG variable that is not UTF-8 is an error naming it;
+/// so is `HOME`, but only when the folder is taken from it.
 pub fn permatoken_dir(
     kind: Xdg,
     environment: impl IntoIterator<Item = (OsString, OsString)>,
@@ -121,22 +122,24 @@ pub fn permatoken_dir(
     let mut xdg = None;
     let mut home = None;
     for (name, value) in environment {
-        let (slot, var) = match name.to_str() {
-            Some(n) if n == kind.var() => (&mut xdg, kind.var()),
-            Some("HOME") => (&mut home, "HOME"),
-            _ => continue,
-        };
-        if value.is_empty() {
-            *slot = None;
-            continue;
+        match name.to_str() {
+            Some(n) if n == kind.var() => xdg = Some(value),
+            Some("HOME") => home = Some(value),
+            _ => {}
         }
-        let text = value.into_string().map_err(|_| NotUtf8 { var })?;
-        *slot = Some(PathBuf::from(text));
     }
-    let base = match (xdg.filter(|p| p.is_absolute()), home) {
-        (Some(xdg), _) => xdg,
-        (None, Some(home)) => home.join(kind.under_home()),
-        (None, None) => return Ok(None),
+    let text = |value: Option<OsString>, var| match value.filter(|v| !v.is_empty()) {
+        None => Ok(None),
+        Some(v) => v.into_string().map(Some).map_err(|_| NotUtf8 { var }),
+    };
+    let xdg = text(xdg, kind.var())?.map(PathBuf::from);
+    let base = match xdg.filter(|p| p.is_absolute()) {
+        Some(xdg) => xdg,
+        // A `HOME` that is not UTF-8 matters only when the folder is under it.
+        None => match text(home, "HOME")? {
+            Some(home) => PathBuf::from(home).join(kind.under_home()),
+            None => return Ok(None),
+        },
     };
     Ok(Some(base.join("permatoken")))
 }
@@ -237,5 +240,20 @@ mod tests {
         );
         // Only the variables of the folder asked for are read.
         assert_eq!(permatoken_dir(Xdg::State, bad), Ok(None));
+    }
+
+    #[test]
+    fn home_that_is_not_utf8_matters_only_when_the_folder_is_under_it() {
+        use std::os::unix::ffi::OsStringExt;
+        let home = (OsString::from("HOME"), OsString::from_vec(vec![0x2f, 0xff]));
+        let xdg = (OsString::from("XDG_STATE_HOME"), OsString::from("/x"));
+        assert_eq!(
+            permatoken_dir(Xdg::State, vec![home.clone(), xdg]),
+            Ok(Some(PathBuf::from("/x/permatoken")))
+        );
+        assert_eq!(
+            permatoken_dir(Xdg::State, vec![home]),
+            Err(NotUtf8 { var: "HOME" })
+        );
     }
 }

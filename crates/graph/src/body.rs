@@ -38,17 +38,11 @@ pub async fn read_capped(
     Ok(Capped::Whole(body))
 }
 
-/// `4 MiB`, `64 KiB`, `300 bytes`: how caps are shown.
+/// `4 MiB`, `64 KiB`, `300 bytes`: a [`read_capped`] cap as a person reads it. The one writing of
+/// it is `permatoken_fs::human_bytes`, so a file's cap and an answer's read the same; this takes the
+/// `usize` that [`read_capped`] takes.
 pub fn human_bytes(n: usize) -> String {
-    const KIB: usize = 1024;
-    const MIB: usize = 1024 * KIB;
-    if n >= MIB && n.is_multiple_of(MIB) {
-        format!("{} MiB", n / MIB)
-    } else if n >= KIB && n.is_multiple_of(KIB) {
-        format!("{} KiB", n / KIB)
-    } else {
-        format!("{n} bytes")
-    }
+    permatoken_fs::human_bytes(u64::try_from(n).unwrap_or(u64::MAX))
 }
 
 #[cfg(test)]

@@ -7,13 +7,13 @@
 //! put a token in the report other than as a fingerprint, block the async runtime (locks and the
 //! reload run on tokio's blocking pool), or write a file the spec did not name.
 
-use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
 use jiff::{SignedDuration, Timestamp};
 use permatoken_config::{Source, Sourced};
+use permatoken_fs::ReadError;
 use permatoken_inspect::{AppCredentials, Report, Status, Thresholds};
 use permatoken_secret::{AccessToken, AppToken};
 use serde::Serialize;
@@ -120,7 +120,10 @@ pub enum LoadError {
         source: std::io::Error,
     },
     /// The file is larger than any token file or `.env` file should be.
-    #[error("`{path}` is larger than {MAX_FILE} bytes, so it was not read")]
+    #[error(
+        "`{path}` is larger than {}, more than any `.env` or token file, so it was not read: check the path",
+        permatoken_fs::human_bytes(MAX_FILE)
+    )]
     TooLarge {
         /// The file.
         path: PathBuf,
@@ -149,28 +152,32 @@ pub enum LoadError {
     },
 }
 
-/// No `.env` or token file worth reading is larger.
-const MAX_FILE: u64 = 1 << 20;
+/// No `.env` or token file worth reading is larger (the same cap as the commands').
+const MAX_FILE: u64 = permatoken_config::MAX_FILE;
 
+/// A `.env` or token file's text, in memory zeroed when dropped.
 fn read_capped(path: &Path) -> Result<Zeroizing<String>, LoadError> {
-    let read = |source| LoadError::Read {
-        path: path.to_owned(),
-        source,
-    };
-    let file = std::fs::File::open(path).map_err(read)?;
-    let mut bytes = Zeroizing::new(Vec::new());
-    file.take(MAX_FILE + 1)
-        .read_to_end(&mut bytes)
-        .map_err(read)?;
-    if bytes.len() as u64 > MAX_FILE {
-        return Err(LoadError::TooLarge {
+    let mut bytes = permatoken_fs::read_secret(path, MAX_FILE).map_err(|e| match e {
+        ReadError::TooLarge { .. } => LoadError::TooLarge {
+            path: path.to_owned(),
+        },
+        ReadError::Io(source) => LoadError::Read {
+            path: path.to_owned(),
+            source,
+        },
+        other => LoadError::Read {
+            path: path.to_owned(),
+            source: std::io::Error::other(other.to_string()),
+        },
+    })?;
+    if std::str::from_utf8(&bytes).is_err() {
+        return Err(LoadError::NotUtf8 {
             path: path.to_owned(),
         });
     }
-    let text = std::str::from_utf8(&bytes).map_err(|_| LoadError::NotUtf8 {
-        path: path.to_owned(),
-    })?;
-    Ok(Zeroizing::new(text.to_owned()))
+    // Checked above, so the buffer itself becomes the text: no second copy of the secrets.
+    let text = String::from_utf8(std::mem::take(&mut *bytes)).expect("checked to be UTF-8");
+    Ok(Zeroizing::new(text))
 }
 
 /// The rank of `name` in `key`'s backup series: `KEY_BACKUP` → 1, `KEY_BACKUP_2` → 2.
@@ -986,9 +993,8 @@ mod tests {
             }
         );
         std::fs::write(&file, vec![b'a'; MAX_FILE as usize + 1]).unwrap();
-        assert!(matches!(
-            TokenSpec::load(&TokenSource::TokenFile { path: file }, None),
-            Err(LoadError::TooLarge { .. })
-        ));
+        let err = TokenSpec::load(&TokenSource::TokenFile { path: file }, None).unwrap_err();
+        assert!(matches!(err, LoadError::TooLarge { .. }), "{err:?}");
+        assert!(err.to_string().contains("larger than 1 MiB"), "{err}");
     }
 }

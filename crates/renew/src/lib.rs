@@ -42,12 +42,22 @@ pub use store::{Claims, Destination, StoreError, describe_change};
 /// `~/.local/state/…`). With neither variable set there is nowhere to keep it, and writing without a
 /// backup must be asked for (`no_backup`), never happen silently.
 pub fn backup_dir(no_backup: bool) -> Result<Option<std::path::PathBuf>, Failure> {
+    backup_dir_in(no_backup, std::env::vars_os())
+}
+
+/// [`backup_dir`] with the environment given, for tests.
+fn backup_dir_in(
+    no_backup: bool,
+    environment: impl IntoIterator<Item = (std::ffi::OsString, std::ffi::OsString)>,
+) -> Result<Option<std::path::PathBuf>, Failure> {
     if no_backup {
         return Ok(None);
     }
-    permatoken_dotenv::default_backup_dir()
-        .map(Some)
-        .ok_or(Failure::NoBackupFolder)
+    match permatoken_fs::permatoken_dir(permatoken_fs::Xdg::State, environment) {
+        Ok(Some(dir)) => Ok(Some(dir.join("backups"))),
+        Ok(None) => Err(Failure::NoBackupFolder),
+        Err(e) => Err(Failure::BackupFolderNotUtf8(e.var)),
+    }
 }
 
 /// The permissions a minted token asks for: the required ones and the recommended one.
@@ -249,6 +259,11 @@ pub enum Failure {
         "neither `XDG_STATE_HOME` nor `HOME` is set, so there is no place to keep a backup of the file, and nothing was written"
     )]
     NoBackupFolder,
+    /// The variable that names the backups' folder is not UTF-8: the folder cannot be told.
+    #[error(
+        "`{0}` is not valid UTF-8, so there is no telling where to keep a backup of the file, and nothing was written"
+    )]
+    BackupFolderNotUtf8(&'static str),
     /// Writing failed; the file is as it was.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -262,8 +277,10 @@ impl Failure {
             Self::MissingAppCredential(_)
             | Self::Unreachable(_)
             | Self::NoBackupFolder
+            | Self::BackupFolderNotUtf8(_)
             | Self::Store(StoreError::Changed { .. })
-            | Self::Store(StoreError::Write(permatoken_dotenv::WriteError::LockHeld { .. })) => 3,
+            | Self::Store(StoreError::Write(permatoken_dotenv::WriteError::LockHeld { .. }))
+            | Self::Store(StoreError::Write(permatoken_dotenv::WriteError::TooLarge { .. })) => 3,
             Self::NeedsNoExchange => 0,
             _ => 2,
         }
@@ -287,11 +304,20 @@ impl Failure {
             Self::Unverified(_) => "nothing was changed; run `permatoken check` on the token you have, and try again later".into(),
             Self::AdminDead(_) => "mint needs a working token of a business admin: generate one in Graph API Explorer (or Business Settings) with business_management, and put it in `WHATSAPP_ACCESS_TOKEN` for this run".into(),
             Self::NoBackupFolder => "set `XDG_STATE_HOME` (or `HOME`) to a folder where permatoken may keep the previous file (it goes in `permatoken/backups` there), or pass --no-backup to write without a backup".into(),
+            Self::BackupFolderNotUtf8(var) => format!(
+                "set `{var}` to a folder path written in UTF-8{}, or pass --no-backup to write without a backup",
+                if *var == "HOME" {
+                    ", or set `XDG_STATE_HOME` to one (backups go in `permatoken/backups` there)"
+                } else {
+                    ", or unset it (backups then go in `~/.local/state/permatoken/backups`)"
+                }
+            ),
             Self::Store(StoreError::Write(permatoken_dotenv::WriteError::LockHeld { lock, .. })) => format!(
                 "nothing was asked of Meta for it; another permatoken is writing that file: wait for it and run again, or wait longer with --lock-timeout (`fuser {}` shows who holds the lock)",
                 lock.display()
             ),
             Self::Store(StoreError::Changed { .. }) => "another process edited the file meanwhile; run the command again to check what it holds now".into(),
+            Self::Store(StoreError::Write(permatoken_dotenv::WriteError::TooLarge { .. })) => "nothing was asked of Meta for it; check the path: name the service's `.env` (--env-file) or token file (--output)".into(),
             Self::Store(_) => "nothing was changed; check that this user may write the file and its folder".into(),
         }
     }
@@ -783,6 +809,41 @@ pub async fn plan_mint(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn backups_go_under_the_state_folder_and_a_variable_that_is_not_utf8_is_named() {
+        use std::ffi::OsString;
+        use std::os::unix::ffi::OsStringExt;
+        let var = |k: &str, v: &[u8]| (OsString::from(k), OsString::from_vec(v.to_vec()));
+        assert_eq!(
+            backup_dir_in(
+                false,
+                [var("HOME", b"/home/a"), var("XDG_STATE_HOME", b"/s")]
+            )
+            .unwrap(),
+            Some("/s/permatoken/backups".into())
+        );
+        assert_eq!(
+            backup_dir_in(false, [var("HOME", b"/home/a")]).unwrap(),
+            Some("/home/a/.local/state/permatoken/backups".into())
+        );
+        assert!(matches!(
+            backup_dir_in(false, [var("PATH", b"/bin")]),
+            Err(Failure::NoBackupFolder)
+        ));
+        assert_eq!(backup_dir_in(true, []).unwrap(), None);
+        let err = backup_dir_in(
+            false,
+            [var("HOME", b"/home/a"), var("XDG_STATE_HOME", b"/s\xff")],
+        )
+        .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "`XDG_STATE_HOME` is not valid UTF-8, so there is no telling where to keep a backup of the file, and nothing was written"
+        );
+        assert!(err.hint().contains("--no-backup"), "{}", err.hint());
+        assert_eq!(err.exit_code(), 3);
+    }
     use permatoken_graph::Caller;
 
     fn key(token: &AccessToken) -> String {

@@ -153,17 +153,19 @@ impl<'a> Claims<'a> {
     }
 
     /// Takes the lock of `destination`'s file. With `read`, the token read from there before the lock:
-    /// [`StoreError::Changed`] if the file holds another value now (another process renewed it).
+    /// [`StoreError::Changed`] if the file holds another value now (another process renewed it). A
+    /// file too large to be replaced is refused now, before Meta is asked for its token.
     pub fn claim(
         &mut self,
         destination: &Destination,
         read: Option<&AccessToken>,
     ) -> Result<(), StoreError> {
         let i = self.lock(destination.path())?;
+        let locked = &self.held[i].1;
+        locked.check_size()?;
         let Some(read) = read else {
             return Ok(());
         };
-        let locked = &self.held[i].1;
         let path = destination.path();
         let text = Zeroizing::new(locked.read()?.unwrap_or_default());
         let (now, variable) = match destination {

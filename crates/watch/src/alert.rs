@@ -40,10 +40,12 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use jiff::Timestamp;
+use permatoken_fs::ReadError;
 use permatoken_graph::{Capped, ProxyConfig, read_capped};
 use permatoken_secret::AppSecret;
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use zeroize::Zeroizing;
 
 use crate::config::{Route, RouteKind, SecretUrl, Target};
 use crate::states::State;
@@ -502,57 +504,36 @@ impl Sender {
             request = request.header(SIGNATURE_HEADER, format!("sha256={signature}"));
         }
         let response = request.body(body).send().await.map_err(|e| {
-            let mut err = fail(None, true, unreached(e, route, via.as_ref()));
-            err.reason = redact(&err.reason, url, secret.as_deref());
+            let e = e.without_url();
+            let reason = if e.is_timeout() {
+                format!(
+                    "no answer within {}",
+                    permatoken_graph::human(route.timeout)
+                )
+            } else {
+                format!("cannot reach the receiver: {}", chain(&e))
+            };
+            let reason = match &via {
+                Some((proxy, var)) => {
+                    format!("{reason} (through the proxy {proxy} that `{var}` names)")
+                }
+                None => reason,
+            };
+            let mut err = fail(None, true, reason);
+            err.reason = redact(&err.reason, url, secret.as_deref().map(String::as_str));
             err
         })?;
         let status = response.status();
-        let reply = redact(&reply_of(response, route).await, url, secret.as_deref());
-        let code = status.as_u16();
-        if status.is_success() {
-            return Ok(Delivered {
-                route: route.name.clone(),
-                status: Some(code),
-                reply,
-            });
-        }
-        let said = if reply.is_empty() {
-            String::new()
-        } else {
-            format!(": {reply}")
-        };
-        let (retryable, what) = refusal(code);
-        Err(DeliveryError {
-            route: route.name.clone(),
-            host: Some(host.clone()),
-            status: Some(code),
-            retryable,
-            reason: format!("HTTP {code} ({what}){said}"),
-        })
+        let reply = read_reply(response, route.timeout).await;
+        let reply = redact(&reply, url, secret.as_deref().map(String::as_str));
+        judge(route, host, status, reply)
     }
 }
 
-/// Why a request got no answer, and through which proxy it went (as the variable that names it).
-fn unreached(e: reqwest::Error, route: &Route, via: Option<&(String, &str)>) -> String {
-    let e = e.without_url();
-    let reason = if e.is_timeout() {
-        format!(
-            "no answer within {}",
-            permatoken_graph::human(route.timeout)
-        )
-    } else {
-        format!("cannot reach the receiver: {}", chain(&e))
-    };
-    match via {
-        Some((proxy, var)) => format!("{reason} (through the proxy {proxy} that `{var}` names)"),
-        None => reason,
-    }
-}
-
-/// What the receiver answered, shown cleaned and capped at [`MAX_REPLY_BYTES`], read within the
-/// route's timeout.
-async fn reply_of(response: reqwest::Response, route: &Route) -> String {
-    match tokio::time::timeout(route.timeout, read_capped(response, MAX_REPLY_BYTES)).await {
+/// What a receiver answered, made safe to show: at most [`MAX_REPLY_BYTES`] of it, read within
+/// `timeout`.
+async fn read_reply(response: reqwest::Response, timeout: Duration) -> String {
+    match tokio::time::timeout(timeout, read_capped(response, MAX_REPLY_BYTES)).await {
         Ok(Ok(Capped::Whole(bytes))) => shown(&String::from_utf8_lossy(&bytes)),
         Ok(Ok(Capped::OverLimit)) => format!(
             "(an answer longer than {}, not read)",
@@ -563,20 +544,46 @@ async fn reply_of(response: reqwest::Response, route: &Route) -> String {
     }
 }
 
-/// Whether an HTTP status that is not a success is worth another attempt, and what it means.
-fn refusal(code: u16) -> (bool, &'static str) {
-    match code {
+/// A delivery judged by the receiver's status: a 2xx is delivered; a redirect or a 4xx other than
+/// 408 and 429 is not worth trying again; anything else is.
+fn judge(
+    route: &Route,
+    host: String,
+    status: reqwest::StatusCode,
+    reply: String,
+) -> Result<Delivered, DeliveryError> {
+    let code = status.as_u16();
+    if status.is_success() {
+        return Ok(Delivered {
+            route: route.name.clone(),
+            status: Some(code),
+            reply,
+        });
+    }
+    let said = if reply.is_empty() {
+        String::new()
+    } else {
+        format!(": {reply}")
+    };
+    let (retryable, what) = match code {
         300..=399 => (
             false,
-            "a redirect, which is not followed: put the final URL in the route",
+            "a redirect, which is not followed: put the final URL in the route".to_owned(),
         ),
-        408 | 429 => (true, "try again later"),
+        408 | 429 => (true, "try again later".to_owned()),
         400..=499 => (
             false,
-            "the receiver refused the alert; check the route's URL and headers",
+            "the receiver refused the alert; check the route's URL and headers".to_owned(),
         ),
-        _ => (true, "the receiver failed"),
-    }
+        _ => (true, "the receiver failed".to_owned()),
+    };
+    Err(DeliveryError {
+        route: route.name.clone(),
+        host: Some(host),
+        status: Some(code),
+        retryable,
+        reason: format!("HTTP {code} ({what}){said}"),
+    })
 }
 
 /// Runs a command route: `sh -c COMMAND` with the secret-free environment of `--then`, the alert
@@ -678,26 +685,21 @@ async fn read_stream(stream: &mut (impl tokio::io::AsyncRead + Unpin)) -> String
     String::from_utf8_lossy(&kept).into_owned()
 }
 
-/// A file holding one secret value (a URL, a signing key), read with a cap, whitespace trimmed.
-fn read_secret_file(path: &Path) -> Result<String, String> {
-    use std::io::Read;
-    let file = std::fs::File::open(path).map_err(|e| format!("cannot read it: {e}"))?;
-    let mut bytes = Vec::new();
-    file.take(MAX_SECRET_FILE_BYTES + 1)
-        .read_to_end(&mut bytes)
-        .map_err(|e| format!("cannot read it: {e}"))?;
-    if bytes.len() as u64 > MAX_SECRET_FILE_BYTES {
-        return Err(format!(
-            "it is larger than {}; it should hold one value",
-            permatoken_graph::human_bytes(MAX_SECRET_FILE_BYTES as usize)
-        ));
-    }
-    let text = String::from_utf8(bytes).map_err(|_| "it is not UTF-8 text".to_owned())?;
-    let text = text.trim();
+/// A file holding one secret value (a URL, a signing key), read with a cap, whitespace trimmed, in
+/// memory zeroed when dropped.
+fn read_secret_file(path: &Path) -> Result<Zeroizing<String>, String> {
+    let bytes = permatoken_fs::read_secret(path, MAX_SECRET_FILE_BYTES).map_err(|e| match e {
+        ReadError::Io(e) => format!("cannot read it: {e}"),
+        // "it is larger than 8 KiB"
+        e => format!("{e}; it should hold one value"),
+    })?;
+    let text = std::str::from_utf8(&bytes)
+        .map_err(|_| "it is not UTF-8 text".to_owned())?
+        .trim();
     if text.is_empty() {
         return Err("it is empty".into());
     }
-    Ok(text.to_owned())
+    Ok(Zeroizing::new(text.to_owned()))
 }
 
 /// Text from a receiver made safe to show: control characters and bidirectional overrides escaped,
@@ -779,6 +781,30 @@ fn chain(e: &dyn std::error::Error) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_secret_file_is_one_trimmed_value_of_at_most_8_kib() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("hook.key");
+        std::fs::write(&path, "  PERMATOKENTEST-key\n").unwrap();
+        assert_eq!(
+            read_secret_file(&path).unwrap().as_str(),
+            "PERMATOKENTEST-key"
+        );
+        let mut big = b"PERMATOKENTEST-key\n".to_vec();
+        big.resize(MAX_SECRET_FILE_BYTES as usize + 1, b' ');
+        std::fs::write(&path, &big).unwrap();
+        assert_eq!(
+            read_secret_file(&path).unwrap_err(),
+            "it is larger than 8 KiB; it should hold one value"
+        );
+        std::fs::write(&path, "\n").unwrap();
+        assert_eq!(read_secret_file(&path).unwrap_err(), "it is empty");
+        std::fs::write(&path, b"\xff").unwrap();
+        assert_eq!(read_secret_file(&path).unwrap_err(), "it is not UTF-8 text");
+        let err = read_secret_file(&dir.path().join("missing")).unwrap_err();
+        assert!(err.starts_with("cannot read it: "), "{err}");
+    }
 
     #[test]
     fn retries_double_up_to_an_hour_with_jitter() {

@@ -4,6 +4,7 @@ use std::io::{BufRead, IsTerminal, Read};
 
 use jiff::SignedDuration;
 use permatoken_config::{Credentials, Request};
+use permatoken_fs::ReadError;
 use permatoken_graph::{Client, Config};
 use permatoken_inspect::{AppCredentials, Thresholds};
 use permatoken_secret::AccessToken;
@@ -23,15 +24,24 @@ pub(crate) fn graph_config(graph: &GraphArgs) -> Result<Config, Failure> {
     config.version = graph.graph_version.clone();
     config.proxy = permatoken_graph::ProxyConfig::from_vars(std::env::vars_os());
     if let Some(path) = &graph.ca_file {
-        config.extra_roots_pem = Some(std::fs::read(path).map_err(|e| {
+        let pem = permatoken_fs::read_capped(path, MAX_CA_FILE).map_err(|e| {
+            let why = match e {
+                ReadError::Io(e) => e.to_string(),
+                // "it is larger than 1 MiB"
+                e => format!("{e}, more than any bundle of CA certificates"),
+            };
             Failure::new(
-                format!("cannot read the CA file `{}`: {e}", path.display()),
+                format!("cannot read the CA file `{}`: {why}", path.display()),
                 "--ca-file takes a PEM file of CA certificates to trust beside the system's",
             )
-        })?);
+        })?;
+        config.extra_roots_pem = Some(pem);
     }
     Ok(config)
 }
+
+/// The most bytes of a `--ca-file`: a PEM bundle of the public roots, ~150 of them, is ~220 KiB.
+const MAX_CA_FILE: u64 = 1 << 20;
 
 pub(crate) fn client(config: Config) -> Result<Client, Failure> {
     Client::new(config).map_err(|e| {

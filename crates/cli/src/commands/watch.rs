@@ -6,6 +6,7 @@ use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use permatoken_fs::ReadError;
 use permatoken_inspect::Status;
 use permatoken_state::{PgOptions, Store};
 use permatoken_watch::alert::Sender;
@@ -73,7 +74,7 @@ pub(crate) async fn run(args: WatchArgs) -> Result<u8, Failure> {
             })?
         }
     };
-    let backup_dir = permatoken_renew::backup_dir(false).unwrap_or(None);
+    let backup_dir = backup_dir()?;
     let (publisher, subscriber) = snapshot::channel(Snapshot::default());
     let counters = Counters::default();
     // The daemon keeps the one copy of the configuration: at 10,000 tokens a second one costs
@@ -128,14 +129,29 @@ fn store_election(store: &Store) -> Result<permatoken_state::Election, Failure> 
 
 /// How this process is known to the others sharing the state: its host and pid.
 fn replica_name() -> String {
-    let host = std::fs::File::open("/proc/sys/kernel/hostname")
-        .and_then(|f| {
-            let mut text = String::new();
-            std::io::Read::read_to_string(&mut std::io::Read::take(f, 256), &mut text)?;
-            Ok(text.trim().to_owned())
-        })
+    // A host name is at most 64 bytes; without one, the pid still tells the replicas apart.
+    let host = permatoken_fs::read_capped(Path::new("/proc/sys/kernel/hostname"), 256)
+        .ok()
+        .and_then(|bytes| String::from_utf8(bytes).ok())
+        .map(|text| text.trim().to_owned())
         .unwrap_or_default();
     format!("{host} pid {}", std::process::id())
+}
+
+/// Where the daemon keeps the previous content of the files it renews.
+fn backup_dir() -> Result<Option<PathBuf>, Failure> {
+    match permatoken_renew::backup_dir(false) {
+        Ok(dir) => Ok(dir),
+        // With neither variable set the daemon renews without backups, as it always has.
+        Err(permatoken_renew::Failure::NoBackupFolder) => Ok(None),
+        Err(permatoken_renew::Failure::BackupFolderNotUtf8(var)) => Err(Failure::new(
+            format!(
+                "`{var}` is not valid UTF-8, so there is no telling where to keep the backups of the files `watch` renews"
+            ),
+            format!("set `{var}` to a folder path written in UTF-8, or unset it"),
+        )),
+        Err(e) => Err(Failure::new(e.to_string(), e.hint())),
+    }
 }
 
 /// How long a leader's heartbeat may be silent before a standby ends its session.
@@ -388,21 +404,25 @@ async fn reload_on_hangup(
     }
 }
 
-fn read_bearer(path: &std::path::Path) -> Result<BearerToken, Failure> {
-    use std::io::Read as _;
-    let mut text = zeroize::Zeroizing::new(String::new());
-    std::fs::File::open(path)
-        .and_then(|f| f.take(4096).read_to_string(&mut text))
-        .map_err(|e| {
-            Failure::new(
-                format!("cannot read the HTTP token file `{}`: {e}", path.display()),
-                "--http-token-file takes a file holding one long random token",
-            )
-        })?;
-    BearerToken::new(&text).map_err(|e| {
+/// The most bytes of an `--http-token-file`: a token of a few dozen characters and a newline.
+const MAX_HTTP_TOKEN_FILE: u64 = 4096;
+
+fn read_bearer(path: &Path) -> Result<BearerToken, Failure> {
+    let hint = "--http-token-file takes a file holding one long random token";
+    let fail = |why: String| {
         Failure::new(
-            e.to_string(),
-            "--http-token-file takes a file holding one long random token",
+            format!(
+                "cannot read the HTTP token file `{}`: {why}",
+                path.display()
+            ),
+            hint,
         )
-    })
+    };
+    let bytes = permatoken_fs::read_secret(path, MAX_HTTP_TOKEN_FILE).map_err(|e| match e {
+        ReadError::Io(e) => fail(e.to_string()),
+        // "it is larger than 4 KiB"
+        e => fail(format!("{e}, so it is not a token file")),
+    })?;
+    let text = std::str::from_utf8(&bytes).map_err(|_| fail("it is not UTF-8 text".into()))?;
+    BearerToken::new(text).map_err(|e| Failure::new(e.to_string(), hint))
 }

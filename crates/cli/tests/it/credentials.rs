@@ -228,3 +228,49 @@ fn plain_http_is_refused_off_loopback() {
     out.assert_code(3);
     assert!(out.stderr.contains("https://"), "{}", out.stderr);
 }
+
+#[test]
+fn a_file_larger_than_any_env_or_token_file_is_refused_with_exit_3() {
+    // A token line first: the file is refused for its size, whatever it holds.
+    let mut big = String::from("WHATSAPP_ACCESS_TOKEN=EAAPERMATOKENTESTcanary\n");
+    big.push_str(&"#".repeat((1 << 20) + 1 - big.len()));
+    for (file, args, what) in [
+        (".env", &["check"][..], "an env file"),
+        (
+            "prod.env",
+            &["check", "--env-file", "prod.env"],
+            "an env file",
+        ),
+        (
+            "token.txt",
+            &["check", "--token-file", "token.txt"],
+            "a token file",
+        ),
+    ] {
+        for json in [false, true] {
+            let mut args = args.to_vec();
+            if json {
+                args.push("--json");
+            }
+            let out = Test::new().write(file, &big).args(&args).run();
+            out.assert_code(3);
+            let said = format!("{file}` is larger than 1 MiB: it is not {what}");
+            if json {
+                let error = &out.json()["error"];
+                assert!(
+                    error["message"].as_str().unwrap().contains(&said),
+                    "{error}"
+                );
+                assert!(error["hint"].as_str().unwrap().contains("check the path"));
+            } else {
+                assert!(out.stderr.contains(&said), "{args:?}: {}", out.stderr);
+                assert!(
+                    out.stderr.contains("hint: check the path"),
+                    "{}",
+                    out.stderr
+                );
+            }
+            assert!(!out.stdout.contains("canary") && !out.stderr.contains("canary"));
+        }
+    }
+}

@@ -5,7 +5,7 @@ use std::ffi::OsString;
 use std::os::unix::ffi::OsStringExt;
 use std::process::{Command, Stdio};
 
-use crate::harness::{Test, sandbox, token_of};
+use crate::harness::{Test, app_lines, sandbox, token_of};
 
 /// A token-shaped value with a Latin-1 `é` in it, as a paste from the wrong terminal gives.
 fn latin1_token() -> OsString {
@@ -80,6 +80,50 @@ fn an_option_variable_that_is_not_utf8_is_named() {
     assert_clean(&out.stdout, &out.stderr);
     let stderr = String::from_utf8(out.stderr).unwrap();
     assert!(stderr.contains("`PERMATOKEN_GRAPH_URL`"), "{stderr}");
+}
+
+#[test]
+fn a_state_folder_that_is_not_utf8_is_named_and_nothing_is_written() {
+    let sandbox = sandbox();
+    let dir = tempfile::tempdir().unwrap();
+    let env = format!(
+        "WHATSAPP_ACCESS_TOKEN={}\n{}",
+        token_of(&sandbox, "short-lived"),
+        app_lines(&sandbox)
+    );
+    std::fs::write(dir.path().join(".env"), &env).unwrap();
+    let state = OsString::from_vec(b"/tmp/canary\xffstate".to_vec());
+    let out = permatoken(&["exchange"], dir.path())
+        .env("PERMATOKEN_GRAPH_URL", sandbox.url())
+        .env("XDG_STATE_HOME", &state)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(3), "{out:?}");
+    assert_clean(&out.stdout, &out.stderr);
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert!(
+        stderr.contains("`XDG_STATE_HOME` is not valid UTF-8") && stderr.contains("--no-backup"),
+        "{stderr}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join(".env")).unwrap(),
+        env
+    );
+    assert!(sandbox.requests().is_empty(), "stopped before any call");
+
+    // The daemon, which renews too, says the same at start.
+    let out = permatoken(&["watch", "--once", "--state", "state.db"], dir.path())
+        .env("PERMATOKEN_GRAPH_URL", sandbox.url())
+        .env("XDG_STATE_HOME", &state)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(3), "{out:?}");
+    assert_clean(&out.stdout, &out.stderr);
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert!(
+        stderr.contains("`XDG_STATE_HOME` is not valid UTF-8"),
+        "{stderr}"
+    );
 }
 
 #[test]

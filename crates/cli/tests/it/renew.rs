@@ -826,6 +826,37 @@ fn with_no_place_for_backups_nothing_is_written_unless_no_backup_is_given() {
 }
 
 #[test]
+fn a_destination_larger_than_any_token_file_is_refused_before_any_token_is_minted() {
+    let sandbox = sandbox();
+    let short = token_of(&sandbox, "short-lived");
+    let original = env_text(&short, &sandbox, "");
+    // `--output` at a log by mistake: more than 1 MiB, kept as it is.
+    let log = "PERMATOKENTEST a line of a log, not a token\n".repeat(30_000);
+    let (out, dir) = run(Test::against(&sandbox)
+        .write(".env", &original)
+        .write("service.log", &log)
+        .args(["exchange", "--output", "service.log"]));
+    out.assert_code(3);
+    assert!(
+        out.stderr.contains(
+            "`service.log` is larger than 1 MiB, more than any .env or token file, so it was left as it is"
+        ),
+        "{}",
+        out.stderr
+    );
+    assert!(out.stderr.contains("check the path"), "{}", out.stderr);
+    assert_eq!(read(dir.path(), "service.log"), log, "byte for byte");
+    assert_eq!(read(dir.path(), ".env"), original);
+    assert!(backups(dir.path()).is_empty());
+    assert_eq!(
+        minting_requests(&sandbox),
+        Vec::<String>::new(),
+        "Meta was asked for nothing"
+    );
+    assert_no_secret(&out, &[&short, sandbox.app_secret().expose_secret()]);
+}
+
+#[test]
 fn failover_promotes_only_the_value_it_verified() {
     let sandbox = sandbox();
     let (dead, verified, other) = (

@@ -3,7 +3,7 @@
 
 use permatoken_sandbox::Options;
 
-use crate::harness::{Test, sandbox_with};
+use crate::harness::{Test, sandbox, sandbox_with};
 
 #[test]
 fn https_with_the_ca_file_works_and_without_it_is_refused() {
@@ -58,4 +58,30 @@ fn a_ca_file_that_is_not_pem_is_a_clear_error() {
         .run();
     out.assert_code(3);
     assert!(out.stderr.contains("BEGIN CERTIFICATE"), "{}", out.stderr);
+}
+
+#[test]
+fn a_ca_file_larger_than_any_bundle_is_refused_with_exit_3_before_any_call() {
+    let sandbox = sandbox();
+    // ~1.1 MiB: far more than a bundle of every public root (~220 KiB).
+    let big = "-----BEGIN CERTIFICATE-----\n".repeat(40_000);
+    let out = Test::against(&sandbox)
+        .dotenv(&sandbox, "system-user", true)
+        .write("ca.pem", &big)
+        .args(["check", "--ca-file", "ca.pem"])
+        .run();
+    out.assert_code(3);
+    assert!(
+        out.stderr.contains(
+            "cannot read the CA file `ca.pem`: it is larger than 1 MiB, more than any bundle of CA certificates"
+        ),
+        "{}",
+        out.stderr
+    );
+    assert!(
+        out.stderr.contains("hint: --ca-file takes a PEM file"),
+        "{}",
+        out.stderr
+    );
+    assert!(sandbox.requests().is_empty(), "stopped before any call");
 }

@@ -325,6 +325,51 @@ fn spawn_watch(dir: &Path, sandbox: &Running, args: &[&str]) -> Child {
 }
 
 #[test]
+fn an_http_token_file_larger_than_any_token_is_refused_with_exit_3() {
+    let sandbox = sandbox();
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path();
+    std::fs::write(p.join("permatoken.toml"), config_for(&["orders"], "")).unwrap();
+    std::fs::write(p.join("orders.env"), env_for(&sandbox, "system-user")).unwrap();
+    // It was cut at 4 KiB and the rest ignored; now it is refused.
+    std::fs::write(p.join("http.token"), "PERMATOKENTEST".repeat(300)).unwrap();
+    let mut child = spawn_watch(
+        p,
+        &sandbox,
+        &[
+            "--config",
+            "permatoken.toml",
+            "--state",
+            "state.db",
+            "--listen",
+            "127.0.0.1:0",
+            "--http-token-file",
+            "http.token",
+        ],
+    );
+    let mut status = None;
+    eventually("watch stops", || {
+        status = child.try_wait().unwrap();
+        status.is_some()
+    });
+    let mut stderr = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .unwrap();
+    assert_eq!(status.unwrap().code(), Some(3), "{stderr}");
+    assert!(
+        stderr.contains(
+            "cannot read the HTTP token file `http.token`: it is larger than 4 KiB, so it is not a token file"
+        ),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("PERMATOKENTEST"), "{stderr}");
+}
+
+#[test]
 fn the_daemon_serves_reloads_on_sighup_refuses_a_second_instance_and_stops_on_sigterm() {
     let sandbox = sandbox();
     let dir = tempfile::tempdir().unwrap();

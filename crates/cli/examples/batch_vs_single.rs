@@ -2,7 +2,9 @@
 //! (50 per POST) versus one call per token, one after the other, with the sandbox answering after
 //! `LATENCY_MS` (default 0) milliseconds.
 //!
-//! `cargo run -p permatoken-graph --example batch_vs_single --release -- 1000 100`
+//! `bench/batch.sh` (or `cargo run -p permatoken --example batch_vs_single --release -- 1000 100`).
+//! It lives with the binary, which depends on both the client and the sandbox, because the client
+//! must not know the emulator it is checked against (DESIGN §6).
 
 use std::time::{Duration, Instant};
 
