@@ -19,6 +19,7 @@
 mod acquire;
 mod engine;
 mod reload;
+mod source;
 mod store;
 
 use jiff::{SignedDuration, Timestamp};
@@ -31,11 +32,11 @@ use serde::Serialize;
 
 pub use acquire::{Acquire, AcquireReport, Acquired, acquire};
 pub use engine::{
-    Action, FailoverOutcome, Gate, LoadError, LockNotice, Promotion, RefreshOptions, RefreshReport,
-    Target, TokenOutcome, TokenSource, TokenSpec, WriteOptions, WriteReport, app_credentials,
-    expiry_status, load_app, refresh_all,
+    Action, FailoverOutcome, Gate, LockNotice, Promotion, RefreshOptions, RefreshReport, Target,
+    TokenOutcome, TokenSpec, WriteOptions, WriteReport, expiry_status, refresh_all,
 };
 pub use reload::{Reload, reload, reload_with_args, secret_free_command};
+pub use source::{AppSource, LoadError, SecretFrom, TokenSource, app_credentials, load, load_app};
 pub use store::{Claims, Destination, StoreError, describe_change};
 
 /// Where the previous content of a written file is kept: `$XDG_STATE_HOME/permatoken/backups` (or

@@ -1,6 +1,6 @@
-//! Where each check's inputs come from, read afresh for every check: the token and its backups
-//! ([`permatoken_renew::TokenSpec::load`]), its app's id and secret, and the doctor checklist's
-//! variables; and where the state file is kept by default.
+//! Where each check's inputs come from, read afresh for every check: the token, its backups and
+//! its app's id and secret ([`permatoken_renew::load`], which reads a `.env` holding both once),
+//! and the doctor checklist's variables; and where the state file is kept by default.
 //!
 //! Reading is blocking (a fleet's files may sit on a network file system): the daemon calls
 //! [`read`] on tokio's blocking pool, never on the thread that runs the election's heartbeat. Every
@@ -15,12 +15,8 @@ use std::path::PathBuf;
 use permatoken_config::Sourced;
 use permatoken_inspect::AppCredentials;
 use permatoken_renew::TokenSpec;
-use permatoken_secret::{AppSecret, AppToken};
 
-use crate::config::{AppSource, Backups, SecretFrom, TokenConfig, TokenSource};
-
-/// The most bytes read of an `app_secret_file`.
-const MAX_SECRET_FILE: u64 = 8 * 1024;
+use crate::config::{Backups, TokenConfig, TokenSource};
 
 /// Why a check's inputs could not be read. No variant holds a file's content.
 #[derive(Debug, thiserror::Error)]
@@ -29,14 +25,6 @@ pub enum SourceError {
     /// The token's file (or variable) could not be read.
     #[error(transparent)]
     Token(#[from] permatoken_renew::LoadError),
-    /// The `app_secret_file` could not be read.
-    #[error("cannot read `{}`: {reason}", path.display())]
-    SecretFile {
-        /// The file.
-        path: PathBuf,
-        /// Why, in a few words.
-        reason: String,
-    },
     /// The doctor's variables could not be read from the token's env file.
     #[error(transparent)]
     Credentials(#[from] permatoken_config::Error),
@@ -56,72 +44,23 @@ pub struct Read {
     pub app: AppCredentials,
 }
 
-/// Reads `token`'s files (blocking: run it on the blocking pool). App credentials that cannot be
-/// read are logged and left out.
+/// Reads `token`'s files (blocking: run it on the blocking pool), each once
+/// ([`permatoken_renew::load`]). App credentials that cannot be read are logged and left out.
 pub fn read(token: &TokenConfig) -> Result<Read, SourceError> {
-    let source = token.source.clone();
     let backups = match &token.backups {
         Backups::Series => None,
         Backups::Keys(keys) => Some(keys.as_slice()),
     };
-    let spec = TokenSpec::load(&source, backups)?;
-    let app = app_credentials(&token.app).unwrap_or_else(|e| {
+    let (spec, app) = permatoken_renew::load(&token.source, backups, &token.app)?;
+    let app = app.unwrap_or_else(|e| {
         tracing::warn!(token = %token.name, "cannot read the app credentials: {e}");
         AppCredentials::default()
     });
-    Ok(Read { spec, source, app })
-}
-
-/// A variable of the process environment, trimmed; `None` when unset, empty or not UTF-8.
-fn env(name: &str) -> Option<String> {
-    std::env::vars_os()
-        .find(|(k, _)| k == name)
-        .and_then(|(_, v)| v.into_string().ok())
-        .map(|v| v.trim().to_owned())
-        .filter(|v| !v.is_empty())
-}
-
-/// A token's app credentials, read afresh. Missing ones are `None` (the check then says what is
-/// missing); an unreadable file is an error naming it.
-pub fn app_credentials(source: &AppSource) -> Result<AppCredentials, SourceError> {
-    match source {
-        AppSource::EnvFile(path) => Ok(permatoken_renew::load_app(path)?
-            .map(|app| permatoken_renew::app_credentials(&app))
-            .unwrap_or_default()),
-        AppSource::Environment => Ok(AppCredentials {
-            app_id: env(permatoken_config::APP_ID_VAR),
-            app_secret: env(permatoken_config::APP_SECRET_VAR).map(|s| AppSecret::new(s.as_str())),
-        }),
-        AppSource::Given { app_id, secret } => {
-            let secret = match secret {
-                None => None,
-                Some(SecretFrom::Env(name)) => env(name).map(zeroize::Zeroizing::new),
-                Some(SecretFrom::File(path)) => Some(secret_file(path)?),
-            };
-            Ok(match secret {
-                Some(s) => permatoken_renew::app_credentials(&AppToken::new(
-                    app_id.clone(),
-                    AppSecret::new(s.trim()),
-                )),
-                None => AppCredentials {
-                    app_id: Some(app_id.clone()),
-                    app_secret: None,
-                },
-            })
-        }
-    }
-}
-
-/// An `app_secret_file`'s text (capped, UTF-8).
-fn secret_file(path: &std::path::Path) -> Result<zeroize::Zeroizing<String>, SourceError> {
-    let failed = |reason: String| SourceError::SecretFile {
-        path: path.to_owned(),
-        reason,
-    };
-    let bytes =
-        permatoken_fs::read_secret(path, MAX_SECRET_FILE).map_err(|e| failed(e.to_string()))?;
-    let text = std::str::from_utf8(&bytes).map_err(|_| failed("it is not UTF-8 text".into()))?;
-    Ok(zeroize::Zeroizing::new(text.to_owned()))
+    Ok(Read {
+        spec,
+        source: token.source.clone(),
+        app,
+    })
 }
 
 /// The doctor's variables (`WHATSAPP_BUSINESS_ACCOUNT_ID`, `WHATSAPP_PHONE_NUMBER_ID`,
@@ -199,30 +138,5 @@ mod tests {
             )))
         );
         assert_eq!(default_state_path(env(&[("PATH", "/bin")])), Ok(None));
-    }
-
-    #[test]
-    fn an_app_secret_file_is_read_capped_and_trimmed_and_never_shown() {
-        let dir = tempfile::tempdir().unwrap();
-        let file = dir.path().join("secret");
-        std::fs::write(&file, "PERMATOKENTEST0123456789abcdef\n").unwrap();
-        let given = |path: &std::path::Path| AppSource::Given {
-            app_id: "1234".into(),
-            secret: Some(SecretFrom::File(path.to_owned())),
-        };
-        let app = app_credentials(&given(&file)).unwrap();
-        assert_eq!(app.app_id.as_deref(), Some("1234"));
-        assert_eq!(
-            app.app_secret.unwrap().expose_secret(),
-            "PERMATOKENTEST0123456789abcdef"
-        );
-        std::fs::write(&file, "PERMATOKENTEST".repeat(1000)).unwrap();
-        let e = app_credentials(&given(&file)).unwrap_err().to_string();
-        assert!(e.contains("larger than 8 KiB"), "{e}");
-        assert!(!e.contains("PERMATOKENTEST"), "{e}");
-        let e = app_credentials(&given(&dir.path().join("missing")))
-            .unwrap_err()
-            .to_string();
-        assert!(e.starts_with("cannot read `"), "{e}");
     }
 }

@@ -77,7 +77,7 @@ pub use keys::parse_duration;
 
 /// Where a token is read: `env_file` (+ `key`), `token_file` or `env`. The renewal engine's own type,
 /// so that what the configuration says is what the engine reads, with no mapping between two enums.
-pub use permatoken_renew::TokenSource;
+pub use permatoken_renew::{AppSource, SecretFrom, TokenSource};
 
 /// The file's name in its folder.
 pub const CONFIG_FILE_NAME: &str = "permatoken.toml";
@@ -318,32 +318,6 @@ pub struct TokenSet {
     pub alert_route_key: Option<String>,
     /// Reload commands of this set run at once at most.
     pub max_concurrent_reloads: usize,
-}
-
-/// Where a token's app id and app secret are read.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum AppSource {
-    /// `FACEBOOK_APP_ID` and `FACEBOOK_APP_SECRET` of this env file (the token's, by default).
-    EnvFile(PathBuf),
-    /// `FACEBOOK_APP_ID` and `FACEBOOK_APP_SECRET` of the process environment (the default for
-    /// `token_file` and `env` sources).
-    Environment,
-    /// `app_id`, and the secret from `app_secret_file` or `app_secret_env` (or none).
-    Given {
-        /// The app id.
-        app_id: String,
-        /// Where the secret is.
-        secret: Option<SecretFrom>,
-    },
-}
-
-/// Where a secret value is read.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum SecretFrom {
-    /// A file (absolute) holding the value only.
-    File(PathBuf),
-    /// A variable of the process environment.
-    Env(String),
 }
 
 /// The backups of a token.
