@@ -201,7 +201,8 @@ pub(crate) trait Row {
     }
 }
 
-/// Where statements run: a connection or a transaction.
+/// Where statements run: the store's connection, in a transaction or not. A query that needs
+/// nothing more takes a `Session`; one that opens a transaction takes a [`Conn`].
 pub(crate) trait Session {
     /// Where the state lives, for errors.
     fn location(&self) -> &Path;

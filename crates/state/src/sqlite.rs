@@ -138,14 +138,15 @@ impl Sqlite {
         &self.inner.path
     }
 
-    /// Runs `op` with the connection on tokio's blocking pool.
+    /// Runs `op` with the connection on tokio's blocking pool, polling it once: it is ready at
+    /// once, since nothing in it waits (see [`ready`]).
     pub(crate) async fn run<T: Send + 'static>(
         &self,
         op: impl AsyncFnOnce(&mut LiteConn<'_>) -> Result<T, Error> + Send + 'static,
     ) -> Result<T, Error> {
         let inner = Arc::clone(&self.inner);
         tokio::task::spawn_blocking(move || {
-            // A panic mid-transaction rolled it back when the transaction dropped: the connection
+            // A panic mid-transaction rolled it back when its `LiteConn` dropped: the connection
             // is still sound.
             let mut conn = inner.conn.lock().unwrap_or_else(|e| e.into_inner());
             ready(op(&mut LiteConn::new(&mut conn, &inner.path)))

@@ -1,4 +1,10 @@
 //! What watch announced, the alerts it raised and their deliveries, events, claims and retention.
+//! An alert, its deliveries, its event and the announcement it makes are written in one
+//! transaction, so that a crash leaves either nothing (the alert is raised again) or all of it
+//! (it is delivered, never raised twice).
+//!
+//! Must never: drop a value it cannot read (a corrupt time is [`Error::Corrupt`], not a missing
+//! one), or let a claim be taken twice (the key's primary key decides, not a read before the write).
 
 use jiff::Timestamp;
 

@@ -1,5 +1,9 @@
 //! Tokens and their checks: what the page, the metrics and a restarted watch read back. The two
 //! bulk writes (a round's tokens and checks) are the backends' own: see [`crate::conn::Conn`].
+//!
+//! Must never: read more than the caller asked for. A fleet holds months of checks for thousands
+//! of tokens, so a page's charts are cut in SQL (a window function), and the page's latest
+//! statuses read only the columns it shows, into a vector sized once.
 
 use jiff::Timestamp;
 
