@@ -4,7 +4,7 @@
 -- done after. A claim never marked done stays: the action may have happened.
 -- The claims table is the same statement as migrations/sqlite/0003_claims.sql.
 --
--- The leader's heartbeat row (see `Election` in postgres.rs) moves here from the election session;
+-- The leader's heartbeat row (see `postgres/election.rs`) moves here from the election session;
 -- IF NOT EXISTS because replicas of schema 2 created it on their session.
 
 CREATE TABLE claims (

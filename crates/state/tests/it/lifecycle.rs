@@ -1,45 +1,48 @@
-//! Opening, locking, migrating, file modes, what survives a restart, and no secret in the file.
-
-use std::os::unix::fs::PermissionsExt;
-use std::path::Path;
+//! Opening, migrating, what survives a restart, and no secret in what the state keeps, on both
+//! backends.
 
 use permatoken_state::{
-    Alert, Announcement, Error, Event, EventKind, SCHEMA_VERSION, Status, Store,
+    Alert, Announcement, Error, Event, EventKind, SCHEMA_VERSION, Status, TokenIdentity,
+    TokenRecord,
 };
 
-use crate::{at, check, key_of, token};
+use crate::{Place, at, check, key_of, on_both_backends, token};
 
-fn mode(path: &Path) -> u32 {
-    std::fs::metadata(path).unwrap().permissions().mode() & 0o777
-}
+on_both_backends!(
+    announced_state_and_pending_deliveries_survive_a_restart,
+    a_schema_newer_than_known_is_refused,
+    migrations_applied_twice_are_a_no_op,
+    a_schema_3_state_is_migrated_with_no_identity,
+    no_secret_in_what_the_state_keeps,
+);
 
-#[tokio::test]
-async fn announced_state_and_pending_deliveries_survive_a_restart() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("state.db");
-    {
-        let store = Store::open(&path).await.unwrap();
-        store
-            .record_alert(
-                Alert {
-                    id: "alert-1".to_owned(),
-                    token_name: "orders".to_owned(),
-                    state: "dead".to_owned(),
-                    previous_state: Some("ok".to_owned()),
-                    message: "`orders` is dead".to_owned(),
-                    fix: None,
-                    time: at(10),
-                },
-                vec!["ops".to_owned()],
-            )
-            .await
-            .unwrap();
-        store
-            .set_unknown_since("billing", Some(at(3)))
-            .await
-            .unwrap();
-    }
-    let store = Store::open(&path).await.unwrap();
+async fn announced_state_and_pending_deliveries_survive_a_restart(place: Place) {
+    let store = place.open().await;
+    // The store says where it lives: the file, or the URL without its query.
+    assert_eq!(store.location(), place.location());
+    store
+        .record_alert(
+            Alert {
+                id: "alert-1".to_owned(),
+                token_name: "orders".to_owned(),
+                state: "dead".to_owned(),
+                previous_state: Some("ok".to_owned()),
+                message: "`orders` is dead".to_owned(),
+                fix: None,
+                time: at(10),
+            },
+            vec!["ops".to_owned()],
+        )
+        .await
+        .unwrap();
+    store
+        .set_unknown_since("billing", Some(at(3)))
+        .await
+        .unwrap();
+    drop(store);
+
+    let store = place.open().await;
+    assert_eq!(store.location(), place.location());
     let orders = store.announced("orders").await.unwrap().unwrap();
     assert_eq!(
         orders.announcement,
@@ -64,48 +67,14 @@ async fn announced_state_and_pending_deliveries_survive_a_restart() {
     );
 }
 
-#[tokio::test]
-async fn a_second_open_of_the_same_file_is_refused_naming_it_until_the_first_is_dropped() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("state.db");
-    let first = Store::open(&path).await.unwrap();
-    let clone = first.clone();
-    let err = Store::open(&path)
-        .await
-        .err()
-        .expect("second open must fail");
-    assert!(matches!(err, Error::Locked { .. }), "{err}");
-    let shown = err.to_string();
-    assert!(shown.contains(&format!("`{}`", path.display())), "{shown}");
-    assert!(
-        shown.contains("in use by another `permatoken watch`"),
-        "{shown}"
-    );
-
-    drop(first);
-    // A clone still holds it.
-    assert!(matches!(
-        Store::open(&path).await,
-        Err(Error::Locked { .. })
+async fn a_schema_newer_than_known_is_refused(place: Place) {
+    drop(place.open().await);
+    place.raw(&format!(
+        "INSERT INTO schema_migrations (version, applied_at) VALUES ({}, 0);",
+        SCHEMA_VERSION + 1
     ));
-    drop(clone);
-    let again = Store::open(&path).await.unwrap();
-    assert_eq!(again.schema_version().await.unwrap(), SCHEMA_VERSION);
-}
-
-#[tokio::test]
-async fn a_schema_newer_than_known_is_refused() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("state.db");
-    drop(Store::open(&path).await.unwrap());
-    let conn = rusqlite::Connection::open(&path).unwrap();
-    conn.execute(
-        "INSERT INTO schema_migrations (version, applied_at) VALUES (?1, 0)",
-        [SCHEMA_VERSION + 1],
-    )
-    .unwrap();
-    drop(conn);
-    let err = Store::open(&path)
+    let err = place
+        .try_open()
         .await
         .err()
         .expect("a newer schema must be refused");
@@ -115,58 +84,82 @@ async fn a_schema_newer_than_known_is_refused() {
         "{shown}"
     );
     assert!(shown.contains("written by a newer permatoken"), "{shown}");
-    assert!(shown.contains(&path.display().to_string()), "{shown}");
+    assert!(shown.contains("stop this replica"), "{shown}");
+    assert!(
+        shown.contains(&place.location().display().to_string()),
+        "{shown}"
+    );
 }
 
-#[tokio::test]
-async fn migrations_applied_twice_are_a_no_op() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("state.db");
+/// Opened again (and written by a second replica's store), the state is migrated once: each
+/// version recorded once, the records kept.
+async fn migrations_applied_twice_are_a_no_op(place: Place) {
     let key = key_of("PERMATOKENTEST-migrate");
-    {
-        let store = Store::open(&path).await.unwrap();
-        store
-            .upsert_tokens(vec![token("orders", &key, 0)])
-            .await
-            .unwrap();
-        store
-            .record_checks(vec![check(&key, 1, Status::Ok)])
-            .await
-            .unwrap();
-    }
-    let store = Store::open(&path).await.unwrap();
+    let store = place.open().await;
+    let other = place.another(&store).await;
+    store
+        .upsert_tokens(vec![token("orders", &key, 0)])
+        .await
+        .unwrap();
+    other
+        .record_checks(vec![check(&key, 1, Status::Ok)])
+        .await
+        .unwrap();
+    drop((store, other));
+    let store = place.open().await;
     assert_eq!(store.schema_version().await.unwrap(), SCHEMA_VERSION);
     assert_eq!(store.counts().await.unwrap().checks, 1);
     drop(store);
-    let conn = rusqlite::Connection::open(&path).unwrap();
-    let rows: i64 = conn
-        .query_row("SELECT COUNT(*) FROM schema_migrations", [], |r| r.get(0))
-        .unwrap();
-    assert_eq!(rows, SCHEMA_VERSION);
+    let versions = place.raw_value(
+        "SELECT string_agg(CAST(version AS TEXT), ',' ORDER BY version) FROM schema_migrations",
+    );
+    let want: Vec<String> = (1..=SCHEMA_VERSION).map(|v| v.to_string()).collect();
+    assert_eq!(versions, want.join(","));
 }
 
-#[tokio::test]
-async fn the_folder_is_0700_and_the_files_0600() {
-    let dir = tempfile::tempdir().unwrap();
-    let folder = dir.path().join("state").join("permatoken");
-    let path = folder.join("state.db");
-    let store = Store::open(&path).await.unwrap();
-    // A write makes SQLite create the `-wal` and `-shm` files.
+/// A state of schema 3 (before identities), written by an older build, is migrated with its
+/// tokens, which have no identity until `/me` answers again.
+async fn a_schema_3_state_is_migrated_with_no_identity(place: Place) {
+    let key = key_of("PERMATOKENTEST-old");
+    let [init, reminders, claims] = place.migrations_to_3();
+    place.raw(&format!(
+        "CREATE TABLE schema_migrations (version BIGINT PRIMARY KEY, applied_at BIGINT NOT NULL);
+         INSERT INTO schema_migrations VALUES (1, 0), (2, 0), (3, 0);
+         {init}
+         {reminders}
+         {claims}
+         INSERT INTO tokens (token_sha256, name, role, fingerprint, source_path, first_seen,
+            last_seen) VALUES ('{key}', 'orders', 'primary', 'EAAP…sZD', '/srv/.env', 0, 0);"
+    ));
+    let store = place.open().await;
+    assert_eq!(store.schema_version().await.unwrap(), 4);
+    assert_eq!(store.tokens().await.unwrap()[0].identity, None);
     store
-        .set_unknown_since("orders", Some(at(1)))
+        .record_checks(vec![check(&key, 5, Status::Ok)])
         .await
         .unwrap();
-    assert_eq!(mode(&folder), 0o700);
-    assert_eq!(mode(&dir.path().join("state")), 0o700);
-    for file in ["state.db", "state.db-wal", "state.db-shm", "state.db.lock"] {
-        assert_eq!(mode(&folder.join(file)), 0o600, "{file}");
-    }
+    assert_eq!(store.identities().await.unwrap(), []);
+    store
+        .upsert_tokens(vec![TokenRecord {
+            identity: Some(TokenIdentity {
+                id: "1001".to_owned(),
+                name: None,
+                seen_at: at(6),
+            }),
+            ..token("orders", &key, 6)
+        }])
+        .await
+        .unwrap();
+    store
+        .record_checks(vec![check(&key, 6, Status::Ok)])
+        .await
+        .unwrap();
+    assert_eq!(store.identities().await.unwrap()[0].id, "1001");
 }
 
-#[tokio::test]
-async fn no_secret_in_the_file() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("state.db");
+/// Whatever is written, a token never is: only its SHA-256 and fingerprint, in every part of what
+/// the state keeps (SQLite's files, a PostgreSQL dump), before and after the store closes.
+async fn no_secret_in_what_the_state_keeps(place: Place) {
     // Made at run time, as a live token would look, and marked as a test fixture.
     let canary = format!("EAAPERMATOKENTEST{}ZZcanaryZD", std::process::id());
     let key = key_of(&canary);
@@ -176,7 +169,7 @@ async fn no_secret_in_the_file() {
         &canary[canary.len() - 3..],
         &key.as_str()[..8]
     );
-    let store = Store::open(&path).await.unwrap();
+    let store = place.open().await;
     let mut record = token("orders", &key, 0);
     record.fingerprint = fingerprint.clone();
     store.upsert_tokens(vec![record]).await.unwrap();
@@ -218,52 +211,23 @@ async fn no_secret_in_the_file() {
         .await
         .unwrap();
 
+    let holds = |bytes: &[u8], text: &str| bytes.windows(text.len()).any(|w| w == text.as_bytes());
+    let (parts, written) = place.stored();
     let mut searched = 0;
-    for file in ["state.db", "state.db-wal", "state.db-shm"] {
-        let Ok(bytes) = std::fs::read(dir.path().join(file)) else {
-            continue;
-        };
+    for (name, bytes) in &parts {
         searched += bytes.len();
-        assert!(
-            !bytes.windows(canary.len()).any(|w| w == canary.as_bytes()),
-            "the canary token is in {file}"
-        );
-        // The records were written: the fingerprint is there, so the search looked in the right place.
-        if file == "state.db-wal" {
-            assert!(
-                bytes
-                    .windows(fingerprint.len())
-                    .any(|w| w == fingerprint.as_bytes())
-            );
+        assert!(!holds(bytes, &canary), "the canary token is in {name}");
+        assert!(!holds(bytes, &canary[4..canary.len() - 3]), "{name}");
+        // The records were written: they are there, so the search looked in the right place.
+        if name == written {
+            assert!(holds(bytes, &fingerprint), "{name}");
+            assert!(holds(bytes, key.as_str()), "{name}");
         }
     }
+    assert!(parts.iter().any(|(name, _)| name == written));
     assert!(searched > 0);
     drop(store);
-    let bytes = std::fs::read(&path).unwrap();
-    assert!(!bytes.windows(canary.len()).any(|w| w == canary.as_bytes()));
-}
-
-#[tokio::test]
-async fn a_file_that_is_not_a_database_is_refused_and_left_as_it_was() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("state.db");
-    let bytes = b"WHATSAPP_ACCESS_TOKEN=PERMATOKENTEST-not-a-database\n".repeat(100);
-    std::fs::write(&path, &bytes).unwrap();
-    let err = Store::open(&path).await.err().expect("must be refused");
-    assert!(matches!(err, Error::NotADatabase { .. }), "{err}");
-    assert!(err.to_string().contains(&format!(
-        "`{}` is not a permatoken state file",
-        path.display()
-    )));
-    assert!(!err.to_string().contains("PERMATOKENTEST"));
-    assert_eq!(std::fs::read(&path).unwrap(), bytes);
-    assert!(!dir.path().join("state.db-wal").exists());
-}
-
-#[tokio::test]
-async fn the_store_says_where_it_lives() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("state.db");
-    let store = Store::open(&path).await.unwrap();
-    assert_eq!(store.location(), path);
+    for (name, bytes) in place.stored().0 {
+        assert!(!holds(&bytes, &canary), "the canary token is in {name}");
+    }
 }

@@ -1,17 +1,31 @@
-//! Each kind of record written and read back.
+//! Each kind of record written and read back, on both backends.
 
 use permatoken_state::{
     Alert, Announcement, CheckStatus, DeliveryStatus, Error, Event, EventKind, IdentityCheck,
-    LatestStatus, MAX_TEXT, Role, Status, StatusPoint, Store, TokenIdentity, TokenKey, TokenRecord,
+    LatestStatus, MAX_TEXT, Role, Status, StatusPoint, TokenIdentity, TokenKey, TokenRecord,
 };
 
-use crate::{at, check, key_of, token};
+use crate::{Place, at, check, key_of, on_both_backends, token};
 
-async fn store() -> (tempfile::TempDir, Store) {
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(dir.path().join("state.db")).await.unwrap();
-    (dir, store)
-}
+on_both_backends!(
+    tokens_round_trip_and_keep_their_first_sighting,
+    checks_round_trip_with_latest_and_history,
+    a_check_for_an_unknown_token_is_refused_and_nothing_of_its_batch_is_kept,
+    announcements_alerts_and_reminders,
+    deliveries_are_due_retried_delivered_or_given_up,
+    a_corrupt_delivery_time_is_reported_not_dropped,
+    events_round_trip_newest_first,
+    retention_keeps_each_tokens_latest_check,
+    announce_keeps_the_callers_state_and_the_alert_in_one_call,
+    histories_give_each_names_newest_checks_oldest_first_in_one_read,
+    history_points_of_reads_only_the_names_asked_for,
+    announce_all_is_announce_for_each_decision_in_order,
+    a_batch_names_each_tokens_newest_check_latest_ties_going_to_the_later_one,
+    a_token_given_twice_in_a_batch_keeps_the_first_sighting_and_the_last_fields,
+    claims_are_taken_once_across_replicas,
+    claims_race_has_one_winner,
+    identities_are_kept_and_go_with_the_check_that_saw_them,
+);
 
 fn alert(id: &str, name: &str, state: &str, previous: Option<&str>, when: i64) -> Alert {
     Alert {
@@ -25,9 +39,8 @@ fn alert(id: &str, name: &str, state: &str, previous: Option<&str>, when: i64) -
     }
 }
 
-#[tokio::test]
-async fn tokens_round_trip_and_keep_their_first_sighting() {
-    let (_dir, store) = store().await;
+async fn tokens_round_trip_and_keep_their_first_sighting(place: Place) {
+    let store = place.open().await;
     let primary = key_of("PERMATOKENTEST-primary");
     let backup = key_of("PERMATOKENTEST-backup");
     let mut b = token("orders/WHATSAPP_ACCESS_TOKEN_BACKUP", &backup, 10);
@@ -51,9 +64,8 @@ async fn tokens_round_trip_and_keep_their_first_sighting() {
     assert_eq!(got, vec![want_primary, b]);
 }
 
-#[tokio::test]
-async fn checks_round_trip_with_latest_and_history() {
-    let (_dir, store) = store().await;
+async fn checks_round_trip_with_latest_and_history(place: Place) {
+    let store = place.open().await;
     let old = key_of("PERMATOKENTEST-old");
     let new = key_of("PERMATOKENTEST-new");
     let other = key_of("PERMATOKENTEST-other");
@@ -139,13 +151,48 @@ async fn checks_round_trip_with_latest_and_history() {
             unknown
         ]
     );
+    // The chart's points: the newest two of each name, times and statuses only.
+    let points = store.history_points(at(50), at(300), 2).await.unwrap();
+    let point = |s: i64, status| StatusPoint {
+        checked_at: at(s),
+        status,
+    };
+    assert_eq!(
+        points,
+        vec![
+            ("billing".to_owned(), vec![point(100, Status::Critical)]),
+            (
+                "orders".to_owned(),
+                vec![point(100, Status::Ok), point(200, Status::Unknown)]
+            ),
+        ]
+    );
+    // Only the names asked for, each once, an unknown one giving nothing.
+    let names = ["orders", "nobody", "orders"].map(str::to_owned).to_vec();
+    let only = store
+        .history_points_of(names, at(50), at(300), 2)
+        .await
+        .unwrap();
+    assert_eq!(
+        only,
+        vec![(
+            "orders".to_owned(),
+            vec![point(100, Status::Ok), point(200, Status::Unknown)]
+        )]
+    );
+    assert!(
+        store
+            .history_points_of(Vec::new(), at(50), at(300), 2)
+            .await
+            .unwrap()
+            .is_empty()
+    );
     let counts = store.counts().await.unwrap();
     assert_eq!((counts.tokens, counts.checks), (3, 5));
 }
 
-#[tokio::test]
-async fn a_check_for_an_unknown_token_is_refused_and_nothing_of_its_batch_is_kept() {
-    let (_dir, store) = store().await;
+async fn a_check_for_an_unknown_token_is_refused_and_nothing_of_its_batch_is_kept(place: Place) {
+    let store = place.open().await;
     let known = key_of("PERMATOKENTEST-known");
     store
         .upsert_tokens(vec![token("orders", &known, 0)])
@@ -159,7 +206,7 @@ async fn a_check_for_an_unknown_token_is_refused_and_nothing_of_its_batch_is_kep
         ])
         .await
         .unwrap_err();
-    assert!(matches!(err, Error::Database { .. }), "{err}");
+    assert!(place.refused(&err), "{err}");
     assert_eq!(store.counts().await.unwrap().checks, 0);
 }
 
@@ -170,9 +217,8 @@ async fn a_token_key_must_be_a_sha256_and_is_never_repeated_in_the_error() {
     assert!(err.to_string().contains("64 lowercase hex digits"));
 }
 
-#[tokio::test]
-async fn announcements_alerts_and_reminders() {
-    let (_dir, store) = store().await;
+async fn announcements_alerts_and_reminders(place: Place) {
+    let store = place.open().await;
     assert_eq!(store.announced("orders").await.unwrap(), None);
     store
         .set_unknown_since("orders", Some(at(5)))
@@ -258,9 +304,8 @@ async fn announcements_alerts_and_reminders() {
     );
 }
 
-#[tokio::test]
-async fn deliveries_are_due_retried_delivered_or_given_up() {
-    let (_dir, store) = store().await;
+async fn deliveries_are_due_retried_delivered_or_given_up(place: Place) {
+    let store = place.open().await;
     let a1 = alert("a1", "orders", "dead", Some("ok"), 10);
     store
         .record_alert(a1.clone(), vec!["ops".to_owned(), "pager".to_owned()])
@@ -354,9 +399,46 @@ async fn deliveries_are_due_retried_delivered_or_given_up() {
     assert!(matches!(err, Error::UnknownDelivery { .. }), "{err}");
 }
 
-#[tokio::test]
-async fn events_round_trip_newest_first() {
-    let (_dir, store) = store().await;
+/// A delivery time the state should not hold (edited by hand, or written by a broken build) is a
+/// corrupt state to the page's route health, on both backends: never dropped, as if the route had
+/// settled nothing.
+async fn a_corrupt_delivery_time_is_reported_not_dropped(place: Place) {
+    let store = place.open().await;
+    store
+        .record_alert(
+            alert("a1", "orders", "dead", Some("ok"), 10),
+            vec!["ops".to_owned()],
+        )
+        .await
+        .unwrap();
+    store.mark_delivered("a1", "ops", at(11)).await.unwrap();
+    assert_eq!(store.route_health().await.unwrap()[0].last_at, Some(at(11)));
+    // Some 285,000 years on: past any time a timestamp holds.
+    place.raw("UPDATE deliveries SET updated_at = 9000000000000 WHERE alert_id = 'a1';");
+    let err = store.route_health().await.unwrap_err();
+    assert!(
+        matches!(
+            err,
+            Error::Corrupt {
+                what: "deliveries.updated_at",
+                ..
+            }
+        ),
+        "{err}"
+    );
+    let shown = err.to_string();
+    assert!(
+        shown.contains("holds an unexpected value in deliveries.updated_at"),
+        "{shown}"
+    );
+    assert!(
+        shown.contains(&place.location().display().to_string()),
+        "{shown}"
+    );
+}
+
+async fn events_round_trip_newest_first(place: Place) {
+    let store = place.open().await;
     for (i, kind) in [EventKind::Start, EventKind::Renewal, EventKind::Failover]
         .into_iter()
         .enumerate()
@@ -380,9 +462,8 @@ async fn events_round_trip_newest_first() {
     assert_eq!(recent[1].at, at(1));
 }
 
-#[tokio::test]
-async fn retention_keeps_each_tokens_latest_check() {
-    let (_dir, store) = store().await;
+async fn retention_keeps_each_tokens_latest_check(place: Place) {
+    let store = place.open().await;
     let busy = key_of("PERMATOKENTEST-busy");
     let quiet = key_of("PERMATOKENTEST-quiet");
     store
@@ -456,9 +537,8 @@ async fn retention_keeps_each_tokens_latest_check() {
     assert_eq!(store.counts().await.unwrap().checks, 0);
 }
 
-#[tokio::test]
-async fn announce_keeps_the_callers_state_and_the_alert_in_one_call() {
-    let (_dir, store) = store().await;
+async fn announce_keeps_the_callers_state_and_the_alert_in_one_call(place: Place) {
+    let store = place.open().await;
     // A `recovered` alert announces `ok`: the announcement is the caller's, not the alert's state.
     store
         .announce(
@@ -491,9 +571,8 @@ async fn announce_keeps_the_callers_state_and_the_alert_in_one_call() {
     assert_eq!((b.announcement, b.unknown_since), (None, Some(at(5))));
 }
 
-#[tokio::test]
-async fn histories_give_each_names_newest_checks_oldest_first_in_one_read() {
-    let (_dir, store) = store().await;
+async fn histories_give_each_names_newest_checks_oldest_first_in_one_read(place: Place) {
+    let store = place.open().await;
     let old = key_of("PERMATOKENTEST-old");
     let new = key_of("PERMATOKENTEST-new");
     let other = key_of("PERMATOKENTEST-other");
@@ -567,9 +646,8 @@ async fn histories_give_each_names_newest_checks_oldest_first_in_one_read() {
     );
 }
 
-#[tokio::test]
-async fn history_points_of_reads_only_the_names_asked_for() {
-    let (_dir, store) = store().await;
+async fn history_points_of_reads_only_the_names_asked_for(place: Place) {
+    let store = place.open().await;
     let old = key_of("PERMATOKENTEST-old");
     let new = key_of("PERMATOKENTEST-new");
     let other = key_of("PERMATOKENTEST-other");
@@ -643,9 +721,8 @@ async fn history_points_of_reads_only_the_names_asked_for() {
     assert_eq!(got[1].1.len(), 4);
 }
 
-#[tokio::test]
-async fn announce_all_is_announce_for_each_decision_in_order() {
-    let (_dir, store) = store().await;
+async fn announce_all_is_announce_for_each_decision_in_order(place: Place) {
+    let store = place.open().await;
     let ok = |since: i64, alert_id: Option<&str>| Announcement {
         state: "ok".to_owned(),
         since: at(since),
@@ -700,10 +777,68 @@ async fn announce_all_is_announce_for_each_decision_in_order() {
     assert_eq!(store.all_announced().await.unwrap().len(), 2);
 }
 
+async fn a_batch_names_each_tokens_newest_check_latest_ties_going_to_the_later_one(place: Place) {
+    let store = place.open().await;
+    let key = key_of("PERMATOKENTEST-batch");
+    let many: Vec<_> = (0..2_000)
+        .map(|i| key_of(&format!("PERMATOKENTEST-many-{i}")))
+        .collect();
+    let mut tokens = vec![token("orders", &key, 0)];
+    tokens.extend(many.iter().map(|k| token("fleet", k, 0)));
+    store.upsert_tokens(tokens).await.unwrap();
+    let mut tie = check(&key, 300, Status::Critical);
+    tie.alert_state = "dead".to_owned();
+    let mut batch = vec![
+        check(&key, 100, Status::Ok),
+        check(&key, 300, Status::Warning),
+        check(&key, 200, Status::Ok),
+        tie.clone(),
+    ];
+    batch.extend(many.iter().map(|k| check(k, 5, Status::Ok)));
+    store.record_checks(batch).await.unwrap();
+    let latest = store.latest_checks().await.unwrap();
+    let orders = latest.iter().find(|l| l.token.name == "orders").unwrap();
+    assert_eq!(orders.check, Some(tie));
+    assert_eq!(
+        latest
+            .iter()
+            .filter(|l| l.check.as_ref().is_some_and(|c| c.checked_at == at(5)))
+            .count(),
+        2_000
+    );
+    assert_eq!(store.counts().await.unwrap().checks, 2_004);
+    // An empty batch is nothing.
+    store.record_checks(vec![]).await.unwrap();
+}
+
+async fn a_token_given_twice_in_a_batch_keeps_the_first_sighting_and_the_last_fields(place: Place) {
+    let store = place.open().await;
+    let key = key_of("PERMATOKENTEST-twice");
+    let mut later = token("orders", &key, 50);
+    later.source_path = "/srv/moved/.env".to_owned();
+    store
+        .upsert_tokens(vec![token("orders", &key, 10), later])
+        .await
+        .unwrap();
+    let got = store.tokens().await.unwrap();
+    assert_eq!(
+        got,
+        vec![TokenRecord {
+            first_seen: at(10),
+            last_seen: at(50),
+            source_path: "/srv/moved/.env".to_owned(),
+            ..token("orders", &key, 10)
+        }]
+    );
+    store.upsert_tokens(vec![]).await.unwrap();
+}
+
 /// One claim per key: the first caller does the action, every later one (itself included) skips it,
-/// done or not; marking done is once; only done claims older than the cutoff are pruned.
-/// Shared with `pg_records.rs`, where `other` is a second replica's store on the same database.
-pub(crate) async fn claims_are_taken_once_and_pruned_when_done(store: &Store, other: &Store) {
+/// done or not; marking done is once; only done claims older than the cutoff are pruned. `other`
+/// is a second replica's store on the same state.
+async fn claims_are_taken_once_across_replicas(place: Place) {
+    let store = place.open().await;
+    let other = place.another(&store).await;
     let key = format!("{}:renew:1700000000", key_of("PERMATOKENTEST-primary"));
     let next = format!("{}:renew:1705000000", key_of("PERMATOKENTEST-primary"));
     let failover = format!("{}:failover:100", key_of("PERMATOKENTEST-primary"));
@@ -730,20 +865,21 @@ pub(crate) async fn claims_are_taken_once_and_pruned_when_done(store: &Store, ot
     assert!(store.claim(&key, "replica-a", at(60)).await.unwrap());
 }
 
-#[tokio::test]
-async fn claims_round_trip() {
-    let (_dir, store) = store().await;
-    claims_are_taken_once_and_pruned_when_done(&store, &store.clone()).await;
-}
-
-#[tokio::test]
-async fn with_sqlite_the_election_claims_through_the_store() {
-    let (_dir, store) = store().await;
-    let election = store.election("solo", std::time::Duration::from_secs(15));
-    let key = format!("{}:failover:7", key_of("PERMATOKENTEST-primary"));
-    assert!(election.claim(&key, at(1)).await.unwrap());
-    assert!(!election.claim(&key, at(2)).await.unwrap());
-    assert!(!store.claim(&key, "other", at(3)).await.unwrap());
+/// Two replicas claiming the same key at once: exactly one wins.
+async fn claims_race_has_one_winner(place: Place) {
+    let store = place.open().await;
+    let other = place.another(&store).await;
+    for n in 0..20 {
+        let key = format!("{}:renew:{n}", key_of("PERMATOKENTEST-primary"));
+        let (a, b) = tokio::join!(
+            store.claim(&key, "replica-a", at(n)),
+            other.claim(&key, "replica-b", at(n))
+        );
+        assert!(
+            a.unwrap() ^ b.unwrap(),
+            "exactly one of two replicas wins {key}"
+        );
+    }
 }
 
 fn identity(id: &str, name: Option<&str>, seen: i64) -> TokenIdentity {
@@ -756,8 +892,9 @@ fn identity(id: &str, name: Option<&str>, seen: i64) -> TokenIdentity {
 
 /// A token's identity is written with its record, kept by a record without one, replaced by a
 /// new one, cleaned and capped, and read back by [`Store::identities`] only with the check that
-/// saw it. Both backends run it.
-pub(crate) async fn identities_are_kept_and_go_with_the_check_that_saw_them(store: &Store) {
+/// saw it.
+async fn identities_are_kept_and_go_with_the_check_that_saw_them(place: Place) {
+    let store = place.open().await;
     let seen = key_of("PERMATOKENTEST-seen");
     let silent = key_of("PERMATOKENTEST-silent");
     let never = key_of("PERMATOKENTEST-never");
@@ -874,60 +1011,4 @@ pub(crate) async fn identities_are_kept_and_go_with_the_check_that_saw_them(stor
         (silent_now.status, silent_now.name.as_deref()),
         (Status::Warning, None)
     );
-}
-
-#[tokio::test]
-async fn identities_are_kept_and_go_with_their_check() {
-    let (_dir, store) = store().await;
-    identities_are_kept_and_go_with_the_check_that_saw_them(&store).await;
-}
-
-/// A state of schema 3 (before identities) is migrated with its tokens and checks, which have no
-/// identity until `/me` answers again.
-#[tokio::test]
-async fn a_schema_3_state_is_migrated_with_no_identity() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("state.db");
-    let key = key_of("PERMATOKENTEST-old");
-    {
-        let conn = rusqlite::Connection::open(&path).unwrap();
-        conn.execute_batch(
-            "CREATE TABLE schema_migrations (version BIGINT PRIMARY KEY, applied_at BIGINT NOT NULL);
-             INSERT INTO schema_migrations VALUES (1, 0), (2, 0), (3, 0);",
-        )
-        .unwrap();
-        for sql in [
-            include_str!("../../migrations/sqlite/0001_init.sql"),
-            include_str!("../../migrations/sqlite/0002_reminders.sql"),
-            include_str!("../../migrations/sqlite/0003_claims.sql"),
-        ] {
-            conn.execute_batch(sql).unwrap();
-        }
-        conn.execute(
-            "INSERT INTO tokens (token_sha256, name, role, fingerprint, source_path, first_seen,
-                last_seen) VALUES (?1, 'orders', 'primary', 'EAAP…sZD', '/srv/.env', 0, 0)",
-            [key.as_str()],
-        )
-        .unwrap();
-    }
-    let store = Store::open(&path).await.unwrap();
-    assert_eq!(store.schema_version().await.unwrap(), 4);
-    assert_eq!(store.tokens().await.unwrap()[0].identity, None);
-    store
-        .record_checks(vec![check(&key, 5, Status::Ok)])
-        .await
-        .unwrap();
-    assert_eq!(store.identities().await.unwrap(), []);
-    store
-        .upsert_tokens(vec![TokenRecord {
-            identity: Some(identity("1001", None, 6)),
-            ..token("orders", &key, 6)
-        }])
-        .await
-        .unwrap();
-    store
-        .record_checks(vec![check(&key, 6, Status::Ok)])
-        .await
-        .unwrap();
-    assert_eq!(store.identities().await.unwrap()[0].id, "1001");
 }

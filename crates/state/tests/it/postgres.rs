@@ -1,16 +1,14 @@
-//! The PostgreSQL state against a real cluster: migrations (newer schema refused, twice a no-op, two
-//! replicas at once), what survives a restart, no secret in a `pg_dump`, passwords (never in the URL,
-//! from PGPASSWORD, a passfile or a password file, never shown), TLS, and a dropped session.
+//! What only the PostgreSQL backend has: replicas migrating together, passwords (never in the URL,
+//! from PGPASSWORD, a passfile or a password file, never shown), TLS, a dropped session, a server
+//! that cannot be reached or refuses, and the leader election's fencing.
 
 use std::os::unix::fs::PermissionsExt;
 
-use permatoken_state::{
-    Alert, Announcement, Error, Event, EventKind, PgOptions, SCHEMA_VERSION, Status, Store,
-};
+use permatoken_state::{Error, PgOptions, SCHEMA_VERSION, Store};
 use zeroize::Zeroizing;
 
 use crate::pg_cluster::{PgCluster, TRUSTED, WATCH};
-use crate::{at, check, key_of, token};
+use crate::{at, key_of};
 
 fn trusted_url(pg: &PgCluster, db: &str) -> String {
     pg.url(TRUSTED, db, "?sslmode=disable")
@@ -20,176 +18,28 @@ async fn open(url: &str) -> Result<Store, Error> {
     Store::open_postgres(url, PgOptions::default()).await
 }
 
+/// Two replicas starting at once on an empty database: one migrates, the other waits for the
+/// lock, then finds nothing to do. The election's heartbeat table comes with the migrations.
 #[tokio::test]
-async fn pg_announced_state_and_pending_deliveries_survive_a_restart() {
+async fn two_replicas_starting_together_migrate_once() {
     let Some(pg) = PgCluster::start() else { return };
     pg.create_database("state", TRUSTED);
     let url = trusted_url(&pg, "state");
-    {
-        let store = open(&url).await.unwrap();
-        store
-            .record_alert(
-                Alert {
-                    id: "alert-1".to_owned(),
-                    token_name: "orders".to_owned(),
-                    state: "dead".to_owned(),
-                    previous_state: Some("ok".to_owned()),
-                    message: "`orders` is dead".to_owned(),
-                    fix: None,
-                    time: at(10),
-                },
-                vec!["ops".to_owned()],
-            )
-            .await
-            .unwrap();
-        store
-            .set_unknown_since("billing", Some(at(3)))
-            .await
-            .unwrap();
-    }
-    let store = open(&url).await.unwrap();
-    assert_eq!(
-        store.location().display().to_string(),
-        format!("postgres://{TRUSTED}@127.0.0.1:{}/state", pg.port)
-    );
-    let orders = store.announced("orders").await.unwrap().unwrap();
-    assert_eq!(
-        orders.announcement,
-        Some(Announcement {
-            state: "dead".to_owned(),
-            since: at(10),
-            alert_id: Some("alert-1".to_owned()),
-            last_reminder_at: None,
-            reminders: 0
-        })
-    );
-    let billing = store.announced("billing").await.unwrap().unwrap();
-    assert_eq!(
-        (billing.announcement, billing.unknown_since),
-        (None, Some(at(3)))
-    );
-    let due = store.due_deliveries(at(10), 10).await.unwrap();
-    assert_eq!(due.len(), 1);
-    assert_eq!(
-        (due[0].alert.id.as_str(), due[0].route.as_str()),
-        ("alert-1", "ops")
-    );
-}
-
-#[tokio::test]
-async fn pg_a_schema_newer_than_known_is_refused() {
-    let Some(pg) = PgCluster::start() else { return };
-    pg.create_database("state", TRUSTED);
-    let url = trusted_url(&pg, "state");
-    drop(open(&url).await.unwrap());
-    pg.psql(
-        "state",
-        &format!(
-            "INSERT INTO schema_migrations (version, applied_at) VALUES ({}, 0);",
-            SCHEMA_VERSION + 1
-        ),
-    );
-    let err = open(&url)
-        .await
-        .err()
-        .expect("a newer schema must be refused");
-    let shown = err.to_string();
-    assert!(
-        matches!(err, Error::NewerSchema { found, known, .. } if found == SCHEMA_VERSION + 1 && known == SCHEMA_VERSION),
-        "{shown}"
-    );
-    assert!(shown.contains("written by a newer permatoken"), "{shown}");
-    assert!(shown.contains("stop this replica"), "{shown}");
-    assert!(shown.contains("/state"), "{shown}");
-}
-
-#[tokio::test]
-async fn pg_migrations_applied_twice_are_a_no_op_and_two_replicas_migrate_together() {
-    let Some(pg) = PgCluster::start() else { return };
-    pg.create_database("state", TRUSTED);
-    let url = trusted_url(&pg, "state");
-    // Two replicas starting at once on an empty database: one migrates, the other waits for the
-    // lock, then finds nothing to do.
     let (a, b) = tokio::join!(open(&url), open(&url));
     let (a, b) = (a.unwrap(), b.unwrap());
     assert_eq!(a.schema_version().await.unwrap(), SCHEMA_VERSION);
     assert_eq!(b.schema_version().await.unwrap(), SCHEMA_VERSION);
-    let key = key_of("PERMATOKENTEST-migrate");
-    a.upsert_tokens(vec![token("orders", &key, 0)])
-        .await
-        .unwrap();
-    b.record_checks(vec![check(&key, 1, Status::Ok)])
-        .await
-        .unwrap();
-    drop((a, b));
-    let store = open(&url).await.unwrap();
-    assert_eq!(store.counts().await.unwrap().checks, 1);
     let versions = pg.psql(
         "state",
         "SELECT string_agg(version::text, ',' ORDER BY version) FROM schema_migrations;",
     );
     let want: Vec<String> = (1..=SCHEMA_VERSION).map(|v| v.to_string()).collect();
     assert_eq!(versions.trim(), want.join(","));
+    assert!(pg.dump("state").contains("leader_heartbeat"));
 }
 
 #[tokio::test]
-async fn pg_no_secret_in_a_dump() {
-    let Some(pg) = PgCluster::start() else { return };
-    pg.create_database("state", TRUSTED);
-    let store = open(&trusted_url(&pg, "state")).await.unwrap();
-    let canary = format!("EAAPERMATOKENTEST{}ZZcanaryZD", std::process::id());
-    let key = key_of(&canary);
-    let fingerprint = format!(
-        "{}…{} sha256:{}",
-        &canary[..4],
-        &canary[canary.len() - 3..],
-        &key.as_str()[..8]
-    );
-    let mut record = token("orders", &key, 0);
-    record.fingerprint = fingerprint.clone();
-    store.upsert_tokens(vec![record]).await.unwrap();
-    store
-        .record_checks(vec![check(&key, 1, Status::Critical)])
-        .await
-        .unwrap();
-    store
-        .record_alert(
-            Alert {
-                id: "canary-alert".to_owned(),
-                token_name: "orders".to_owned(),
-                state: "dead".to_owned(),
-                previous_state: None,
-                message: format!("the token {fingerprint} in `/srv/orders/.env` is dead"),
-                fix: Some("generate a new system-user token".to_owned()),
-                time: at(2),
-            },
-            vec!["ops".to_owned()],
-        )
-        .await
-        .unwrap();
-    store
-        .mark_failed("canary-alert", "ops", at(3), "HTTP 500", Some(at(60)))
-        .await
-        .unwrap();
-    store
-        .record_event(Event {
-            at: at(4),
-            token_name: Some("orders".to_owned()),
-            kind: EventKind::Renewal,
-            detail: format!("renewed {fingerprint}"),
-        })
-        .await
-        .unwrap();
-    let dump = pg.dump("state");
-    assert!(!dump.contains(&canary), "the canary token is in the dump");
-    assert!(!dump.contains(&canary[4..canary.len() - 3]));
-    // The records are there: the search looked in the right place.
-    assert!(dump.contains(&fingerprint), "{dump}");
-    assert!(dump.contains(key.as_str()));
-}
-
-#[tokio::test]
-async fn pg_a_url_with_a_password_is_refused_without_showing_it_even_when_right() {
+async fn a_url_with_a_password_is_refused_without_showing_it_even_when_right() {
     let Some(pg) = PgCluster::start() else { return };
     pg.create_database("state", WATCH);
     for url in [
@@ -214,7 +64,7 @@ async fn pg_a_url_with_a_password_is_refused_without_showing_it_even_when_right(
 }
 
 #[tokio::test]
-async fn pg_the_password_comes_from_pgpassword_a_passfile_or_a_password_file() {
+async fn the_password_comes_from_pgpassword_a_passfile_or_a_password_file() {
     let Some(pg) = PgCluster::start() else { return };
     pg.create_database("state", WATCH);
     let url = pg.url(WATCH, "state", "?sslmode=disable");
@@ -338,7 +188,7 @@ async fn pg_the_password_comes_from_pgpassword_a_passfile_or_a_password_file() {
 }
 
 #[tokio::test]
-async fn pg_sslmode_require_against_a_server_without_tls_fails_clearly() {
+async fn sslmode_require_against_a_server_without_tls_fails_clearly() {
     let Some(pg) = PgCluster::start() else { return };
     pg.create_database("state", TRUSTED);
     for mode in ["require", "verify-full"] {
@@ -383,7 +233,7 @@ fn test_ca() -> (String, String, String) {
 }
 
 #[tokio::test]
-async fn pg_tls_require_encrypts_and_verify_full_checks_the_chain_and_the_host() {
+async fn tls_require_encrypts_and_verify_full_checks_the_chain_and_the_host() {
     let (ca, cert, key) = test_ca();
     let Some(pg) = PgCluster::start_with_tls(Some((&cert, &key))) else {
         return;
@@ -453,7 +303,7 @@ async fn pg_tls_require_encrypts_and_verify_full_checks_the_chain_and_the_host()
 }
 
 #[tokio::test]
-async fn pg_a_session_ended_by_the_server_is_opened_again() {
+async fn a_session_ended_by_the_server_is_opened_again() {
     let Some(pg) = PgCluster::start() else { return };
     pg.create_database("state", TRUSTED);
     let store = open(&trusted_url(&pg, "state")).await.unwrap();
@@ -472,7 +322,7 @@ async fn pg_a_session_ended_by_the_server_is_opened_again() {
 }
 
 #[tokio::test]
-async fn pg_an_unreachable_server_says_what_to_check() {
+async fn an_unreachable_server_says_what_to_check() {
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -493,7 +343,7 @@ async fn pg_an_unreachable_server_says_what_to_check() {
 }
 
 #[tokio::test]
-async fn pg_a_role_pg_hba_rejects_or_a_missing_database_says_what_to_do() {
+async fn a_role_pg_hba_rejects_or_a_missing_database_says_what_to_do() {
     let Some(pg) = PgCluster::start() else { return };
     let err = open(&pg.url("rejected", "state", "?sslmode=disable"))
         .await
@@ -509,4 +359,55 @@ async fn pg_a_role_pg_hba_rejects_or_a_missing_database_says_what_to_do() {
     let shown = err.to_string();
     assert!(shown.contains("no database `nowhere`"), "{shown}");
     assert!(shown.contains("createdb"), "{shown}");
+}
+
+/// Claims through the election land only while this replica leads: a standby's are refused, and a
+/// leader whose session was ended (fenced) cannot claim, while the new leader can.
+#[tokio::test]
+async fn a_fenced_leader_cannot_claim() {
+    let Some(pg) = PgCluster::start() else { return };
+    pg.create_database("state", TRUSTED);
+    let url = trusted_url(&pg, "state");
+    let store = open(&url).await.unwrap();
+    let other = open(&url).await.unwrap();
+    let lease = std::time::Duration::from_secs(15);
+    let a = store.election("replica-a", lease);
+    let b = other.election("replica-b", lease);
+    assert!(a.poll().await.unwrap());
+    assert!(!b.poll().await.unwrap());
+    let first = format!("{}:renew:1", key_of("PERMATOKENTEST-primary"));
+    let second = format!("{}:renew:2", key_of("PERMATOKENTEST-primary"));
+    assert!(
+        !b.claim(&first, at(1)).await.unwrap(),
+        "a standby claims nothing"
+    );
+    assert!(a.claim(&first, at(1)).await.unwrap());
+    assert!(!a.claim(&first, at(2)).await.unwrap());
+
+    // Fencing: the leader's session ends (as a standby's pg_terminate_backend does).
+    pg.psql(
+        "state",
+        "SELECT pg_terminate_backend(pid) FROM pg_locks WHERE locktype = 'advisory' AND granted",
+    );
+    assert!(
+        !matches!(a.claim(&second, at(3)).await, Ok(true)),
+        "a fenced leader's claim must not land"
+    );
+    // The lock goes when the ended backend has exited: poll until b takes it.
+    let mut leads = false;
+    for _ in 0..200 {
+        if b.poll().await.unwrap() {
+            leads = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(leads, "the standby takes the lock once it is free");
+    assert!(b.claim(&second, at(4)).await.unwrap());
+    let owner = pg.psql(
+        "state",
+        &format!("SELECT replica FROM claims WHERE key = '{second}'"),
+    );
+    assert!(owner.contains("replica-b"), "{owner}");
+    assert!(!owner.contains("replica-a"), "{owner}");
 }
