@@ -59,24 +59,53 @@ pub(crate) fn app_of(credentials: &Credentials) -> AppCredentials {
     }
 }
 
+/// The token on standard input: a line typed or pasted at a terminal, or all of a pipe, at most
+/// [`permatoken_config::MAX_FILE`] (a token is a few hundred bytes: a log or `/dev/zero` piped in by
+/// mistake costs the cap, not the machine's memory).
+fn read_token_stdin() -> Result<AccessToken, Failure> {
+    let hint = "pipe the token in: `permatoken check --token-stdin < token.txt`";
+    let failed = |e: std::io::Error| {
+        Failure::new(
+            format!("cannot read the token from standard input: {e}"),
+            hint,
+        )
+    };
+    let stdin = std::io::stdin();
+    let mut bytes = zeroize::Zeroizing::new(Vec::new());
+    if stdin.is_terminal() {
+        // Typed or pasted by a person: the line ends it (a pipe ends at end of input).
+        eprintln!("Paste the token and press Enter (it is shown nowhere else):");
+        let mut line = String::new();
+        stdin.lock().read_line(&mut line).map_err(failed)?;
+        return Ok(AccessToken::new(line));
+    }
+    let cap = permatoken_config::MAX_FILE;
+    stdin
+        .lock()
+        .take(cap + 1)
+        .read_to_end(&mut bytes)
+        .map_err(failed)?;
+    if bytes.len() as u64 > cap {
+        return Err(Failure::new(
+            format!(
+                "standard input holds more than {}: it is not a token",
+                permatoken_fs::human_bytes(cap)
+            ),
+            hint,
+        ));
+    }
+    let text = std::str::from_utf8(&bytes).map_err(|_| {
+        Failure::new(
+            "the token on standard input is not UTF-8 text",
+            "a Meta token is plain ASCII: copy it again, whole, from where it was generated",
+        )
+    })?;
+    Ok(AccessToken::new(text))
+}
+
 pub(crate) fn read_credentials(source: &SourceArgs) -> Result<Credentials, Failure> {
     let token_stdin = if source.token_stdin {
-        let stdin = std::io::stdin();
-        let mut text = String::new();
-        let read = if stdin.is_terminal() {
-            // Typed or pasted by a person: the line ends it (a pipe ends at end of input).
-            eprintln!("Paste the token and press Enter (it is shown nowhere else):");
-            stdin.lock().read_line(&mut text).map(drop)
-        } else {
-            stdin.lock().read_to_string(&mut text).map(drop)
-        };
-        read.map_err(|e| {
-            Failure::new(
-                format!("cannot read the token from standard input: {e}"),
-                "pipe the token in: `permatoken check --token-stdin < token.txt`",
-            )
-        })?;
-        Some(AccessToken::new(text))
+        Some(read_token_stdin()?)
     } else {
         None
     };

@@ -17,6 +17,10 @@ use super::{Failure, common};
 use crate::cli::{ScanArgs, ScanFormat};
 use crate::render;
 
+/// The largest baseline read: an entry is some 150 bytes, so this holds hundreds of thousands of
+/// findings, and a file pointed at by mistake (a log, a dump) costs this much at most.
+const MAX_BASELINE: u64 = 64 << 20;
+
 /// At most this many verifications in flight: few enough to stay inside the API's rate limits.
 const VERIFY_CONCURRENCY: usize = 4;
 
@@ -59,14 +63,14 @@ pub(crate) async fn run(args: ScanArgs) -> Result<u8, Failure> {
         scan_inputs(&args, &options)?
     };
     if let Some(path) = &args.baseline {
-        let text = std::fs::read_to_string(path).map_err(|e| {
+        let text = permatoken_fs::read_capped(path, MAX_BASELINE).map_err(|e| {
             fail(
                 3,
                 format!("cannot read the baseline `{}`: {e}", path.display()),
                 "make one with --write-baseline FILE",
             )
         })?;
-        let baseline: Baseline = serde_json::from_str(&text).map_err(|e| {
+        let baseline: Baseline = serde_json::from_slice(&text).map_err(|e| {
             fail(
                 3,
                 format!("`{}` is not a permatoken baseline: {e}", path.display()),

@@ -274,3 +274,27 @@ fn a_file_larger_than_any_env_or_token_file_is_refused_with_exit_3() {
         }
     }
 }
+
+#[test]
+fn standard_input_larger_than_any_token_is_refused_with_exit_3() {
+    // `--token-stdin < service.log` by mistake: a token line first, then more than 1 MiB.
+    let mut big = String::from("EAAPERMATOKENTESTcanary\n");
+    big.push_str(&"#".repeat((1 << 20) + 1 - big.len()));
+    let out = Test::new()
+        .stdin(&big)
+        .args(["check", "--token-stdin"])
+        .run();
+    out.assert_code(3);
+    assert!(
+        out.stderr
+            .contains("standard input holds more than 1 MiB: it is not a token"),
+        "{}",
+        out.stderr
+    );
+    assert!(
+        out.stderr.contains("hint: pipe the token in"),
+        "{}",
+        out.stderr
+    );
+    assert!(!out.stdout.contains("canary") && !out.stderr.contains("canary"));
+}

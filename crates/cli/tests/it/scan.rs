@@ -129,6 +129,45 @@ fn a_baseline_keeps_known_secrets_quiet() {
 }
 
 #[test]
+fn a_baseline_larger_than_any_baseline_is_refused_with_exit_3() {
+    let (out, dir) = Test::new()
+        .write("notes.txt", "nothing here\n")
+        .args(["scan", "notes.txt", "--baseline", "baseline.json"])
+        .run_keep();
+    // No such file yet: named, with what to do.
+    out.assert_code(3);
+    assert!(
+        out.stderr
+            .contains("cannot read the baseline `baseline.json`")
+    );
+    // A sparse file of 64 MiB and a byte: read up to the cap, never whole.
+    let file = std::fs::File::create(dir.path().join("baseline.json")).unwrap();
+    file.set_len((64 << 20) + 1).unwrap();
+    let out = Test::new()
+        .write("notes.txt", "nothing here\n")
+        .args([
+            "scan",
+            "notes.txt",
+            "--baseline",
+            dir.path().join("baseline.json").to_str().unwrap(),
+        ])
+        .run();
+    out.assert_code(3);
+    assert!(
+        out.stderr
+            .contains("baseline.json`: it is larger than 64 MiB"),
+        "{}",
+        out.stderr
+    );
+    assert!(
+        out.stderr
+            .contains("hint: make one with --write-baseline FILE"),
+        "{}",
+        out.stderr
+    );
+}
+
+#[test]
 fn git_history_findings_name_their_commit() {
     let sandbox = sandbox();
     let token = token_of(&sandbox, "system-user");
