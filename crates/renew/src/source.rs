@@ -264,7 +264,7 @@ fn parse(path: &Path, text: &str) -> Result<permatoken_dotenv::Document, LoadErr
     })
 }
 
-/// The app credentials of an app token, for [`Ctx::app`].
+/// The app credentials of an app token, for [`crate::Ctx::app`].
 pub fn app_credentials(app: &AppToken) -> AppCredentials {
     AppCredentials {
         app_id: Some(app.app_id().to_owned()),

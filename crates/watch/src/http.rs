@@ -1,6 +1,6 @@
 //! The HTTP endpoint of `permatoken watch`: `/metrics`, `/healthz`, `/api/tokens` and the status page
-//! `/`, all read from the newest [`Snapshot`](crate::snapshot::Snapshot) and the
-//! [`Counters`](crate::metrics::Counters). The charts' history is the one thing read per request:
+//! `/`, all read from the newest [`Snapshot`] and the
+//! [`Counters`]. The charts' history is the one thing read per request:
 //! `/api/tokens` asks the [`Store`] for the points of the tokens on the page it answers (at most
 //! [`MAX_PER_PAGE`](crate::page::view::MAX_PER_PAGE)), a few requests at a time, so that memory
 //! follows the page, not the fleet. When that read fails, `/api/tokens` answers 503 with a JSON

@@ -2,6 +2,13 @@
 //! over to a backup, tells a person once when something needs them, and shows it all on `/metrics` and
 //! a status page.
 //!
+//! One module per job (`docs/architecture.md` follows a round through them): [`daemon`] holds the
+//! loop and the round, [`leadership`] the rules of who acts, [`schedule`] when each token is next
+//! checked, [`sources`] where a check's inputs are read, `batch` and `check` the Graph calls and
+//! the renewal engine, `outcome`, [`states`] and `announce` what a check means and what is told,
+//! `delivery` and [`alert`] how it is sent, [`snapshot`], [`metrics`], [`http`] and [`page`] what is
+//! shown, and [`config`] the configuration.
+//!
 //! Must never: print a secret (tokens, app secrets, alert routes' URLs and signing secrets), or know the
 //! terminal: the binary renders.
 

@@ -3,7 +3,7 @@
 //! makes each one a [`TokenConfig`] named `<set>/<what the wildcards matched>`, with the set's
 //! policy, reload and routes, plus the route its env file names under `alert_route_key`.
 //!
-//! The daemon ([`crate::fleet`]) calls it before each round, so files that appear or disappear are
+//! The daemon (`fleet.rs`) calls it before each round, so files that appear or disappear are
 //! taken in at the next round. The walk is bounded: its depth is the pattern's (no `**`, so a symlink loop cannot make
 //! it deeper), and it looks at most [`MAX_ENTRIES`] folder entries per set.
 //!

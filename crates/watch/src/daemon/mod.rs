@@ -7,18 +7,18 @@
 //!
 //! 1. the tokens' files are read on the blocking pool ([`crate::sources`]);
 //! 2. with `batch_checks`, their `/debug_token` (and a first check's `/me`) are asked in Graph
-//!    batches per app ([`crate::batch`]); the checks of an app waiting out a rate limit are deferred;
-//! 3. the checks run, up to [`CHECKS_IN_FLIGHT`] at once ([`crate::check`]: the renewal engine, with
+//!    batches per app (`batch.rs`); the checks of an app waiting out a rate limit are deferred;
+//! 3. the checks run, up to [`CHECKS_IN_FLIGHT`] at once (`check.rs`: the renewal engine, with
 //!    each renewal and failover claimed first when replicas share the state, [`crate::claims`]);
-//! 4. each is taken in, one at a time in order ([`crate::outcome`]): events, the states observed
-//!    and decided on ([`crate::announce`]), the next check ([`crate::schedule`]), the doctor
-//!    checklist when due ([`crate::checklist`]);
+//! 4. each is taken in, one at a time in order (`outcome.rs`): events, the states observed
+//!    and decided on (`announce.rs`), the next check ([`crate::schedule`]), the doctor
+//!    checklist when due (`checklist.rs`);
 //! 5. the window's token and check records are written in one transaction each.
 //!
 //! After the windows, if this replica still leads ([`crate::leadership`] holds the rules of who
 //! acts), the round's decisions are written in one transaction, due alerts delivered
-//! ([`crate::delivery`]), old history pruned once a day, and a new snapshot published
-//! ([`crate::snapshot::build`]). A stop asked for during a round ends it at the next window.
+//! (`delivery.rs`), old history pruned once a day, and a new snapshot published
+//! (`snapshot::build`). A stop asked for during a round ends it at the next window.
 //!
 //! Time comes from a [`Clock`] only: [`Daemon::run_due`] takes `now`, so a test drives simulated days
 //! deterministically.
@@ -504,7 +504,7 @@ impl Daemon {
     }
 
     /// Tries every delivery due at `now` (new alerts at once; failed ones after their retry delay);
-    /// returns how many were tried. See [`crate::delivery`].
+    /// returns how many were tried. See `delivery.rs`.
     pub async fn deliver_due(&mut self, now: Timestamp) -> Result<usize, Error> {
         let courier = Courier {
             store: &self.store,
@@ -522,7 +522,7 @@ impl Daemon {
         Ok(())
     }
 
-    /// The picture the endpoint serves, from the store ([`snapshot::build`]).
+    /// The picture the endpoint serves, from the store (`snapshot::build`).
     pub async fn snapshot(&self, now: Timestamp) -> Result<Snapshot, Error> {
         let sources = snapshot::Sources {
             store: &self.store,

@@ -10,7 +10,7 @@
 //! snapshot, two of them alive while a new one is built. `/api/tokens` reads the history of the page
 //! it answers from the store instead.
 //!
-//! [`build`] makes a snapshot from the state store and what the daemon remembers.
+//! `build` (`snapshot/build.rs`) makes a snapshot from the state store and what the daemon remembers.
 //!
 //! Must never: hold a secret. There is no field for a token, an app secret or an alert route's URL;
 //! a token appears only by its name and short fingerprint.
