@@ -21,7 +21,11 @@
 //! (`snapshot::build`). A stop asked for during a round ends it at the next window.
 //!
 //! Time comes from a [`Clock`] only: [`Daemon::run_due`] takes `now`, so a test drives simulated days
-//! deterministically.
+//! deterministically. Two clocks: the wall clock's `now` is what is recorded and shown (the state,
+//! the page, alerts); the monotonic clock ([`Clock::instant`]) is what every "when" is decided on
+//! (due checks, retries, deferrals, the daily prune, how long a state has lasted), so a step of the
+//! wall clock changes no schedule and raises no alert. Wall times read from the shared state are
+//! converted once (`Schedule::resume`, `crate::lasted`).
 //!
 //! Must never: print or store a secret (tokens are known by their SHA-256 and short fingerprint),
 //! stop because one token's file cannot be read (that token's check is unknown), or call a token
@@ -33,7 +37,7 @@ use std::path::PathBuf;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use jiff::{SignedDuration, Timestamp};
 use permatoken_inspect::Status;
@@ -51,17 +55,34 @@ use crate::fleet::{Fleet, Names};
 use crate::leadership::{Heartbeat, Leadership, Turn};
 use crate::memory::Memory;
 use crate::metrics::Counters;
-use crate::schedule::Schedule;
+use crate::schedule::{Schedule, wall_time};
 use crate::snapshot::{self, Publisher, Snapshot};
 
 /// Where the daemon reads the time. Every decision (due checks, windows, alert timing, what is
 /// stored) uses it, never the system clock directly.
 pub trait Clock: Send + Sync {
-    /// Now.
+    /// Now on the wall clock: what is recorded and shown.
     fn now(&self) -> Timestamp;
+
+    /// Now on the monotonic clock: what due times, retries and how long a state has lasted are
+    /// measured on, since the wall clock may step.
+    ///
+    /// The default suits a clock that is the machine's shifted by a constant (a test's simulated
+    /// days): the machine's monotonic clock, shifted as far. [`SystemClock`] is the machine's.
+    fn instant(&self) -> Instant {
+        let shift = self.now().duration_since(Timestamp::now());
+        let base = Instant::now();
+        let by = shift.unsigned_abs();
+        let shifted = if shift.is_negative() {
+            base.checked_sub(by)
+        } else {
+            base.checked_add(by)
+        };
+        shifted.unwrap_or(base)
+    }
 }
 
-/// The machine's clock.
+/// The machine's clocks.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct SystemClock;
 
@@ -69,6 +90,17 @@ impl Clock for SystemClock {
     fn now(&self) -> Timestamp {
         Timestamp::now()
     }
+
+    fn instant(&self) -> Instant {
+        Instant::now()
+    }
+}
+
+/// One moment on both clocks: the wall clock's to record, the monotonic one's to decide when.
+#[derive(Debug, Clone, Copy)]
+struct Moment {
+    wall: Timestamp,
+    mono: Instant,
 }
 
 /// Tokens checked together in a round: read, asked in batches (a few `POST`s each), checked and
@@ -83,7 +115,10 @@ pub const CHECKS_IN_FLIGHT: usize = 16;
 const STANDBY_REFRESH: Duration = Duration::from_secs(3);
 
 /// The longest sleep of the loop: deliveries waiting for a retry wake it too.
-const LONGEST_SLEEP: SignedDuration = SignedDuration::from_mins(1);
+const LONGEST_SLEEP: Duration = Duration::from_secs(60);
+
+/// How often old history is pruned.
+const PRUNE_EVERY: Duration = Duration::from_secs(24 * 3600);
 
 /// What a daemon is built from.
 pub struct Options {
@@ -160,8 +195,11 @@ pub struct Daemon {
     /// Per app id: the rate-limit pause of its batches.
     budgets: crate::batch::Budgets,
     started_at: Timestamp,
+    /// The `now` of the round under way, or of the last one, on both clocks: due times, retries and
+    /// deferrals are set from its monotonic side.
+    round_at: Moment,
     last_round_at: Option<Timestamp>,
-    last_prune: Option<Timestamp>,
+    last_prune: Option<Instant>,
     /// Set when a stop is asked for during a round: the round ends at its next window.
     stopping: Arc<AtomicBool>,
 }
@@ -170,6 +208,10 @@ impl Daemon {
     /// A daemon that has checked nothing yet: every token is due at once.
     pub fn new(options: Options) -> Self {
         let started_at = options.clock.now();
+        let round_at = Moment {
+            wall: started_at,
+            mono: options.clock.instant(),
+        };
         let mut config = options.config;
         // Parsing grew the list by doubling: 10,000 tokens left room for 6,000 more (2 MB).
         config.tokens.shrink_to_fit();
@@ -183,12 +225,13 @@ impl Daemon {
             clock: options.clock,
             backup_dir: options.backup_dir,
             clients: Clients::new(options.graph),
-            schedule: Schedule::new(started_at),
+            schedule: Schedule::new(round_at.mono),
             memory: Memory::default(),
             announcer: Announcer::default(),
             leadership: Leadership::alone(),
             budgets: crate::batch::Budgets::default(),
             started_at,
+            round_at,
             last_round_at: None,
             last_prune: None,
             stopping: Arc::default(),
@@ -216,10 +259,24 @@ impl Daemon {
         &self.store
     }
 
-    /// When the next check is due (`None` with no token).
+    /// When the next check is due, on the wall clock as the last round read it (`None` with no
+    /// token).
     pub fn next_due(&self) -> Option<Timestamp> {
+        let Moment { wall, mono } = self.round_at;
+        self.soonest_due().map(|at| wall_time(at, mono, wall))
+    }
+
+    fn soonest_due(&self) -> Option<Instant> {
         self.schedule
             .soonest(self.config.tokens.iter().map(|t| t.name.as_str()))
+    }
+
+    /// Both clocks now, read together.
+    fn moment(&self) -> Moment {
+        Moment {
+            wall: self.clock.now(),
+            mono: self.clock.instant(),
+        }
     }
 
     /// Asks the election whether this replica leads, and takes in a change of role: a new leader
@@ -259,7 +316,9 @@ impl Daemon {
             .tokens
             .iter()
             .map(|t| (t.name.as_str(), &t.policy));
-        self.schedule.resume(tokens, &latest, random_unit);
+        let Moment { wall, mono } = self.moment();
+        self.schedule
+            .resume(tokens, &latest, wall, mono, random_unit);
     }
 
     /// Makes the configuration's tokens the `[[token]]`s and the files each set matches now
@@ -289,6 +348,12 @@ impl Daemon {
     fn forget_unconfigured(&mut self) {
         let names = Names::of(&self.config.tokens);
         self.schedule.retain(|name| names.knows(name));
+        self.announcer.retain(|name| {
+            names.knows(name)
+                || name
+                    .rsplit_once("/doctor/")
+                    .is_some_and(|(token, _)| names.is_token(token))
+        });
         self.memory.retain_tokens(|name| names.is_token(name));
     }
 
@@ -319,9 +384,14 @@ impl Daemon {
     /// Checks every token whose check is due at `now`, delivers due alerts, prunes once a day and
     /// publishes a new snapshot.
     pub async fn run_due(&mut self, now: Timestamp) -> Result<RoundSummary, Error> {
+        self.round_at = Moment {
+            wall: now,
+            mono: self.clock.instant(),
+        };
         let changed = self.expand_sets(now).await?;
+        let mono = self.round_at.mono;
         let due: Vec<usize> = (0..self.config.tokens.len())
-            .filter(|&i| self.schedule.is_due(&self.config.tokens[i].name, now))
+            .filter(|&i| self.schedule.is_due(&self.config.tokens[i].name, mono))
             .collect();
         let summary = self.round(&due, now).await?;
         // A set's file gone with nothing due: the page must not keep showing it.
@@ -333,6 +403,10 @@ impl Daemon {
 
     /// Checks every token now, whatever its schedule (`watch --once`).
     pub async fn run_all(&mut self, now: Timestamp) -> Result<RoundSummary, Error> {
+        self.round_at = Moment {
+            wall: now,
+            mono: self.clock.instant(),
+        };
         self.ensure_leading().await;
         self.expand_sets(now).await?;
         let all: Vec<usize> = (0..self.config.tokens.len()).collect();
@@ -387,14 +461,10 @@ impl Daemon {
         if !self.leadership.leads() {
             return STANDBY_REFRESH;
         }
-        let now = self.clock.now();
-        let next = self
-            .next_due()
-            .unwrap_or(now + SignedDuration::from_hours(1));
-        let wait = next
-            .duration_since(now)
-            .clamp(SignedDuration::ZERO, LONGEST_SLEEP);
-        Duration::try_from(wait).unwrap_or_default()
+        self.soonest_due().map_or(LONGEST_SLEEP, |next| {
+            next.saturating_duration_since(self.clock.instant())
+                .min(LONGEST_SLEEP)
+        })
     }
 
     /// What the loop does when it wakes: a leader's round (ended at its next window when
@@ -489,9 +559,10 @@ impl Daemon {
     /// Retention, once a day: checks, events and settled alerts older than `retention`, and done
     /// claims.
     async fn prune(&mut self, now: Timestamp) -> Result<(), Error> {
+        let mono = self.round_at.mono;
         if self
             .last_prune
-            .is_some_and(|at| now.duration_since(at) < SignedDuration::from_hours(24))
+            .is_some_and(|at| mono.saturating_duration_since(at) < PRUNE_EVERY)
         {
             return Ok(());
         }
@@ -499,7 +570,7 @@ impl Daemon {
         let cutoff = now.checked_sub(keep).unwrap_or(Timestamp::MIN);
         self.store.prune(cutoff).await?;
         self.store.prune_claims(cutoff).await?;
-        self.last_prune = Some(now);
+        self.last_prune = Some(mono);
         Ok(())
     }
 
@@ -525,6 +596,7 @@ impl Daemon {
     /// The picture the endpoint serves, from the store (`snapshot::build`).
     pub async fn snapshot(&self, now: Timestamp) -> Result<Snapshot, Error> {
         let sources = snapshot::Sources {
+            clocks: (self.clock.now(), self.clock.instant()),
             store: &self.store,
             tokens: &self.config.tokens,
             routes: &self.config.routes,
