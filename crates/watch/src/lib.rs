@@ -7,7 +7,7 @@
 //! checked, [`sources`] where a check's inputs are read, `batch` and `check` the Graph calls and
 //! the renewal engine, `outcome`, [`states`] and `announce` what a check means and what is told,
 //! `delivery` and [`alert`] how it is sent, [`snapshot`], [`metrics`], [`http`] and [`page`] what is
-//! shown, and [`config`] the configuration.
+//! shown, [`config`] the configuration, and [`startup`] waiting for the state's database at start.
 //!
 //! Must never: print a secret (tokens, app secrets, alert routes' URLs and signing secrets), or know the
 //! terminal: the binary renders.
@@ -34,4 +34,5 @@ pub mod schedule;
 pub mod sets;
 pub mod snapshot;
 pub mod sources;
+pub mod startup;
 pub mod states;

@@ -4,6 +4,11 @@
 //! leader's session and takes the lock. A leader whose session is gone is fenced until it wins the
 //! lock again. The heartbeat's times are the server's, since replicas' clocks may disagree.
 //!
+//! Every call of the election is bounded (a third of the lease, from 1 s to 10 s: a tokio timeout
+//! around the call, and the session's `statement_timeout`), and its connection has TCP keepalive:
+//! a leader cut off from the server without a word (a blackholing firewall) drops its session and
+//! stands by well within the lease, instead of waiting on a socket for the kernel's minutes.
+//!
 //! Must never: act on the store's query session (its reconnects would drop the lock unseen), or
 //! end a session that does not hold the leader lock.
 
@@ -40,9 +45,31 @@ impl Election {
         }
     }
 
+    /// How long one call of the election may take: well within the lease, so that a leader whose
+    /// heartbeat hangs stands by before a standby may take over.
+    fn bound(&self) -> Duration {
+        (self.lease / 3).clamp(Duration::from_secs(1), Duration::from_secs(10))
+    }
+
+    /// What a call that did not end within [`Election::bound`] says.
+    fn timed_out(&self) -> Error {
+        Error::PostgresUnreachable {
+            location: self.db.location().display().to_string(),
+            reason: format!(
+                "the leader election had no answer within {} ms: the server or the network to it \
+                 hangs; this replica stands by until it answers",
+                self.bound().as_millis()
+            ),
+        }
+    }
+
     /// Leads, stands by or takes over; see [`crate::Election::poll`].
     pub(crate) async fn poll(&mut self) -> Result<bool, Error> {
-        match self.try_poll().await {
+        let polled = match tokio::time::timeout(self.bound(), self.try_poll()).await {
+            Ok(polled) => polled,
+            Err(_) => Err(self.timed_out()),
+        };
+        match polled {
             Ok(leading) => {
                 self.leading = leading;
                 Ok(leading)
@@ -81,6 +108,12 @@ impl Election {
     /// The election's own session, with the heartbeat's table (a state of schema 2 lacks it).
     async fn open_session(&self) -> Result<Client, Error> {
         let client = self.db.connect().await?;
+        // The server ends a statement stuck past the bound too (a lock wait, a slow disk).
+        let bound = u64::try_from(self.bound().as_millis()).unwrap_or(u64::MAX);
+        client
+            .batch_execute(&format!("SET statement_timeout = {bound}"))
+            .await
+            .map_err(pg(self.db.location()))?;
         client
             .batch_execute(
                 "CREATE TABLE IF NOT EXISTS leader_heartbeat (
@@ -147,23 +180,28 @@ impl Election {
             _ => return Ok(false),
         };
         let (class, object) = lock_ids(LEADER_LOCK);
-        let inserted = client
-            .execute(
-                "INSERT INTO claims (key, replica, claimed_at) \
+        let claimed_at = at.as_second();
+        let args: [&(dyn tokio_postgres::types::ToSql + Sync); 5] =
+            [&key, &self.replica, &claimed_at, &class, &object];
+        let insert = client.execute(
+            "INSERT INTO claims (key, replica, claimed_at) \
                  SELECT $1, $2, $3 WHERE EXISTS (SELECT 1 FROM pg_locks \
                    WHERE locktype = 'advisory' AND granted AND pid = pg_backend_pid() \
                    AND classid::BIGINT = $4 AND objid::BIGINT = $5 AND objsubid = 1) \
                  ON CONFLICT (key) DO NOTHING",
-                &[&key, &self.replica, &at.as_second(), &class, &object],
-            )
-            .await;
+            &args,
+        );
+        let inserted = match tokio::time::timeout(self.bound(), insert).await {
+            Ok(inserted) => inserted.map_err(pg(self.db.location())),
+            Err(_) => Err(self.timed_out()),
+        };
         match inserted {
             Ok(n) => Ok(n == 1),
             Err(err) => {
                 // The lock's session failed: fenced, as a failed heartbeat is.
                 self.leading = false;
                 self.client = None;
-                Err(pg(self.db.location())(err))
+                Err(err)
             }
         }
     }
