@@ -310,6 +310,8 @@ async fn api_tokens(State(state): State<AppState>, RawQuery(raw): RawQuery) -> R
     };
     let snapshot = state.snapshot();
     let mut page = TokenPage::select(&snapshot, &query);
+    // The election's word now, not the snapshot's: one cannot be rebuilt while the state is down.
+    page.leader = state.0.counters.leads(&snapshot);
     if let Err(e) = page.read_history(store).await {
         tracing::warn!("/api/tokens: cannot read the check history from the state: {e}");
         return unavailable();
@@ -369,7 +371,9 @@ async fn page_handler(State(state): State<AppState>, RawQuery(raw): RawQuery) ->
     // view it shows back into the address bar.
     let query = TokenQuery::parse(raw.as_deref()).unwrap_or_default();
     let snapshot = state.snapshot();
-    let html = page::render(&TokenPage::select(&snapshot, &query));
+    let mut view = TokenPage::select(&snapshot, &query);
+    view.leader = state.0.counters.leads(&snapshot);
+    let html = page::render(&view);
     let mut headers = HeaderMap::new();
     headers.insert(
         header::CONTENT_TYPE,

@@ -60,6 +60,8 @@ pub struct Leadership {
     election: Option<store::Election>,
     leading: bool,
     counters: Counters,
+    /// The election's last error, so that an outage is logged once per change, not every poll.
+    failing: Option<String>,
 }
 
 impl Default for Leadership {
@@ -75,6 +77,7 @@ impl Leadership {
             election: None,
             leading: true,
             counters: Counters::default(),
+            failing: None,
         }
     }
 
@@ -86,6 +89,7 @@ impl Leadership {
             election: Some(election),
             leading: false,
             counters,
+            failing: None,
         }
     }
 
@@ -106,9 +110,18 @@ impl Leadership {
             return (true, None);
         };
         let leading = match poll(election, &self.counters).await {
-            Ok(leading) => leading,
+            Ok(leading) => {
+                if self.failing.take().is_some() {
+                    tracing::info!("leader election: the state database answers again");
+                }
+                leading
+            }
             Err(e) => {
-                tracing::warn!("leader election: {e}; standing by");
+                let why = e.to_string();
+                if self.failing.as_deref() != Some(why.as_str()) {
+                    tracing::warn!("leader election: {why}; standing by");
+                    self.failing = Some(why);
+                }
                 false
             }
         };

@@ -139,6 +139,12 @@ impl Counters {
             .or_default() += count;
     }
 
+    /// Whether this replica may say it leads now (`permatoken_leader`, and the page's `leader`):
+    /// see [`LeaderGauge`].
+    pub fn leads(&self, snapshot: &Snapshot) -> bool {
+        self.lock().leader.leads(snapshot)
+    }
+
     /// The election's last word on this replica: it leads until `until` (see [`LeaderGauge`]).
     pub fn leader_until(&self, until: Option<std::time::Instant>) {
         self.lock().leader = LeaderGauge::Until(until);

@@ -5,7 +5,8 @@
 //! lock again. The heartbeat's times are the server's, since replicas' clocks may disagree.
 //!
 //! Every call of the election is bounded (a third of the lease, from 1 s to 10 s: a tokio timeout
-//! around the call, and the session's `statement_timeout`), and its connection has TCP keepalive:
+//! around the call, and the session's `statement_timeout`; opening a session, while not leading,
+//! 10 s at least), and its connection has TCP keepalive:
 //! a leader cut off from the server without a word (a blackholing firewall) drops its session and
 //! stands by well within the lease, instead of waiting on a socket for the kernel's minutes.
 //!
@@ -23,6 +24,9 @@ use crate::Error;
 
 /// The advisory lock key the leader holds on its own session (ASCII "permlead").
 pub const LEADER_LOCK: i64 = 0x7065_726d_6c65_6164;
+
+/// The longest a new session of the election may take to open (connect, authenticate, prepare).
+const CONNECT_BOUND: Duration = Duration::from_secs(10);
 
 /// One replica's side of the leader election: a session of its own (never the store's query
 /// session, whose reconnects would drop the lock unseen), the lock on it, and the heartbeat row.
@@ -52,24 +56,20 @@ impl Election {
     }
 
     /// What a call that did not end within [`Election::bound`] says.
-    fn timed_out(&self) -> Error {
+    fn timed_out(&self, bound: Duration) -> Error {
         Error::PostgresUnreachable {
             location: self.db.location().display().to_string(),
             reason: format!(
                 "the leader election had no answer within {} ms: the server or the network to it \
                  hangs; this replica stands by until it answers",
-                self.bound().as_millis()
+                bound.as_millis()
             ),
         }
     }
 
     /// Leads, stands by or takes over; see [`crate::Election::poll`].
     pub(crate) async fn poll(&mut self) -> Result<bool, Error> {
-        let polled = match tokio::time::timeout(self.bound(), self.try_poll()).await {
-            Ok(polled) => polled,
-            Err(_) => Err(self.timed_out()),
-        };
-        match polled {
+        match self.try_poll().await {
             Ok(leading) => {
                 self.leading = leading;
                 Ok(leading)
@@ -93,16 +93,29 @@ impl Election {
                 self.leading = false;
                 return Ok(false);
             }
-            self.client = Some(self.open_session().await?);
+            // Not leading while it connects: the connection (a handshake, SCRAM's hashing) gets
+            // the longer bound, the calls that keep a lease the shorter.
+            let bound = self.bound().max(CONNECT_BOUND);
+            self.client = Some(
+                tokio::time::timeout(bound, self.open_session())
+                    .await
+                    .map_err(|_| self.timed_out(bound))??,
+            );
         }
         let Some(client) = self.client.as_ref() else {
             return Err(Error::Worker);
         };
-        if !self.leading && !self.try_lock(client).await? && !self.take_over(client).await? {
-            return Ok(false);
-        }
-        self.beat(client).await?;
-        Ok(true)
+        let leading = self.leading;
+        let calls = async {
+            if !leading && !self.try_lock(client).await? && !self.take_over(client).await? {
+                return Ok(false);
+            }
+            self.beat(client).await?;
+            Ok(true)
+        };
+        tokio::time::timeout(self.bound(), calls)
+            .await
+            .map_err(|_| self.timed_out(self.bound()))?
     }
 
     /// The election's own session, with the heartbeat's table (a state of schema 2 lacks it).
@@ -193,7 +206,7 @@ impl Election {
         );
         let inserted = match tokio::time::timeout(self.bound(), insert).await {
             Ok(inserted) => inserted.map_err(pg(self.db.location())),
-            Err(_) => Err(self.timed_out()),
+            Err(_) => Err(self.timed_out(self.bound())),
         };
         match inserted {
             Ok(n) => Ok(n == 1),
