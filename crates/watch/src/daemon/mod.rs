@@ -114,6 +114,10 @@ pub const CHECKS_IN_FLIGHT: usize = 16;
 /// How often a standby rebuilds its snapshot from the shared state.
 const STANDBY_REFRESH: Duration = Duration::from_secs(3);
 
+/// The most events kept while the state cannot record them: a reload loop during a long outage
+/// must not grow memory.
+const UNRECORDED_EVENTS: usize = 16;
+
 /// The longest sleep of the loop: deliveries waiting for a retry wake it too.
 const LONGEST_SLEEP: Duration = Duration::from_secs(60);
 
@@ -202,6 +206,10 @@ pub struct Daemon {
     last_prune: Option<Instant>,
     /// Set when a stop is asked for during a round: the round ends at its next window.
     stopping: Arc<AtomicBool>,
+    /// Events not yet recorded, the state having failed (see [`Daemon::record_unrecorded`]).
+    unrecorded: Vec<store::Event>,
+    /// The state's last error recording them, so that it is logged once per change.
+    unrecorded_failing: Option<String>,
 }
 
 impl Daemon {
@@ -235,13 +243,15 @@ impl Daemon {
             last_round_at: None,
             last_prune: None,
             stopping: Arc::default(),
+            unrecorded: Vec::new(),
+            unrecorded_failing: None,
         }
     }
 
     /// Makes this daemon one of several replicas: [`Daemon::run`] acts only while `election` says
     /// it leads, and stands by otherwise (serving the shared state, `permatoken_leader` 0).
     pub fn set_election(&mut self, election: store::Election) {
-        self.leadership = Leadership::elected(election);
+        self.leadership = Leadership::elected(election, self.counters.clone());
     }
 
     /// Whether this replica leads (always, without an election).
@@ -358,27 +368,60 @@ impl Daemon {
     }
 
     /// Takes in a new configuration (SIGHUP): new tokens are due at once, removed ones are
-    /// forgotten by the schedule, and a `config_reload` event is recorded.
-    pub async fn replace_config(&mut self, config: Config) -> Result<(), Error> {
+    /// forgotten by the schedule, and a `config_reload` event is recorded. Never fails: the new
+    /// configuration is in force whatever the state says (a `systemctl reload` during a database
+    /// outage must not stop the fleet); an event that cannot be recorded is logged, and tried
+    /// again before each later round ([`Daemon::record_unrecorded`]).
+    pub async fn replace_config(&mut self, config: Config) {
         let now = self.clock.now();
         let count = config.tokens.len() + config.token_sets.len();
         self.fleet = Fleet::new(&config);
         self.config = config;
         // A set's tokens that are still there keep their schedule: a reload does not make a whole
         // fleet due at once.
-        self.expand_sets(now).await?;
+        if let Err(e) = self.expand_sets(now).await {
+            tracing::warn!(
+                "a problem of the new configuration's token sets cannot be recorded in the state ({e}); the new configuration is in force"
+            );
+        }
         self.forget_unconfigured();
         let text = format!("configuration reloaded: {count} token(s) and set(s)");
-        self.store
-            .record_event(store::Event {
-                at: now,
-                token_name: None,
-                kind: store::EventKind::ConfigReload,
-                detail: text.clone(),
-            })
-            .await?;
         tracing::info!("{text}");
-        self.publish(now).await
+        self.unrecorded.push(store::Event {
+            at: now,
+            token_name: None,
+            kind: store::EventKind::ConfigReload,
+            detail: text,
+        });
+        // Each reload says so when it cannot be recorded.
+        self.unrecorded_failing = None;
+        self.record_unrecorded().await;
+        if let Err(e) = self.publish(now).await {
+            tracing::warn!("cannot rebuild the status after the reload: {e}");
+        }
+    }
+
+    /// Records the events that could not be recorded when they happened (reloads during a
+    /// database outage), oldest first; what still cannot be is kept for the next try, the
+    /// newest [`UNRECORDED_EVENTS`] at most.
+    async fn record_unrecorded(&mut self) {
+        while let Some(event) = self.unrecorded.first() {
+            if let Err(e) = self.store.record_event(event.clone()).await {
+                if self.unrecorded_failing.as_deref() != Some(&*e.to_string()) {
+                    tracing::warn!(
+                        "the reload cannot be recorded in the state ({e}); the new configuration is in force, and the record is tried again before the next round"
+                    );
+                    self.unrecorded_failing = Some(e.to_string());
+                }
+                let extra = self.unrecorded.len().saturating_sub(UNRECORDED_EVENTS);
+                self.unrecorded.drain(..extra);
+                return;
+            }
+            if self.unrecorded_failing.take().is_some() {
+                tracing::info!("the reload that could not be recorded is recorded now");
+            }
+            self.unrecorded.remove(0);
+        }
     }
 
     /// Checks every token whose check is due at `now`, delivers due alerts, prunes once a day and
@@ -429,7 +472,10 @@ impl Daemon {
             tracing::warn!("cannot expand the token sets yet: {e}");
         }
         self.ensure_leading().await;
-        self.publish(self.clock.now()).await?;
+        // The state may have gone since it was opened: the loop keeps trying at each wake.
+        if let Err(e) = self.publish(self.clock.now()).await {
+            tracing::error!("cannot build the status: {e}");
+        }
         loop {
             tokio::select! {
                 () = role_changed(&mut heartbeat) => {
@@ -442,7 +488,7 @@ impl Daemon {
                 }
                 () = &mut shutdown => return Ok(()),
                 config = reloads.recv(), if reloads_open => match config {
-                    Some(config) => self.replace_config(config).await?,
+                    Some(config) => self.replace_config(config).await,
                     // No more reloads can come; never poll a closed channel again.
                     None => reloads_open = false,
                 },
@@ -471,6 +517,7 @@ impl Daemon {
     /// `shutdown` comes meanwhile), or a standby's refresh. Returns whether to stop.
     async fn wake(&mut self, mut shutdown: Pin<&mut impl Future<Output = ()>>) -> bool {
         let now = self.clock.now();
+        self.record_unrecorded().await;
         let mut stop = false;
         let result = if self.ensure_leading().await {
             // A fleet's round can outlast a service manager's grace period.

@@ -67,6 +67,7 @@ pub(crate) async fn build(from: &Sources<'_>, now: Timestamp) -> Result<Snapshot
         leader: from.leader,
         round_finished: from.last_round_at.is_some(),
         last_round_at: from.last_round_at.map(|t| t.as_second()),
+        waiting_for_state: None,
         tokens,
         events,
         routes,
