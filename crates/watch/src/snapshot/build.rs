@@ -162,6 +162,7 @@ async fn token_views(from: &Sources<'_>) -> Result<Vec<TokenView>, store::Error>
             scopes: from.memory.scopes(name).to_vec(),
             last_check: check.map(|c| c.checked_at.as_second()),
             next_check: from.schedule.scheduled(primary_name).map(|t| t.as_second()),
+            reason: from.memory.reason(name).map(str::to_owned),
             name: name.to_owned(),
             role,
         }
