@@ -7,6 +7,11 @@
 //! taken in at the next round. The walk is bounded: its depth is the pattern's (no `**`, so a symlink loop cannot make
 //! it deeper), and it looks at most [`MAX_ENTRIES`] folder entries per set.
 //!
+//! A file the pattern names that is there in any form (a folder, a link to nothing) is a token, so
+//! that its check says what is wrong instead of the token vanishing; a folder that is there but
+//! cannot be looked into is reported and returned as blocked, so the members found under it before
+//! stay ([`crate::fleet`]).
+//!
 //! Must never: fail as a whole because one file or folder cannot be read (that file's token is
 //! checked and found unreadable; a folder is reported), read a file's token (only
 //! `alert_route_key`'s variable is read here), or splice a path into a shell command (the reload
@@ -29,14 +34,24 @@ pub struct Expansion {
     pub tokens: Vec<TokenConfig>,
     /// What a person should know, with the token it is about (`None`: about the set).
     pub problems: Vec<(Option<String>, String)>,
+    /// Folders that are there but could not be looked into (a folder that cannot be listed, a link
+    /// to nothing where a folder should be): the members a previous listing found under them are
+    /// not gone, only out of sight, and stay ([`crate::fleet`]).
+    pub blocked: Vec<PathBuf>,
+}
+
+/// One set's walk: what it found so far, and how many folder entries it may still look at.
+struct Walk<'a> {
+    set: &'a TokenSet,
+    budget: usize,
+    matches: Vec<(String, PathBuf)>,
+    problems: Vec<(Option<String>, String)>,
+    blocked: Vec<PathBuf>,
 }
 
 /// The files matching `set` now, each as a token. `routes` are the configured routes, to check the
 /// names `alert_route_key` reads.
 pub fn expand(set: &TokenSet, routes: &[Route]) -> Expansion {
-    let mut out = Expansion::default();
-    let mut budget = MAX_ENTRIES;
-    let mut matches = Vec::new();
     let components: Vec<Component<'_>> = set.pattern.components().collect();
     // The literal start of the pattern, then the rest segment by segment.
     let first_wild = components
@@ -44,15 +59,26 @@ pub fn expand(set: &TokenSet, routes: &[Route]) -> Expansion {
         .position(|c| c.as_os_str().to_string_lossy().contains('*'))
         .unwrap_or(components.len());
     let base: PathBuf = components[..first_wild].iter().collect();
-    walk(
+    let mut walk = Walk {
         set,
-        &base,
-        &components[first_wild..],
-        Vec::new(),
-        &mut budget,
-        &mut matches,
-        &mut out.problems,
-    );
+        budget: MAX_ENTRIES,
+        matches: Vec::new(),
+        problems: Vec::new(),
+        blocked: Vec::new(),
+    };
+    walk.walk(&base, &components[first_wild..], Vec::new());
+    let Walk {
+        budget,
+        mut matches,
+        problems,
+        blocked,
+        ..
+    } = walk;
+    let mut out = Expansion {
+        tokens: Vec::new(),
+        problems,
+        blocked,
+    };
     if budget == 0 {
         out.problems.push((
             None,
@@ -63,7 +89,7 @@ pub fn expand(set: &TokenSet, routes: &[Route]) -> Expansion {
             ),
         ));
     }
-    if matches.is_empty() {
+    if matches.is_empty() && out.blocked.is_empty() {
         out.problems.push((
             None,
             format!(
@@ -149,74 +175,120 @@ fn sanitise(text: &str) -> String {
     text.chars().filter(|c| !c.is_control()).collect()
 }
 
-fn walk(
-    set: &TokenSet,
-    at: &Path,
-    rest: &[Component<'_>],
-    captured: Vec<String>,
-    budget: &mut usize,
-    out: &mut Vec<(String, PathBuf)>,
-    problems: &mut Vec<(Option<String>, String)>,
-) {
-    let Some((segment, rest)) = rest.split_first() else {
-        // A folder where the pattern ends is not a token file.
-        if !at.is_dir() && !captured.is_empty() {
-            out.push((captured.join("/"), at.to_owned()));
+/// Why `path`, there in its folder's listing, cannot be entered or read (`None` when it can, or is
+/// not there at all): a link to nothing, a loop of links, a folder this user may not search.
+fn out_of_sight(path: &Path) -> Option<std::io::Error> {
+    match std::fs::metadata(path) {
+        Ok(_) => None,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            std::fs::symlink_metadata(path).is_ok().then_some(e)
         }
-        return;
-    };
-    let segment = segment.as_os_str();
-    let Some(pattern) = segment.to_str().filter(|s| s.contains('*')) else {
-        let next = at.join(segment);
-        // A missing entry is no match; a file that is there but cannot be read is a token (its
-        // check says why), so the last segment only needs to exist, even as a dangling link.
-        let there = if rest.is_empty() {
-            std::fs::symlink_metadata(&next).is_ok()
-        } else {
-            next.is_dir()
-        };
-        if there {
-            walk(set, &next, rest, captured, budget, out, problems);
-        }
-        return;
-    };
-    let entries = match std::fs::read_dir(at) {
-        Ok(entries) => entries,
-        Err(e) => {
-            if at.exists() {
-                problems.push((
-                    None,
-                    format!(
-                        "token set `{}`: cannot list `{}`: {e}",
-                        set.name,
-                        at.display()
-                    ),
-                ));
+        Err(e) => Some(e),
+    }
+}
+
+impl Walk<'_> {
+    fn walk(&mut self, at: &Path, rest: &[Component<'_>], captured: Vec<String>) {
+        let Some((segment, rest)) = rest.split_first() else {
+            // A folder where a wildcard ends the pattern is not a token file.
+            if !at.is_dir() && !captured.is_empty() {
+                self.matches.push((captured.join("/"), at.to_owned()));
             }
             return;
-        }
-    };
-    let mut names = Vec::new();
-    for entry in entries {
-        if *budget == 0 {
-            break;
-        }
-        *budget -= 1;
-        let Ok(entry) = entry else { continue };
-        names.push(entry.file_name());
-    }
-    names.sort();
-    for name in names {
-        let Some(parts) = matches(pattern, &name) else {
-            continue;
         };
-        let next = at.join(&name);
-        if !rest.is_empty() && !next.is_dir() {
-            continue;
+        let segment = segment.as_os_str();
+        let Some(pattern) = segment.to_str().filter(|s| s.contains('*')) else {
+            let next = at.join(segment);
+            if rest.is_empty() {
+                // The file the pattern names: a token when it is there in any form (a folder, a
+                // link to nothing, a file that cannot be read), so that its check says what is
+                // wrong with it instead of the token vanishing.
+                let there = match std::fs::symlink_metadata(&next) {
+                    Ok(_) => true,
+                    Err(e) => e.kind() != std::io::ErrorKind::NotFound,
+                };
+                if there && !captured.is_empty() {
+                    self.matches.push((captured.join("/"), next));
+                }
+            } else if next.is_dir() {
+                self.walk(&next, rest, captured);
+            } else if let Some(why) = out_of_sight(&next) {
+                self.cannot_enter(&next, rest, captured, &why);
+            }
+            return;
+        };
+        let entries = match std::fs::read_dir(at) {
+            Ok(entries) => entries,
+            Err(e) => {
+                // Not there at all: nothing matches (its members, if any, are gone). There but
+                // not listable: its members are out of sight, not gone.
+                if std::fs::symlink_metadata(at).is_ok() {
+                    self.problems.push((
+                        None,
+                        format!(
+                            "token set `{}`: cannot list `{}`: {e}; the tokens found there before stay, unknown until it can be read",
+                            self.set.name,
+                            at.display()
+                        ),
+                    ));
+                    self.blocked.push(at.to_owned());
+                }
+                return;
+            }
+        };
+        let mut names = Vec::new();
+        for entry in entries {
+            if self.budget == 0 {
+                break;
+            }
+            self.budget -= 1;
+            let Ok(entry) = entry else { continue };
+            names.push(entry.file_name());
         }
-        let mut captured = captured.clone();
-        captured.extend(parts);
-        walk(set, &next, rest, captured, budget, out, problems);
+        names.sort();
+        for name in names {
+            let Some(parts) = matches(pattern, &name) else {
+                continue;
+            };
+            let next = at.join(&name);
+            let mut captured = captured.clone();
+            captured.extend(parts);
+            if rest.is_empty() || next.is_dir() {
+                self.walk(&next, rest, captured);
+            } else if let Some(why) = out_of_sight(&next) {
+                self.cannot_enter(&next, rest, captured, &why);
+            }
+        }
+    }
+
+    /// `folder` matched the pattern so far but cannot be entered (`why`). When the rest of the
+    /// pattern is literal, the one file it would name there is a token (its check says why it
+    /// cannot be read); otherwise what lies under it is out of sight, and the members found there
+    /// before stay.
+    fn cannot_enter(
+        &mut self,
+        folder: &Path,
+        rest: &[Component<'_>],
+        captured: Vec<String>,
+        why: &std::io::Error,
+    ) {
+        let literal = rest
+            .iter()
+            .all(|c| !c.as_os_str().to_string_lossy().contains('*'));
+        if literal && !captured.is_empty() {
+            let file: PathBuf = rest.iter().fold(folder.to_owned(), |p, c| p.join(c));
+            self.matches.push((captured.join("/"), file));
+            return;
+        }
+        self.problems.push((
+            None,
+            format!(
+                "token set `{}`: cannot look into `{}`: {why}; the tokens found there before stay, unknown until it can be read",
+                self.set.name,
+                folder.display()
+            ),
+        ));
+        self.blocked.push(folder.to_owned());
     }
 }
 

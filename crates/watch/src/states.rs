@@ -43,6 +43,9 @@ pub enum State {
     CannotBeChecked,
     /// Back to ok from a bad state. Only ever an alert's `state`: the state announced is then `ok`.
     Recovered,
+    /// A `[[token_set]]` lost more than a tenth of its members in one listing. Only ever the
+    /// `state` of an alert about a set (its `token` is the set's name), never a token's.
+    SetShrunk,
 }
 
 impl State {
@@ -67,6 +70,7 @@ impl State {
             Self::FailedOver => "failed over",
             Self::CannotBeChecked => "cannot be checked",
             Self::Recovered => "recovered",
+            Self::SetShrunk => "set shrunk",
         }
     }
 
@@ -80,6 +84,7 @@ impl State {
             Self::FailedOver => "failed_over",
             Self::CannotBeChecked => "cannot_be_checked",
             Self::Recovered => "recovered",
+            Self::SetShrunk => "set_shrunk",
         }
     }
 
@@ -93,6 +98,7 @@ impl State {
             Self::FailedOver,
             Self::CannotBeChecked,
             Self::Recovered,
+            Self::SetShrunk,
         ]
         .into_iter()
         .find(|s| s.as_str() == name)

@@ -201,3 +201,142 @@ alerts = ["ops"]
         assert!(!sent.contains("access_token%22"), "{sent}");
     }
 }
+
+fn client(root: &Path, folder: &str, sandbox: &Running, token: &str) {
+    let folder = root.join(folder);
+    std::fs::create_dir_all(&folder).unwrap();
+    std::fs::write(
+        folder.join(".env"),
+        format!("{}WHATSAPP_ACCESS_TOKEN={token}\n", app_lines(sandbox)),
+    )
+    .unwrap();
+}
+
+/// The set alerts (`set_shrunk`) and the tokens' `cannot_be_checked` alerts received so far.
+fn received(log: &Path) -> (Vec<Value>, Vec<String>) {
+    let all = alerts(log);
+    let sets = all
+        .iter()
+        .filter(|a| a["state"] == "set_shrunk")
+        .cloned()
+        .collect();
+    let mut unknown: Vec<String> = all
+        .iter()
+        .filter(|a| a["state"] == "cannot_be_checked")
+        .map(|a| a["token"].as_str().unwrap().to_owned())
+        .collect();
+    unknown.sort();
+    (sets, unknown)
+}
+
+// Runs as root here, which ignores permissions: the members that cannot be read are made so in
+// ways that hold for root too (a `.env` that is a folder, a client folder that became a link to
+// nothing, and the set's folder a loop of links, which no one can list).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn set_members_that_cannot_be_read_stay_and_members_gone_are_said() {
+    let sandbox = Sandbox::start_background(&SandboxOptions {
+        extra_tokens: 20,
+        ..SandboxOptions::default()
+    })
+    .unwrap();
+    let extras = sandbox.extra_tokens();
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("clients");
+    for (i, token) in extras.iter().enumerate() {
+        client(&root, &format!("c{i:02}"), &sandbox, token.expose_secret());
+    }
+    let log = dir.path().join("alerts.log");
+    let text = format!(
+        r#"
+[defaults]
+interval = "1h"
+unknown_after = "1h"
+
+[[token_set]]
+name = "clients"
+env_files = "clients/*/.env"
+alerts = ["ops"]
+
+{}"#,
+        route(&log)
+    );
+    let (mut daemon, subscriber, clock) = daemon(&sandbox, dir.path(), &text).await;
+    let step = daemon.run_due(clock.now()).await.expect("a round");
+    assert_eq!(step.checked, 20);
+    let hour = Duration::from_secs(3600 + 600);
+
+    // c01's `.env` becomes a folder, c02's folder a link to nothing; c03 is removed for real.
+    std::fs::remove_file(root.join("c01/.env")).unwrap();
+    std::fs::create_dir(root.join("c01/.env")).unwrap();
+    std::fs::remove_dir_all(root.join("c02")).unwrap();
+    std::os::unix::fs::symlink(dir.path().join("nowhere"), root.join("c02")).unwrap();
+    std::fs::remove_dir_all(root.join("c03")).unwrap();
+    clock.advance(hour);
+    daemon.run_due(clock.now()).await.expect("a round");
+    let snap = subscriber.borrow().clone();
+    assert_eq!(snap.tokens.len(), 19, "only c03 left the page");
+    assert!(view(&snap, "clients/c03").is_none());
+    for (name, why) in [
+        ("clients/c01", "Is a directory"),
+        ("clients/c02", "No such file"),
+    ] {
+        let t = view(&snap, name).unwrap_or_else(|| panic!("{name} vanished"));
+        assert_eq!(t.status, Status::Unknown, "{name}");
+        let reason = t.reason.unwrap_or_default();
+        assert!(
+            reason.contains(why) && reason.contains(".env"),
+            "{name}: {reason}"
+        );
+    }
+    let gone = snap
+        .events
+        .iter()
+        .find(|e| e.token.as_deref() == Some("clients/c03"))
+        .expect("c03's removal is an event");
+    assert!(gone.text.contains("c03/.env` is gone"), "{}", gone.text);
+    // One member in 20 gone is no alert for the set; the unreadable ones are not alerted yet.
+    assert_eq!(received(&log), (vec![], vec![]));
+
+    // Unreadable past `unknown_after`: `cannot_be_checked`, each once.
+    clock.advance(hour);
+    daemon.run_due(clock.now()).await.expect("a round");
+    let (sets, unknown) = received(&log);
+    assert!(sets.is_empty(), "{sets:?}");
+    assert_eq!(unknown, ["clients/c01", "clients/c02"]);
+
+    // Three of the 19 gone in one listing: more than a tenth, one alert for the set.
+    for gone in ["c10", "c11", "c12"] {
+        std::fs::remove_dir_all(root.join(gone)).unwrap();
+    }
+    clock.advance(hour);
+    daemon.run_due(clock.now()).await.expect("a round");
+    let (sets, _) = received(&log);
+    assert_eq!(sets.len(), 1, "{sets:?}");
+    assert_eq!(sets[0]["token"], "clients");
+    assert_eq!(sets[0]["kind"], "change");
+    let message = sets[0]["message"].as_str().unwrap();
+    assert!(message.contains("lost 3 of its 19 members"), "{message}");
+    let snap = subscriber.borrow().clone();
+    assert_eq!(snap.tokens.len(), 16);
+
+    // The set's folder cannot be listed at all (a loop of links): every member stays, nothing is
+    // said gone, and their checks say why they cannot be read.
+    std::fs::rename(&root, dir.path().join("clients.moved")).unwrap();
+    std::os::unix::fs::symlink(&root, &root).unwrap();
+    clock.advance(hour);
+    daemon.run_due(clock.now()).await.expect("a round");
+    let snap = subscriber.borrow().clone();
+    assert_eq!(snap.tokens.len(), 16, "no mass removal");
+    let removals = snap
+        .events
+        .iter()
+        .filter(|e| e.text.contains("left its set"))
+        .count();
+    assert_eq!(removals, 4, "c03, c10, c11, c12 only");
+    let (sets, _) = received(&log);
+    assert_eq!(sets.len(), 1, "no second set alert");
+    let t = view(&snap, "clients/c05").unwrap();
+    assert_eq!(t.status, Status::Unknown);
+    let reason = t.reason.unwrap_or_default();
+    assert!(reason.contains("symbolic links"), "{reason}");
+}
