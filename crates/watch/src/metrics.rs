@@ -532,6 +532,7 @@ mod tests {
             scopes: Vec::new(),
             last_check: expires_at.map(|_| 1_700_000_000),
             next_check: None,
+            reason: None,
         }
     }
 

@@ -46,6 +46,9 @@ pub enum State {
     CannotBeChecked,
     /// Back to ok from a bad state. Only ever an alert's `state`: the state announced is then `ok`.
     Recovered,
+    /// A `[[token_set]]` lost more than a tenth of its members in one listing. Only ever the
+    /// `state` of an alert about a set (its `token` is the set's name), never a token's.
+    SetShrunk,
 }
 
 impl State {
@@ -70,6 +73,7 @@ impl State {
             Self::FailedOver => "failed over",
             Self::CannotBeChecked => "cannot be checked",
             Self::Recovered => "recovered",
+            Self::SetShrunk => "set shrunk",
         }
     }
 
@@ -83,6 +87,7 @@ impl State {
             Self::FailedOver => "failed_over",
             Self::CannotBeChecked => "cannot_be_checked",
             Self::Recovered => "recovered",
+            Self::SetShrunk => "set_shrunk",
         }
     }
 
@@ -96,6 +101,7 @@ impl State {
             Self::FailedOver,
             Self::CannotBeChecked,
             Self::Recovered,
+            Self::SetShrunk,
         ]
         .into_iter()
         .find(|s| s.as_str() == name)

@@ -51,12 +51,13 @@ use crate::announce::Announcer;
 use crate::clients::{ClientError, Clients};
 use crate::config::Config;
 use crate::delivery::Courier;
-use crate::fleet::{Fleet, Names};
+use crate::fleet::{Expanded, Fleet, Names};
 use crate::leadership::{Heartbeat, Leadership, Turn};
 use crate::memory::Memory;
 use crate::metrics::Counters;
 use crate::schedule::{Schedule, wall_time};
 use crate::snapshot::{self, Publisher, Snapshot};
+use crate::states::State;
 
 /// Where the daemon reads the time. Every decision (due checks, windows, alert timing, what is
 /// stored) uses it, never the system clock directly.
@@ -340,6 +341,9 @@ impl Daemon {
         if expanded.changed {
             self.forget_unconfigured();
         }
+        if self.leadership.leads() {
+            self.set_changes(&expanded, now).await?;
+        }
         for problem in expanded.problems {
             if !self.leadership.leads() || !self.fleet.first_report(&problem) {
                 continue;
@@ -352,6 +356,58 @@ impl Daemon {
             }
         }
         Ok(expanded.changed)
+    }
+
+    /// Records each member a set lost for real (its file gone) as an event of that token, and
+    /// alerts a set that lost more than a tenth of its members in one listing (`set_shrunk`, on
+    /// the set's routes): a volume not mounted or a folder emptied by a deploy is not silence.
+    async fn set_changes(&mut self, expanded: &Expanded, now: Timestamp) -> Result<(), Error> {
+        for (token, file) in &expanded.removed {
+            let text = format!(
+                "left its set: `{}` is gone, so the token is no longer watched",
+                file.display()
+            );
+            tracing::warn!(token = %token, "{text}");
+            self.event(now, token, store::EventKind::ConfigReload, &text)
+                .await?;
+        }
+        let mut decisions = Vec::new();
+        for shrunk in &expanded.shrunk {
+            let alert = crate::alert::Alert {
+                id: crate::states::alert_id(
+                    &format!("set:{}", shrunk.set),
+                    State::SetShrunk,
+                    now,
+                    0,
+                ),
+                token: shrunk.set.clone(),
+                state: State::SetShrunk,
+                previous_state: None,
+                message: format!(
+                    "token set `{}` lost {} of its {} members in one listing: their files are gone",
+                    shrunk.set, shrunk.gone, shrunk.before
+                ),
+                fix: Some("check that the set's folder is mounted and its files are in place (the page's events name each file gone); members come back at the next listing once their files are there".into()),
+                time: now,
+                kind: crate::alert::AlertKind::Change,
+            };
+            tracing::warn!(set = %shrunk.set, alert = %alert.id, "{}", alert.message);
+            self.event(now, &shrunk.set, store::EventKind::Alert, &alert.message)
+                .await?;
+            decisions.push(store::Decision {
+                token_name: shrunk.set.clone(),
+                announcement: None,
+                unknown_since: None,
+                alert: Some((
+                    crate::records::alert_to_store(&alert),
+                    shrunk.routes.clone(),
+                )),
+            });
+        }
+        if !decisions.is_empty() {
+            self.store.announce_all(decisions).await?;
+        }
+        Ok(())
     }
 
     /// Forgets the schedule and the memory of tokens no longer configured.

@@ -91,6 +91,7 @@
     a.appendChild(left);
     var dl = el('dl');
     row(dl, 'status', t.status + (t.valid ? ', valid' : ', not valid'));
+    if (t.reason) { row(dl, 'why', t.reason, 'missing'); }
     row(dl, 'expires', t.never_expires ? 'never' : utc(t.expires_at));
     if (t.missing_permissions && t.missing_permissions.length) {
       row(dl, 'missing', t.missing_permissions.join(', '), 'missing');

@@ -154,9 +154,14 @@ async fn token_views(from: &Sources<'_>) -> Result<Vec<TokenView>, store::Error>
             Role::Primary => name,
             Role::Backup(of) => of.as_str(),
         };
+        let reason = from.memory.reason(name).map(str::to_owned);
         TokenView {
             state,
-            status: check.map_or(Status::Unknown, |c| status_from_store(c.status)),
+            // A check that could not tell writes no check: the last one that could is not news.
+            status: match check {
+                Some(c) if reason.is_none() => status_from_store(c.status),
+                _ => Status::Unknown,
+            },
             valid: check.and_then(|c| c.valid).unwrap_or(false),
             kind: check.and_then(|c| c.kind.clone()).unwrap_or_default(),
             fingerprint: latest.map(|l| l.fingerprint.clone()).unwrap_or_default(),
@@ -169,6 +174,7 @@ async fn token_views(from: &Sources<'_>) -> Result<Vec<TokenView>, store::Error>
                 .schedule
                 .scheduled(primary_name)
                 .map(|at| wall_time(at, from.clocks.1, from.clocks.0).as_second()),
+            reason,
             name: name.to_owned(),
             role,
         }

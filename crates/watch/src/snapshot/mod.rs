@@ -97,6 +97,10 @@ pub struct TokenView {
     pub last_check: Option<UnixSeconds>,
     /// When it will be checked next.
     pub next_check: Option<UnixSeconds>,
+    /// Why its last check could not tell (`permission denied`, no token in its file), while it is
+    /// unknown: one secret-free sentence naming the file.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
 }
 
 /// One past check, for the chart. Never in a [`Snapshot`]: `/api/tokens` reads the points of the

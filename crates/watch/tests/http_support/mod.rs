@@ -33,6 +33,7 @@ pub(crate) fn token(name: &str, state: TokenState, status: Status, now: i64) -> 
         ],
         last_check: Some(now - 60),
         next_check: Some(now + 3540),
+        reason: None,
     }
 }
 
