@@ -345,6 +345,30 @@ async fn answers_without_headers_are_read_and_take_the_whole_answers_usage() {
     assert_eq!(sandbox.throttle().refused, 3, "each sub-request counts");
 }
 
+#[tokio::test(flavor = "multi_thread")]
+async fn a_batch_of_one_refused_entry_is_that_entrys_refusal_not_the_whole_posts() {
+    let sandbox = start(Options::default());
+    let (client, app) = client(&sandbox);
+    let token = sandbox.token("system-user").unwrap();
+    let outcome = client
+        .debug_token_batch(&app, std::slice::from_ref(&token), &budget())
+        .await
+        .unwrap();
+    assert_eq!(outcome.results[0].as_ref().unwrap().is_valid, Some(true));
+    // An answer of one entry, `[{"code":400,…}]`, once passed for an error object of code 400.
+    sandbox.set_faults(Faults {
+        throttle_secs: 60,
+        ..Faults::default()
+    });
+    let outcome = client
+        .debug_token_batch(&app, std::slice::from_ref(&token), &budget())
+        .await
+        .unwrap();
+    let err = outcome.results[0].as_ref().unwrap_err();
+    assert_eq!(err.graph_error().and_then(|e| e.code), Some(4), "{err}");
+    assert_eq!(err.limit(), Some(permatoken_graph::Limit::App));
+}
+
 #[test]
 fn the_batch_size_is_metas() {
     assert_eq!(MAX_BATCH, 50);
