@@ -344,6 +344,18 @@ async fn null_sub_answers_are_asked_again_and_end_right() {
     );
     assert!(alone(&requests, "/debug_token").is_empty());
     assert!(alone(&requests, "/me").is_empty());
+    // The seven the sandbox left unanswered (the first seven asked) are asked once more each,
+    // after every other, and nothing else is.
+    let asked: Vec<String> = requests
+        .iter()
+        .filter(|r| r.batched && r.path.ends_with("/debug_token"))
+        .filter_map(|r| r.query_param("input_token"))
+        .collect();
+    assert_eq!(asked[FLEET..], asked[..7]);
+    let mut once = asked[..FLEET].to_vec();
+    once.sort();
+    once.dedup();
+    assert_eq!(once.len(), FLEET, "each token asked once before");
     for i in 0..FLEET {
         assert_eq!(
             w.state(&format!("fleet/t{i:03}")),
@@ -351,6 +363,9 @@ async fn null_sub_answers_are_asked_again_and_end_right() {
             "t{i:03}"
         );
     }
+    // Not a failed check, and nobody alerted.
+    assert!(!w.metrics().contains("result=\"error\""));
+    assert_eq!(alerts(&w).await, 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
