@@ -689,7 +689,13 @@ pub(crate) fn decode<T: DeserializeOwned>(
     usage: Usage,
     body: &[u8],
 ) -> Result<T, Error> {
-    if let Ok(envelope) = serde_json::from_slice::<ErrorEnvelope>(body) {
+    // Only an object is an error envelope: serde reads a struct from an array too, so a batch
+    // answer of one entry (`[{"code":400,…}]`) would pass for an error of code 400.
+    let object = body.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{');
+    if let Some(envelope) = object
+        .then(|| serde_json::from_slice::<ErrorEnvelope>(body).ok())
+        .flatten()
+    {
         let raw = envelope.error;
         return Err(Error::Graph {
             endpoint: endpoint.to_owned(),

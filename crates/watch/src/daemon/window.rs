@@ -48,13 +48,16 @@ impl Daemon {
         let mut in_flight: VecDeque<(TokenConfig, Pending)> = VecDeque::new();
         for (n, (token, job)) in jobs.into_iter().enumerate() {
             if let Some(until) = deferred.get(&n) {
-                // Its app is rate-limited: not a failed check, only a later one; but not a check
-                // made either (`watch --once` must not exit 0 on it).
+                // Its app (or user) is rate-limited: not a failed check, only a later one; but not
+                // a check made either (`watch --once` must not exit 0 on it). Unknown meanwhile,
+                // so a pause that outlasts `unknown_after` is alerted, and a short one is not.
                 summary.deferred += 1;
                 summary.note(Status::Unknown);
                 // The regain time is the wall clock's: how far off it is, is measured now.
                 let wait = crate::schedule::age(now, *until);
                 self.schedule.defer(&token.name, wait, self.round_at.mono);
+                let observation = crate::batch::deferred(*until);
+                self.announce(&token, &token.name, &observation, now, summary);
                 continue;
             }
             let pending = match job {
