@@ -227,6 +227,18 @@ async fn metrics_handler(State(state): State<AppState>) -> Response {
 
 async fn healthz(State(state): State<AppState>) -> Response {
     let snapshot = state.snapshot();
+    if let Some(problem) = &snapshot.state_unwritable {
+        // A probe must see it: the alerts of this outage live only in this process's memory.
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            [(header::CACHE_CONTROL, "no-store")],
+            format!(
+                "state not writable since {}: {}\n",
+                problem.since, problem.reason
+            ),
+        )
+            .into_response();
+    }
     let round = match snapshot.last_round_at {
         Some(at) if snapshot.round_finished => format!("last round finished at {at}"),
         _ => "no round finished yet".to_owned(),

@@ -18,6 +18,7 @@ mod scan;
 mod systemd;
 mod tls;
 mod watch;
+mod watch_delivery;
 mod watch_fleet;
 mod watch_leader;
 mod watch_postgres;
