@@ -233,6 +233,40 @@ mod tests {
         }
     }
 
+    #[tokio::test]
+    async fn an_unrecorded_decision_is_decided_against_and_not_alerted_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store::Store::open(dir.path().join("state.db"))
+            .await
+            .unwrap();
+        let dead = Observation {
+            observed: crate::states::Observed::Known(State::Dead),
+            message: "the token was invalidated".into(),
+            fix: None,
+        };
+        let timing = Timing {
+            unknown_after: std::time::Duration::from_secs(600),
+            remind_every: std::time::Duration::from_secs(86_400),
+        };
+        let routes = ["ops".to_owned()];
+        let now = jiff::Timestamp::from_second(1_800_000_000).unwrap();
+        let mut announcer = Announcer::default();
+        announcer.load(&store).await.unwrap();
+        assert!(announcer.announce("orders", &dead, timing, &routes, now));
+        // As a flush the state refused leaves it.
+        announcer.unrecorded = compact(std::mem::take(&mut announcer.decisions));
+        let later = now + jiff::SignedDuration::from_mins(5);
+        announcer.load(&store).await.unwrap();
+        assert!(
+            !announcer.announce("orders", &dead, timing, &routes, later),
+            "no second alert under a new id"
+        );
+        assert_eq!(
+            announcer.unrecorded_states().get("orders"),
+            Some(&State::Dead)
+        );
+    }
+
     #[test]
     fn unrecorded_decisions_keep_every_alert_and_the_latest_announcement() {
         let kept = compact(vec![

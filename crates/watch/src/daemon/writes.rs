@@ -23,7 +23,12 @@ impl Daemon {
         match result {
             Ok(value) => Some(value),
             Err(e) => {
-                tracing::warn!("cannot record {what} ({e}): it is left out of the history");
+                // Once per outage in words: a fleet's windows would say it forty times a round.
+                if self.courier.unwritable().is_none() {
+                    tracing::warn!("cannot record {what} ({e}): it is left out of the history");
+                } else {
+                    tracing::debug!("cannot record {what} ({e}): it is left out of the history");
+                }
                 self.courier.state_failed(&e, now);
                 None
             }
