@@ -64,17 +64,31 @@ pub const SCHEMA_VERSION: i64 = sqlite::MIGRATIONS.len() as i64;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
-    /// Another process (or another `Store` in this one) holds the file.
+    /// Another process (or another `Store` in this one) holds the file, by this path or another
+    /// (a symlink, `..`).
     #[error(
-        "the state file `{}` is in use by another `permatoken watch` (it holds `{}`); stop that one or give this one another `--state`",
+        "the state file `{}` is in use by another `permatoken watch` ({}it holds `{}`); stop that one or give this one another `--state`",
         path.display(),
+        pid.map(|p| format!("pid {p}; ")).unwrap_or_default(),
         lock.display()
     )]
     Locked {
-        /// The database file.
+        /// The database file, as given.
         path: PathBuf,
-        /// The lock file beside it.
+        /// The lock file beside the file it resolves to.
         lock: PathBuf,
+        /// The holder's pid, when its lock file records one.
+        pid: Option<u32>,
+    },
+    /// The file exists and is empty: a state lost (truncated, restored empty) more likely than a
+    /// new one, and starting from nothing would send every alert again under new ids.
+    #[error(
+        "the state file `{}` is empty (zero bytes): starting from it would forget every alert already sent and send them again under new ids; restore it from a backup, or pass `--state-new` if it is meant as a new state",
+        path.display()
+    )]
+    EmptyState {
+        /// The file.
+        path: PathBuf,
     },
     /// The state's schema is newer than this build knows (a newer replica migrated it).
     #[error(
@@ -221,15 +235,27 @@ impl Store {
     /// Opens (creating if missing) the SQLite state at `path`: its folder is created with mode 0700,
     /// the file with 0600; migrations are applied in one transaction; a schema newer than this build
     /// knows is refused ([`Error::NewerSchema`]). The file is held exclusively for the store's lifetime
-    /// by a lock on `<path>.lock`: a second open, in this process or another, fails with
-    /// [`Error::Locked`] naming the file. The lock file stays after the store is dropped (removing it
-    /// would race with the next opener); only the lock on it goes.
+    /// by a lock on `<resolved path>.lock` (symlinks followed, `..` removed): a second open of the
+    /// same file, by any path, in this process or another, fails with [`Error::Locked`] naming the
+    /// file and the holder's pid. The lock file stays after the store is dropped (removing it
+    /// would race with the next opener); only the lock on it goes. An existing zero-length file is
+    /// refused ([`Error::EmptyState`]); [`Store::open_as_new`] takes it.
     ///
     /// Every method runs its blocking SQLite work on tokio's blocking pool, so it must be called
     /// inside a tokio runtime; calls are serialised on one connection.
     pub async fn open(path: impl AsRef<Path>) -> Result<Self, Error> {
-        let path = path.as_ref().to_path_buf();
-        let sqlite = tokio::task::spawn_blocking(move || sqlite::Sqlite::open(&path))
+        Self::open_sqlite(path.as_ref(), false).await
+    }
+
+    /// As [`Store::open`], but an existing zero-length file is taken as a new state (the person
+    /// said so: `watch --state-new`). A file with a state in it is opened as it is.
+    pub async fn open_as_new(path: impl AsRef<Path>) -> Result<Self, Error> {
+        Self::open_sqlite(path.as_ref(), true).await
+    }
+
+    async fn open_sqlite(path: &Path, empty_is_new: bool) -> Result<Self, Error> {
+        let path = path.to_path_buf();
+        let sqlite = tokio::task::spawn_blocking(move || sqlite::Sqlite::open(&path, empty_is_new))
             .await
             .map_err(|_| Error::Worker)??;
         Ok(Self {

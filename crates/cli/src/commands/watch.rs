@@ -54,13 +54,28 @@ pub(crate) async fn run(args: WatchArgs) -> Result<u8, Failure> {
         }
     };
     let postgres = matches!(state, StateLocation::Postgres(_));
+    if postgres && args.state_new {
+        return Err(Failure::new(
+            "`--state-new` is for a state file, and the state is a PostgreSQL database",
+            "leave out --state-new: a PostgreSQL state is never taken for new",
+        ));
+    }
     let store = match state {
-        StateLocation::File(path) => Store::open(&path).await.map_err(|e| {
-            Failure::new(
-                e.to_string(),
-                "a state file belongs to one `permatoken watch`: give each its own --state",
-            )
-        })?,
+        StateLocation::File(path) => {
+            let opened = match args.state_new {
+                true => Store::open_as_new(&path).await,
+                false => Store::open(&path).await,
+            };
+            opened.map_err(|e| {
+                let hint = match e {
+                    permatoken_state::Error::EmptyState { .. } => {
+                        "restore the file from a backup, or pass --state-new to start a new state in it"
+                    }
+                    _ => "a state file belongs to one `permatoken watch`: give each its own --state",
+                };
+                Failure::new(e.to_string(), hint)
+            })?
+        }
         StateLocation::Postgres(url) => {
             let options = PgOptions {
                 password_file: config.state_password_file.clone(),
