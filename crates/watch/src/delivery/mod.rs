@@ -419,23 +419,44 @@ impl Courier {
         self.0.changed.notify_one();
     }
 
-    /// Writes outcomes the state could not take before; those it still cannot are kept.
+    /// Writes outcomes the state could not take before, alike ones (a group's members) in one
+    /// transaction: after an outage thousands may wait. Those it still cannot take are kept.
     async fn write_outcomes(&self, outcomes: Vec<Outcome>) {
-        let mut kept = Vec::new();
+        let mut alike: Vec<(String, Timestamp, store::Settlement, Vec<String>)> = Vec::new();
         for ((route, id), at, how) in outcomes {
-            let result = self
-                .0
-                .store
-                .settle_all(&route, vec![id.clone()], at, how.clone())
-                .await;
-            match result {
-                Ok(()) => {}
-                // Pruned meanwhile, or never recorded: nothing is left to settle.
-                Err(store::Error::UnknownDelivery { .. }) => {}
-                Err(e) => {
-                    self.state_failed(&e, at);
-                    kept.push(((route, id), at, how));
+            match alike
+                .iter_mut()
+                .find(|(r, a, h, _)| *r == route && *a == at && *h == how)
+            {
+                Some((_, _, _, ids)) => ids.push(id),
+                None => alike.push((route, at, how, vec![id])),
+            }
+        }
+        let mut kept = Vec::new();
+        for (route, at, how, ids) in alike {
+            let store = &self.0.store;
+            let result = match store.settle_all(&route, ids.clone(), at, how.clone()).await {
+                // One was pruned meanwhile (or never recorded): the others, one at a time.
+                Err(store::Error::UnknownDelivery { .. }) if ids.len() > 1 => {
+                    let mut last = Ok(());
+                    for id in &ids {
+                        match store
+                            .settle_all(&route, vec![id.clone()], at, how.clone())
+                            .await
+                        {
+                            Err(store::Error::UnknownDelivery { .. }) => {}
+                            other => last = last.and(other),
+                        }
+                    }
+                    last
                 }
+                Err(store::Error::UnknownDelivery { .. }) => Ok(()),
+                other => other,
+            };
+            if let Err(e) = result {
+                self.state_failed(&e, at);
+                let key = |id: String| ((route.clone(), id), at, how.clone());
+                kept.extend(ids.into_iter().map(key));
             }
         }
         if !kept.is_empty() {
