@@ -16,9 +16,14 @@
 //!   "message": "the token expires on 2026-12-01 10:00 UTC, in 2 days",
 //!   "fix": "run `permatoken refresh` …",   // null when nothing is to be done
 //!   "time": "2026-11-29T10:00:00Z",        // RFC 3339, when the alert was made
-//!   "kind": "change"               // change | reminder | test
+//!   "kind": "change"               // change | reminder | test | state_unwritable
 //! }
 //! ```
+//!
+//! A `state_unwritable` alert is about watch itself, not a token: its `token` is
+//! [`STATE_ALERT_TOKEN`], its `state` `critical`, and its message says what the state store
+//! answered. It goes on every route, and the alerts decided while the state cannot be written are
+//! delivered meanwhile with the ids they are recorded under once it can.
 //!
 //! It never holds a secret: no token, no fingerprint of one, no app secret, no URL. A `slack` route
 //! receives `{"text": "…"}` saying the same in words; a `command` route gets the JSON on standard
@@ -71,7 +76,12 @@ pub enum AlertKind {
     Reminder,
     /// `watch --test-alert`.
     Test,
+    /// The state cannot be written: what watch decides is kept in memory meanwhile.
+    StateUnwritable,
 }
+
+/// The `token` of a [`AlertKind::StateUnwritable`] alert.
+pub const STATE_ALERT_TOKEN: &str = "permatoken-state";
 
 /// One alert, serialised as the JSON documented in the module docs.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -109,13 +119,17 @@ impl Alert {
         };
         let what = match (self.kind, self.previous_state) {
             (AlertKind::Test, _) => "test alert".to_owned(),
+            (AlertKind::StateUnwritable, _) => String::new(),
             (AlertKind::Reminder, _) => format!("still {}", words(self.state)),
             (AlertKind::Change, Some(p)) => format!("{} (was {})", words(self.state), words(p)),
             (AlertKind::Change, None) => words(self.state).to_owned(),
         };
+        let head = match self.kind {
+            AlertKind::StateUnwritable => "watch cannot write its state".to_owned(),
+            _ => format!("token `{}` is {what}", slack_escape(&self.token)),
+        };
         let mut text = format!(
-            "{icon} *permatoken*: token `{}` is {what}\n{}",
-            slack_escape(&self.token),
+            "{icon} *permatoken*: {head}\n{}",
             slack_escape(&self.message)
         );
         if let Some(fix) = &self.fix {

@@ -6,18 +6,24 @@
 //! commit, not one per token. How long what was announced has lasted is measured on the monotonic
 //! clock ([`crate::lasted`]), never by subtracting the wall times the store keeps.
 //!
+//! Decisions the state cannot take (a full disk) are kept, **unrecorded**: each later round decides
+//! against them as if they were written (so a dead token is not alerted again under a new id), and
+//! writes them again, first, with its own. Their alerts are handed to the courier meanwhile
+//! ([`Courier::hold`]), which delivers them with the ids they are recorded under.
+//!
 //! Must never: deliver an alert (that is [`crate::delivery`]'s), or write before the round's end:
 //! a leader fenced during the round discards its decisions ([`Announcer::discard`]) and leaves them
 //! to the new leader.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::time::Instant;
 
 use jiff::Timestamp;
 use permatoken_state as store;
 
+use crate::delivery::Courier;
 use crate::lasted::Stopwatches;
-use crate::records::{alert_to_store, announced_from_store, announced_to_store};
+use crate::records::{alert_from_store, alert_to_store, announced_from_store, announced_to_store};
 use crate::states::{self, Observation, State, Subject, Timing};
 
 /// What was announced, per token name, and the round's decisions not yet written.
@@ -27,11 +33,13 @@ pub(crate) struct Announcer {
     decisions: Vec<store::Decision>,
     /// Kept across rounds, unlike what was announced: how long it has lasted.
     stopwatches: Stopwatches,
+    /// Decisions of earlier rounds the state could not take, in the order they were made.
+    unrecorded: Vec<store::Decision>,
 }
 
 impl Announcer {
-    /// Reads what was announced, once per round (not once per token), and forgets decisions a
-    /// failed round left unwritten: they are made again from the store.
+    /// Reads what was announced, once per round (not once per token), with the unrecorded
+    /// decisions over it; forgets decisions a failed round left unwritten: they are made again.
     pub(crate) async fn load(&mut self, store: &store::Store) -> Result<(), store::Error> {
         self.decisions.clear();
         self.announced = store
@@ -40,6 +48,9 @@ impl Announcer {
             .into_iter()
             .map(|a| (a.token_name.clone(), a))
             .collect();
+        for decision in &self.unrecorded {
+            apply(&mut self.announced, decision);
+        }
         Ok(())
     }
 
@@ -88,36 +99,57 @@ impl Announcer {
         let alerted = record.is_some();
         if previous.as_ref() != Some(&decision.next) || alerted {
             let (announcement, unknown_since) = announced_to_store(&decision.next, alert_id);
-            self.decisions.push(store::Decision {
+            let decision = store::Decision {
                 token_name: name.to_owned(),
-                announcement: announcement.clone(),
+                announcement,
                 unknown_since,
                 alert: record,
-            });
-            let entry = self
-                .announced
-                .entry(name.to_owned())
-                .or_insert_with(|| store::Announced {
-                    token_name: name.to_owned(),
-                    announcement: None,
-                    unknown_since: None,
-                });
-            if announcement.is_some() {
-                entry.announcement = announcement;
-            }
-            entry.unknown_since = unknown_since;
+            };
+            apply(&mut self.announced, &decision);
+            self.decisions.push(decision);
         }
         alerted
     }
 
-    /// Writes the round's decisions in one transaction. What was announced is let go: the next
-    /// round reads it again, and a fleet's (some 8 MB at 10,000 tokens) would otherwise be held
-    /// while the round's snapshot is built, the daemon's peak.
-    pub(crate) async fn flush(&mut self, store: &store::Store) -> Result<(), store::Error> {
+    /// Writes the unrecorded decisions and the round's in one transaction. What was announced is
+    /// let go: the next round reads it again, and a fleet's (some 8 MB at 10,000 tokens) would
+    /// otherwise be held while the round's snapshot is built, the daemon's peak.
+    ///
+    /// When the state cannot take them, they are all kept unrecorded, and the round's new alerts
+    /// handed to `courier` to deliver from memory; once written, the courier is told which of the
+    /// alerts it holds are recorded now. Returns how many unrecorded decisions were written.
+    pub(crate) async fn flush(
+        &mut self,
+        store: &store::Store,
+        courier: &Courier,
+    ) -> Result<usize, store::Error> {
         self.announced = HashMap::new();
-        store
-            .announce_all(std::mem::take(&mut self.decisions))
-            .await
+        let new = std::mem::take(&mut self.decisions);
+        if new.is_empty() && self.unrecorded.is_empty() {
+            return Ok(0);
+        }
+        let earlier = self.unrecorded.len();
+        let mut all = std::mem::take(&mut self.unrecorded);
+        all.extend(new);
+        // Kept for another try should the state refuse them: the write takes its own.
+        match store.announce_all(all.clone()).await {
+            Ok(()) => {
+                let recorded: HashSet<String> = all[..earlier]
+                    .iter()
+                    .filter_map(|d| Some(d.alert.as_ref()?.0.id.clone()))
+                    .collect();
+                courier.recorded(&recorded);
+                Ok(earlier)
+            }
+            Err(e) => {
+                courier.hold(all[earlier..].iter().filter_map(|d| {
+                    let (alert, routes) = d.alert.as_ref()?;
+                    Some((alert_from_store(alert), routes.clone()))
+                }));
+                self.unrecorded = compact(all);
+                Err(e)
+            }
+        }
     }
 
     /// Forgets the tokens `keep` says are no longer configured.
@@ -125,9 +157,161 @@ impl Announcer {
         self.stopwatches.retain(keep);
     }
 
-    /// Drops the round's decisions unwritten (this replica stopped leading during the round).
+    /// How many decisions wait to be recorded.
+    pub(crate) fn unrecorded(&self) -> usize {
+        self.unrecorded.len()
+    }
+
+    /// The announced state of each token whose latest decision is unrecorded: the page shows it.
+    pub(crate) fn unrecorded_states(&self) -> HashMap<String, State> {
+        self.unrecorded
+            .iter()
+            .filter_map(|d| {
+                let state = State::parse(&d.announcement.as_ref()?.state)?;
+                Some((d.token_name.clone(), state))
+            })
+            .collect()
+    }
+
+    /// Drops the round's decisions and the unrecorded ones (this replica stopped leading during
+    /// the round: the new leader decides again).
     pub(crate) fn discard(&mut self) {
         self.announced = HashMap::new();
         self.decisions = Vec::new();
+        self.unrecorded = Vec::new();
+    }
+}
+
+/// What `decision` leaves announced of its token in `announced`, as the state would have it.
+fn apply(announced: &mut HashMap<String, store::Announced>, decision: &store::Decision) {
+    let name = &decision.token_name;
+    let entry = announced
+        .entry(name.clone())
+        .or_insert_with(|| store::Announced {
+            token_name: name.clone(),
+            announcement: None,
+            unknown_since: None,
+        });
+    if decision.announcement.is_some() {
+        entry.announcement.clone_from(&decision.announcement);
+    }
+    entry.unknown_since = decision.unknown_since;
+}
+
+/// Unrecorded decisions, fewer: each alert is kept (each must be recorded), but a decision without
+/// one is dropped when a later decision of its token announces anew (writing it would change
+/// nothing the later one does not), so a long outage costs a decision per alert, not per round.
+fn compact(decisions: Vec<store::Decision>) -> Vec<store::Decision> {
+    let mut announced_later: HashSet<String> = HashSet::new();
+    let mut kept: Vec<store::Decision> = decisions
+        .into_iter()
+        .rev()
+        .filter(|d| {
+            let keep = d.alert.is_some() || !announced_later.contains(&d.token_name);
+            if d.announcement.is_some() {
+                announced_later.insert(d.token_name.clone());
+            }
+            keep
+        })
+        .collect();
+    kept.reverse();
+    kept
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn decision(name: &str, state: &str, alert: Option<&str>) -> store::Decision {
+        let at = jiff::Timestamp::from_second(1_800_000_000).unwrap();
+        store::Decision {
+            token_name: name.into(),
+            announcement: Some(store::Announcement {
+                state: state.into(),
+                since: at,
+                alert_id: alert.map(str::to_owned),
+                last_reminder_at: None,
+                reminders: 0,
+            }),
+            unknown_since: None,
+            alert: alert.map(|id| {
+                let alert = store::Alert {
+                    id: id.into(),
+                    token_name: name.into(),
+                    state: state.into(),
+                    previous_state: None,
+                    message: "m".into(),
+                    fix: None,
+                    time: at,
+                };
+                (alert, vec!["ops".to_owned()])
+            }),
+        }
+    }
+
+    #[tokio::test]
+    async fn an_unrecorded_decision_is_decided_against_and_not_alerted_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store::Store::open(dir.path().join("state.db"))
+            .await
+            .unwrap();
+        let dead = Observation {
+            observed: crate::states::Observed::Known(State::Dead),
+            message: "the token was invalidated".into(),
+            fix: None,
+        };
+        let timing = Timing {
+            unknown_after: std::time::Duration::from_secs(600),
+            remind_every: std::time::Duration::from_secs(86_400),
+        };
+        let routes = ["ops".to_owned()];
+        let now = jiff::Timestamp::from_second(1_800_000_000).unwrap();
+        let mono = Instant::now();
+        let mut announcer = Announcer::default();
+        announcer.load(&store).await.unwrap();
+        assert!(announcer.announce("orders", &dead, timing, &routes, now, mono));
+        // As a flush the state refused leaves it.
+        announcer.unrecorded = compact(std::mem::take(&mut announcer.decisions));
+        let later = now + jiff::SignedDuration::from_mins(5);
+        announcer.load(&store).await.unwrap();
+        assert!(
+            !announcer.announce(
+                "orders",
+                &dead,
+                timing,
+                &routes,
+                later,
+                mono + std::time::Duration::from_secs(300)
+            ),
+            "no second alert under a new id"
+        );
+        assert_eq!(
+            announcer.unrecorded_states().get("orders"),
+            Some(&State::Dead)
+        );
+    }
+
+    #[test]
+    fn unrecorded_decisions_keep_every_alert_and_the_latest_announcement() {
+        let kept = compact(vec![
+            decision("a", "ok", None),
+            decision("a", "dead", Some("a1")),
+            decision("b", "ok", None),
+            decision("a", "dead", None),
+            decision("b", "expiring", None),
+        ]);
+        let names: Vec<(&str, &str)> = kept
+            .iter()
+            .map(|d| {
+                let state = d.announcement.as_ref().unwrap().state.as_str();
+                (d.token_name.as_str(), state)
+            })
+            .collect();
+        assert_eq!(
+            names,
+            [("a", "dead"), ("a", "dead"), ("b", "expiring")],
+            "the alert kept, then each token's latest"
+        );
+        assert!(kept[0].alert.is_some());
     }
 }

@@ -274,6 +274,13 @@ fn health_problems(snapshot: &Snapshot) -> Vec<String> {
     if let Some(why) = &snapshot.waiting_for_state {
         problems.push(format!("waiting for the state database: {why}"));
     }
+    if let Some(problem) = &snapshot.state_unwritable {
+        // A probe must see it: the alerts of this outage live only in this process's memory.
+        problems.push(format!(
+            "state not writable since {}: {}",
+            problem.since, problem.reason
+        ));
+    }
     problems
 }
 

@@ -19,6 +19,7 @@ mod systemd;
 mod tls;
 mod watch;
 mod watch_clock;
+mod watch_delivery;
 mod watch_faults;
 mod watch_fleet;
 mod watch_leader;

@@ -16,8 +16,9 @@
 //! 5. the window's token and check records are written in one transaction each.
 //!
 //! After the windows, if this replica still leads ([`crate::leadership`] holds the rules of who
-//! acts), the round's decisions are written in one transaction, due alerts delivered
-//! (`delivery.rs`), old history pruned once a day, and a new snapshot published
+//! acts), the round's decisions are written in one transaction (`daemon/writes.rs`: a state that
+//! refuses them stops nothing), the courier woken to deliver due alerts beside the rounds
+//! (`delivery/`), old history pruned once a day, and a new snapshot published
 //! (`snapshot::build`). A stop asked for during a round ends it at the next window.
 //!
 //! Time comes from a [`Clock`] only: [`Daemon::run_due`] takes `now`, so a test drives simulated days
@@ -45,6 +46,7 @@ use permatoken_state as store;
 use permatoken_state::Store;
 
 mod window;
+mod writes;
 
 use crate::alert::{Sender, random_unit};
 use crate::announce::Announcer;
@@ -188,7 +190,8 @@ pub struct Daemon {
     store: Store,
     publisher: Publisher,
     counters: Counters,
-    sender: Sender,
+    /// Delivers alerts, beside the rounds once [`Daemon::run`] starts it.
+    courier: Courier,
     clock: Arc<dyn Clock>,
     backup_dir: Option<PathBuf>,
     clients: Clients,
@@ -224,13 +227,20 @@ impl Daemon {
         let mut config = options.config;
         // Parsing grew the list by doubling: 10,000 tokens left room for 6,000 more (2 MB).
         config.tokens.shrink_to_fit();
+        let courier = Courier::new(
+            options.store.clone(),
+            options.sender,
+            options.counters.clone(),
+            options.clock.clone(),
+            &config.routes,
+        );
         Self {
             fleet: Fleet::new(&config),
             config,
             store: options.store,
             publisher: options.publisher,
             counters: options.counters,
-            sender: options.sender,
+            courier,
             clock: options.clock,
             backup_dir: options.backup_dir,
             clients: Clients::new(options.graph),
@@ -295,6 +305,7 @@ impl Daemon {
     /// forgets what would go stale. See [`crate::leadership`].
     async fn ensure_leading(&mut self) -> bool {
         let (leading, turn) = self.leadership.ensure_leading().await;
+        self.courier.set_leading(leading);
         match turn {
             Some(Turn::Became) => self.resume_schedule().await,
             Some(Turn::Lost) => self.memory.forget_identities(),
@@ -514,11 +525,25 @@ impl Daemon {
 
     /// Runs until `shutdown` resolves: sleeps until the next due check, runs [`Daemon::run_due`], and
     /// takes in each configuration sent on `reloads`. An in-flight round ends at its next window.
+    /// Alerts are delivered meanwhile on a task of their own (`delivery/`); at the end, the
+    /// deliveries under way get a short grace.
     pub async fn run(
+        &mut self,
+        shutdown: impl Future<Output = ()>,
+        reloads: tokio::sync::mpsc::UnboundedReceiver<Config>,
+    ) -> Result<(), Error> {
+        self.courier.start();
+        let result = self.run_rounds(shutdown, reloads).await;
+        self.wind_down().await;
+        result
+    }
+
+    async fn run_rounds(
         &mut self,
         shutdown: impl Future<Output = ()>,
         mut reloads: tokio::sync::mpsc::UnboundedReceiver<Config>,
     ) -> Result<(), Error> {
+        let courier = self.courier.clone();
         let mut shutdown = std::pin::pin!(shutdown);
         let mut reloads_open = true;
         let mut heartbeat = self.leadership.heartbeat();
@@ -543,6 +568,12 @@ impl Daemon {
                     }
                 }
                 () = &mut shutdown => return Ok(()),
+                // A delivery settled, or the state's health changed: the page shows both.
+                () = courier.changed() => {
+                    if let Err(e) = self.publish(self.clock.now()).await {
+                        tracing::error!("cannot rebuild the status: {e}");
+                    }
+                }
                 config = reloads.recv(), if reloads_open => match config {
                     Some(config) => self.replace_config(config).await,
                     // No more reloads can come; never poll a closed channel again.
@@ -625,11 +656,13 @@ impl Daemon {
                 "this replica stopped leading during the round: its announcements are left to the new leader"
             );
             self.announcer.discard();
+            self.courier.forget_unrecorded();
             return Ok(summary);
         }
-        self.announcer.flush(&self.store).await?;
+        self.record_decisions(now).await;
         let delivered = self.deliver_due(now).await?;
-        self.prune(now).await?;
+        let pruned = self.prune(now).await;
+        self.written("the pruning of old history", now, pruned);
         if !tokens.is_empty() {
             self.last_round_at = Some(now);
         }
@@ -661,7 +694,7 @@ impl Daemon {
 
     /// Retention, once a day: checks, events and settled alerts older than `retention`, and done
     /// claims.
-    async fn prune(&mut self, now: Timestamp) -> Result<(), Error> {
+    async fn prune(&mut self, now: Timestamp) -> Result<(), store::Error> {
         let mono = self.round_at.mono;
         if self
             .last_prune
@@ -677,16 +710,16 @@ impl Daemon {
         Ok(())
     }
 
-    /// Tries every delivery due at `now` (new alerts at once; failed ones after their retry delay);
-    /// returns how many were tried. See `delivery.rs`.
+    /// Tries every delivery due at `now` (new alerts at once; failed ones after their retry delay)
+    /// and returns how many were tried; while [`Daemon::run`] runs, wakes the courier's task
+    /// instead (returning 0). See `delivery/`.
     pub async fn deliver_due(&mut self, now: Timestamp) -> Result<usize, Error> {
-        let courier = Courier {
-            store: &self.store,
-            sender: &self.sender,
-            counters: &self.counters,
-            routes: &self.config.routes,
-        };
-        Ok(courier.deliver_due(now).await?)
+        if self.courier.is_running() {
+            self.courier.wake();
+            return Ok(0);
+        }
+        self.courier.set_routes(&self.config.routes);
+        Ok(self.courier.deliver_due(now).await?)
     }
 
     /// Builds a snapshot from the store and publishes it.
@@ -708,6 +741,8 @@ impl Daemon {
             started_at: self.started_at,
             leader: self.leadership.leads(),
             last_round_at: self.last_round_at,
+            unwritable: self.courier.unwritable(),
+            unrecorded: self.announcer.unrecorded_states(),
         };
         Ok(snapshot::build(&sources, now).await?)
     }

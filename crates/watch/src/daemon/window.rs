@@ -87,8 +87,12 @@ impl Daemon {
                 .await?;
         }
         if !writes.checks.is_empty() {
-            self.store.upsert_tokens(writes.tokens).await?;
-            self.store.record_checks(writes.checks).await?;
+            // A state that cannot take them stops nothing: the checks are lost to the history.
+            let tokens = self.store.upsert_tokens(writes.tokens).await;
+            if self.written("the window's tokens", now, tokens).is_some() {
+                let checks = self.store.record_checks(writes.checks).await;
+                self.written("the window's checks", now, checks);
+            }
         }
         Ok(())
     }
@@ -183,7 +187,8 @@ impl Daemon {
         // Done, whatever came of it: the action ran its course (a claim left open would say it
         // may still be under way).
         for key in ran.job.take_claimed() {
-            self.store.claim_done(&key, now).await?;
+            let done = self.store.claim_done(&key, now).await;
+            self.written("a claim done", now, done);
         }
         let report = match ran.result {
             Ok(report) => report,
@@ -245,7 +250,8 @@ impl Daemon {
         } = outcome;
         for happened in &happened {
             happened.emit(&self.counters);
-            self.store.record_event(happened.event(now)).await?;
+            let recorded = self.store.record_event(happened.event(now)).await;
+            self.written("an event", now, recorded);
         }
         for (record, check) in records {
             writes.tokens.push(record);

@@ -166,6 +166,25 @@ pub fn range_text(page: &TokenPage<'_>) -> String {
     }
 }
 
+/// The rest of the state problem's paragraph: `hidden>` while the state can be written.
+fn unwritable_text(page: &TokenPage<'_>) -> String {
+    match page.state_unwritable {
+        Some(problem) => format!(">{}", escape(&unwritable_words(problem))),
+        None => " hidden>".to_owned(),
+    }
+}
+
+/// What the page says while the state cannot be written (the script says the same).
+pub fn unwritable_words(problem: &crate::snapshot::StateProblem) -> String {
+    let since = jiff::Timestamp::from_second(problem.since)
+        .map(|t| t.strftime("%Y-%m-%d %H:%M UTC").to_string())
+        .unwrap_or_default();
+    format!(
+        "The state cannot be written since {since} ({}): alerts are still delivered; what is decided is recorded once it can be written.",
+        problem.reason
+    )
+}
+
 /// The whole page, showing `page` (the first page of the query in the page's own URL).
 pub fn render(page: &TokenPage<'_>) -> String {
     // One pass over the template only: a token named `{{INITIAL}}` stays a name.
@@ -185,6 +204,7 @@ pub fn render(page: &TokenPage<'_>) -> String {
             "CHIPS" => out.push_str(&chips(page)),
             "Q" => out.push_str(&escape(page.q)),
             "RANGE" => out.push_str(&range_text(page)),
+            "UNWRITABLE" => out.push_str(&unwritable_text(page)),
             "INITIAL" => out.push_str(&embedded_json(page)),
             other => {
                 out.push_str("{{");

@@ -149,6 +149,10 @@
       fmt(first) + '–' + fmt(first + list.length - 1) + ' of ' + fmt(data.total) : '0 of ' + fmt(data.total);
     $('prev').disabled = view.page <= 1;
     $('next').disabled = view.page >= (data.pages || 1);
+    var problem = data.state_unwritable;
+    $('unwritable').hidden = !problem;
+    $('unwritable').textContent = problem ? 'The state cannot be written since ' + utc(problem.since) +
+      ' (' + problem.reason + '): alerts are still delivered; what is decided is recorded once it can be written.' : '';
     var events = $('events');
     events.replaceChildren();
     (data.events || []).slice(0, 50).forEach(function (e) {

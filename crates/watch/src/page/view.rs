@@ -13,7 +13,8 @@ use permatoken_state as store;
 use serde::Serialize;
 
 use crate::snapshot::{
-    Event, HistoryPoint, RouteHealth, Snapshot, Status, TokenState, TokenView, UnixSeconds,
+    Event, HistoryPoint, RouteHealth, Snapshot, StateProblem, Status, TokenState, TokenView,
+    UnixSeconds,
 };
 
 /// Tokens per page when `per_page` is not given.
@@ -270,6 +271,8 @@ pub struct TokenPage<'a> {
     pub events: &'a [Event],
     /// The alert routes' health.
     pub routes: &'a [RouteHealth],
+    /// Set while the state cannot be written.
+    pub state_unwritable: Option<&'a StateProblem>,
 }
 
 /// A token on a page: its view in the snapshot, and its chart, read for this page only.
@@ -337,6 +340,7 @@ impl<'a> TokenPage<'a> {
             waiting_for_state: snapshot.waiting_for_state.as_deref(),
             events: &snapshot.events,
             routes: &snapshot.routes,
+            state_unwritable: snapshot.state_unwritable.as_ref(),
         }
     }
 

@@ -13,7 +13,9 @@ use std::collections::HashMap;
 use jiff::Timestamp;
 use permatoken_state as store;
 
-use super::{Event, EventKind, Role, RouteHealth, Snapshot, Status, TokenState, TokenView};
+use super::{
+    Event, EventKind, Role, RouteHealth, Snapshot, StateProblem, Status, TokenState, TokenView,
+};
 use crate::config::{Route, TokenConfig};
 use crate::memory::Memory;
 use crate::records::status_from_store;
@@ -43,6 +45,10 @@ pub(crate) struct Sources<'a> {
     pub(crate) leader: bool,
     /// When the last round finished.
     pub(crate) last_round_at: Option<Timestamp>,
+    /// Whether, since when and why the state cannot be written.
+    pub(crate) unwritable: Option<crate::delivery::Unwritable>,
+    /// The announced states the state does not have yet (decided while it could not be written).
+    pub(crate) unrecorded: HashMap<String, TokenState>,
 }
 
 /// The picture the endpoint serves at `now`.
@@ -71,6 +77,10 @@ pub(crate) async fn build(from: &Sources<'_>, now: Timestamp) -> Result<Snapshot
         tokens,
         events,
         routes,
+        state_unwritable: from.unwritable.as_ref().map(|u| StateProblem {
+            since: u.since.as_second(),
+            reason: u.reason.clone(),
+        }),
     })
 }
 
@@ -107,7 +117,7 @@ fn route_health(route: &Route, h: Option<&store::RouteHealth>) -> RouteHealth {
 /// Every watched token, primaries each followed by its backups: from the latest checks and the
 /// announced states.
 async fn token_views(from: &Sources<'_>) -> Result<Vec<TokenView>, store::Error> {
-    let announced: HashMap<String, TokenState> = from
+    let mut announced: HashMap<String, TokenState> = from
         .store
         .all_announced()
         .await?
@@ -117,6 +127,8 @@ async fn token_views(from: &Sources<'_>) -> Result<Vec<TokenView>, store::Error>
             Some((a.token_name, state))
         })
         .collect();
+    // Decided, though not yet recorded: the page shows what the alerts said.
+    announced.extend(from.unrecorded.iter().map(|(n, s)| (n.clone(), *s)));
     let latest = from.store.latest_statuses().await?;
     let mut newest: HashMap<&str, &store::LatestStatus> = HashMap::with_capacity(latest.len());
     for l in &latest {

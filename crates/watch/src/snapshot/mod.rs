@@ -49,6 +49,19 @@ pub struct Snapshot {
     pub events: Vec<Event>,
     /// The alert routes and how their last deliveries went.
     pub routes: Vec<RouteHealth>,
+    /// Set while the state cannot be written: `/healthz` fails, and the page says so.
+    #[serde(default)]
+    pub state_unwritable: Option<StateProblem>,
+}
+
+/// The state cannot be written: alerts are delivered from memory, and what watch decides waits
+/// there to be recorded.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StateProblem {
+    /// Since when.
+    pub since: UnixSeconds,
+    /// What the state answered last (secret-free: the store's own error text).
+    pub reason: String,
 }
 
 /// A token's place in the configuration.

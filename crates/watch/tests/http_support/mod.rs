@@ -150,6 +150,7 @@ pub(crate) fn snapshot(now: i64) -> Snapshot {
                 failing_since: Some(now - 7200),
             },
         ],
+        state_unwritable: None,
     }
 }
 
