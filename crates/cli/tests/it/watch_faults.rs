@@ -236,6 +236,8 @@ fn a_replica_started_while_postgres_is_down_waits_serving_503_then_starts() {
     assert_eq!(status, 200);
     assert!(page.contains("waiting for the state database"), "{page}");
     assert_eq!(waiting.leader(), Some(0));
+    // A reload while waiting neither kills it nor is lost: it is taken in once it runs.
+    waiting.signal("-HUP");
     // Not a crash loop: still there after some tries.
     std::thread::sleep(Duration::from_secs(4));
     assert!(waiting.exited().is_none(), "{}", waiting.log());
@@ -265,5 +267,6 @@ fn a_replica_started_while_postgres_is_down_waits_serving_503_then_starts() {
     });
     eventually("it leads and checks", || waiting.leader() == Some(1));
     waiting.wait_for("the state database answers");
+    waiting.wait_for("configuration reloaded");
     waiting.stop();
 }
