@@ -83,11 +83,13 @@ pub fn expand(set: &TokenSet, routes: &[Route]) -> Expansion {
         out.problems.push((
             None,
             format!(
-                "token set `{}`: more than {MAX_ENTRIES} folder entries under `{}`; only those seen are watched (narrow the pattern)",
+                "token set `{}`: more than {MAX_ENTRIES} folder entries under `{}`; only those seen are added (narrow the pattern)",
                 set.name,
                 base.display()
             ),
         ));
+        // Entries past the cap were not looked at: the members found among them before stay.
+        out.blocked.push(base.clone());
     }
     if matches.is_empty() && out.blocked.is_empty() {
         out.problems.push((
@@ -348,6 +350,36 @@ mod tests {
         let e = expand(&config.token_sets[0], &[]);
         assert!(e.tokens.is_empty());
         assert!(e.problems[0].1.contains("matches no file yet"), "{e:?}");
+    }
+
+    #[test]
+    fn what_is_there_but_cannot_be_read_is_a_token_or_a_blocked_folder() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        std::fs::create_dir_all(root.join("one/a/.env")).unwrap(); // a folder where the file goes
+        std::os::unix::fs::symlink(root.join("nowhere"), root.join("one/b")).unwrap();
+        std::fs::create_dir_all(root.join("one/c")).unwrap(); // no file: no token
+        std::fs::create_dir_all(root.join("two")).unwrap();
+        std::os::unix::fs::symlink(root.join("two/x"), root.join("two/x")).unwrap();
+        let set = |pattern: &str| {
+            let text = format!(
+                "[[token_set]]\nname = \"s\"\nenv_files = \"{}\"\n",
+                root.join(pattern).display()
+            );
+            let config = crate::config::parse(&text, Path::new("/etc/permatoken.toml"))
+                .unwrap()
+                .config;
+            expand(&config.token_sets[0], &[])
+        };
+        let one = set("one/*/.env");
+        let names: Vec<&str> = one.tokens.iter().map(|t| t.name.as_str()).collect();
+        assert_eq!(names, ["s/a", "s/b"]);
+        assert!(one.blocked.is_empty());
+        // Under `two/x` (a loop of links) the rest of the pattern cannot be followed: blocked.
+        let two = set("two/*/*/.env");
+        assert!(two.tokens.is_empty());
+        assert_eq!(two.blocked, [root.join("two/x")]);
+        assert!(two.problems[0].1.contains("cannot look into"), "{two:?}");
     }
 
     #[test]
