@@ -1,8 +1,13 @@
 //! Graph batch requests (`graph-api.md` §8): many `/debug_token` (or `/me`) calls in few HTTP round
 //! trips, for fleets of tokens. Up to [`MAX_BATCH`] sub-requests go in one `POST /`; each answer is
 //! parsed into the same typed result, with the same error classifier, as the call alone; a `null` entry
-//! or a passing sub-error (5xx, rate limit, `is_transient`) is asked again **alone** — with the other
-//! such entries, never with the ones already answered — in a later batch, within the time budget.
+//! or a passing sub-error (5xx, `is_transient` without a rate limit) is asked again **alone** — with
+//! the other such entries, never with the ones already answered — in a later batch, within the time
+//! budget. A rate limit is never asked again: once one sub-request (or a whole `POST`) is refused
+//! for a rate limit, the run sends nothing more, and every token not answered holds that refusal
+//! (`graph-api.md` §7: a call made while limited keeps the limit in place; waiting is the caller's).
+//! Answers without `headers` (`include_headers=false`) are read as well: their usage is the whole
+//! answer's.
 //!
 //! Where the tokens travel: the app token only in the `Authorization` header; the tokens inspected
 //! (`input_token`) and, for [`Client::me_batch`], each token with its `appsecret_proof` (as the
@@ -16,7 +21,8 @@
 //! a rate limit's regain time between calls (a fleet is best inspected a few hundred tokens per call,
 //! looking at [`BatchOutcome::peak_usage`] between calls).
 //!
-//! Must never: put a token in a URL, ask again a sub-request that was answered, or decide policy.
+//! Must never: put a token in a URL, ask again a sub-request that was answered, send anything
+//! after a rate limit, or decide policy.
 
 use std::time::Duration;
 
@@ -27,7 +33,7 @@ use serde::de::DeserializeOwned;
 use zeroize::Zeroizing;
 
 use crate::client::{Bearer, Call, decode};
-use crate::error::{Endpoint, Error};
+use crate::error::{Endpoint, Error, ErrorClass};
 use crate::types::{DebugTokenEnvelope, Me, TokenInfo};
 use crate::usage::Usage;
 use crate::{Budget, Client};
@@ -43,7 +49,8 @@ pub struct BatchOutcome<T> {
     /// One result per token, in order: the same value, or the same error (code, subcode, type,
     /// message, trace id), as the call alone would give. A token still unanswered when the retries
     /// or the budget ran out holds the last error ([`Error::Unfinished`] for a `null`; wrapped in
-    /// [`Error::OutOfTime`] when the budget ran out).
+    /// [`Error::OutOfTime`] when the budget ran out); one not asked (or not asked again) because
+    /// the app was rate-limited holds that rate limit.
     pub results: Vec<Result<T, Error>>,
     /// The usage headers of each batch answer (and of each failed `POST` that carried them), in the
     /// order they came.
@@ -200,14 +207,20 @@ impl Client {
         };
         let mut pending: Vec<usize> = (0..relative.len()).collect();
         let mut round = 0;
+        // Once the app is refused for a rate limit, nothing more is sent in this run: every call
+        // made while limited counts against the limit and keeps it in place (`graph-api.md` §7).
+        let mut limited: Option<Error> = None;
         'rounds: while !pending.is_empty() {
             let mut again = Vec::new();
-            let mut regain: Option<Duration> = None;
             for (n, chunk) in pending.chunks(MAX_BATCH).enumerate() {
+                let unsent = || pending[n * MAX_BATCH..].iter().chain(&again);
+                if let Some(err) = &limited {
+                    not_sent(&mut results, unsent(), err);
+                    break 'rounds;
+                }
                 let left = budget.remaining();
                 if left.is_zero() {
-                    let unanswered = pending[n * MAX_BATCH..].iter().chain(&again);
-                    out_of_time(&mut results, unanswered, Duration::ZERO, left, &whole);
+                    out_of_time(&mut results, unsent(), Duration::ZERO, left, &whole);
                     break 'rounds;
                 }
                 let requests: Vec<serde_json::Value> = chunk
@@ -263,77 +276,55 @@ impl Client {
                         self.count(&Err::<(), _>(err.clone()));
                         if let Error::Graph { usage, .. } = &err {
                             outcome.usage.push(usage.clone());
-                            regain = regain.max(usage.regain_after);
                         }
-                        // Nothing in it was answered: the whole chunk is asked again, or, when
-                        // the failure is not a passing one, every token not yet answered fails so.
-                        let retry = err.class(Endpoint::Other).is_retryable();
+                        // Nothing in it was answered: the whole chunk is asked again when the
+                        // failure passes; otherwise every token not yet answered fails so.
+                        let class = err.class(Endpoint::Other);
                         for &i in chunk {
                             results[i] = Some(Err(err.clone()));
                             tries[i] += 1;
-                            if retry && tries[i] <= policy.max_retries {
+                            if class.is_retryable() && tries[i] <= policy.max_retries {
                                 again.push(i);
                             }
                         }
-                        if !retry {
-                            for &i in pending[((n + 1) * MAX_BATCH).min(pending.len())..]
+                        if class == ErrorClass::RateLimited {
+                            limited = Some(err);
+                        } else if !class.is_retryable() {
+                            let rest = pending[((n + 1) * MAX_BATCH).min(pending.len())..]
                                 .iter()
-                                .chain(&again)
-                            {
-                                results[i] = Some(Err(err.clone()));
-                            }
+                                .chain(&again);
+                            not_sent(&mut results, rest, &err);
                             break 'rounds;
                         }
                         continue;
                     }
                 };
                 for (&i, entry) in chunk.iter().zip(answer.value) {
-                    let result = match entry {
-                        None => Err(Error::Unfinished {
-                            endpoint: endpoint.to_owned(),
-                        }),
-                        Some(sub) => {
-                            let usage = match sub.usage() {
-                                u if u == Usage::default() => answer.usage.clone(),
-                                u => u,
-                            };
-                            match StatusCode::from_u16(sub.code) {
-                                Ok(status) => decode::<T>(
-                                    endpoint,
-                                    status,
-                                    usage,
-                                    sub.body.as_deref().unwrap_or("").as_bytes(),
-                                ),
-                                Err(_) => Err(Error::Shape {
-                                    endpoint: endpoint.to_owned(),
-                                    reason: format!("`{}` is no HTTP status", sub.code),
-                                }),
+                    let result = sub_result::<T>(entry, endpoint, &answer.usage);
+                    self.count(&result);
+                    if let Err(err) = &result {
+                        let class = err.class(Endpoint::Other);
+                        if class == ErrorClass::RateLimited {
+                            limited.get_or_insert_with(|| err.clone());
+                        } else if class.is_retryable() {
+                            tries[i] += 1;
+                            if tries[i] <= policy.max_retries {
+                                again.push(i);
                             }
                         }
-                    };
-                    self.count(&result);
-                    let retry = match &result {
-                        Ok(_) => false,
-                        Err(err) => err.class(Endpoint::Other).is_retryable(),
-                    };
-                    if let Err(Error::Graph { usage, .. }) = &result {
-                        regain = regain.max(usage.regain_after);
                     }
                     results[i] = Some(result);
-                    if retry {
-                        tries[i] += 1;
-                        if tries[i] <= policy.max_retries {
-                            again.push(i);
-                        }
-                    }
                 }
                 outcome.usage.push(answer.usage);
+            }
+            if let Some(err) = &limited {
+                not_sent(&mut results, again.iter(), err);
+                break;
             }
             if again.is_empty() {
                 break;
             }
-            // Meta's regain time when it named one, else the usual backoff; never past the budget.
-            let wait = regain.unwrap_or_else(|| policy.backoff(round));
+            let wait = policy.backoff(round);
             let left = budget.remaining();
             if wait >= left {
                 out_of_time(&mut results, again.iter(), wait, left, endpoint);
@@ -361,6 +352,51 @@ impl Client {
             })
             .collect();
         Ok(outcome)
+    }
+}
+
+/// One entry of a batch answer as the call alone would have ended: `null` is
+/// [`Error::Unfinished`]; an entry without usage headers of its own (`include_headers=false`, or
+/// headers Meta left out) takes those of the whole answer.
+fn sub_result<T: DeserializeOwned>(
+    entry: Option<SubAnswer>,
+    endpoint: &str,
+    whole: &Usage,
+) -> Result<T, Error> {
+    let Some(sub) = entry else {
+        return Err(Error::Unfinished {
+            endpoint: endpoint.to_owned(),
+        });
+    };
+    let usage = match sub.usage() {
+        u if u == Usage::default() => whole.clone(),
+        u => u,
+    };
+    match StatusCode::from_u16(sub.code) {
+        Ok(status) => decode::<T>(
+            endpoint,
+            status,
+            usage,
+            sub.body.as_deref().unwrap_or("").as_bytes(),
+        ),
+        Err(_) => Err(Error::Shape {
+            endpoint: endpoint.to_owned(),
+            reason: format!("`{}` is no HTTP status", sub.code),
+        }),
+    }
+}
+
+/// The tokens `unsent` were not (or not again) asked because of `err`: a rate limit that stopped
+/// the run, or a failure that will not pass. One asked before keeps its answer if it had one.
+fn not_sent<'a, T>(
+    results: &mut [Option<Result<T, Error>>],
+    unsent: impl Iterator<Item = &'a usize>,
+    err: &Error,
+) {
+    for &i in unsent {
+        if !matches!(results[i], Some(Ok(_))) {
+            results[i] = Some(Err(err.clone()));
+        }
     }
 }
 

@@ -61,7 +61,8 @@ impl Config {
     }
 }
 
-/// Retries for the transient and rate-limited classes: `base × 2^n`, with jitter, at most `max_retries`.
+/// Retries for the transient class: `base × 2^n`, with jitter, at most `max_retries`. A rate limit is
+/// retried only after the regain time Meta named, within the budget.
 #[derive(Debug, Clone, Copy)]
 #[non_exhaustive]
 pub struct RetryPolicy {
@@ -464,14 +465,20 @@ impl Client {
                 Ok(value) => return Ok(value),
                 Err(err) => err,
             };
-            if !call.may_retry(&err) || attempt >= self.retry.max_retries {
+            // A rate limit is sent again only after the wait Meta named, never at once (a call
+            // made while limited counts against the limit and keeps it in place); a refused call
+            // did nothing, whatever its method.
+            let regain = match &err {
+                Error::Graph { usage, .. } if err.class(call.kind) == ErrorClass::RateLimited => {
+                    usage.regain_after
+                }
+                _ => None,
+            };
+            let may_retry = call.may_retry(&err) || regain.is_some();
+            if !may_retry || attempt >= self.retry.max_retries {
                 return Err(err);
             }
-            let wait = match &err {
-                Error::Graph { usage, .. } => usage.regain_after,
-                _ => None,
-            }
-            .unwrap_or_else(|| self.retry.backoff(attempt));
+            let wait = regain.unwrap_or_else(|| self.retry.backoff(attempt));
             let left = budget.remaining();
             if wait >= left {
                 return Err(Error::OutOfTime {

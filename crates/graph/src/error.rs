@@ -85,7 +85,8 @@ pub enum ErrorClass {
     Invalid,
     /// The token lacks a permission for this call (3, 10, 200–299).
     Permission,
-    /// A rate limit was hit; retry after a wait.
+    /// A rate limit was hit: never sent again at once (Meta: "continuing to make calls will
+    /// continue to increase your call count"); whose limit it is says [`limit_of`].
     RateLimited,
     /// A passing failure of Meta's side or of the network; retry.
     Transient,
@@ -97,9 +98,11 @@ pub enum ErrorClass {
 }
 
 impl ErrorClass {
-    /// Whether a call that failed this way may be sent again.
+    /// Whether a call that failed this way may be sent again after a short back-off: only a
+    /// passing failure. A rate limit is not: a call made while limited counts against the limit
+    /// and keeps it in place, so the caller waits it out (Meta's regain time, or its own pause).
     pub fn is_retryable(self) -> bool {
-        matches!(self, Self::RateLimited | Self::Transient)
+        matches!(self, Self::Transient)
     }
 
     /// Whether the token is dead, as opposed to the call having failed.
@@ -145,13 +148,47 @@ pub fn classify(
             }
         }
         (Some(3 | 10 | 200..=299), _) => ErrorClass::Permission,
-        (Some(4 | 17 | 32 | 613 | 80000..=80014 | 130429 | 131056 | 131048), _) => {
-            ErrorClass::RateLimited
-        }
+        _ if limit_of(code).is_some() => ErrorClass::RateLimited,
         (Some(1 | 2 | 131000 | 131016 | 133004), _) => ErrorClass::Transient,
         _ if is_transient == Some(true) => ErrorClass::Transient,
         _ => ErrorClass::Other,
     }
+}
+
+/// Whose allowance a rate limit is (`graph-api.md` §7): what a caller must stop calling with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Limit {
+    /// Code 4: the app's allowance (calls made with its app token, as `/debug_token` is): every
+    /// call of the app waits.
+    App,
+    /// Code 17: one user's allowance across all apps (calls made with that user's token, as `/me`
+    /// is): only that user's tokens wait.
+    User,
+    /// Code 32: one Page's allowance (calls made with a Page token): only that token waits.
+    Page,
+    /// Code 613: a custom limit on one endpoint for the app.
+    Endpoint,
+    /// Codes 80000–80014: a business use case's allowance (80004–80008 among them, 80007 a
+    /// WhatsApp account's, 80008 WhatsApp management), shared by the app's calls on that business.
+    BusinessUseCase,
+    /// Codes 130429 (throughput), 131056 (one business–user pair) and 131048 (spam): WhatsApp
+    /// messaging limits, for sending only.
+    Messaging,
+}
+
+/// Whose rate limit `code` is, or `None` when it is no rate limit. The one table of rate-limit
+/// codes: [`classify`] calls any code it names [`ErrorClass::RateLimited`].
+pub fn limit_of(code: Option<i64>) -> Option<Limit> {
+    Some(match code? {
+        4 => Limit::App,
+        17 => Limit::User,
+        32 => Limit::Page,
+        613 => Limit::Endpoint,
+        80000..=80014 => Limit::BusinessUseCase,
+        130429 | 131056 | 131048 => Limit::Messaging,
+        _ => return None,
+    })
 }
 
 /// Whether `haystack` holds `needle` (ASCII, any case), without allocating: messages come from the
@@ -272,6 +309,11 @@ impl Error {
                 ErrorClass::Other
             }
         }
+    }
+
+    /// Whose rate limit refused this call, if one did.
+    pub fn limit(&self) -> Option<Limit> {
+        self.graph_error().and_then(|e| limit_of(e.code))
     }
 
     /// The Graph error object, if the API sent one (also through a gave-up wait).
@@ -401,6 +443,47 @@ mod tests {
             classify(Some(1), None, None, request, Endpoint::Other),
             Transient
         );
+    }
+
+    #[test]
+    fn each_rate_limit_names_whose_allowance_it_is() {
+        let cases = [
+            (4, Limit::App),
+            (17, Limit::User),
+            (32, Limit::Page),
+            (613, Limit::Endpoint),
+            (80000, Limit::BusinessUseCase),
+            (80004, Limit::BusinessUseCase),
+            (80007, Limit::BusinessUseCase),
+            (80008, Limit::BusinessUseCase),
+            (80014, Limit::BusinessUseCase),
+            (130429, Limit::Messaging),
+            (131056, Limit::Messaging),
+            (131048, Limit::Messaging),
+        ];
+        for (code, limit) in cases {
+            assert_eq!(limit_of(Some(code)), Some(limit), "code {code}");
+            let class = classify(Some(code), None, Some(true), "", Endpoint::Other);
+            assert_eq!(class, RateLimited, "code {code}");
+            assert!(
+                !class.is_retryable(),
+                "code {code} is never sent again at once"
+            );
+        }
+        for code in [80015, 79999, 18, 190, 100] {
+            assert_eq!(limit_of(Some(code)), None, "code {code}");
+        }
+        assert_eq!(limit_of(None), None);
+        let err = Error::Graph {
+            endpoint: "/me".into(),
+            error: Box::new(GraphError {
+                code: Some(17),
+                ..GraphError::default()
+            }),
+            usage: Usage::default(),
+        };
+        assert_eq!(err.limit(), Some(Limit::User));
+        assert!(Transient.is_retryable());
     }
 
     #[test]

@@ -27,7 +27,7 @@ pub use client::{
     Answer, Budget, Caller, Client, Config, DEFAULT_GRAPH_URL, DEFAULT_GRAPH_VERSION,
     RequestCounts, RetryPolicy, tls_config,
 };
-pub use error::{Endpoint, Error, ErrorClass, GraphError, classify, human};
+pub use error::{Endpoint, Error, ErrorClass, GraphError, Limit, classify, human, limit_of};
 pub use proxy::ProxyConfig;
 pub use types::{GranularScope, Me, NewToken, TokenInfo, TokenInfoError};
 pub use usage::Usage;

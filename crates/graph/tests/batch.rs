@@ -145,7 +145,7 @@ async fn a_fleet_of_122_tokens_takes_three_posts_and_each_result_is_the_single_c
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn nulls_a_5xx_and_a_rate_limit_in_a_batch_are_asked_again_alone() {
+async fn nulls_and_a_5xx_in_a_batch_are_asked_again_alone() {
     let sandbox = start(Options {
         extra_tokens: 60,
         ..Options::default()
@@ -155,7 +155,6 @@ async fn nulls_a_5xx_and_a_rate_limit_in_a_batch_are_asked_again_alone() {
     sandbox.set_faults(Faults {
         batch_nulls: 3,
         server_errors: 1,
-        rate_limits: 1,
         ..Faults::default()
     });
     let outcome = client
@@ -165,25 +164,75 @@ async fn nulls_a_5xx_and_a_rate_limit_in_a_batch_are_asked_again_alone() {
     for (i, result) in outcome.results.iter().enumerate() {
         assert_eq!(result.as_ref().unwrap().is_valid, Some(true), "token {i}");
     }
-    // 50 + 10, then only the five left: the first three (null), the fourth (503), the fifth (code 4).
-    assert_eq!((outcome.posts, outcome.sub_requests), (3, 65));
+    // 50 + 10, then only the four left: the first three (null), the fourth (503).
+    assert_eq!((outcome.posts, outcome.sub_requests), (3, 64));
     assert_eq!(posts(&sandbox), 3);
     let asked = asked(&sandbox);
-    assert_eq!(asked.len(), 65);
-    let again: Vec<&str> = tokens[..5].iter().map(AccessToken::expose_secret).collect();
+    assert_eq!(asked.len(), 64);
+    let again: Vec<&str> = tokens[..4].iter().map(AccessToken::expose_secret).collect();
     assert_eq!(asked[60..], again[..]);
     let counts = client.request_counts();
     assert_eq!(
         (counts.ok, counts.unreachable, counts.rate_limited),
-        (60, 4, 1)
+        (60, 4, 0)
     );
-    // The first answer said the limit was reached.
-    assert!(outcome.usage[0].exhausted());
     assert_no_secret_in_urls(&sandbox, &again);
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn a_sub_error_keeps_its_fields_and_a_long_rate_limit_wait_ends_the_run_within_budget() {
+async fn a_rate_limit_is_never_asked_again_and_nothing_more_is_sent() {
+    let sandbox = start(Options {
+        extra_tokens: 120,
+        ..Options::default()
+    });
+    let (client, app) = client(&sandbox);
+    let tokens = sandbox.extra_tokens();
+    // The fifth sub-request is refused (code 4); the first two did not finish (null).
+    sandbox.set_faults(Faults {
+        batch_nulls: 2,
+        rate_limits: 1,
+        ..Faults::default()
+    });
+    let outcome = client
+        .debug_token_batch(&app, &tokens, &budget())
+        .await
+        .unwrap();
+    // One `POST` of 50, then nothing: neither the nulls again nor the 70 tokens not yet asked.
+    assert_eq!((outcome.posts, outcome.sub_requests), (1, 50));
+    assert_eq!(posts(&sandbox), 1);
+    assert_eq!(asked(&sandbox).len(), 50);
+    let limited = |i: usize| {
+        let err = outcome.results[i].as_ref().unwrap_err();
+        assert_eq!(
+            err.class(Endpoint::Other),
+            ErrorClass::RateLimited,
+            "token {i}"
+        );
+        assert_eq!(err.limit(), Some(permatoken_graph::Limit::App), "token {i}");
+    };
+    for i in [0, 1, 2] {
+        limited(i);
+    }
+    for i in 3..50 {
+        assert_eq!(
+            outcome.results[i].as_ref().unwrap().is_valid,
+            Some(true),
+            "token {i}"
+        );
+    }
+    for i in 50..120 {
+        limited(i);
+    }
+    let counts = client.request_counts();
+    assert_eq!((counts.ok, counts.rate_limited), (47, 1));
+    assert!(
+        outcome.usage[0].exhausted(),
+        "the answer says the limit was reached"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_sub_error_keeps_its_fields_and_a_rate_limits_wait_is_left_to_the_caller() {
     let sandbox = start(Options::default());
     let (client, app) = client(&sandbox);
     let expired = sandbox.token("expired").unwrap();
@@ -222,24 +271,23 @@ async fn a_sub_error_keeps_its_fields_and_a_long_rate_limit_wait_ends_the_run_wi
         &[expired.expose_secret(), system_user.expose_secret()],
     );
 
-    // A rate limit whose regain time is longer than the budget: no wait, the last error kept.
+    // A rate limit with a regain time: not waited for, not asked again; the wait is the caller's.
     sandbox.set_faults(Faults {
         rate_limits: 1,
         regain_minutes: Some(5),
         ..Faults::default()
     });
-    let short = Budget::new(Duration::from_secs(20));
     let outcome = client
-        .debug_token_batch(&app, &tokens, &short)
+        .debug_token_batch(&app, &tokens, &budget())
         .await
         .unwrap();
-    assert_eq!(outcome.posts, 1, "no second batch inside the budget");
+    assert_eq!(outcome.posts, 1, "no second batch");
     match &outcome.results[0] {
-        Err(Error::OutOfTime { wait, last, .. }) => {
-            assert_eq!(*wait, Duration::from_secs(300));
-            assert_eq!(last.class(Endpoint::Other), ErrorClass::RateLimited);
+        Err(err @ Error::Graph { usage, .. }) => {
+            assert_eq!(usage.regain_after, Some(Duration::from_secs(300)));
+            assert_eq!(err.class(Endpoint::Other), ErrorClass::RateLimited);
         }
-        other => panic!("expected out of time, got {other:?}"),
+        other => panic!("expected the rate limit, got {other:?}"),
     }
     assert_eq!(outcome.results[1].as_ref().unwrap().is_valid, Some(true));
     let peak = outcome.peak_usage();

@@ -358,8 +358,8 @@ pub(crate) fn call_failed(err: &GraphError) -> Finding {
         (ErrorClass::RateLimited, _) => finding(
             FindingCode::RateLimited,
             Severity::Warning,
-            format!("the Graph API kept rate-limiting the check: {err}"),
-            "run the check again later; this app makes too many calls per hour",
+            format!("the Graph API rate-limited the check: {err}"),
+            "run the check again later, not at once (a call made while limited keeps the limit in place); this app makes too many calls per hour",
         ),
         (ErrorClass::Transient, _) => finding(
             FindingCode::GraphUnreachable,

@@ -22,8 +22,9 @@ use std::path::{Component, Path, PathBuf};
 
 use crate::config::{AppSource, Route, TokenConfig, TokenSet, TokenSource};
 
-/// The most folder entries one set's walk looks at.
-pub const MAX_ENTRIES: usize = 100_000;
+/// The most folder entries one set's walk looks at: ten times a fleet of 100,000 tokens, so such a
+/// fleet is far from the edge, while a pattern pointed at a whole disk by mistake still stops.
+pub const MAX_ENTRIES: usize = 1_000_000;
 /// The most bytes read of an env file for its `alert_route_key`.
 const MAX_ENV_FILE: u64 = 1024 * 1024;
 
@@ -43,7 +44,7 @@ pub struct Expansion {
 /// One set's walk: what it found so far, and how many folder entries it may still look at.
 struct Walk<'a> {
     set: &'a TokenSet,
-    budget: usize,
+    budget: Budget,
     matches: Vec<(String, PathBuf)>,
     problems: Vec<(Option<String>, String)>,
     blocked: Vec<PathBuf>,
@@ -52,6 +53,18 @@ struct Walk<'a> {
 /// The files matching `set` now, each as a token. `routes` are the configured routes, to check the
 /// names `alert_route_key` reads.
 pub fn expand(set: &TokenSet, routes: &[Route]) -> Expansion {
+    expand_within(set, routes, MAX_ENTRIES)
+}
+
+/// What is left of a set's walk: an entry found once none is left makes it `exceeded`, so a
+/// folder of exactly the cap is not said to be more.
+struct Budget {
+    left: usize,
+    exceeded: bool,
+}
+
+/// [`expand`] looking at most `max_entries` folder entries.
+fn expand_within(set: &TokenSet, routes: &[Route], max_entries: usize) -> Expansion {
     let components: Vec<Component<'_>> = set.pattern.components().collect();
     // The literal start of the pattern, then the rest segment by segment.
     let first_wild = components
@@ -61,7 +74,10 @@ pub fn expand(set: &TokenSet, routes: &[Route]) -> Expansion {
     let base: PathBuf = components[..first_wild].iter().collect();
     let mut walk = Walk {
         set,
-        budget: MAX_ENTRIES,
+        budget: Budget {
+            left: max_entries,
+            exceeded: false,
+        },
         matches: Vec::new(),
         problems: Vec::new(),
         blocked: Vec::new(),
@@ -79,11 +95,11 @@ pub fn expand(set: &TokenSet, routes: &[Route]) -> Expansion {
         problems,
         blocked,
     };
-    if budget == 0 {
+    if budget.exceeded {
         out.problems.push((
             None,
             format!(
-                "token set `{}`: more than {MAX_ENTRIES} folder entries under `{}`; only those seen are added (narrow the pattern)",
+                "token set `{}`: more than {max_entries} folder entries under `{}`; only those seen are added (narrow the pattern)",
                 set.name,
                 base.display()
             ),
@@ -240,10 +256,11 @@ impl Walk<'_> {
         };
         let mut names = Vec::new();
         for entry in entries {
-            if self.budget == 0 {
+            if self.budget.left == 0 {
+                self.budget.exceeded = true;
                 break;
             }
-            self.budget -= 1;
+            self.budget.left -= 1;
             let Ok(entry) = entry else { continue };
             names.push(entry.file_name());
         }
@@ -350,6 +367,36 @@ mod tests {
         let e = expand(&config.token_sets[0], &[]);
         assert!(e.tokens.is_empty());
         assert!(e.problems[0].1.contains("matches no file yet"), "{e:?}");
+    }
+
+    #[test]
+    fn a_set_past_its_entry_cap_says_so_and_one_at_the_cap_does_not() {
+        let dir = std::env::temp_dir().join(format!("permatoken-sets-cap-{}", std::process::id()));
+        for i in 0..3 {
+            std::fs::create_dir_all(dir.join(format!("c{i}"))).unwrap();
+            std::fs::write(dir.join(format!("c{i}/t")), "PERMATOKENTEST").unwrap();
+        }
+        let text = format!(
+            "[[token_set]]\nname = \"c\"\ntoken_files = \"{}/*/t\"\n",
+            dir.display()
+        );
+        let config = crate::config::parse(&text, Path::new("/etc/permatoken.toml"))
+            .unwrap()
+            .config;
+        let set = &config.token_sets[0];
+        let at_cap = expand_within(set, &[], 3);
+        assert_eq!(at_cap.tokens.len(), 3, "{at_cap:?}");
+        assert!(at_cap.problems.is_empty(), "{at_cap:?}");
+        let past = expand_within(set, &[], 2);
+        assert_eq!(past.tokens.len(), 2, "{past:?}");
+        assert!(
+            past.problems[0].1.contains("more than 2 folder entries"),
+            "{past:?}"
+        );
+        // The entries past the cap were not looked at: what was found there before stays.
+        assert_eq!(past.blocked, std::slice::from_ref(&dir));
+        assert_eq!(expand(set, &[]).tokens.len(), 3);
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

@@ -1,5 +1,5 @@
-//! Outages, rate limits and broken answers: retried when they may pass, `unknown` when they do not,
-//! never `critical`.
+//! Outages, rate limits and broken answers: retried when they may pass (a rate limit only after the
+//! wait Meta named), `unknown` when they do not, never `critical`.
 
 use permatoken_sandbox::Faults;
 
@@ -44,15 +44,23 @@ fn a_lasting_outage_is_unknown_not_critical() {
 }
 
 #[test]
-fn a_rate_limit_with_a_short_wait_is_retried() {
+fn a_rate_limit_without_a_named_wait_is_never_sent_again() {
     let sandbox = sandbox();
     sandbox.set_faults(faults(|f| f.rate_limits = 1));
-    Test::against(&sandbox)
+    let out = Test::against(&sandbox)
         .dotenv(&sandbox, "system-user", true)
-        .args(["check"])
-        .run()
-        .assert_code(0);
-    assert_eq!(sandbox.requests().len(), 3);
+        .args(["check", "--json"])
+        .run();
+    out.assert_code(3);
+    assert_eq!(out.json()["status"], "unknown");
+    assert!(
+        out.codes().contains(&"rate_limited".to_owned()),
+        "{:?}",
+        out.codes()
+    );
+    // Meta: "continuing to make calls will continue to increase your call count". The refused
+    // call is not sent again; the other call of the check is answered.
+    assert_eq!(sandbox.requests().len(), 2);
 }
 
 #[test]

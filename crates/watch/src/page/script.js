@@ -139,7 +139,8 @@
     var words = Object.keys(LABELS).filter(function (k) { return counts[k]; })
       .map(function (k) { return fmt(counts[k]) + ' ' + LABELS[k]; });
     $('summary').textContent = fmt(all) + (all === 1 ? ' token' : ' tokens') +
-      (words.length ? ': ' + words.join(', ') : '') + (data.leader ? '' : ' (standby)');
+      (words.length ? ': ' + words.join(', ') : '') + (data.leader ? '' : ' (standby)') +
+      (data.waiting_for_state ? ' — waiting for the state database: ' + data.waiting_for_state : '');
     var chips = $('chips');
     chips.replaceChildren(chip('', 'all', all));
     ORDER.forEach(function (k) { chips.appendChild(chip(k, LABELS[k], counts[k] || 0)); });

@@ -39,6 +39,10 @@ pub struct Snapshot {
     pub round_finished: bool,
     /// When the last round finished.
     pub last_round_at: Option<UnixSeconds>,
+    /// Why the state cannot be opened yet, while `watch` waits for its database at start
+    /// ([`crate::startup`]): `/healthz` answers 503 and the page says so.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub waiting_for_state: Option<String>,
     /// Every token watched, primaries and backups, in the configuration's order.
     pub tokens: Vec<TokenView>,
     /// Recent events, newest first (the scheduler keeps a bounded number).

@@ -120,6 +120,7 @@ pub(crate) fn snapshot(now: i64) -> Snapshot {
         leader: true,
         round_finished: true,
         last_round_at: Some(now - 30),
+        waiting_for_state: None,
         tokens: vec![orders, backup, billing, legacy, support, hostile],
         events: vec![
             Event {
