@@ -22,9 +22,8 @@ use std::path::{Component, Path, PathBuf};
 
 use crate::config::{AppSource, Route, TokenConfig, TokenSet, TokenSource};
 
-/// The most folder entries one set's walk looks at.
-/// Ten times a fleet of 100,000 tokens, so such a fleet is far from the edge, while a pattern
-/// pointed at a whole disk by mistake still stops.
+/// The most folder entries one set's walk looks at: ten times a fleet of 100,000 tokens, so such a
+/// fleet is far from the edge, while a pattern pointed at a whole disk by mistake still stops.
 pub const MAX_ENTRIES: usize = 1_000_000;
 /// The most bytes read of an env file for its `alert_route_key`.
 const MAX_ENV_FILE: u64 = 1024 * 1024;
@@ -55,6 +54,13 @@ struct Walk<'a> {
 /// names `alert_route_key` reads.
 pub fn expand(set: &TokenSet, routes: &[Route]) -> Expansion {
     expand_within(set, routes, MAX_ENTRIES)
+}
+
+/// What is left of a set's walk: an entry found once none is left makes it `exceeded`, so a
+/// folder of exactly the cap is not said to be more.
+struct Budget {
+    left: usize,
+    exceeded: bool,
 }
 
 /// [`expand`] looking at most `max_entries` folder entries.
@@ -93,11 +99,13 @@ fn expand_within(set: &TokenSet, routes: &[Route], max_entries: usize) -> Expans
         out.problems.push((
             None,
             format!(
-                "token set `{}`: more than {max_entries} folder entries under `{}`; only those seen are watched (narrow the pattern)",
+                "token set `{}`: more than {max_entries} folder entries under `{}`; only those seen are added (narrow the pattern)",
                 set.name,
                 base.display()
             ),
         ));
+        // Entries past the cap were not looked at: the members found among them before stay.
+        out.blocked.push(base.clone());
     }
     if matches.is_empty() && out.blocked.is_empty() {
         out.problems.push((
@@ -195,13 +203,6 @@ fn out_of_sight(path: &Path) -> Option<std::io::Error> {
         }
         Err(e) => Some(e),
     }
-}
-
-/// What is left of a set's walk: an entry found once none is left makes it `exceeded`, so a
-/// folder of exactly the cap is not said to be more.
-struct Budget {
-    left: usize,
-    exceeded: bool,
 }
 
 impl Walk<'_> {
@@ -392,8 +393,40 @@ mod tests {
             past.problems[0].1.contains("more than 2 folder entries"),
             "{past:?}"
         );
+        // The entries past the cap were not looked at: what was found there before stays.
+        assert_eq!(past.blocked, std::slice::from_ref(&dir));
         assert_eq!(expand(set, &[]).tokens.len(), 3);
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn what_is_there_but_cannot_be_read_is_a_token_or_a_blocked_folder() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        std::fs::create_dir_all(root.join("one/a/.env")).unwrap(); // a folder where the file goes
+        std::os::unix::fs::symlink(root.join("nowhere"), root.join("one/b")).unwrap();
+        std::fs::create_dir_all(root.join("one/c")).unwrap(); // no file: no token
+        std::fs::create_dir_all(root.join("two")).unwrap();
+        std::os::unix::fs::symlink(root.join("two/x"), root.join("two/x")).unwrap();
+        let set = |pattern: &str| {
+            let text = format!(
+                "[[token_set]]\nname = \"s\"\nenv_files = \"{}\"\n",
+                root.join(pattern).display()
+            );
+            let config = crate::config::parse(&text, Path::new("/etc/permatoken.toml"))
+                .unwrap()
+                .config;
+            expand(&config.token_sets[0], &[])
+        };
+        let one = set("one/*/.env");
+        let names: Vec<&str> = one.tokens.iter().map(|t| t.name.as_str()).collect();
+        assert_eq!(names, ["s/a", "s/b"]);
+        assert!(one.blocked.is_empty());
+        // Under `two/x` (a loop of links) the rest of the pattern cannot be followed: blocked.
+        let two = set("two/*/*/.env");
+        assert!(two.tokens.is_empty());
+        assert_eq!(two.blocked, [root.join("two/x")]);
+        assert!(two.problems[0].1.contains("cannot look into"), "{two:?}");
     }
 
     #[test]

@@ -678,6 +678,24 @@ fn a_file_that_holds_no_token_is_sent_nowhere_and_said_so() {
             assert!(!shown.contains(&token[..40]), "{shown}");
         }
     }
+    // The commands that renew read the token the same way: nothing is asked of Meta for it.
+    for command in ["exchange", "refresh"] {
+        let out = Test::against(&sandbox)
+            .write(".env", &app_lines(&sandbox))
+            .write("token", "/etc/PERMATOKENTEST/token\n")
+            .args([
+                command,
+                "--json",
+                "--token-file",
+                "token",
+                "--output",
+                "out",
+            ])
+            .run();
+        out.assert_code(3);
+        assert_eq!(out.json()["error"]["code"], "token_malformed", "{command}");
+        assert!(!out.stdout.contains("PERMATOKENTEST"), "{}", out.stdout);
+    }
     let out = Test::against(&sandbox)
         .write(".env", &app_lines(&sandbox))
         .write("token", "/etc/PERMATOKENTEST/token\n")
