@@ -351,6 +351,12 @@ pub(crate) struct WatchArgs {
     /// it comes from `state_password_file`, PGPASSWORD or ~/.pgpass.
     #[arg(long, value_name = "PATH")]
     pub(crate) state: Option<PathBuf>,
+    /// Start with this empty file as a new state. An existing state file of zero bytes is otherwise
+    /// refused: it is more likely a state lost (truncated, restored empty) than a new one, and
+    /// starting from nothing sends every alert again under new ids. A missing file is created
+    /// without it; a file holding a state is used as it is.
+    #[arg(long)]
+    pub(crate) state_new: bool,
     /// Serve /metrics, /healthz, /api/tokens and the status page on this address, over the
     /// configuration's `listen` (default 127.0.0.1:9464; port 0 takes any free port, logged at
     /// start). A non-loopback address needs --http-token-file.

@@ -64,17 +64,31 @@ pub const SCHEMA_VERSION: i64 = sqlite::MIGRATIONS.len() as i64;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
-    /// Another process (or another `Store` in this one) holds the file.
+    /// Another process (or another `Store` in this one) holds the file, by this path or another
+    /// (a symlink, `..`).
     #[error(
-        "the state file `{}` is in use by another `permatoken watch` (it holds `{}`); stop that one or give this one another `--state`",
+        "the state file `{}` is in use by another `permatoken watch` ({}it holds `{}`); stop that one or give this one another `--state`",
         path.display(),
+        pid.map(|p| format!("pid {p}; ")).unwrap_or_default(),
         lock.display()
     )]
     Locked {
-        /// The database file.
+        /// The database file, as given.
         path: PathBuf,
-        /// The lock file beside it.
+        /// The lock file beside the file it resolves to.
         lock: PathBuf,
+        /// The holder's pid, when its lock file records one.
+        pid: Option<u32>,
+    },
+    /// The file exists and is empty: a state lost (truncated, restored empty) more likely than a
+    /// new one, and starting from nothing would send every alert again under new ids.
+    #[error(
+        "the state file `{}` is empty (zero bytes): starting from it would forget every alert already sent and send them again under new ids; restore it from a backup, or pass `--state-new` if it is meant as a new state",
+        path.display()
+    )]
+    EmptyState {
+        /// The file.
+        path: PathBuf,
     },
     /// The state's schema is newer than this build knows (a newer replica migrated it).
     #[error(
@@ -147,6 +161,16 @@ pub enum Error {
         /// What happened and what to do.
         reason: String,
     },
+    /// The PostgreSQL server could not be reached, or went away (down, restarting, the network cut,
+    /// no answer in time): a fault that passes, unlike [`Error::Postgres`]'s refusals. It never
+    /// holds the password.
+    #[error("the PostgreSQL state `{location}` failed: {reason}")]
+    PostgresUnreachable {
+        /// The URL without its query.
+        location: String,
+        /// What happened and what to check.
+        reason: String,
+    },
     /// The PostgreSQL URL cannot be used as given. The URL is not repeated: it may hold a password.
     #[error("the PostgreSQL `--state` URL {reason}")]
     PostgresUrl {
@@ -156,6 +180,14 @@ pub enum Error {
     /// The blocking task running the query panicked or was cancelled.
     #[error("the state's worker stopped unexpectedly")]
     Worker,
+}
+
+impl Error {
+    /// Whether the state's server could not be reached ([`Error::PostgresUnreachable`]): waiting and
+    /// trying again may help, where a refusal (a bad URL, password or schema) will not.
+    pub fn is_unreachable(&self) -> bool {
+        matches!(self, Self::PostgresUnreachable { .. })
+    }
 }
 
 /// watch's state. Cheap to clone (clones share the backend and its lock). Dropping the last clone
@@ -186,9 +218,16 @@ pub struct Election {
     inner: Arc<tokio::sync::Mutex<Option<postgres::Election>>>,
     store: Store,
     replica: String,
+    lease: Duration,
 }
 
 impl Election {
+    /// How long a leader's heartbeat may be silent before a standby ends its session; zero when
+    /// there is no election (SQLite).
+    pub fn lease(&self) -> Duration {
+        self.lease
+    }
+
     /// Whether this replica leads now, after renewing its heartbeat (leader) or trying the lock
     /// (standby). An error (the database unreachable) means standing by; the next poll tries again.
     pub async fn poll(&self) -> Result<bool, Error> {
@@ -221,15 +260,27 @@ impl Store {
     /// Opens (creating if missing) the SQLite state at `path`: its folder is created with mode 0700,
     /// the file with 0600; migrations are applied in one transaction; a schema newer than this build
     /// knows is refused ([`Error::NewerSchema`]). The file is held exclusively for the store's lifetime
-    /// by a lock on `<path>.lock`: a second open, in this process or another, fails with
-    /// [`Error::Locked`] naming the file. The lock file stays after the store is dropped (removing it
-    /// would race with the next opener); only the lock on it goes.
+    /// by a lock on `<resolved path>.lock` (symlinks followed, `..` removed): a second open of the
+    /// same file, by any path, in this process or another, fails with [`Error::Locked`] naming the
+    /// file and the holder's pid. The lock file stays after the store is dropped (removing it
+    /// would race with the next opener); only the lock on it goes. An existing zero-length file is
+    /// refused ([`Error::EmptyState`]); [`Store::open_as_new`] takes it.
     ///
     /// Every method runs its blocking SQLite work on tokio's blocking pool, so it must be called
     /// inside a tokio runtime; calls are serialised on one connection.
     pub async fn open(path: impl AsRef<Path>) -> Result<Self, Error> {
-        let path = path.as_ref().to_path_buf();
-        let sqlite = tokio::task::spawn_blocking(move || sqlite::Sqlite::open(&path))
+        Self::open_sqlite(path.as_ref(), false).await
+    }
+
+    /// As [`Store::open`], but an existing zero-length file is taken as a new state (the person
+    /// said so: `watch --state-new`). A file with a state in it is opened as it is.
+    pub async fn open_as_new(path: impl AsRef<Path>) -> Result<Self, Error> {
+        Self::open_sqlite(path.as_ref(), true).await
+    }
+
+    async fn open_sqlite(path: &Path, empty_is_new: bool) -> Result<Self, Error> {
+        let path = path.to_path_buf();
+        let sqlite = tokio::task::spawn_blocking(move || sqlite::Sqlite::open(&path, empty_is_new))
             .await
             .map_err(|_| Error::Worker)??;
         Ok(Self {
@@ -259,6 +310,7 @@ impl Store {
             inner: Arc::new(tokio::sync::Mutex::new(None)),
             store: self.clone(),
             replica: clean_text(replica),
+            lease: Duration::ZERO,
         }
     }
 
@@ -266,18 +318,22 @@ impl Store {
     /// the others as `replica` (for the heartbeat row; not a secret). SQLite's file lock already
     /// makes its one `watch` the leader: its election always leads. See [`Election`].
     pub fn election(&self, replica: &str, lease: Duration) -> Election {
-        let inner = match &self.backend {
-            Backend::Sqlite(_) => None,
-            Backend::Postgres(db) => Some(postgres::Election::new(
-                db.clone(),
-                clean_text(replica),
+        let (inner, lease) = match &self.backend {
+            Backend::Sqlite(_) => (None, Duration::ZERO),
+            Backend::Postgres(db) => (
+                Some(postgres::Election::new(
+                    db.clone(),
+                    clean_text(replica),
+                    lease,
+                )),
                 lease,
-            )),
+            ),
         };
         Election {
             inner: Arc::new(tokio::sync::Mutex::new(inner)),
             store: self.clone(),
             replica: clean_text(replica),
+            lease,
         }
     }
 

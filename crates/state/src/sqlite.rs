@@ -4,6 +4,12 @@
 //! prepared statement run per row, in one transaction) and the [`Session`] the shared queries
 //! run on.
 //!
+//! The lock is taken on the file the path resolves to (symlinks followed, `..` removed), so a symlink
+//! or a second spelling of the same file clashes like the same path; the lock file records the
+//! holder's pid, for the message of the one refused. An existing zero-length file is not taken as a
+//! new state unless the caller says so: it is more likely a state lost (truncated, or restored
+//! empty), and starting from nothing would send every alert again under new ids.
+//!
 //! Why a lock file and not SQLite's `locking_mode=EXCLUSIVE`: SQLite takes that lock only at the first
 //! read or write and reports a clash as `SQLITE_BUSY`, which looks like any transient busy; it would
 //! also shut out read-only tools (the `sqlite3` shell while debugging). An advisory `flock` on a sibling
@@ -17,6 +23,7 @@
 //! Must never: run a query on an async worker thread, or write a value it was not given.
 
 use std::fs::{DirBuilder, File, OpenOptions, TryLockError};
+use std::io::{Read as _, Seek as _, Write as _};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::pin::pin;
@@ -80,7 +87,9 @@ fn io<'a>(action: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -
 }
 
 impl Sqlite {
-    pub(crate) fn open(path: &Path) -> Result<Self, Error> {
+    /// Opens the file at `path`; an existing zero-length file is refused ([`Error::EmptyState`])
+    /// unless `empty_is_new`.
+    pub(crate) fn open(path: &Path, empty_is_new: bool) -> Result<Self, Error> {
         if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty())
             && !parent.exists()
         {
@@ -91,6 +100,16 @@ impl Sqlite {
                 .map_err(io("create the folder", parent))?;
         }
         let lock = lock(path)?;
+        // Looked at under the lock: a file another opener has just created is never seen here
+        // before its first page is written (setting WAL writes it).
+        match std::fs::metadata(path) {
+            Ok(meta) if meta.is_file() && meta.len() == 0 && !empty_is_new => {
+                return Err(Error::EmptyState {
+                    path: path.to_path_buf(),
+                });
+            }
+            _ => {}
+        }
         // Created here rather than by SQLite so that its mode is 0600 whatever the umask; SQLite
         // gives its `-wal` and `-shm` files the database file's mode.
         OpenOptions::new()
@@ -156,12 +175,52 @@ impl Sqlite {
     }
 }
 
-/// Takes the lock on `<path>.lock`, creating that file (0600) if need be.
+/// The file `path` names, whatever the spelling: symlinks followed and `.`/`..` removed. A file
+/// not there yet is its folder's resolved path and its name, after following a dangling symlink
+/// (the file SQLite would create is the symlink's target).
+fn resolve(path: &Path) -> Result<PathBuf, Error> {
+    // Symlinks to symlinks: as deep as the kernel follows (ELOOP past 40).
+    let mut path = path.to_path_buf();
+    for _ in 0..40 {
+        match std::fs::canonicalize(&path) {
+            Ok(resolved) => return Ok(resolved),
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                return Err(io("resolve", &path)(e));
+            }
+            Err(_) => {}
+        }
+        match std::fs::read_link(&path) {
+            Ok(target) => {
+                path = match path.parent() {
+                    Some(parent) => parent.join(target),
+                    None => target,
+                };
+            }
+            Err(_) => break,
+        }
+    }
+    let (Some(parent), Some(name)) = (path.parent(), path.file_name()) else {
+        return Ok(path);
+    };
+    let parent = if parent.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        parent
+    };
+    let parent = std::fs::canonicalize(parent).map_err(io("resolve", parent))?;
+    Ok(parent.join(name))
+}
+
+/// The most bytes read from a lock file: a pid and a newline.
+const MAX_LOCK_FILE: u64 = 64;
+
+/// Takes the lock on `<resolved path>.lock`, creating that file (0600) if need be, and writes this
+/// process's pid in it.
 fn lock(path: &Path) -> Result<File, Error> {
-    let mut lock_path = path.as_os_str().to_owned();
+    let mut lock_path = resolve(path)?.into_os_string();
     lock_path.push(".lock");
     let lock_path = PathBuf::from(lock_path);
-    let lock = OpenOptions::new()
+    let mut lock = OpenOptions::new()
         .read(true)
         .write(true)
         .create(true)
@@ -170,11 +229,23 @@ fn lock(path: &Path) -> Result<File, Error> {
         .open(&lock_path)
         .map_err(io("open the lock file", &lock_path))?;
     match lock.try_lock() {
-        Ok(()) => Ok(lock),
-        Err(TryLockError::WouldBlock) => Err(Error::Locked {
-            path: path.to_path_buf(),
-            lock: lock_path,
-        }),
+        Ok(()) => {
+            // Only a help for the message of the next one refused: a failure here is not one.
+            let _ = lock.set_len(0).and_then(|()| {
+                lock.rewind()?;
+                writeln!(lock, "{}", std::process::id())
+            });
+            Ok(lock)
+        }
+        Err(TryLockError::WouldBlock) => {
+            let mut text = String::new();
+            let _ = (&lock).take(MAX_LOCK_FILE).read_to_string(&mut text);
+            Err(Error::Locked {
+                path: path.to_path_buf(),
+                lock: lock_path,
+                pid: text.trim().parse().ok(),
+            })
+        }
         Err(TryLockError::Error(e)) => Err(io("lock", &lock_path)(e)),
     }
 }

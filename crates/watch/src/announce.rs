@@ -3,17 +3,20 @@
 //! until the round ends and then written in one transaction ([`Announcer::flush`]): a crash leaves
 //! all of a round's alerts, their deliveries and the announced states, or none of them (an alert
 //! announced but never queued would never be sent), and a round of thousands of tokens costs one
-//! commit, not one per token.
+//! commit, not one per token. How long what was announced has lasted is measured on the monotonic
+//! clock ([`crate::lasted`]), never by subtracting the wall times the store keeps.
 //!
 //! Must never: deliver an alert (that is [`crate::delivery`]'s), or write before the round's end:
 //! a leader fenced during the round discards its decisions ([`Announcer::discard`]) and leaves them
 //! to the new leader.
 
 use std::collections::HashMap;
+use std::time::Instant;
 
 use jiff::Timestamp;
 use permatoken_state as store;
 
+use crate::lasted::Stopwatches;
 use crate::records::{alert_to_store, announced_from_store, announced_to_store};
 use crate::states::{self, Observation, State, Subject, Timing};
 
@@ -22,6 +25,8 @@ use crate::states::{self, Observation, State, Subject, Timing};
 pub(crate) struct Announcer {
     announced: HashMap<String, store::Announced>,
     decisions: Vec<store::Decision>,
+    /// Kept across rounds, unlike what was announced: how long it has lasted.
+    stopwatches: Stopwatches,
 }
 
 impl Announcer {
@@ -40,7 +45,8 @@ impl Announcer {
 
     /// Decides on `observation` of `name` against what is announced for it, and keeps the
     /// decision (the alert with its `routes`, and the new announced state) for [`Announcer::flush`].
-    /// Returns whether an alert was raised.
+    /// `now` is recorded; `mono`, the same moment on the monotonic clock, measures. Returns whether
+    /// an alert was raised.
     pub(crate) fn announce(
         &mut self,
         name: &str,
@@ -48,16 +54,21 @@ impl Announcer {
         timing: Timing,
         routes: &[String],
         now: Timestamp,
+        mono: Instant,
     ) -> bool {
         let stored = self.announced.get(name);
         let previous = stored.map(announced_from_store);
+        let lasted = self.stopwatches.measure(name, previous.as_ref(), now, mono);
         let decision = states::decide(
             Subject { name, key: name },
             previous.as_ref(),
             observation,
             now,
+            lasted,
             timing,
         );
+        self.stopwatches
+            .measure(name, Some(&decision.next), now, mono);
         let mut alert_id = stored
             .and_then(|s| s.announcement.as_ref())
             .and_then(|a| a.alert_id.clone());
@@ -107,6 +118,11 @@ impl Announcer {
         store
             .announce_all(std::mem::take(&mut self.decisions))
             .await
+    }
+
+    /// Forgets the tokens `keep` says are no longer configured.
+    pub(crate) fn retain(&mut self, keep: impl Fn(&str) -> bool) {
+        self.stopwatches.retain(keep);
     }
 
     /// Drops the round's decisions unwritten (this replica stopped leading during the round).

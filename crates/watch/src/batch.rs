@@ -84,10 +84,12 @@ impl Due {
         let (Some(id), Some(secret)) = (&job.app.app_id, &job.app.app_secret) else {
             return None;
         };
-        // A token of another app is checked alone, by itself (`check`'s mismatch).
+        // A token of another app is checked alone, by itself (`check`'s mismatch); a value that is
+        // no token is sent nowhere (its check says so).
         let tokens: Vec<AccessToken> = std::iter::once(&job.spec.primary)
             .chain(&job.spec.backups)
             .map(|s| &s.value)
+            .filter(|t| t.has_meta_shape())
             .filter(|t| t.embedded_app_id().is_none_or(|e| e.to_string() == *id))
             .cloned()
             .collect();

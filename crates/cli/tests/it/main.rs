@@ -18,6 +18,8 @@ mod scan;
 mod systemd;
 mod tls;
 mod watch;
+mod watch_clock;
+mod watch_faults;
 mod watch_fleet;
 mod watch_leader;
 mod watch_postgres;

@@ -251,7 +251,7 @@ fn test_alert_says_what_the_receiver_answered() {
     assert!(out.stderr.contains("the routes are: ops"), "{}", out.stderr);
 }
 
-fn get(addr: &str, path: &str) -> Option<(u16, String)> {
+pub(crate) fn get(addr: &str, path: &str) -> Option<(u16, String)> {
     let mut stream = TcpStream::connect(addr).ok()?;
     stream
         .set_read_timeout(Some(Duration::from_secs(30)))
@@ -472,4 +472,120 @@ fn the_daemon_serves_reloads_on_sighup_refuses_a_second_instance_and_stops_on_si
         );
     }
     assert!(!log.contains(sandbox.app_secret().expose_secret()));
+}
+
+/// Issue 15, item 13: the lock is on the file, not the spelling of its path.
+#[test]
+fn a_second_watch_on_the_same_state_by_a_symlink_or_another_path_is_refused_naming_the_pid() {
+    let sandbox = sandbox();
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path();
+    std::fs::write(p.join("permatoken.toml"), config_for(&["orders"], "")).unwrap();
+    std::fs::write(p.join("orders.env"), env_for(&sandbox, "system-user")).unwrap();
+    std::fs::create_dir(p.join("a")).unwrap();
+    let mut child = spawn_watch(
+        p,
+        &sandbox,
+        &[
+            "--config",
+            "permatoken.toml",
+            "--state",
+            "state.db",
+            "--listen",
+            "127.0.0.1:0",
+        ],
+    );
+    let (tx, lines) = mpsc::channel();
+    let stderr = child.stderr.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines() {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let mut log = Vec::new();
+    wait_for(&lines, &mut log, "serving the status page");
+    std::os::unix::fs::symlink(p.join("state.db"), p.join("link.db")).unwrap();
+    let config = p.join("permatoken.toml").display().to_string();
+    for state in [
+        p.join("link.db").display().to_string(),
+        format!("{}/a/../state.db", p.display()),
+    ] {
+        let second = Test::against(&sandbox)
+            .args(["watch", "--config", &config, "--state", &state, "--once"])
+            .run();
+        assert_eq!(second.code, 3, "{state}: {}", second.stderr);
+        assert!(
+            second
+                .stderr
+                .contains("is in use by another `permatoken watch`")
+                && second.stderr.contains(&format!("pid {}", child.id())),
+            "{state}: {}",
+            second.stderr
+        );
+    }
+    kill(&child, "-TERM");
+    let start = Instant::now();
+    while child.try_wait().unwrap().is_none() {
+        assert!(start.elapsed() < DEADLINE, "watch did not stop on SIGTERM");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // Once it has stopped, the symlink is a way to the same state like any other.
+    let again = Test::against(&sandbox)
+        .args([
+            "watch",
+            "--config",
+            &config,
+            "--state",
+            &p.join("link.db").display().to_string(),
+            "--once",
+        ])
+        .run();
+    assert_eq!(again.code, 0, "{}", again.stderr);
+}
+
+/// Issue 15, item 13: a state of zero bytes would send every alert again under new ids.
+#[test]
+fn a_zero_length_state_file_is_refused_unless_state_new_says_it_is_new() {
+    let sandbox = sandbox();
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path();
+    std::fs::write(p.join("permatoken.toml"), config_for(&["orders"], "")).unwrap();
+    std::fs::write(p.join("orders.env"), env_for(&sandbox, "system-user")).unwrap();
+    let state = p.join("state.db");
+    std::fs::write(&state, "").unwrap();
+    let run = |extra: &[&str]| {
+        Test::against(&sandbox)
+            .args(["watch", "--once", "--config"])
+            .args([p.join("permatoken.toml").display().to_string()])
+            .args(["--state".to_owned(), state.display().to_string()])
+            .args(extra)
+            .run()
+    };
+    let refused = run(&[]);
+    assert_eq!(refused.code, 3, "{}", refused.stderr);
+    assert!(
+        refused.stderr.contains("is empty (zero bytes)") && refused.stderr.contains("--state-new"),
+        "{}",
+        refused.stderr
+    );
+    assert_eq!(
+        std::fs::metadata(&state).unwrap().len(),
+        0,
+        "left as it was"
+    );
+
+    let taken = run(&["--state-new"]);
+    assert_eq!(taken.code, 0, "{}", taken.stderr);
+    assert!(std::fs::metadata(&state).unwrap().len() > 0);
+    // From then on it is a state like any other: no flag needed, and the flag changes nothing.
+    assert_eq!(run(&[]).code, 0);
+    assert_eq!(run(&["--state-new"]).code, 0);
+
+    // A missing file is created, as ever.
+    std::fs::remove_file(&state).unwrap();
+    assert_eq!(run(&[]).code, 0);
+    assert!(std::fs::metadata(&state).unwrap().len() > 0);
 }

@@ -86,3 +86,54 @@ async fn with_sqlite_the_election_claims_through_the_store() {
     assert!(!election.claim(&key, at(2)).await.unwrap());
     assert!(!store.claim(&key, "other", at(3)).await.unwrap());
 }
+
+#[tokio::test]
+async fn the_same_file_by_a_symlink_or_dotdot_is_refused_with_the_holders_pid() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("state.db");
+    std::fs::create_dir(dir.path().join("a")).unwrap();
+    // A dangling symlink first: the file it names is the one created and locked.
+    let link = dir.path().join("link.db");
+    std::os::unix::fs::symlink(&path, &link).unwrap();
+    let first = Store::open(&link).await.unwrap();
+    assert!(path.exists());
+    for other in [path.clone(), dir.path().join("a/../state.db")] {
+        let err = Store::open(&other).await.err().expect("the same file");
+        let Error::Locked { pid, .. } = &err else {
+            panic!("{err}")
+        };
+        assert_eq!(*pid, Some(std::process::id()), "{err}");
+        assert!(
+            err.to_string()
+                .contains(&format!("pid {}", std::process::id())),
+            "{err}"
+        );
+    }
+    drop(first);
+    // Let go on drop; a child another test forks meanwhile shares the lock's open file until its
+    // exec closes it, so the reopen may wait a moment under a loaded suite.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        match Store::open(dir.path().join("a/../state.db")).await {
+            Ok(_) => break,
+            Err(Error::Locked { .. }) if std::time::Instant::now() < deadline => {
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+            Err(e) => panic!("{e}"),
+        }
+    }
+}
+
+#[tokio::test]
+async fn an_empty_file_is_refused_unless_opened_as_new() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("state.db");
+    std::fs::write(&path, "").unwrap();
+    let err = Store::open(&path).await.err().expect("refused");
+    assert!(matches!(err, Error::EmptyState { .. }), "{err}");
+    assert_eq!(std::fs::metadata(&path).unwrap().len(), 0);
+    let store = Store::open_as_new(&path).await.unwrap();
+    assert_eq!(store.schema_version().await.unwrap(), SCHEMA_VERSION);
+    drop(store);
+    Store::open(&path).await.unwrap();
+}

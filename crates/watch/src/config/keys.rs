@@ -33,7 +33,7 @@ pub(super) static KEYS: &[Key] = &[
         scope: Scope::Everywhere,
         builtin: Builtin::Value(r#""1h""#),
         value: Value::Duration(Least::Positive, |s| &mut s.policy.interval),
-        doc: "between checks (`\"30s\"`, `\"5m\"`, `\"1h\"`, `\"2d\"`, `\"1h 30m\"`); sooner as expiry nears (never later than a quarter of the time left), and after an unknown check from a minute, doubling, never beyond the interval",
+        doc: "between checks, from `\"1s\"` (`\"30s\"`, `\"5m\"`, `\"1h\"`, `\"2d\"`, `\"1h 30m\"`; under five minutes, a warning at start says the `/debug_token` calls an hour it costs against the app's allowance); sooner as expiry nears (never later than a quarter of the time left, nor sooner than a minute or the interval), and after an unknown check from a minute or the interval, whichever is shorter, doubling, never beyond the interval",
     },
     Key {
         name: "jitter",
