@@ -1,6 +1,7 @@
 //! The HTTP side: one `reqwest` client over rustls (ring), bearer tokens in headers, `appsecret_proof`
 //! on every call made with a user or system-user token when the app secret is known, and retries with
-//! exponential backoff and jitter for transient and rate-limited failures only, inside a time budget.
+//! exponential backoff and jitter for transient failures only, inside a time budget. A rate-limited
+//! call is sent again only after the regain time Meta named (when it fits the budget), never at once.
 
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::sync::Arc;
