@@ -277,6 +277,42 @@ async fn healthz_says_ok_and_whether_a_round_finished() {
     assert_eq!(body, "ok\nno round finished yet\n");
 }
 
+#[tokio::test]
+async fn healthz_fails_and_the_page_says_why_while_the_state_cannot_be_written() {
+    let now = now();
+    let mut unwritable = snapshot(now);
+    unwritable.state_unwritable = Some(permatoken_watch::snapshot::StateProblem {
+        since: now - 120,
+        reason: "database or disk is full".to_owned(),
+    });
+    let (state, _, _dir) = state_with(unwritable).await;
+    let (status, _, body) = get(&state, "/healthz", None).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(
+        body,
+        format!(
+            "state not writable since {}: database or disk is full\n",
+            now - 120
+        )
+    );
+    let (status, _, page) = get(&state, "/", None).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(
+        page.contains("The state cannot be written since") && page.contains("disk is full"),
+        "{page}"
+    );
+    let (_, _, api) = get(&state, "/api/tokens", None).await;
+    let json: serde_json::Value = serde_json::from_str(&api).unwrap();
+    assert_eq!(json["state_unwritable"]["since"], now - 120);
+    // While it can, the paragraph is hidden.
+    let (state, _, _dir) = state_with(snapshot(now)).await;
+    let (_, _, page) = get(&state, "/", None).await;
+    assert!(
+        page.contains("<p id=\"unwritable\" class=\"stale\" hidden></p>"),
+        "{page}"
+    );
+}
+
 async fn state_with(snapshot: Snapshot) -> (AppState, Counters, tempfile::TempDir) {
     state(snapshot, "127.0.0.1:9464", None).await
 }

@@ -263,6 +263,8 @@ impl Daemon {
     /// it leads, and stands by otherwise (serving the shared state, `permatoken_leader` 0).
     pub fn set_election(&mut self, election: store::Election) {
         self.leadership = Leadership::elected(election, self.counters.clone());
+        // Not before the election says so: the courier's task may pass before the first poll.
+        self.courier.set_leading(false);
     }
 
     /// Whether this replica leads (always, without an election).
