@@ -19,13 +19,17 @@
 //! (`cannot_be_checked`) only once the pause has outlasted `unknown_after`. One log line per
 //! pause, per refused test and per resume, never one per token.
 //!
+//! Pauses are measured on the monotonic clock (the round's [`At::mono`]): a wall clock stepped
+//! during a pause neither lengthens it nor ends it early. The wall times in log lines and in a
+//! deferred check's message are the round's wall time plus what is left of the pause.
+//!
 //! Must never: keep a token (only its digest), ask a token of another app with this app's token,
 //! call a paused app (its single test call aside), or count a deferred token as a failed check.
 
 use std::collections::{HashMap, HashSet};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use jiff::{SignedDuration, Timestamp};
+use jiff::Timestamp;
 use permatoken_graph::{
     BatchOutcome, Budget, Client, Endpoint, ErrorClass, Limit, MAX_BATCH, Usage, human,
 };
@@ -105,15 +109,33 @@ impl Due {
 pub(crate) struct Prefetch {
     /// The answers, by token digest.
     pub known: Known,
-    /// Per index into the round's checks: deferred until then (its app is rate-limited).
-    pub deferred: HashMap<usize, Timestamp>,
+    /// Per index into the round's checks: deferred until then on the monotonic clock (its app is
+    /// rate-limited).
+    pub deferred: HashMap<usize, Instant>,
+}
+
+/// The round's moment on both clocks: the monotonic one's to measure pauses on, the wall one's to
+/// tell people when a pause ends.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct At {
+    /// What is recorded and shown.
+    pub wall: Timestamp,
+    /// What a pause is measured on.
+    pub mono: Instant,
+}
+
+impl At {
+    /// `until` (on the monotonic clock) on the wall clock, for a person.
+    pub(crate) fn wall_of(&self, until: Instant) -> Timestamp {
+        crate::schedule::wall_time(until, self.mono, self.wall)
+    }
 }
 
 /// A rate limit being waited out, by an app or a user.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Pause {
-    /// Until when nothing is asked.
-    until: Timestamp,
+    /// Until when nothing is asked, on the monotonic clock.
+    until: Instant,
     /// The pause when Meta names no regain time: doubled by each refused test, up to
     /// [`MAX_PAUSE`].
     step: Duration,
@@ -121,7 +143,7 @@ struct Pause {
 
 impl Pause {
     /// The pause a first refusal at `now` calls for: Meta's regain time, else [`MIN_PAUSE`].
-    fn first(now: Timestamp, regain: Option<Duration>) -> Self {
+    fn first(now: Instant, regain: Option<Duration>) -> Self {
         Self {
             until: later(now, regain.unwrap_or(MIN_PAUSE)),
             step: MIN_PAUSE,
@@ -130,7 +152,7 @@ impl Pause {
 
     /// The pause a refusal at `now` calls for, after this one: Meta's regain time, else twice
     /// this one's step.
-    fn again(self, now: Timestamp, regain: Option<Duration>) -> Self {
+    fn again(self, now: Instant, regain: Option<Duration>) -> Self {
         let step = self.step.saturating_mul(2).min(MAX_PAUSE);
         Self {
             until: later(now, regain.unwrap_or(step)),
@@ -138,15 +160,18 @@ impl Pause {
         }
     }
 
-    /// How long it lasts from `now`, for the log.
-    fn left(&self, now: Timestamp) -> String {
-        human(Duration::try_from(self.until.duration_since(now)).unwrap_or_default())
+    /// How long it lasts from `now`, and until when by the wall clock, for the log.
+    fn left(&self, now: At) -> (String, Timestamp) {
+        let left = self.until.saturating_duration_since(now.mono);
+        (human(left), now.wall_of(self.until))
     }
 }
 
-/// `now + wait`, never less than [`MIN_PAUSE`] on.
-fn later(now: Timestamp, wait: Duration) -> Timestamp {
-    now + SignedDuration::try_from(wait.max(MIN_PAUSE)).unwrap_or(SignedDuration::from_hours(1))
+/// `now + wait`, never less than [`MIN_PAUSE`] on (an hour on, past what the clock can hold).
+fn later(now: Instant, wait: Duration) -> Instant {
+    now.checked_add(wait.max(MIN_PAUSE))
+        .or_else(|| now.checked_add(MAX_PAUSE))
+        .unwrap_or(now)
 }
 
 /// The per-app state that outlives a round: the pauses of rate-limited apps and users, and each
@@ -165,7 +190,7 @@ pub(crate) struct Budgets {
 
 impl Budgets {
     /// Until when the tokens of `user` (of `app_id`) wait, if their user is paused at `now`.
-    fn user_waits(&self, app_id: &str, user: &str, now: Timestamp) -> Option<Timestamp> {
+    fn user_waits(&self, app_id: &str, user: &str, now: Instant) -> Option<Instant> {
         self.users
             .get(&(app_id.to_owned(), user.to_owned()))
             .map(|p| p.until)
@@ -174,7 +199,7 @@ impl Budgets {
 
     /// `user`'s call was refused for its own limit at `now`: it waits (longer, if it waited
     /// before).
-    fn pause_user(&mut self, app_id: &str, user: &str, now: Timestamp, regain: Option<Duration>) {
+    fn pause_user(&mut self, app_id: &str, user: &str, now: Instant, regain: Option<Duration>) {
         let key = (app_id.to_owned(), user.to_owned());
         let pause = match self.users.get(&key) {
             Some(pause) => pause.again(now, regain),
@@ -298,14 +323,15 @@ fn note_usage(counters: &Counters, app_id: &str, usage: &[Usage]) -> Option<f64>
         .reduce(f64::max)
 }
 
-/// Asks the batches for `due` (by index into the round's checks) at `now`. `last` is each token
+/// Asks the batches for `due` (by index into the round's checks) at `now` (the round's moment).
+/// `last` is each token
 /// digest's previous check.
 pub(crate) async fn prefetch(
     due: Vec<(usize, Due)>,
     last: &HashMap<String, LastCheck>,
     budgets: &mut Budgets,
     counters: &Counters,
-    now: Timestamp,
+    now: At,
 ) -> Prefetch {
     let mut fetched = Prefetch {
         known: Known::new(digest),
@@ -324,8 +350,9 @@ pub(crate) async fn prefetch(
         apps[slot].push((index, check));
     }
     // A user's pause long over is forgotten: a refusal much later starts from a minute again.
-    let forget = SignedDuration::try_from(MAX_PAUSE).unwrap_or(SignedDuration::from_hours(1));
-    budgets.users.retain(|_, p| p.until + forget > now);
+    budgets
+        .users
+        .retain(|_, p| now.mono.saturating_duration_since(p.until) < MAX_PAUSE);
     for checks in apps {
         if let Some(until) = app_waits(&checks, budgets, counters, now).await {
             for (index, _) in &checks {
@@ -344,12 +371,12 @@ async fn app_waits(
     checks: &[(usize, Due)],
     budgets: &mut Budgets,
     counters: &Counters,
-    now: Timestamp,
-) -> Option<Timestamp> {
+    now: At,
+) -> Option<Instant> {
     let due = &checks[0].1;
     let app_id = due.app.app_id();
     let pause = *budgets.apps.get(app_id)?;
-    if pause.until > now {
+    if pause.until > now.mono {
         tracing::debug!(app_id = %app_id, "{} check(s) wait: the app is rate-limited", checks.len());
         return Some(pause.until);
     }
@@ -374,13 +401,12 @@ async fn app_waits(
     });
     if let Some(e) = failed {
         let regain = usage.iter().filter_map(|u| u.regain_after).max();
-        let next = pause.again(now, regain);
+        let next = pause.again(now.mono, regain);
         budgets.apps.insert(app_id.to_owned(), next);
+        let (left, until) = next.left(now);
         tracing::warn!(
             app_id = %app_id,
-            "app {app_id} is still rate-limited (the one call that tests it failed: {e}): its checks wait {} more, until {}",
-            next.left(now),
-            next.until
+            "app {app_id} is still rate-limited (the one call that tests it failed: {e}): its checks wait {left} more, until {until}"
         );
         return Some(next.until);
     }
@@ -400,7 +426,7 @@ async fn ask_app(
     last: &HashMap<String, LastCheck>,
     budgets: &mut Budgets,
     counters: &Counters,
-    now: Timestamp,
+    now: At,
     fetched: &mut Prefetch,
 ) {
     let app_id = checks[0].1.app.app_id().to_owned();
@@ -438,7 +464,7 @@ async fn ask_app(
             fetched.deferred.insert(index, until);
         }
         if let Some(regain) = asked.app_limit {
-            let pause = Pause::first(now, regain);
+            let pause = Pause::first(now.mono, regain);
             for &index in &asked.defer {
                 fetched.deferred.insert(index, pause.until);
             }
@@ -448,11 +474,10 @@ async fn ask_app(
         }
     }
     if let Some((pause, count)) = paused {
+        let (left, until) = pause.left(now);
         tracing::warn!(
             app_id = %app_id,
-            "app {app_id} is rate-limited: it is asked nothing for {} (until {}), then one call tests it; {count} check(s) deferred, none asked one by one",
-            pause.left(now),
-            pause.until
+            "app {app_id} is rate-limited: it is asked nothing for {left} (until {until}), then one call tests it; {count} check(s) deferred, none asked one by one"
         );
     }
 }
@@ -495,8 +520,8 @@ fn take_identity(
 struct Asked {
     /// The checks to defer when the app is paused: every one without an answer to go on.
     defer: Vec<usize>,
-    /// The checks whose user is paused (its own limit), and until when.
-    user_waits: Vec<(usize, Timestamp)>,
+    /// The checks whose user is paused (its own limit), and until when (monotonic).
+    user_waits: Vec<(usize, Instant)>,
     /// `Some(regain)`: the app is rate-limited.
     app_limit: Option<Option<Duration>>,
     /// The highest usage seen.
@@ -516,7 +541,7 @@ async fn ask_chunk(
     last: &HashMap<String, LastCheck>,
     budgets: &mut Budgets,
     counters: &Counters,
-    now: Timestamp,
+    now: At,
     known: &mut Known,
 ) -> Asked {
     let (app, client) = (&chunk[0].1.app, &chunk[0].1.client);
@@ -563,7 +588,8 @@ async fn ask_chunk(
     }
     // The tokens of a paused user wait, whatever their own answer: nothing is asked with them.
     for (i, key, token) in &answered {
-        if let Some(until) = budgets.user_waits(app.app_id(), &user_of(&token.info, key), now) {
+        if let Some(until) = budgets.user_waits(app.app_id(), &user_of(&token.info, key), now.mono)
+        {
             asked
                 .user_waits
                 .extend(owners[*i].iter().map(|&o| (o, until)));
@@ -600,7 +626,7 @@ struct Identities<'a> {
     due: &'a Due,
     tokens: &'a [AccessToken],
     counters: &'a Counters,
-    now: Timestamp,
+    now: At,
 }
 
 /// Asks `/me` in batches for the `answered` tokens without an earlier identity; a refusal for a
@@ -619,7 +645,7 @@ async fn ask_identities(
             let (_, key, known) = &answered[a];
             known.last.is_none()
                 && budgets
-                    .user_waits(app_id, &user_of(&known.info, key), on.now)
+                    .user_waits(app_id, &user_of(&known.info, key), on.now.mono)
                     .is_none()
         })
         .collect();
@@ -651,7 +677,7 @@ async fn ask_identities(
         match &result {
             // Once per user, however many of its tokens were refused.
             Some(r) if is_user_limited(r) && refused.insert(user.clone()) => {
-                budgets.pause_user(app_id, &user, on.now, regain);
+                budgets.pause_user(app_id, &user, on.now.mono, regain);
             }
             Some(Ok(_)) => answered_users.push(user),
             _ => {}
@@ -682,6 +708,28 @@ mod tests {
         assert_eq!(at(f64::INFINITY), MAX_PACE);
         assert_eq!(at(f64::NAN), Duration::ZERO);
         assert_eq!(at(87.5), MAX_PACE / 2);
+    }
+
+    #[test]
+    fn a_pause_is_measured_on_the_monotonic_clock_and_told_on_the_wall_one() {
+        let mono = Instant::now();
+        let wall: Timestamp = "2026-12-08T01:00:00Z".parse().unwrap();
+        let pause = Pause::first(mono, None);
+        assert_eq!(pause.until, mono + MIN_PAUSE);
+        // Half a minute later on the monotonic clock, whatever the wall clock reads then (here an
+        // hour back): half a minute left, ending half a minute after the wall time it reads.
+        let later = At {
+            wall: wall - jiff::SignedDuration::from_hours(1),
+            mono: mono + Duration::from_secs(30),
+        };
+        let (left, until) = pause.left(later);
+        assert_eq!(left, human(Duration::from_secs(30)));
+        assert_eq!(until, later.wall + jiff::SignedDuration::from_secs(30));
+        // Refused again: twice the step, from then; Meta's regain time wins, never under a minute.
+        let again = pause.again(later.mono, None);
+        assert_eq!(again.until, later.mono + 2 * MIN_PAUSE);
+        let named = pause.again(later.mono, Some(Duration::from_secs(5)));
+        assert_eq!(named.until, later.mono + MIN_PAUSE);
     }
 
     #[test]

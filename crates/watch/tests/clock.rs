@@ -1,7 +1,8 @@
 //! The daemon's two clocks apart: a test clock whose wall time jumps while its monotonic time does
 //! not (as an NTP step does), against the sandbox. A jump changes no schedule and makes no alert;
-//! the monotonic time passing does both. (`crates/cli/tests/it/watch_clock.rs` steps a real
-//! process's clock with libfaketime.)
+//! the monotonic time passing does both; a rate-limited app's pause, likewise, lasts what it lasts on
+//! the monotonic clock. (`crates/cli/tests/it/watch_clock.rs` steps a real process's clock with
+//! libfaketime.)
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
@@ -9,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use jiff::{SignedDuration, Timestamp};
 use permatoken_graph::ProxyConfig;
-use permatoken_sandbox::{Options as SandboxOptions, Running, Sandbox};
+use permatoken_sandbox::{Faults, Options as SandboxOptions, Running, Sandbox};
 use permatoken_state::Store;
 use permatoken_watch::alert::Sender;
 use permatoken_watch::config;
@@ -76,6 +77,31 @@ name = "missing"
 env_file = "missing.env"
 "#;
 
+/// A daemon on `clock` for `config` (TOML) in `dir`, against `sandbox`.
+async fn daemon(
+    sandbox: &Running,
+    dir: &std::path::Path,
+    config: &str,
+    clock: &SteppedClock,
+) -> Daemon {
+    let config = config::parse(config, &dir.join("permatoken.toml"))
+        .unwrap()
+        .config;
+    let (publisher, _subscriber) = snapshot::channel(Snapshot::default());
+    let mut graph = permatoken_graph::Config::new(sandbox.url());
+    graph.retry.max_retries = 1;
+    Daemon::new(Options {
+        config,
+        store: Store::open(&dir.join("state.db")).await.unwrap(),
+        publisher,
+        counters: Counters::default(),
+        sender: Sender::new(ProxyConfig::default(), None),
+        graph,
+        clock: Arc::new(clock.clone()),
+        backup_dir: None,
+    })
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_step_of_the_wall_clock_changes_no_schedule_and_makes_no_alert() {
     let sandbox = Sandbox::start_background(&SandboxOptions::default()).unwrap();
@@ -84,23 +110,8 @@ async fn a_step_of_the_wall_clock_changes_no_schedule_and_makes_no_alert() {
     std::fs::write(p.join("orders.env"), env(&sandbox, "system-user")).unwrap();
     std::fs::write(p.join("gone.env"), env(&sandbox, "expired")).unwrap();
     // `missing.env` is never written: that token is unknown at every check.
-    let config = config::parse(CONFIG, &p.join("permatoken.toml"))
-        .unwrap()
-        .config;
-    let (publisher, _subscriber) = snapshot::channel(Snapshot::default());
-    let mut graph = permatoken_graph::Config::new(sandbox.url());
-    graph.retry.max_retries = 1;
     let clock = SteppedClock::default();
-    let mut daemon = Daemon::new(Options {
-        config,
-        store: Store::open(&p.join("state.db")).await.unwrap(),
-        publisher,
-        counters: Counters::default(),
-        sender: Sender::new(ProxyConfig::default(), None),
-        graph,
-        clock: Arc::new(clock.clone()),
-        backup_dir: None,
-    });
+    let mut daemon = daemon(&sandbox, p, CONFIG, &clock).await;
 
     let first = daemon.run_due(clock.now()).await.unwrap();
     assert_eq!(
@@ -143,4 +154,103 @@ async fn a_step_of_the_wall_clock_changes_no_schedule_and_makes_no_alert() {
     };
     assert_eq!(state("missing").as_deref(), Some("cannot_be_checked"));
     assert_eq!(state("gone").as_deref(), Some("dead"));
+}
+
+/// What requests asked, by path only (their queries and headers carry tokens).
+fn paths(requests: &[permatoken_sandbox::Request]) -> Vec<String> {
+    requests.iter().map(|r| r.path.clone()).collect()
+}
+
+const PAUSED: &str = r#"[defaults]
+interval = "1m"
+jitter = "0s"
+unknown_after = "30m"
+
+[[token]]
+name = "orders"
+env_file = "orders.env"
+"#;
+
+/// `PAUSED` and a token of the same app, added by a reload.
+const PAUSED_AND_BILLING: &str = r#"
+[[token]]
+name = "billing"
+env_file = "billing.env"
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rate_limited_apps_pause_lasts_its_minute_on_the_monotonic_clock_whatever_the_wall_clock_does()
+ {
+    // The app is throttled for the whole test: every call that reaches it is refused and counted.
+    let sandbox = Sandbox::start_background(&SandboxOptions::default()).unwrap();
+    sandbox.set_faults(Faults {
+        throttle_secs: 3600,
+        ..Faults::default()
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path();
+    std::fs::write(p.join("orders.env"), env(&sandbox, "system-user")).unwrap();
+    std::fs::write(p.join("billing.env"), env(&sandbox, "user-60d")).unwrap();
+    let clock = SteppedClock::default();
+    let mut daemon = daemon(&sandbox, p, PAUSED, &clock).await;
+
+    // The first check meets the throttle: the app is paused for a minute.
+    let first = daemon.run_due(clock.now()).await.unwrap();
+    assert_eq!((first.checked, first.deferred), (0, 1), "{first:?}");
+    let refused = sandbox.throttle().refused;
+    assert!(refused >= 1, "the throttle was met");
+
+    // The wall clock steps two hours on, and a token of the same app comes with a reload, due at
+    // once: the minute has not passed, so it waits too, and nothing reaches the app.
+    clock.step(2 * 3600);
+    let text = format!("{PAUSED}{PAUSED_AND_BILLING}");
+    daemon
+        .replace_config(
+            config::parse(&text, &p.join("permatoken.toml"))
+                .unwrap()
+                .config,
+        )
+        .await;
+    let before = sandbox.requests().len();
+    let now = clock.now();
+    let jumped = daemon.run_due(now).await.unwrap();
+    assert_eq!((jumped.checked, jumped.deferred), (0, 1), "{jumped:?}");
+    assert_eq!(
+        sandbox.requests().len(),
+        before,
+        "nothing is sent to a paused app: {:?}",
+        paths(&sandbox.requests()[before..])
+    );
+    assert_eq!(sandbox.throttle().refused, refused);
+    // Its check waits out what is left of the minute (the real time since the first round
+    // aside), shown on the wall clock as it now reads.
+    let left = daemon.next_due().unwrap().duration_since(now);
+    assert!(
+        left > SignedDuration::from_secs(50) && left <= SignedDuration::from_mins(1),
+        "{left:?}"
+    );
+
+    // Three hours back (an hour behind where it began), and the minute passes: the pause is over,
+    // and one call tests the app (refused: the pause doubles).
+    clock.step(-3 * 3600);
+    clock.pass(61);
+    let before = sandbox.requests().len();
+    let back = daemon.run_due(clock.now()).await.unwrap();
+    assert_eq!((back.checked, back.deferred), (0, 2), "{back:?}");
+    assert_eq!(
+        sandbox.throttle().refused,
+        refused + 1,
+        "the minute over, one call tests the app: {:?}",
+        paths(&sandbox.requests()[before..])
+    );
+
+    // The throttle over and the doubled pause passed: both are checked.
+    sandbox.set_faults(Faults::default());
+    clock.pass(121);
+    let resumed = daemon.run_due(clock.now()).await.unwrap();
+    assert_eq!(
+        (resumed.checked, resumed.deferred, resumed.alerts),
+        (2, 0, 0),
+        "{resumed:?}"
+    );
 }

@@ -7,6 +7,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
+use std::time::Instant;
 
 use jiff::Timestamp;
 use permatoken_inspect::Status;
@@ -37,7 +38,7 @@ impl Daemon {
         summary: &mut RoundSummary,
     ) -> Result<(), Error> {
         let jobs = self.prepare(window).await?;
-        let (known, deferred) = self.prefetch(&jobs, now).await;
+        let (known, deferred) = self.prefetch(&jobs).await;
         let mut writes = WindowWrites {
             tokens: Vec::with_capacity(jobs.len()),
             checks: Vec::with_capacity(jobs.len()),
@@ -53,10 +54,11 @@ impl Daemon {
                 // so a pause that outlasts `unknown_after` is alerted, and a short one is not.
                 summary.deferred += 1;
                 summary.note(Status::Unknown);
-                // The regain time is the wall clock's: how far off it is, is measured now.
-                let wait = crate::schedule::age(now, *until);
+                // The pause is measured on the monotonic clock; people are told its end on the
+                // wall clock, as the round's wall time plus what is left of it.
+                let wait = until.saturating_duration_since(self.round_at.mono);
                 self.schedule.defer(&token.name, wait, self.round_at.mono);
-                let observation = crate::batch::deferred(*until);
+                let observation = crate::batch::deferred(self.batch_at().wall_of(*until));
                 self.announce(&token, &token.name, &observation, now, summary);
                 continue;
             }
@@ -147,8 +149,7 @@ impl Daemon {
     async fn prefetch(
         &mut self,
         jobs: &[(TokenConfig, Result<Job, CheckError>)],
-        now: Timestamp,
-    ) -> (Option<Arc<Known>>, HashMap<usize, Timestamp>) {
+    ) -> (Option<Arc<Known>>, HashMap<usize, Instant>) {
         if !self.config.batch_checks {
             return (None, HashMap::new());
         }
@@ -157,15 +158,24 @@ impl Daemon {
             .enumerate()
             .filter_map(|(i, (_, job))| Some((i, crate::batch::Due::of(job.as_ref().ok()?)?)))
             .collect();
+        let at = self.batch_at();
         let fetched = crate::batch::prefetch(
             due,
             self.memory.identities(),
             &mut self.budgets,
             &self.counters,
-            now,
+            at,
         )
         .await;
         (Some(Arc::new(fetched.known)), fetched.deferred)
+    }
+
+    /// The round's moment, as the batches' pauses are measured.
+    fn batch_at(&self) -> crate::batch::At {
+        crate::batch::At {
+            wall: self.round_at.wall,
+            mono: self.round_at.mono,
+        }
     }
 
     /// Takes in one token's check: marks its claims done, then what it saw, or why it told nothing.
