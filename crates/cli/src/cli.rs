@@ -159,8 +159,10 @@ pub(crate) enum Command {
     ///
     /// Listens on 127.0.0.1 only, makes a fake app and one token per scenario at start, and prints them.
     /// Point permatoken at it with `PERMATOKEN_GRAPH_URL`. Admin endpoints: `POST /_sandbox/faults`
-    /// (JSON: latency_ms, server_errors, rate_limits, regain_minutes, truncate), `POST /_sandbox/clock`
-    /// (`{"advance_seconds": N}` ages every token), `GET /_sandbox/requests`, `GET /_sandbox/scenarios`,
+    /// (JSON: latency_ms, server_errors, rate_limits, regain_minutes, truncate, throttle_secs,
+    /// throttle_grow_ms, user_rate_limits, batch_nulls, batch_headers_omitted), `GET /_sandbox/throttle`,
+    /// `POST /_sandbox/clock` (`{"advance_seconds": N}` ages every token), `GET /_sandbox/requests`,
+    /// `GET /_sandbox/scenarios`,
     /// each only with the header `x-sandbox-admin` and the admin secret printed at start.
     Sandbox(SandboxArgs),
     /// Turn a short-lived user token into a long-lived (60-day) one, verify it, and write it back.

@@ -159,6 +159,15 @@ pub enum Error {
         /// The first line with such a byte, from 1.
         line: usize,
     },
+    /// The token has no Meta token's shape (`place` names the file and variable, never the value):
+    /// it is sent nowhere.
+    #[error(
+        "{place} does not hold a Meta access token (EAA followed by letters and digits), so it was not sent to Meta"
+    )]
+    Malformed {
+        /// `` `WHATSAPP_ACCESS_TOKEN` in ./.env ``, or the token file.
+        place: String,
+    },
     /// A value is there but cannot be right.
     #[error("`{var}` from {origin} {problem}")]
     Invalid {
@@ -172,6 +181,18 @@ pub enum Error {
 }
 
 impl Error {
+    /// The stable code of the problem, as `check --json` shows it (README, "Finding codes"): a token
+    /// that is no token is `token_malformed`, whatever is wrong with it.
+    pub fn code(&self) -> Option<&'static str> {
+        match self {
+            Self::Malformed { .. } => Some("token_malformed"),
+            Self::Invalid { var, .. } if var != APP_ID_VAR && var != APP_SECRET_VAR => {
+                Some("token_malformed")
+            }
+            _ => None,
+        }
+    }
+
     /// What to do about it, for the `hint:` line.
     pub fn hint(&self) -> String {
         match self {
@@ -195,6 +216,7 @@ impl Error {
             Self::NotUtf8File { .. } => {
                 "save the file as UTF-8 (an editor's \"Save with encoding\"); Meta tokens and ids are plain ASCII".into()
             }
+            Self::Malformed { .. } => "this file does not hold a Meta access token: check that it is the token's file (a key, a certificate or a JSON file is not), and put the token there alone, copied whole (EAA followed by 150–260 letters and digits)".into(),
             Self::Invalid { .. } => "copy the token again, whole, from where it was generated (Business Settings → System users, or WhatsApp → API Setup)".into(),
         }
     }
@@ -423,6 +445,13 @@ fn validate_token(token: &Sourced<AccessToken>) -> Result<(), Error> {
             var,
             origin: token.source.clone(),
             problem: problem.into(),
+        }),
+        // A key, a path or a JSON text read by mistake must not leave the machine in a URL.
+        None if !token.value.has_meta_shape() => Err(Error::Malformed {
+            place: match &token.var {
+                Some(var) => format!("`{var}` in {}", token.source),
+                None => token.source.to_string(),
+            },
         }),
         None => Ok(()),
     }

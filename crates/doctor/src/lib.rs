@@ -149,6 +149,9 @@ pub struct Inputs {
 
 /// Runs the checklist.
 pub async fn doctor(client: &Client, inputs: &Inputs, budget: &Budget) -> Checklist {
+    if !inputs.token.has_meta_shape() {
+        return malformed(client, inputs, budget).await;
+    }
     let (token, business, phone, subscription, webhook) = tokio::join!(
         timed(token_item(client, inputs, budget)),
         timed(business_item(client, inputs, budget)),
@@ -166,6 +169,43 @@ pub async fn doctor(client: &Client, inputs: &Inputs, budget: &Budget) -> Checkl
     });
     let rate = rate_item([usage, business_usage].into_iter().flatten().collect());
     let items = vec![token, business, phone, subscription, webhook, rate];
+    let status = items
+        .iter()
+        .map(|i| i.status)
+        .filter(|s| *s != ItemStatus::Skipped)
+        .max()
+        .unwrap_or(ItemStatus::Ok);
+    Checklist { status, items }
+}
+
+const PHONE_TITLE: &str = "Phone number: connected, verified, on the Cloud API, can send";
+const SUBSCRIPTION_TITLE: &str = "This app receives the account's webhooks";
+
+/// The checklist of a value that is no Meta token: the token item says so (asking nothing), and
+/// no item that would send it to Meta runs.
+async fn malformed(client: &Client, inputs: &Inputs, budget: &Budget) -> Checklist {
+    let (token, token_ms) = timed(token_item(client, inputs, budget)).await;
+    let (webhook, webhook_ms) = timed(webhook::item(inputs)).await;
+    let not_asked = |id, title| {
+        let mut item = Item::new(id, title);
+        item.status = ItemStatus::Skipped;
+        item.fact("not asked: the token has no Meta token's shape, so it is sent nowhere");
+        item
+    };
+    let items = vec![
+        Item {
+            elapsed_ms: token_ms,
+            ..token
+        },
+        not_asked("business_verification", "Business verification"),
+        not_asked("phone_number", PHONE_TITLE),
+        not_asked("app_subscription", SUBSCRIPTION_TITLE),
+        Item {
+            elapsed_ms: webhook_ms,
+            ..webhook
+        },
+        rate_item(Vec::new()),
+    ];
     let status = items
         .iter()
         .map(|i| i.status)
@@ -391,10 +431,7 @@ fn limit_words(tier: &str) -> String {
 }
 
 async fn phone_item(client: &Client, inputs: &Inputs, budget: &Budget) -> (Item, Option<Usage>) {
-    let item = Item::new(
-        "phone_number",
-        "Phone number: connected, verified, on the Cloud API, can send",
-    );
+    let item = Item::new("phone_number", PHONE_TITLE);
     let Some(id) = &inputs.phone else {
         return (item.skipped("WHATSAPP_PHONE_NUMBER_ID"), None);
     };
@@ -498,10 +535,7 @@ async fn phone_item(client: &Client, inputs: &Inputs, budget: &Budget) -> (Item,
 }
 
 async fn subscription_item(client: &Client, inputs: &Inputs, budget: &Budget) -> Item {
-    let mut item = Item::new(
-        "app_subscription",
-        "This app receives the account's webhooks",
-    );
+    let mut item = Item::new("app_subscription", SUBSCRIPTION_TITLE);
     let Some(waba) = &inputs.waba else {
         return item.skipped("WHATSAPP_BUSINESS_ACCOUNT_ID");
     };

@@ -1,6 +1,7 @@
 //! The HTTP side: one `reqwest` client over rustls (ring), bearer tokens in headers, `appsecret_proof`
 //! on every call made with a user or system-user token when the app secret is known, and retries with
-//! exponential backoff and jitter for transient and rate-limited failures only, inside a time budget.
+//! exponential backoff and jitter for transient failures only, inside a time budget. A rate-limited
+//! call is sent again only after the regain time Meta named (when it fits the budget), never at once.
 
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::sync::Arc;
@@ -689,7 +690,13 @@ pub(crate) fn decode<T: DeserializeOwned>(
     usage: Usage,
     body: &[u8],
 ) -> Result<T, Error> {
-    if let Ok(envelope) = serde_json::from_slice::<ErrorEnvelope>(body) {
+    // Only an object is an error envelope: serde reads a struct from an array too, so a batch
+    // answer of one entry (`[{"code":400,…}]`) would pass for an error of code 400.
+    let object = body.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{');
+    if let Some(envelope) = object
+        .then(|| serde_json::from_slice::<ErrorEnvelope>(body).ok())
+        .flatten()
+    {
         let raw = envelope.error;
         return Err(Error::Graph {
             endpoint: endpoint.to_owned(),

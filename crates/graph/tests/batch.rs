@@ -296,6 +296,79 @@ async fn a_sub_error_keeps_its_fields_and_a_rate_limits_wait_is_left_to_the_call
     assert_eq!(client.request_counts().rate_limited, 1);
 }
 
+#[tokio::test(flavor = "multi_thread")]
+async fn answers_without_headers_are_read_and_take_the_whole_answers_usage() {
+    let sandbox = start(Options {
+        extra_tokens: 3,
+        ..Options::default()
+    });
+    let (client, app) = client(&sandbox);
+    let tokens = sandbox.extra_tokens();
+    // As Meta answers with `include_headers=false`: no `headers` in any entry.
+    sandbox.set_faults(Faults {
+        batch_headers_omitted: true,
+        app_usage_percent: Some(80),
+        ..Faults::default()
+    });
+    let outcome = client
+        .debug_token_batch(&app, &tokens, &budget())
+        .await
+        .unwrap();
+    for (i, result) in outcome.results.iter().enumerate() {
+        assert_eq!(result.as_ref().unwrap().is_valid, Some(true), "token {i}");
+    }
+    assert_eq!(outcome.peak_usage().app_percent, Some(80.0));
+    // The client asked for the headers all the same.
+    let post = sandbox.requests().into_iter().find(|r| !r.batched).unwrap();
+    assert!(post.body.contains("include_headers=true"), "{}", post.body);
+    // A refused entry without headers: its usage is the whole answer's, at the limit.
+    sandbox.set_faults(Faults {
+        batch_headers_omitted: true,
+        throttle_secs: 60,
+        ..Faults::default()
+    });
+    let outcome = client
+        .debug_token_batch(&app, &tokens, &budget())
+        .await
+        .unwrap();
+    match &outcome.results[0] {
+        Err(err @ Error::Graph { usage, .. }) => {
+            assert_eq!(err.limit(), Some(permatoken_graph::Limit::App));
+            assert!(usage.exhausted(), "{usage:?}");
+            assert_eq!(
+                usage.regain_after, None,
+                "Meta names no wait for the app's limit"
+            );
+        }
+        other => panic!("expected the throttle, got {other:?}"),
+    }
+    assert_eq!(sandbox.throttle().refused, 3, "each sub-request counts");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_batch_of_one_refused_entry_is_that_entrys_refusal_not_the_whole_posts() {
+    let sandbox = start(Options::default());
+    let (client, app) = client(&sandbox);
+    let token = sandbox.token("system-user").unwrap();
+    let outcome = client
+        .debug_token_batch(&app, std::slice::from_ref(&token), &budget())
+        .await
+        .unwrap();
+    assert_eq!(outcome.results[0].as_ref().unwrap().is_valid, Some(true));
+    // An answer of one entry, `[{"code":400,…}]`, once passed for an error object of code 400.
+    sandbox.set_faults(Faults {
+        throttle_secs: 60,
+        ..Faults::default()
+    });
+    let outcome = client
+        .debug_token_batch(&app, std::slice::from_ref(&token), &budget())
+        .await
+        .unwrap();
+    let err = outcome.results[0].as_ref().unwrap_err();
+    assert_eq!(err.graph_error().and_then(|e| e.code), Some(4), "{err}");
+    assert_eq!(err.limit(), Some(permatoken_graph::Limit::App));
+}
+
 #[test]
 fn the_batch_size_is_metas() {
     assert_eq!(MAX_BATCH, 50);

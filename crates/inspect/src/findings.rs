@@ -315,12 +315,18 @@ fn invalidation(code: Option<i64>, subcode: Option<i64>) -> (&'static str, &'sta
     }
 }
 
-pub(crate) fn not_token_shaped() -> Finding {
+/// A value that is no Meta token (`place` names its file and variable, never its content): it was
+/// not sent to Meta.
+pub(crate) fn not_token_shaped(place: &str) -> Finding {
     finding(
         FindingCode::TokenMalformed,
-        Severity::Info,
-        "the value does not have the shape of a Meta access token (EAA followed by letters and digits)".into(),
-        format!("{COPY_AGAIN}{SYSTEM_USER_STEPS}"),
+        Severity::Warning,
+        format!(
+            "{place} does not hold a Meta access token (EAA followed by letters and digits), so it was not sent to Meta"
+        ),
+        format!(
+            "this file does not hold a Meta access token: check that {place} is the token's (a key, a certificate or a JSON file is not), then put the token there alone, copied whole (tokens start with EAA and run 150–260 letters and digits)"
+        ),
     )
 }
 

@@ -271,6 +271,9 @@ async fn judge(
     prefetched: Option<Prefetched>,
 ) -> Report {
     let token = subject.token;
+    if !token.has_meta_shape() {
+        return malformed(subject, now);
+    }
     let mut findings = Vec::new();
     let mut unknown = false;
     let embedded = token.embedded_app_id().map(|id| id.to_string());
@@ -399,9 +402,6 @@ async fn judge(
         findings.push(findings::dead(
             class, code, subcode, &message, trace_id, &facts, now,
         ));
-        if token.embedded_app_id().is_none() {
-            findings.push(findings::not_token_shaped());
-        }
     } else {
         if let Err(err) = &answers.me {
             // A refused proof is explained by its own finding already.
@@ -449,6 +449,22 @@ async fn judge(
         token: facts,
         identity,
         findings,
+    }
+}
+
+/// The report on a value without the shape of a Meta token ([`AccessToken::has_meta_shape`]): the
+/// verdict unknown, and no call made. A private key or a JSON text read from the wrong file must not
+/// leave the machine in a URL, and Meta's "cannot parse" would call it dead.
+fn malformed(subject: Subject<'_>, now: Timestamp) -> Report {
+    let place = match subject.variable {
+        Some(var) => format!("`{var}` in {}", subject.source),
+        None => subject.source.to_owned(),
+    };
+    Report {
+        status: Status::Unknown,
+        token: facts(subject, None, None, now),
+        identity: None,
+        findings: vec![findings::not_token_shaped(&place)],
     }
 }
 

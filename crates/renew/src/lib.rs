@@ -252,6 +252,11 @@ pub enum Failure {
     /// The new token came back but does not pass the checks.
     #[error("the new token was not written, because {0}")]
     Unverified(String),
+    /// The token has no Meta token's shape (`what` names where it was read): it was sent nowhere.
+    #[error(
+        "{0} does not hold a Meta access token (EAA followed by letters and digits), so it was not sent to Meta"
+    )]
+    Malformed(String),
     /// The business admin's token given to `mint` is dead.
     #[error("the business admin's token no longer works: {0}")]
     AdminDead(String),
@@ -276,6 +281,7 @@ impl Failure {
     pub fn exit_code(&self) -> u8 {
         match self {
             Self::MissingAppCredential(_)
+            | Self::Malformed(_)
             | Self::Unreachable(_)
             | Self::NoBackupFolder
             | Self::BackupFolderNotUtf8(_)
@@ -297,6 +303,7 @@ impl Failure {
                 "use a token generated for app {configured}, or set `FACEBOOK_APP_ID` and `FACEBOOK_APP_SECRET` to those of app {token_app}"
             ),
             Self::NeedsNoExchange => "nothing to do: `permatoken check` shows it never expires".into(),
+            Self::Malformed(_) => "this file does not hold a Meta access token: check that it is the token's file (a key, a certificate or a JSON file is not) and put the token alone there, copied whole (EAA followed by 150–260 letters and digits)".into(),
             Self::InputDead(_) => "get a fresh token (WhatsApp → API Setup, or Graph API Explorer) and exchange it within its hour; better, mint a permanent one: `permatoken mint --help`".into(),
             Self::WrongAppSecret => "copy the secret again from App Dashboard → Settings → Basic → App secret → Show into `FACEBOOK_APP_SECRET`; after a reset only the new one works".into(),
             Self::WrongAppId => "`FACEBOOK_APP_ID` must be the App ID at the top of App Dashboard → Settings → Basic".into(),
@@ -434,6 +441,9 @@ impl ExchangePlan {
 /// The checks of `permatoken exchange`, asking Meta for nothing new: the app credentials, the app of
 /// the token, and whether it works and needs an exchange.
 pub async fn plan_exchange(ctx: &Ctx<'_>, input: &AccessToken) -> Result<ExchangePlan, Failure> {
+    if !input.has_meta_shape() {
+        return Err(Failure::Malformed("the token to exchange".into()));
+    }
     let app = ctx.app_token()?;
     if let Some(embedded) = input.embedded_app_id().map(|id| id.to_string())
         && embedded != app.app_id()
@@ -793,6 +803,9 @@ pub async fn plan_mint(
     system_user_id: &str,
     sixty_days: bool,
 ) -> Result<MintPlan, Failure> {
+    if !admin.has_meta_shape() {
+        return Err(Failure::Malformed("the business admin's token".into()));
+    }
     let app = ctx.app_token()?;
     let admin_report = ctx.inspect(admin, "the business admin's token", None).await;
     if admin_report.is_dead() {

@@ -15,7 +15,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::scenarios::{self, Owner, Record, WABA_ID};
-use crate::{App, Faults, Request, State, whatsapp};
+use crate::{App, Faults, Inner, Request, State, whatsapp};
 
 type Shared = Arc<State>;
 
@@ -34,6 +34,7 @@ pub(crate) fn router(state: Shared) -> axum::Router {
     axum::Router::new()
         .route("/_sandbox/faults", get(get_faults).post(set_faults))
         .route("/_sandbox/clock", post(advance_clock))
+        .route("/_sandbox/throttle", get(get_throttle))
         .route(
             "/_sandbox/requests",
             get(list_requests).delete(clear_requests),
@@ -88,11 +89,27 @@ pub(crate) enum Fault {
     Null,
     Outage,
     RateLimit(Option<u32>),
+    /// The app is throttled: code 4 with `X-App-Usage` only (`graph-api.md` §7).
+    Throttled,
+    /// The caller's own limit: code 17.
+    UserLimit,
     Truncate,
 }
 
-/// The fault the next Graph request takes, if any; `null`s only inside a batch.
-pub(crate) fn take_fault(faults: &mut Faults, in_batch: bool) -> Option<Fault> {
+/// The fault the next Graph request takes, if any; `null`s only inside a batch. `by_app`: the call
+/// is made with the app token (`APP_ID|APP_SECRET`), not a user's.
+pub(crate) fn take_fault(inner: &mut Inner, in_batch: bool, by_app: bool) -> Option<Fault> {
+    if let Some(end) = inner.throttled_until {
+        let now = std::time::Instant::now();
+        if end > now {
+            // A call made while throttled counts, and keeps the app throttled longer.
+            inner.throttled_until =
+                Some(end + Duration::from_millis(inner.faults.throttle_grow_ms));
+            inner.throttle_refused += 1;
+            return Some(Fault::Throttled);
+        }
+    }
+    let faults = &mut inner.faults;
     if in_batch && faults.batch_nulls > 0 {
         faults.batch_nulls -= 1;
         Some(Fault::Null)
@@ -102,12 +119,20 @@ pub(crate) fn take_fault(faults: &mut Faults, in_batch: bool) -> Option<Fault> {
     } else if faults.rate_limits > 0 {
         faults.rate_limits -= 1;
         Some(Fault::RateLimit(faults.regain_minutes))
+    } else if !by_app && faults.user_rate_limits > 0 {
+        faults.user_rate_limits -= 1;
+        Some(Fault::UserLimit)
     } else if faults.truncate > 0 {
         faults.truncate -= 1;
         Some(Fault::Truncate)
     } else {
         None
     }
+}
+
+/// Whether `bearer` is an app token (`APP_ID|APP_SECRET`).
+pub(crate) fn is_app_token(bearer: Option<&str>) -> bool {
+    bearer.is_some_and(|b| b.contains('|'))
 }
 
 /// The caller's token: the `Authorization` header, else `access_token` among the parameters.
@@ -143,6 +168,8 @@ async fn graph(
     if method == Method::POST && strip_version(uri.path()) == Some("/") {
         return crate::batch::answer(&state, &uri, &headers, authorization, &body).await;
     }
+    let params = Params::new(uri.query(), &headers, &body);
+    let bearer = bearer_of(authorization.as_deref(), &params);
     let (latency, fault, usage) = {
         let mut inner = state.lock();
         inner.requests.push(Request {
@@ -153,7 +180,7 @@ async fn graph(
             body: String::from_utf8_lossy(&body).into_owned(),
             batched: false,
         });
-        let fault = take_fault(&mut inner.faults, false);
+        let fault = take_fault(&mut inner, false, is_app_token(bearer.as_deref()));
         (
             Duration::from_millis(inner.faults.latency_ms),
             fault,
@@ -166,10 +193,10 @@ async fn graph(
     match fault {
         Some(Fault::Outage) => return StatusCode::SERVICE_UNAVAILABLE.into_response(),
         Some(Fault::RateLimit(regain)) => return rate_limited(regain),
+        Some(Fault::Throttled) => return throttled(),
+        Some(Fault::UserLimit) => return user_limited(),
         _ => {}
     }
-    let params = Params::new(uri.query(), &headers, &body);
-    let bearer = bearer_of(authorization.as_deref(), &params);
     let mut response = dispatch(
         &state,
         &method,
@@ -375,6 +402,34 @@ pub(crate) fn rate_limited(regain_minutes: Option<u32>) -> Response {
         HeaderValue::from_str(&buc).expect("JSON is a valid header value"),
     );
     response
+}
+
+/// An app over its hourly allowance (`graph-api.md` §7): code 4, `X-App-Usage` at 100 %, and no
+/// time to regain access (app-token calls carry no `X-Business-Use-Case-Usage`).
+pub(crate) fn throttled() -> Response {
+    let mut response = error(
+        StatusCode::BAD_REQUEST,
+        4,
+        None,
+        "OAuthException",
+        "(#4) Application request limit reached",
+    );
+    response.headers_mut().insert(
+        "x-app-usage",
+        HeaderValue::from_static(r#"{"call_count":100,"total_cputime":12,"total_time":14}"#),
+    );
+    response
+}
+
+/// One user over its limit across apps (`graph-api.md` §7): code 17.
+pub(crate) fn user_limited() -> Response {
+    error(
+        StatusCode::BAD_REQUEST,
+        17,
+        None,
+        "OAuthException",
+        "(#17) User request limit reached",
+    )
 }
 
 async fn truncate(response: Response) -> Response {
@@ -1000,8 +1055,12 @@ async fn get_faults(Extract(state): Extract<Shared>) -> Json<Faults> {
 }
 
 async fn set_faults(Extract(state): Extract<Shared>, Json(faults): Json<Faults>) -> Json<Faults> {
-    state.lock().faults = faults.clone();
+    state.lock().set_faults(faults.clone());
     Json(faults)
+}
+
+async fn get_throttle(Extract(state): Extract<Shared>) -> Json<crate::Throttle> {
+    Json(state.lock().throttle())
 }
 
 #[derive(Deserialize)]

@@ -34,7 +34,7 @@ pub(crate) async fn answer(
     authorization: Option<String>,
     body: &Bytes,
 ) -> Response {
-    let (latency, usage) = {
+    let (latency, usage, omit_headers) = {
         let mut inner = state.lock();
         inner.requests.push(Request {
             method: "POST".to_owned(),
@@ -47,6 +47,7 @@ pub(crate) async fn answer(
         (
             Duration::from_millis(inner.faults.latency_ms),
             inner.faults.app_usage_percent,
+            inner.faults.batch_headers_omitted,
         )
     };
     if !latency.is_zero() {
@@ -81,13 +82,13 @@ pub(crate) async fn answer(
             "Too many requests in batch message. Maximum batch size is 50",
         );
     }
-    let include_headers = params.get("include_headers") != Some("false");
+    let include_headers = params.get("include_headers") != Some("false") && !omit_headers;
     // `/v26.0/` → `/v26.0`: a relative URL without a version of its own takes the batch's.
     let prefix = uri.path().trim_end_matches('/');
     let mut answers = Vec::with_capacity(requests.len());
-    let mut limited: Option<Option<u32>> = None;
+    let mut limited: Option<Limited> = None;
     for request in &requests {
-        let (answer, regain) = sub_answer(
+        let (answer, limit) = sub_answer(
             state,
             request,
             prefix,
@@ -96,31 +97,40 @@ pub(crate) async fn answer(
             include_headers,
         )
         .await;
-        if regain.is_some() {
-            limited = regain;
+        if limit.is_some() {
+            limited = limit;
         }
         answers.push(answer);
     }
     // The usage headers of the whole answer: at the limit when a sub-request hit it.
     let mut response = Json(Value::Array(answers)).into_response();
-    let headers = response.headers_mut();
-    match limited {
-        Some(regain) => {
-            let limit = api::rate_limited(regain);
-            for name in ["x-app-usage", "x-business-use-case-usage"] {
-                if let Some(value) = limit.headers().get(name) {
-                    headers.insert(name, value.clone());
-                }
-            }
-        }
+    let limit = match limited {
+        Some(Limited::Counted(regain)) => api::rate_limited(regain),
+        Some(Limited::Throttled) => api::throttled(),
         None => {
-            headers.insert("x-app-usage", api::app_usage(usage));
+            response
+                .headers_mut()
+                .insert("x-app-usage", api::app_usage(usage));
+            return response;
+        }
+    };
+    for name in ["x-app-usage", "x-business-use-case-usage"] {
+        if let Some(value) = limit.headers().get(name) {
+            response.headers_mut().insert(name, value.clone());
         }
     }
     response
 }
 
-/// One sub-request's answer, and `Some(regain minutes)` when it met the rate-limit fault.
+/// The rate limit a sub-request met.
+enum Limited {
+    /// The `rate_limits` fault, with its regain time in minutes.
+    Counted(Option<u32>),
+    /// The app's throttle: no regain time.
+    Throttled,
+}
+
+/// One sub-request's answer, and the app's rate limit when it met one.
 async fn sub_answer(
     state: &State,
     request: &Value,
@@ -128,7 +138,7 @@ async fn sub_answer(
     authorization: Option<&str>,
     top_token: Option<&str>,
     include_headers: bool,
-) -> (Value, Option<Option<u32>>) {
+) -> (Value, Option<Limited>) {
     let method = request
         .get("method")
         .and_then(Value::as_str)
@@ -149,6 +159,12 @@ async fn sub_answer(
     } else {
         format!("{prefix}{path}")
     };
+    let params = Params::from_parts(query, form);
+    // A token in the relative URL is this sub-request's caller, whatever the batch's.
+    let bearer = params
+        .get("access_token")
+        .map(str::to_owned)
+        .or_else(|| top_token.map(str::to_owned));
     let fault = {
         let mut inner = state.lock();
         inner.requests.push(Request {
@@ -159,23 +175,22 @@ async fn sub_answer(
             body: form.unwrap_or("").to_owned(),
             batched: true,
         });
-        api::take_fault(&mut inner.faults, true)
+        api::take_fault(&mut inner, true, api::is_app_token(bearer.as_deref()))
     };
-    let mut regain = None;
+    let mut limit = None;
     let response = match fault {
         Some(Fault::Null) => return (Value::Null, None),
         Some(Fault::Outage) => StatusCode::SERVICE_UNAVAILABLE.into_response(),
         Some(Fault::RateLimit(minutes)) => {
-            regain = Some(minutes);
+            limit = Some(Limited::Counted(minutes));
             api::rate_limited(minutes)
         }
+        Some(Fault::Throttled) => {
+            limit = Some(Limited::Throttled);
+            api::throttled()
+        }
+        Some(Fault::UserLimit) => api::user_limited(),
         Some(Fault::Truncate) | None => {
-            let params = Params::from_parts(query, form);
-            // A token in the relative URL is this sub-request's caller, whatever the batch's.
-            let bearer = params
-                .get("access_token")
-                .map(str::to_owned)
-                .or_else(|| top_token.map(str::to_owned));
             let Ok(method) = Method::from_bytes(method.as_bytes()) else {
                 return (
                     json!({"code": 400, "headers": [], "body": r#"{"error":{"message":"(#100) Unsupported method","type":"GraphBatchException","code":100}}"#}),
@@ -218,7 +233,7 @@ async fn sub_answer(
         answer["headers"] = Value::Array(headers);
     }
     answer["body"] = Value::String(text);
-    (answer, regain)
+    (answer, limit)
 }
 
 /// `content-type` → `Content-Type`, as Meta's batch answers spell header names.

@@ -4,7 +4,7 @@
 //! It serves `/me`, `/debug_token` and `/oauth/access_token` (with or without a `/vNN.N` prefix) with the
 //! paths, field names, value sets, error objects and HTTP statuses of `graph-api.md`, holds scenario
 //! tokens made at start, checks `appsecret_proof` like the real API, has a movable clock, injects faults
-//! (latency, 5xx, rate limits, cut-short JSON) and records every request so tests can assert on what a
+//! (latency, 5xx, rate limits and a throttle that grows while called, cut-short JSON, `null`s in batches) and records every request so tests can assert on what a
 //! client really sent. Admin endpoints live under `/_sandbox/` and answer only requests that carry the
 //! run's admin secret in the [`ADMIN_HEADER`] header: the port is open to every local user, and the
 //! request log holds whatever `Authorization` values clients sent.
@@ -82,6 +82,34 @@ pub struct Faults {
     /// The next N sub-requests of batches answer `null`, as Meta does for one that "did not finish
     /// in time" (`graph-api.md` §8); a call alone is not touched.
     pub batch_nulls: u32,
+    /// The app is throttled, as Meta throttles an app over its hourly allowance (`graph-api.md`
+    /// §7), for this many seconds from when the faults are set: every Graph call (a batch's
+    /// sub-requests one by one) answers code 4, "Application request limit reached", with
+    /// `X-App-Usage` at 100 % and no time to regain access. Unlike `rate_limits`, a window of time,
+    /// not a number of answers.
+    pub throttle_secs: u64,
+    /// Each call made while throttled pushes the throttle's end this many milliseconds later: "continuing
+    /// to make calls will continue to increase your call count".
+    pub throttle_grow_ms: u64,
+    /// The next N calls made with a user's (or system user's) token, as `/me` is, answer code 17,
+    /// "User request limit reached": that user's limit across apps. Calls made with the app token
+    /// (`/debug_token`) are not touched.
+    pub user_rate_limits: u32,
+    /// Batch answers leave out each sub-answer's `headers`, as Meta does with
+    /// `include_headers=false`, whatever the request asked.
+    pub batch_headers_omitted: bool,
+}
+
+/// Where the app's throttle stands ([`Faults::throttle_secs`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
+pub struct Throttle {
+    /// Whether calls are refused now.
+    pub active: bool,
+    /// How long until it ends, if no call is made meanwhile.
+    pub remaining_ms: u64,
+    /// Calls refused by it since the faults were set.
+    pub refused: u64,
 }
 
 /// One request the sandbox received, as it arrived.
@@ -147,11 +175,38 @@ pub(crate) struct Inner {
     /// [`Sandbox::advance_now`]).
     pub(crate) now_offset: i64,
     pub(crate) faults: Faults,
+    /// When the app's throttle ends ([`Faults::throttle_secs`]), while one was set.
+    pub(crate) throttled_until: Option<std::time::Instant>,
+    /// Calls the throttle refused since the faults were set.
+    pub(crate) throttle_refused: u64,
     pub(crate) requests: Vec<Request>,
     /// Apps installed for the system user (`POST /{system-user-id}/applications`).
     pub(crate) installed: Vec<u64>,
     /// WhatsApp Business Accounts this app is subscribed to.
     pub(crate) subscribed: Vec<String>,
+}
+
+impl Inner {
+    /// Makes `faults` the active ones; a throttle starts now.
+    pub(crate) fn set_faults(&mut self, faults: Faults) {
+        self.throttled_until = (faults.throttle_secs > 0)
+            .then(|| std::time::Instant::now() + Duration::from_secs(faults.throttle_secs));
+        self.throttle_refused = 0;
+        self.faults = faults;
+    }
+
+    /// Where the throttle stands now.
+    pub(crate) fn throttle(&self) -> Throttle {
+        let remaining = self
+            .throttled_until
+            .map(|end| end.saturating_duration_since(std::time::Instant::now()))
+            .unwrap_or_default();
+        Throttle {
+            active: !remaining.is_zero(),
+            remaining_ms: u64::try_from(remaining.as_millis()).unwrap_or(u64::MAX),
+            refused: self.throttle_refused,
+        }
+    }
 }
 
 impl State {
@@ -196,15 +251,21 @@ impl Sandbox {
                     .iter()
                     .map(|b| format!("{b:02x}"))
                     .collect(),
-                inner: Mutex::new(Inner {
-                    records,
-                    index,
-                    clock_offset: 0,
-                    now_offset: 0,
-                    faults: options.faults.clone(),
-                    requests: Vec::new(),
-                    installed: Vec::new(),
-                    subscribed: whatsapp::initially_subscribed(),
+                inner: Mutex::new({
+                    let mut inner = Inner {
+                        records,
+                        index,
+                        clock_offset: 0,
+                        now_offset: 0,
+                        faults: Faults::default(),
+                        throttled_until: None,
+                        throttle_refused: 0,
+                        requests: Vec::new(),
+                        installed: Vec::new(),
+                        subscribed: whatsapp::initially_subscribed(),
+                    };
+                    inner.set_faults(options.faults.clone());
+                    inner
                 }),
             }),
         }
@@ -356,9 +417,14 @@ impl Sandbox {
         self.state.lock().requests.clone()
     }
 
-    /// Replaces the active faults.
+    /// Replaces the active faults; a throttle among them starts now.
     pub fn set_faults(&self, faults: Faults) {
-        self.state.lock().faults = faults;
+        self.state.lock().set_faults(faults);
+    }
+
+    /// Where the app's throttle stands ([`Faults::throttle_secs`]).
+    pub fn throttle(&self) -> Throttle {
+        self.state.lock().throttle()
     }
 
     /// Moves the clock forward: every token ages by `by`.

@@ -447,6 +447,9 @@ mod tests {
             assert!(text.bytes().all(|b| b.is_ascii_alphanumeric()), "{text}");
             assert!((150..=260).contains(&text.len()), "{}", text.len());
             assert_eq!(token.embedded_app_id(), Some(app.id));
+            // What `check` and `watch` send at all (a cut one keeps the shape: Meta tells it is cut).
+            assert!(token.has_meta_shape());
+            assert!(AccessToken::new(&text[..60]).has_meta_shape());
         }
     }
 

@@ -347,3 +347,125 @@ async fn include_headers_false_leaves_headers_out_and_a_versioned_relative_url_k
         answer.json
     );
 }
+
+fn me(token: &str) -> Value {
+    json!({"method": "GET", "relative_url": format!("me?fields=id,name&access_token={token}")})
+}
+
+#[tokio::test]
+async fn a_throttle_refuses_every_call_for_a_time_and_each_call_made_meanwhile_extends_it() {
+    let sandbox = Sandbox::new(&Options::default());
+    let app = app_token(&sandbox);
+    let user = token(&sandbox, "system-user");
+    sandbox.set_faults(Faults {
+        throttle_secs: 1,
+        throttle_grow_ms: 100,
+        ..Faults::default()
+    });
+    let before = sandbox.throttle();
+    assert!(before.active && before.refused == 0, "{before:?}");
+    // Each sub-request counts, as the call alone would, whoever makes it.
+    let answer = batch(
+        &sandbox,
+        "/",
+        Some(&app),
+        &json!([debug(&user), debug(&user), me(&user)]),
+        "",
+    )
+    .await;
+    assert_eq!(answer.status, StatusCode::OK);
+    for sub in answer.json.as_array().unwrap() {
+        assert_eq!(sub["code"], 400, "{sub}");
+        let error = &body_of(sub)["error"];
+        assert_eq!(error["code"], 4);
+        assert_eq!(error["is_transient"], true);
+    }
+    // Meta's app-token answer: `X-App-Usage` at 100 %, no time to regain access.
+    let usage = answer.headers["x-app-usage"].to_str().unwrap();
+    assert!(usage.contains(r#""call_count":100"#), "{usage}");
+    assert!(answer.headers.get("x-business-use-case-usage").is_none());
+    let sub_headers = answer.json[0]["headers"].as_array().unwrap();
+    assert!(
+        sub_headers.iter().all(|h| !h["name"]
+            .as_str()
+            .unwrap()
+            .eq_ignore_ascii_case("x-business-use-case-usage")),
+        "{sub_headers:?}"
+    );
+    // A call alone too.
+    let alone = send(
+        &sandbox,
+        "GET",
+        &format!("/debug_token?input_token={user}"),
+        Some(&app),
+        "",
+    )
+    .await;
+    assert_eq!(alone.json["error"]["code"], 4);
+    assert!(alone.headers.get("x-business-use-case-usage").is_none());
+    // Four calls while throttled: each pushed the end 100 ms later, past the 1 s first set.
+    let during = sandbox.throttle();
+    assert_eq!(during.refused, 4);
+    assert!(during.remaining_ms > 1_000, "{during:?}");
+    tokio::time::sleep(std::time::Duration::from_millis(during.remaining_ms + 50)).await;
+    let after = sandbox.throttle();
+    assert!(!after.active, "{after:?}");
+    let answer = batch(&sandbox, "/", Some(&app), &json!([debug(&user)]), "").await;
+    assert_eq!(answer.json[0]["code"], 200);
+    assert_eq!(
+        sandbox.throttle().refused,
+        4,
+        "an answered call is not refused"
+    );
+}
+
+#[tokio::test]
+async fn a_users_limit_refuses_only_calls_made_with_a_users_token() {
+    let sandbox = Sandbox::new(&Options::default());
+    let app = app_token(&sandbox);
+    let user = token(&sandbox, "system-user");
+    sandbox.set_faults(Faults {
+        user_rate_limits: 1,
+        ..Faults::default()
+    });
+    let answer = batch(
+        &sandbox,
+        "/",
+        Some(&app),
+        &json!([debug(&user), me(&user), me(&user)]),
+        "",
+    )
+    .await;
+    let subs = answer.json.as_array().unwrap();
+    assert_eq!(
+        subs[0]["code"], 200,
+        "the app token's call is not the user's"
+    );
+    assert_eq!(body_of(&subs[1])["error"]["code"], 17);
+    assert_eq!(subs[2]["code"], 200, "the fault is spent");
+}
+
+#[tokio::test]
+async fn batch_headers_omitted_answers_as_include_headers_false_would() {
+    let sandbox = Sandbox::new(&Options::default());
+    let app = app_token(&sandbox);
+    sandbox.set_faults(Faults {
+        batch_headers_omitted: true,
+        ..Faults::default()
+    });
+    let user = token(&sandbox, "system-user");
+    let answer = batch(
+        &sandbox,
+        "/",
+        Some(&app),
+        &json!([debug(&user)]),
+        "&include_headers=true",
+    )
+    .await;
+    let sub = &answer.json[0];
+    assert_eq!(sub["code"], 200);
+    assert!(sub.get("headers").is_none(), "{sub}");
+    assert_eq!(body_of(sub)["data"]["is_valid"], true);
+    // The whole answer still carries the usage.
+    assert!(answer.headers.get("x-app-usage").is_some());
+}

@@ -77,7 +77,7 @@ const KEY_WINDOW: usize = 64;
 /// How far after its key a secret's value may start (past `=`, `:`, quotes and blanks).
 const VALUE_WINDOW: usize = 64;
 /// The longest access token (`EAA` included).
-const MAX_TOKEN: usize = 1024;
+const MAX_TOKEN: usize = permatoken_secret::MAX_TOKEN_LEN;
 /// App ids have at most 16 digits (§11).
 const MAX_APP_ID_DIGITS: usize = 16;
 
@@ -151,10 +151,12 @@ impl Detectors {
                 .enumerate()
                 .filter(|(_, b)| **b == b'Z')
                 .all(|(i, _)| matches!(candidate.get(i + 1), Some(b'A'..=b'D')));
-            if !escapes_ok {
+            let token = AccessToken::new(String::from_utf8_lossy(candidate).into_owned());
+            // At least the shape `check` and `watch` require before sending a token; then what
+            // tells a token from prose: its escapes and the app id inside it.
+            if !token.has_meta_shape() || !escapes_ok {
                 continue;
             }
-            let token = AccessToken::new(String::from_utf8_lossy(candidate).into_owned());
             match token.embedded_app_id() {
                 Some(id) if plausible_app_id(id) => hits.push(Hit {
                     kind: Kind::AccessToken,

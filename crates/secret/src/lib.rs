@@ -47,6 +47,40 @@ impl AccessToken {
     pub fn embedded_app_id(&self) -> Option<u64> {
         embedded_app_id(&self.0)
     }
+
+    /// Whether the value has the shape of a Meta token (`graph-api.md` §11), so that it may be sent
+    /// to Meta at all: a user, system-user or page token (`EAA`, then letters and digits only, at most
+    /// [`MAX_TOKEN_LEN`] characters in all), or an app token (`APP_ID|…`: 10 to 16 digits, `|`, and
+    /// letters, digits, `-` or `_`).
+    ///
+    /// A private key, a JSON or `.env` text, a path, a URL, a word or a value of several lines has
+    /// not: such a value, read by mistake from the wrong file, must never leave the machine. The rule
+    /// is deliberately no stricter: a token cut short while copied keeps the shape and still goes to
+    /// Meta, whose own word ("Cannot parse access token") tells that the copy went wrong; and the
+    /// `Z` escapes and the embedded app id are left to `scan`, which must tell tokens from prose.
+    pub fn has_meta_shape(&self) -> bool {
+        has_meta_shape(&self.0)
+    }
+}
+
+/// The longest access token (`EAA` included): the scanner's bound too.
+pub const MAX_TOKEN_LEN: usize = 1024;
+
+fn has_meta_shape(value: &str) -> bool {
+    let bytes = value.as_bytes();
+    if value.starts_with("EAA") {
+        return (4..=MAX_TOKEN_LEN).contains(&bytes.len())
+            && bytes.iter().all(u8::is_ascii_alphanumeric);
+    }
+    let Some((id, secret)) = value.split_once('|') else {
+        return false;
+    };
+    (10..=16).contains(&id.len())
+        && id.bytes().all(|b| b.is_ascii_digit())
+        && (8..=256).contains(&secret.len())
+        && secret
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
 
 impl AppSecret {
@@ -109,7 +143,7 @@ impl AppToken {
 /// The part every string-backed secret shares: construction (surrounding whitespace, such as a file's
 /// trailing newline, dropped), the one exposing call, and the fingerprint.
 macro_rules! secret_string {
-    ($($ty:ty),* $(,)?) => {$(
+    ($($ty:ty => $ends_shown:expr),* $(,)?) => {$(
         impl $ty {
             /// Wraps a value. Surrounding whitespace (a trailing newline from a file) is dropped.
             pub fn new(value: impl Into<String>) -> Self {
@@ -123,13 +157,20 @@ macro_rules! secret_string {
 
             /// `EAAT…sZD sha256:1a2b3c4d`: enough to tell secrets apart, useless to an attacker.
             pub fn fingerprint(&self) -> String {
-                fingerprint(&self.0)
+                let ends_shown: fn(&str) -> bool = $ends_shown;
+                fingerprint(&self.0, ends_shown(&self.0))
             }
         }
     )*};
 }
 
-secret_string!(AccessToken, AppSecret, VerifyToken);
+// What was read as a token but has no token's shape may be anything (a private key): its ends are
+// not shown.
+secret_string!(
+    AccessToken => has_meta_shape,
+    AppSecret => |_| true,
+    VerifyToken => |_| true,
+);
 
 macro_rules! fingerprint_only_formatting {
     ($($ty:ty => $label:literal),* $(,)?) => {$(
@@ -161,12 +202,12 @@ fn trimmed(mut value: String) -> String {
     value
 }
 
-fn fingerprint(value: &str) -> String {
+fn fingerprint(value: &str, ends_shown: bool) -> String {
     let digest = digest::digest(&digest::SHA256, value.as_bytes());
     let short = hex(&digest.as_ref()[..4]);
     let chars = value.chars().count();
     // A short value would be half revealed by its ends, so only the hash is shown then.
-    if chars < MIN_LEN_FOR_ENDS {
+    if chars < MIN_LEN_FOR_ENDS || !ends_shown {
         return format!("sha256:{short}");
     }
     let head: String = value.chars().take(HEAD).collect();
@@ -292,6 +333,47 @@ mod tests {
     }
 
     #[test]
+    fn tokens_have_metas_shape_and_what_is_no_token_has_not() {
+        let long = token_for(634_974_688_087_057, &[7; 120]);
+        let cut = long[..60].to_owned();
+        for token in [
+            long.as_str(),
+            cut.as_str(),
+            "EAAPERMATOKENTEST",
+            "EAAPERMATOKENTEST0123456789abcdefZZ",
+            "1234567890|PERMATOKENTESTsecret",
+            "634974688087057|0123456789abcdef0123456789abcdef",
+        ] {
+            assert!(AccessToken::new(token).has_meta_shape(), "{token}");
+        }
+        let pem = "-----BEGIN PRIVATE KEY-----\nMIIEvQIBADANBgkqhkiG9w0BAQEFAASC\n-----END PRIVATE KEY-----\n";
+        let json = format!("{{\"access_token\": \"{long}\"}}");
+        let env = format!("WHATSAPP_ACCESS_TOKEN={long}");
+        let two_lines = format!("{long}\n{long}");
+        let too_long = format!("{long}{}", "A".repeat(MAX_TOKEN_LEN));
+        for text in [
+            "",
+            "EAA",
+            "PERMATOKENTEST-token",
+            "/srv/orders/.env",
+            "EAA/../etc/passwd",
+            "https://graph.facebook.com/?access_token=EAAPERMATOKENTEST",
+            pem,
+            json.as_str(),
+            env.as_str(),
+            two_lines.as_str(),
+            too_long.as_str(),
+            "EAAPERMATOKENTEST 0123456789abcdefghijklmn",
+            "EAAPERMATOKENTEST-0123456789abcdefghijklmn",
+            "12345|PERMATOKENTESTsecret",
+            "1234567890|short",
+            "1234567890|PERMATOKENTEST/secret",
+        ] {
+            assert!(!AccessToken::new(text).has_meta_shape(), "{text}");
+        }
+    }
+
+    #[test]
     fn formatting_shows_only_a_fingerprint() {
         let value = "EAAPERMATOKENTESTxxxxxxxxxxxxxxxxxxxxsZD";
         let token = AccessToken::new(format!("  {value}\n"));
@@ -314,6 +396,10 @@ mod tests {
             "1234567890|0123456789abcdef0123456789abcdef"
         );
         assert_eq!(format!("{}", AppSecret::new("short")).len(), 15);
+        let key = AccessToken::new(
+            "-----BEGIN PRIVATE KEY-----\nPERMATOKENTEST\n-----END PRIVATE KEY-----",
+        );
+        assert!(key.fingerprint().starts_with("sha256:"), "{key}");
     }
 
     #[test]

@@ -161,6 +161,16 @@ pub enum Error {
         /// What happened and what to do.
         reason: String,
     },
+    /// The PostgreSQL server could not be reached, or went away (down, restarting, the network cut,
+    /// no answer in time): a fault that passes, unlike [`Error::Postgres`]'s refusals. It never
+    /// holds the password.
+    #[error("the PostgreSQL state `{location}` failed: {reason}")]
+    PostgresUnreachable {
+        /// The URL without its query.
+        location: String,
+        /// What happened and what to check.
+        reason: String,
+    },
     /// The PostgreSQL URL cannot be used as given. The URL is not repeated: it may hold a password.
     #[error("the PostgreSQL `--state` URL {reason}")]
     PostgresUrl {
@@ -170,6 +180,14 @@ pub enum Error {
     /// The blocking task running the query panicked or was cancelled.
     #[error("the state's worker stopped unexpectedly")]
     Worker,
+}
+
+impl Error {
+    /// Whether the state's server could not be reached ([`Error::PostgresUnreachable`]): waiting and
+    /// trying again may help, where a refusal (a bad URL, password or schema) will not.
+    pub fn is_unreachable(&self) -> bool {
+        matches!(self, Self::PostgresUnreachable { .. })
+    }
 }
 
 /// watch's state. Cheap to clone (clones share the backend and its lock). Dropping the last clone
@@ -200,9 +218,16 @@ pub struct Election {
     inner: Arc<tokio::sync::Mutex<Option<postgres::Election>>>,
     store: Store,
     replica: String,
+    lease: Duration,
 }
 
 impl Election {
+    /// How long a leader's heartbeat may be silent before a standby ends its session; zero when
+    /// there is no election (SQLite).
+    pub fn lease(&self) -> Duration {
+        self.lease
+    }
+
     /// Whether this replica leads now, after renewing its heartbeat (leader) or trying the lock
     /// (standby). An error (the database unreachable) means standing by; the next poll tries again.
     pub async fn poll(&self) -> Result<bool, Error> {
@@ -285,6 +310,7 @@ impl Store {
             inner: Arc::new(tokio::sync::Mutex::new(None)),
             store: self.clone(),
             replica: clean_text(replica),
+            lease: Duration::ZERO,
         }
     }
 
@@ -292,18 +318,22 @@ impl Store {
     /// the others as `replica` (for the heartbeat row; not a secret). SQLite's file lock already
     /// makes its one `watch` the leader: its election always leads. See [`Election`].
     pub fn election(&self, replica: &str, lease: Duration) -> Election {
-        let inner = match &self.backend {
-            Backend::Sqlite(_) => None,
-            Backend::Postgres(db) => Some(postgres::Election::new(
-                db.clone(),
-                clean_text(replica),
+        let (inner, lease) = match &self.backend {
+            Backend::Sqlite(_) => (None, Duration::ZERO),
+            Backend::Postgres(db) => (
+                Some(postgres::Election::new(
+                    db.clone(),
+                    clean_text(replica),
+                    lease,
+                )),
                 lease,
-            )),
+            ),
         };
         Election {
             inner: Arc::new(tokio::sync::Mutex::new(inner)),
             store: self.clone(),
             replica: clean_text(replica),
+            lease,
         }
     }
 

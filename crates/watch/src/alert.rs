@@ -114,7 +114,7 @@ impl Alert {
     pub fn to_slack(&self) -> Vec<u8> {
         let icon = match self.state {
             State::Ok | State::Recovered => "✅",
-            State::Expiring | State::CannotBeChecked | State::FailedOver => "⚠️",
+            State::Expiring | State::CannotBeChecked | State::FailedOver | State::SetShrunk => "⚠️",
             State::Critical | State::Dead => "🚨",
         };
         let what = match (self.kind, self.previous_state) {
@@ -149,6 +149,7 @@ fn words(state: State) -> &'static str {
         State::FailedOver => "failed over to its backup",
         State::CannotBeChecked => "cannot be checked",
         State::Recovered => "recovered",
+        State::SetShrunk => "missing members: more than a tenth of its files went in one listing",
     }
 }
 

@@ -3,7 +3,8 @@
 //! until the round ends and then written in one transaction ([`Announcer::flush`]): a crash leaves
 //! all of a round's alerts, their deliveries and the announced states, or none of them (an alert
 //! announced but never queued would never be sent), and a round of thousands of tokens costs one
-//! commit, not one per token.
+//! commit, not one per token. How long what was announced has lasted is measured on the monotonic
+//! clock ([`crate::lasted`]), never by subtracting the wall times the store keeps.
 //!
 //! Decisions the state cannot take (a full disk) are kept, **unrecorded**: each later round decides
 //! against them as if they were written (so a dead token is not alerted again under a new id), and
@@ -15,11 +16,13 @@
 //! to the new leader.
 
 use std::collections::{HashMap, HashSet};
+use std::time::Instant;
 
 use jiff::Timestamp;
 use permatoken_state as store;
 
 use crate::delivery::Courier;
+use crate::lasted::Stopwatches;
 use crate::records::{alert_from_store, alert_to_store, announced_from_store, announced_to_store};
 use crate::states::{self, Observation, State, Subject, Timing};
 
@@ -28,6 +31,8 @@ use crate::states::{self, Observation, State, Subject, Timing};
 pub(crate) struct Announcer {
     announced: HashMap<String, store::Announced>,
     decisions: Vec<store::Decision>,
+    /// Kept across rounds, unlike what was announced: how long it has lasted.
+    stopwatches: Stopwatches,
     /// Decisions of earlier rounds the state could not take, in the order they were made.
     unrecorded: Vec<store::Decision>,
 }
@@ -51,7 +56,8 @@ impl Announcer {
 
     /// Decides on `observation` of `name` against what is announced for it, and keeps the
     /// decision (the alert with its `routes`, and the new announced state) for [`Announcer::flush`].
-    /// Returns whether an alert was raised.
+    /// `now` is recorded; `mono`, the same moment on the monotonic clock, measures. Returns whether
+    /// an alert was raised.
     pub(crate) fn announce(
         &mut self,
         name: &str,
@@ -59,16 +65,21 @@ impl Announcer {
         timing: Timing,
         routes: &[String],
         now: Timestamp,
+        mono: Instant,
     ) -> bool {
         let stored = self.announced.get(name);
         let previous = stored.map(announced_from_store);
+        let lasted = self.stopwatches.measure(name, previous.as_ref(), now, mono);
         let decision = states::decide(
             Subject { name, key: name },
             previous.as_ref(),
             observation,
             now,
+            lasted,
             timing,
         );
+        self.stopwatches
+            .measure(name, Some(&decision.next), now, mono);
         let mut alert_id = stored
             .and_then(|s| s.announcement.as_ref())
             .and_then(|a| a.alert_id.clone());
@@ -139,6 +150,11 @@ impl Announcer {
                 Err(e)
             }
         }
+    }
+
+    /// Forgets the tokens `keep` says are no longer configured.
+    pub(crate) fn retain(&mut self, keep: impl Fn(&str) -> bool) {
+        self.stopwatches.retain(keep);
     }
 
     /// How many decisions wait to be recorded.
@@ -250,15 +266,23 @@ mod tests {
         };
         let routes = ["ops".to_owned()];
         let now = jiff::Timestamp::from_second(1_800_000_000).unwrap();
+        let mono = Instant::now();
         let mut announcer = Announcer::default();
         announcer.load(&store).await.unwrap();
-        assert!(announcer.announce("orders", &dead, timing, &routes, now));
+        assert!(announcer.announce("orders", &dead, timing, &routes, now, mono));
         // As a flush the state refused leaves it.
         announcer.unrecorded = compact(std::mem::take(&mut announcer.decisions));
         let later = now + jiff::SignedDuration::from_mins(5);
         announcer.load(&store).await.unwrap();
         assert!(
-            !announcer.announce("orders", &dead, timing, &routes, later),
+            !announcer.announce(
+                "orders",
+                &dead,
+                timing,
+                &routes,
+                later,
+                mono + std::time::Duration::from_secs(300)
+            ),
             "no second alert under a new id"
         );
         assert_eq!(

@@ -7,18 +7,28 @@
 //! alone as before.
 //!
 //! Each app has a budget (`graph-api.md` §7): above [`SLOW_FROM`] percent of usage the next chunk
-//! waits ([`pace`]); a chunk that comes back rate-limited stops the asking for that app, and its
-//! tokens not answered wait until after the regain time (at least [`MIN_PAUSE`]): they are
-//! deferred, never asked one by one (that would hammer an app already limited).
+//! waits ([`pace`]). A rate limit of the app (code 4, and every limit but a user's or a Page's)
+//! **pauses the app** at once, for all its windows and rounds ([`Budgets`] outlives the round):
+//! for Meta's regain time when it names one, else from [`MIN_PAUSE`], doubling up to
+//! [`MAX_PAUSE`]. Meta: "continuing to make calls will continue to increase your call count", so a
+//! paused app is asked nothing; when the pause is over, **one** call (a `/debug_token` of one due
+//! token) tests it, and only when that is answered do the app's checks resume; a refused test
+//! doubles the pause. A user's own limit (code 17, or a Page's, 32) pauses only the tokens of that
+//! user (`user_id` of their `/debug_token` answer), never the app. A paused check is deferred:
+//! not a failed check, never asked one by one; it is announced unknown, so it alerts
+//! (`cannot_be_checked`) only once the pause has outlasted `unknown_after`. One log line per
+//! pause, per refused test and per resume, never one per token.
 //!
 //! Must never: keep a token (only its digest), ask a token of another app with this app's token,
-//! or count a deferred token as a failed check.
+//! call a paused app (its single test call aside), or count a deferred token as a failed check.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use jiff::{SignedDuration, Timestamp};
-use permatoken_graph::{BatchOutcome, Budget, Client, Endpoint, ErrorClass, MAX_BATCH, Usage};
+use permatoken_graph::{
+    BatchOutcome, Budget, Client, Endpoint, ErrorClass, Limit, MAX_BATCH, Usage, human,
+};
 use permatoken_inspect::Identity;
 use permatoken_renew::{Known, KnownToken, LastCheck};
 use permatoken_secret::{AccessToken, AppToken};
@@ -33,8 +43,11 @@ const CHUNK_BUDGET: Duration = Duration::from_secs(60);
 pub(crate) const SLOW_FROM: f64 = 75.0;
 /// The longest wait between two chunks.
 pub(crate) const MAX_PACE: Duration = Duration::from_secs(5);
-/// The shortest wait after a rate limit, whatever the regain time said.
+/// The first pause of a rate-limited app (or user) when Meta names no regain time, and the
+/// shortest pause whatever it names.
 pub(crate) const MIN_PAUSE: Duration = Duration::from_secs(60);
+/// The longest pause without a regain time: each refused test doubles the pause up to it.
+pub(crate) const MAX_PAUSE: Duration = Duration::from_secs(3600);
 
 /// The wait before the next chunk of an app whose last usage was `percent`: none up to
 /// [`SLOW_FROM`], then growing in step with the usage to [`MAX_PACE`] at 100 % and beyond.
@@ -71,10 +84,12 @@ impl Due {
         let (Some(id), Some(secret)) = (&job.app.app_id, &job.app.app_secret) else {
             return None;
         };
-        // A token of another app is checked alone, by itself (`check`'s mismatch).
+        // A token of another app is checked alone, by itself (`check`'s mismatch); a value that is
+        // no token is sent nowhere (its check says so).
         let tokens: Vec<AccessToken> = std::iter::once(&job.spec.primary)
             .chain(&job.spec.backups)
             .map(|s| &s.value)
+            .filter(|t| t.has_meta_shape())
             .filter(|t| t.embedded_app_id().is_none_or(|e| e.to_string() == *id))
             .cloned()
             .collect();
@@ -94,13 +109,98 @@ pub(crate) struct Prefetch {
     pub deferred: HashMap<usize, Timestamp>,
 }
 
-/// The per-app state that outlives a round: when a paused app may be asked again.
+/// A rate limit being waited out, by an app or a user.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Pause {
+    /// Until when nothing is asked.
+    until: Timestamp,
+    /// The pause when Meta names no regain time: doubled by each refused test, up to
+    /// [`MAX_PAUSE`].
+    step: Duration,
+}
+
+impl Pause {
+    /// The pause a first refusal at `now` calls for: Meta's regain time, else [`MIN_PAUSE`].
+    fn first(now: Timestamp, regain: Option<Duration>) -> Self {
+        Self {
+            until: later(now, regain.unwrap_or(MIN_PAUSE)),
+            step: MIN_PAUSE,
+        }
+    }
+
+    /// The pause a refusal at `now` calls for, after this one: Meta's regain time, else twice
+    /// this one's step.
+    fn again(self, now: Timestamp, regain: Option<Duration>) -> Self {
+        let step = self.step.saturating_mul(2).min(MAX_PAUSE);
+        Self {
+            until: later(now, regain.unwrap_or(step)),
+            step,
+        }
+    }
+
+    /// How long it lasts from `now`, for the log.
+    fn left(&self, now: Timestamp) -> String {
+        human(Duration::try_from(self.until.duration_since(now)).unwrap_or_default())
+    }
+}
+
+/// `now + wait`, never less than [`MIN_PAUSE`] on.
+fn later(now: Timestamp, wait: Duration) -> Timestamp {
+    now + SignedDuration::try_from(wait.max(MIN_PAUSE)).unwrap_or(SignedDuration::from_hours(1))
+}
+
+/// The per-app state that outlives a round: the pauses of rate-limited apps and users, and each
+/// app's last usage.
 #[derive(Default)]
 pub(crate) struct Budgets {
-    paused: HashMap<String, Timestamp>,
+    /// Per app id. Kept once its time is over, until the test call is answered.
+    apps: HashMap<String, Pause>,
+    /// Per app id and user id: a user's own limit (code 17). Kept once over, until that user's
+    /// next call is answered, so a refusal again doubles it.
+    users: HashMap<(String, String), Pause>,
     /// The highest usage of each app's last chunk: a round goes a window at a time, and the pace
     /// of a window's first chunk follows the window before.
     usage: HashMap<String, f64>,
+}
+
+impl Budgets {
+    /// Until when the tokens of `user` (of `app_id`) wait, if their user is paused at `now`.
+    fn user_waits(&self, app_id: &str, user: &str, now: Timestamp) -> Option<Timestamp> {
+        self.users
+            .get(&(app_id.to_owned(), user.to_owned()))
+            .map(|p| p.until)
+            .filter(|until| *until > now)
+    }
+
+    /// `user`'s call was refused for its own limit at `now`: it waits (longer, if it waited
+    /// before).
+    fn pause_user(&mut self, app_id: &str, user: &str, now: Timestamp, regain: Option<Duration>) {
+        let key = (app_id.to_owned(), user.to_owned());
+        let pause = match self.users.get(&key) {
+            Some(pause) => pause.again(now, regain),
+            None => {
+                tracing::warn!(
+                    app_id = %app_id,
+                    "a user of app {app_id} reached its own rate limit (code 17): only that user's tokens wait, the app's other checks go on"
+                );
+                Pause::first(now, regain)
+            }
+        };
+        self.users.insert(key, pause);
+    }
+}
+
+/// What a check deferred until `until` for a rate limit is, for a person: unknown, with why.
+pub(crate) fn deferred(until: Timestamp) -> crate::states::Observation {
+    crate::states::Observation {
+        observed: crate::states::Observed::Unknown,
+        message: format!(
+            "not checked: Meta rate-limits its app (or its user), so its checks wait until {until}"
+        ),
+        fix: Some(
+            "nothing, while it passes; if it lasts, the app makes too many calls an hour: fewer tokens per app, or a longer `interval`".into(),
+        ),
+    }
 }
 
 /// What the batch `POST`s of a chunk gave, put together in the order of its tokens.
@@ -155,18 +255,32 @@ where
     answers
 }
 
-/// Whether `answers` show a rate limit, and for how long to stop: Meta's regain time, at least
-/// [`MIN_PAUSE`].
-fn limited<T>(answers: &Answers<T>) -> Option<Duration> {
-    let refused = answers.results.iter().flatten().any(is_limited);
+/// Whether `answers` show a rate limit of the app (not a user's own), and Meta's regain time if
+/// it named one: `Some(regain)` to pause the app.
+fn limited<T>(answers: &Answers<T>) -> Option<Option<Duration>> {
+    let refused = answers.results.iter().flatten().any(is_app_limited);
     let regain = answers.usage.iter().filter_map(|u| u.regain_after).max();
-    (refused || regain.is_some()).then(|| regain.unwrap_or_default().max(MIN_PAUSE))
+    (refused || regain.is_some()).then_some(regain)
 }
 
+/// Whether `result` was refused for a rate limit.
 fn is_limited<T>(result: &Result<T, permatoken_graph::Error>) -> bool {
     result
         .as_ref()
         .is_err_and(|e| e.class(Endpoint::Other) == ErrorClass::RateLimited)
+}
+
+/// Whether `result` was refused for a limit that is not only the caller's own (a user's, or a
+/// Page's): the whole app waits.
+fn is_app_limited<T>(result: &Result<T, permatoken_graph::Error>) -> bool {
+    is_limited(result) && !is_user_limited(result)
+}
+
+/// Whether `result` was refused for the limit of the token's own user (or Page) only.
+fn is_user_limited<T>(result: &Result<T, permatoken_graph::Error>) -> bool {
+    result
+        .as_ref()
+        .is_err_and(|e| matches!(e.limit(), Some(Limit::User | Limit::Page)))
 }
 
 /// Records the usage headers last seen for `app_id`; returns the highest percentage of `usage`.
@@ -193,8 +307,10 @@ pub(crate) async fn prefetch(
     counters: &Counters,
     now: Timestamp,
 ) -> Prefetch {
-    let mut known = Known::new(digest);
-    let mut deferred = HashMap::new();
+    let mut fetched = Prefetch {
+        known: Known::new(digest),
+        deferred: HashMap::new(),
+    };
     // By app, in the round's order.
     let mut apps: Vec<Vec<(usize, Due)>> = Vec::new();
     let mut by_id: HashMap<String, usize> = HashMap::new();
@@ -207,77 +323,138 @@ pub(crate) async fn prefetch(
             });
         apps[slot].push((index, check));
     }
+    // A user's pause long over is forgotten: a refusal much later starts from a minute again.
+    let forget = SignedDuration::try_from(MAX_PAUSE).unwrap_or(SignedDuration::from_hours(1));
+    budgets.users.retain(|_, p| p.until + forget > now);
     for checks in apps {
-        let app_id = checks[0].1.app.app_id().to_owned();
-        match budgets.paused.get(&app_id) {
-            Some(until) if *until > now => {
-                for (index, _) in &checks {
-                    deferred.insert(*index, *until);
-                }
-                tracing::info!(
-                    app_id = %app_id,
-                    "{} check(s) of app {app_id} wait until {until}: the app is rate-limited",
-                    checks.len()
-                );
-                continue;
+        if let Some(until) = app_waits(&checks, budgets, counters, now).await {
+            for (index, _) in &checks {
+                fetched.deferred.insert(*index, until);
             }
-            Some(_) => {
-                budgets.paused.remove(&app_id);
-                counters.graph_paused(&app_id, false);
-            }
-            None => {}
+            continue;
         }
-        let mut chunks: Vec<Vec<(usize, Due)>> = vec![Vec::new()];
-        let mut size = 0;
-        for check in checks {
-            if size >= CHUNK {
-                chunks.push(Vec::new());
-                size = 0;
-            }
-            size += check.1.tokens.len();
-            chunks.last_mut().expect("one chunk at least").push(check);
+        ask_app(checks, last, budgets, counters, now, &mut fetched).await;
+    }
+    fetched
+}
+
+/// Until when the checks of the app of `checks` wait: `None` when it may be asked (it is not
+/// paused, or its pause is over and the one call that tests it was answered).
+async fn app_waits(
+    checks: &[(usize, Due)],
+    budgets: &mut Budgets,
+    counters: &Counters,
+    now: Timestamp,
+) -> Option<Timestamp> {
+    let due = &checks[0].1;
+    let app_id = due.app.app_id();
+    let pause = *budgets.apps.get(app_id)?;
+    if pause.until > now {
+        tracing::debug!(app_id = %app_id, "{} check(s) wait: the app is rate-limited", checks.len());
+        return Some(pause.until);
+    }
+    // One call, a single `/debug_token`, before the app is asked anything more.
+    let budget = Budget::new(CHUNK_BUDGET);
+    let probe = std::slice::from_ref(&due.tokens[0]);
+    let (refusal, usage) = match due.client.debug_token_batch(&due.app, probe, &budget).await {
+        Ok(outcome) => (
+            outcome.results.into_iter().find_map(Result::err),
+            outcome.usage,
+        ),
+        Err(e) => (Some(e), Vec::new()),
+    };
+    match note_usage(counters, app_id, &usage) {
+        Some(p) => budgets.usage.insert(app_id.to_owned(), p),
+        None => budgets.usage.remove(app_id),
+    };
+    let failed = refusal.filter(|e| {
+        let class = e.class(Endpoint::Other);
+        class == ErrorClass::Transient
+            || (class == ErrorClass::RateLimited && e.limit() != Some(Limit::User))
+    });
+    if let Some(e) = failed {
+        let regain = usage.iter().filter_map(|u| u.regain_after).max();
+        let next = pause.again(now, regain);
+        budgets.apps.insert(app_id.to_owned(), next);
+        tracing::warn!(
+            app_id = %app_id,
+            "app {app_id} is still rate-limited (the one call that tests it failed: {e}): its checks wait {} more, until {}",
+            next.left(now),
+            next.until
+        );
+        return Some(next.until);
+    }
+    budgets.apps.remove(app_id);
+    counters.graph_paused(app_id, false);
+    tracing::info!(
+        app_id = %app_id,
+        "app {app_id} answers again after its rate limit: its checks resume, paced by its usage"
+    );
+    None
+}
+
+/// Asks the batches of one app's `checks`, a chunk at a time, paced by its usage; a rate limit
+/// pauses the app and defers the rest.
+async fn ask_app(
+    checks: Vec<(usize, Due)>,
+    last: &HashMap<String, LastCheck>,
+    budgets: &mut Budgets,
+    counters: &Counters,
+    now: Timestamp,
+    fetched: &mut Prefetch,
+) {
+    let app_id = checks[0].1.app.app_id().to_owned();
+    let mut chunks: Vec<Vec<(usize, Due)>> = vec![Vec::new()];
+    let mut size = 0;
+    for check in checks {
+        if size >= CHUNK {
+            chunks.push(Vec::new());
+            size = 0;
         }
-        let mut usage = budgets.usage.get(&app_id).copied();
-        let mut pause: Option<Duration> = None;
-        let deferred_before = deferred.len();
-        for chunk in chunks {
-            if let Some(wait) = pause {
-                let until = now + SignedDuration::try_from(wait).unwrap_or(SignedDuration::MAX);
-                for (index, _) in &chunk {
-                    deferred.insert(*index, until);
-                }
-                continue;
+        size += check.1.tokens.len();
+        chunks.last_mut().expect("one chunk at least").push(check);
+    }
+    let mut usage = budgets.usage.get(&app_id).copied();
+    let mut paused: Option<(Pause, usize)> = None;
+    for chunk in chunks {
+        if let Some((pause, deferred)) = &mut paused {
+            for (index, _) in &chunk {
+                fetched.deferred.insert(*index, pause.until);
             }
-            let wait = pace(usage);
-            if !wait.is_zero() {
-                tokio::time::sleep(wait).await;
-            }
-            let (found, limit, peak) = ask_chunk(&chunk, last, &mut known, counters).await;
-            usage = peak;
-            match peak {
-                Some(p) => budgets.usage.insert(app_id.clone(), p),
-                None => budgets.usage.remove(&app_id),
-            };
-            if let Some(wait) = limit {
-                let until = now + SignedDuration::try_from(wait).unwrap_or(SignedDuration::MAX);
-                for index in found {
-                    deferred.insert(index, until);
-                }
-                budgets.paused.insert(app_id.clone(), until);
-                counters.graph_paused(&app_id, true);
-                pause = Some(wait);
-            }
+            *deferred += chunk.len();
+            continue;
         }
-        if let Some(wait) = pause {
-            let count = deferred.len() - deferred_before;
-            tracing::warn!(
-                app_id = %app_id,
-                "app {app_id} is rate-limited: its checks not yet answered wait {} ({count} deferred this round), and are not asked one by one",
-                permatoken_graph::human(wait)
-            );
+        let wait = pace(usage);
+        if !wait.is_zero() {
+            tokio::time::sleep(wait).await;
+        }
+        let asked = ask_chunk(&chunk, last, budgets, counters, now, &mut fetched.known).await;
+        usage = asked.peak;
+        match asked.peak {
+            Some(p) => budgets.usage.insert(app_id.clone(), p),
+            None => budgets.usage.remove(&app_id),
+        };
+        for (index, until) in asked.user_waits {
+            fetched.deferred.insert(index, until);
+        }
+        if let Some(regain) = asked.app_limit {
+            let pause = Pause::first(now, regain);
+            for &index in &asked.defer {
+                fetched.deferred.insert(index, pause.until);
+            }
+            budgets.apps.insert(app_id.clone(), pause);
+            counters.graph_paused(&app_id, true);
+            paused = Some((pause, asked.defer.len()));
         }
     }
-    Prefetch { known, deferred }
+    if let Some((pause, count)) = paused {
+        tracing::warn!(
+            app_id = %app_id,
+            "app {app_id} is rate-limited: it is asked nothing for {} (until {}), then one call tests it; {count} check(s) deferred, none asked one by one",
+            pause.left(now),
+            pause.until
+        );
+    }
 }
 
 /// The chunk's tokens, each once even when it stands under two names, and the checks (indexes into
@@ -301,33 +478,49 @@ fn unique_tokens(chunk: &[(usize, Due)]) -> (Vec<AccessToken>, Vec<Vec<usize>>) 
 
 /// Takes a `/me` answer (`None`: its `POST` could not go) into `known`. An answer, or a dead
 /// token's refusal, is what `/me` alone would give; any other failure is asked again alone by the
-/// check. Returns whether it was refused for the rate limit.
+/// check.
 fn take_identity(
     known: &mut KnownToken,
     result: Option<Result<permatoken_graph::Me, permatoken_graph::Error>>,
-) -> bool {
-    let Some(result) = result else { return false };
-    let limited = is_limited(&result);
+) {
+    let Some(result) = result else { return };
     known.me = match result {
         Ok(me) => Some(Ok(Identity::from(&me))),
         Err(e) if e.class(Endpoint::Other).token_is_dead() => Some(Err(e)),
         Err(_) => None,
     };
-    limited
+}
+
+/// What one chunk's batches gave, beside the answers put into `known`.
+struct Asked {
+    /// The checks to defer when the app is paused: every one without an answer to go on.
+    defer: Vec<usize>,
+    /// The checks whose user is paused (its own limit), and until when.
+    user_waits: Vec<(usize, Timestamp)>,
+    /// `Some(regain)`: the app is rate-limited.
+    app_limit: Option<Option<Duration>>,
+    /// The highest usage seen.
+    peak: Option<f64>,
+}
+
+/// The user a token's `/debug_token` answer names (else the token itself, its own limit's
+/// holder as far as we can tell).
+fn user_of(info: &permatoken_graph::TokenInfo, key: &str) -> String {
+    info.user_id.clone().unwrap_or_else(|| key.to_owned())
 }
 
 /// Asks one chunk: `/debug_token` for every token, then `/me` for those without an earlier
-/// identity. Returns the checks to defer (a token refused for the rate limit), the pause the
-/// chunk called for, and its highest usage.
+/// identity, except for tokens whose user is paused.
 async fn ask_chunk(
     chunk: &[(usize, Due)],
     last: &HashMap<String, LastCheck>,
-    known: &mut Known,
+    budgets: &mut Budgets,
     counters: &Counters,
-) -> (Vec<usize>, Option<Duration>, Option<f64>) {
+    now: Timestamp,
+    known: &mut Known,
+) -> Asked {
     let (app, client) = (&chunk[0].1.app, &chunk[0].1.client);
     let (tokens, owners) = unique_tokens(chunk);
-    let mut defer: Vec<usize> = Vec::new();
     let infos = ask_all(&tokens, |slice| {
         let (client, app) = (client.clone(), app.clone());
         async move {
@@ -336,80 +529,142 @@ async fn ask_chunk(
         }
     })
     .await;
-    let mut peak = note_usage(counters, app.app_id(), &infos.usage);
-    let mut pause = limited(&infos);
+    let mut asked = Asked {
+        defer: Vec::new(),
+        user_waits: Vec::new(),
+        app_limit: limited(&infos),
+        peak: note_usage(counters, app.app_id(), &infos.usage),
+    };
     let mut answered: Vec<(usize, String, KnownToken)> = Vec::new();
-    let mut ask_me: Vec<usize> = Vec::new();
     for (i, result) in infos.results.into_iter().enumerate() {
         let key = digest(&tokens[i]);
-        // Without an answer (its `POST` could not go): checked alone, which says why.
-        let Some(result) = result else { continue };
-        match result {
-            Ok(info) => {
-                let previous = last.get(&key).cloned();
-                if previous.is_none() {
-                    ask_me.push(answered.len());
-                }
-                answered.push((
-                    i,
-                    key,
-                    KnownToken {
-                        info,
-                        me: None,
-                        last: previous,
-                    },
-                ));
-            }
-            Err(e) if e.class(Endpoint::Other) == ErrorClass::RateLimited => {
-                defer.extend(&owners[i]);
-            }
-            // Not known: asked alone by the check, which retries it.
-            Err(_) => {}
+        // Without an answer (its `POST` could not go, or it failed): checked alone, which says
+        // why, unless the app is paused (below).
+        let Some(Ok(info)) = result else { continue };
+        let previous = last.get(&key).cloned();
+        answered.push((
+            i,
+            key,
+            KnownToken {
+                info,
+                me: None,
+                last: previous,
+            },
+        ));
+    }
+    if asked.app_limit.is_none() {
+        let on = Identities {
+            due: &chunk[0].1,
+            tokens: &tokens,
+            counters,
+            now,
+        };
+        ask_identities(on, &mut answered, budgets, &mut asked).await;
+    }
+    // The tokens of a paused user wait, whatever their own answer: nothing is asked with them.
+    for (i, key, token) in &answered {
+        if let Some(until) = budgets.user_waits(app.app_id(), &user_of(&token.info, key), now) {
+            asked
+                .user_waits
+                .extend(owners[*i].iter().map(|&o| (o, until)));
         }
     }
-    if pause.is_none() && !ask_me.is_empty() {
-        let first: Vec<AccessToken> = ask_me
-            .iter()
-            .map(|&a| tokens[answered[a].0].clone())
-            .collect();
-        let outcome = ask_all(&first, |slice| {
-            let (client, app) = (client.clone(), app.clone());
-            async move {
-                let budget = Budget::new(CHUNK_BUDGET);
-                client.me_batch(&app, &slice, &budget).await
-            }
-        })
-        .await;
-        let seen = note_usage(counters, app.app_id(), &outcome.usage);
-        peak = [peak, seen].into_iter().flatten().reduce(f64::max);
-        pause = limited(&outcome);
-        for (&a, result) in ask_me.iter().zip(outcome.results) {
-            let (token, _, known) = &mut answered[a];
-            if take_identity(known, result) {
-                defer.extend(&owners[*token]);
-            }
-        }
-    }
-    if pause.is_some() {
+    let waiting: HashSet<usize> = asked.user_waits.iter().map(|(o, _)| *o).collect();
+    if asked.app_limit.is_some() {
         // A limited app is asked nothing more this round: a check that would still have to ask
         // (a first `/me`, an answer that failed) waits with the rest.
-        let ready: std::collections::HashSet<usize> = answered
+        let ready: HashSet<usize> = answered
             .iter()
             .filter(|(_, _, t)| t.me.is_some() || t.last.is_some())
             .map(|(i, ..)| *i)
             .collect();
         for (i, owners) in owners.iter().enumerate() {
             if !ready.contains(&i) {
-                defer.extend(owners);
+                asked
+                    .defer
+                    .extend(owners.iter().filter(|o| !waiting.contains(o)));
             }
         }
     }
-    for (_, key, token) in answered {
-        known.insert(key, token);
+    for (i, key, token) in answered {
+        // A check whose other token waits for its user waits whole.
+        if !owners[i].iter().any(|o| waiting.contains(o)) {
+            known.insert(key, token);
+        }
     }
-    (defer, pause, peak)
+    asked
 }
 
+/// Where a chunk's `/me` goes and what it may change.
+struct Identities<'a> {
+    due: &'a Due,
+    tokens: &'a [AccessToken],
+    counters: &'a Counters,
+    now: Timestamp,
+}
+
+/// Asks `/me` in batches for the `answered` tokens without an earlier identity; a refusal for a
+/// user's own limit pauses that user and defers its checks, one for the app's limit pauses the
+/// app.
+async fn ask_identities(
+    on: Identities<'_>,
+    answered: &mut [(usize, String, KnownToken)],
+    budgets: &mut Budgets,
+    asked: &mut Asked,
+) {
+    let app_id = on.due.app.app_id();
+    // A paused user's token is not called with.
+    let ask_me: Vec<usize> = (0..answered.len())
+        .filter(|&a| {
+            let (_, key, known) = &answered[a];
+            known.last.is_none()
+                && budgets
+                    .user_waits(app_id, &user_of(&known.info, key), on.now)
+                    .is_none()
+        })
+        .collect();
+    if ask_me.is_empty() {
+        return;
+    }
+    let (app, client) = (&on.due.app, &on.due.client);
+    let first: Vec<AccessToken> = ask_me
+        .iter()
+        .map(|&a| on.tokens[answered[a].0].clone())
+        .collect();
+    let outcome = ask_all(&first, |slice| {
+        let (client, app) = (client.clone(), app.clone());
+        async move {
+            let budget = Budget::new(CHUNK_BUDGET);
+            client.me_batch(&app, &slice, &budget).await
+        }
+    })
+    .await;
+    let seen = note_usage(on.counters, app.app_id(), &outcome.usage);
+    asked.peak = [asked.peak, seen].into_iter().flatten().reduce(f64::max);
+    asked.app_limit = limited(&outcome);
+    let regain = outcome.usage.iter().filter_map(|u| u.regain_after).max();
+    let mut refused: HashSet<String> = HashSet::new();
+    let mut answered_users: Vec<String> = Vec::new();
+    for (&a, result) in ask_me.iter().zip(outcome.results) {
+        let (_, key, known) = &mut answered[a];
+        let user = user_of(&known.info, key);
+        match &result {
+            // Once per user, however many of its tokens were refused.
+            Some(r) if is_user_limited(r) && refused.insert(user.clone()) => {
+                budgets.pause_user(app_id, &user, on.now, regain);
+            }
+            Some(Ok(_)) => answered_users.push(user),
+            _ => {}
+        }
+        take_identity(known, result);
+    }
+    // A user answered again, and refused nowhere in this chunk, is no longer paused.
+    for user in answered_users {
+        if !refused.contains(&user) {
+            budgets.users.remove(&(app_id.to_owned(), user));
+        }
+    }
+}
 #[cfg(test)]
 mod tests {
     use super::*;

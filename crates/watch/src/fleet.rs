@@ -2,15 +2,21 @@
 //! `[[token_set]]` matches at this moment ([`crate::sets::expand`], looked for again before each
 //! round); and the permits of each set's reload commands.
 //!
+//! A member not found again is gone only when its file's folder could be looked into: under a
+//! folder that could not (`crate::sets::Expansion::blocked`) it stays, and its check says why it
+//! cannot be read. A member gone for real is returned to be told (an event and a log line), and a
+//! set that lost more than a tenth of its members in one listing to be alerted (`set_shrunk`).
+//!
 //! Must never: forget a token because its folder could not be listed this once (the tokens stay as
 //! they were), or report one problem of a set twice.
 
 use std::collections::{HashMap, HashSet};
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use tokio::sync::Semaphore;
 
-use crate::config::{Config, TokenConfig};
+use crate::config::{Config, TokenConfig, TokenSource};
 
 /// A problem of a set: the token it concerns (if one), and the text.
 pub(crate) type SetProblem = (Option<String>, String);
@@ -32,7 +38,27 @@ pub(crate) struct Expanded {
     pub(crate) changed: bool,
     /// Problems of the sets not reported before.
     pub(crate) problems: Vec<SetProblem>,
+    /// The members gone for real since the last listing (their file is not there), with their file.
+    pub(crate) removed: Vec<(String, PathBuf)>,
+    /// The sets that lost more than a tenth of their members in this listing.
+    pub(crate) shrunk: Vec<Shrunk>,
 }
+
+/// A set that lost more than [`SHRINK_ALERT_SHARE`] of its members in one listing.
+pub(crate) struct Shrunk {
+    /// The set's name.
+    pub(crate) set: String,
+    /// How many members it had.
+    pub(crate) before: usize,
+    /// How many of them are gone.
+    pub(crate) gone: usize,
+    /// The set's alert routes.
+    pub(crate) routes: Vec<String>,
+}
+
+/// More than this share of a set gone in one listing is alerted (a volume not mounted, a deploy
+/// that emptied the folder): a tenth.
+pub(crate) const SHRINK_ALERT_SHARE: (usize, usize) = (1, 10);
 
 impl Fleet {
     /// The fleet of `config`.
@@ -71,6 +97,8 @@ impl Fleet {
         let unchanged = Expanded {
             changed: false,
             problems: Vec::new(),
+            removed: Vec::new(),
+            shrunk: Vec::new(),
         };
         if config.token_sets.is_empty() {
             return unchanged;
@@ -91,24 +119,73 @@ impl Fleet {
             }
         };
         let mut tokens = self.fixed.clone();
-        let mut problems = Vec::new();
-        for expansion in expansions {
-            tokens.extend(expansion.tokens);
-            problems.extend(expansion.problems);
+        let mut expanded = unchanged;
+        for (set, expansion) in config.token_sets.iter().zip(expansions) {
+            let previous: Vec<&TokenConfig> = config
+                .tokens
+                .iter()
+                .filter(|t| t.set.as_deref() == Some(set.name.as_str()))
+                .collect();
+            let (members, removed) = carry_over(&previous, expansion.tokens, &expansion.blocked);
+            let (before, gone) = (previous.len(), removed.len());
+            let (share, of) = SHRINK_ALERT_SHARE;
+            if gone * of > before * share {
+                expanded.shrunk.push(Shrunk {
+                    set: set.name.clone(),
+                    before,
+                    gone,
+                    routes: set.template.alerts.clone(),
+                });
+            }
+            tokens.extend(members);
+            expanded.removed.extend(removed);
+            expanded.problems.extend(expansion.problems);
         }
-        let changed = tokens.len() != config.tokens.len()
+        expanded.changed = tokens.len() != config.tokens.len()
             || tokens
                 .iter()
                 .zip(&config.tokens)
                 .any(|(a, b)| a.name != b.name);
         config.tokens = tokens;
-        Expanded { changed, problems }
+        expanded
     }
 
     /// Whether `problem` is reported for the first time (and remembers that it was).
     pub(crate) fn first_report(&mut self, problem: &SetProblem) -> bool {
         self.reported.insert(problem.clone())
     }
+}
+
+/// A set's members now: what its listing `found`, and the `previous` members it did not find whose
+/// file lies under a folder that could not be looked into (`blocked`): out of sight, not gone, so
+/// they stay (their checks say what is wrong). The others not found are gone: returned with their
+/// file.
+fn carry_over(
+    previous: &[&TokenConfig],
+    found: Vec<TokenConfig>,
+    blocked: &[PathBuf],
+) -> (Vec<TokenConfig>, Vec<(String, PathBuf)>) {
+    let names: HashSet<&str> = found.iter().map(|t| t.name.as_str()).collect();
+    let mut kept = Vec::new();
+    let mut removed = Vec::new();
+    for token in previous.iter().filter(|t| !names.contains(t.name.as_str())) {
+        let file = match &token.source {
+            TokenSource::EnvFile { path, .. } | TokenSource::TokenFile { path } => path.clone(),
+            TokenSource::Environment { .. } => continue,
+        };
+        if blocked.iter().any(|folder| file.starts_with(folder)) {
+            kept.push((*token).clone());
+        } else {
+            removed.push((token.name.clone(), file));
+        }
+    }
+    if kept.is_empty() {
+        return (found, removed);
+    }
+    let mut members = found;
+    members.extend(kept);
+    members.sort_by(|a, b| a.name.cmp(&b.name));
+    (members, removed)
 }
 
 /// The names of `tokens`, and whether `name` is one of them or a backup of one
@@ -133,5 +210,44 @@ impl<'a> Names<'a> {
             || name
                 .rsplit_once('/')
                 .is_some_and(|(primary, _)| self.0.contains(primary))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::Path;
+
+    fn member(name: &str, file: &str) -> TokenConfig {
+        let text = "[[token]]\nname = \"x\"\nenv_file = \"/x/.env\"\n";
+        let mut token = crate::config::parse(text, Path::new("/etc/permatoken.toml"))
+            .unwrap()
+            .config
+            .tokens
+            .remove(0);
+        token.name = name.to_owned();
+        token.set = Some("clients".to_owned());
+        token.source = TokenSource::EnvFile {
+            path: file.into(),
+            key: "WHATSAPP_ACCESS_TOKEN".into(),
+        };
+        token
+    }
+
+    #[test]
+    fn members_out_of_sight_stay_and_members_gone_are_returned() {
+        let a = member("clients/a", "/srv/a/.env");
+        let b = member("clients/b", "/srv/b/.env");
+        let c = member("clients/c", "/mnt/c/.env");
+        let previous = [&a, &b, &c];
+        // Found only `a`; `/mnt` could not be looked into: `c` stays, `b` is gone.
+        let (members, removed) = carry_over(&previous, vec![a.clone()], &["/mnt".into()]);
+        let names: Vec<&str> = members.iter().map(|t| t.name.as_str()).collect();
+        assert_eq!(names, ["clients/a", "clients/c"]);
+        assert_eq!(removed, [("clients/b".to_owned(), "/srv/b/.env".into())]);
+        // Nothing blocked: whatever was not found is gone.
+        let (members, removed) = carry_over(&previous, Vec::new(), &[]);
+        assert!(members.is_empty());
+        assert_eq!(removed.len(), 3);
     }
 }

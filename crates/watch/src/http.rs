@@ -108,7 +108,8 @@ struct Inner {
     snapshot: Subscriber,
     counters: Counters,
     bearer: Option<BearerToken>,
-    store: Store,
+    /// Empty while `watch` waits for its state at start ([`AppState::set_store`]).
+    store: std::sync::OnceLock<Store>,
     history_reads: tokio::sync::Semaphore,
 }
 
@@ -131,6 +132,19 @@ impl AppState {
         counters: Counters,
         store: Store,
     ) -> Result<Self, HttpError> {
+        let state = Self::waiting(listen, bearer, snapshot, counters)?;
+        state.set_store(store);
+        Ok(state)
+    }
+
+    /// As [`AppState::new`], before the state is open (`watch` waiting for its database,
+    /// [`crate::startup`]): `/api/tokens` answers 503 until [`AppState::set_store`].
+    pub fn waiting(
+        listen: SocketAddr,
+        bearer: Option<BearerToken>,
+        snapshot: Subscriber,
+        counters: Counters,
+    ) -> Result<Self, HttpError> {
         if bearer.is_none() && !listen.ip().is_loopback() {
             return Err(HttpError::NeedsToken { addr: listen });
         }
@@ -138,9 +152,14 @@ impl AppState {
             snapshot,
             counters,
             bearer,
-            store,
+            store: std::sync::OnceLock::new(),
             history_reads: tokio::sync::Semaphore::new(HISTORY_READS),
         })))
+    }
+
+    /// The store the charts' history is read from, once open; a second one is ignored.
+    pub fn set_store(&self, store: Store) {
+        let _ = self.0.store.set(store);
     }
 
     fn snapshot(&self) -> Arc<Snapshot> {
@@ -225,17 +244,15 @@ async fn metrics_handler(State(state): State<AppState>) -> Response {
     ([(header::CONTENT_TYPE, metrics::CONTENT_TYPE)], text).into_response()
 }
 
+/// `/healthz`: 200 `ok`, or 503 `unhealthy` with one line for each of [`health_problems`].
 async fn healthz(State(state): State<AppState>) -> Response {
     let snapshot = state.snapshot();
-    if let Some(problem) = &snapshot.state_unwritable {
-        // A probe must see it: the alerts of this outage live only in this process's memory.
+    let problems = health_problems(&snapshot);
+    if !problems.is_empty() {
         return (
             StatusCode::SERVICE_UNAVAILABLE,
             [(header::CACHE_CONTROL, "no-store")],
-            format!(
-                "state not writable since {}: {}\n",
-                problem.since, problem.reason
-            ),
+            format!("unhealthy\n{}\n", problems.join("\n")),
         )
             .into_response();
     }
@@ -248,6 +265,23 @@ async fn healthz(State(state): State<AppState>) -> Response {
         format!("ok\n{round}\n"),
     )
         .into_response()
+}
+
+/// Why this process is not healthy now, a line each; empty when it is. Each condition that fails
+/// `/healthz` is one entry here.
+fn health_problems(snapshot: &Snapshot) -> Vec<String> {
+    let mut problems = Vec::new();
+    if let Some(why) = &snapshot.waiting_for_state {
+        problems.push(format!("waiting for the state database: {why}"));
+    }
+    if let Some(problem) = &snapshot.state_unwritable {
+        // A probe must see it: the alerts of this outage live only in this process's memory.
+        problems.push(format!(
+            "state not writable since {}: {}",
+            problem.since, problem.reason
+        ));
+    }
+    problems
 }
 
 /// `/api/tokens`: one page of tokens ([`TokenPage`]: `total`, `page`, `per_page`, `pages`, `q`,
@@ -278,9 +312,14 @@ async fn api_tokens(State(state): State<AppState>, RawQuery(raw): RawQuery) -> R
         // Never closed.
         return unavailable();
     };
+    let Some(store) = state.0.store.get() else {
+        return unavailable();
+    };
     let snapshot = state.snapshot();
     let mut page = TokenPage::select(&snapshot, &query);
-    if let Err(e) = page.read_history(&state.0.store).await {
+    // The election's word now, not the snapshot's: one cannot be rebuilt while the state is down.
+    page.leader = state.0.counters.leads(&snapshot);
+    if let Err(e) = page.read_history(store).await {
         tracing::warn!("/api/tokens: cannot read the check history from the state: {e}");
         return unavailable();
     }
@@ -339,7 +378,9 @@ async fn page_handler(State(state): State<AppState>, RawQuery(raw): RawQuery) ->
     // view it shows back into the address bar.
     let query = TokenQuery::parse(raw.as_deref()).unwrap_or_default();
     let snapshot = state.snapshot();
-    let html = page::render(&TokenPage::select(&snapshot, &query));
+    let mut view = TokenPage::select(&snapshot, &query);
+    view.leader = state.0.counters.leads(&snapshot);
+    let html = page::render(&view);
     let mut headers = HeaderMap::new();
     headers.insert(
         header::CONTENT_TYPE,

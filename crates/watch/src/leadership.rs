@@ -22,6 +22,10 @@
 //!    ([`Turn::Became`]); **standing down**, it forgets what it remembers of the tokens
 //!    ([`Turn::Lost`]), which would go stale.
 //! 8. An error of the election (the database unreachable) means standing by until a poll wins.
+//! 9. **`permatoken_leader` tells the truth**: it is 1 only until the lease has passed since the
+//!    start of the last poll that held the lock and wrote the heartbeat ([`crate::metrics::LeaderGauge`]), read
+//!    at each scrape: a replica whose polls hang or fail (the database down, the network cut)
+//!    says 0 within the lease, when a standby may take over, whatever the snapshot still says.
 //!
 //! `watch --once` on a shared state takes no part in the election ([`store::Store::claims_only`]):
 //! it always "leads", but claims each action through the store, so it never repeats one a leader
@@ -37,6 +41,7 @@ use jiff::Timestamp;
 use permatoken_state as store;
 
 use crate::claims::ClaimGate;
+use crate::metrics::Counters;
 
 /// How often the heartbeat renews the lease (leader) or tries the lock (standby).
 pub const ELECTION_POLL: Duration = Duration::from_secs(1);
@@ -54,6 +59,9 @@ pub enum Turn {
 pub struct Leadership {
     election: Option<store::Election>,
     leading: bool,
+    counters: Counters,
+    /// The election's last error, so that an outage is logged once per change, not every poll.
+    failing: Option<String>,
 }
 
 impl Default for Leadership {
@@ -68,14 +76,20 @@ impl Leadership {
         Self {
             election: None,
             leading: true,
+            counters: Counters::default(),
+            failing: None,
         }
     }
 
-    /// One of several replicas: stands by until `election` says it leads.
-    pub fn elected(election: store::Election) -> Self {
+    /// One of several replicas: stands by until `election` says it leads; each poll's word goes
+    /// to `counters`' [`crate::metrics::LeaderGauge`].
+    pub fn elected(election: store::Election, counters: Counters) -> Self {
+        counters.leader_until(None);
         Self {
             election: Some(election),
             leading: false,
+            counters,
+            failing: None,
         }
     }
 
@@ -95,10 +109,19 @@ impl Leadership {
         let Some(election) = &self.election else {
             return (true, None);
         };
-        let leading = match election.poll().await {
-            Ok(leading) => leading,
+        let leading = match poll(election, &self.counters).await {
+            Ok(leading) => {
+                if self.failing.take().is_some() {
+                    tracing::info!("leader election: the state database answers again");
+                }
+                leading
+            }
             Err(e) => {
-                tracing::warn!("leader election: {e}; standing by");
+                let why = e.to_string();
+                if self.failing.as_deref() != Some(why.as_str()) {
+                    tracing::warn!("leader election: {why}; standing by");
+                    self.failing = Some(why);
+                }
                 false
             }
         };
@@ -122,10 +145,11 @@ impl Leadership {
     /// returned [`Heartbeat`] is dropped.
     pub fn heartbeat(&self) -> Option<Heartbeat> {
         let election = self.election.clone()?;
+        let counters = self.counters.clone();
         let (tx, rx) = tokio::sync::watch::channel(self.leading);
         let task = tokio::spawn(async move {
             loop {
-                let leading = election.poll().await.unwrap_or(false);
+                let leading = poll(&election, &counters).await.unwrap_or(false);
                 tx.send_if_modified(|old| std::mem::replace(old, leading) != leading);
                 tokio::time::sleep(ELECTION_POLL).await;
             }
@@ -139,6 +163,19 @@ impl Leadership {
             .as_ref()
             .map(|election| ClaimGate::new(election.clone(), now))
     }
+}
+
+/// Polls `election`, and tells `counters` until when this replica may say it leads (rule 9): the
+/// lease from the poll's start, since the heartbeat it wrote was written after that.
+async fn poll(election: &store::Election, counters: &Counters) -> Result<bool, store::Error> {
+    let start = std::time::Instant::now();
+    let polled = election.poll().await;
+    // An election without a lease (`watch --once`'s claims) says nothing of who leads.
+    if !election.lease().is_zero() {
+        let until = matches!(polled, Ok(true)).then(|| start + election.lease());
+        counters.leader_until(until);
+    }
+    polled
 }
 
 /// The running heartbeat task: [`Heartbeat::changed`] resolves when the role changes.

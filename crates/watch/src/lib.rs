@@ -5,9 +5,10 @@
 //! One module per job (`docs/architecture.md` follows a round through them): [`daemon`] holds the
 //! loop and the round, [`leadership`] the rules of who acts, [`schedule`] when each token is next
 //! checked, [`sources`] where a check's inputs are read, `batch` and `check` the Graph calls and
-//! the renewal engine, `outcome`, [`states`] and `announce` what a check means and what is told,
-//! `delivery` and [`alert`] how it is sent, [`snapshot`], [`metrics`], [`http`] and [`page`] what is
-//! shown, and [`config`] the configuration.
+//! the renewal engine, `outcome`, [`states`], `announce` and `lasted` what a check means and what
+//! is told, `delivery` and [`alert`] how it is sent, [`snapshot`], [`metrics`], [`http`] and
+//! [`page`] what is shown, [`config`] the configuration, and [`startup`] waiting for the state's
+//! database at start.
 //!
 //! Must never: print a secret (tokens, app secrets, alert routes' URLs and signing secrets), or know the
 //! terminal: the binary renders.
@@ -24,6 +25,7 @@ pub mod daemon;
 mod delivery;
 mod fleet;
 pub mod http;
+mod lasted;
 pub mod leadership;
 mod memory;
 pub mod metrics;
@@ -34,4 +36,5 @@ pub mod schedule;
 pub mod sets;
 pub mod snapshot;
 pub mod sources;
+pub mod startup;
 pub mod states;

@@ -33,6 +33,9 @@ pub(crate) struct Memory {
     identities: HashMap<String, LastCheck>,
     /// Whether `identities` was filled from the state since this replica began to lead.
     identities_loaded: bool,
+    /// Per token name: why its last check could not tell (its file unreadable, no token in it), for
+    /// the page; only while it is unknown.
+    reasons: HashMap<String, String>,
 }
 
 impl Memory {
@@ -49,6 +52,24 @@ impl Memory {
     /// The key `name` held at its last check.
     pub(crate) fn key(&self, name: &str) -> Option<&store::TokenKey> {
         self.keys.get(name)
+    }
+
+    /// Why `name`'s last check could not tell, while it is unknown.
+    pub(crate) fn reason(&self, name: &str) -> Option<&str> {
+        self.reasons.get(name).map(String::as_str)
+    }
+
+    /// What the last check of `name` came to: `Some(why)` when it could not tell, `None` when it
+    /// could.
+    pub(crate) fn told(&mut self, name: &str, why: Option<&str>) {
+        match why {
+            Some(why) => {
+                self.reasons.insert(name.to_owned(), why.to_owned());
+            }
+            None => {
+                self.reasons.remove(name);
+            }
+        }
     }
 
     /// The identities by token key, for the batches.
@@ -83,6 +104,9 @@ impl Memory {
     /// Keeps the backups of the tokens `keep` says are still configured.
     pub(crate) fn retain_tokens(&mut self, keep: impl Fn(&str) -> bool) {
         self.backups.retain(|name, _| keep(name));
+        self.reasons.retain(|name, _| {
+            keep(name.rsplit_once('/').map_or(name, |(primary, _)| primary)) || keep(name)
+        });
     }
 
     /// Fills the identities from the state, once per time this replica leads: each token whose

@@ -58,6 +58,32 @@ pub struct CounterTotals {
     /// Per app id: whether its batches wait out a rate limit's regain time now.
     #[serde(skip)]
     pub graph_paused: BTreeMap<String, bool>,
+    /// What `permatoken_leader` says; see [`LeaderGauge`].
+    #[serde(skip)]
+    pub leader: LeaderGauge,
+}
+
+/// Where `permatoken_leader` comes from.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum LeaderGauge {
+    /// No election (one `watch` on its state file): the snapshot's `leader`, always true.
+    #[default]
+    Snapshot,
+    /// Replicas elect a leader: this one leads until this instant, the start of its last heartbeat
+    /// that succeeded plus the lease (`None`: it stands by). Read at each scrape, so the gauge
+    /// turns 0 within the lease of the last good heartbeat even while every later one hangs and
+    /// no snapshot can be rebuilt (the database down).
+    Until(Option<std::time::Instant>),
+}
+
+impl LeaderGauge {
+    /// Whether this replica may say it leads now.
+    fn leads(self, snapshot: &Snapshot) -> bool {
+        match self {
+            Self::Snapshot => snapshot.leader,
+            Self::Until(until) => until.is_some_and(|t| std::time::Instant::now() < t),
+        }
+    }
 }
 
 fn pairs<S: serde::Serializer>(
@@ -111,6 +137,17 @@ impl Counters {
             .graph_requests
             .entry(outcome.to_owned())
             .or_default() += count;
+    }
+
+    /// Whether this replica may say it leads now (`permatoken_leader`, and the page's `leader`):
+    /// see [`LeaderGauge`].
+    pub fn leads(&self, snapshot: &Snapshot) -> bool {
+        self.lock().leader.leads(snapshot)
+    }
+
+    /// The election's last word on this replica: it leads until `until` (see [`LeaderGauge`]).
+    pub fn leader_until(&self, until: Option<std::time::Instant>) {
+        self.lock().leader = LeaderGauge::Until(until);
     }
 
     /// The last usage app `app_id` was told of by `header` (`app` or `business`), in percent.
@@ -317,7 +354,7 @@ fn registry(totals: &CounterTotals, snapshot: &Snapshot) -> Registry {
     );
     leader
         .get_or_create(&Vec::new())
-        .set(i64::from(snapshot.leader));
+        .set(i64::from(totals.leader.leads(snapshot)));
     let started = gauge(
         &mut registry,
         "permatoken_start_time_seconds",
@@ -495,6 +532,7 @@ mod tests {
             scopes: Vec::new(),
             last_check: expires_at.map(|_| 1_700_000_000),
             next_check: None,
+            reason: None,
         }
     }
 

@@ -7,6 +7,11 @@
 //! taken in at the next round. The walk is bounded: its depth is the pattern's (no `**`, so a symlink loop cannot make
 //! it deeper), and it looks at most [`MAX_ENTRIES`] folder entries per set.
 //!
+//! A file the pattern names that is there in any form (a folder, a link to nothing) is a token, so
+//! that its check says what is wrong instead of the token vanishing; a folder that is there but
+//! cannot be looked into is reported and returned as blocked, so the members found under it before
+//! stay ([`crate::fleet`]).
+//!
 //! Must never: fail as a whole because one file or folder cannot be read (that file's token is
 //! checked and found unreadable; a folder is reported), read a file's token (only
 //! `alert_route_key`'s variable is read here), or splice a path into a shell command (the reload
@@ -17,8 +22,9 @@ use std::path::{Component, Path, PathBuf};
 
 use crate::config::{AppSource, Route, TokenConfig, TokenSet, TokenSource};
 
-/// The most folder entries one set's walk looks at.
-pub const MAX_ENTRIES: usize = 100_000;
+/// The most folder entries one set's walk looks at: ten times a fleet of 100,000 tokens, so such a
+/// fleet is far from the edge, while a pattern pointed at a whole disk by mistake still stops.
+pub const MAX_ENTRIES: usize = 1_000_000;
 /// The most bytes read of an env file for its `alert_route_key`.
 const MAX_ENV_FILE: u64 = 1024 * 1024;
 
@@ -29,14 +35,36 @@ pub struct Expansion {
     pub tokens: Vec<TokenConfig>,
     /// What a person should know, with the token it is about (`None`: about the set).
     pub problems: Vec<(Option<String>, String)>,
+    /// Folders that are there but could not be looked into (a folder that cannot be listed, a link
+    /// to nothing where a folder should be): the members a previous listing found under them are
+    /// not gone, only out of sight, and stay ([`crate::fleet`]).
+    pub blocked: Vec<PathBuf>,
+}
+
+/// One set's walk: what it found so far, and how many folder entries it may still look at.
+struct Walk<'a> {
+    set: &'a TokenSet,
+    budget: Budget,
+    matches: Vec<(String, PathBuf)>,
+    problems: Vec<(Option<String>, String)>,
+    blocked: Vec<PathBuf>,
 }
 
 /// The files matching `set` now, each as a token. `routes` are the configured routes, to check the
 /// names `alert_route_key` reads.
 pub fn expand(set: &TokenSet, routes: &[Route]) -> Expansion {
-    let mut out = Expansion::default();
-    let mut budget = MAX_ENTRIES;
-    let mut matches = Vec::new();
+    expand_within(set, routes, MAX_ENTRIES)
+}
+
+/// What is left of a set's walk: an entry found once none is left makes it `exceeded`, so a
+/// folder of exactly the cap is not said to be more.
+struct Budget {
+    left: usize,
+    exceeded: bool,
+}
+
+/// [`expand`] looking at most `max_entries` folder entries.
+fn expand_within(set: &TokenSet, routes: &[Route], max_entries: usize) -> Expansion {
     let components: Vec<Component<'_>> = set.pattern.components().collect();
     // The literal start of the pattern, then the rest segment by segment.
     let first_wild = components
@@ -44,26 +72,42 @@ pub fn expand(set: &TokenSet, routes: &[Route]) -> Expansion {
         .position(|c| c.as_os_str().to_string_lossy().contains('*'))
         .unwrap_or(components.len());
     let base: PathBuf = components[..first_wild].iter().collect();
-    walk(
+    let mut walk = Walk {
         set,
-        &base,
-        &components[first_wild..],
-        Vec::new(),
-        &mut budget,
-        &mut matches,
-        &mut out.problems,
-    );
-    if budget == 0 {
+        budget: Budget {
+            left: max_entries,
+            exceeded: false,
+        },
+        matches: Vec::new(),
+        problems: Vec::new(),
+        blocked: Vec::new(),
+    };
+    walk.walk(&base, &components[first_wild..], Vec::new());
+    let Walk {
+        budget,
+        mut matches,
+        problems,
+        blocked,
+        ..
+    } = walk;
+    let mut out = Expansion {
+        tokens: Vec::new(),
+        problems,
+        blocked,
+    };
+    if budget.exceeded {
         out.problems.push((
             None,
             format!(
-                "token set `{}`: more than {MAX_ENTRIES} folder entries under `{}`; only those seen are watched (narrow the pattern)",
+                "token set `{}`: more than {max_entries} folder entries under `{}`; only those seen are added (narrow the pattern)",
                 set.name,
                 base.display()
             ),
         ));
+        // Entries past the cap were not looked at: the members found among them before stay.
+        out.blocked.push(base.clone());
     }
-    if matches.is_empty() {
+    if matches.is_empty() && out.blocked.is_empty() {
         out.problems.push((
             None,
             format!(
@@ -149,74 +193,121 @@ fn sanitise(text: &str) -> String {
     text.chars().filter(|c| !c.is_control()).collect()
 }
 
-fn walk(
-    set: &TokenSet,
-    at: &Path,
-    rest: &[Component<'_>],
-    captured: Vec<String>,
-    budget: &mut usize,
-    out: &mut Vec<(String, PathBuf)>,
-    problems: &mut Vec<(Option<String>, String)>,
-) {
-    let Some((segment, rest)) = rest.split_first() else {
-        // A folder where the pattern ends is not a token file.
-        if !at.is_dir() && !captured.is_empty() {
-            out.push((captured.join("/"), at.to_owned()));
+/// Why `path`, there in its folder's listing, cannot be entered or read (`None` when it can, or is
+/// not there at all): a link to nothing, a loop of links, a folder this user may not search.
+fn out_of_sight(path: &Path) -> Option<std::io::Error> {
+    match std::fs::metadata(path) {
+        Ok(_) => None,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            std::fs::symlink_metadata(path).is_ok().then_some(e)
         }
-        return;
-    };
-    let segment = segment.as_os_str();
-    let Some(pattern) = segment.to_str().filter(|s| s.contains('*')) else {
-        let next = at.join(segment);
-        // A missing entry is no match; a file that is there but cannot be read is a token (its
-        // check says why), so the last segment only needs to exist, even as a dangling link.
-        let there = if rest.is_empty() {
-            std::fs::symlink_metadata(&next).is_ok()
-        } else {
-            next.is_dir()
-        };
-        if there {
-            walk(set, &next, rest, captured, budget, out, problems);
-        }
-        return;
-    };
-    let entries = match std::fs::read_dir(at) {
-        Ok(entries) => entries,
-        Err(e) => {
-            if at.exists() {
-                problems.push((
-                    None,
-                    format!(
-                        "token set `{}`: cannot list `{}`: {e}",
-                        set.name,
-                        at.display()
-                    ),
-                ));
+        Err(e) => Some(e),
+    }
+}
+
+impl Walk<'_> {
+    fn walk(&mut self, at: &Path, rest: &[Component<'_>], captured: Vec<String>) {
+        let Some((segment, rest)) = rest.split_first() else {
+            // A folder where a wildcard ends the pattern is not a token file.
+            if !at.is_dir() && !captured.is_empty() {
+                self.matches.push((captured.join("/"), at.to_owned()));
             }
             return;
-        }
-    };
-    let mut names = Vec::new();
-    for entry in entries {
-        if *budget == 0 {
-            break;
-        }
-        *budget -= 1;
-        let Ok(entry) = entry else { continue };
-        names.push(entry.file_name());
-    }
-    names.sort();
-    for name in names {
-        let Some(parts) = matches(pattern, &name) else {
-            continue;
         };
-        let next = at.join(&name);
-        if !rest.is_empty() && !next.is_dir() {
-            continue;
+        let segment = segment.as_os_str();
+        let Some(pattern) = segment.to_str().filter(|s| s.contains('*')) else {
+            let next = at.join(segment);
+            if rest.is_empty() {
+                // The file the pattern names: a token when it is there in any form (a folder, a
+                // link to nothing, a file that cannot be read), so that its check says what is
+                // wrong with it instead of the token vanishing.
+                let there = match std::fs::symlink_metadata(&next) {
+                    Ok(_) => true,
+                    Err(e) => e.kind() != std::io::ErrorKind::NotFound,
+                };
+                if there && !captured.is_empty() {
+                    self.matches.push((captured.join("/"), next));
+                }
+            } else if next.is_dir() {
+                self.walk(&next, rest, captured);
+            } else if let Some(why) = out_of_sight(&next) {
+                self.cannot_enter(&next, rest, captured, &why);
+            }
+            return;
+        };
+        let entries = match std::fs::read_dir(at) {
+            Ok(entries) => entries,
+            Err(e) => {
+                // Not there at all: nothing matches (its members, if any, are gone). There but
+                // not listable: its members are out of sight, not gone.
+                if std::fs::symlink_metadata(at).is_ok() {
+                    self.problems.push((
+                        None,
+                        format!(
+                            "token set `{}`: cannot list `{}`: {e}; the tokens found there before stay, unknown until it can be read",
+                            self.set.name,
+                            at.display()
+                        ),
+                    ));
+                    self.blocked.push(at.to_owned());
+                }
+                return;
+            }
+        };
+        let mut names = Vec::new();
+        for entry in entries {
+            if self.budget.left == 0 {
+                self.budget.exceeded = true;
+                break;
+            }
+            self.budget.left -= 1;
+            let Ok(entry) = entry else { continue };
+            names.push(entry.file_name());
         }
-        let mut captured = captured.clone();
-        captured.extend(parts);
-        walk(set, &next, rest, captured, budget, out, problems);
+        names.sort();
+        for name in names {
+            let Some(parts) = matches(pattern, &name) else {
+                continue;
+            };
+            let next = at.join(&name);
+            let mut captured = captured.clone();
+            captured.extend(parts);
+            if rest.is_empty() || next.is_dir() {
+                self.walk(&next, rest, captured);
+            } else if let Some(why) = out_of_sight(&next) {
+                self.cannot_enter(&next, rest, captured, &why);
+            }
+        }
+    }
+
+    /// `folder` matched the pattern so far but cannot be entered (`why`). When the rest of the
+    /// pattern is literal, the one file it would name there is a token (its check says why it
+    /// cannot be read); otherwise what lies under it is out of sight, and the members found there
+    /// before stay.
+    fn cannot_enter(
+        &mut self,
+        folder: &Path,
+        rest: &[Component<'_>],
+        captured: Vec<String>,
+        why: &std::io::Error,
+    ) {
+        let literal = rest
+            .iter()
+            .all(|c| !c.as_os_str().to_string_lossy().contains('*'));
+        if literal && !captured.is_empty() {
+            let file: PathBuf = rest.iter().fold(folder.to_owned(), |p, c| p.join(c));
+            self.matches.push((captured.join("/"), file));
+            return;
+        }
+        self.problems.push((
+            None,
+            format!(
+                "token set `{}`: cannot look into `{}`: {why}; the tokens found there before stay, unknown until it can be read",
+                self.set.name,
+                folder.display()
+            ),
+        ));
+        self.blocked.push(folder.to_owned());
     }
 }
 
@@ -276,6 +367,66 @@ mod tests {
         let e = expand(&config.token_sets[0], &[]);
         assert!(e.tokens.is_empty());
         assert!(e.problems[0].1.contains("matches no file yet"), "{e:?}");
+    }
+
+    #[test]
+    fn a_set_past_its_entry_cap_says_so_and_one_at_the_cap_does_not() {
+        let dir = std::env::temp_dir().join(format!("permatoken-sets-cap-{}", std::process::id()));
+        for i in 0..3 {
+            std::fs::create_dir_all(dir.join(format!("c{i}"))).unwrap();
+            std::fs::write(dir.join(format!("c{i}/t")), "PERMATOKENTEST").unwrap();
+        }
+        let text = format!(
+            "[[token_set]]\nname = \"c\"\ntoken_files = \"{}/*/t\"\n",
+            dir.display()
+        );
+        let config = crate::config::parse(&text, Path::new("/etc/permatoken.toml"))
+            .unwrap()
+            .config;
+        let set = &config.token_sets[0];
+        let at_cap = expand_within(set, &[], 3);
+        assert_eq!(at_cap.tokens.len(), 3, "{at_cap:?}");
+        assert!(at_cap.problems.is_empty(), "{at_cap:?}");
+        let past = expand_within(set, &[], 2);
+        assert_eq!(past.tokens.len(), 2, "{past:?}");
+        assert!(
+            past.problems[0].1.contains("more than 2 folder entries"),
+            "{past:?}"
+        );
+        // The entries past the cap were not looked at: what was found there before stays.
+        assert_eq!(past.blocked, std::slice::from_ref(&dir));
+        assert_eq!(expand(set, &[]).tokens.len(), 3);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn what_is_there_but_cannot_be_read_is_a_token_or_a_blocked_folder() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        std::fs::create_dir_all(root.join("one/a/.env")).unwrap(); // a folder where the file goes
+        std::os::unix::fs::symlink(root.join("nowhere"), root.join("one/b")).unwrap();
+        std::fs::create_dir_all(root.join("one/c")).unwrap(); // no file: no token
+        std::fs::create_dir_all(root.join("two")).unwrap();
+        std::os::unix::fs::symlink(root.join("two/x"), root.join("two/x")).unwrap();
+        let set = |pattern: &str| {
+            let text = format!(
+                "[[token_set]]\nname = \"s\"\nenv_files = \"{}\"\n",
+                root.join(pattern).display()
+            );
+            let config = crate::config::parse(&text, Path::new("/etc/permatoken.toml"))
+                .unwrap()
+                .config;
+            expand(&config.token_sets[0], &[])
+        };
+        let one = set("one/*/.env");
+        let names: Vec<&str> = one.tokens.iter().map(|t| t.name.as_str()).collect();
+        assert_eq!(names, ["s/a", "s/b"]);
+        assert!(one.blocked.is_empty());
+        // Under `two/x` (a loop of links) the rest of the pattern cannot be followed: blocked.
+        let two = set("two/*/*/.env");
+        assert!(two.tokens.is_empty());
+        assert_eq!(two.blocked, [root.join("two/x")]);
+        assert!(two.problems[0].1.contains("cannot look into"), "{two:?}");
     }
 
     #[test]

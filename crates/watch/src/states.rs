@@ -11,6 +11,9 @@
 //! - a reminder (`kind = "reminder"`) every `remind_every` while critical or dead;
 //! - `unknown` never changes an announced state by itself: it is alerted, as `cannot_be_checked`,
 //!   only once it has lasted `unknown_after`, so a single transient error never alerts;
+//! - how long an unknown run or a state since its last alert has lasted is measured by the caller on
+//!   the monotonic clock ([`Lasted`]), never by subtracting wall times: a step of the wall clock
+//!   neither hastens nor holds back `cannot_be_checked` or a reminder. `now` is only recorded;
 //! - back to ok from a bad state is announced as `recovered` (the announced state becomes `ok`),
 //!   except after `failed_over`, whose alert already said the backup took over;
 //! - given back the same [`Announced`] after a restart, nothing new is sent.
@@ -43,6 +46,9 @@ pub enum State {
     CannotBeChecked,
     /// Back to ok from a bad state. Only ever an alert's `state`: the state announced is then `ok`.
     Recovered,
+    /// A `[[token_set]]` lost more than a tenth of its members in one listing. Only ever the
+    /// `state` of an alert about a set (its `token` is the set's name), never a token's.
+    SetShrunk,
 }
 
 impl State {
@@ -67,6 +73,7 @@ impl State {
             Self::FailedOver => "failed over",
             Self::CannotBeChecked => "cannot be checked",
             Self::Recovered => "recovered",
+            Self::SetShrunk => "set shrunk",
         }
     }
 
@@ -80,6 +87,7 @@ impl State {
             Self::FailedOver => "failed_over",
             Self::CannotBeChecked => "cannot_be_checked",
             Self::Recovered => "recovered",
+            Self::SetShrunk => "set_shrunk",
         }
     }
 
@@ -93,6 +101,7 @@ impl State {
             Self::FailedOver,
             Self::CannotBeChecked,
             Self::Recovered,
+            Self::SetShrunk,
         ]
         .into_iter()
         .find(|s| s.as_str() == name)
@@ -217,6 +226,16 @@ pub struct Timing {
     pub remind_every: Duration,
 }
 
+/// How long what an [`Announced`] records has lasted at the time of a decision, measured by the
+/// caller on the monotonic clock (`crate::lasted`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Lasted {
+    /// Since `unknown_since` (nothing when that is `None`).
+    pub unknown: Duration,
+    /// Since the last alert about the state (`last_alert`, or `since` before any).
+    pub since_alert: Duration,
+}
+
 /// What to do after a check.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Decision {
@@ -236,12 +255,13 @@ pub struct Subject<'a> {
 }
 
 /// Whether `observation`, made at `now`, is worth an alert given what was `announced` (`None` for a
-/// token never seen), and what is announced next.
+/// token never seen) and how long that has `lasted`, and what is announced next.
 pub fn decide(
     subject: Subject<'_>,
     announced: Option<&Announced>,
     observation: &Observation,
     now: Timestamp,
+    lasted: Lasted,
     timing: Timing,
 ) -> Decision {
     let previous = announced.and_then(|a| a.state);
@@ -255,11 +275,15 @@ pub fn decide(
                 reminders: 0,
                 unknown_since: None,
             });
-            let unknown_since = *next.unknown_since.get_or_insert(now);
-            let lasted = now.duration_since(unknown_since);
-            if previous == Some(State::CannotBeChecked) || lasted < signed(timing.unknown_after) {
+            // A run of unknown checks that begins now has lasted nothing yet.
+            let unknown_for = match next.unknown_since {
+                Some(_) => lasted.unknown,
+                None => Duration::ZERO,
+            };
+            next.unknown_since.get_or_insert(now);
+            if previous == Some(State::CannotBeChecked) || unknown_for < timing.unknown_after {
                 // Reminders go on while unknown: the token was critical or dead when last seen.
-                return remind_or_keep(subject, next, observation, now, timing);
+                return remind_or_keep(subject, next, observation, now, lasted, timing);
             }
             State::CannotBeChecked
         }
@@ -271,7 +295,7 @@ pub fn decide(
     if previous == Some(state) {
         let mut next = announced.cloned().expect("a previous state was announced");
         next.unknown_since = unknown_since;
-        return remind_or_keep(subject, next, observation, now, timing);
+        return remind_or_keep(subject, next, observation, now, lasted, timing);
     }
     let (alert_state, next_state) = match (previous, state) {
         (Some(p), State::Ok) if p.is_bad() => (Some(State::Recovered), State::Ok),
@@ -309,13 +333,13 @@ fn remind_or_keep(
     mut next: Announced,
     observation: &Observation,
     now: Timestamp,
+    lasted: Lasted,
     timing: Timing,
 ) -> Decision {
     let Some(state) = next.state.filter(|s| s.is_reminded()) else {
         return Decision { alert: None, next };
     };
-    let last = next.last_alert.unwrap_or(next.since);
-    if now.duration_since(last) < signed(timing.remind_every) || timing.remind_every.is_zero() {
+    if lasted.since_alert < timing.remind_every || timing.remind_every.is_zero() {
         return Decision { alert: None, next };
     }
     next.reminders += 1;
@@ -334,10 +358,6 @@ fn remind_or_keep(
         alert: Some(alert),
         next,
     }
-}
-
-fn signed(d: Duration) -> jiff::SignedDuration {
-    jiff::SignedDuration::try_from(d).unwrap_or(jiff::SignedDuration::MAX)
 }
 
 /// The stable id of an alert: 32 hex digits of SHA-256 over the token's key, the state, when the
@@ -389,6 +409,36 @@ mod tests {
         }
     }
 
+    /// How long `announced` has lasted at `now` when the wall clock never steps: what the daemon
+    /// measures on the monotonic clock then.
+    fn by_wall(announced: Option<&Announced>, now: Timestamp) -> Lasted {
+        let since = |t: Timestamp| Duration::try_from(now.duration_since(t)).unwrap_or_default();
+        Lasted {
+            unknown: announced
+                .and_then(|a| a.unknown_since)
+                .map_or(Duration::ZERO, since),
+            since_alert: announced
+                .map_or(Duration::ZERO, |a| since(a.last_alert.unwrap_or(a.since))),
+        }
+    }
+
+    /// `decide` with the wall clock never stepping.
+    fn decide_at(
+        announced: Option<&Announced>,
+        obs: &Observation,
+        now: Timestamp,
+        timing: Timing,
+    ) -> Decision {
+        decide(
+            SUBJECT,
+            announced,
+            obs,
+            now,
+            by_wall(announced, now),
+            timing,
+        )
+    }
+
     /// An alert as (hour, kind, state, previous).
     type Said = (i64, AlertKind, State, Option<State>);
 
@@ -397,7 +447,7 @@ mod tests {
         let mut announced = start;
         let mut alerts = Vec::new();
         for (hour, obs) in seq.iter().enumerate() {
-            let d = decide(SUBJECT, announced.as_ref(), obs, at(hour as i64), TIMING);
+            let d = decide_at(announced.as_ref(), obs, at(hour as i64), TIMING);
             if let Some(a) = d.alert {
                 alerts.push((hour as i64, a.kind, a.state, a.previous_state));
             }
@@ -489,13 +539,7 @@ mod tests {
         let mut announced = None;
         let mut alerts = 0;
         for hour in 0..100 {
-            let d = decide(
-                SUBJECT,
-                announced.as_ref(),
-                &seen(State::Dead),
-                at(hour),
-                timing,
-            );
+            let d = decide_at(announced.as_ref(), &seen(State::Dead), at(hour), timing);
             alerts += usize::from(d.alert.is_some());
             announced = Some(d.next);
         }
@@ -564,28 +608,112 @@ mod tests {
     }
 
     #[test]
+    fn a_jump_of_the_wall_clock_neither_hastens_nor_holds_back_an_alert() {
+        const MINUTE: Duration = Duration::from_secs(60);
+        let unknown_since = Announced {
+            state: Some(State::Ok),
+            since: at(0),
+            last_alert: None,
+            reminders: 0,
+            unknown_since: Some(at(0)),
+        };
+        // The wall clock jumped ten hours on after a minute of unknown: a minute it is.
+        let lasted = Lasted {
+            unknown: MINUTE,
+            since_alert: MINUTE,
+        };
+        let d = decide(
+            SUBJECT,
+            Some(&unknown_since),
+            &unknown(),
+            at(10),
+            lasted,
+            TIMING,
+        );
+        assert_eq!(d.alert, None);
+        assert_eq!(
+            d.next, unknown_since,
+            "the recorded times stay as they were"
+        );
+        // Back ten hours, after six hours of unknown: six hours it is.
+        let lasted = Lasted {
+            unknown: TIMING.unknown_after,
+            since_alert: TIMING.unknown_after,
+        };
+        let d = decide(
+            SUBJECT,
+            Some(&unknown_since),
+            &unknown(),
+            at(-4),
+            lasted,
+            TIMING,
+        );
+        let alert = d.alert.expect("cannot_be_checked");
+        assert_eq!(alert.state, State::CannotBeChecked);
+        // Recorded on the wall clock, for people.
+        assert_eq!((alert.time, d.next.since), (at(-4), at(-4)));
+
+        let dead = Announced {
+            state: Some(State::Dead),
+            since: at(0),
+            last_alert: Some(at(0)),
+            reminders: 0,
+            unknown_since: None,
+        };
+        // Two days on by the wall clock, a minute since the alert: no reminder.
+        let lasted = Lasted {
+            unknown: Duration::ZERO,
+            since_alert: MINUTE,
+        };
+        let d = decide(
+            SUBJECT,
+            Some(&dead),
+            &seen(State::Dead),
+            at(48),
+            lasted,
+            TIMING,
+        );
+        assert_eq!(d.alert, None);
+        // A day since the alert, whatever the wall clock says: the reminder.
+        let lasted = Lasted {
+            unknown: Duration::ZERO,
+            since_alert: TIMING.remind_every,
+        };
+        let d = decide(
+            SUBJECT,
+            Some(&dead),
+            &seen(State::Dead),
+            at(-1),
+            lasted,
+            TIMING,
+        );
+        assert_eq!(d.alert.map(|a| a.kind), Some(AlertKind::Reminder));
+        // A run of unknown that begins now has lasted nothing, whatever the caller measured.
+        let lasted = Lasted {
+            unknown: TIMING.unknown_after * 2,
+            since_alert: Duration::ZERO,
+        };
+        let d = decide(SUBJECT, None, &unknown(), at(0), lasted, TIMING);
+        assert_eq!((d.alert, d.next.unknown_since), (None, Some(at(0))));
+    }
+
+    #[test]
     fn a_restart_given_the_announced_state_sends_nothing_again() {
         let (alerts, announced) = run(None, &[seen(State::Dead)]);
         assert_eq!(alerts.len(), 1);
         let stored = serde_json::to_string(&announced).unwrap();
         let restored: Option<Announced> = serde_json::from_str(&stored).unwrap();
-        let d = decide(
-            SUBJECT,
-            restored.as_ref(),
-            &seen(State::Dead),
-            at(1),
-            TIMING,
-        );
+        let d = decide_at(restored.as_ref(), &seen(State::Dead), at(1), TIMING);
         assert_eq!(d.alert, None);
         assert_eq!(Some(d.next), restored);
     }
 
     #[test]
     fn ids_are_stable_and_tell_changes_and_reminders_apart() {
-        let a = decide(SUBJECT, None, &seen(State::Dead), at(0), TIMING)
+        let a = decide_at(None, &seen(State::Dead), at(0), TIMING)
             .alert
             .unwrap();
-        let b = decide(SUBJECT, None, &seen(State::Dead), at(0), TIMING)
+        let b = decide_at(None, &seen(State::Dead), at(0), TIMING)
             .alert
             .unwrap();
         assert_eq!(a.id, b.id);

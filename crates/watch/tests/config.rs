@@ -268,6 +268,65 @@ fn renew_days_follows_warn_days_unless_set() {
 }
 
 #[test]
+fn an_interval_under_five_minutes_is_honoured_and_warned_of_once_with_its_calls_an_hour() {
+    // The README's example, a second, and five minutes (not warned of).
+    let mut text = String::from("[defaults]\ninterval = \"30s\"\n");
+    for n in 0..5 {
+        text.push_str(&format!(
+            "[[token]]\nname = \"t{n}\"\nenv_file = \"/srv/t{n}/.env\"\n"
+        ));
+    }
+    text.push_str(
+        "[[token]]\nname = \"fast\"\ntoken_file = \"/srv/fast.token\"\ninterval = \"1s\"\n",
+    );
+    text.push_str("[[token]]\nname = \"two\"\nenv_file = \"/srv/two/.env\"\nbackups = [\"A\", \"B\"]\ninterval = \"1s\"\n");
+    text.push_str("[[token]]\nname = \"calm\"\nenv_file = \"/srv/calm/.env\"\ninterval = \"5m\"\n");
+    text.push_str("[[token_set]]\nname = \"clients\"\nenv_files = \"/srv/clients/*/.env\"\ninterval = \"4m\"\n");
+    text.push_str(
+        "[[token_set]]\nname = \"slow\"\nenv_files = \"/srv/slow/*/.env\"\ninterval = \"1h\"\n",
+    );
+    let Loaded { config, warnings } = parse(&text);
+    assert_eq!(config.defaults.interval, Duration::from_secs(30));
+    assert_eq!(
+        config.token("fast").unwrap().policy.interval,
+        Duration::from_secs(1)
+    );
+    // One line per interval among the tokens, naming a few; one per set.
+    assert_eq!(warnings.len(), 3, "{warnings:#?}");
+    let [second, thirty, set] = [&warnings[0], &warnings[1], &warnings[2]];
+    // `fast` and `two` with its two backups: 3,600 calls an hour for each of four tokens.
+    assert!(
+        second.starts_with("tokens `fast`, `two` are checked every 1s (`interval`): 14400 `/debug_token` calls an hour,"),
+        "{second}"
+    );
+    assert!(second.contains("hourly allowance"), "{second}");
+    assert!(
+        second.contains("permatoken_graph_usage_percent"),
+        "{second}"
+    );
+    assert!(
+        thirty.starts_with("tokens `t0`, `t1`, `t2`, 2 more are checked every 30s (`interval`): 600 `/debug_token` calls an hour, and 120 more for each `_BACKUP` token found in an env file,"),
+        "{thirty}"
+    );
+    assert!(
+        set.starts_with("each token of set `clients` is checked every 240s (`interval`): 15 `/debug_token` calls an hour per file the set matches"),
+        "{set}"
+    );
+    // One token, singular.
+    let Loaded { warnings, .. } =
+        parse("[[token]]\nname = \"orders\"\nenv = \"ORDERS_TOKEN\"\ninterval = \"1m\"\n");
+    assert_eq!(warnings.len(), 1, "{warnings:#?}");
+    assert!(
+        warnings[0].starts_with("token `orders` is checked every 60s (`interval`): 60 `/debug_token` calls an hour, counted"),
+        "{}",
+        warnings[0]
+    );
+    // Less than a second cannot be written: the unit is a second.
+    let e = error("[defaults]\ninterval = \"500ms\"\n");
+    assert!(e.contains("is not a duration"), "{e}");
+}
+
+#[test]
 fn each_mistake_names_its_line_and_column_and_what_is_allowed() {
     let token = "[[token]]\nname = \"orders\"\nenv_file = \"/srv/.env\"\n";
     let cases: Vec<(String, &str)> = vec![

@@ -599,7 +599,7 @@ async fn the_next_check_comes_sooner_as_expiry_nears_and_after_an_unknown_check(
             // Each call a minute later: the page shows, per name, the newest check.
             world.advance(Duration::from_secs(60));
             let (mut daemon, subscriber, _) = world.daemon().await;
-            daemon.replace_config(config).await.unwrap();
+            daemon.replace_config(config).await;
             let now = world.clock.now();
             daemon.run_due(now).await.unwrap();
             let next = daemon.next_due().unwrap();

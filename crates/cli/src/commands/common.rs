@@ -115,10 +115,8 @@ pub(crate) fn read_credentials(source: &SourceArgs) -> Result<Credentials, Failu
         env_file: source.env_file.clone(),
         cwd: std::env::current_dir().unwrap_or_else(|_| ".".into()),
     };
-    let credentials = permatoken_config::resolve(&request, std::env::vars_os()).map_err(|e| {
-        let hint = e.hint();
-        Failure::new(e.to_string(), hint)
-    })?;
+    let credentials = permatoken_config::resolve(&request, std::env::vars_os())
+        .map_err(|e| Failure::of_config(&e))?;
     for warning in &credentials.warnings {
         crate::render::warning(warning);
     }

@@ -18,6 +18,8 @@ pub(crate) struct Failure {
     pub(crate) hint: Option<String>,
     /// 3 (could not tell / usage) unless the command says otherwise.
     pub(crate) code: u8,
+    /// The stable code of the problem in the JSON's `error` (`token_malformed`), when it has one.
+    pub(crate) error_code: Option<&'static str>,
 }
 
 impl Failure {
@@ -26,6 +28,15 @@ impl Failure {
             message: message.into(),
             hint: Some(hint.into()),
             code: 3,
+            error_code: None,
+        }
+    }
+
+    /// The failure of reading the credentials, with its stable code if it has one.
+    pub(crate) fn of_config(e: &permatoken_config::Error) -> Self {
+        Self {
+            error_code: e.code(),
+            ..Self::new(e.to_string(), e.hint())
         }
     }
 }
@@ -79,6 +90,9 @@ pub(crate) async fn run(cli: Cli) -> u8 {
                 object["action"] = action.into();
             }
             object["error"] = serde_json::json!({"message": failure.message, "hint": failure.hint});
+            if let Some(code) = failure.error_code {
+                object["error"]["code"] = code.into();
+            }
             crate::render::stdout_json(&object);
         }
         crate::render::error(&failure.message, failure.hint.as_deref());

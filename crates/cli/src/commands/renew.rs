@@ -187,6 +187,7 @@ fn renew_failure(failure: RenewFailure) -> Failure {
     Failure {
         code: failure.exit_code(),
         hint: Some(failure.hint()),
+        error_code: matches!(failure, RenewFailure::Malformed(_)).then_some("token_malformed"),
         message: failure.to_string(),
     }
 }
@@ -346,6 +347,7 @@ async fn run_refresh(args: RefreshArgs) -> Result<u8, Failure> {
             code: report.status.exit_code(),
             message: failover.message(),
             hint: failover.hint().map(str::to_owned),
+            error_code: None,
         });
     }
     if args.write.json {

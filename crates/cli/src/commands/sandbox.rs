@@ -19,8 +19,7 @@ pub(crate) async fn run(args: SandboxArgs) -> Result<u8, Failure> {
             rate_limits: args.rate_limits,
             regain_minutes: args.regain_minutes,
             truncate: args.truncate,
-            app_usage_percent: None,
-            batch_nulls: 0,
+            ..Faults::default()
         },
         tls: args.tls,
         extra_tokens: usize::try_from(args.extra_tokens).unwrap_or(usize::MAX),
@@ -123,7 +122,7 @@ pub(crate) async fn run(args: SandboxArgs) -> Result<u8, Failure> {
     );
     let _ = writeln!(
         out,
-        "\nAdmin API (only with the header `{admin}`):\n  curl -H '{admin}' {url}/_sandbox/requests\n  POST {url}/_sandbox/faults {{\"latency_ms\":100,\"server_errors\":1,\"rate_limits\":1,\"regain_minutes\":5,\"truncate\":1}}\n  POST {url}/_sandbox/clock {{\"advance_seconds\":86400}}   GET {url}/_sandbox/scenarios\nCtrl-C stops it."
+        "\nAdmin API (only with the header `{admin}`):\n  curl -H '{admin}' {url}/_sandbox/requests\n  POST {url}/_sandbox/faults {{\"latency_ms\":100,\"server_errors\":1,\"rate_limits\":1,\"regain_minutes\":5,\"truncate\":1}}\n  POST {url}/_sandbox/faults {{\"throttle_secs\":30,\"throttle_grow_ms\":100}}   GET {url}/_sandbox/throttle\n  POST {url}/_sandbox/clock {{\"advance_seconds\":86400}}   GET {url}/_sandbox/scenarios\nCtrl-C stops it."
     );
     let _ = out.flush();
     drop(out);

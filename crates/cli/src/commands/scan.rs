@@ -29,6 +29,7 @@ fn fail(code: u8, message: String, hint: &str) -> Failure {
         message,
         hint: Some(hint.to_owned()),
         code,
+        error_code: None,
     }
 }
 

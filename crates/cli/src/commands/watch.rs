@@ -16,6 +16,7 @@ use permatoken_watch::http::{self, AppState, BearerToken};
 use permatoken_watch::metrics::Counters;
 use permatoken_watch::snapshot::{self, Snapshot};
 use permatoken_watch::sources;
+use permatoken_watch::startup::wait_for_state;
 
 use super::{Failure, common};
 use crate::cli::WatchArgs;
@@ -60,38 +61,48 @@ pub(crate) async fn run(args: WatchArgs) -> Result<u8, Failure> {
             "leave out --state-new: a PostgreSQL state is never taken for new",
         ));
     }
+    let (publisher, subscriber) = snapshot::channel(Snapshot::default());
+    let counters = Counters::default();
+    // A daemon takes SIGHUP from the start: while it waits for its database, a reload must not
+    // kill it (the signal's default), and the configuration it reads is taken in once it runs.
+    let (reload_tx, reload_rx) = tokio::sync::mpsc::unbounded_channel();
+    let hup = (!args.once).then(|| tokio::spawn(reload_on_hangup(args.config.clone(), reload_tx)));
+    // Before any wait: a bad lease is bad configuration, refused at once.
+    let lease = match postgres && !args.once {
+        true => Some(leader_lease()?),
+        false => None,
+    };
+    let mut endpoint = None;
     let store = match state {
-        StateLocation::File(path) => {
-            let opened = match args.state_new {
-                true => Store::open_as_new(&path).await,
-                false => Store::open(&path).await,
-            };
-            opened.map_err(|e| {
-                let hint = match e {
-                    permatoken_state::Error::EmptyState { .. } => {
-                        "restore the file from a backup, or pass --state-new to start a new state in it"
-                    }
-                    _ => "a state file belongs to one `permatoken watch`: give each its own --state",
-                };
-                Failure::new(e.to_string(), hint)
-            })?
-        }
+        StateLocation::File(path) => open_file(&path, args.state_new).await?,
         StateLocation::Postgres(url) => {
             let options = PgOptions {
                 password_file: config.state_password_file.clone(),
                 ..PgOptions::from_env()
             };
-            Store::open_postgres(&url, options).await.map_err(|e| {
-                Failure::new(
-                    e.to_string(),
-                    "see the message; the database is left as it was unless migrations completed",
-                )
-            })?
+            match Store::open_postgres(&url, options.clone()).await {
+                Ok(store) => store,
+                // A daemon waits for its database (issue 15, item 9); `--once` says so and exits.
+                Err(e) if e.is_unreachable() && !args.once => {
+                    let started =
+                        Endpoint::start(&args, config.listen, &subscriber, &counters).await?;
+                    let open = || Store::open_postgres(&url, options.clone());
+                    let shutdown = super::sandbox::shutdown_signal();
+                    let waited = wait_for_state(open, Some(e), &publisher, shutdown).await;
+                    let Some(store) = waited.map_err(pg_failure)? else {
+                        started.stop().await;
+                        tracing::info!("stopped");
+                        return Ok(0);
+                    };
+                    started.state.set_store(store.clone());
+                    endpoint = Some(started);
+                    store
+                }
+                Err(e) => return Err(pg_failure(e)),
+            }
         }
     };
     let backup_dir = backup_dir()?;
-    let (publisher, subscriber) = snapshot::channel(Snapshot::default());
-    let counters = Counters::default();
     // The daemon keeps the one copy of the configuration: at 10,000 tokens a second one costs
     // megabytes for the one field the endpoint needs from it.
     let listen = config.listen;
@@ -109,8 +120,9 @@ pub(crate) async fn run(args: WatchArgs) -> Result<u8, Failure> {
         // No part in the election, but no renewal or failover a replica has claimed either.
         let claims = daemon.store().claims_only(&replica_name());
         daemon.set_election(claims);
-    } else if postgres {
-        daemon.set_election(store_election(daemon.store())?);
+    } else if let Some(lease) = lease {
+        let election = daemon.store().election(&replica_name(), lease);
+        daemon.set_election(election);
     }
     if args.once {
         let summary = daemon.run_all(jiff::Timestamp::now()).await.map_err(|e| {
@@ -120,12 +132,48 @@ pub(crate) async fn run(args: WatchArgs) -> Result<u8, Failure> {
         render_round(&args, &snap);
         return Ok(summary.worst.unwrap_or(Status::Ok).exit_code());
     }
-    serve(&args, listen, daemon, subscriber, counters).await
+    let endpoint = match endpoint {
+        Some(endpoint) => endpoint,
+        None => {
+            let started = Endpoint::start(&args, listen, &subscriber, &counters).await?;
+            started.state.set_store(daemon.store().clone());
+            started
+        }
+    };
+    let result = serve(daemon, endpoint, reload_rx).await;
+    if let Some(hup) = hup {
+        hup.abort();
+    }
+    result
 }
 
-/// The election among the replicas sharing a PostgreSQL state: this replica is known by its host
-/// and pid, and the lease comes from `PERMATOKEN_LEADER_LEASE` (seconds; default 15).
-fn store_election(store: &Store) -> Result<permatoken_state::Election, Failure> {
+/// Opens the state file; with `state_new`, an empty one is taken as a new state.
+async fn open_file(path: &Path, state_new: bool) -> Result<Store, Failure> {
+    let opened = match state_new {
+        true => Store::open_as_new(path).await,
+        false => Store::open(path).await,
+    };
+    opened.map_err(|e| {
+        let hint = match e {
+            permatoken_state::Error::EmptyState { .. } => {
+                "restore the file from a backup, or pass --state-new to start a new state in it"
+            }
+            _ => "a state file belongs to one `permatoken watch`: give each its own --state",
+        };
+        Failure::new(e.to_string(), hint)
+    })
+}
+
+fn pg_failure(e: permatoken_state::Error) -> Failure {
+    Failure::new(
+        e.to_string(),
+        "see the message; the database is left as it was unless migrations completed",
+    )
+}
+
+/// The lease of the election among the replicas sharing a PostgreSQL state, from
+/// `PERMATOKEN_LEADER_LEASE` (seconds; default 15).
+fn leader_lease() -> Result<std::time::Duration, Failure> {
     let lease = match std::env::var_os("PERMATOKEN_LEADER_LEASE") {
         None => DEFAULT_LEASE,
         Some(value) => value
@@ -139,7 +187,7 @@ fn store_election(store: &Store) -> Result<permatoken_state::Election, Failure> 
                 )
             })?,
     };
-    Ok(store.election(&replica_name(), std::time::Duration::from_secs(lease)))
+    Ok(std::time::Duration::from_secs(lease))
 }
 
 /// How this process is known to the others sharing the state: its host and pid.
@@ -324,41 +372,63 @@ fn render_round(args: &WatchArgs, snap: &Snapshot) {
     }
 }
 
+/// The HTTP endpoint, serving from its start: before the state is open while `watch` waits for
+/// its database, then for the daemon.
+struct Endpoint {
+    state: AppState,
+    stop: tokio::sync::oneshot::Sender<()>,
+    server: tokio::task::JoinHandle<Result<(), http::HttpError>>,
+}
+
+impl Endpoint {
+    async fn start(
+        args: &WatchArgs,
+        configured: Option<std::net::SocketAddr>,
+        subscriber: &snapshot::Subscriber,
+        counters: &Counters,
+    ) -> Result<Self, Failure> {
+        let listen = args.listen.or(configured).unwrap_or(http::DEFAULT_LISTEN);
+        let bearer = match &args.http_token_file {
+            Some(path) => Some(read_bearer(path)?),
+            None => None,
+        };
+        let state = AppState::waiting(listen, bearer, subscriber.clone(), counters.clone())
+            .map_err(|e| {
+                Failure::new(
+                    e.to_string(),
+                    "see --listen and --http-token-file in `permatoken watch --help`",
+                )
+            })?;
+        let listener = tokio::net::TcpListener::bind(listen).await.map_err(|e| {
+            Failure::new(
+                format!("cannot listen on {listen}: {e}"),
+                "pick another --listen address, or stop what holds this one",
+            )
+        })?;
+        let bound = listener.local_addr().unwrap_or(listen);
+        tracing::info!("serving the status page and /metrics on http://{bound}/");
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let server = tokio::spawn(http::serve(listener, state.clone(), async {
+            let _ = stopped.await;
+        }));
+        Ok(Self {
+            state,
+            stop,
+            server,
+        })
+    }
+
+    async fn stop(self) {
+        let _ = self.stop.send(());
+        let _ = self.server.await;
+    }
+}
+
 async fn serve(
-    args: &WatchArgs,
-    configured: Option<std::net::SocketAddr>,
     mut daemon: Daemon,
-    subscriber: snapshot::Subscriber,
-    counters: Counters,
+    endpoint: Endpoint,
+    reload_rx: tokio::sync::mpsc::UnboundedReceiver<Config>,
 ) -> Result<u8, Failure> {
-    let listen = args.listen.or(configured).unwrap_or(http::DEFAULT_LISTEN);
-    let bearer = match &args.http_token_file {
-        Some(path) => Some(read_bearer(path)?),
-        None => None,
-    };
-    let usage = |e: http::HttpError| {
-        Failure::new(
-            e.to_string(),
-            "see --listen and --http-token-file in `permatoken watch --help`",
-        )
-    };
-    let store = daemon.store().clone();
-    let state = AppState::new(listen, bearer, subscriber, counters, store).map_err(usage)?;
-    let listener = tokio::net::TcpListener::bind(listen).await.map_err(|e| {
-        Failure::new(
-            format!("cannot listen on {listen}: {e}"),
-            "pick another --listen address, or stop what holds this one",
-        )
-    })?;
-    let bound = listener.local_addr().unwrap_or(listen);
-    tracing::info!("serving the status page and /metrics on http://{bound}/");
-    let (stop_http, http_stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(http::serve(listener, state, async {
-        let _ = http_stopped.await;
-    }));
-    let (reload_tx, reload_rx) = tokio::sync::mpsc::unbounded_channel();
-    let explicit = args.config.clone();
-    let hup = tokio::spawn(reload_on_hangup(explicit, reload_tx));
     let (count, sets) = (
         daemon.config().tokens.len(),
         daemon.config().token_sets.len(),
@@ -370,9 +440,7 @@ async fn serve(
     let result = daemon
         .run(super::sandbox::shutdown_signal(), reload_rx)
         .await;
-    hup.abort();
-    let _ = stop_http.send(());
-    let _ = server.await;
+    endpoint.stop().await;
     result.map_err(|e| {
         Failure::new(
             e.to_string(),

@@ -5,7 +5,7 @@
 
 use permatoken_secret::{AccessToken, AppSecret};
 
-use crate::harness::{Test, sandbox};
+use crate::harness::{Test, app_lines, sandbox};
 
 struct Expect {
     scenario: &'static str,
@@ -624,4 +624,97 @@ fn a_moved_clock_ages_the_tokens() {
     assert_eq!(run().codes(), ["token_expiring"]);
     sandbox.advance_clock(std::time::Duration::from_secs(8 * 86_400));
     assert_eq!(run().codes(), ["token_expired"]);
+}
+
+/// A private key's lines, made at run time: what a `--token-file` pointed at the wrong file holds.
+fn private_key() -> String {
+    let body = "PERMATOKENTESTMIIEvQIBADANBgkqhkiG9w0BAQEFAASCBKcwggSjAgEAAoIBAQ".repeat(3);
+    format!("-----BEGIN PRIVATE KEY-----\n{body}\n-----END PRIVATE KEY-----\n")
+}
+
+#[test]
+fn a_file_that_holds_no_token_is_sent_nowhere_and_said_so() {
+    let sandbox = sandbox();
+    let token = crate::harness::token_of(&sandbox, "system-user");
+    let json = format!("{{\"access_token\":\"{token}\"}}");
+    // A private key, a path, and (from an env file) a JSON text holding a token.
+    let cases = [
+        (
+            "server.key",
+            private_key(),
+            vec!["--token-file", "server.key"],
+            "server.key",
+        ),
+        (
+            "token",
+            "/etc/PERMATOKENTEST/token\n".to_owned(),
+            vec!["--token-file", "token"],
+            "token does not hold a Meta access token",
+        ),
+        (
+            "service.env",
+            format!("WHATSAPP_ACCESS_TOKEN='{json}'\n{}", app_lines(&sandbox)),
+            vec!["--env-file", "service.env"],
+            "`WHATSAPP_ACCESS_TOKEN` in service.env does not hold a Meta access token",
+        ),
+    ];
+    for (file, content, args, named) in cases {
+        let out = Test::against(&sandbox)
+            .write(".env", &app_lines(&sandbox))
+            .write(file, &content)
+            .args(["check", "--json"])
+            .args(args)
+            .run();
+        // Not dead by Meta's word: unknown, as a bad configuration is (DESIGN §4).
+        out.assert_code(3);
+        let object = out.json();
+        assert_eq!(object["status"], "unknown", "{file}");
+        assert_eq!(object["error"]["code"], "token_malformed", "{file}");
+        let message = object["error"]["message"].as_str().unwrap();
+        assert!(message.contains(named), "{message}");
+        for shown in [&out.stdout, &out.stderr] {
+            assert!(!shown.contains("PERMATOKENTEST"), "{shown}");
+            assert!(!shown.contains("PRIVATE KEY"), "{shown}");
+            assert!(!shown.contains(&token[..40]), "{shown}");
+        }
+    }
+    // The commands that renew read the token the same way: nothing is asked of Meta for it.
+    for command in ["exchange", "refresh"] {
+        let out = Test::against(&sandbox)
+            .write(".env", &app_lines(&sandbox))
+            .write("token", "/etc/PERMATOKENTEST/token\n")
+            .args([
+                command,
+                "--json",
+                "--token-file",
+                "token",
+                "--output",
+                "out",
+            ])
+            .run();
+        out.assert_code(3);
+        assert_eq!(out.json()["error"]["code"], "token_malformed", "{command}");
+        assert!(!out.stdout.contains("PERMATOKENTEST"), "{}", out.stdout);
+    }
+    let out = Test::against(&sandbox)
+        .write(".env", &app_lines(&sandbox))
+        .write("token", "/etc/PERMATOKENTEST/token\n")
+        .args(["check", "--token-file", "token"])
+        .run();
+    out.assert_code(3);
+    assert!(
+        out.stderr
+            .contains("hint: this file does not hold a Meta access token"),
+        "{}",
+        out.stderr
+    );
+    assert!(
+        sandbox.requests().is_empty(),
+        "sent to the sandbox: {:?}",
+        sandbox
+            .requests()
+            .iter()
+            .map(|r| r.target())
+            .collect::<Vec<_>>()
+    );
 }

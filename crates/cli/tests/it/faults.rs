@@ -64,6 +64,30 @@ fn a_rate_limit_without_a_named_wait_is_never_sent_again() {
 }
 
 #[test]
+fn a_throttled_app_is_called_once_per_call_of_the_check_and_the_check_is_unknown() {
+    let sandbox = sandbox();
+    // As Meta throttles an app: code 4, `X-App-Usage` at 100 %, no time to regain access.
+    sandbox.set_faults(faults(|f| {
+        f.throttle_secs = 60;
+        f.throttle_grow_ms = 100;
+    }));
+    let out = Test::against(&sandbox)
+        .dotenv(&sandbox, "system-user", true)
+        .args(["check", "--json"])
+        .run();
+    out.assert_code(3);
+    assert_eq!(out.json()["status"], "unknown");
+    assert!(
+        out.codes().contains(&"rate_limited".to_owned()),
+        "{:?}",
+        out.codes()
+    );
+    // Two calls (`/me`, `/debug_token`), each refused once and never sent again.
+    assert_eq!(sandbox.requests().len(), 2);
+    assert_eq!(sandbox.throttle().refused, 2);
+}
+
+#[test]
 fn a_rate_limit_longer_than_the_budget_is_unknown_with_the_wait_shown() {
     let sandbox = sandbox();
     sandbox.set_faults(faults(|f| {

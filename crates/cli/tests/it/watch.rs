@@ -251,7 +251,7 @@ fn test_alert_says_what_the_receiver_answered() {
     assert!(out.stderr.contains("the routes are: ops"), "{}", out.stderr);
 }
 
-fn get(addr: &str, path: &str) -> Option<(u16, String)> {
+pub(crate) fn get(addr: &str, path: &str) -> Option<(u16, String)> {
     let mut stream = TcpStream::connect(addr).ok()?;
     stream
         .set_read_timeout(Some(Duration::from_secs(30)))

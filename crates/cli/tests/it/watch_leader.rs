@@ -146,6 +146,19 @@ impl Replica {
         assert!(status.success());
     }
 
+    /// Its exit status, once it has exited.
+    pub(crate) fn exited(&mut self) -> Option<std::process::ExitStatus> {
+        self.child.try_wait().unwrap()
+    }
+
+    /// Its stderr so far, the lines waiting read too.
+    pub(crate) fn log(&mut self) -> String {
+        while let Ok(line) = self.lines.try_recv() {
+            self.log.push(line);
+        }
+        self.log.join("\n")
+    }
+
     pub(crate) fn stop(mut self) -> Vec<String> {
         let _ = self.child.kill();
         let _ = self.child.wait();

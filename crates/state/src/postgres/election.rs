@@ -4,6 +4,12 @@
 //! leader's session and takes the lock. A leader whose session is gone is fenced until it wins the
 //! lock again. The heartbeat's times are the server's, since replicas' clocks may disagree.
 //!
+//! Every call of the election is bounded (a third of the lease, from 1 s to 10 s: a tokio timeout
+//! around the call, and the session's `statement_timeout`; opening a session, while not leading,
+//! 10 s at least), and its connection has TCP keepalive:
+//! a leader cut off from the server without a word (a blackholing firewall) drops its session and
+//! stands by well within the lease, instead of waiting on a socket for the kernel's minutes.
+//!
 //! Must never: act on the store's query session (its reconnects would drop the lock unseen), or
 //! end a session that does not hold the leader lock.
 
@@ -18,6 +24,9 @@ use crate::Error;
 
 /// The advisory lock key the leader holds on its own session (ASCII "permlead").
 pub const LEADER_LOCK: i64 = 0x7065_726d_6c65_6164;
+
+/// The longest a new session of the election may take to open (connect, authenticate, prepare).
+const CONNECT_BOUND: Duration = Duration::from_secs(10);
 
 /// One replica's side of the leader election: a session of its own (never the store's query
 /// session, whose reconnects would drop the lock unseen), the lock on it, and the heartbeat row.
@@ -37,6 +46,24 @@ impl Election {
             lease,
             client: None,
             leading: false,
+        }
+    }
+
+    /// How long one call of the election may take: well within the lease, so that a leader whose
+    /// heartbeat hangs stands by before a standby may take over.
+    fn bound(&self) -> Duration {
+        (self.lease / 3).clamp(Duration::from_secs(1), Duration::from_secs(10))
+    }
+
+    /// What a call that did not end within [`Election::bound`] says.
+    fn timed_out(&self, bound: Duration) -> Error {
+        Error::PostgresUnreachable {
+            location: self.db.location().display().to_string(),
+            reason: format!(
+                "the leader election had no answer within {} ms: the server or the network to it \
+                 hangs; this replica stands by until it answers",
+                bound.as_millis()
+            ),
         }
     }
 
@@ -66,21 +93,40 @@ impl Election {
                 self.leading = false;
                 return Ok(false);
             }
-            self.client = Some(self.open_session().await?);
+            // Not leading while it connects: the connection (a handshake, SCRAM's hashing) gets
+            // the longer bound, the calls that keep a lease the shorter.
+            let bound = self.bound().max(CONNECT_BOUND);
+            self.client = Some(
+                tokio::time::timeout(bound, self.open_session())
+                    .await
+                    .map_err(|_| self.timed_out(bound))??,
+            );
         }
         let Some(client) = self.client.as_ref() else {
             return Err(Error::Worker);
         };
-        if !self.leading && !self.try_lock(client).await? && !self.take_over(client).await? {
-            return Ok(false);
-        }
-        self.beat(client).await?;
-        Ok(true)
+        let leading = self.leading;
+        let calls = async {
+            if !leading && !self.try_lock(client).await? && !self.take_over(client).await? {
+                return Ok(false);
+            }
+            self.beat(client).await?;
+            Ok(true)
+        };
+        tokio::time::timeout(self.bound(), calls)
+            .await
+            .map_err(|_| self.timed_out(self.bound()))?
     }
 
     /// The election's own session, with the heartbeat's table (a state of schema 2 lacks it).
     async fn open_session(&self) -> Result<Client, Error> {
         let client = self.db.connect().await?;
+        // The server ends a statement stuck past the bound too (a lock wait, a slow disk).
+        let bound = u64::try_from(self.bound().as_millis()).unwrap_or(u64::MAX);
+        client
+            .batch_execute(&format!("SET statement_timeout = {bound}"))
+            .await
+            .map_err(pg(self.db.location()))?;
         client
             .batch_execute(
                 "CREATE TABLE IF NOT EXISTS leader_heartbeat (
@@ -147,23 +193,28 @@ impl Election {
             _ => return Ok(false),
         };
         let (class, object) = lock_ids(LEADER_LOCK);
-        let inserted = client
-            .execute(
-                "INSERT INTO claims (key, replica, claimed_at) \
+        let claimed_at = at.as_second();
+        let args: [&(dyn tokio_postgres::types::ToSql + Sync); 5] =
+            [&key, &self.replica, &claimed_at, &class, &object];
+        let insert = client.execute(
+            "INSERT INTO claims (key, replica, claimed_at) \
                  SELECT $1, $2, $3 WHERE EXISTS (SELECT 1 FROM pg_locks \
                    WHERE locktype = 'advisory' AND granted AND pid = pg_backend_pid() \
                    AND classid::BIGINT = $4 AND objid::BIGINT = $5 AND objsubid = 1) \
                  ON CONFLICT (key) DO NOTHING",
-                &[&key, &self.replica, &at.as_second(), &class, &object],
-            )
-            .await;
+            &args,
+        );
+        let inserted = match tokio::time::timeout(self.bound(), insert).await {
+            Ok(inserted) => inserted.map_err(pg(self.db.location())),
+            Err(_) => Err(self.timed_out(self.bound())),
+        };
         match inserted {
             Ok(n) => Ok(n == 1),
             Err(err) => {
                 // The lock's session failed: fenced, as a failed heartbeat is.
                 self.leading = false;
                 self.client = None;
-                Err(pg(self.db.location())(err))
+                Err(err)
             }
         }
     }

@@ -116,10 +116,34 @@ struct Inner {
 }
 
 fn pg(location: &Path) -> impl Fn(tokio_postgres::Error) -> Error + '_ {
-    move |e| Error::Postgres {
-        location: location.display().to_string(),
-        reason: reason_of(&e),
+    move |e| {
+        let location = location.display().to_string();
+        let reason = reason_of(&e);
+        if unreachable(&e) {
+            Error::PostgresUnreachable { location, reason }
+        } else {
+            Error::Postgres { location, reason }
+        }
     }
+}
+
+/// Whether `e` says the server is gone or not there yet (a closed session, a socket's error, a
+/// server shutting down, starting or full), rather than refusing what was asked.
+fn unreachable(e: &tokio_postgres::Error) -> bool {
+    if let Some(code) = e.code() {
+        let code = code.code();
+        // 08: connection exception; 57P0x: admin or crash shutdown, cannot connect now; 53300:
+        // too many connections.
+        return code.starts_with("08") || code.starts_with("57P0") || code == "53300";
+    }
+    let mut source = std::error::Error::source(e);
+    while let Some(cause) = source {
+        if cause.is::<std::io::Error>() {
+            return true;
+        }
+        source = cause.source();
+    }
+    e.is_closed()
 }
 
 fn reason_of(e: &tokio_postgres::Error) -> String {
@@ -159,6 +183,15 @@ impl Postgres {
             SslMode::Require | SslMode::VerifyFull => PgSslMode::Require,
         });
         config.connect_timeout(options.connect_timeout.unwrap_or(Duration::from_secs(10)));
+        // A server cut off without a word (a partition, a blackholing firewall) is noticed in some
+        // 15 s rather than the kernel's hours: keepalive while the session is idle, the user
+        // timeout while a query waits unacknowledged. The election bounds each call besides.
+        config
+            .keepalives(true)
+            .keepalives_idle(Duration::from_secs(5))
+            .keepalives_interval(Duration::from_secs(2))
+            .keepalives_retries(3)
+            .tcp_user_timeout(Duration::from_secs(15));
         if config.get_application_name().is_none() {
             config.application_name("permatoken");
         }
@@ -277,9 +310,16 @@ impl Postgres {
                 crate::clean_text(&text)
             )
         };
-        Error::Postgres {
-            location: inner.location.display().to_string(),
-            reason,
+        let location = inner.location.display().to_string();
+        // A refusal (the password, the database, TLS) stays one however long it is waited on.
+        if e.as_db_error().is_none_or(|_| unreachable(e))
+            && !text.contains("password missing")
+            && !text.contains("TLS")
+            && !text.contains("certificate")
+        {
+            Error::PostgresUnreachable { location, reason }
+        } else {
+            Error::Postgres { location, reason }
         }
     }
 }

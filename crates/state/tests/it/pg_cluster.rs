@@ -24,6 +24,8 @@ pub struct PgCluster {
     socket: PathBuf,
     pub port: u16,
     password: String,
+    /// The server's options, its port in them: [`PgCluster::start_again`] starts it as it was.
+    options: String,
 }
 
 /// The newest `/usr/lib/postgresql/<version>/bin` holding `initdb`.
@@ -159,18 +161,13 @@ impl PgCluster {
         for _ in 0..5 {
             let port = free_port();
             let log = dir.path().join("server.log");
+            let options = options.replace("{port}", &port.to_string());
             let out = as_postgres(&bin, "pg_ctl")
                 .arg("-D")
                 .arg(&data)
                 .arg("-l")
                 .arg(&log)
-                .args([
-                    "-w",
-                    "-t",
-                    "60",
-                    "-o",
-                    &options.replace("{port}", &port.to_string()),
-                ])
+                .args(["-w", "-t", "60", "-o", &options])
                 .arg("start")
                 .stdin(Stdio::null())
                 .output()
@@ -183,6 +180,7 @@ impl PgCluster {
                     socket,
                     port,
                     password: String::new(),
+                    options,
                 };
                 cluster.password = format!("PERMATOKENTEST-pw-{}-{port}", std::process::id());
                 let password = cluster.password.clone();
@@ -197,6 +195,27 @@ impl PgCluster {
             last = std::fs::read_to_string(&log).unwrap_or_default();
         }
         panic!("PostgreSQL did not start:\n{last}");
+    }
+
+    /// Stops the server (`pg_ctl stop -m fast`: sessions are ended, as in a restart), keeping its
+    /// data for [`PgCluster::start_again`].
+    pub fn stop(&self) {
+        let mut c = as_postgres(&self.bin, "pg_ctl");
+        c.arg("-D")
+            .arg(&self.data)
+            .args(["-m", "fast", "-w", "stop"]);
+        run(c, "pg_ctl stop");
+    }
+
+    /// Starts the stopped server again, on the same port.
+    pub fn start_again(&self) {
+        let mut c = as_postgres(&self.bin, "pg_ctl");
+        c.arg("-D")
+            .arg(&self.data)
+            .arg("-l")
+            .arg(self.dir.path().join("server.log"))
+            .args(["-w", "-t", "60", "-o", &self.options, "start"]);
+        run(c, "pg_ctl start");
     }
 
     /// The `watch` role's password.

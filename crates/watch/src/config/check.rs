@@ -17,7 +17,7 @@ use super::read::{RawConfig, RawRoute, RawToken, RawTokenSet, Table, nearest};
 use super::{
     AppSource, Backups, Config, DEFAULT_KEY, Loaded, Policy, Problem, Route, RouteKind, SecretFrom,
     SecretText, SecretUrl, StateLocation, Target, TokenConfig, TokenSet, TokenSource,
-    plain_http_warning,
+    frequent_checks_warnings, plain_http_warning,
 };
 
 /// Checks `raw`, read from the file at `path`.
@@ -39,6 +39,9 @@ pub(super) fn check(raw: RawConfig, path: &Path) -> Result<Loaded, Problem> {
     let routes = checker.routes(raw.routes)?;
     let tokens = checker.tokens(raw.tokens, &defaults, &routes)?;
     let token_sets = checker.token_sets(raw.token_sets, &defaults, &tokens, &routes)?;
+    checker
+        .warnings
+        .extend(frequent_checks_warnings(&tokens, &token_sets));
     Ok(Loaded {
         config: Config {
             path: Some(path.to_owned()),

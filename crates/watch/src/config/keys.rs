@@ -33,7 +33,7 @@ pub(super) static KEYS: &[Key] = &[
         scope: Scope::Everywhere,
         builtin: Builtin::Value(r#""1h""#),
         value: Value::Duration(Least::Positive, |s| &mut s.policy.interval),
-        doc: "between checks (`\"30s\"`, `\"5m\"`, `\"1h\"`, `\"2d\"`, `\"1h 30m\"`); sooner as expiry nears (never later than a quarter of the time left), and after an unknown check from a minute, doubling, never beyond the interval",
+        doc: "between checks, from `\"1s\"` (`\"30s\"`, `\"5m\"`, `\"1h\"`, `\"2d\"`, `\"1h 30m\"`; under five minutes, a warning at start says the `/debug_token` calls an hour it costs against the app's allowance); sooner as expiry nears (never later than a quarter of the time left, nor sooner than a minute or the interval), and after an unknown check from a minute or the interval, whichever is shorter, doubling, never beyond the interval",
     },
     Key {
         name: "jitter",
@@ -124,7 +124,7 @@ pub(super) static KEYS: &[Key] = &[
         scope: Scope::DefaultsOnly,
         builtin: Builtin::Value("true"),
         value: Value::Flag(|s| &mut s.batch_checks),
-        doc: "a round asks `/debug_token` for every token whose app id and secret are known in Graph batches (50 per `POST`), grouped by app, and `/me` only on a token's first check ever or when its verdict changes (each token's `/me` answer is kept in the state, so neither a restart nor a new leader asks it again for the whole fleet); each app's usage headers pace it (above 75 % the next few hundred tokens wait, up to 5 s), and a rate-limited app is asked nothing more until its regain time has passed (at least a minute): its tokens are checked then, not one by one, and are not failed checks. A token of another app, or whose batch answer failed, is checked alone. Only in `[defaults]`: batching is per app, across tokens. `false`: one `/me` and one `/debug_token` call per token, as before",
+        doc: "a round asks `/debug_token` for every token whose app id and secret are known in Graph batches (50 per `POST`), grouped by app, and `/me` only on a token's first check ever or when its verdict changes (each token's `/me` answer is kept in the state, so neither a restart nor a new leader asks it again for the whole fleet); each app's usage headers pace it (above 75 % the next few hundred tokens wait, up to 5 s), and a rate-limited app is asked nothing more (all its windows, across rounds) for Meta's regain time, or when Meta names none from a minute doubling up to an hour, and then one call tests it before its checks resume; a user's own limit (code 17) pauses only that user's tokens; paused tokens are not failed checks, are never asked one by one, and alert (`cannot_be_checked`) only once a pause outlasts `unknown_after`. A token of another app, or whose batch answer failed, is checked alone. Only in `[defaults]`: batching is per app, across tokens. `false`: one `/me` and one `/debug_token` call per token, as before",
     },
 ];
 

@@ -1,7 +1,8 @@
 //! `permatoken.toml`: which tokens `watch` keeps alive, how, and whom it tells.
 //!
 //! [`load`] reads a file (at most [`MAX_CONFIG_BYTES`]), [`parse`] checks text, and both return a
-//! [`Loaded`]: the typed [`Config`] and the warnings to show at start (plain `http://` alert URLs).
+//! [`Loaded`]: the typed [`Config`] and the warnings to show at start and at each reload (plain
+//! `http://` alert URLs, intervals under five minutes with the calls an hour they cost).
 //! Errors name the file, the line and column, and what is allowed there. [`config_path`] finds the
 //! file (`--config`, else `$XDG_CONFIG_HOME/permatoken/permatoken.toml`, else
 //! `~/.config/permatoken/permatoken.toml`); [`default_config`] is what `watch` runs with when there is
@@ -66,6 +67,7 @@ mod check;
 mod keys;
 mod read;
 
+use std::collections::BTreeMap;
 use std::ffi::OsString;
 use std::fmt;
 use std::net::SocketAddr;
@@ -74,6 +76,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 pub use keys::parse_duration;
+
+use crate::schedule::{FREQUENT, calls_an_hour};
 
 /// Where a token is read: `env_file` (+ `key`), `token_file` or `env`. The renewal engine's own type,
 /// so that what the configuration says is what the engine reads, with no mapping between two enums.
@@ -154,7 +158,8 @@ pub enum ConfigError {
 pub struct Loaded {
     /// The configuration.
     pub config: Config,
-    /// Things that do not stop `watch` but a person should know (plain `http://` alert URLs).
+    /// Things that do not stop `watch` but a person should know (plain `http://` alert URLs,
+    /// intervals under five minutes).
     pub warnings: Vec<String>,
 }
 
@@ -566,6 +571,76 @@ pub(crate) fn plain_http_warning(route: &str, url: &SecretUrl) -> String {
     format!(
         "route `{route}` sends alerts over plain http:// to `{}`: anyone on the way can read them (fine for a receiver on this machine or a trusted network; use https:// otherwise)",
         url.host()
+    )
+}
+
+/// One warning line per interval shorter than [`FREQUENT`] among `tokens` (named, a few of them),
+/// and one per such set: the `/debug_token` calls an hour it costs, each counted against the
+/// allowance its app's tokens share. Meta publishes no figure for that allowance, only the share of
+/// it used (`X-App-Usage`), which `/metrics` shows.
+pub(crate) fn frequent_checks_warnings(tokens: &[TokenConfig], sets: &[TokenSet]) -> Vec<String> {
+    const SHARED: &str = "counted against the hourly allowance that all the tokens of an app share (Meta throttles the whole app once it is used up; `permatoken_graph_usage_percent` on /metrics shows how much is used)";
+    let mut groups: BTreeMap<Duration, Vec<&TokenConfig>> = BTreeMap::new();
+    for token in tokens.iter().filter(|t| t.policy.interval < FREQUENT) {
+        groups.entry(token.policy.interval).or_default().push(token);
+    }
+    let mut warnings = Vec::new();
+    for (interval, group) in groups {
+        let calls = calls_an_hour(interval);
+        let listed: u64 = group.iter().map(|t| 1 + listed_backups(t)).sum();
+        let series = group.iter().any(|t| backup_series(t));
+        let mut names: Vec<String> = group
+            .iter()
+            .take(3)
+            .map(|t| format!("`{}`", t.name))
+            .collect();
+        if group.len() > 3 {
+            names.push(format!("{} more", group.len() - 3));
+        }
+        let (who, are) = match group.len() {
+            1 => ("token", "is"),
+            _ => ("tokens", "are"),
+        };
+        let more = if series {
+            format!(", and {calls} more for each `_BACKUP` token found in an env file")
+        } else {
+            String::new()
+        };
+        warnings.push(format!(
+            "{who} {} {are} checked every {}s (`interval`): {} `/debug_token` calls an hour{more}, {SHARED}",
+            names.join(", "),
+            interval.as_secs(),
+            calls.saturating_mul(listed),
+        ));
+    }
+    for set in sets
+        .iter()
+        .filter(|s| s.template.policy.interval < FREQUENT)
+    {
+        let interval = set.template.policy.interval;
+        warnings.push(format!(
+            "each token of set `{}` is checked every {}s (`interval`): {} `/debug_token` calls an hour per file the set matches, and as many for each backup, {SHARED}",
+            set.name,
+            interval.as_secs(),
+            calls_an_hour(interval),
+        ));
+    }
+    warnings
+}
+
+/// The backups `token` names in the configuration.
+fn listed_backups(token: &TokenConfig) -> u64 {
+    match &token.backups {
+        Backups::Keys(keys) => keys.len() as u64,
+        Backups::Series => 0,
+    }
+}
+
+/// Whether `token`'s backups are the series its env file holds, unknown until it is read.
+fn backup_series(token: &TokenConfig) -> bool {
+    matches!(
+        (&token.backups, &token.source),
+        (Backups::Series, TokenSource::EnvFile { .. })
     )
 }
 

@@ -22,7 +22,11 @@
 //! (`snapshot::build`). A stop asked for during a round ends it at the next window.
 //!
 //! Time comes from a [`Clock`] only: [`Daemon::run_due`] takes `now`, so a test drives simulated days
-//! deterministically.
+//! deterministically. Two clocks: the wall clock's `now` is what is recorded and shown (the state,
+//! the page, alerts); the monotonic clock ([`Clock::instant`]) is what every "when" is decided on
+//! (due checks, retries, deferrals, the daily prune, how long a state has lasted), so a step of the
+//! wall clock changes no schedule and raises no alert. Wall times read from the shared state are
+//! converted once (`Schedule::resume`, `crate::lasted`).
 //!
 //! Must never: print or store a secret (tokens are known by their SHA-256 and short fingerprint),
 //! stop because one token's file cannot be read (that token's check is unknown), or call a token
@@ -34,7 +38,7 @@ use std::path::PathBuf;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use jiff::{SignedDuration, Timestamp};
 use permatoken_inspect::Status;
@@ -49,21 +53,39 @@ use crate::announce::Announcer;
 use crate::clients::{ClientError, Clients};
 use crate::config::Config;
 use crate::delivery::Courier;
-use crate::fleet::{Fleet, Names};
+use crate::fleet::{Expanded, Fleet, Names};
 use crate::leadership::{Heartbeat, Leadership, Turn};
 use crate::memory::Memory;
 use crate::metrics::Counters;
-use crate::schedule::Schedule;
+use crate::schedule::{Schedule, wall_time};
 use crate::snapshot::{self, Publisher, Snapshot};
+use crate::states::State;
 
 /// Where the daemon reads the time. Every decision (due checks, windows, alert timing, what is
 /// stored) uses it, never the system clock directly.
 pub trait Clock: Send + Sync {
-    /// Now.
+    /// Now on the wall clock: what is recorded and shown.
     fn now(&self) -> Timestamp;
+
+    /// Now on the monotonic clock: what due times, retries and how long a state has lasted are
+    /// measured on, since the wall clock may step.
+    ///
+    /// The default suits a clock that is the machine's shifted by a constant (a test's simulated
+    /// days): the machine's monotonic clock, shifted as far. [`SystemClock`] is the machine's.
+    fn instant(&self) -> Instant {
+        let shift = self.now().duration_since(Timestamp::now());
+        let base = Instant::now();
+        let by = shift.unsigned_abs();
+        let shifted = if shift.is_negative() {
+            base.checked_sub(by)
+        } else {
+            base.checked_add(by)
+        };
+        shifted.unwrap_or(base)
+    }
 }
 
-/// The machine's clock.
+/// The machine's clocks.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct SystemClock;
 
@@ -71,6 +93,17 @@ impl Clock for SystemClock {
     fn now(&self) -> Timestamp {
         Timestamp::now()
     }
+
+    fn instant(&self) -> Instant {
+        Instant::now()
+    }
+}
+
+/// One moment on both clocks: the wall clock's to record, the monotonic one's to decide when.
+#[derive(Debug, Clone, Copy)]
+struct Moment {
+    wall: Timestamp,
+    mono: Instant,
 }
 
 /// Tokens checked together in a round: read, asked in batches (a few `POST`s each), checked and
@@ -84,8 +117,15 @@ pub const CHECKS_IN_FLIGHT: usize = 16;
 /// How often a standby rebuilds its snapshot from the shared state.
 const STANDBY_REFRESH: Duration = Duration::from_secs(3);
 
+/// The most events kept while the state cannot record them: a reload loop during a long outage
+/// must not grow memory.
+const UNRECORDED_EVENTS: usize = 16;
+
 /// The longest sleep of the loop: deliveries waiting for a retry wake it too.
-const LONGEST_SLEEP: SignedDuration = SignedDuration::from_mins(1);
+const LONGEST_SLEEP: Duration = Duration::from_secs(60);
+
+/// How often old history is pruned.
+const PRUNE_EVERY: Duration = Duration::from_secs(24 * 3600);
 
 /// What a daemon is built from.
 pub struct Options {
@@ -163,16 +203,27 @@ pub struct Daemon {
     /// Per app id: the rate-limit pause of its batches.
     budgets: crate::batch::Budgets,
     started_at: Timestamp,
+    /// The `now` of the round under way, or of the last one, on both clocks: due times, retries and
+    /// deferrals are set from its monotonic side.
+    round_at: Moment,
     last_round_at: Option<Timestamp>,
-    last_prune: Option<Timestamp>,
+    last_prune: Option<Instant>,
     /// Set when a stop is asked for during a round: the round ends at its next window.
     stopping: Arc<AtomicBool>,
+    /// Events not yet recorded, the state having failed (see [`Daemon::record_unrecorded`]).
+    unrecorded: Vec<store::Event>,
+    /// The state's last error recording them, so that it is logged once per change.
+    unrecorded_failing: Option<String>,
 }
 
 impl Daemon {
     /// A daemon that has checked nothing yet: every token is due at once.
     pub fn new(options: Options) -> Self {
         let started_at = options.clock.now();
+        let round_at = Moment {
+            wall: started_at,
+            mono: options.clock.instant(),
+        };
         let mut config = options.config;
         // Parsing grew the list by doubling: 10,000 tokens left room for 6,000 more (2 MB).
         config.tokens.shrink_to_fit();
@@ -193,22 +244,25 @@ impl Daemon {
             clock: options.clock,
             backup_dir: options.backup_dir,
             clients: Clients::new(options.graph),
-            schedule: Schedule::new(started_at),
+            schedule: Schedule::new(round_at.mono),
             memory: Memory::default(),
             announcer: Announcer::default(),
             leadership: Leadership::alone(),
             budgets: crate::batch::Budgets::default(),
             started_at,
+            round_at,
             last_round_at: None,
             last_prune: None,
             stopping: Arc::default(),
+            unrecorded: Vec::new(),
+            unrecorded_failing: None,
         }
     }
 
     /// Makes this daemon one of several replicas: [`Daemon::run`] acts only while `election` says
     /// it leads, and stands by otherwise (serving the shared state, `permatoken_leader` 0).
     pub fn set_election(&mut self, election: store::Election) {
-        self.leadership = Leadership::elected(election);
+        self.leadership = Leadership::elected(election, self.counters.clone());
         // Not before the election says so: the courier's task may pass before the first poll.
         self.courier.set_leading(false);
     }
@@ -228,10 +282,24 @@ impl Daemon {
         &self.store
     }
 
-    /// When the next check is due (`None` with no token).
+    /// When the next check is due, on the wall clock as the last round read it (`None` with no
+    /// token).
     pub fn next_due(&self) -> Option<Timestamp> {
+        let Moment { wall, mono } = self.round_at;
+        self.soonest_due().map(|at| wall_time(at, mono, wall))
+    }
+
+    fn soonest_due(&self) -> Option<Instant> {
         self.schedule
             .soonest(self.config.tokens.iter().map(|t| t.name.as_str()))
+    }
+
+    /// Both clocks now, read together.
+    fn moment(&self) -> Moment {
+        Moment {
+            wall: self.clock.now(),
+            mono: self.clock.instant(),
+        }
     }
 
     /// Asks the election whether this replica leads, and takes in a change of role: a new leader
@@ -272,7 +340,9 @@ impl Daemon {
             .tokens
             .iter()
             .map(|t| (t.name.as_str(), &t.policy));
-        self.schedule.resume(tokens, &latest, random_unit);
+        let Moment { wall, mono } = self.moment();
+        self.schedule
+            .resume(tokens, &latest, wall, mono, random_unit);
     }
 
     /// Makes the configuration's tokens the `[[token]]`s and the files each set matches now
@@ -283,6 +353,9 @@ impl Daemon {
         let expanded = self.fleet.expand(&mut self.config).await;
         if expanded.changed {
             self.forget_unconfigured();
+        }
+        if self.leadership.leads() {
+            self.set_changes(&expanded, now).await?;
         }
         for problem in expanded.problems {
             if !self.leadership.leads() || !self.fleet.first_report(&problem) {
@@ -298,43 +371,139 @@ impl Daemon {
         Ok(expanded.changed)
     }
 
+    /// Records each member a set lost for real (its file gone) as an event of that token, and
+    /// alerts a set that lost more than a tenth of its members in one listing (`set_shrunk`, on
+    /// the set's routes): a volume not mounted or a folder emptied by a deploy is not silence.
+    async fn set_changes(&mut self, expanded: &Expanded, now: Timestamp) -> Result<(), Error> {
+        for (token, file) in &expanded.removed {
+            let text = format!(
+                "left its set: `{}` is gone, so the token is no longer watched",
+                file.display()
+            );
+            tracing::warn!(token = %token, "{text}");
+            self.event(now, token, store::EventKind::ConfigReload, &text)
+                .await?;
+        }
+        let mut decisions = Vec::new();
+        for shrunk in &expanded.shrunk {
+            let alert = crate::alert::Alert {
+                id: crate::states::alert_id(
+                    &format!("set:{}", shrunk.set),
+                    State::SetShrunk,
+                    now,
+                    0,
+                ),
+                token: shrunk.set.clone(),
+                state: State::SetShrunk,
+                previous_state: None,
+                message: format!(
+                    "token set `{}` lost {} of its {} members in one listing: their files are gone",
+                    shrunk.set, shrunk.gone, shrunk.before
+                ),
+                fix: Some("check that the set's folder is mounted and its files are in place (the page's events name each file gone); members come back at the next listing once their files are there".into()),
+                time: now,
+                kind: crate::alert::AlertKind::Change,
+            };
+            tracing::warn!(set = %shrunk.set, alert = %alert.id, "{}", alert.message);
+            self.event(now, &shrunk.set, store::EventKind::Alert, &alert.message)
+                .await?;
+            decisions.push(store::Decision {
+                token_name: shrunk.set.clone(),
+                announcement: None,
+                unknown_since: None,
+                alert: Some((
+                    crate::records::alert_to_store(&alert),
+                    shrunk.routes.clone(),
+                )),
+            });
+        }
+        if !decisions.is_empty() {
+            self.store.announce_all(decisions).await?;
+        }
+        Ok(())
+    }
+
     /// Forgets the schedule and the memory of tokens no longer configured.
     fn forget_unconfigured(&mut self) {
         let names = Names::of(&self.config.tokens);
         self.schedule.retain(|name| names.knows(name));
+        self.announcer.retain(|name| {
+            names.knows(name)
+                || name
+                    .rsplit_once("/doctor/")
+                    .is_some_and(|(token, _)| names.is_token(token))
+        });
         self.memory.retain_tokens(|name| names.is_token(name));
     }
 
     /// Takes in a new configuration (SIGHUP): new tokens are due at once, removed ones are
-    /// forgotten by the schedule, and a `config_reload` event is recorded.
-    pub async fn replace_config(&mut self, config: Config) -> Result<(), Error> {
+    /// forgotten by the schedule, and a `config_reload` event is recorded. Never fails: the new
+    /// configuration is in force whatever the state says (a `systemctl reload` during a database
+    /// outage must not stop the fleet); an event that cannot be recorded is logged, and tried
+    /// again before each later round ([`Daemon::record_unrecorded`]).
+    pub async fn replace_config(&mut self, config: Config) {
         let now = self.clock.now();
         let count = config.tokens.len() + config.token_sets.len();
         self.fleet = Fleet::new(&config);
         self.config = config;
         // A set's tokens that are still there keep their schedule: a reload does not make a whole
         // fleet due at once.
-        self.expand_sets(now).await?;
+        if let Err(e) = self.expand_sets(now).await {
+            tracing::warn!(
+                "a problem of the new configuration's token sets cannot be recorded in the state ({e}); the new configuration is in force"
+            );
+        }
         self.forget_unconfigured();
         let text = format!("configuration reloaded: {count} token(s) and set(s)");
-        self.store
-            .record_event(store::Event {
-                at: now,
-                token_name: None,
-                kind: store::EventKind::ConfigReload,
-                detail: text.clone(),
-            })
-            .await?;
         tracing::info!("{text}");
-        self.publish(now).await
+        self.unrecorded.push(store::Event {
+            at: now,
+            token_name: None,
+            kind: store::EventKind::ConfigReload,
+            detail: text,
+        });
+        // Each reload says so when it cannot be recorded.
+        self.unrecorded_failing = None;
+        self.record_unrecorded().await;
+        if let Err(e) = self.publish(now).await {
+            tracing::warn!("cannot rebuild the status after the reload: {e}");
+        }
+    }
+
+    /// Records the events that could not be recorded when they happened (reloads during a
+    /// database outage), oldest first; what still cannot be is kept for the next try, the
+    /// newest [`UNRECORDED_EVENTS`] at most.
+    async fn record_unrecorded(&mut self) {
+        while let Some(event) = self.unrecorded.first() {
+            if let Err(e) = self.store.record_event(event.clone()).await {
+                if self.unrecorded_failing.as_deref() != Some(&*e.to_string()) {
+                    tracing::warn!(
+                        "the reload cannot be recorded in the state ({e}); the new configuration is in force, and the record is tried again before the next round"
+                    );
+                    self.unrecorded_failing = Some(e.to_string());
+                }
+                let extra = self.unrecorded.len().saturating_sub(UNRECORDED_EVENTS);
+                self.unrecorded.drain(..extra);
+                return;
+            }
+            if self.unrecorded_failing.take().is_some() {
+                tracing::info!("the reload that could not be recorded is recorded now");
+            }
+            self.unrecorded.remove(0);
+        }
     }
 
     /// Checks every token whose check is due at `now`, delivers due alerts, prunes once a day and
     /// publishes a new snapshot.
     pub async fn run_due(&mut self, now: Timestamp) -> Result<RoundSummary, Error> {
+        self.round_at = Moment {
+            wall: now,
+            mono: self.clock.instant(),
+        };
         let changed = self.expand_sets(now).await?;
+        let mono = self.round_at.mono;
         let due: Vec<usize> = (0..self.config.tokens.len())
-            .filter(|&i| self.schedule.is_due(&self.config.tokens[i].name, now))
+            .filter(|&i| self.schedule.is_due(&self.config.tokens[i].name, mono))
             .collect();
         let summary = self.round(&due, now).await?;
         // A set's file gone with nothing due: the page must not keep showing it.
@@ -346,6 +515,10 @@ impl Daemon {
 
     /// Checks every token now, whatever its schedule (`watch --once`).
     pub async fn run_all(&mut self, now: Timestamp) -> Result<RoundSummary, Error> {
+        self.round_at = Moment {
+            wall: now,
+            mono: self.clock.instant(),
+        };
         self.ensure_leading().await;
         self.expand_sets(now).await?;
         let all: Vec<usize> = (0..self.config.tokens.len()).collect();
@@ -382,7 +555,10 @@ impl Daemon {
             tracing::warn!("cannot expand the token sets yet: {e}");
         }
         self.ensure_leading().await;
-        self.publish(self.clock.now()).await?;
+        // The state may have gone since it was opened: the loop keeps trying at each wake.
+        if let Err(e) = self.publish(self.clock.now()).await {
+            tracing::error!("cannot build the status: {e}");
+        }
         loop {
             tokio::select! {
                 () = role_changed(&mut heartbeat) => {
@@ -401,7 +577,7 @@ impl Daemon {
                     }
                 }
                 config = reloads.recv(), if reloads_open => match config {
-                    Some(config) => self.replace_config(config).await?,
+                    Some(config) => self.replace_config(config).await,
                     // No more reloads can come; never poll a closed channel again.
                     None => reloads_open = false,
                 },
@@ -420,20 +596,17 @@ impl Daemon {
         if !self.leadership.leads() {
             return STANDBY_REFRESH;
         }
-        let now = self.clock.now();
-        let next = self
-            .next_due()
-            .unwrap_or(now + SignedDuration::from_hours(1));
-        let wait = next
-            .duration_since(now)
-            .clamp(SignedDuration::ZERO, LONGEST_SLEEP);
-        Duration::try_from(wait).unwrap_or_default()
+        self.soonest_due().map_or(LONGEST_SLEEP, |next| {
+            next.saturating_duration_since(self.clock.instant())
+                .min(LONGEST_SLEEP)
+        })
     }
 
     /// What the loop does when it wakes: a leader's round (ended at its next window when
     /// `shutdown` comes meanwhile), or a standby's refresh. Returns whether to stop.
     async fn wake(&mut self, mut shutdown: Pin<&mut impl Future<Output = ()>>) -> bool {
         let now = self.clock.now();
+        self.record_unrecorded().await;
         let mut stop = false;
         let result = if self.ensure_leading().await {
             // A fleet's round can outlast a service manager's grace period.
@@ -524,9 +697,10 @@ impl Daemon {
     /// Retention, once a day: checks, events and settled alerts older than `retention`, and done
     /// claims.
     async fn prune(&mut self, now: Timestamp) -> Result<(), store::Error> {
+        let mono = self.round_at.mono;
         if self
             .last_prune
-            .is_some_and(|at| now.duration_since(at) < SignedDuration::from_hours(24))
+            .is_some_and(|at| mono.saturating_duration_since(at) < PRUNE_EVERY)
         {
             return Ok(());
         }
@@ -534,7 +708,7 @@ impl Daemon {
         let cutoff = now.checked_sub(keep).unwrap_or(Timestamp::MIN);
         self.store.prune(cutoff).await?;
         self.store.prune_claims(cutoff).await?;
-        self.last_prune = Some(now);
+        self.last_prune = Some(mono);
         Ok(())
     }
 
@@ -560,6 +734,7 @@ impl Daemon {
     /// The picture the endpoint serves, from the store (`snapshot::build`).
     pub async fn snapshot(&self, now: Timestamp) -> Result<Snapshot, Error> {
         let sources = snapshot::Sources {
+            clocks: (self.clock.now(), self.clock.instant()),
             store: &self.store,
             tokens: &self.config.tokens,
             routes: &self.config.routes,

@@ -48,11 +48,16 @@ impl Daemon {
         let mut in_flight: VecDeque<(TokenConfig, Pending)> = VecDeque::new();
         for (n, (token, job)) in jobs.into_iter().enumerate() {
             if let Some(until) = deferred.get(&n) {
-                // Its app is rate-limited: not a failed check, only a later one; but not a check
-                // made either (`watch --once` must not exit 0 on it).
+                // Its app (or user) is rate-limited: not a failed check, only a later one; but not
+                // a check made either (`watch --once` must not exit 0 on it). Unknown meanwhile,
+                // so a pause that outlasts `unknown_after` is alerted, and a short one is not.
                 summary.deferred += 1;
                 summary.note(Status::Unknown);
-                self.schedule.defer(&token.name, *until, now);
+                // The regain time is the wall clock's: how far off it is, is measured now.
+                let wait = crate::schedule::age(now, *until);
+                self.schedule.defer(&token.name, wait, self.round_at.mono);
+                let observation = crate::batch::deferred(*until);
+                self.announce(&token, &token.name, &observation, now, summary);
                 continue;
             }
             let pending = match job {
@@ -196,7 +201,8 @@ impl Daemon {
         self.take_in_outcome(token, outcome, now, summary, writes)
             .await?;
         let policy = &token.policy;
-        if policy.doctor && self.schedule.doctor_is_due(&token.name, now) {
+        let mono = self.round_at.mono;
+        if policy.doctor && self.schedule.doctor_is_due(&token.name, mono) {
             let job = &ran.job;
             let ca = self.clients.config().extra_roots_pem.clone();
             let items = crate::checklist::run(token, &job.source, &job.app, &job.client, ca).await;
@@ -204,7 +210,7 @@ impl Daemon {
                 self.announce(token, &name, &observation, now, summary);
             }
             self.schedule
-                .doctor_ran(&token.name, policy.doctor_interval, now);
+                .doctor_ran(&token.name, policy.doctor_interval, mono);
         }
         Ok(())
     }
@@ -221,8 +227,9 @@ impl Daemon {
         self.counters.check(&token.name, "error");
         summary.checked(Status::Unknown);
         self.announce(token, &token.name, &error.observation(), now, summary);
+        let mono = self.round_at.mono;
         self.schedule
-            .checked(&token.name, &token.policy, None, true, now, random_unit());
+            .checked(&token.name, &token.policy, None, true, mono, random_unit());
     }
 
     /// Everything that follows one engine run: events, records, what is remembered, states,
@@ -273,12 +280,14 @@ impl Daemon {
                 soonest = Some(soonest.map_or(at, |s| s.min(at)));
             }
         }
+        // Expiry is Meta's wall time: what is left of it is measured on the wall clock.
+        let expires_in = soonest.map(|at| crate::schedule::age(now, at));
         self.schedule.checked(
             &token.name,
             &token.policy,
-            soonest,
+            expires_in,
             any_unknown,
-            now,
+            self.round_at.mono,
             random_unit(),
         );
         Ok(())
@@ -293,11 +302,18 @@ impl Daemon {
         now: Timestamp,
         summary: &mut RoundSummary,
     ) {
+        let why =
+            (observation.observed == Observed::Unknown).then_some(observation.message.as_str());
+        self.memory.told(name, why);
         let timing = token.policy.timing();
-        if self
-            .announcer
-            .announce(name, observation, timing, &token.alerts, now)
-        {
+        if self.announcer.announce(
+            name,
+            observation,
+            timing,
+            &token.alerts,
+            now,
+            self.round_at.mono,
+        ) {
             summary.alerts += 1;
         }
     }

@@ -91,6 +91,7 @@
     a.appendChild(left);
     var dl = el('dl');
     row(dl, 'status', t.status + (t.valid ? ', valid' : ', not valid'));
+    if (t.reason) { row(dl, 'why', t.reason, 'missing'); }
     row(dl, 'expires', t.never_expires ? 'never' : utc(t.expires_at));
     if (t.missing_permissions && t.missing_permissions.length) {
       row(dl, 'missing', t.missing_permissions.join(', '), 'missing');
@@ -138,7 +139,8 @@
     var words = Object.keys(LABELS).filter(function (k) { return counts[k]; })
       .map(function (k) { return fmt(counts[k]) + ' ' + LABELS[k]; });
     $('summary').textContent = fmt(all) + (all === 1 ? ' token' : ' tokens') +
-      (words.length ? ': ' + words.join(', ') : '') + (data.leader ? '' : ' (standby)');
+      (words.length ? ': ' + words.join(', ') : '') + (data.leader ? '' : ' (standby)') +
+      (data.waiting_for_state ? ' — waiting for the state database: ' + data.waiting_for_state : '');
     var chips = $('chips');
     chips.replaceChildren(chip('', 'all', all));
     ORDER.forEach(function (k) { chips.appendChild(chip(k, LABELS[k], counts[k] || 0)); });

@@ -264,6 +264,9 @@ pub struct TokenPage<'a> {
     pub round_finished: bool,
     /// When the last round finished.
     pub last_round_at: Option<UnixSeconds>,
+    /// Why the state cannot be opened yet, while `watch` waits for its database at start.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub waiting_for_state: Option<&'a str>,
     /// Recent events, newest first.
     pub events: &'a [Event],
     /// The alert routes' health.
@@ -334,6 +337,7 @@ impl<'a> TokenPage<'a> {
             leader: snapshot.leader,
             round_finished: snapshot.round_finished,
             last_round_at: snapshot.last_round_at,
+            waiting_for_state: snapshot.waiting_for_state.as_deref(),
             events: &snapshot.events,
             routes: &snapshot.routes,
             state_unwritable: snapshot.state_unwritable.as_ref(),

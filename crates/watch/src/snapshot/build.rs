@@ -19,7 +19,7 @@ use super::{
 use crate::config::{Route, TokenConfig};
 use crate::memory::Memory;
 use crate::records::status_from_store;
-use crate::schedule::Schedule;
+use crate::schedule::{Schedule, wall_time};
 
 /// Events on the page.
 const RECENT_EVENTS: u32 = 50;
@@ -34,8 +34,11 @@ pub(crate) struct Sources<'a> {
     pub(crate) routes: &'a [Route],
     /// The backups, keys and permissions of the tokens' last checks.
     pub(crate) memory: &'a Memory,
-    /// When each token is checked next.
+    /// When each token is checked next, on the monotonic clock.
     pub(crate) schedule: &'a Schedule,
+    /// Now on the wall clock and the monotonic one, read together: the next checks are shown on
+    /// the wall clock of now.
+    pub(crate) clocks: (Timestamp, std::time::Instant),
     /// When the process started.
     pub(crate) started_at: Timestamp,
     /// Whether this replica leads.
@@ -70,6 +73,7 @@ pub(crate) async fn build(from: &Sources<'_>, now: Timestamp) -> Result<Snapshot
         leader: from.leader,
         round_finished: from.last_round_at.is_some(),
         last_round_at: from.last_round_at.map(|t| t.as_second()),
+        waiting_for_state: None,
         tokens,
         events,
         routes,
@@ -162,9 +166,14 @@ async fn token_views(from: &Sources<'_>) -> Result<Vec<TokenView>, store::Error>
             Role::Primary => name,
             Role::Backup(of) => of.as_str(),
         };
+        let reason = from.memory.reason(name).map(str::to_owned);
         TokenView {
             state,
-            status: check.map_or(Status::Unknown, |c| status_from_store(c.status)),
+            // A check that could not tell writes no check: the last one that could is not news.
+            status: match check {
+                Some(c) if reason.is_none() => status_from_store(c.status),
+                _ => Status::Unknown,
+            },
             valid: check.and_then(|c| c.valid).unwrap_or(false),
             kind: check.and_then(|c| c.kind.clone()).unwrap_or_default(),
             fingerprint: latest.map(|l| l.fingerprint.clone()).unwrap_or_default(),
@@ -173,7 +182,11 @@ async fn token_views(from: &Sources<'_>) -> Result<Vec<TokenView>, store::Error>
             missing_permissions: check.map(|c| c.missing_scopes.clone()).unwrap_or_default(),
             scopes: from.memory.scopes(name).to_vec(),
             last_check: check.map(|c| c.checked_at.as_second()),
-            next_check: from.schedule.scheduled(primary_name).map(|t| t.as_second()),
+            next_check: from
+                .schedule
+                .scheduled(primary_name)
+                .map(|at| wall_time(at, from.clocks.1, from.clocks.0).as_second()),
+            reason,
             name: name.to_owned(),
             role,
         }

@@ -39,6 +39,10 @@ pub struct Snapshot {
     pub round_finished: bool,
     /// When the last round finished.
     pub last_round_at: Option<UnixSeconds>,
+    /// Why the state cannot be opened yet, while `watch` waits for its database at start
+    /// ([`crate::startup`]): `/healthz` answers 503 and the page says so.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub waiting_for_state: Option<String>,
     /// Every token watched, primaries and backups, in the configuration's order.
     pub tokens: Vec<TokenView>,
     /// Recent events, newest first (the scheduler keeps a bounded number).
@@ -106,6 +110,10 @@ pub struct TokenView {
     pub last_check: Option<UnixSeconds>,
     /// When it will be checked next.
     pub next_check: Option<UnixSeconds>,
+    /// Why its last check could not tell (`permission denied`, no token in its file), while it is
+    /// unknown: one secret-free sentence naming the file.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
 }
 
 /// One past check, for the chart. Never in a [`Snapshot`]: `/api/tokens` reads the points of the

@@ -33,6 +33,7 @@ pub(crate) fn token(name: &str, state: TokenState, status: Status, now: i64) -> 
         ],
         last_check: Some(now - 60),
         next_check: Some(now + 3540),
+        reason: None,
     }
 }
 
@@ -119,6 +120,7 @@ pub(crate) fn snapshot(now: i64) -> Snapshot {
         leader: true,
         round_finished: true,
         last_round_at: Some(now - 30),
+        waiting_for_state: None,
         tokens: vec![orders, backup, billing, legacy, support, hostile],
         events: vec![
             Event {
