@@ -291,7 +291,7 @@ async fn healthz_fails_and_the_page_says_why_while_the_state_cannot_be_written()
     assert_eq!(
         body,
         format!(
-            "state not writable since {}: database or disk is full\n",
+            "unhealthy\nstate not writable since {}: database or disk is full\n",
             now - 120
         )
     );

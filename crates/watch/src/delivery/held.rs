@@ -5,7 +5,7 @@
 //! Must never: give an alert a second id (the decision's is kept until it is recorded), or forget
 //! an attempt's outcome before the state has it (a delivered alert would be sent again).
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
 use jiff::Timestamp;
 use permatoken_state as store;
@@ -103,23 +103,61 @@ impl Held {
         due
     }
 
-    /// Whether the delivery `key` is held here (its outcome is kept here, not in the state).
-    pub(super) fn holds(&self, key: &Key) -> bool {
+    /// The ids of the alerts held here (their outcomes are kept here, not in the state).
+    pub(super) fn ids(&self) -> HashSet<&str> {
+        self.alerts.iter().map(|h| h.alert.id.as_str()).collect()
+    }
+
+    /// Keeps how one attempt at the deliveries `keys` (one alert, or a group's) ended for those
+    /// held here; returns the others (the state has their alerts, and takes the outcome).
+    pub(super) fn settled_all(
+        &mut self,
+        keys: &[Key],
+        at: Timestamp,
+        how: &store::Settlement,
+    ) -> Vec<Key> {
+        // By id once: a group after an outage may hold thousands.
+        let index: HashMap<String, usize> = self
+            .alerts
+            .iter()
+            .enumerate()
+            .map(|(i, h)| (h.alert.id.clone(), i))
+            .collect();
+        let mut others = Vec::new();
+        for key in keys {
+            let held = index.get(&key.1).map(|&i| &mut self.alerts[i]);
+            let route = held.and_then(|h| h.routes.iter_mut().find(|r| r.route == key.0));
+            match route {
+                Some(route) => route.took(at, how),
+                None => others.push(key.clone()),
+            }
+        }
+        // The state's own alert is done once each route is: nothing records it.
+        self.alerts
+            .retain(|h| h.recorded_later || h.routes.iter().any(|r| r.next_at.is_some()));
+        others
+    }
+
+    /// [`Held::settled_all`] of one delivery: whether it is held.
+    #[cfg(test)]
+    fn settled(&mut self, key: &Key, at: Timestamp, how: &store::Settlement) -> bool {
+        self.settled_all(std::slice::from_ref(key), at, how)
+            .is_empty()
+    }
+
+    /// Whether the delivery `key` is held.
+    #[cfg(test)]
+    fn holds(&self, key: &Key) -> bool {
         self.alerts
             .iter()
             .any(|h| h.alert.id == key.1 && h.routes.iter().any(|r| r.route == key.0))
     }
+}
 
-    /// Keeps how an attempt at the held delivery `key` ended; `false` if it is not held (the
-    /// state has its alert now, and takes the outcome).
-    pub(super) fn settled(&mut self, key: &Key, at: Timestamp, how: &store::Settlement) -> bool {
-        let Some(index) = self.alerts.iter().position(|h| h.alert.id == key.1) else {
-            return false;
-        };
-        let held = &mut self.alerts[index];
-        let Some(route) = held.routes.iter_mut().find(|r| r.route == key.0) else {
-            return false;
-        };
+impl HeldRoute {
+    /// An attempt ended at `at` as `how`.
+    fn took(&mut self, at: Timestamp, how: &store::Settlement) {
+        let route = self;
         route.attempts += 1;
         route.next_at = match how {
             store::Settlement::Delivered => None,
@@ -128,13 +166,10 @@ impl Held {
             } => *next_attempt_at,
         };
         route.outcome = Some((at, how.clone()));
-        // The state's own alert is done once each route is: nothing records it.
-        if !held.recorded_later && held.routes.iter().all(|r| r.next_at.is_none()) {
-            self.alerts.remove(index);
-        }
-        true
     }
+}
 
+impl Held {
     /// The alerts `ids` are in the state now: they are let go, and the outcomes of their attempts
     /// (but those still in flight, `busy`, whose task settles them in the state) are returned for
     /// the state to take.

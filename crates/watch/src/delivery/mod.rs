@@ -93,12 +93,6 @@ struct Book {
     held: Held,
 }
 
-impl Book {
-    fn busy(&self, key: &Key) -> bool {
-        self.in_flight.contains_key(key) || self.unsettled.iter().any(|(k, _, _)| k == key)
-    }
-}
-
 /// One delivery to attempt.
 struct Due {
     route: String,
@@ -249,19 +243,21 @@ impl Courier {
         let due = {
             let mut book = lock(&self.0.book);
             let stored = read.as_ref().map(Vec::as_slice).unwrap_or_default();
+            // Each looked up once, not once per delivery: after an outage both may be thousands.
+            let unsettled: HashSet<&Key> = book.unsettled.iter().map(|(k, _, _)| k).collect();
+            let busy = |k: &Key| book.in_flight.contains_key(k) || unsettled.contains(k);
+            let held_ids = book.held.ids();
             let mut due: Vec<Due> = stored
                 .iter()
+                .filter(|d| !held_ids.contains(d.alert.id.as_str()))
                 .map(|d| Due {
                     route: d.route.clone(),
                     alert: alert_from_store(&d.alert),
                     attempts: d.attempts,
                 })
-                .filter(|d| {
-                    let key = d.key();
-                    !book.busy(&key) && !book.held.holds(&key)
-                })
+                .filter(|d| !busy(&d.key()))
                 .collect();
-            let held = book.held.due(now, |k| book.busy(k));
+            let held = book.held.due(now, busy);
             due.extend(held.into_iter().map(|h| Due {
                 route: h.route,
                 alert: h.alert,
@@ -391,13 +387,7 @@ impl Courier {
     /// finished.
     async fn settle(&self, route: &str, batch: Vec<Due>, at: Timestamp, how: store::Settlement) {
         let keys: Vec<Key> = batch.iter().map(Due::key).collect();
-        let stored: Vec<Key> = {
-            let mut book = lock(&self.0.book);
-            keys.iter()
-                .filter(|key| !book.held.settled(key, at, &how))
-                .cloned()
-                .collect()
-        };
+        let stored: Vec<Key> = { lock(&self.0.book).held.settled_all(&keys, at, &how) };
         let mut unsettled = Vec::new();
         if !stored.is_empty() {
             let ids = stored.iter().map(|(_, id)| id.clone()).collect();
