@@ -90,10 +90,23 @@ impl Fleet {
                 return unchanged;
             }
         };
-        let mut tokens = self.fixed.clone();
+        // The new list is built to its size, a set's list moved in when it is the first: at
+        // 100,000 tokens, growing by doubling held a third copy of the fleet's configuration
+        // (the old list, the set's, and the new one) with room for 31,000 more.
+        let size = self.fixed.len() + expansions.iter().map(|e| e.tokens.len()).sum::<usize>();
+        let mut tokens = Vec::new();
         let mut problems = Vec::new();
         for expansion in expansions {
-            tokens.extend(expansion.tokens);
+            if tokens.is_empty() && self.fixed.is_empty() {
+                tokens = expansion.tokens;
+                tokens.reserve_exact(size - tokens.len());
+            } else {
+                if tokens.is_empty() {
+                    tokens.reserve_exact(size);
+                    tokens.extend(self.fixed.iter().cloned());
+                }
+                tokens.extend(expansion.tokens);
+            }
             problems.extend(expansion.problems);
         }
         let changed = tokens.len() != config.tokens.len()
