@@ -50,9 +50,12 @@ impl Memory {
         self.backups.get(token).map_or(&[], Vec::as_slice)
     }
 
-    /// The permissions `name` had at its last check.
-    pub(crate) fn scopes(&self, name: &str) -> &[String] {
-        self.scopes.get(name).map_or(&[], |s| s)
+    /// The permissions `name` had at its last check, shared with this memory (for a snapshot).
+    pub(crate) fn scope_list(&self, name: &str) -> Arc<[String]> {
+        self.scopes
+            .get(name)
+            .cloned()
+            .unwrap_or_else(|| Arc::from(Vec::new()))
     }
 
     /// The key `name` held at its last check.
