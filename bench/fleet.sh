@@ -28,7 +28,7 @@
 #   round 1 took longer than the interval; it ends when /healthz names a new round;
 # - for each round: wall time, CPU (utime+stime from /proc/<pid>/stat, all threads), peak resident
 #   memory (VmHWM from /proc/<pid>/status; /metrics is scraped only after round 2, since rendering
-#   N tokens' series would raise the peak), and the sandbox's request log (its admin API; cleared
+#   N tokens' series would raise the peak; the peak after that scrape is printed too), and the sandbox's request log (its admin API; cleared
 #   before each process): HTTP requests (a batch POST counts once), and sub-requests of batches
 #   (/debug_token, /me) separately. /metrics must show 2N `ok` checks at the end.
 # The log is split where round 1's N /debug_token and N /me had all been asked (the calls of round 2
@@ -169,6 +169,7 @@ if not abut:
 r2_at, e2 = wait_round(r1_at, s2 + 1800)
 cpu2, hwm2 = cpu(), hwm()
 metrics = urllib.request.urlopen(base + "/metrics", timeout=60).read().decode()
+hwm_scrape = hwm()
 # Not SIGTERM: that lets an in-flight step finish, and a third round may have begun already.
 p.kill(); p.wait(timeout=60)
 checks = {}
@@ -223,7 +224,7 @@ if any(rounds[1][4][k] != v for k, v in expected.items()):
 for name, wall, c, h, t in rounds:
     if t["other"]: fail(f"{name}: unexpected requests {t}")
     print(json.dumps({"n": n, "batch": mode == "true", "round": name, "wall": wall, "cpu": c,
-                      "hwm_kib": h, "load": load, "abut": abut and name == "round 2", **t}), flush=True)
+                      "hwm_kib": h, "hwm_scrape_kib": hwm_scrape, "load": load, "abut": abut and name == "round 2", **t}), flush=True)
 EOF
   done
   python3 - "$dir/results.txt" <<'EOF'
@@ -251,6 +252,8 @@ for rnd in ("round 1", "round 2"):
     b, o = by[(True, rnd)], by[(False, rnd)]
     print(f"| {rnd} | **batched / one by one** | **{b['wall']/o['wall']:.3f}** | **{b['cpu']/max(o['cpu'], 0.01):.2f}** | "
           f"{b['hwm_kib']/o['hwm_kib']:.2f} | **{b['http']/o['http']:.4f}** | | |")
+print("peak RSS after one `/metrics` scrape (after round 2): " + ", ".join(
+    f"{'batched' if b else 'one by one'} {by[(b, 'round 2')]['hwm_scrape_kib']/1024:.1f} MB" for b in modes))
 EOF
   kill "$sandbox_pid"; wait "$sandbox_pid" 2>/dev/null || true; sandbox_pid=
   rm -rf "$dir"

@@ -118,7 +118,7 @@ impl Job {
                 dry_run: false,
                 backup_dir: write.backup_dir,
                 on_lock_held: None,
-                reload_args: token.reload_args.iter().map(|p| p.into()).collect(),
+                reload_args: token.reload_args().into_iter().map(Into::into).collect(),
                 reload_slots: write.reload_slots,
             },
             gate: None,

@@ -118,7 +118,11 @@ impl Fleet {
                 return unchanged;
             }
         };
-        let mut tokens = self.fixed.clone();
+        // The new list takes the first set's list as it is when there are no `[[token]]`s, and
+        // grows by what each set adds: at 100,000 tokens, growing by doubling held a third copy of
+        // the fleet's configuration (the old list, the set's, and the new one) with room for
+        // 31,000 more.
+        let mut tokens: Vec<TokenConfig> = Vec::new();
         let mut expanded = unchanged;
         for (set, expansion) in config.token_sets.iter().zip(expansions) {
             let previous: Vec<&TokenConfig> = config
@@ -137,7 +141,16 @@ impl Fleet {
                     routes: set.template.alerts.clone(),
                 });
             }
-            tokens.extend(members);
+            if tokens.is_empty() && self.fixed.is_empty() {
+                tokens = members;
+            } else {
+                if tokens.is_empty() {
+                    tokens.reserve_exact(self.fixed.len() + members.len());
+                    tokens.extend(self.fixed.iter().cloned());
+                }
+                tokens.reserve_exact(members.len());
+                tokens.extend(members);
+            }
             expanded.removed.extend(removed);
             expanded.problems.extend(expansion.problems);
         }

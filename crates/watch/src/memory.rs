@@ -11,6 +11,7 @@
 //! can be lost and learned again at the next check.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 
 use permatoken_inspect::FindingCode;
 use permatoken_renew::LastCheck;
@@ -18,13 +19,21 @@ use permatoken_state as store;
 
 use crate::config::TokenConfig;
 
+/// Distinct permission lists kept before those no token holds are let go.
+const SCOPE_LISTS_KEPT: usize = 1024;
+
 /// See the module docs.
 #[derive(Default)]
 pub(crate) struct Memory {
-    /// Per configured token: the names of the backups its last check found (`<name>/<VARIABLE>`).
+    /// Per configured token that has any: the names of the backups its last check found
+    /// (`<name>/<VARIABLE>`). A token without backups has no entry: most of a fleet has none.
     backups: HashMap<String, Vec<String>>,
-    /// Per token name (primaries and backups): the permissions its last check found.
-    scopes: HashMap<String, Vec<String>>,
+    /// Per token name (primaries and backups): the permissions its last check found, one of
+    /// `scope_lists`.
+    scopes: HashMap<String, Arc<[String]>>,
+    /// The distinct lists of permissions seen: a fleet's tokens mostly have the same few, and a
+    /// list of its own per token came to some 300 bytes a token.
+    scope_lists: HashSet<Arc<[String]>>,
     /// Per token name: the key of the token it held at its last check. The store knows a token by
     /// its key under one name, and one token may stand under two names (the same spare in two
     /// `.env` files): the page finds each name's latest check through this.
@@ -44,9 +53,12 @@ impl Memory {
         self.backups.get(token).map_or(&[], Vec::as_slice)
     }
 
-    /// The permissions `name` had at its last check.
-    pub(crate) fn scopes(&self, name: &str) -> &[String] {
-        self.scopes.get(name).map_or(&[], Vec::as_slice)
+    /// The permissions `name` had at its last check, shared with this memory (for a snapshot).
+    pub(crate) fn scope_list(&self, name: &str) -> Arc<[String]> {
+        self.scopes
+            .get(name)
+            .cloned()
+            .unwrap_or_else(|| Arc::from(Vec::new()))
     }
 
     /// The key `name` held at its last check.
@@ -93,12 +105,31 @@ impl Memory {
             };
             self.keys.insert(name.to_owned(), key.clone());
         }
+        let scopes = self.shared_scopes(scopes);
         self.scopes.insert(name.to_owned(), scopes);
+    }
+
+    /// `scopes` as one of the lists already seen. Lists no token holds any more are let go once
+    /// there are many, so that tokens whose permissions keep changing cannot grow it without bound.
+    fn shared_scopes(&mut self, scopes: Vec<String>) -> Arc<[String]> {
+        if let Some(list) = self.scope_lists.get(scopes.as_slice()) {
+            return list.clone();
+        }
+        if self.scope_lists.len() >= SCOPE_LISTS_KEPT {
+            self.scope_lists.retain(|list| Arc::strong_count(list) > 1);
+        }
+        let list: Arc<[String]> = scopes.into();
+        self.scope_lists.insert(list.clone());
+        list
     }
 
     /// The backups a check of `token` found.
     pub(crate) fn found_backups(&mut self, token: &str, backups: Vec<String>) {
-        self.backups.insert(token.to_owned(), backups);
+        if backups.is_empty() {
+            self.backups.remove(token);
+        } else {
+            self.backups.insert(token.to_owned(), backups);
+        }
     }
 
     /// Keeps the backups of the tokens `keep` says are still configured.

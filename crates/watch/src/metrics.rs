@@ -529,7 +529,7 @@ mod tests {
             } else {
                 Vec::new()
             },
-            scopes: Vec::new(),
+            scopes: Arc::from(Vec::new()),
             last_check: expires_at.map(|_| 1_700_000_000),
             next_check: None,
             reason: None,

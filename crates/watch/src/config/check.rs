@@ -155,7 +155,6 @@ impl Checker {
             backups,
             reload: raw.reload.filter(|r| !r.trim().is_empty()),
             alerts,
-            reload_args: Vec::new(),
             set: None,
         })
     }

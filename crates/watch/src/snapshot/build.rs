@@ -180,7 +180,7 @@ async fn token_views(from: &Sources<'_>) -> Result<Vec<TokenView>, store::Error>
             expires_at: check.and_then(|c| c.expires_at).map(|t| t.as_second()),
             never_expires: check.is_some_and(|c| c.never_expires),
             missing_permissions: check.map(|c| c.missing_scopes.clone()).unwrap_or_default(),
-            scopes: from.memory.scopes(name).to_vec(),
+            scopes: from.memory.scope_list(name),
             last_check: check.map(|c| c.checked_at.as_second()),
             next_check: from
                 .schedule

@@ -23,6 +23,15 @@ mod build;
 
 pub(crate) use build::{Sources, build};
 
+/// A shared list as a JSON array (serde's `Arc` support is a feature this workspace does not enable).
+fn shared_list<S: serde::Serializer>(list: &Arc<[String]>, s: S) -> Result<S::Ok, S::Error> {
+    s.collect_seq(list.iter())
+}
+
+fn owned_list<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Arc<[String]>, D::Error> {
+    Vec::<String>::deserialize(d).map(Arc::from)
+}
+
 /// Unix seconds (UTC), as the page's JavaScript and Prometheus take them.
 pub type UnixSeconds = i64;
 
@@ -104,8 +113,10 @@ pub struct TokenView {
     pub never_expires: bool,
     /// Required permissions it lacks.
     pub missing_permissions: Vec<String>,
-    /// The permissions it has.
-    pub scopes: Vec<String>,
+    /// The permissions it has: the list the daemon remembers, shared, not copied into each
+    /// snapshot (two snapshots of 100,000 tokens held some 45 MB of copies).
+    #[serde(serialize_with = "shared_list", deserialize_with = "owned_list")]
+    pub scopes: Arc<[String]>,
     /// When it was last checked.
     pub last_check: Option<UnixSeconds>,
     /// When it will be checked next.

@@ -1,6 +1,8 @@
 //! A snapshot of a few tokens in every state, and a state file holding their check history, for the
 //! endpoint's tests.
 
+use std::sync::Arc;
+
 use permatoken_state::{CheckRecord, Store, TokenKey, TokenRecord};
 use permatoken_watch::snapshot::{
     Event, EventKind, Role, RouteHealth, Snapshot, Status, TokenState, TokenView,
@@ -27,10 +29,10 @@ pub(crate) fn token(name: &str, state: TokenState, status: Status, now: i64) -> 
         expires_at: None,
         never_expires: false,
         missing_permissions: Vec::new(),
-        scopes: vec![
+        scopes: Arc::from(vec![
             "whatsapp_business_messaging".to_owned(),
             "whatsapp_business_management".to_owned(),
-        ],
+        ]),
         last_check: Some(now - 60),
         next_check: Some(now + 3540),
         reason: None,
@@ -107,7 +109,7 @@ pub(crate) fn snapshot(now: i64) -> Snapshot {
     let mut billing = token("billing", TokenState::Critical, Status::Critical, now);
     billing.expires_at = Some(now + 2 * DAY);
     billing.missing_permissions = vec!["whatsapp_business_messaging".to_owned()];
-    billing.scopes = vec!["whatsapp_business_management".to_owned()];
+    billing.scopes = Arc::from(vec!["whatsapp_business_management".to_owned()]);
     let mut legacy = token("legacy", TokenState::Dead, Status::Critical, now);
     legacy.expires_at = Some(now - 3 * DAY);
     let mut support = token("support", TokenState::FailedOver, Status::Ok, now);
