@@ -157,6 +157,18 @@ impl Announcer {
         self.stopwatches.retain(keep);
     }
 
+    /// Decisions made outside a round's windows (a set that shrank) that the state refused: kept
+    /// with the unrecorded ones and written first at the next flush, their alerts held by
+    /// `courier` meanwhile, as a round's own.
+    pub(crate) fn keep_refused(&mut self, decisions: Vec<store::Decision>, courier: &Courier) {
+        courier.hold(decisions.iter().filter_map(|d| {
+            let (alert, routes) = d.alert.as_ref()?;
+            Some((alert_from_store(alert), routes.clone()))
+        }));
+        self.unrecorded.extend(decisions);
+        self.unrecorded = compact(std::mem::take(&mut self.unrecorded));
+    }
+
     /// How many decisions wait to be recorded.
     pub(crate) fn unrecorded(&self) -> usize {
         self.unrecorded.len()

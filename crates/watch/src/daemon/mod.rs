@@ -325,9 +325,7 @@ impl Daemon {
             self.memory.load_identities(&self.store).await;
         }
         // A standby has not expanded the sets lately: their tokens are scheduled from here too.
-        if let Err(e) = self.expand_sets(self.clock.now()).await {
-            tracing::warn!("cannot expand the token sets ({e}): their tokens are due now");
-        }
+        self.expand_sets(self.clock.now()).await;
         let latest = match self.store.latest_checks().await {
             Ok(latest) => crate::schedule::last_known_checks(&latest),
             Err(e) => {
@@ -349,13 +347,13 @@ impl Daemon {
     /// ([`Fleet::expand`]); forgets the schedule and memory of tokens gone, and records each new
     /// problem of a set once (a standby writes nothing: the leader records it). Returns whether
     /// the tokens changed.
-    async fn expand_sets(&mut self, now: Timestamp) -> Result<bool, Error> {
+    async fn expand_sets(&mut self, now: Timestamp) -> bool {
         let expanded = self.fleet.expand(&mut self.config).await;
         if expanded.changed {
             self.forget_unconfigured();
         }
         if self.leadership.leads() {
-            self.set_changes(&expanded, now).await?;
+            self.set_changes(&expanded, now).await;
         }
         for problem in expanded.problems {
             if !self.leadership.leads() || !self.fleet.first_report(&problem) {
@@ -364,25 +362,25 @@ impl Daemon {
             let (token, text) = problem;
             tracing::warn!(token = token.as_deref().unwrap_or(""), "{text}");
             if let Some(token) = token {
-                self.event(now, &token, store::EventKind::ConfigReload, &text)
-                    .await?;
+                self.set_event(now, &token, store::EventKind::ConfigReload, &text)
+                    .await;
             }
         }
-        Ok(expanded.changed)
+        expanded.changed
     }
 
     /// Records each member a set lost for real (its file gone) as an event of that token, and
     /// alerts a set that lost more than a tenth of its members in one listing (`set_shrunk`, on
     /// the set's routes): a volume not mounted or a folder emptied by a deploy is not silence.
-    async fn set_changes(&mut self, expanded: &Expanded, now: Timestamp) -> Result<(), Error> {
+    async fn set_changes(&mut self, expanded: &Expanded, now: Timestamp) {
         for (token, file) in &expanded.removed {
             let text = format!(
                 "left its set: `{}` is gone, so the token is no longer watched",
                 file.display()
             );
             tracing::warn!(token = %token, "{text}");
-            self.event(now, token, store::EventKind::ConfigReload, &text)
-                .await?;
+            self.set_event(now, token, store::EventKind::ConfigReload, &text)
+                .await;
         }
         let mut decisions = Vec::new();
         for shrunk in &expanded.shrunk {
@@ -405,8 +403,8 @@ impl Daemon {
                 kind: crate::alert::AlertKind::Change,
             };
             tracing::warn!(set = %shrunk.set, alert = %alert.id, "{}", alert.message);
-            self.event(now, &shrunk.set, store::EventKind::Alert, &alert.message)
-                .await?;
+            self.set_event(now, &shrunk.set, store::EventKind::Alert, &alert.message)
+                .await;
             decisions.push(store::Decision {
                 token_name: shrunk.set.clone(),
                 announcement: None,
@@ -417,10 +415,28 @@ impl Daemon {
                 )),
             });
         }
-        if !decisions.is_empty() {
-            self.store.announce_all(decisions).await?;
+        if !decisions.is_empty()
+            && let Err(e) = self.store.announce_all(decisions.clone()).await
+        {
+            // As a round's refused decisions: delivered from memory, written with the next ones.
+            self.courier.state_failed(&e, now);
+            self.announcer.keep_refused(decisions, &self.courier);
         }
-        Ok(())
+    }
+
+    /// Records an event of a set's listing; a state that refuses it costs the history that line,
+    /// never the round (the log has said it).
+    async fn set_event(&self, now: Timestamp, token: &str, kind: store::EventKind, text: &str) {
+        let result = self
+            .store
+            .record_event(store::Event {
+                at: now,
+                token_name: Some(token.to_owned()),
+                kind,
+                detail: text.to_owned(),
+            })
+            .await;
+        self.written("an event of a token set", now, result);
     }
 
     /// Forgets the schedule and the memory of tokens no longer configured.
@@ -448,11 +464,7 @@ impl Daemon {
         self.config = config;
         // A set's tokens that are still there keep their schedule: a reload does not make a whole
         // fleet due at once.
-        if let Err(e) = self.expand_sets(now).await {
-            tracing::warn!(
-                "a problem of the new configuration's token sets cannot be recorded in the state ({e}); the new configuration is in force"
-            );
-        }
+        self.expand_sets(now).await;
         self.forget_unconfigured();
         let text = format!("configuration reloaded: {count} token(s) and set(s)");
         tracing::info!("{text}");
@@ -500,7 +512,7 @@ impl Daemon {
             wall: now,
             mono: self.clock.instant(),
         };
-        let changed = self.expand_sets(now).await?;
+        let changed = self.expand_sets(now).await;
         let mono = self.round_at.mono;
         let due: Vec<usize> = (0..self.config.tokens.len())
             .filter(|&i| self.schedule.is_due(&self.config.tokens[i].name, mono))
@@ -520,7 +532,7 @@ impl Daemon {
             mono: self.clock.instant(),
         };
         self.ensure_leading().await;
-        self.expand_sets(now).await?;
+        self.expand_sets(now).await;
         let all: Vec<usize> = (0..self.config.tokens.len()).collect();
         self.round(&all, now).await
     }
@@ -551,9 +563,7 @@ impl Daemon {
         let mut heartbeat = self.leadership.heartbeat();
         // The sets' tokens are due at once too: without them the first wait would go by the
         // `[[token]]`s alone (an hour's, for a configuration of sets only).
-        if let Err(e) = self.expand_sets(self.clock.now()).await {
-            tracing::warn!("cannot expand the token sets yet: {e}");
-        }
+        self.expand_sets(self.clock.now()).await;
         self.ensure_leading().await;
         // The state may have gone since it was opened: the loop keeps trying at each wake.
         if let Err(e) = self.publish(self.clock.now()).await {
@@ -624,10 +634,8 @@ impl Daemon {
             }
         } else {
             // A standby shows the set files as they are now, as the leader will.
-            match self.expand_sets(now).await {
-                Ok(_) => self.publish(now).await,
-                Err(e) => Err(e),
-            }
+            self.expand_sets(now).await;
+            self.publish(now).await
         };
         if let Err(e) = result {
             tracing::error!("a round failed: {e}");
@@ -674,24 +682,6 @@ impl Daemon {
             self.publish(now).await?;
         }
         Ok(summary)
-    }
-
-    async fn event(
-        &self,
-        now: Timestamp,
-        token: &str,
-        kind: store::EventKind,
-        text: &str,
-    ) -> Result<(), Error> {
-        self.store
-            .record_event(store::Event {
-                at: now,
-                token_name: Some(token.to_owned()),
-                kind,
-                detail: text.to_owned(),
-            })
-            .await?;
-        Ok(())
     }
 
     /// Retention, once a day: checks, events and settled alerts older than `retention`, and done
