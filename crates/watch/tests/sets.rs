@@ -128,14 +128,14 @@ alert_route_key = "PERMATOKEN_ALERT_ROUTE"
 [[alert]]
 name = "ops"
 kind = "command"
-command = "cat >> '{}'; echo >> '{}'"
+# One write per alert: a route's deliveries may run at once.
+command = "printf '%s\\n' \"$(cat)\" >> '{}'"
 
 [[alert]]
 name = "client-c07"
 kind = "command"
 command = "cat >> '{}'"
 "#,
-        ops.display(),
         ops.display(),
         own.display()
     );

@@ -63,10 +63,11 @@ async fn daemon(
     (daemon, subscriber, clock)
 }
 
-/// The `[[alert]]` of a command route that appends each alert, one JSON a line, to `log`.
+/// The `[[alert]]` of a command route that appends each alert, one JSON a line, to `log`: in one
+/// write, since a route's deliveries may run at once.
 fn route(log: &Path) -> String {
     format!(
-        "[[alert]]\nname = \"ops\"\nkind = \"command\"\ncommand = \"cat >> '{log}'; echo >> '{log}'\"\n",
+        "[[alert]]\nname = \"ops\"\nkind = \"command\"\ncommand = \"printf '%s\\\\n' \\\"$(cat)\\\" >> '{log}'\"\n",
         log = log.display()
     )
 }
