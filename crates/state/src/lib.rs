@@ -519,7 +519,7 @@ impl Store {
             token_name: token_name.to_owned(),
             announcement,
             unknown_since,
-            alert: alert.map(Box::new),
+            alert,
         }];
         on_backend!(self, |c| queries::announce_all(c, &decision))
     }

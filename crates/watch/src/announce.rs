@@ -94,7 +94,7 @@ impl Announcer {
                 alert.message
             );
             alert_id = Some(alert.id.clone());
-            record = Some(Box::new((alert_to_store(alert), routes.to_vec())));
+            record = Some((alert_to_store(alert), routes.to_vec()));
         }
         let alerted = record.is_some();
         if previous.as_ref() != Some(&decision.next) || alerted {
@@ -143,7 +143,7 @@ impl Announcer {
             }
             Err(e) => {
                 courier.hold(all[earlier..].iter().filter_map(|d| {
-                    let (alert, routes) = &**d.alert.as_ref()?;
+                    let (alert, routes) = d.alert.as_ref()?;
                     Some((alert_from_store(alert), routes.clone()))
                 }));
                 self.unrecorded = compact(all);
@@ -256,7 +256,7 @@ mod tests {
                     fix: None,
                     time: at,
                 };
-                Box::new((alert, vec!["ops".to_owned()]))
+                (alert, vec!["ops".to_owned()])
             }),
         }
     }

@@ -184,8 +184,7 @@ pub(crate) async fn announce_all(c: &mut impl Conn, decisions: &[Decision]) -> R
     c.begin().await?;
     let done = async {
         for d in decisions {
-            if let Some(record) = &d.alert {
-                let (alert, routes) = &**record;
+            if let Some((alert, routes)) = &d.alert {
                 insert_alert(c, alert, routes).await?;
             }
             match &d.announcement {

@@ -409,10 +409,10 @@ impl Daemon {
                 token_name: shrunk.set.clone(),
                 announcement: None,
                 unknown_since: None,
-                alert: Some(Box::new((
+                alert: Some((
                     crate::records::alert_to_store(&alert),
                     shrunk.routes.clone(),
-                ))),
+                )),
             });
         }
         if !decisions.is_empty()
