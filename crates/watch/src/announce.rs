@@ -162,7 +162,7 @@ impl Announcer {
     /// `courier` meanwhile, as a round's own.
     pub(crate) fn keep_refused(&mut self, decisions: Vec<store::Decision>, courier: &Courier) {
         courier.hold(decisions.iter().filter_map(|d| {
-            let (alert, routes) = &**d.alert.as_ref()?;
+            let (alert, routes) = d.alert.as_ref()?;
             Some((alert_from_store(alert), routes.clone()))
         }));
         self.unrecorded.extend(decisions);

@@ -43,13 +43,16 @@ struct Receiver {
 }
 
 async fn receive(Extract(r): Extract<Receiver>, body: Bytes) -> StatusCode {
+    let json: Value = serde_json::from_slice(&body).expect("an alert is JSON");
+    // Refused and recorded under one lock: a route's deliveries may arrive at once, and the
+    // bodies must be in the order the refusals were given.
+    let mut bodies = r.bodies.lock().unwrap();
     let status = if r.refuse.fetch_sub(1, Ordering::SeqCst) > 0 {
         503
     } else {
         200
     };
-    let json: Value = serde_json::from_slice(&body).expect("an alert is JSON");
-    r.bodies.lock().unwrap().push((status, json));
+    bodies.push((status, json));
     StatusCode::from_u16(status).unwrap()
 }
 
