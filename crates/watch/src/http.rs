@@ -239,9 +239,19 @@ async fn guard(State(state): State<AppState>, request: Request, next: Next) -> R
     next.run(request).await
 }
 
-async fn metrics_handler(State(state): State<AppState>) -> Response {
-    let text = metrics::render(&state.snapshot(), &state.0.counters);
-    ([(header::CONTENT_TYPE, metrics::CONTENT_TYPE)], text).into_response()
+/// `/metrics`: the text format 0.0.4, or OpenMetrics when the `Accept` header asks for it.
+async fn metrics_handler(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok());
+    let format = metrics::Format::negotiate(accept);
+    let text = metrics::render(&state.snapshot(), &state.0.counters, format);
+    (
+        [
+            (header::CONTENT_TYPE, format.content_type()),
+            (header::VARY, "Accept"),
+        ],
+        text,
+    )
+        .into_response()
 }
 
 /// `/healthz`: 200 `ok`, or 503 `unhealthy` with one line for each of [`health_problems`].

@@ -377,7 +377,7 @@ url = "{hook}"
     }
     let orders = tokens.iter().find(|t| t["name"] == "orders").unwrap();
     assert!(orders["history"].as_array().unwrap().len() > 5, "{orders}");
-    let text = metrics::render(&snap, &counters);
+    let text = metrics::render(&snap, &counters, metrics::Format::Text);
     assert!(
         text.contains("permatoken_token_valid{token=\"orders\"} 1"),
         "{text}"

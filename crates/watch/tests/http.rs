@@ -95,11 +95,9 @@ async fn metrics_has_every_name_with_a_token_label() {
     counters.graph_requests("unreachable", 1);
     let (status, headers, text) = get(&state, "/metrics", None).await;
     assert_eq!(status, StatusCode::OK);
-    assert!(
-        headers[header::CONTENT_TYPE]
-            .to_str()
-            .unwrap()
-            .starts_with("application/openmetrics-text"),
+    assert_eq!(
+        headers[header::CONTENT_TYPE],
+        "text/plain; version=0.0.4; charset=utf-8"
     );
     assert_eq!(
         value(&text, "permatoken_token_valid", "token=\"orders\"").as_deref(),
@@ -127,7 +125,14 @@ async fn metrics_has_every_name_with_a_token_label() {
         .as_deref(),
         Some("1")
     );
-    for other in ["ok", "warning", "unknown"] {
+    for other in [
+        "ok",
+        "expiring",
+        "dead",
+        "failed_over",
+        "cannot_be_checked",
+        "unknown",
+    ] {
         assert_eq!(
             value(
                 &text,
@@ -207,15 +212,60 @@ async fn metrics_has_every_name_with_a_token_label() {
         assert!(text.contains(&format!("# TYPE {name} gauge\n")), "{name}");
     }
     for name in [
-        "permatoken_checks",
-        "permatoken_renewals",
-        "permatoken_failovers",
-        "permatoken_alerts",
-        "permatoken_graph_requests",
+        "permatoken_checks_total",
+        "permatoken_renewals_total",
+        "permatoken_failovers_total",
+        "permatoken_alerts_total",
+        "permatoken_graph_requests_total",
     ] {
         assert!(text.contains(&format!("# TYPE {name} counter\n")), "{name}");
     }
-    assert!(text.ends_with("# EOF\n"));
+    assert!(!text.contains("# EOF"));
+}
+
+#[tokio::test]
+async fn metrics_answers_openmetrics_only_when_the_accept_header_asks_for_it() {
+    let (state, _, _dir) = state(snapshot(now()), "127.0.0.1:9464", None).await;
+    for (accept, content_type) in [
+        (None, "text/plain; version=0.0.4; charset=utf-8"),
+        (
+            Some("text/plain"),
+            "text/plain; version=0.0.4; charset=utf-8",
+        ),
+        (
+            Some("text/plain;version=0.0.4;q=0.9,*/*;q=0.1"),
+            "text/plain; version=0.0.4; charset=utf-8",
+        ),
+        (
+            Some("application/openmetrics-text;version=1.0.0,text/plain;version=0.0.4;q=0.5"),
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        ),
+    ] {
+        let mut request = Request::get("/metrics");
+        if let Some(accept) = accept {
+            request = request.header(header::ACCEPT, accept);
+        }
+        let response = http::app(state.clone())
+            .oneshot(request.body(Body::empty()).unwrap())
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+        assert_eq!(
+            response.headers()[header::CONTENT_TYPE],
+            content_type,
+            "{accept:?}"
+        );
+        assert_eq!(response.headers()[header::VARY], "Accept");
+        let body = to_bytes(response.into_body(), 1 << 20).await.unwrap();
+        let text = String::from_utf8(body.to_vec()).unwrap();
+        let open = content_type.starts_with("application/openmetrics-text");
+        assert_eq!(text.ends_with("# EOF\n"), open, "{accept:?}");
+        assert_eq!(
+            text.contains("# TYPE permatoken_checks counter\n"),
+            open,
+            "{accept:?}"
+        );
+    }
 }
 
 #[tokio::test]

@@ -646,6 +646,7 @@ impl Daemon {
     /// Checks the tokens at positions `tokens` of the configuration, a window at a time, then
     /// announces, delivers, prunes and publishes (see the module docs).
     async fn round(&mut self, tokens: &[usize], now: Timestamp) -> Result<RoundSummary, Error> {
+        let began = self.clock.instant();
         let mut summary = RoundSummary::default();
         if self.config.batch_checks {
             self.memory.load_identities(&self.store).await;
@@ -675,6 +676,9 @@ impl Daemon {
         self.written("the pruning of old history", now, pruned);
         if !tokens.is_empty() {
             self.last_round_at = Some(now);
+            let shortest = self.config.tokens.iter().map(|t| t.policy.interval).min();
+            let took = self.clock.instant().saturating_duration_since(began);
+            self.counters.round(took, shortest);
         }
         self.clients.count_requests(&self.counters);
         // Building a snapshot reads the whole store: only when something may have changed.

@@ -152,10 +152,8 @@ async fn token_views(from: &Sources<'_>) -> Result<Vec<TokenView>, store::Error>
             .sum::<usize>();
     let mut tokens = Vec::with_capacity(count);
     let view = |name: &str, role: Role| {
-        let state = announced
-            .get(name)
-            .copied()
-            .unwrap_or(TokenState::CannotBeChecked);
+        let decided = announced.get(name).copied();
+        let state = decided.unwrap_or(TokenState::CannotBeChecked);
         let latest = from
             .memory
             .key(name)
@@ -169,6 +167,7 @@ async fn token_views(from: &Sources<'_>) -> Result<Vec<TokenView>, store::Error>
         let reason = from.memory.reason(name).map(str::to_owned);
         TokenView {
             state,
+            announced: decided.is_some(),
             // A check that could not tell writes no check: the last one that could is not news.
             status: match check {
                 Some(c) if reason.is_none() => status_from_store(c.status),

@@ -98,6 +98,11 @@ pub struct TokenView {
     pub role: Role,
     /// Its announced state.
     pub state: TokenState,
+    /// Whether a state was decided for it at all: `false` while no check could tell yet (never
+    /// checked, or unknown for less than `unknown_after`), when `state` reads `cannot_be_checked`
+    /// and `/metrics` says `unknown`.
+    #[serde(default)]
+    pub announced: bool,
     /// The last check's status.
     pub status: Status,
     /// Whether the API said it is valid at the last check that got an answer.

@@ -22,6 +22,7 @@ pub(crate) fn token(name: &str, state: TokenState, status: Status, now: i64) -> 
         name: name.to_owned(),
         role: Role::Primary,
         state,
+        announced: true,
         status,
         valid: !matches!(state, TokenState::Dead),
         kind: "System user".to_owned(),
