@@ -310,6 +310,7 @@ fn is_user_limited<T>(result: &Result<T, permatoken_graph::Error>) -> bool {
 
 /// Records the usage headers last seen for `app_id`; returns the highest percentage of `usage`.
 fn note_usage(counters: &Counters, app_id: &str, usage: &[Usage]) -> Option<f64> {
+    counters.graph_app(app_id);
     if let Some(p) = usage.iter().rev().find_map(|u| u.app_percent) {
         counters.graph_usage(app_id, "app", p);
     }

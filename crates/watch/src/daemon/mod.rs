@@ -227,6 +227,10 @@ impl Daemon {
         let mut config = options.config;
         // Parsing grew the list by doubling: 10,000 tokens left room for 6,000 more (2 MB).
         config.tokens.shrink_to_fit();
+        // So that a first round that never ends shows as one on `/metrics`.
+        options
+            .counters
+            .shortest_interval(shortest_interval(&config));
         let courier = Courier::new(
             options.store.clone(),
             options.sender,
@@ -676,9 +680,10 @@ impl Daemon {
         self.written("the pruning of old history", now, pruned);
         if !tokens.is_empty() {
             self.last_round_at = Some(now);
-            let shortest = self.config.tokens.iter().map(|t| t.policy.interval).min();
             let took = self.clock.instant().saturating_duration_since(began);
-            self.counters.round(took, shortest);
+            self.counters.round(took);
+            self.counters
+                .shortest_interval(shortest_interval(&self.config));
         }
         self.clients.count_requests(&self.counters);
         // Building a snapshot reads the whole store: only when something may have changed.
@@ -742,6 +747,11 @@ impl Daemon {
         };
         Ok(snapshot::build(&sources, now).await?)
     }
+}
+
+/// The shortest check interval of the tokens watched: a leader runs a round at least that often.
+fn shortest_interval(config: &Config) -> Option<Duration> {
+    config.tokens.iter().map(|t| t.policy.interval).min()
 }
 
 /// Resolves when the heartbeat saw a change of role; never without an election.

@@ -85,7 +85,7 @@ pub struct CounterTotals {
     /// How long the last round took; `None` before the first.
     #[serde(skip)]
     pub round_took: Option<Duration>,
-    /// The shortest `interval` of the tokens watched at the last round.
+    /// The shortest `interval` of the tokens watched (set at start and at each round).
     #[serde(skip)]
     pub shortest_interval: Option<Duration>,
 }
@@ -189,17 +189,28 @@ impl Counters {
             .insert((app_id.to_owned(), header.to_owned()), percent);
     }
 
+    /// App `app_id` answered a batch: its `permatoken_graph_paused` is there from now on, at 0
+    /// until it is paused, so that a rule sees it turn 1.
+    pub fn graph_app(&self, app_id: &str) {
+        let mut totals = self.lock();
+        if !totals.graph_paused.contains_key(app_id) {
+            totals.graph_paused.insert(app_id.to_owned(), false);
+        }
+    }
+
     /// Whether app `app_id`'s checks wait out a rate limit now.
     pub fn graph_paused(&self, app_id: &str, paused: bool) {
         self.lock().graph_paused.insert(app_id.to_owned(), paused);
     }
 
-    /// A round over some tokens ended after `took`; the tokens watched then are checked at least
-    /// every `shortest_interval` (`None`: no token).
-    pub fn round(&self, took: Duration, shortest_interval: Option<Duration>) {
-        let mut totals = self.lock();
-        totals.round_took = Some(took);
-        totals.shortest_interval = shortest_interval;
+    /// A round over some tokens ended after `took`.
+    pub fn round(&self, took: Duration) {
+        self.lock().round_took = Some(took);
+    }
+
+    /// The tokens watched now are checked at least every `shortest` (`None`: there is no token).
+    pub fn shortest_interval(&self, shortest: Option<Duration>) {
+        self.lock().shortest_interval = shortest;
     }
 
     /// The values now.
@@ -578,7 +589,8 @@ mod tests {
         counters.check("orders", "odd");
         counters.failover("orders");
         counters.alert("gone", "delivered");
-        counters.round(Duration::from_millis(1500), Some(Duration::from_secs(3600)));
+        counters.round(Duration::from_millis(1500));
+        counters.shortest_interval(Some(Duration::from_secs(3600)));
         for format in [Format::Text, Format::OpenMetrics] {
             let text = render(&snapshot, &counters, format);
             for (series, value) in [
