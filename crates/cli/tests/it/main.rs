@@ -12,6 +12,7 @@ mod fidelity;
 mod harness;
 mod hostile;
 mod output;
+mod prometheus;
 mod proxy;
 mod renew;
 mod scan;
