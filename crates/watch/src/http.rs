@@ -243,13 +243,14 @@ async fn guard(State(state): State<AppState>, request: Request, next: Next) -> R
 async fn metrics_handler(State(state): State<AppState>, headers: HeaderMap) -> Response {
     let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok());
     let format = metrics::Format::negotiate(accept);
-    let text = metrics::render(&state.snapshot(), &state.0.counters, format);
+    // Written a chunk at a time as the connection takes it: never the whole text of a fleet at once.
+    let body = metrics::Exposition::new(state.snapshot(), state.0.counters.clone(), format);
     (
         [
             (header::CONTENT_TYPE, format.content_type()),
             (header::VARY, "Accept"),
         ],
-        text,
+        axum::body::Body::new(body),
     )
         .into_response()
 }

@@ -183,11 +183,27 @@ impl Writer {
         let _ = writeln!(self.text, " {value}");
     }
 
-    /// The whole exposition.
-    pub(super) fn finish(mut self) -> String {
+    /// How many bytes are written.
+    pub(super) fn len(&self) -> usize {
+        self.text.len()
+    }
+
+    /// The end of the exposition: OpenMetrics' `# EOF` line (nothing in the text format).
+    pub(super) fn eof(&mut self) {
         if self.format == Format::OpenMetrics {
             self.text.push_str("# EOF\n");
         }
+    }
+
+    /// What is written.
+    pub(super) fn into_text(self) -> String {
+        self.text
+    }
+
+    /// The whole exposition.
+    #[cfg(test)]
+    pub(super) fn finish(mut self) -> String {
+        self.eof();
         self.text
     }
 }

@@ -10,8 +10,9 @@
 //! there at 0 from the start (per token watched, per alert route, per Graph outcome), so that
 //! `increase()` sees their first step.
 //!
-//! The text is written straight from the snapshot and the counters into one buffer sized to it: a
-//! scrape holds that text and nothing per token besides.
+//! The text is written straight from the snapshot and the counters, a chunk of some 64 KiB at a time
+//! sent as it is written (`metrics/exposition.rs`): a scrape of 100,000 tokens holds one chunk, not
+//! the whole text (over 100 MB) nor anything per token.
 //!
 //! Must never: put a secret in a label (no URL, no token: names and fingerprints only).
 
@@ -21,11 +22,12 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-use crate::snapshot::{Snapshot, TokenView};
+use crate::snapshot::Snapshot;
 
+mod exposition;
 mod format;
 
-use format::{Family, Writer};
+pub use exposition::{Exposition, render};
 pub use format::{Format, OPENMETRICS_CONTENT_TYPE, TEXT_CONTENT_TYPE};
 
 /// The values of `permatoken_token_status`'s `status` label, in the order `/metrics` lists them:
@@ -219,255 +221,10 @@ impl Counters {
     }
 }
 
-const BUILD: Family = Family::info(
-    "permatoken_build",
-    "The version of permatoken serving these metrics, as the label version; always 1",
-);
-const START: Family = Family::gauge(
-    "permatoken_start_time_seconds",
-    "When the process started, in Unix seconds",
-);
-const LEADER: Family = Family::gauge(
-    "permatoken_leader",
-    "Whether this process is the one that acts (1) or a standby (0)",
-);
-const LAST_ROUND: Family = Family::gauge(
-    "permatoken_last_round_timestamp_seconds",
-    "When the last round of checks ran, in Unix seconds; no sample before the first round",
-);
-const ROUND_DURATION: Family = Family::gauge(
-    "permatoken_round_duration_seconds",
-    "How long the last round of checks took, in seconds; no sample before the first round",
-);
-const SHORTEST_INTERVAL: Family = Family::gauge(
-    "permatoken_shortest_interval_seconds",
-    "The shortest check interval of the tokens watched: a leader runs a round at least this often",
-);
-const VALID: Family = Family::gauge(
-    "permatoken_token_valid",
-    "Whether the token was valid at its last check (1) or not (0)",
-);
-const EXPIRATION: Family = Family::gauge(
-    "permatoken_token_expiration_timestamp_seconds",
-    "When the token expires, in Unix seconds; no sample for a token that never expires",
-);
-const STATUS: Family = Family::gauge(
-    "permatoken_token_status",
-    "The token's state: 1 for the current one, 0 for the others",
-);
-const MISSING: Family = Family::gauge(
-    "permatoken_token_missing_required_permissions",
-    "How many required permissions the token lacks",
-);
-const LAST_CHECK: Family = Family::gauge(
-    "permatoken_token_last_check_timestamp_seconds",
-    "When the token was last checked, in Unix seconds",
-);
-const CHECKS: Family = Family::counter("permatoken_checks", "Checks by token and result");
-const RENEWALS: Family = Family::counter("permatoken_renewals", "Renewals by token");
-const FAILOVERS: Family = Family::counter(
-    "permatoken_failovers",
-    "Failovers to a backup, by primary token",
-);
-const ALERTS: Family = Family::counter("permatoken_alerts", "Alerts by route and result");
-const GRAPH_REQUESTS: Family =
-    Family::counter("permatoken_graph_requests", "Graph API requests by outcome");
-const GRAPH_USAGE: Family = Family::gauge(
-    "permatoken_graph_usage_percent",
-    "The last rate-limit usage the Graph API reported for the app, in percent, by header (app: X-App-Usage, business: X-Business-Use-Case-Usage)",
-);
-const GRAPH_PAUSED: Family = Family::gauge(
-    "permatoken_graph_paused",
-    "Whether the app's checks wait out a rate limit's regain time (1) or not (0)",
-);
-
-/// The bytes a token's lines take at most, besides its name (escaped, it is at most twice as long):
-/// eighteen lines of some seventy bytes.
-const PER_TOKEN: usize = 18 * 90;
-
-/// The whole exposition in `format`: gauges from `snapshot`, counters from `counters`.
-pub fn render(snapshot: &Snapshot, counters: &Counters, format: Format) -> String {
-    let totals = counters.lock();
-    let capacity = snapshot
-        .tokens
-        .iter()
-        .map(|t| PER_TOKEN + 18 * 2 * t.name.len())
-        .sum::<usize>()
-        + 256 * (snapshot.routes.len() + totals.graph_usage.len() + totals.graph_paused.len())
-        + 8192;
-    let mut w = Writer::new(format, capacity);
-    process(&mut w, snapshot, &totals);
-    token_gauges(&mut w, &snapshot.tokens);
-    token_counters(&mut w, &snapshot.tokens, &totals);
-    other_counters(&mut w, snapshot, &totals);
-    drop(totals);
-    w.finish()
-}
-
-/// The families of the process: version, start, leadership, rounds.
-fn process(w: &mut Writer, snapshot: &Snapshot, totals: &CounterTotals) {
-    w.family(BUILD);
-    w.sample(BUILD, &[("version", env!("CARGO_PKG_VERSION"))], 1);
-    w.family(START);
-    w.sample(START, &[], snapshot.started_at);
-    w.family(LEADER);
-    w.sample(LEADER, &[], i64::from(totals.leader.leads(snapshot)));
-    if let Some(at) = snapshot.last_round_at {
-        w.family(LAST_ROUND);
-        w.sample(LAST_ROUND, &[], at);
-    }
-    if let Some(took) = totals.round_took {
-        w.family(ROUND_DURATION);
-        w.sample(ROUND_DURATION, &[], took.as_secs_f64());
-    }
-    if let Some(interval) = totals.shortest_interval {
-        w.family(SHORTEST_INTERVAL);
-        w.sample(SHORTEST_INTERVAL, &[], interval.as_secs_f64());
-    }
-}
-
-/// The gauges with a sample per token, in the configuration's order. A family with no sample is
-/// left out.
-fn token_gauges(w: &mut Writer, tokens: &[TokenView]) {
-    if tokens.is_empty() {
-        return;
-    }
-    w.family(VALID);
-    for t in tokens {
-        w.sample(VALID, &[("token", &t.name)], i64::from(t.valid));
-    }
-    let expires = |t: &TokenView| match (t.never_expires, t.expires_at) {
-        (false, Some(at)) => Some(at),
-        _ => None,
-    };
-    if tokens.iter().any(|t| expires(t).is_some()) {
-        w.family(EXPIRATION);
-        for t in tokens {
-            if let Some(at) = expires(t) {
-                w.sample(EXPIRATION, &[("token", &t.name)], at);
-            }
-        }
-    }
-    w.family(STATUS);
-    for t in tokens {
-        let now = if t.announced {
-            t.state.as_str()
-        } else {
-            "unknown"
-        };
-        for status in STATUSES {
-            let labels = [("token", t.name.as_str()), ("status", status)];
-            w.sample(STATUS, &labels, i64::from(status == now));
-        }
-    }
-    w.family(MISSING);
-    for t in tokens {
-        let n = u64::try_from(t.missing_permissions.len()).unwrap_or(u64::MAX);
-        w.sample(MISSING, &[("token", &t.name)], n);
-    }
-    if tokens.iter().any(|t| t.last_check.is_some()) {
-        w.family(LAST_CHECK);
-        for t in tokens {
-            if let Some(at) = t.last_check {
-                w.sample(LAST_CHECK, &[("token", &t.name)], at);
-            }
-        }
-    }
-}
-
-/// The counters per token, at 0 for each token watched that has not counted yet. A token no longer
-/// watched (a reload took it out) is no longer shown.
-fn token_counters(w: &mut Writer, tokens: &[TokenView], totals: &CounterTotals) {
-    if tokens.is_empty() {
-        return;
-    }
-    w.family(CHECKS);
-    for t in tokens {
-        // A token's results are together in the map, in order: one walk from its first.
-        let counted: Vec<(&str, u64)> = totals
-            .checks
-            .range((t.name.clone(), String::new())..)
-            .take_while(|((name, _), _)| *name == t.name)
-            .map(|((_, result), n)| (result.as_str(), *n))
-            .collect();
-        let others = counted.iter().filter(|(r, _)| !CHECK_RESULTS.contains(r));
-        for (result, n) in CHECK_RESULTS
-            .iter()
-            .map(|r| {
-                (
-                    *r,
-                    counted.iter().find(|(c, _)| c == r).map_or(0, |(_, n)| *n),
-                )
-            })
-            .chain(others.copied())
-        {
-            w.sample(CHECKS, &[("token", &t.name), ("result", result)], n);
-        }
-    }
-    w.family(RENEWALS);
-    for t in tokens {
-        let n = totals.renewals.get(&t.name).copied().unwrap_or(0);
-        w.sample(RENEWALS, &[("token", &t.name)], n);
-    }
-    w.family(FAILOVERS);
-    for t in tokens
-        .iter()
-        .filter(|t| t.role == crate::snapshot::Role::Primary)
-    {
-        let n = totals.failovers.get(&t.name).copied().unwrap_or(0);
-        w.sample(FAILOVERS, &[("token", &t.name)], n);
-    }
-}
-
-/// The counters and gauges of alert routes and Graph apps: each route's and outcome's at 0 until
-/// counted.
-fn other_counters(w: &mut Writer, snapshot: &Snapshot, totals: &CounterTotals) {
-    let mut alerts: BTreeMap<(&str, &str), u64> = snapshot
-        .routes
-        .iter()
-        .flat_map(|r| ALERT_RESULTS.map(|result| ((r.name.as_str(), result), 0)))
-        .collect();
-    for ((route, result), n) in &totals.alerts {
-        alerts.insert((route, result), *n);
-    }
-    if !alerts.is_empty() {
-        w.family(ALERTS);
-        for ((route, result), n) in alerts {
-            w.sample(ALERTS, &[("route", route), ("result", result)], n);
-        }
-    }
-    w.family(GRAPH_REQUESTS);
-    for outcome in GRAPH_OUTCOMES {
-        let n = totals.graph_requests.get(outcome).copied().unwrap_or(0);
-        w.sample(GRAPH_REQUESTS, &[("outcome", outcome)], n);
-    }
-    for (outcome, n) in &totals.graph_requests {
-        if !GRAPH_OUTCOMES.contains(&outcome.as_str()) {
-            w.sample(GRAPH_REQUESTS, &[("outcome", outcome)], *n);
-        }
-    }
-    if !totals.graph_usage.is_empty() {
-        w.family(GRAPH_USAGE);
-        for ((app_id, header), percent) in &totals.graph_usage {
-            w.sample(
-                GRAPH_USAGE,
-                &[("app_id", app_id), ("header", header)],
-                *percent,
-            );
-        }
-    }
-    if !totals.graph_paused.is_empty() {
-        w.family(GRAPH_PAUSED);
-        for (app_id, paused) in &totals.graph_paused {
-            w.sample(GRAPH_PAUSED, &[("app_id", app_id)], i64::from(*paused));
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::snapshot::{Role, RouteHealth, Status, TokenState};
+    use crate::snapshot::{Role, RouteHealth, Status, TokenState, TokenView};
 
     fn view(name: &str, state: Option<TokenState>, role: Role) -> TokenView {
         TokenView {
