@@ -14,6 +14,7 @@
 //! terminal: the binary renders.
 
 pub mod alert;
+pub mod alertmanager;
 mod announce;
 mod batch;
 mod check;
@@ -34,6 +35,7 @@ pub mod page;
 mod records;
 pub mod schedule;
 pub mod sets;
+pub mod signature;
 pub mod snapshot;
 pub mod sources;
 pub mod startup;
