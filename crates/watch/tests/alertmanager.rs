@@ -2,7 +2,8 @@
 //! here on a free loopback port, clustering off): the daemon's loop, on the real clock, against the
 //! sandbox. A token the sandbox says is dead shows in Alertmanager's `GET /api/v2/alerts` with its
 //! labels; it is sent again while active (its `endsAt` moves on); replaced by a good token, it
-//! resolves (gone from the active list). Under `CI=true` a missing Alertmanager fails the test.
+//! resolves (gone from the active list), and so does one taken out of the configuration. Under
+//! `CI=true` a missing Alertmanager fails the test.
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -133,9 +134,10 @@ async fn alerts(am: &Alertmanager) -> (String, Vec<Value>) {
     (text, list)
 }
 
-/// Polls Alertmanager's alerts until `until` holds of the `orders` ones (at most `within`).
+/// Polls Alertmanager's alerts until `until` holds of `token`'s (at most `within`).
 async fn wait_for(
     am: &Alertmanager,
+    token: &str,
     within: Duration,
     what: &str,
     until: impl Fn(&[Value]) -> bool,
@@ -145,7 +147,7 @@ async fn wait_for(
         let (text, list) = alerts(am).await;
         let orders: Vec<Value> = list
             .into_iter()
-            .filter(|a| a["labels"]["token"] == "orders")
+            .filter(|a| a["labels"]["token"] == token)
             .collect();
         if until(&orders) {
             return (text, orders);
@@ -160,7 +162,7 @@ fn ends_at(alert: &Value) -> Timestamp {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_dead_token_fires_in_alertmanager_is_kept_alive_and_resolves_once_replaced() {
+async fn a_dead_token_fires_in_alertmanager_is_kept_alive_and_resolves_once_replaced_or_removed() {
     let Some(binary) = alertmanager_or_skip("a_dead_token_fires_in_alertmanager") else {
         return;
     };
@@ -180,12 +182,23 @@ async fn a_dead_token_fires_in_alertmanager_is_kept_alive_and_resolves_once_repl
         .to_owned();
     let env = dir.path().join("orders.env");
     std::fs::write(&env, format!("{app}WHATSAPP_ACCESS_TOKEN={dead}\n")).unwrap();
-    let text = format!(
-        "[[token]]\nname = \"orders\"\nenv_file = \"orders.env\"\ninterval = \"2s\"\nalerts = [\"am\"]\n\n\
-         [[alert]]\nname = \"am\"\nkind = \"alertmanager\"\nurl = \"{}\"\n",
+    std::fs::write(
+        dir.path().join("billing.env"),
+        format!("{app}WHATSAPP_ACCESS_TOKEN={dead}\n"),
+    )
+    .unwrap();
+    let route = format!(
+        "[[alert]]\nname = \"am\"\nkind = \"alertmanager\"\nurl = \"{}\"\n",
         am.base
     );
-    let loaded = config::parse(&text, &dir.path().join("permatoken.toml")).unwrap();
+    let token = |name: &str| {
+        format!(
+            "[[token]]\nname = \"{name}\"\nenv_file = \"{name}.env\"\ninterval = \"2s\"\nalerts = [\"am\"]\n\n"
+        )
+    };
+    let path = dir.path().join("permatoken.toml");
+    let text = format!("{}{}{route}", token("orders"), token("billing"));
+    let loaded = config::parse(&text, &path).unwrap();
     assert!(
         loaded.warnings.iter().any(|w| w.contains("`am`")),
         "plain http is warned of: {:?}",
@@ -205,7 +218,7 @@ async fn a_dead_token_fires_in_alertmanager_is_kept_alive_and_resolves_once_repl
         backup_dir: Some(dir.path().join("backups")),
     });
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let (_reloads, reload_rx) = tokio::sync::mpsc::unbounded_channel();
+    let (reloads, reload_rx) = tokio::sync::mpsc::unbounded_channel();
     let running = tokio::spawn(async move {
         daemon
             .run(
@@ -220,6 +233,7 @@ async fn a_dead_token_fires_in_alertmanager_is_kept_alive_and_resolves_once_repl
     // Dead: the alert fires with the documented labels and words, and no secret.
     let (raw, firing) = wait_for(
         &am,
+        "orders",
         Duration::from_secs(60),
         "the dead token's alert",
         |a| !a.is_empty(),
@@ -259,20 +273,45 @@ async fn a_dead_token_fires_in_alertmanager_is_kept_alive_and_resolves_once_repl
     assert!(first_end > Timestamp::now(), "{alert}");
 
     // Active: sent again each minute with `endsAt` moved on, the same one alert.
-    let (raw, again) = wait_for(&am, Duration::from_secs(100), "a resend", |a| {
+    let (raw, again) = wait_for(&am, "orders", Duration::from_secs(100), "a resend", |a| {
         a.len() == 1 && ends_at(&a[0]) > first_end
     })
+    .await;
+    wait_for(
+        &am,
+        "billing",
+        Duration::from_secs(5),
+        "billing fires",
+        |a| a.len() == 1,
+    )
     .await;
     assert_eq!(again[0]["labels"]["state"], "dead", "{raw}");
     assert_eq!(again[0]["startsAt"], alert["startsAt"], "{raw}");
 
-    // Replaced by a good token: recovered, the alert resolves.
+    // Replaced by a good token: recovered, the alert resolves. Taken out of the configuration
+    // (still dead): resolved at the next resend.
     std::fs::write(&env, format!("{app}WHATSAPP_ACCESS_TOKEN={good}\n")).unwrap();
-    let (raw, _) = wait_for(&am, Duration::from_secs(60), "the alert resolved", |a| {
-        a.is_empty()
-    })
+    let text = format!("{}{route}", token("orders"));
+    reloads
+        .send(config::parse(&text, &path).unwrap().config)
+        .unwrap();
+    let (raw, _) = wait_for(
+        &am,
+        "orders",
+        Duration::from_secs(60),
+        "orders resolved",
+        |a| a.is_empty(),
+    )
     .await;
     assert!(!raw.contains("\"token\":\"orders\""), "{raw}");
+    wait_for(
+        &am,
+        "billing",
+        Duration::from_secs(100),
+        "billing resolved",
+        |a| a.is_empty(),
+    )
+    .await;
 
     let _ = stop.send(());
     running.await.unwrap().unwrap();

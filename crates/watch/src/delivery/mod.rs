@@ -87,6 +87,9 @@ struct Inner {
     leading: AtomicBool,
     /// What the `alertmanager` routes were sent last (`resend.rs`); held by the one resend running.
     resends: tokio::sync::Mutex<resend::Resends>,
+    /// The tokens watched now, while an `alertmanager` route wants them: a token gone from the
+    /// configuration is not sent again. `None`: not known yet, or no such route.
+    watched: Mutex<Option<Arc<HashSet<String>>>>,
 }
 
 /// What the courier keeps between its passes.
@@ -141,6 +144,7 @@ impl Courier {
             task: Mutex::new(None),
             leading: AtomicBool::new(true),
             resends: tokio::sync::Mutex::default(),
+            watched: Mutex::default(),
         }))
     }
 

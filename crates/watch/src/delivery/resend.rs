@@ -4,7 +4,7 @@
 //! sent before and no longer active (its token back to ok, or gone from the configuration, the
 //! state writable again) is sent once more resolved, until a POST of it succeeds.
 //!
-//! Active is what the state says was announced: each token in a firing state, with the latest
+//! Active is what the state says was announced: each token watched now in a firing state, with the latest
 //! alert recorded about it (for its words, and the routes it went to). Those are looked up once per
 //! alert and kept while it is the latest. While the state cannot be read, what was sent last is
 //! sent again. The transitions themselves (fire, resolve) are deliveries like any other alert's, at
@@ -15,6 +15,7 @@
 //! token's alert on a route its alerts do not go to.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
 use std::time::Instant;
 
 use jiff::Timestamp;
@@ -22,7 +23,7 @@ use jiff::Timestamp;
 use super::Courier;
 use crate::alert::Alert;
 use crate::alertmanager::{self, PER_POST, Posted, RESEND};
-use crate::config::{Route, RouteKind};
+use crate::config::{Route, RouteKind, TokenConfig};
 use crate::records::alert_from_store;
 use crate::states::State;
 
@@ -46,6 +47,29 @@ pub(super) struct Resends {
 type Active = (Alert, Vec<String>, Timestamp);
 
 impl Courier {
+    /// The tokens watched now (`tokens`, after the sets' expansion): kept only while `routes` has
+    /// an `alertmanager` one, since a fleet's names are some megabytes.
+    pub(crate) fn set_watched(&self, tokens: &[TokenConfig], routes: &[Route]) {
+        let wanted = routes.iter().any(|r| r.kind == RouteKind::Alertmanager);
+        let names = wanted.then(|| Arc::new(tokens.iter().map(|t| t.name.clone()).collect()));
+        *super::lock(&self.0.watched) = names;
+    }
+
+    /// Whether the announced `name` (a token, a backup `<token>/<VARIABLE>`, a checklist item
+    /// `<token>/doctor/<item>`) is of a token watched now.
+    fn is_watched(watched: Option<&HashSet<String>>, name: &str) -> bool {
+        let Some(watched) = watched else {
+            return true;
+        };
+        watched.contains(name)
+            || name
+                .rsplit_once('/')
+                .is_some_and(|(primary, _)| watched.contains(primary))
+            || name
+                .rsplit_once("/doctor/")
+                .is_some_and(|(token, _)| watched.contains(token))
+    }
+
     /// Whether a resend is due (the period has passed, this replica leads, a route wants it).
     pub(super) fn resend_due(&self) -> bool {
         let Ok(resends) = self.0.resends.try_lock() else {
@@ -133,9 +157,13 @@ impl Courier {
     /// The tokens in a firing state, each with its latest alert and that alert's routes.
     async fn active(&self, resends: &mut Resends) -> Result<Vec<Active>, permatoken_state::Error> {
         let announced = self.0.store.all_announced().await?;
+        let watched = super::lock(&self.0.watched).clone();
         let mut out = Vec::new();
         let mut ids = HashSet::new();
         for a in announced {
+            if !Self::is_watched(watched.as_deref(), &a.token_name) {
+                continue;
+            }
             let Some(announcement) = a.announcement else {
                 continue;
             };
@@ -183,7 +211,7 @@ impl Courier {
     }
 }
 
-fn lock_routes(courier: &Courier) -> std::sync::Arc<[Route]> {
+fn lock_routes(courier: &Courier) -> Arc<[Route]> {
     super::lock(&courier.0.routes).clone()
 }
 
