@@ -6,9 +6,9 @@
 //! loop and the round, [`leadership`] the rules of who acts, [`schedule`] when each token is next
 //! checked, [`sources`] where a check's inputs are read, `batch` and `check` the Graph calls and
 //! the renewal engine, `outcome`, [`states`], `announce` and `lasted` what a check means and what
-//! is told, `delivery` and [`alert`] how it is sent, [`snapshot`], [`metrics`], [`http`] and
-//! [`page`] what is shown, [`config`] the configuration, and [`startup`] waiting for the state's
-//! database at start.
+//! is told, `delivery`, [`alert`], [`alertmanager`] and [`signature`] how it is sent, [`snapshot`],
+//! [`metrics`], [`http`] and [`page`] what is shown, [`config`] the configuration, and [`startup`]
+//! waiting for the state's database at start.
 //!
 //! Must never: print a secret (tokens, app secrets, alert routes' URLs and signing secrets), or know the
 //! terminal: the binary renders.

@@ -265,17 +265,30 @@ struct Bodies {
 }
 
 impl Bodies {
-    /// The bodies of `alerts` (their JSON `json`) at `now`.
-    fn of(id: &str, json: Vec<u8>, slack: Vec<u8>, alerts: &[Alert], now: Timestamp) -> Self {
-        let posted: Vec<_> = alerts
-            .iter()
-            .flat_map(|a| crate::alertmanager::of_alert(a, now))
-            .collect();
+    /// The bodies of `alerts` (their JSON `json`) at `now`; Alertmanager's only for `route`
+    /// of that kind (a fleet's group is large).
+    fn of(
+        route: &Route,
+        id: &str,
+        json: Vec<u8>,
+        slack: Vec<u8>,
+        alerts: &[Alert],
+        now: Timestamp,
+    ) -> Self {
+        let alertmanager = if route.kind == RouteKind::Alertmanager {
+            let posted: Vec<_> = alerts
+                .iter()
+                .flat_map(|a| crate::alertmanager::of_alert(a, now))
+                .collect();
+            crate::alertmanager::body(&posted)
+        } else {
+            Vec::new()
+        };
         Self {
             id: id.to_owned(),
             json,
             slack,
-            alertmanager: crate::alertmanager::body(&posted),
+            alertmanager,
         }
     }
 }
@@ -424,6 +437,7 @@ impl Sender {
     /// Sends `alert` along `route`, one attempt.
     pub async fn deliver(&self, route: &Route, alert: &Alert) -> Result<Delivered, DeliveryError> {
         let bodies = Bodies::of(
+            route,
             &alert.id,
             alert.to_json(),
             alert.to_slack(),
@@ -440,6 +454,7 @@ impl Sender {
         group: &AlertGroup,
     ) -> Result<Delivered, DeliveryError> {
         let bodies = Bodies::of(
+            route,
             &group.id,
             group.to_json(),
             group.to_slack(),
