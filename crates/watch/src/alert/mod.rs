@@ -56,9 +56,11 @@ use crate::states::State;
 
 mod command;
 
+use command::deliver_command;
+
 /// The header that carries a body's signature.
 pub use crate::signature::SIGNATURE_HEADER;
-use command::deliver_command;
+
 /// The limit on one attempt unless the route sets `timeout`.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
 /// The most bytes read of a receiver's answer, or of a command's output (each stream).
