@@ -6,14 +6,15 @@
 //! loop and the round, [`leadership`] the rules of who acts, [`schedule`] when each token is next
 //! checked, [`sources`] where a check's inputs are read, `batch` and `check` the Graph calls and
 //! the renewal engine, `outcome`, [`states`], `announce` and `lasted` what a check means and what
-//! is told, `delivery` and [`alert`] how it is sent, [`snapshot`], [`metrics`], [`http`] and
-//! [`page`] what is shown, [`config`] the configuration, and [`startup`] waiting for the state's
-//! database at start.
+//! is told, `delivery`, [`alert`], [`alertmanager`] and [`signature`] how it is sent, [`snapshot`],
+//! [`metrics`], [`http`] and [`page`] what is shown, [`config`] the configuration, and [`startup`]
+//! waiting for the state's database at start.
 //!
 //! Must never: print a secret (tokens, app secrets, alert routes' URLs and signing secrets), or know the
 //! terminal: the binary renders.
 
 pub mod alert;
+pub mod alertmanager;
 mod announce;
 mod batch;
 mod check;
@@ -34,6 +35,7 @@ pub mod page;
 mod records;
 pub mod schedule;
 pub mod sets;
+pub mod signature;
 pub mod snapshot;
 pub mod sources;
 pub mod startup;

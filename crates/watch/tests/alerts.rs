@@ -440,3 +440,145 @@ async fn command_route_child() {
 fn route_named(dir: &Path, body: &str) -> Route {
     route(dir, body)
 }
+
+/// Standard base64, written here apart from the code under test.
+fn base64(bytes: &[u8]) -> String {
+    const A: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::new();
+    for c in bytes.chunks(3) {
+        let n = (u32::from(c[0]) << 16)
+            | (u32::from(*c.get(1).unwrap_or(&0)) << 8)
+            | u32::from(*c.get(2).unwrap_or(&0));
+        for i in 0..4 {
+            out.push(if i <= c.len() {
+                A[((n >> (18 - 6 * i)) & 63) as usize] as char
+            } else {
+                '='
+            });
+        }
+    }
+    out
+}
+
+/// What a Standard Webhooks receiver does with `key` (the secret's bytes): the signature over
+/// `{id}.{timestamp}.{body}` matches one of the header's, and the timestamp is within 5 minutes of
+/// its clock (older is a replay). Returns why it refuses.
+fn verify_standard(key: &[u8], headers: &HeaderMap, body: &[u8]) -> Result<(), String> {
+    let header = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .ok_or(format!("no {name}"))
+    };
+    let (id, timestamp) = (header("webhook-id")?, header("webhook-timestamp")?);
+    let sent: i64 = timestamp.parse().map_err(|_| "timestamp not a number")?;
+    if (Timestamp::now().as_second() - sent).abs() > 300 {
+        return Err("timestamp out of tolerance: a replay".into());
+    }
+    let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, key);
+    let signed = [id.as_bytes(), b".", timestamp.as_bytes(), b".", body].concat();
+    let expected = format!("v1,{}", base64(ring::hmac::sign(&key, &signed).as_ref()));
+    header("webhook-signature")?
+        .split(' ')
+        .any(|s| s == expected)
+        .then_some(())
+        .ok_or("no signature matches".into())
+}
+
+#[tokio::test]
+async fn a_signed_body_carries_standard_webhooks_headers_a_receiver_verifies() {
+    let dir = tempfile::tempdir().unwrap();
+    let (base, seen) = receiver(200, "ok").await;
+    // A plain secret is the key's bytes; a `whsec_` one is base64 of them, decoded.
+    let raw_key: Vec<u8> = (0..32u8).map(|i| i.wrapping_mul(73) ^ 0x5a).collect();
+    let whsec = format!("whsec_{}", base64(&raw_key));
+    for (file, text, key) in [
+        (
+            "plain.key",
+            SIGNING_KEY.to_owned(),
+            SIGNING_KEY.as_bytes().to_vec(),
+        ),
+        ("whsec.key", whsec.clone(), raw_key.clone()),
+    ] {
+        std::fs::write(dir.path().join(file), format!("{text}\n")).unwrap();
+        let route = route(
+            dir.path(),
+            &format!("kind = \"webhook\"\nurl = \"{base}/hook\"\nsecret_file = \"{file}\""),
+        );
+        sender().deliver(&route, &alert()).await.unwrap();
+        let (_, headers, body) = seen.lock().unwrap().pop().unwrap();
+        assert_eq!(headers["webhook-id"], alert().id.as_str());
+        verify_standard(&key, &headers, &body).unwrap_or_else(|e| panic!("{file}: {e}"));
+        // The timestamp is signed: the same body and signature under another time is refused.
+        let mut replayed = headers.clone();
+        let earlier = headers["webhook-timestamp"]
+            .to_str()
+            .unwrap()
+            .parse::<i64>()
+            .unwrap()
+            - 1;
+        replayed.insert("webhook-timestamp", earlier.to_string().parse().unwrap());
+        assert_eq!(
+            verify_standard(&key, &replayed, &body),
+            Err("no signature matches".into())
+        );
+        // The GitHub-style header stays, keyed by the file's text as written.
+        let github = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, text.as_bytes());
+        let hex: String = ring::hmac::sign(&github, &body)
+            .as_ref()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        assert_eq!(headers[SIGNATURE_HEADER], format!("sha256={hex}"));
+    }
+    // Unsigned routes carry none of them.
+    let route = route(
+        dir.path(),
+        &format!("kind = \"webhook\"\nurl = \"{base}/hook\""),
+    );
+    sender().deliver(&route, &alert()).await.unwrap();
+    let (_, headers, _) = seen.lock().unwrap().pop().unwrap();
+    assert!(headers.get("webhook-signature").is_none());
+    assert!(headers.get(SIGNATURE_HEADER).is_none());
+}
+
+#[tokio::test]
+async fn an_alertmanager_route_posts_the_array_under_its_base_path() {
+    let dir = tempfile::tempdir().unwrap();
+    let (base, seen) = receiver(200, "").await;
+    let route = route(
+        dir.path(),
+        &format!("kind = \"alertmanager\"\nurl = \"{base}/am/\""),
+    );
+    // Made in the past, as a delivery retried is.
+    let critical = Alert {
+        time: Timestamp::from_second(1_700_000_000).unwrap(),
+        ..alert()
+    };
+    let recovered = Alert {
+        state: State::Recovered,
+        previous_state: Some(State::Dead),
+        ..critical.clone()
+    };
+    sender().deliver(&route, &critical).await.unwrap();
+    sender().deliver(&route, &recovered).await.unwrap();
+    let seen = seen.lock().unwrap();
+    assert_eq!(seen[0].0, "/am/api/v2/alerts");
+    let firing: serde_json::Value = serde_json::from_slice(&seen[0].2).unwrap();
+    // critical (was expiring): the expiring alert resolved at the change, the critical one firing.
+    assert_eq!(firing[0]["labels"]["state"], "expiring");
+    assert_eq!(firing[0]["endsAt"], "2023-11-14T22:13:20Z");
+    assert_eq!(firing[1]["startsAt"], "2023-11-14T22:13:20Z");
+    assert_eq!(
+        firing[1]["labels"],
+        serde_json::json!({"alertname": "PermatokenTokenState", "severity": "critical",
+                           "state": "critical", "token": "orders"})
+    );
+    assert_eq!(firing[1]["annotations"]["fix"], "run `permatoken refresh`");
+    let ends: Timestamp = firing[1]["endsAt"].as_str().unwrap().parse().unwrap();
+    assert!(ends > Timestamp::now(), "{firing}");
+    let resolved: serde_json::Value = serde_json::from_slice(&seen[1].2).unwrap();
+    assert_eq!(resolved.as_array().unwrap().len(), 1, "{resolved}");
+    assert_eq!(resolved[0]["labels"]["state"], "dead");
+    assert_eq!(resolved[0]["endsAt"], "2023-11-14T22:13:20Z");
+}

@@ -372,7 +372,7 @@ fn each_mistake_names_its_line_and_column_and_what_is_allowed() {
         ),
         (
             "[[alert]]\nname = \"ops\"\nkind = \"webhok\"\nurl = \"https://a.example/\"\n".into(),
-            "3:8: route `ops`: unknown kind `webhok`; allowed: `webhook`, `slack`, `command`; did you mean `webhook`?",
+            "3:8: route `ops`: unknown kind `webhok`; allowed: `webhook`, `slack`, `command`, `alertmanager`; did you mean `webhook`?",
         ),
         (
             "[[alert]]\nname = \"ops\"\nkind = \"slack\"\n".into(),

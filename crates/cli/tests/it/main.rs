@@ -1,6 +1,7 @@
 //! End-to-end tests: the real `permatoken` binary against the sandbox on a loopback port, asserting
 //! what a user sees (exit codes, JSON fields, words of the report) and what the sandbox received.
 
+mod alertmanager;
 mod canary;
 mod check;
 mod credentials;

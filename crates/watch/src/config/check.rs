@@ -386,7 +386,9 @@ impl Checker {
         let kind = route_kind(&name, &raw.kind)?;
         let target = match kind {
             RouteKind::Command => command(&name, &raw)?,
-            RouteKind::Webhook | RouteKind::Slack => self.url(&name, kind, &raw)?,
+            RouteKind::Webhook | RouteKind::Slack | RouteKind::Alertmanager => {
+                self.url(&name, kind, &raw)?
+            }
         };
         if kind == RouteKind::Command
             && let Some(h) = &raw.headers
@@ -394,7 +396,7 @@ impl Checker {
             return Err(Problem::new(
                 h.span(),
                 format!(
-                    "route `{name}` is a command; `headers` belong to webhook and slack routes"
+                    "route `{name}` is a command; `headers` belong to webhook, slack and alertmanager routes"
                 ),
             ));
         }
@@ -406,7 +408,7 @@ impl Checker {
             return Err(Problem::new(
                 s.span(),
                 format!(
-                    "route `{name}` is a command; `secret_file` signs HTTP bodies of webhook and slack routes"
+                    "route `{name}` is a command; `secret_file` signs HTTP bodies of webhook, slack and alertmanager routes"
                 ),
             ));
         }
@@ -581,14 +583,15 @@ fn alerts(name: &str, raw: &[Spanned<String>], routes: &[Route]) -> Result<Vec<S
 }
 
 fn route_kind(name: &str, kind: &Spanned<String>) -> Result<RouteKind, Problem> {
-    const KINDS: [&str; 3] = ["webhook", "slack", "command"];
+    const KINDS: [&str; 4] = ["webhook", "slack", "command", "alertmanager"];
     match kind.get_ref().as_str() {
         "webhook" => Ok(RouteKind::Webhook),
         "slack" => Ok(RouteKind::Slack),
         "command" => Ok(RouteKind::Command),
+        "alertmanager" => Ok(RouteKind::Alertmanager),
         other => {
             let mut message = format!(
-                "route `{name}`: unknown kind `{other}`; allowed: `webhook`, `slack`, `command`"
+                "route `{name}`: unknown kind `{other}`; allowed: `webhook`, `slack`, `command`, `alertmanager`"
             );
             if let Some(near) = nearest(other, &KINDS) {
                 message.push_str(&format!("; did you mean `{near}`?"));

@@ -372,15 +372,18 @@ pub enum RouteKind {
     Slack,
     /// `sh -c COMMAND` with the alert JSON on standard input.
     Command,
+    /// POST of Alertmanager's alert array to `<url>/api/v2/alerts`, sent again while active.
+    Alertmanager,
 }
 
 impl RouteKind {
-    /// `webhook`, `slack`, `command`.
+    /// `webhook`, `slack`, `command`, `alertmanager`.
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Webhook => "webhook",
             Self::Slack => "slack",
             Self::Command => "command",
+            Self::Alertmanager => "alertmanager",
         }
     }
 }

@@ -454,6 +454,8 @@ impl Daemon {
                     .is_some_and(|(token, _)| names.is_token(token))
         });
         self.memory.retain_tokens(|name| names.is_token(name));
+        self.courier
+            .set_watched(&self.config.tokens, &self.config.routes);
     }
 
     /// Takes in a new configuration (SIGHUP): new tokens are due at once, removed ones are
@@ -568,6 +570,8 @@ impl Daemon {
         // The sets' tokens are due at once too: without them the first wait would go by the
         // `[[token]]`s alone (an hour's, for a configuration of sets only).
         self.expand_sets(self.clock.now()).await;
+        self.courier
+            .set_watched(&self.config.tokens, &self.config.routes);
         self.ensure_leading().await;
         // The state may have gone since it was opened: the loop keeps trying at each wake.
         if let Err(e) = self.publish(self.clock.now()).await {

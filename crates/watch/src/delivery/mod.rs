@@ -16,6 +16,11 @@
 //! outage raises one `state_unwritable` alert on every route; once the decisions are recorded,
 //! what was delivered meanwhile is settled as such and not sent again.
 //!
+//! The task also keeps the alerts of `alertmanager` routes alive while they are active, and resolves
+//! those no longer active (`resend.rs`), as Prometheus does as Alertmanager's client; without the
+//! task (`watch --once`) they end by themselves [`crate::alertmanager::ENDS_AFTER`] after their
+//! delivery.
+//!
 //! Must never: raise a token's alert (that is [`crate::announce`]'s), show a route's URL or
 //! secret (the [`Sender`] redacts), send a delivery that is in flight or whose outcome the state
 //! has not taken yet, or lose a delivery: an outcome the state cannot take is kept and written
@@ -32,6 +37,7 @@ use tokio::sync::{Notify, Semaphore, oneshot};
 use tokio::task::JoinSet;
 
 mod held;
+mod resend;
 
 pub(crate) use held::Unwritable;
 use held::{Held, Key, Outcome};
@@ -79,6 +85,11 @@ struct Inner {
     task: Mutex<Option<(oneshot::Sender<()>, tokio::task::JoinHandle<()>)>>,
     /// Whether this replica leads: a standby delivers nothing (the leader does).
     leading: AtomicBool,
+    /// What the `alertmanager` routes were sent last (`resend.rs`); held by the one resend running.
+    resends: tokio::sync::Mutex<resend::Resends>,
+    /// The tokens watched now, while an `alertmanager` route wants them: a token gone from the
+    /// configuration is not sent again. `None`: not known yet, or no such route.
+    watched: Mutex<Option<Arc<HashSet<String>>>>,
 }
 
 /// What the courier keeps between its passes.
@@ -132,6 +143,8 @@ impl Courier {
             changed: Notify::new(),
             task: Mutex::new(None),
             leading: AtomicBool::new(true),
+            resends: tokio::sync::Mutex::default(),
+            watched: Mutex::default(),
         }))
     }
 
@@ -201,6 +214,10 @@ impl Courier {
             while tasks.try_join_next().is_some() {}
             if let Err(e) = self.pass(self.0.clock.now(), &mut tasks).await {
                 tracing::warn!("cannot read the alert deliveries due ({e}): trying again soon");
+            }
+            if self.resend_due() {
+                let courier = self.clone();
+                tasks.spawn(async move { courier.resend().await });
             }
             tokio::select! {
                 _ = &mut stop => break,

@@ -27,9 +27,11 @@
 //!
 //! It never holds a secret: no token, no fingerprint of one, no app secret, no URL. A `slack` route
 //! receives `{"text": "…"}` saying the same in words; a `command` route gets the JSON on standard
-//! input. With `secret_file`, a body is signed: `X-Permatoken-Signature-256: sha256=<hex>`, the
-//! lowercase hex HMAC-SHA256 of the exact body bytes keyed by the file's content (surrounding
-//! whitespace dropped), as GitHub signs its webhooks.
+//! input. An `alertmanager` route receives Alertmanager's own array at `<url>/api/v2/alerts`
+//! ([`crate::alertmanager`]). With `secret_file`, a body is signed: `X-Permatoken-Signature-256:
+//! sha256=<hex>`, the lowercase hex HMAC-SHA256 of the exact body bytes keyed by the file's content
+//! (surrounding whitespace dropped), as GitHub signs its webhooks, and the Standard Webhooks headers
+//! `webhook-id` (the alert's id), `webhook-timestamp`, `webhook-signature` ([`crate::signature`]).
 //!
 //! A delivery is [`Delivered`], or a [`DeliveryError`] that says whether trying again may help
 //! (network errors, timeouts, 408, 429 and 5xx: yes; other 4xx and redirects: no) and what the
@@ -40,23 +42,25 @@
 //! [`MAX_REPLY_BYTES`].
 
 use std::path::Path;
-use std::process::Stdio;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use jiff::Timestamp;
 use permatoken_fs::ReadError;
 use permatoken_graph::{Capped, ProxyConfig, read_capped};
-use permatoken_secret::AppSecret;
 use serde::{Deserialize, Serialize};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use zeroize::Zeroizing;
 
 use crate::config::{Route, RouteKind, SecretUrl, Target};
 use crate::states::State;
 
+mod command;
+
+use command::deliver_command;
+
 /// The header that carries a body's signature.
-pub const SIGNATURE_HEADER: &str = "X-Permatoken-Signature-256";
+pub use crate::signature::SIGNATURE_HEADER;
+
 /// The limit on one attempt unless the route sets `timeout`.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
 /// The most bytes read of a receiver's answer, or of a command's output (each stream).
@@ -252,10 +256,43 @@ impl AlertGroup {
     }
 }
 
-/// What one delivery carries: one alert or a group, as JSON and as Slack text.
+/// What one delivery carries: one alert or a group, as JSON, as Slack text and as Alertmanager's
+/// array.
 struct Bodies {
+    /// The alert's or group's id: the Standard Webhooks `webhook-id`.
+    id: String,
     json: Vec<u8>,
     slack: Vec<u8>,
+    alertmanager: Vec<u8>,
+}
+
+impl Bodies {
+    /// The bodies of `alerts` (their JSON `json`) at `now`; Alertmanager's only for `route`
+    /// of that kind (a fleet's group is large).
+    fn of(
+        route: &Route,
+        id: &str,
+        json: Vec<u8>,
+        slack: Vec<u8>,
+        alerts: &[Alert],
+        now: Timestamp,
+    ) -> Self {
+        let alertmanager = if route.kind == RouteKind::Alertmanager {
+            let posted: Vec<_> = alerts
+                .iter()
+                .flat_map(|a| crate::alertmanager::of_alert(a, now))
+                .collect();
+            crate::alertmanager::body(&posted)
+        } else {
+            Vec::new()
+        };
+        Self {
+            id: id.to_owned(),
+            json,
+            slack,
+            alertmanager,
+        }
+    }
 }
 
 /// An alert made for `watch --test-alert`, for the token name `permatoken-test`.
@@ -401,10 +438,14 @@ impl Sender {
 
     /// Sends `alert` along `route`, one attempt.
     pub async fn deliver(&self, route: &Route, alert: &Alert) -> Result<Delivered, DeliveryError> {
-        let bodies = Bodies {
-            json: alert.to_json(),
-            slack: alert.to_slack(),
-        };
+        let bodies = Bodies::of(
+            route,
+            &alert.id,
+            alert.to_json(),
+            alert.to_slack(),
+            std::slice::from_ref(alert),
+            Timestamp::now(),
+        );
         self.deliver_bodies(route, &bodies).await
     }
 
@@ -414,9 +455,29 @@ impl Sender {
         route: &Route,
         group: &AlertGroup,
     ) -> Result<Delivered, DeliveryError> {
+        let bodies = Bodies::of(
+            route,
+            &group.id,
+            group.to_json(),
+            group.to_slack(),
+            &group.alerts,
+            Timestamp::now(),
+        );
+        self.deliver_bodies(route, &bodies).await
+    }
+
+    /// Sends Alertmanager's array `body` along the `alertmanager` route `route`: the resend of
+    /// what is active.
+    pub(crate) async fn post_alertmanager(
+        &self,
+        route: &Route,
+        body: Vec<u8>,
+    ) -> Result<Delivered, DeliveryError> {
         let bodies = Bodies {
-            json: group.to_json(),
-            slack: group.to_slack(),
+            id: String::new(),
+            json: Vec::new(),
+            slack: Vec::new(),
+            alertmanager: body,
         };
         self.deliver_bodies(route, &bodies).await
     }
@@ -428,6 +489,10 @@ impl Sender {
     ) -> Result<Delivered, DeliveryError> {
         match &route.target {
             Target::Command(command) => deliver_command(route, command, alert).await,
+            Target::Url(url) if route.kind == RouteKind::Alertmanager => {
+                let url = crate::alertmanager::endpoint(url);
+                self.deliver_http(route, &url, alert).await
+            }
             Target::Url(url) => self.deliver_http(route, url, alert).await,
             Target::UrlFile(path) => {
                 let url = read_secret_file(path)
@@ -443,6 +508,10 @@ impl Sender {
                 if url.is_plain_http() {
                     tracing::warn!("{}", crate::config::plain_http_warning(&route.name, &url));
                 }
+                let url = match route.kind {
+                    RouteKind::Alertmanager => crate::alertmanager::endpoint(&url),
+                    _ => url,
+                };
                 self.deliver_http(route, &url, alert).await
             }
         }
@@ -502,6 +571,7 @@ impl Sender {
         let client = client.map_err(|e| fail(None, false, e))?;
         let body = match route.kind {
             RouteKind::Slack => alert.slack.clone(),
+            RouteKind::Alertmanager => alert.alertmanager.clone(),
             _ => alert.json.clone(),
         };
         let mut request = client
@@ -515,8 +585,12 @@ impl Sender {
             request = request.header(name.as_str(), value);
         }
         if let Some(secret) = &secret {
-            let signature = AppSecret::new(secret.as_str()).sign(&body);
-            request = request.header(SIGNATURE_HEADER, format!("sha256={signature}"));
+            let signed =
+                crate::signature::headers(secret, &alert.id, Timestamp::now().as_second(), &body)
+                    .map_err(|e| fail(None, false, e))?;
+            for (name, value) in signed {
+                request = request.header(name, value);
+            }
         }
         let response = request.body(body).send().await.map_err(|e| {
             let e = e.without_url();
@@ -599,105 +673,6 @@ fn judge(
         retryable,
         reason: format!("HTTP {code} ({what}){said}"),
     })
-}
-
-/// Runs a command route: `sh -c COMMAND` with the secret-free environment of `--then`, the alert
-/// JSON on standard input, its output captured up to [`MAX_REPLY_BYTES`] a stream, killed after
-/// the route's timeout.
-async fn deliver_command(
-    route: &Route,
-    command: &str,
-    alert: &Bodies,
-) -> Result<Delivered, DeliveryError> {
-    let fail = |retryable: bool, reason: String| DeliveryError {
-        route: route.name.clone(),
-        host: None,
-        status: None,
-        retryable,
-        reason,
-    };
-    let mut cmd = tokio::process::Command::from(permatoken_renew::secret_free_command(command));
-    cmd.stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true);
-    let mut child = cmd
-        .spawn()
-        .map_err(|e| fail(false, format!("cannot run `sh -c`: {e}")))?;
-    let body = alert.json.clone();
-    let mut stdin = child.stdin.take().expect("stdin is piped");
-    let mut stdout = child.stdout.take().expect("stdout is piped");
-    let mut stderr = child.stderr.take().expect("stderr is piped");
-    let run = async {
-        // A command that does not read its input must not block us: a closed pipe is fine.
-        let write = async {
-            let _ = stdin.write_all(&body).await;
-            drop(stdin);
-        };
-        let (_, out, err, status) = tokio::join!(
-            write,
-            read_stream(&mut stdout),
-            read_stream(&mut stderr),
-            child.wait()
-        );
-        (out, err, status)
-    };
-    let (out, err, status) = match tokio::time::timeout(route.timeout, run).await {
-        Ok(done) => done,
-        Err(_) => {
-            let _ = child.start_kill();
-            return Err(fail(
-                true,
-                format!(
-                    "the command did not finish within {}",
-                    permatoken_graph::human(route.timeout)
-                ),
-            ));
-        }
-    };
-    let status = status.map_err(|e| fail(true, format!("cannot wait for the command: {e}")))?;
-    let said = [out, err]
-        .iter()
-        .map(|s| s.trim())
-        .filter(|s| !s.is_empty())
-        .collect::<Vec<_>>()
-        .join(" / ");
-    let said = shown(&said);
-    if status.success() {
-        Ok(Delivered {
-            route: route.name.clone(),
-            status: None,
-            reply: said,
-        })
-    } else {
-        let code = status.code().map_or_else(
-            || "was killed by a signal".to_owned(),
-            |c| format!("exited with {c}"),
-        );
-        let said = if said.is_empty() {
-            String::new()
-        } else {
-            format!(": {said}")
-        };
-        Err(fail(true, format!("the command {code}{said}")))
-    }
-}
-
-/// Up to [`MAX_REPLY_BYTES`] of a stream; the rest is read and dropped so the command never blocks
-/// on a full pipe.
-async fn read_stream(stream: &mut (impl tokio::io::AsyncRead + Unpin)) -> String {
-    let mut kept = Vec::new();
-    let mut buffer = [0u8; 8192];
-    loop {
-        match stream.read(&mut buffer).await {
-            Ok(0) | Err(_) => break,
-            Ok(n) => {
-                let room = MAX_REPLY_BYTES.saturating_sub(kept.len());
-                kept.extend_from_slice(&buffer[..n.min(room)]);
-            }
-        }
-    }
-    String::from_utf8_lossy(&kept).into_owned()
 }
 
 /// A file holding one secret value (a URL, a signing key), read with a cap, whitespace trimmed, in
