@@ -1,5 +1,5 @@
-//! The Prometheus side of `watch`, with Debian's real tools: a real `watch` against the sandbox, its
-//! tokens made ok, expiring, critical, dead, failed over, cannot be checked and unknown, scraped in
+//! The Prometheus side of `watch`, with Debian's real tools: a real `watch` against the sandbox,
+//! its tokens made ok, expiring, critical, dead, failed over, cannot be checked and unknown, scraped in
 //! the text format and linted by `promtool check metrics`, and scraped as OpenMetrics by a real
 //! Prometheus server that loads contrib/prometheus's rules and fires them; the rules checked and
 //! unit-tested by `promtool`; every metric the rules and the Grafana dashboard name present in the

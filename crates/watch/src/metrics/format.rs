@@ -5,7 +5,8 @@
 //! Our own small encoder, not the `prometheus-client` crate: its encoder writes OpenMetrics only
 //! (counters' `# TYPE` without `_total`, a final `# EOF`), which `promtool check metrics` reads as
 //! untyped families without help, and building its registry of per-token label sets for each scrape
-//! cost tens of megabytes at a fleet's size. Here every sample goes straight into one buffer.
+//! cost tens of megabytes at a fleet's size. Here every sample goes straight into the chunk being
+//! sent.
 //!
 //! The two formats differ only in: the name a counter's or an info's `# HELP`/`# TYPE` carry (text:
 //! the sample's name, `_total`/`_info` included; OpenMetrics: the family's name without it), the

@@ -10,9 +10,9 @@
 //! there at 0 from the start (per token watched, per alert route, per Graph outcome), so that
 //! `increase()` sees their first step.
 //!
-//! The text is written straight from the snapshot and the counters, a chunk of some 64 KiB at a time
-//! sent as it is written (`metrics/exposition.rs`): a scrape of 100,000 tokens holds one chunk, not
-//! the whole text (over 100 MB) nor anything per token.
+//! The text is written straight from the snapshot and the counters, a chunk of some 64 KiB at a
+//! time sent as it is written (`metrics/exposition.rs`): a scrape of 100,000 tokens holds one chunk,
+//! not the whole text (over 100 MB) nor anything per token.
 //!
 //! Must never: put a secret in a label (no URL, no token: names and fingerprints only).
 
