@@ -440,3 +440,71 @@ async fn command_route_child() {
 fn route_named(dir: &Path, body: &str) -> Route {
     route(dir, body)
 }
+
+/// The log lines written while a [`Log::capture`] guard lives, on this thread.
+#[derive(Clone, Default)]
+struct Log(Arc<Mutex<Vec<u8>>>);
+
+impl std::io::Write for Log {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Log {
+    type Writer = Log;
+
+    fn make_writer(&'a self) -> Log {
+        self.clone()
+    }
+}
+
+impl Log {
+    fn capture(&self) -> tracing::subscriber::DefaultGuard {
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(self.clone())
+            .with_ansi(false)
+            .finish();
+        tracing::subscriber::set_default(subscriber)
+    }
+
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
+    }
+}
+
+/// Issue 16, item 5: 9 deliveries on a plain-http `url_file` route made 9 warnings; now one per
+/// route, and one more when its file names another URL.
+#[tokio::test]
+async fn the_plain_http_warning_of_a_url_file_route_is_said_once_not_at_every_delivery() {
+    let dir = tempfile::tempdir().unwrap();
+    let (base, seen) = receiver(200, "ok").await;
+    let file = dir.path().join("ops.url");
+    std::fs::write(&file, format!("{base}/hook/PERMATOKENTEST-a\n")).unwrap();
+    let route = route(dir.path(), "kind = \"webhook\"\nurl_file = \"ops.url\"");
+    let log = Log::default();
+    let _guard = log.capture();
+    let sender = sender();
+    for _ in 0..9 {
+        sender.deliver(&route, &alert()).await.unwrap();
+    }
+    assert_eq!(seen.lock().unwrap().len(), 9);
+    let warnings = |text: &str| text.matches("sends alerts over plain http://").count();
+    assert_eq!(warnings(&log.text()), 1, "{}", log.text());
+    // Another receiver in the file: said again, once.
+    std::fs::write(&file, format!("{base}/hook/PERMATOKENTEST-b\n")).unwrap();
+    for _ in 0..3 {
+        sender.clone().deliver(&route, &alert()).await.unwrap();
+    }
+    assert_eq!(warnings(&log.text()), 2, "{}", log.text());
+    assert!(log.text().contains("route `ops`"), "{}", log.text());
+    assert!(
+        !log.text().contains("PERMATOKENTEST"),
+        "the URL is a secret"
+    );
+}
