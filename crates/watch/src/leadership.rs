@@ -41,6 +41,7 @@ use jiff::Timestamp;
 use permatoken_state as store;
 
 use crate::claims::ClaimGate;
+use crate::health::Health;
 use crate::metrics::Counters;
 
 /// How often the heartbeat renews the lease (leader) or tries the lock (standby).
@@ -60,6 +61,8 @@ pub struct Leadership {
     election: Option<store::Election>,
     leading: bool,
     counters: Counters,
+    /// Told of each poll: `/healthz` fails when none has answered for the lease.
+    health: Health,
     /// The election's last error, so that an outage is logged once per change, not every poll.
     failing: Option<String>,
 }
@@ -77,6 +80,7 @@ impl Leadership {
             election: None,
             leading: true,
             counters: Counters::default(),
+            health: Health::default(),
             failing: None,
         }
     }
@@ -89,8 +93,20 @@ impl Leadership {
             election: Some(election),
             leading: false,
             counters,
+            health: Health::default(),
             failing: None,
         }
+    }
+
+    /// Tells `health` of each poll from now on (an election without a lease, `watch --once`'s
+    /// claims, tells nothing).
+    pub fn set_health(&mut self, health: Health) {
+        if let Some(election) = &self.election
+            && !election.lease().is_zero()
+        {
+            health.election_started(election.lease(), std::time::Instant::now());
+        }
+        self.health = health;
     }
 
     /// Whether this replica led at the last poll.
@@ -109,7 +125,7 @@ impl Leadership {
         let Some(election) = &self.election else {
             return (true, None);
         };
-        let leading = match poll(election, &self.counters).await {
+        let leading = match poll(election, &self.counters, &self.health).await {
             Ok(leading) => {
                 if self.failing.take().is_some() {
                     tracing::info!("leader election: the state database answers again");
@@ -146,10 +162,11 @@ impl Leadership {
     pub fn heartbeat(&self) -> Option<Heartbeat> {
         let election = self.election.clone()?;
         let counters = self.counters.clone();
+        let health = self.health.clone();
         let (tx, rx) = tokio::sync::watch::channel(self.leading);
         let task = tokio::spawn(async move {
             loop {
-                let leading = poll(&election, &counters).await.unwrap_or(false);
+                let leading = poll(&election, &counters, &health).await.unwrap_or(false);
                 tx.send_if_modified(|old| std::mem::replace(old, leading) != leading);
                 tokio::time::sleep(ELECTION_POLL).await;
             }
@@ -166,10 +183,19 @@ impl Leadership {
 }
 
 /// Polls `election`, and tells `counters` until when this replica may say it leads (rule 9): the
-/// lease from the poll's start, since the heartbeat it wrote was written after that.
-async fn poll(election: &store::Election, counters: &Counters) -> Result<bool, store::Error> {
+/// lease from the poll's start, since the heartbeat it wrote was written after that; and `health`
+/// whether the database answered.
+async fn poll(
+    election: &store::Election,
+    counters: &Counters,
+    health: &Health,
+) -> Result<bool, store::Error> {
     let start = std::time::Instant::now();
     let polled = election.poll().await;
+    health.election_polled(
+        start,
+        polled.as_ref().map(drop).map_err(ToString::to_string),
+    );
     // An election without a lease (`watch --once`'s claims) says nothing of who leads.
     if !election.lease().is_zero() {
         let until = matches!(polled, Ok(true)).then(|| start + election.lease());

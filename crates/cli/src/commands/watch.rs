@@ -146,6 +146,7 @@ pub(crate) async fn run(args: WatchArgs) -> Result<u8, Failure> {
             started
         }
     };
+    daemon.set_health(endpoint.state.health());
     let result = serve(daemon, endpoint, reload_rx).await;
     if let Some(hup) = hup {
         hup.abort();

@@ -226,3 +226,201 @@ fn json_logs_are_one_object_a_line_and_hold_no_secret() {
     let log: Vec<String> = once.stderr.lines().map(str::to_owned).collect();
     json_lines(&log, &secrets);
 }
+
+/// The JSON `/healthz` of a replica: (status, the reasons it fails for).
+fn health(addr: &str) -> Option<(u16, Vec<String>)> {
+    let (status, body) = get(addr, "/healthz")?;
+    let json: Value = serde_json::from_str(&body)
+        .unwrap_or_else(|e| panic!("/healthz is not JSON ({e}): {body}"));
+    let reasons = json["problems"]
+        .as_array()
+        .map(|p| {
+            p.iter()
+                .map(|p| p["reason"].as_str().unwrap().to_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    Some((status, reasons))
+}
+
+#[test]
+fn healthz_turns_503_on_both_replicas_while_postgres_is_stopped_and_200_once_it_is_back() {
+    use crate::watch_leader::{Replica, elect};
+    use crate::watch_postgres::pg_cluster::{PgCluster, WATCH};
+    let Some(pg) = PgCluster::start() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path();
+    pg.create_database("fleet", WATCH);
+    let url = pg.url(WATCH, "fleet", "?sslmode=disable");
+    let tokens = sandbox();
+    std::fs::write(
+        p.join("orders.env"),
+        format!(
+            "WHATSAPP_ACCESS_TOKEN={}\n{}",
+            token_of(&tokens, "system-user"),
+            app_lines(&tokens)
+        ),
+    )
+    .unwrap();
+    std::fs::write(
+        p.join("permatoken.toml"),
+        "[defaults]\ninterval = \"1h\"\n\n[[token]]\nname = \"orders\"\nenv_file = \"orders.env\"\n",
+    )
+    .unwrap();
+    let lease = [("PERMATOKEN_LEADER_LEASE", "3")];
+    let (leader, standby) = elect(
+        Replica::start_with(p, &url, &pg, &lease),
+        Replica::start_with(p, &url, &pg, &lease),
+    );
+    for replica in [&leader, &standby] {
+        eventually("/healthz is ok and /readyz ready", || {
+            health(&replica.addr).is_some_and(|(s, _)| s == 200)
+                && get(&replica.addr, "/readyz").is_some_and(|(s, _)| s == 200)
+        });
+    }
+
+    pg.stop();
+    for replica in [&standby, &leader] {
+        eventually("/healthz says the state database cannot be reached", || {
+            health(&replica.addr)
+                .is_some_and(|(s, r)| s == 503 && r.contains(&"state_unreachable".to_owned()))
+        });
+        // The page is still served: ready, though not healthy.
+        assert_eq!(get(&replica.addr, "/readyz").unwrap().0, 200);
+    }
+    let (_, body) = get(&standby.addr, "/healthz").unwrap();
+    assert!(body.contains("the lease is 3 s"), "{body}");
+    assert!(!body.contains(pg.password()), "{body}");
+
+    pg.start_again();
+    for replica in [&standby, &leader] {
+        eventually("/healthz is ok again", || {
+            health(&replica.addr).is_some_and(|(s, _)| s == 200)
+        });
+    }
+    for replica in [leader, standby] {
+        let log = replica.stop().join("\n");
+        assert!(!log.contains(pg.password()), "the password is logged");
+    }
+}
+
+/// The documents of the Kubernetes manifest, each as (kind, its text).
+fn manifest() -> Vec<(String, String)> {
+    let text = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../contrib/kubernetes/permatoken-watch.yaml"),
+    )
+    .unwrap();
+    text.split("\n---\n")
+        .map(|doc| {
+            assert!(!doc.contains('\t'), "YAML takes no tab: {doc}");
+            assert!(doc.lines().any(|l| l.starts_with("apiVersion: ")), "{doc}");
+            let kind = doc
+                .lines()
+                .find_map(|l| l.strip_prefix("kind: "))
+                .unwrap_or_else(|| panic!("a document without a kind: {doc}"));
+            (kind.trim().to_owned(), doc.to_owned())
+        })
+        .collect()
+}
+
+/// The value of the first `key: value` line after the line holding `after`, in `doc`.
+fn value_after<'a>(doc: &'a str, after: &str, key: &str) -> &'a str {
+    doc.lines()
+        .skip_while(|l| !l.contains(after))
+        .find_map(|l| l.trim().strip_prefix(&format!("{key}: ")))
+        .unwrap_or_else(|| panic!("no `{key}` after `{after}`"))
+        .trim_matches('"')
+}
+
+#[test]
+fn the_kubernetes_manifest_probes_liveness_and_readiness_apart_and_has_a_service_and_a_budget() {
+    let docs = manifest();
+    let kinds: Vec<&str> = docs.iter().map(|(k, _)| k.as_str()).collect();
+    for kind in [
+        "ConfigMap",
+        "Secret",
+        "Deployment",
+        "Service",
+        "PodDisruptionBudget",
+    ] {
+        assert!(kinds.contains(&kind), "no {kind}: {kinds:?}");
+    }
+    let deployment = &docs.iter().find(|(k, _)| k == "Deployment").unwrap().1;
+    assert_eq!(
+        value_after(deployment, "livenessProbe:", "path"),
+        "/healthz"
+    );
+    assert_eq!(
+        value_after(deployment, "readinessProbe:", "path"),
+        "/readyz"
+    );
+    for key in ["cpu", "memory"] {
+        value_after(deployment, "requests:", key);
+        value_after(deployment, "limits:", key);
+    }
+    // The Service's port is the one `--listen` names.
+    let listen = deployment
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("- --listen=0.0.0.0:"))
+        .expect("--listen");
+    let service = &docs.iter().find(|(k, _)| k == "Service").unwrap().1;
+    assert_eq!(value_after(service, "ports:", "port"), listen);
+    assert_eq!(value_after(deployment, "ports:", "containerPort"), listen);
+    let budget = &docs
+        .iter()
+        .find(|(k, _)| k == "PodDisruptionBudget")
+        .unwrap()
+        .1;
+    assert_eq!(value_after(budget, "spec:", "minAvailable"), "1");
+    // The env files come from a Secret, read-only, where the set's pattern finds them.
+    let volumes = &deployment[deployment.find("\n      volumes:").expect("volumes")..];
+    assert_eq!(
+        value_after(volumes, "- name: env-files", "secretName"),
+        "permatoken-env-files"
+    );
+    assert_eq!(
+        value_after(deployment, "mountPath: /srv/clients", "readOnly"),
+        "true"
+    );
+}
+
+/// The token set of the manifest's ConfigMap finds the env files where the kubelet puts a Secret's
+/// `items` (`acme/.env` behind the `..data` link of an atomic update), and says so at
+/// `--check-config`.
+#[test]
+fn the_kubernetes_token_set_finds_the_env_files_of_a_mounted_secret() {
+    let docs = manifest();
+    let config = &docs.iter().find(|(k, _)| k == "ConfigMap").unwrap().1;
+    let toml: String = config
+        .lines()
+        .skip_while(|l| l.trim() != "permatoken.toml: |")
+        .skip(1)
+        .map(|l| format!("{}\n", l.get(4..).unwrap_or("")))
+        .collect();
+    let dir = tempfile::tempdir().unwrap();
+    let mount = dir.path().join("clients");
+    // As the kubelet lays out a Secret volume.
+    let data = mount.join("..2026_12_08_03_00_00.000000001");
+    std::fs::create_dir_all(data.join("acme")).unwrap();
+    std::fs::write(
+        data.join("acme/.env"),
+        "WHATSAPP_ACCESS_TOKEN=PERMATOKENTEST\n",
+    )
+    .unwrap();
+    std::os::unix::fs::symlink(data.file_name().unwrap(), mount.join("..data")).unwrap();
+    std::os::unix::fs::symlink("..data/acme", mount.join("acme")).unwrap();
+    let toml = toml
+        .replace("/srv/clients", &mount.display().to_string())
+        .replace("/etc/permatoken-secrets/slack-url", "slack.url");
+    let out = Test::new()
+        .write("permatoken.toml", &toml)
+        .args(["watch", "--config", "permatoken.toml", "--check-config"])
+        .run();
+    out.assert_code(0);
+    assert!(
+        out.stdout.contains("matches 1 file(s) now"),
+        "{}",
+        out.stdout
+    );
+}
