@@ -372,6 +372,20 @@ impl Sender {
         }
     }
 
+    /// Says the plain-http warning of each `url_file` route whose file names an `http://` URL now:
+    /// at start, and at a reload, where only a route new or changed says it again (a file that
+    /// cannot be read now says so at its delivery).
+    pub fn warn_plain_http(&self, routes: &[Route]) {
+        for route in routes {
+            if let Target::UrlFile(path) = &route.target
+                && let Ok(url) = read_secret_file(path).and_then(|text| SecretUrl::parse(&text))
+                && url.is_plain_http()
+            {
+                self.warn_plain_http_once(&route.name, &url);
+            }
+        }
+    }
+
     /// Warns that `route`'s alerts travel in clear text, unless it was said already for this URL.
     fn warn_plain_http_once(&self, route: &str, url: &SecretUrl) {
         // A digest, not the URL: a Slack URL is a key, and this map lives as long as the process.

@@ -479,9 +479,9 @@ impl Log {
 }
 
 /// Issue 16, item 5: 9 deliveries on a plain-http `url_file` route made 9 warnings; now one per
-/// route, and one more when its file names another URL.
+/// route, at start, and one more when its file names another URL.
 #[tokio::test]
-async fn the_plain_http_warning_of_a_url_file_route_is_said_once_not_at_every_delivery() {
+async fn the_plain_http_warning_of_a_url_file_route_is_said_once_at_start_not_at_every_delivery() {
     let dir = tempfile::tempdir().unwrap();
     let (base, seen) = receiver(200, "ok").await;
     let file = dir.path().join("ops.url");
@@ -490,6 +490,14 @@ async fn the_plain_http_warning_of_a_url_file_route_is_said_once_not_at_every_de
     let log = Log::default();
     let _guard = log.capture();
     let sender = sender();
+    // At start: said before any delivery.
+    sender.warn_plain_http(std::slice::from_ref(&route));
+    assert!(
+        log.text()
+            .contains("route `ops` sends alerts over plain http://"),
+        "{}",
+        log.text()
+    );
     for _ in 0..9 {
         sender.deliver(&route, &alert()).await.unwrap();
     }

@@ -187,3 +187,64 @@ async fn healthz_fails_while_the_election_has_not_reached_the_database_for_the_l
     let (_, json) = probe(&state, "/healthz").await;
     assert_eq!(reasons(&json), ["state_unwritable", "state_unreachable"]);
 }
+
+/// The daemon tells its [`Health`]: ready once its first snapshot is published, and each pass of
+/// its loop (so a loop quiet for days would be stale). On SQLite there is no election, so never
+/// `state_unreachable` (PostgreSQL's is `watch_ops.rs`' in the binary's tests, against a cluster).
+#[tokio::test]
+async fn a_running_daemon_tells_its_passes_and_its_readiness() {
+    use permatoken_graph::ProxyConfig;
+    use permatoken_sandbox::{Options as SandboxOptions, Sandbox};
+    use permatoken_state::Store;
+    use permatoken_watch::alert::Sender;
+    use permatoken_watch::daemon::{Daemon, Options, SystemClock};
+
+    let sandbox = Sandbox::start_background(&SandboxOptions::default()).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("orders.env"),
+        format!(
+            "WHATSAPP_ACCESS_TOKEN={}\n",
+            sandbox.token("system-user").unwrap().expose_secret()
+        ),
+    )
+    .unwrap();
+    let toml = dir.path().join("permatoken.toml");
+    let text = "[defaults]\ninterval = \"1d\"\n\n[[token]]\nname = \"orders\"\nenv_file = \"orders.env\"\n";
+    let config = permatoken_watch::config::parse(text, &toml).unwrap().config;
+    let store = Store::open(&dir.path().join("state.db")).await.unwrap();
+    let (publisher, _subscriber) = snap::channel(Snapshot::default());
+    let mut daemon = Daemon::new(Options {
+        config,
+        store,
+        publisher,
+        counters: Counters::default(),
+        sender: Sender::new(ProxyConfig::default(), None),
+        graph: permatoken_graph::Config::new(sandbox.url()),
+        clock: std::sync::Arc::new(SystemClock),
+        backup_dir: None,
+    });
+    // SQLite's election is none: this daemon always leads.
+    let election = daemon
+        .store()
+        .election("replica-a", Duration::from_secs(15));
+    daemon.set_election(election);
+    let health = Health::default();
+    daemon.set_health(health.clone());
+    assert!(!health.is_ready());
+    let (_keep, reloads) = tokio::sync::mpsc::unbounded_channel();
+    daemon
+        .run(tokio::time::sleep(Duration::from_secs(2)), reloads)
+        .await
+        .unwrap();
+
+    assert!(health.is_ready(), "the page was served");
+    assert_eq!(health.problems(Instant::now()), []);
+    // Three days on with no pass since: stale (a day's interval allows two), and nothing else.
+    let later = Instant::now() + Duration::from_secs(3 * 86_400);
+    let said: Vec<&str> = health.problems(later).iter().map(|p| p.reason).collect();
+    assert_eq!(said, ["stale"]);
+    // A day on, within the allowance: still fine.
+    let sooner = Instant::now() + Duration::from_secs(86_400);
+    assert_eq!(health.problems(sooner), []);
+}

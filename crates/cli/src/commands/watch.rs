@@ -35,6 +35,7 @@ pub(crate) async fn run(args: WatchArgs) -> Result<u8, Failure> {
     if let Some(name) = &args.test_alert {
         return test_alert(&args, &config, &sender, name).await;
     }
+    sender.warn_plain_http(&config.routes);
     let from_args = args.state.as_ref().map(|p| match p.to_str() {
         Some(text) => StateLocation::parse(text, Path::new("")),
         None => StateLocation::File(p.clone()),
@@ -69,7 +70,7 @@ pub(crate) async fn run(args: WatchArgs) -> Result<u8, Failure> {
     let hup = (!args.once).then(|| {
         tokio::spawn(reload_on_hangup(
             args.config.clone(),
-            config.routes.clone(),
+            (config.routes.clone(), sender.clone()),
             reload_tx,
         ))
     });
@@ -460,10 +461,10 @@ async fn serve(
 
 /// On each SIGHUP, reads the configuration again and hands it over; an invalid one is logged and
 /// the old one kept. A route's plain-http warning is said again only when the route is new or
-/// changed (`routes`: those of the configuration in use).
+/// changed (`routes`: those of the configuration in use; `sender`'s, for `url_file` routes).
 async fn reload_on_hangup(
     explicit: Option<PathBuf>,
-    mut routes: Vec<config::Route>,
+    (mut routes, sender): (Vec<config::Route>, Sender),
     tx: tokio::sync::mpsc::UnboundedSender<Config>,
 ) {
     #[cfg(unix)]
@@ -479,6 +480,7 @@ async fn reload_on_hangup(
                     for warning in config::reload_warnings(&routes, &loaded) {
                         tracing::warn!("{warning}");
                     }
+                    sender.warn_plain_http(&loaded.config.routes);
                     routes.clone_from(&loaded.config.routes);
                     if tx.send(loaded.config).is_err() {
                         return;
@@ -492,7 +494,7 @@ async fn reload_on_hangup(
     }
     #[cfg(not(unix))]
     {
-        let _ = (explicit, routes, tx);
+        let _ = (explicit, routes, sender, tx);
         std::future::pending::<()>().await;
     }
 }

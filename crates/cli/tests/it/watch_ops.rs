@@ -197,17 +197,27 @@ fn json_logs_are_one_object_a_line_and_hold_no_secret() {
         &[&args[..], &["--log-format", "json"]].concat(),
         &[],
     );
+    // At start, before the endpoint; once, whatever the deliveries.
+    watch.wait_for("sends alerts over plain http://");
     let addr = watch.addr();
     eventually("the dead token is alerted", || {
         !seen.lock().unwrap().is_empty()
     });
-    watch.wait_for("sends alerts over plain http://");
     eventually("/healthz is ok", || {
         get(&addr, "/healthz").is_some_and(|(s, _)| s == 200)
     });
     let (code, log) = watch.stop();
     assert_eq!(code, Some(0), "{}", log.join("\n"));
     let lines = json_lines(&log, &secrets);
+    let plain = lines
+        .iter()
+        .filter(|l| {
+            l["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("plain http://"))
+        })
+        .count();
+    assert_eq!(plain, 1, "{log:?}");
     let dead = lines
         .iter()
         .find(|l| l["message"].as_str().is_some_and(|m| m.contains("dead")))
