@@ -37,7 +37,8 @@ pub struct Health(Arc<Mutex<Inner>>);
 #[derive(Debug, Default)]
 struct Inner {
     ready: bool,
-    /// The shortest interval of the tokens configured; `None` before the daemon says it.
+    /// The shortest interval of the tokens configured; `None` with no token (or before the daemon
+    /// says it): the loop's minute then.
     shortest_interval: Option<Duration>,
     first_pass: Option<Instant>,
     pass_began: Option<Instant>,
@@ -130,10 +131,12 @@ impl Health {
     pub fn problems(&self, now: Instant) -> Vec<Problem> {
         let inner = self.inner();
         let mut problems = Vec::new();
-        if let (Some(interval), Some(since)) =
-            (inner.shortest_interval, inner.progress.or(inner.first_pass))
-        {
-            let period = interval.max(LONGEST_SLEEP);
+        if let Some(since) = inner.progress.or(inner.first_pass) {
+            // Without a token the loop still wakes every minute.
+            let period = inner
+                .shortest_interval
+                .unwrap_or(LONGEST_SLEEP)
+                .max(LONGEST_SLEEP);
             let allowed = period * 2 + inner.last_pass;
             let quiet = now.saturating_duration_since(since);
             if quiet > allowed {
