@@ -21,7 +21,9 @@
 //! 7. **Taking over**, a new leader takes up the schedule and the identities from the shared state
 //!    ([`Turn::Became`]); **standing down**, it forgets what it remembers of the tokens
 //!    ([`Turn::Lost`]), which would go stale.
-//! 8. An error of the election (the database unreachable) means standing by until a poll wins.
+//! 8. An error of the election (the database unreachable) means standing by until a poll wins;
+//!    once no poll has answered for the lease, `/healthz` fails (`state_unreachable`,
+//!    [`crate::health`]), on a leader cut off as on a standby.
 //! 9. **`permatoken_leader` tells the truth**: it is 1 only until the lease has passed since the
 //!    start of the last poll that held the lock and wrote the heartbeat ([`crate::metrics::LeaderGauge`]), read
 //!    at each scrape: a replica whose polls hang or fail (the database down, the network cut)
