@@ -69,6 +69,18 @@ pub(crate) struct Global {
     /// When to colour the output.
     #[arg(long, value_enum, default_value_t = ColorWhen::Auto, global = true, value_name = "WHEN")]
     pub(crate) color: ColorWhen,
+    /// How log lines on standard error are written: `text` for people, `json` (one object a line:
+    /// `timestamp`, `level`, `message`, `target` and the line's fields) for a log collector.
+    #[arg(long, value_enum, default_value_t = LogFormat::Text, global = true, env = "PERMATOKEN_LOG_FORMAT", value_name = "FORMAT")]
+    pub(crate) log_format: LogFormat,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum LogFormat {
+    /// One line of text per event.
+    Text,
+    /// One JSON object per line.
+    Json,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -134,13 +146,16 @@ impl Global {
             Ok(value) if !value.is_empty() => tracing_subscriber::EnvFilter::new(value),
             _ => tracing_subscriber::EnvFilter::new(default),
         };
-        let ansi = crate::render::stderr_has_colour();
-        tracing_subscriber::fmt()
+        let builder = tracing_subscriber::fmt()
             .with_env_filter(filter)
             .with_writer(std::io::stderr)
-            .with_ansi(ansi)
-            .with_target(true)
-            .init();
+            .with_target(true);
+        match self.log_format {
+            LogFormat::Text => builder.with_ansi(crate::render::stderr_has_colour()).init(),
+            // `message` and the fields at the top level, as collectors (Loki, Elasticsearch) expect
+            // them; never colour codes inside a JSON string.
+            LogFormat::Json => builder.json().flatten_event(true).with_ansi(false).init(),
+        }
     }
 }
 

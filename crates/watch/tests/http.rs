@@ -268,13 +268,19 @@ async fn odd_token_names_are_escaped_in_label_values() {
 async fn healthz_says_ok_and_whether_a_round_finished() {
     let now = now();
     let (state, _, _dir) = state(snapshot(now), "127.0.0.1:9464", None).await;
-    let (status, _, body) = get(&state, "/healthz", None).await;
+    let (status, headers, body) = get(&state, "/healthz", None).await;
     assert_eq!(status, StatusCode::OK);
-    assert_eq!(body, format!("ok\nlast round finished at {}\n", now - 30));
+    assert_eq!(headers[header::CONTENT_TYPE], "application/json");
+    let json: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(json["status"], "ok", "{body}");
+    assert_eq!(json["round_finished"], true, "{body}");
+    assert_eq!(json["last_round_at"], now - 30, "{body}");
     let (state, _, _dir) = state_with(Snapshot::default()).await;
     let (status, _, body) = get(&state, "/healthz", None).await;
     assert_eq!(status, StatusCode::OK);
-    assert_eq!(body, "ok\nno round finished yet\n");
+    let json: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(json["round_finished"], false, "{body}");
+    assert!(json["last_round_at"].is_null(), "{body}");
 }
 
 #[tokio::test]
@@ -288,12 +294,13 @@ async fn healthz_fails_and_the_page_says_why_while_the_state_cannot_be_written()
     let (state, _, _dir) = state_with(unwritable).await;
     let (status, _, body) = get(&state, "/healthz", None).await;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    let json: serde_json::Value = serde_json::from_str(&body).unwrap();
     assert_eq!(
-        body,
-        format!(
-            "unhealthy\nstate not writable since {}: database or disk is full\n",
-            now - 120
-        )
+        json,
+        serde_json::json!({"status": "unhealthy", "problems": [{
+            "reason": "state_unwritable",
+            "message": format!("state not writable since {}: database or disk is full", now - 120),
+        }]})
     );
     let (status, _, page) = get(&state, "/", None).await;
     assert_eq!(status, StatusCode::OK);
@@ -725,7 +732,7 @@ async fn serves_on_loopback_sees_new_snapshots_and_shuts_down_gracefully() {
     };
     let answer = fetch("/healthz").await;
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
-    assert!(answer.ends_with("ok\nno round finished yet\n"), "{answer}");
+    assert!(answer.contains("\"round_finished\":false"), "{answer}");
     publisher.publish(snapshot(now));
     let answer = fetch("/api/tokens").await;
     assert!(answer.contains("\"orders-backup\""), "{answer}");

@@ -35,6 +35,7 @@ pub(crate) async fn run(args: WatchArgs) -> Result<u8, Failure> {
     if let Some(name) = &args.test_alert {
         return test_alert(&args, &config, &sender, name).await;
     }
+    sender.warn_plain_http(&config.routes);
     let from_args = args.state.as_ref().map(|p| match p.to_str() {
         Some(text) => StateLocation::parse(text, Path::new("")),
         None => StateLocation::File(p.clone()),
@@ -66,7 +67,13 @@ pub(crate) async fn run(args: WatchArgs) -> Result<u8, Failure> {
     // A daemon takes SIGHUP from the start: while it waits for its database, a reload must not
     // kill it (the signal's default), and the configuration it reads is taken in once it runs.
     let (reload_tx, reload_rx) = tokio::sync::mpsc::unbounded_channel();
-    let hup = (!args.once).then(|| tokio::spawn(reload_on_hangup(args.config.clone(), reload_tx)));
+    let hup = (!args.once).then(|| {
+        tokio::spawn(reload_on_hangup(
+            args.config.clone(),
+            (config.routes.clone(), sender.clone()),
+            reload_tx,
+        ))
+    });
     // Before any wait: a bad lease is bad configuration, refused at once.
     let lease = match postgres && !args.once {
         true => Some(leader_lease()?),
@@ -140,6 +147,7 @@ pub(crate) async fn run(args: WatchArgs) -> Result<u8, Failure> {
             started
         }
     };
+    daemon.set_health(endpoint.state.health());
     let result = serve(daemon, endpoint, reload_rx).await;
     if let Some(hup) = hup {
         hup.abort();
@@ -452,9 +460,11 @@ async fn serve(
 }
 
 /// On each SIGHUP, reads the configuration again and hands it over; an invalid one is logged and
-/// the old one kept.
+/// the old one kept. A route's plain-http warning is said again only when the route is new or
+/// changed (`routes`: those of the configuration in use; `sender`'s, for `url_file` routes).
 async fn reload_on_hangup(
     explicit: Option<PathBuf>,
+    (mut routes, sender): (Vec<config::Route>, Sender),
     tx: tokio::sync::mpsc::UnboundedSender<Config>,
 ) {
     #[cfg(unix)]
@@ -467,9 +477,11 @@ async fn reload_on_hangup(
             let cwd = std::env::current_dir().unwrap_or_default();
             match config::load_or_default(explicit.as_deref(), std::env::vars_os(), &cwd) {
                 Ok(loaded) => {
-                    for warning in &loaded.warnings {
+                    for warning in config::reload_warnings(&routes, &loaded) {
                         tracing::warn!("{warning}");
                     }
+                    sender.warn_plain_http(&loaded.config.routes);
+                    routes.clone_from(&loaded.config.routes);
                     if tx.send(loaded.config).is_err() {
                         return;
                     }
@@ -482,7 +494,7 @@ async fn reload_on_hangup(
     }
     #[cfg(not(unix))]
     {
-        let _ = (explicit, tx);
+        let _ = (explicit, routes, sender, tx);
         std::future::pending::<()>().await;
     }
 }

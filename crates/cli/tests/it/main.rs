@@ -24,4 +24,5 @@ mod watch_delivery;
 mod watch_faults;
 mod watch_fleet;
 mod watch_leader;
+mod watch_ops;
 mod watch_postgres;

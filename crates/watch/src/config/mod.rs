@@ -588,6 +588,28 @@ pub(crate) fn plain_http_warning(route: &str, url: &SecretUrl) -> String {
     )
 }
 
+/// The warnings of `loaded` worth logging when it replaces a configuration whose routes were
+/// `previous` (a reload): all of them but the plain-http warning of a route that did not change,
+/// said already at start or at the reload that brought it.
+pub fn reload_warnings<'a>(previous: &[Route], loaded: &'a Loaded) -> Vec<&'a str> {
+    let said: Vec<String> = loaded
+        .config
+        .routes
+        .iter()
+        .filter(|route| previous.contains(route))
+        .filter_map(|route| match &route.target {
+            Target::Url(url) if url.is_plain_http() => Some(plain_http_warning(&route.name, url)),
+            _ => None,
+        })
+        .collect();
+    loaded
+        .warnings
+        .iter()
+        .map(String::as_str)
+        .filter(|warning| !said.iter().any(|s| s == warning))
+        .collect()
+}
+
 /// One warning line per interval shorter than [`FREQUENT`] among `tokens` (named, a few of them),
 /// and one per such set: the `/debug_token` calls an hour it costs, each counted against the
 /// allowance its app's tokens share. Meta publishes no figure for that allowance, only the share of

@@ -54,6 +54,7 @@ use crate::clients::{ClientError, Clients};
 use crate::config::Config;
 use crate::delivery::Courier;
 use crate::fleet::{Expanded, Fleet, Names};
+use crate::health::Health;
 use crate::leadership::{Heartbeat, Leadership, Turn};
 use crate::memory::Memory;
 use crate::metrics::Counters;
@@ -122,7 +123,7 @@ const STANDBY_REFRESH: Duration = Duration::from_secs(3);
 const UNRECORDED_EVENTS: usize = 16;
 
 /// The longest sleep of the loop: deliveries waiting for a retry wake it too.
-const LONGEST_SLEEP: Duration = Duration::from_secs(60);
+pub const LONGEST_SLEEP: Duration = Duration::from_secs(60);
 
 /// How often old history is pruned.
 const PRUNE_EVERY: Duration = Duration::from_secs(24 * 3600);
@@ -200,6 +201,8 @@ pub struct Daemon {
     memory: Memory,
     announcer: Announcer,
     leadership: Leadership,
+    /// What the probes are told: the loop's passes, the election's answers, readiness.
+    health: Health,
     /// Per app id: the rate-limit pause of its batches.
     budgets: crate::batch::Budgets,
     started_at: Timestamp,
@@ -248,6 +251,7 @@ impl Daemon {
             memory: Memory::default(),
             announcer: Announcer::default(),
             leadership: Leadership::alone(),
+            health: Health::default(),
             budgets: crate::batch::Budgets::default(),
             started_at,
             round_at,
@@ -263,8 +267,25 @@ impl Daemon {
     /// it leads, and stands by otherwise (serving the shared state, `permatoken_leader` 0).
     pub fn set_election(&mut self, election: store::Election) {
         self.leadership = Leadership::elected(election, self.counters.clone());
+        self.leadership.set_health(self.health.clone());
         // Not before the election says so: the courier's task may pass before the first poll.
         self.courier.set_leading(false);
+    }
+
+    /// Tells `health` (the endpoint's, [`crate::http::AppState::health`]) how the loop and the
+    /// election go, and when the page is first served.
+    pub fn set_health(&mut self, health: Health) {
+        self.leadership.set_health(health.clone());
+        self.health = health;
+        self.tell_intervals();
+    }
+
+    /// The shortest interval configured, for `/healthz`'s staleness.
+    fn tell_intervals(&self) {
+        let tokens = self.config.tokens.iter().map(|t| t.policy.interval);
+        let sets = self.config.token_sets.iter();
+        let shortest = tokens.chain(sets.map(|s| s.template.policy.interval)).min();
+        self.health.set_shortest_interval(shortest);
     }
 
     /// Whether this replica leads (always, without an election).
@@ -468,6 +489,7 @@ impl Daemon {
         // fleet due at once.
         self.expand_sets(now).await;
         self.forget_unconfigured();
+        self.tell_intervals();
         let text = format!("configuration reloaded: {count} token(s) and set(s)");
         tracing::info!("{text}");
         self.unrecorded.push(store::Event {
@@ -563,6 +585,8 @@ impl Daemon {
         let mut shutdown = std::pin::pin!(shutdown);
         let mut reloads_open = true;
         let mut heartbeat = self.leadership.heartbeat();
+        // The machine's clock, not `self.clock`: see `crate::health`.
+        self.health.pass_began(Instant::now());
         // The sets' tokens are due at once too: without them the first wait would go by the
         // `[[token]]`s alone (an hour's, for a configuration of sets only).
         self.expand_sets(self.clock.now()).await;
@@ -573,6 +597,7 @@ impl Daemon {
         if let Err(e) = self.publish(self.clock.now()).await {
             tracing::error!("cannot build the status: {e}");
         }
+        self.health.pass_ended(Instant::now());
         loop {
             tokio::select! {
                 () = role_changed(&mut heartbeat) => {
@@ -601,6 +626,9 @@ impl Daemon {
                     }
                 }
             }
+            // Whatever woke it, the loop runs: settlements and reloads arriving faster than its
+            // sleep put a round off, and that is not a stuck loop.
+            self.health.progressed(Instant::now());
         }
     }
 
@@ -620,6 +648,7 @@ impl Daemon {
     /// `shutdown` comes meanwhile), or a standby's refresh. Returns whether to stop.
     async fn wake(&mut self, mut shutdown: Pin<&mut impl Future<Output = ()>>) -> bool {
         let now = self.clock.now();
+        self.health.pass_began(Instant::now());
         self.record_unrecorded().await;
         let mut stop = false;
         let result = if self.ensure_leading().await {
@@ -644,6 +673,7 @@ impl Daemon {
         if let Err(e) = result {
             tracing::error!("a round failed: {e}");
         }
+        self.health.pass_ended(Instant::now());
         stop
     }
 
@@ -663,6 +693,7 @@ impl Daemon {
                 break;
             }
             self.window(window, now, &mut summary).await?;
+            self.health.progressed(Instant::now());
         }
         self.memory.forget_unused_identities(&self.config.tokens);
         if !self.ensure_leading().await {
@@ -722,6 +753,7 @@ impl Daemon {
     pub async fn publish(&mut self, now: Timestamp) -> Result<(), Error> {
         let snapshot = self.snapshot(now).await?;
         self.publisher.publish(snapshot);
+        self.health.set_ready();
         Ok(())
     }
 
