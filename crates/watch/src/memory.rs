@@ -1,5 +1,6 @@
 //! What this process remembers of each token between rounds, beside the shared state: the names of
-//! the backups its last check found, the permissions it had (both for the page), the key (SHA-256)
+//! the backups its last check found, the permissions it had and why it is not ok (all three for the
+//! page), the key (SHA-256)
 //! each name held, and each token's identity and verdict (so that a batched round asks `/me` only on
 //! a first check or a change, [`crate::batch`]).
 //!
@@ -13,14 +14,19 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
+use jiff::Timestamp;
 use permatoken_inspect::FindingCode;
 use permatoken_renew::LastCheck;
 use permatoken_state as store;
 
 use crate::config::TokenConfig;
+use crate::snapshot::{Reason, Words};
+use crate::states::{Observation, Observed, State};
 
 /// Distinct permission lists kept before those no token holds are let go.
 const SCOPE_LISTS_KEPT: usize = 1024;
+/// Distinct reasons' words kept before those no token holds are let go.
+const WORDS_KEPT: usize = 1024;
 
 /// See the module docs.
 #[derive(Default)]
@@ -42,9 +48,12 @@ pub(crate) struct Memory {
     identities: HashMap<String, LastCheck>,
     /// Whether `identities` was filled from the state since this replica began to lead.
     identities_loaded: bool,
-    /// Per token name: why its last check could not tell (its file unreadable, no token in it), for
-    /// the page; only while it is unknown.
-    reasons: HashMap<String, String>,
+    /// Per token name: why its last check found it not ok, or could not tell (its file unreadable,
+    /// no token in it), for the page; none while it is ok, so most of a fleet has no entry.
+    reasons: HashMap<String, Reason>,
+    /// The distinct words of `reasons`: a fleet dead of one cause (an app secret reset) has one
+    /// message and one fix, not one copy of them per token.
+    words: HashSet<Arc<Words>>,
 }
 
 impl Memory {
@@ -66,22 +75,40 @@ impl Memory {
         self.keys.get(name)
     }
 
-    /// Why `name`'s last check could not tell, while it is unknown.
-    pub(crate) fn reason(&self, name: &str) -> Option<&str> {
-        self.reasons.get(name).map(String::as_str)
+    /// Why `name`'s last check found it not ok or could not tell; `None` while it is ok.
+    pub(crate) fn reason(&self, name: &str) -> Option<&Reason> {
+        self.reasons.get(name)
     }
 
-    /// What the last check of `name` came to: `Some(why)` when it could not tell, `None` when it
-    /// could.
-    pub(crate) fn told(&mut self, name: &str, why: Option<&str>) {
-        match why {
-            Some(why) => {
-                self.reasons.insert(name.to_owned(), why.to_owned());
-            }
-            None => {
-                self.reasons.remove(name);
-            }
+    /// What the last check of `name`, at `at`, came to: its reason kept unless it was ok.
+    pub(crate) fn told(&mut self, name: &str, observation: &Observation, at: Timestamp) {
+        if observation.observed == Observed::Known(State::Ok) {
+            self.reasons.remove(name);
+            return;
         }
+        let words = self.shared_words(Words {
+            message: observation.message.clone(),
+            fix: observation.fix.clone(),
+        });
+        let reason = Reason {
+            words,
+            tried_at: at.as_second(),
+            unknown: observation.observed == Observed::Unknown,
+        };
+        self.reasons.insert(name.to_owned(), reason);
+    }
+
+    /// `words` as the copy already kept, as [`Memory::shared_scopes`] does for permissions.
+    fn shared_words(&mut self, words: Words) -> Arc<Words> {
+        if let Some(kept) = self.words.get(&words) {
+            return kept.clone();
+        }
+        if self.words.len() >= WORDS_KEPT {
+            self.words.retain(|w| Arc::strong_count(w) > 1);
+        }
+        let words = Arc::new(words);
+        self.words.insert(words.clone());
+        words
     }
 
     /// The identities by token key, for the batches.
