@@ -229,3 +229,35 @@ impl Memory {
         self.identities.retain(|key, _| live.contains(key.as_str()));
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn seen(observed: Observed, message: &str) -> Observation {
+        Observation {
+            observed,
+            message: message.to_owned(),
+            fix: Some("generate a new token".to_owned()),
+        }
+    }
+
+    #[test]
+    fn reasons_are_kept_while_not_ok_and_their_words_shared() {
+        let mut memory = Memory::default();
+        let at = Timestamp::from_second(1_800_000_000).unwrap();
+        let dead = seen(Observed::Known(State::Dead), "the password was changed");
+        memory.told("a", &dead, at);
+        memory.told("b", &dead, at);
+        let (a, b) = (memory.reason("a").unwrap(), memory.reason("b").unwrap());
+        // A fleet dead of one cause holds its words once.
+        assert!(Arc::ptr_eq(&a.words, &b.words));
+        assert_eq!(a.words.message, "the password was changed");
+        assert_eq!((a.tried_at, a.unknown), (1_800_000_000, false));
+        let gone = seen(Observed::Unknown, "cannot read `/srv/x/.env`: No such file");
+        memory.told("a", &gone, at);
+        assert!(memory.reason("a").unwrap().unknown);
+        memory.told("b", &seen(Observed::Known(State::Ok), "ok"), at);
+        assert!(memory.reason("b").is_none());
+    }
+}

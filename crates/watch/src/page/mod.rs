@@ -1,9 +1,16 @@
 //! The status page: one self-contained HTML document (inline CSS and JavaScript, no font, script or
 //! image from anywhere), rendered on the server so that it reads before any script runs, then kept
 //! fresh by its script, which fetches `api/tokens` every few seconds. At 10,000 tokens it shows one
-//! page of them at a time: the search, the state filter and the page number live in the page's URL
-//! (`?q=&state=&page=`, read by [`view::TokenQuery::parse`]), the server renders that page first, and
-//! the script fetches only that page.
+//! page of them at a time: the search, the state filter, the page number, the view (cards or a
+//! table) and the order (worst first or soonest expiry) live in the page's URL
+//! (`?q=&state=&page=&view=table&sort=expiry`, read by [`view::TokenQuery::parse`]), the server
+//! renders that page first ([`markup`]: a whole card for each token not ok, with its reason and fix;
+//! a short one for each ok token; or the table), and the script fetches only that page. The view
+//! and order are links, so they work without the script; times read as a person says them
+//! ([`humane`]).
+//!
+//! A page is at most [`view::MAX_PER_PAGE`] tokens (50 unless the link asks), in cards or in the
+//! table alike, whatever the fleet's size: it is written into one buffer, its embedded JSON too.
 //!
 //! Must never: insert untrusted text unescaped (token and route names come from a configuration file;
 //! the server escapes them here, the script uses `textContent` only), or load anything from another

@@ -598,6 +598,84 @@ mod tests {
         assert_eq!(page.range(), None);
     }
 
+    fn token(name: &str, role: Role, state: TokenState, expires_at: Option<i64>) -> TokenView {
+        TokenView {
+            name: name.to_owned(),
+            role,
+            state,
+            status: Status::Ok,
+            valid: true,
+            kind: String::new(),
+            fingerprint: String::new(),
+            expires_at,
+            never_expires: false,
+            missing_permissions: Vec::new(),
+            scopes: std::sync::Arc::from(Vec::new()),
+            last_check: None,
+            next_check: None,
+            reason: None,
+        }
+    }
+
+    fn names(snapshot: &Snapshot, query: &str) -> Vec<String> {
+        let query = TokenQuery::parse(Some(query)).unwrap();
+        let page = TokenPage::select(snapshot, &query);
+        page.tokens.iter().map(|t| t.name.clone()).collect()
+    }
+
+    #[test]
+    fn backups_stay_under_their_primary_in_either_order() {
+        let backup = |of: &str| Role::Backup(of.to_owned());
+        let mut never = token("b-never", Role::Primary, TokenState::Ok, None);
+        never.never_expires = true;
+        let snapshot = Snapshot {
+            tokens: vec![
+                token("A-ok", Role::Primary, TokenState::Ok, Some(500)),
+                token("z-spare", backup("A-ok"), TokenState::Dead, Some(100)),
+                token("a-spare", backup("A-ok"), TokenState::Ok, Some(900)),
+                token("b-critical", Role::Primary, TokenState::Critical, Some(50)),
+                token(
+                    "c-unknown",
+                    Role::Primary,
+                    TokenState::CannotBeChecked,
+                    None,
+                ),
+                never,
+                token("d-expiring", Role::Primary, TokenState::Expiring, Some(300)),
+            ],
+            ..Snapshot::default()
+        };
+        // The dead spare brings its ok primary (and the other spare) up with it.
+        assert_eq!(
+            names(&snapshot, ""),
+            [
+                "A-ok",
+                "a-spare",
+                "z-spare",
+                "b-critical",
+                "c-unknown",
+                "d-expiring",
+                "b-never"
+            ]
+        );
+        assert_eq!(
+            names(&snapshot, "sort=expiry"),
+            [
+                "b-critical",
+                "A-ok",
+                "a-spare",
+                "z-spare",
+                "d-expiring",
+                "c-unknown",
+                "b-never"
+            ]
+        );
+        // A filter keeps the order of what it lets through.
+        assert_eq!(names(&snapshot, "state=ok"), ["A-ok", "a-spare", "b-never"]);
+        let query = TokenQuery::parse(Some("view=table&sort=expiry")).unwrap();
+        assert_eq!((query.view, query.sort), (View::Table, Sort::Expiry));
+    }
+
     #[test]
     fn errors_quote_little_and_no_control_character() {
         let err = TokenQuery::parse(Some(&format!("x%0A{}=1", "y".repeat(200)))).unwrap_err();
