@@ -248,10 +248,15 @@ fn card_of<'d>(dom: &'d str, name: &str) -> &'d str {
 
 /// The names and states of the cards in a dumped DOM, in order.
 fn cards(dom: &str) -> Vec<(String, String)> {
-    dom.split("<article class=\"token st-")
+    dom.split("<article class=\"token ")
         .skip(1)
         .map(|card| {
-            let state = card.split('"').next().unwrap().to_owned();
+            let class = card.split('"').next().unwrap();
+            let state = class
+                .split(' ')
+                .find_map(|c| c.strip_prefix("st-"))
+                .unwrap()
+                .to_owned();
             let name = card
                 .split("<h2 class=\"name\">")
                 .nth(1)

@@ -50,7 +50,8 @@
   // Text with a line-break opportunity after each `_` and `/`, so that a permission or a path
   // wraps there, never inside a word.
   function breakable(parent, text) {
-    var parts = String(text).split(/(?<=[_\/])/);
+    // No look-behind in the pattern: a browser without it would refuse the whole script.
+    var parts = String(text).match(/[^_\/]*(?:[_\/]|$)/g).filter(function (p) { return p; });
     parts.forEach(function (part, i) {
       parent.appendChild(document.createTextNode(part));
       if (i < parts.length - 1) { parent.appendChild(document.createElement('wbr')); }
