@@ -571,6 +571,16 @@ fn http_get(addr: SocketAddr, path: &str) -> String {
     answer
 }
 
+/// The names in the rows of the server's table, in order.
+fn table_rows(dom: &str) -> Vec<String> {
+    dom.split("<tr class=\"row st-")
+        .skip(1)
+        .filter_map(|r| r.split("<span class=\"name\">").nth(1))
+        .filter_map(|r| r.split("</span>").next())
+        .map(|name| name.replace("<wbr>", ""))
+        .collect()
+}
+
 /// One step the fleet harness saw.
 #[derive(Debug)]
 struct Seen {
@@ -709,16 +719,8 @@ fn a_fleet_reads_as_cards_and_as_a_sorted_table_on_a_desktop_and_a_phone() {
 
     // Without a script, the server's table, sorted as its link asks, and the links to the rest:
     // what the server sends is what a reader without a script sees.
-    let dom = http_get(addr, "/?view=table&sort=expiry");
-    let dom = dom.replace("<wbr>", "");
-    let rows: Vec<String> = dom
-        .split("<tr class=\"row st-")
-        .skip(1)
-        .filter_map(|r| r.split("<span class=\"name\">").nth(1))
-        .filter_map(|r| r.split("</span>").next())
-        .map(str::to_owned)
-        .collect();
-    assert_eq!(rows, by_expiry, "{dom}");
+    let dom = http_get(addr, "/?view=table&sort=expiry").replace("<wbr>", "");
+    assert_eq!(table_rows(&dom), by_expiry, "{dom}");
     assert!(
         dom.contains("<tr class=\"row st-dead backup\">"),
         "the spare is marked as a backup: {dom}"
@@ -734,6 +736,18 @@ fn a_fleet_reads_as_cards_and_as_a_sorted_table_on_a_desktop_and_a_phone() {
     for link in [
         "<a class=\"view\" data-view=\"cards\" href=\"?sort=expiry\">cards</a>",
         "<a class=\"sort\" data-sort=\"state\" href=\"?view=table\">State</a>",
+        // One page: nowhere to step to.
+        "<a id=\"next\" class=\"step\" rel=\"next\" aria-disabled=\"true\">Next ›</a>",
+    ] {
+        assert!(dom.contains(link), "{link}: {dom}");
+    }
+    // The pager is links too: the second page of ten, and the way to the first and the third.
+    let dom = http_get(addr, "/?view=table&sort=expiry&per_page=10&page=2");
+    assert_eq!(table_rows(&dom), by_expiry[10..20], "{dom}");
+    for link in [
+        "<a id=\"prev\" class=\"step\" rel=\"prev\" href=\"?per_page=10&amp;view=table&amp;sort=expiry\">",
+        "<a id=\"next\" class=\"step\" rel=\"next\" href=\"?page=3&amp;per_page=10&amp;view=table&amp;sort=expiry\">",
+        "<a class=\"view\" data-view=\"cards\" href=\"?page=2&amp;per_page=10&amp;sort=expiry\">",
     ] {
         assert!(dom.contains(link), "{link}: {dom}");
     }

@@ -1,6 +1,7 @@
 //! The server's rendering of a page of tokens, written straight into the page's one output buffer:
 //! the cards (a whole card for each token not ok: its reason and fix first; a short one for each ok
-//! token), or the table (one row per token), and the links that switch between them and sort them.
+//! token), or the table (one row per token), and the links that switch between them, sort them and
+//! step through the pages.
 //! The script builds the same markup from `/api/tokens` (`card`, `compactCard`, `table` in
 //! `script.js`) and keeps it live; without a script this is what a reader sees, and the links work.
 //!
@@ -315,13 +316,20 @@ fn encode(out: &mut String, value: &str) {
 
 /// The link to this page's query in `view` and `sort`: the search and filter kept; the page kept
 /// when only the view changes, back to the first when the order does.
-pub(super) fn href(out: &mut String, page: &TokenPage<'_>, view: View, sort: Sort) {
-    let mut sep = '?';
+fn href(out: &mut String, page: &TokenPage<'_>, view: View, sort: Sort) {
+    let number = if sort == page.sort { page.page } else { 1 };
+    href_to(out, page, view, sort, number);
+}
+
+/// The link to page `number` of this page's query in `view` and `sort`.
+fn href_to(out: &mut String, page: &TokenPage<'_>, view: View, sort: Sort, number: usize) {
+    // Written into an attribute: `&` as `&amp;`.
+    let mut sep = "?";
     let mut param = |out: &mut String, name: &str| {
-        out.push(sep);
+        out.push_str(sep);
         out.push_str(name);
         out.push('=');
-        sep = '&';
+        sep = "&amp;";
     };
     if !page.q.is_empty() {
         param(out, "q");
@@ -331,9 +339,9 @@ pub(super) fn href(out: &mut String, page: &TokenPage<'_>, view: View, sort: Sor
         param(out, "state");
         out.push_str(&page.states.join(","));
     }
-    if page.page > 1 && sort == page.sort {
+    if number > 1 {
         param(out, "page");
-        let _ = write!(out, "{}", page.page);
+        let _ = write!(out, "{number}");
     }
     if page.per_page != super::view::DEFAULT_PER_PAGE {
         param(out, "per_page");
@@ -347,9 +355,30 @@ pub(super) fn href(out: &mut String, page: &TokenPage<'_>, view: View, sort: Sor
         param(out, "sort");
         out.push_str(sort.as_str());
     }
-    if sep == '?' {
+    if sep == "?" {
         out.push('?');
     }
+}
+
+/// The pager's link `id` to page `to` of the same query; without one (the first page has no
+/// previous), a link to nowhere, marked disabled.
+pub(super) fn step(
+    out: &mut String,
+    page: &TokenPage<'_>,
+    id: &str,
+    label: &str,
+    to: Option<usize>,
+) {
+    let _ = write!(out, "<a id=\"{id}\" class=\"step\" rel=\"{id}\"");
+    match to.filter(|n| *n >= 1) {
+        Some(number) => {
+            out.push_str(" href=\"");
+            href_to(out, page, page.view, page.sort, number);
+            out.push('"');
+        }
+        None => out.push_str(" aria-disabled=\"true\""),
+    }
+    let _ = write!(out, ">{label}</a>");
 }
 
 /// A link to `sort`, marked as the current one when it is.

@@ -192,6 +192,11 @@ pub fn render(page: &TokenPage<'_>) -> String {
                 View::Table => markup::table(&mut out, page),
             },
             "VIEWS" => markup::views(&mut out, page),
+            "PREV" => markup::step(&mut out, page, "prev", "‹ Prev", page.page.checked_sub(1)),
+            "NEXT" => {
+                let next = (page.page < page.pages).then_some(page.page + 1);
+                markup::step(&mut out, page, "next", "Next ›", next);
+            }
             "CHIPS" => chips(&mut out, page),
             "Q" => markup::text(&mut out, page.q),
             "RANGE" => out.push_str(&range_text(page)),

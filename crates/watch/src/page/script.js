@@ -240,11 +240,21 @@
     var p = [];
     if (v.q) { p.push('q=' + encodeURIComponent(v.q)); }
     if (v.states.length) { p.push('state=' + v.states.join(',')); }
-    if (v.page > 1 && v.sort === view.sort) { p.push('page=' + v.page); }
+    if (v.page > 1 && (v.sort === view.sort || change.page)) { p.push('page=' + v.page); }
     if (v.per_page) { p.push('per_page=' + v.per_page); }
     if (v.view !== 'cards') { p.push('view=' + v.view); }
     if (v.sort !== 'state') { p.push('sort=' + v.sort); }
     return p.length ? '?' + p.join('&') : (change ? '?' : '');
+  }
+  // A pager link to page `to` (0: none), as the server writes it.
+  function step(a, to) {
+    if (to) {
+      a.href = params({ page: to });
+      a.removeAttribute('aria-disabled');
+    } else {
+      a.removeAttribute('href');
+      a.setAttribute('aria-disabled', 'true');
+    }
   }
   function views() {
     var nav = $('views');
@@ -298,8 +308,8 @@
     var first = (data.page - 1) * data.per_page + 1;
     $('range').textContent = list.length ?
       fmt(first) + '–' + fmt(first + list.length - 1) + ' of ' + fmt(data.total) : '0 of ' + fmt(data.total);
-    $('prev').disabled = view.page <= 1;
-    $('next').disabled = view.page >= (data.pages || 1);
+    step($('prev'), view.page > 1 ? view.page - 1 : 0);
+    step($('next'), view.page < (data.pages || 1) ? view.page + 1 : 0);
     var problem = data.state_unwritable;
     $('unwritable').hidden = !problem;
     $('unwritable').textContent = problem ? 'The state cannot be written since ' + utc(problem.since) +
@@ -401,8 +411,13 @@
     }
     go();
   });
-  $('prev').addEventListener('click', function () { if (view.page > 1) { view.page -= 1; go(); } });
-  $('next').addEventListener('click', function () {
+  // The pager's links work without the script too; with it, no page load.
+  $('prev').addEventListener('click', function (e) {
+    e.preventDefault();
+    if (view.page > 1) { view.page -= 1; go(); }
+  });
+  $('next').addEventListener('click', function (e) {
+    e.preventDefault();
     if (data && view.page < (data.pages || 1)) { view.page += 1; go(); }
   });
   try {
