@@ -171,12 +171,14 @@ impl Memory {
     /// latest check (before a restart, or by another replica) saw its `/me` answer, with that
     /// check's verdict. `dead` is read from the check's finding codes as
     /// [`permatoken_inspect::Report::is_dead`] reads the findings; what this process saw itself is
-    /// kept. A state that cannot be read leaves every token to be asked.
+    /// kept. A state that cannot be read leaves every token to be asked. The reasons of the tokens'
+    /// announced states are read with them ([`Memory::load_reasons`]).
     pub(crate) async fn load_identities(&mut self, store: &store::Store) {
         if self.identities_loaded {
             return;
         }
         self.identities_loaded = true;
+        self.load_reasons(store).await;
         let stored = match store.identities().await {
             Ok(stored) => stored,
             Err(e) => {
@@ -202,6 +204,41 @@ impl Memory {
                     status: crate::records::status_from_store(s.status),
                     dead,
                 });
+        }
+    }
+
+    /// Takes in the words of the alert that announced each token's state, for the tokens not
+    /// checked by this process yet: after a restart, a dead token's card says why before its next
+    /// check, which may be hours away. Not `cannot_be_checked`: its words (why a file could not be
+    /// read) go stale fastest, and its "last tried" would be the alert's time. What this process
+    /// saw itself is kept; a state that cannot be read leaves the page without them until then.
+    async fn load_reasons(&mut self, store: &store::Store) {
+        let stored = match store
+            .announced_reasons(State::CannotBeChecked.as_str())
+            .await
+        {
+            Ok(stored) => stored,
+            Err(e) => {
+                tracing::warn!(
+                    "cannot read why the tokens are in their states ({e}): the page says it after their next checks"
+                );
+                return;
+            }
+        };
+        for r in stored {
+            if self.reasons.contains_key(&r.token_name) {
+                continue;
+            }
+            let words = self.shared_words(Words {
+                message: r.message,
+                fix: r.fix,
+            });
+            let reason = Reason {
+                words,
+                tried_at: r.at.as_second(),
+                unknown: false,
+            };
+            self.reasons.insert(r.token_name, reason);
         }
     }
 
@@ -259,5 +296,58 @@ mod tests {
         assert!(memory.reason("a").unwrap().unknown);
         memory.told("b", &seen(Observed::Known(State::Ok), "ok"), at);
         assert!(memory.reason("b").is_none());
+    }
+}
+
+#[cfg(test)]
+mod restart_tests {
+    use super::*;
+
+    fn alert(id: &str, name: &str, state: &str, message: &str, at: i64) -> store::Alert {
+        store::Alert {
+            id: id.to_owned(),
+            token_name: name.to_owned(),
+            state: state.to_owned(),
+            previous_state: None,
+            message: message.to_owned(),
+            fix: Some("generate a new token".to_owned()),
+            time: Timestamp::from_second(at).unwrap(),
+        }
+    }
+
+    #[tokio::test]
+    async fn after_a_restart_the_announcing_alerts_say_why_until_the_next_check() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store::Store::open(dir.path().join("state.db"))
+            .await
+            .unwrap();
+        let routes = vec!["ops".to_owned()];
+        for a in [
+            alert("1", "legacy", "dead", "the password was changed", 100),
+            alert("2", "gone", "cannot_be_checked", "cannot read `x`", 200),
+            alert("3", "seen", "dead", "an old reason", 300),
+        ] {
+            store.record_alert(a, routes.clone()).await.unwrap();
+        }
+        let mut memory = Memory::default();
+        let now = Timestamp::from_second(400).unwrap();
+        let fresh = Observation {
+            observed: Observed::Known(State::Dead),
+            message: "a reason of this process".to_owned(),
+            fix: None,
+        };
+        memory.told("seen", &fresh, now);
+        memory.load_identities(&store).await;
+        let legacy = memory.reason("legacy").expect("the dead token's reason");
+        assert_eq!(legacy.words.message, "the password was changed");
+        assert_eq!(legacy.words.fix.as_deref(), Some("generate a new token"));
+        assert_eq!((legacy.tried_at, legacy.unknown), (100, false));
+        // A file's words go stale fastest: its next check says them.
+        assert!(memory.reason("gone").is_none());
+        // What this process saw itself stays.
+        assert_eq!(
+            memory.reason("seen").unwrap().words.message,
+            "a reason of this process"
+        );
     }
 }
