@@ -54,6 +54,10 @@ pub(crate) struct Memory {
     /// The distinct words of `reasons`: a fleet dead of one cause (an app secret reset) has one
     /// message and one fix, not one copy of them per token.
     words: HashSet<Arc<Words>>,
+    /// The size of `words` at which those no token holds are let go: twice what was left last
+    /// time (at least [`WORDS_KEPT`]), so that a fleet of distinct words (each expiring token's
+    /// message names its own date) costs a pass over them now and then, not at every check.
+    words_limit: usize,
 }
 
 impl Memory {
@@ -103,8 +107,9 @@ impl Memory {
         if let Some(kept) = self.words.get(&words) {
             return kept.clone();
         }
-        if self.words.len() >= WORDS_KEPT {
+        if self.words.len() >= self.words_limit.max(WORDS_KEPT) {
             self.words.retain(|w| Arc::strong_count(w) > 1);
+            self.words_limit = self.words.len().saturating_mul(2);
         }
         let words = Arc::new(words);
         self.words.insert(words.clone());
@@ -296,6 +301,27 @@ mod tests {
         assert!(memory.reason("a").unwrap().unknown);
         memory.told("b", &seen(Observed::Known(State::Ok), "ok"), at);
         assert!(memory.reason("b").is_none());
+        // Words no token holds are let go, and those held are kept.
+        for i in 0..3 * WORDS_KEPT {
+            let expiring = seen(
+                Observed::Known(State::Expiring),
+                &format!("expires in {i} s"),
+            );
+            memory.told(&format!("t{}", i % 10), &expiring, at);
+        }
+        assert!(
+            memory.words.len() <= 2 * WORDS_KEPT,
+            "{}",
+            memory.words.len()
+        );
+        assert!(
+            memory
+                .reason("a")
+                .unwrap()
+                .words
+                .message
+                .starts_with("cannot read")
+        );
     }
 }
 
