@@ -753,3 +753,24 @@ fn a_fleet_reads_as_cards_and_as_a_sorted_table_on_a_desktop_and_a_phone() {
     }
     runtime.shutdown_background();
 }
+
+/// At 100,000 tokens the table is one page of them, as the cards are: 50 rows, or at most 500 when
+/// the link asks; the rest is a link away. No browser: what the server sends is what is bounded.
+#[test]
+fn a_table_of_a_hundred_thousand_tokens_is_one_page_of_them() {
+    let (runtime, addr, _) = serve(fleet(100_000, now()));
+    let dom = http_get(addr, "/?view=table&sort=expiry");
+    assert_eq!(table_rows(&dom).len(), 50);
+    assert!(dom.contains("1–50 of 100,000"), "{dom}");
+    let dom = http_get(addr, "/?view=table&per_page=500&page=200");
+    let rows = table_rows(&dom);
+    assert_eq!(rows.len(), 500);
+    assert!(dom.contains("99,501–100,000 of 100,000"), "{dom}");
+    assert!(
+        dom.contains("<a id=\"next\" class=\"step\" rel=\"next\" aria-disabled=\"true\">"),
+        "the last page: {dom}"
+    );
+    // Some 2 kB a row at most, markup and embedded JSON together.
+    assert!(dom.len() < 200_000 + 500 * 2_048, "{} bytes", dom.len());
+    runtime.shutdown_background();
+}
