@@ -227,6 +227,28 @@ mod tests {
     }
 
     #[test]
+    fn the_embedded_json_cannot_end_its_script_element() {
+        let mut snapshot = crate::snapshot::Snapshot::default();
+        snapshot.routes.push(crate::snapshot::RouteHealth {
+            name: "</script><!--&é".to_owned(),
+            last_result: None,
+            last_at: None,
+            failing_since: None,
+        });
+        let query = view::TokenQuery::default();
+        let page = TokenPage::select(&snapshot, &query);
+        let mut out = String::new();
+        embedded_json(&mut out, &page);
+        assert!(
+            out.contains(r#""\u003c/script\u003e\u003c!--\u0026é""#),
+            "{out}"
+        );
+        assert!(!out.contains(['<', '>', '&']), "{out}");
+        let back: serde_json::Value = serde_json::from_str(&out).unwrap();
+        assert_eq!(back["routes"][0]["name"], "</script><!--&é");
+    }
+
+    #[test]
     fn thousands_are_separated_by_commas() {
         assert_eq!(thousands(0), "0");
         assert_eq!(thousands(999), "999");
