@@ -341,14 +341,15 @@ async fn api_tokens_without_parameters_is_the_first_page_worst_first_with_counte
             ("support".to_owned(), "failed_over".to_owned()),
             ("billing".to_owned(), "critical".to_owned()),
             (HOSTILE.to_owned(), "cannot_be_checked".to_owned()),
-            ("orders-backup".to_owned(), "expiring".to_owned()),
+            // The backup under its primary, which its state brings up with it.
             ("orders".to_owned(), "ok".to_owned()),
+            ("orders-backup".to_owned(), "expiring".to_owned()),
         ]
     );
-    assert_eq!(tokens[5]["never_expires"], true);
-    assert_eq!(tokens[5]["expires_at"], serde_json::Value::Null);
+    assert_eq!(tokens[4]["never_expires"], true);
+    assert_eq!(tokens[4]["expires_at"], serde_json::Value::Null);
     assert_eq!(
-        tokens[4]["role"],
+        tokens[5]["role"],
         serde_json::json!({"kind": "backup", "of": "orders"})
     );
     // Each chart read from the state file, oldest first, as the checks were written; after the
@@ -396,8 +397,8 @@ async fn api_tokens_without_parameters_is_the_first_page_worst_first_with_counte
         "support",
         "billing",
         HOSTILE,
-        "orders-backup",
         "orders",
+        "orders-backup",
     ];
     expected
         .tokens
@@ -544,7 +545,12 @@ async fn api_tokens_refuses_bad_parameters_with_a_clear_400() {
         ),
         ("state=recovered", "unknown state `recovered`"),
         ("q=a&q=b", "`q` is given more than once"),
-        ("sort=name", "unknown parameter `sort`"),
+        (
+            "sort=name",
+            "`sort` must be `state` (worst first) or `expiry`",
+        ),
+        ("view=list", "`view` must be `cards` or `table`"),
+        ("colour=red", "unknown parameter `colour`"),
         ("q=%E0%A4", "not valid percent-encoded UTF-8"),
         (long_q.as_str(), "`q` is longer than 100 characters"),
         (long_query.as_str(), "longer than 2048 bytes"),
@@ -618,7 +624,8 @@ async fn the_page_escapes_names_and_sends_security_headers() {
             "{name}"
         );
     }
-    assert!(body.contains("&lt;script&gt;alert(1)&lt;/script&gt;"));
+    // Escaped, with a line-break opportunity after its `/`.
+    assert!(body.contains("&lt;script&gt;alert(1)&lt;/<wbr>script&gt;"));
     assert!(
         !body.contains(HOSTILE),
         "the hostile name went in unescaped"

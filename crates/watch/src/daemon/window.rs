@@ -312,9 +312,7 @@ impl Daemon {
         now: Timestamp,
         summary: &mut RoundSummary,
     ) {
-        let why =
-            (observation.observed == Observed::Unknown).then_some(observation.message.as_str());
-        self.memory.told(name, why);
+        self.memory.told(name, observation, now);
         let timing = token.policy.timing();
         if self.announcer.announce(
             name,
