@@ -23,4 +23,5 @@ mod watch_delivery;
 mod watch_faults;
 mod watch_fleet;
 mod watch_leader;
+mod watch_notify;
 mod watch_postgres;
