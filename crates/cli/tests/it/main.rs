@@ -12,6 +12,7 @@ mod fidelity;
 mod harness;
 mod hostile;
 mod output;
+mod package;
 mod proxy;
 mod renew;
 mod scan;
