@@ -3,6 +3,7 @@
 //! (a path, or an abstract `@name`). What arrives there is what systemd would act on.
 
 use std::os::unix::net::{SocketAddr, UnixDatagram};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -13,9 +14,8 @@ use crate::harness::{app_lines, sandbox, token_of};
 /// Generous: liveness, never speed.
 const DEADLINE: Duration = Duration::from_secs(60);
 
-/// Starts `watch` on one sandbox token with `NOTIFY_SOCKET=notify_socket` and `extra` variables.
-/// The sandbox is returned to live as long as the daemon.
-fn start(dir: &std::path::Path, notify_socket: &str, extra: &[(&str, &str)]) -> (Child, Running) {
+/// Writes a configuration of one sandbox token into `dir`; the sandbox must outlive the daemon.
+fn setup(dir: &Path) -> Running {
     let sandbox = sandbox();
     std::fs::write(
         dir.join("permatoken.toml"),
@@ -28,14 +28,19 @@ fn start(dir: &std::path::Path, notify_socket: &str, extra: &[(&str, &str)]) -> 
         app_lines(&sandbox)
     );
     std::fs::write(dir.join("orders.env"), env).unwrap();
-    let child = Command::new(env!("CARGO_BIN_EXE_permatoken"))
-        .args([
-            "watch",
-            "--config",
-            "permatoken.toml",
-            "--state",
-            "state.db",
-        ])
+    sandbox
+}
+
+/// Starts `watch` in `dir` on `state`, with `NOTIFY_SOCKET=notify_socket` and `extra` variables.
+fn spawn(
+    dir: &Path,
+    sandbox: &Running,
+    state: &str,
+    notify_socket: &str,
+    extra: &[(&str, &str)],
+) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_permatoken"))
+        .args(["watch", "--config", "permatoken.toml", "--state", state])
         .args(["--listen", "127.0.0.1:0"])
         .current_dir(dir)
         .env_clear()
@@ -48,7 +53,13 @@ fn start(dir: &std::path::Path, notify_socket: &str, extra: &[(&str, &str)]) -> 
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
-        .expect("the permatoken binary runs");
+        .expect("the permatoken binary runs")
+}
+
+/// Starts `watch` on a state file in `dir`, set up by [`setup`].
+fn start(dir: &Path, notify_socket: &str, extra: &[(&str, &str)]) -> (Child, Running) {
+    let sandbox = setup(dir);
+    let child = spawn(dir, &sandbox, "state.db", notify_socket, extra);
     (child, sandbox)
 }
 
@@ -155,4 +166,36 @@ fn an_abstract_notify_socket_gets_ready_and_a_watchdog_of_another_process_is_lef
     }
     assert!(!rest.iter().any(|m| m == "WATCHDOG=1"), "{rest:?}");
     assert!(rest.iter().any(|m| m.starts_with("STOPPING=1")), "{rest:?}");
+}
+
+#[test]
+fn waiting_for_the_state_database_extends_the_start_timeout_at_each_try() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("notify.sock");
+    let socket = UnixDatagram::bind(&path).unwrap();
+    // A loopback port nothing listens on: the database "is down", so watch waits for it.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = closed.local_addr().unwrap().port();
+    drop(closed);
+    let url = format!("postgres://permatoken@127.0.0.1:{port}/fleet?sslmode=disable");
+    let sandbox = setup(dir.path());
+    let mut child = spawn(
+        dir.path(),
+        &sandbox,
+        &url,
+        path.to_str().unwrap(),
+        &[
+            ("PGPASSWORD", "PERMATOKENTEST-unused"),
+            ("WATCHDOG_USEC", "2000000"),
+        ],
+    );
+    // Two tries (1 s apart): each extends the start by two of the longest waits between tries,
+    // and no READY=1 nor watchdog ping comes while it waits.
+    for _ in 0..2 {
+        assert_eq!(
+            next(&socket),
+            "EXTEND_TIMEOUT_USEC=60000000\nSTATUS=waiting for the state database"
+        );
+    }
+    assert_eq!(stop(&mut child), Some(0));
 }
