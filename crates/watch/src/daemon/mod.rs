@@ -669,27 +669,32 @@ impl Daemon {
                 tracing::error!("a round failed: {e}");
                 self.notifier.status(&format!("a round failed: {e}"));
             }
-            Ok(summary) => self.notifier.status(&self.status_line(summary)),
+            Ok(summary) => {
+                if let Some(line) = self.status_line(summary) {
+                    self.notifier.status(&line);
+                }
+            }
         }
         stop
     }
 
-    /// The line `systemctl status` shows after a wake.
-    fn status_line(&self, summary: Option<RoundSummary>) -> String {
+    /// The line `systemctl status` shows after a wake; `None` keeps the last round's, when
+    /// nothing was due.
+    fn status_line(&self, summary: Option<RoundSummary>) -> Option<String> {
         let count = self.config.tokens.len();
         match summary {
-            None => format!("standby: watching {count} token(s), another replica leads"),
-            Some(RoundSummary { worst: None, .. }) => {
-                format!("watching {count} token(s): nothing was due")
-            }
+            None => Some(format!(
+                "standby: watching {count} token(s), another replica leads"
+            )),
+            Some(RoundSummary { worst: None, .. }) => None,
             Some(RoundSummary {
                 checked,
                 worst: Some(worst),
                 ..
-            }) => format!(
+            }) => Some(format!(
                 "watching {count} token(s): last round checked {checked}, worst {}",
                 crate::records::status_str(worst)
-            ),
+            )),
         }
     }
 
