@@ -251,6 +251,14 @@ pub(crate) enum Command {
         /// The shell.
         shell: clap_complete::Shell,
     },
+    /// Write the man pages, `permatoken.1` and one `permatoken-COMMAND.1` for each command, into a
+    /// folder (the Debian package is built with them: `contrib/deb/build`).
+    #[command(hide = true)]
+    ManPages {
+        /// The folder to write them into (made if missing).
+        #[arg(value_name = "DIR")]
+        dir: PathBuf,
+    },
 }
 
 /// Where the token and app credentials come from.

@@ -8,7 +8,8 @@
 //! the renewal engine, `outcome`, [`states`], `announce` and `lasted` what a check means and what
 //! is told, `delivery`, [`alert`], [`alertmanager`] and [`signature`] how it is sent, [`snapshot`],
 //! [`metrics`], [`http`] and [`page`] what is shown, [`health`] what the probes are told, [`config`]
-//! the configuration, and [`startup`] waiting for the state's database at start.
+//! the configuration, [`startup`] waiting for the state's database at start, and [`notify`] telling
+//! systemd the daemon is ready and alive.
 //!
 //! Must never: print a secret (tokens, app secrets, alert routes' URLs and signing secrets), or know the
 //! terminal: the binary renders.
@@ -31,6 +32,7 @@ mod lasted;
 pub mod leadership;
 mod memory;
 pub mod metrics;
+pub mod notify;
 mod outcome;
 pub mod page;
 mod records;

@@ -14,6 +14,7 @@ use permatoken_watch::config::{self, Config, Loaded, StateLocation};
 use permatoken_watch::daemon::{Daemon, Options, SystemClock};
 use permatoken_watch::http::{self, AppState, BearerToken};
 use permatoken_watch::metrics::Counters;
+use permatoken_watch::notify::Notifier;
 use permatoken_watch::snapshot::{self, Snapshot};
 use permatoken_watch::sources;
 use permatoken_watch::startup::wait_for_state;
@@ -80,6 +81,12 @@ pub(crate) async fn run(args: WatchArgs) -> Result<u8, Failure> {
         false => None,
     };
     let mut endpoint = None;
+    // systemd's `Type=notify`: nothing is sent unless `NOTIFY_SOCKET` is set, and only the daemon
+    // sends (a `--once` run is no service's main process).
+    let notifier = match args.once {
+        true => Notifier::none(),
+        false => Notifier::from_env(std::env::vars_os()),
+    };
     let store = match state {
         StateLocation::File(path) => open_file(&path, args.state_new).await?,
         StateLocation::Postgres(url) => {
@@ -93,7 +100,15 @@ pub(crate) async fn run(args: WatchArgs) -> Result<u8, Failure> {
                 Err(e) if e.is_unreachable() && !args.once => {
                     let started =
                         Endpoint::start(&args, config.listen, &subscriber, &counters).await?;
-                    let open = || Store::open_postgres(&url, options.clone());
+                    // Each try extends systemd's start timeout: the wait is by design, and a try
+                    // that hangs stops extending it.
+                    let open = || {
+                        notifier.extend_start(
+                            2 * permatoken_watch::startup::MAX_BACKOFF,
+                            "waiting for the state database",
+                        );
+                        Store::open_postgres(&url, options.clone())
+                    };
                     let shutdown = super::sandbox::shutdown_signal();
                     let waited = wait_for_state(open, Some(e), &publisher, shutdown).await;
                     let Some(store) = waited.map_err(pg_failure)? else {
@@ -123,6 +138,7 @@ pub(crate) async fn run(args: WatchArgs) -> Result<u8, Failure> {
         clock: Arc::new(SystemClock),
         backup_dir,
     });
+    daemon.set_notifier(notifier);
     if postgres && args.once {
         // No part in the election, but no renewal or failover a replica has claimed either.
         let claims = daemon.store().claims_only(&replica_name());

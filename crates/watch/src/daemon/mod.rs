@@ -58,6 +58,7 @@ use crate::health::Health;
 use crate::leadership::{Heartbeat, Leadership, Turn};
 use crate::memory::Memory;
 use crate::metrics::Counters;
+use crate::notify::Notifier;
 use crate::schedule::{Schedule, wall_time};
 use crate::snapshot::{self, Publisher, Snapshot};
 use crate::states::State;
@@ -217,6 +218,9 @@ pub struct Daemon {
     unrecorded: Vec<store::Event>,
     /// The state's last error recording them, so that it is logged once per change.
     unrecorded_failing: Option<String>,
+    /// systemd's `READY=1` and watchdog: pinged from the loop and the rounds, never from a timer
+    /// of its own (`notify.rs`).
+    notifier: Notifier,
 }
 
 impl Daemon {
@@ -260,7 +264,14 @@ impl Daemon {
             stopping: Arc::default(),
             unrecorded: Vec::new(),
             unrecorded_failing: None,
+            notifier: Notifier::none(),
         }
+    }
+
+    /// Tells the service manager through `notifier` ([`Daemon::run`]): `READY=1` as the first
+    /// round begins, `WATCHDOG=1` from the loop and between checks, `STOPPING=1` on a stop.
+    pub fn set_notifier(&mut self, notifier: Notifier) {
+        self.notifier = notifier;
     }
 
     /// Makes this daemon one of several replicas: [`Daemon::run`] acts only while `election` says
@@ -572,6 +583,7 @@ impl Daemon {
     ) -> Result<(), Error> {
         self.courier.start();
         let result = self.run_rounds(shutdown, reloads).await;
+        self.notifier.stopping();
         self.wind_down().await;
         result
     }
@@ -599,7 +611,11 @@ impl Daemon {
         }
         self.health.pass_ended(Instant::now());
         loop {
+            // Each turn of the loop is progress: the watchdog is pinged here (when due), and the
+            // branch below only wakes the loop for it.
+            self.notifier.alive();
             tokio::select! {
+                () = watchdog_due(self.notifier.ping_in()) => {}
                 () = role_changed(&mut heartbeat) => {
                     let was = self.leadership.leads();
                     if self.ensure_leading().await != was
@@ -651,30 +667,69 @@ impl Daemon {
         self.health.pass_began(Instant::now());
         self.record_unrecorded().await;
         let mut stop = false;
-        let result = if self.ensure_leading().await {
+        let leading = self.ensure_leading().await;
+        if !self.notifier.is_ready() {
+            let role = if leading {
+                "the first round begins"
+            } else {
+                "standby"
+            };
+            let count = self.config.tokens.len();
+            self.notifier
+                .ready(&format!("watching {count} token(s): {role}"));
+        }
+        let result = if leading {
             // A fleet's round can outlast a service manager's grace period.
             let stopping = self.stopping.clone();
             let round = self.run_due(now);
             tokio::pin!(round);
             tokio::select! {
-                result = &mut round => result.map(drop),
+                result = &mut round => result.map(Some),
                 () = &mut shutdown => {
                     tracing::info!("stopping: the round ends after the tokens being checked now");
                     stopping.store(true, Ordering::Relaxed);
                     stop = true;
-                    round.await.map(drop)
+                    round.await.map(Some)
                 }
             }
         } else {
             // A standby shows the set files as they are now, as the leader will.
             self.expand_sets(now).await;
-            self.publish(now).await
+            self.publish(now).await.map(|()| None)
         };
-        if let Err(e) = result {
-            tracing::error!("a round failed: {e}");
+        match result {
+            Err(e) => {
+                tracing::error!("a round failed: {e}");
+                self.notifier.status(&format!("a round failed: {e}"));
+            }
+            Ok(summary) => {
+                if let Some(line) = self.status_line(summary) {
+                    self.notifier.status(&line);
+                }
+            }
         }
         self.health.pass_ended(Instant::now());
         stop
+    }
+
+    /// The line `systemctl status` shows after a wake; `None` keeps the last round's, when
+    /// nothing was due.
+    fn status_line(&self, summary: Option<RoundSummary>) -> Option<String> {
+        let count = self.config.tokens.len();
+        match summary {
+            None => Some(format!(
+                "standby: watching {count} token(s), another replica leads"
+            )),
+            Some(RoundSummary { worst: None, .. }) => None,
+            Some(RoundSummary {
+                checked,
+                worst: Some(worst),
+                ..
+            }) => Some(format!(
+                "watching {count} token(s): last round checked {checked}, worst {}",
+                crate::records::status_str(worst)
+            )),
+        }
     }
 
     /// Checks the tokens at positions `tokens` of the configuration, a window at a time, then
@@ -694,6 +749,7 @@ impl Daemon {
             }
             self.window(window, now, &mut summary).await?;
             self.health.progressed(Instant::now());
+            self.notifier.alive();
         }
         self.memory.forget_unused_identities(&self.config.tokens);
         if !self.ensure_leading().await {
@@ -773,6 +829,14 @@ impl Daemon {
             unrecorded: self.announcer.unrecorded_states(),
         };
         Ok(snapshot::build(&sources, now).await?)
+    }
+}
+
+/// Resolves when the watchdog's next ping is due (`in`); never without a watchdog.
+async fn watchdog_due(wait: Option<Duration>) {
+    match wait {
+        Some(wait) => tokio::time::sleep(wait).await,
+        None => std::future::pending().await,
     }
 }
 

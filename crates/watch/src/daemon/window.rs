@@ -187,6 +187,9 @@ impl Daemon {
         summary: &mut RoundSummary,
         writes: &mut WindowWrites,
     ) -> Result<(), Error> {
+        // A check taken in is the round's progress: a round of a fleet may outlast the watchdog's
+        // interval, and only a round that stopped taking checks in is hung.
+        self.notifier.alive();
         let ran = match checked {
             Checked::NotRun(e) => {
                 self.not_checked(token, &e, now, summary);
