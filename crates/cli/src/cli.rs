@@ -170,7 +170,7 @@ pub(crate) enum Command {
     /// The guide's Method 2, done safely: the app secret goes in a POST body (never a URL), the new token
     /// is checked with `/me` and `/debug_token` (valid, same app, same or more permissions) before
     /// anything is written, the `.env` file is edited in place (every other byte kept, the old content
-    /// backed up outside the project, mode 0600), and the token is never printed unless --reveal.
+    /// backed up outside the project, its mode and owner kept), and the token is never printed unless --reveal.
     /// Needs `FACEBOOK_APP_ID` and `FACEBOOK_APP_SECRET`.
     #[command(after_help = RENEW_AFTER_HELP)]
     Exchange(ExchangeArgs),
@@ -397,7 +397,7 @@ pub(crate) struct WindowArgs {
 /// Where a new token goes, and what happens after.
 #[derive(Debug, Args)]
 pub(crate) struct WriteArgs {
-    /// Write the new token to this file (mode 0600) instead of the .env file.
+    /// Write the new token to this file (mode 0600 when new; an existing one keeps its mode) instead of the .env file.
     #[arg(long, value_name = "FILE")]
     pub(crate) output: Option<PathBuf>,
     /// Check the current token and show what would change, secrets masked: Meta is asked for no new

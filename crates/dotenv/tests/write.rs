@@ -36,19 +36,25 @@ fn names_in(dir: &Path) -> Vec<String> {
 }
 
 #[test]
-fn a_new_file_is_0600_and_a_loose_one_is_tightened() {
+fn a_new_file_is_0600_and_an_existing_one_keeps_its_mode() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join(".env");
     let written = lock(&path).replace(b"A=1\n", None).unwrap();
     assert_eq!(written.backup, None, "nothing to back up");
     assert_eq!(fs::read(&path).unwrap(), b"A=1\n");
     assert_eq!(mode(&path), 0o600);
-    fs::set_permissions(&path, fs::Permissions::from_mode(0o644)).unwrap();
-    lock(&path).replace(b"A=2\n", None).unwrap();
-    assert_eq!(mode(&path), 0o600);
-    fs::set_permissions(&path, fs::Permissions::from_mode(0o400)).unwrap();
-    lock(&path).replace(b"A=3\n", None).unwrap();
-    assert_eq!(mode(&path), 0o400, "a stricter mode is the owner's choice");
+    // A rewrite never loosens nor tightens: a service reading the file through its group (0640)
+    // keeps reading it; a loose mode is `check`'s warning, not ours to change.
+    let backups = dir.path().join("backups");
+    for (n, chosen) in [0o640, 0o644, 0o400, 0o660].into_iter().enumerate() {
+        fs::set_permissions(&path, fs::Permissions::from_mode(chosen)).unwrap();
+        let written = lock(&path)
+            .replace(format!("A={n}\n").as_bytes(), Some(&backups))
+            .unwrap();
+        assert_eq!(mode(&path), chosen, "{chosen:o} kept");
+        let backup = written.backup.expect("backed up");
+        assert_eq!(mode(&backup), 0o600, "a backup is a new file of ours: 0600");
+    }
     let lock = dir.path().join(".env.lock");
     assert_eq!(mode(&lock), 0o600);
 }

@@ -326,6 +326,7 @@ impl Failure {
             ),
             Self::Store(StoreError::Changed { .. }) => "another process edited the file meanwhile; run the command again to check what it holds now".into(),
             Self::Store(StoreError::Write(permatoken_dotenv::WriteError::TooLarge { .. })) => "nothing was asked of Meta for it; check the path: name the service's `.env` (--env-file) or token file (--output)".into(),
+            Self::Store(StoreError::Write(permatoken_dotenv::WriteError::Owner { .. })) => "nothing was changed; run as the file's owner (or root), or give the file a group this user belongs to (`chgrp`), so the rewrite keeps who may read it".into(),
             Self::Store(_) => "nothing was changed; check that this user may write the file and its folder".into(),
         }
     }

@@ -105,7 +105,7 @@ pub fn describe_change(
             path.display(),
         ),
         Destination::TokenFile { path } => format!(
-            "would write {}: {was}{new} (mode 0600; {backup})",
+            "would write {}: {was}{new} (its mode and owner kept, 0600 if new; {backup})",
             path.display()
         ),
     }
