@@ -83,8 +83,8 @@ pub(crate) enum ColorWhen {
 
 /// Refuses, before clap reads them, environment variables that back options (`PERMATOKEN_GRAPH_URL`, …)
 /// and are not UTF-8: clap would say only "invalid UTF-8 was detected", naming nothing. Returns the
-/// exit code on refusal.
-pub(crate) fn check_environment() -> Result<(), u8> {
+/// message and hint on refusal.
+pub(crate) fn check_environment() -> Result<(), (String, String)> {
     fn walk(cmd: &clap::Command, bad: &mut Vec<String>) {
         for arg in cmd.get_arguments() {
             if let Some(name) = arg.get_env()
@@ -103,16 +103,70 @@ pub(crate) fn check_environment() -> Result<(), u8> {
     bad.dedup();
     match bad.first() {
         None => Ok(()),
-        Some(name) => {
-            crate::render::error(
-                &format!("`{name}` from the environment is not UTF-8 text"),
-                Some(&format!(
-                    "set `{name}` again as plain text, or unset it to use the default"
-                )),
-            );
-            Err(3)
+        Some(name) => Err((
+            format!("`{name}` from the environment is not UTF-8 text"),
+            format!("set `{name}` again as plain text, or unset it to use the default"),
+        )),
+    }
+}
+
+impl Cli {
+    /// The relations between arguments that clap cannot express, as clap's own usage errors (so
+    /// they are rendered, and exit, like any other): the critical window lies inside the warning
+    /// window, as `crit_days` ≤ `warn_days` in permatoken.toml.
+    pub(crate) fn validate(&self) -> Result<(), clap::Error> {
+        let (name, windows) = match &self.command {
+            Command::Check(args) => ("check", &args.windows),
+            Command::Exchange(args) => ("exchange", &args.windows),
+            Command::Refresh(args) => ("refresh", &args.windows),
+            Command::Mint(args) => ("mint", &args.windows),
+            _ => return Ok(()),
+        };
+        if windows.crit_days <= windows.warn_days {
+            return Ok(());
+        }
+        let mut cmd = <Self as clap::CommandFactory>::command();
+        cmd.build();
+        let sub = cmd.find_subcommand_mut(name).expect("a subcommand of ours");
+        Err(sub.error(
+            clap::error::ErrorKind::ArgumentConflict,
+            format!(
+                "`--crit-days` ({}) is more than `--warn-days` ({}), and the critical window lies inside the warning window: lower `--crit-days` or raise `--warn-days` (defaults 3 and 14)",
+                windows.crit_days, windows.warn_days
+            ),
+        ))
+    }
+}
+
+/// Whether the raw command line asks for JSON (`--json`, before any `--`), read when clap could not
+/// parse it, so that a usage error is one JSON object too; with the `action` the renewal commands
+/// name there. `None`: no JSON asked.
+pub(crate) fn json_requested(
+    args: impl IntoIterator<Item = std::ffi::OsString>,
+) -> Option<Option<&'static str>> {
+    let command = <Cli as clap::CommandFactory>::command();
+    let mut json = false;
+    // The first word naming a command is the command (a later one is some option's value).
+    let mut named = None;
+    for arg in args {
+        let Some(arg) = arg.to_str() else { continue };
+        match arg {
+            "--" => break,
+            "--json" => json = true,
+            _ if arg.starts_with("--json=") => json = true,
+            _ if named.is_none() && command.find_subcommand(arg).is_some() => {
+                named = Some(arg.to_owned())
+            }
+            _ => {}
         }
     }
+    let action = match named.as_deref() {
+        Some("exchange") => Some("exchange"),
+        Some("refresh") => Some("refresh"),
+        Some("mint") => Some("mint"),
+        _ => None,
+    };
+    json.then_some(action)
 }
 
 impl Global {
@@ -389,7 +443,7 @@ pub(crate) struct WindowArgs {
     /// Warn when a token expires within this many days.
     #[arg(long, value_name = "DAYS", default_value_t = 14, value_parser = clap::value_parser!(u32).range(0..=3650))]
     pub(crate) warn_days: u32,
-    /// Critical when a token expires within this many days.
+    /// Critical when a token expires within this many days (at most --warn-days: a usage error otherwise).
     #[arg(long, value_name = "DAYS", default_value_t = 3, value_parser = clap::value_parser!(u32).range(0..=3650))]
     pub(crate) crit_days: u32,
 }
