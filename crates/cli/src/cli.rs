@@ -40,7 +40,8 @@ standard input needs --env-file or --output.";
 const WATCH_AFTER_HELP: &str = "\
 Exit codes:
   --once          the worst status of the round: 0 ok, 1 warning, 2 critical, 3 unknown
-  --check-config  0 valid (warnings printed), 3 invalid (the message names file:line:column)
+  --check-config  0 valid (warnings printed, a missing or unreadable file among them), 3 invalid
+                  (the message names file:line:column), or any warning with --strict
   --test-alert    0 delivered, 2 refused by the receiver, 3 could not tell or no such route
   otherwise       0 after SIGTERM or SIGINT; 3 when it cannot start (bad configuration, the state
                   file in use by another watch, the address taken)
@@ -424,9 +425,14 @@ pub(crate) struct WatchArgs {
     /// with the worst status.
     #[arg(long, conflicts_with_all = ["check_config", "test_alert"])]
     pub(crate) once: bool,
-    /// Validate the configuration, print its warnings, and exit (0 valid, 3 invalid).
+    /// Validate the configuration, look at the files it names (a missing or unreadable env_file,
+    /// token_file, app_secret_file, url_file, secret_file or state_password_file, a `backups`
+    /// variable its env file lacks), print the warnings, and exit (0 valid, 3 invalid).
     #[arg(long, conflicts_with = "test_alert")]
     pub(crate) check_config: bool,
+    /// With --check-config: any warning fails it (exit 3), for CI and deploy scripts.
+    #[arg(long, requires = "check_config")]
+    pub(crate) strict: bool,
     /// Send a test alert along the route named ROUTE and print what the receiver answered.
     #[arg(long, value_name = "ROUTE")]
     pub(crate) test_alert: Option<String>,

@@ -246,15 +246,29 @@ fn check_config(args: &WatchArgs, loaded: &Loaded) -> u8 {
         || "no configuration file: `./.env` with the defaults".to_owned(),
         |p| format!("`{}`", p.display()),
     );
+    let mut warnings = loaded.warnings.clone();
+    warnings.extend(config::unreadable_files(c));
+    let failed = args.strict && !warnings.is_empty();
+    let (message, hint) = (
+        format!(
+            "{} warning(s), and --strict makes a warning fail the check",
+            warnings.len()
+        ),
+        "fix what the warnings say, or leave out --strict to accept them",
+    );
     if args.json {
-        crate::render::stdout_json(&serde_json::json!({
-            "status": "ok",
+        let mut object = serde_json::json!({
+            "status": if failed { Status::Unknown } else { Status::Ok },
             "config": c.path,
             "tokens": c.tokens.iter().map(|t| &t.name).collect::<Vec<_>>(),
             "token_sets": c.token_sets.iter().map(|s| serde_json::json!({"name": s.name, "pattern": s.pattern})).collect::<Vec<_>>(),
             "routes": c.routes.iter().map(|r| &r.name).collect::<Vec<_>>(),
-            "warnings": loaded.warnings,
-        }));
+            "warnings": warnings,
+        });
+        if failed {
+            object["error"] = serde_json::json!({"message": message, "hint": hint});
+        }
+        crate::render::stdout_json(&object);
     } else {
         let mut out = anstream::stdout().lock();
         let _ = writeln!(
@@ -275,8 +289,12 @@ fn check_config(args: &WatchArgs, loaded: &Loaded) -> u8 {
             );
         }
     }
-    for warning in &loaded.warnings {
+    for warning in &warnings {
         crate::render::warning(warning);
+    }
+    if failed {
+        crate::render::error(&message, Some(hint));
+        return 3;
     }
     0
 }

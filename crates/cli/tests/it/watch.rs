@@ -102,6 +102,104 @@ fn check_config_accepts_a_good_file_and_names_line_and_column_of_a_bad_one() {
 }
 
 #[test]
+fn check_config_warns_of_files_it_cannot_read_and_strict_fails_on_them() {
+    let extra = "\n[[token]]\nname = \"billing\"\ntoken_file = \"billing.token\"\napp_id = \"1\"\napp_secret_file = \"secrets/app\"\n\
+        \n[[token]]\nname = \"shop\"\nenv_file = \"shop.env\"\nbackups = [\"SHOP_SPARE\"]\n\
+        \n[[alert]]\nname = \"ops\"\nkind = \"webhook\"\nurl = \"https://hooks.example.com/x\"\nsecret_file = \"hook.key\"\n";
+    let config = config_for(&["orders"], extra);
+    // `orders.env` missing, `billing.token` a folder, `secrets/app` and `hook.key` missing, and
+    // `shop.env` lacking its backup: each said, none an error.
+    let run = |strict: bool, json: bool| {
+        let mut args = vec!["watch", "--config", "permatoken.toml", "--check-config"];
+        args.extend(strict.then_some("--strict"));
+        args.extend(json.then_some("--json"));
+        let test = Test::new()
+            .write("permatoken.toml", &config)
+            .write("shop.env", "WHATSAPP_ACCESS_TOKEN=EAAPERMATOKENTESTshop\n");
+        std::fs::create_dir(test.path().join("billing.token")).unwrap();
+        let (out, dir) = test.args(&args).run_keep();
+        (out, dir.path().to_owned())
+    };
+    let (out, dir) = run(false, false);
+    out.assert_code(0);
+    for expected in [
+        format!(
+            "token `orders`: cannot read its `env_file` `{}`: no such file",
+            dir.join("orders.env").display()
+        ),
+        format!(
+            "token `billing`: cannot read its `token_file` `{}`: it is a folder, not a file",
+            dir.join("billing.token").display()
+        ),
+        format!(
+            "token `billing`: cannot read its `app_secret_file` `{}`: no such file",
+            dir.join("secrets/app").display()
+        ),
+        format!(
+            "alert route `ops`: cannot read its `secret_file` `{}`: no such file",
+            dir.join("hook.key").display()
+        ),
+        format!(
+            "token `shop`: its backup `SHOP_SPARE` is not in `{}`",
+            dir.join("shop.env").display()
+        ),
+    ] {
+        assert!(
+            out.stderr.contains(&format!("warning: {expected}")),
+            "{expected}\nnot in:\n{}",
+            out.stderr
+        );
+    }
+    assert!(!out.stderr.contains("EAAPERMATOKENTEST"), "{}", out.stderr);
+    assert!(out.stdout.contains("is valid"), "{}", out.stdout);
+
+    let (out, _) = run(false, true);
+    out.assert_code(0);
+    assert_eq!(out.json()["status"], "ok");
+    assert_eq!(
+        out.json()["warnings"].as_array().unwrap().len(),
+        5,
+        "{}",
+        out.stdout
+    );
+
+    let (out, _) = run(true, false);
+    out.assert_code(3);
+    assert!(
+        out.stderr
+            .contains("error: 5 warning(s), and --strict makes a warning fail the check"),
+        "{}",
+        out.stderr
+    );
+    let (out, _) = run(true, true);
+    out.assert_code(3);
+    let json = out.json();
+    assert_eq!(json["status"], "unknown");
+    assert_eq!(json["warnings"].as_array().unwrap().len(), 5);
+    assert!(json["error"]["message"].is_string(), "{json:#}");
+
+    // Every file there: no warning, and --strict passes.
+    let out = Test::new()
+        .write("permatoken.toml", &config_for(&["orders"], ""))
+        .write(
+            "orders.env",
+            "WHATSAPP_ACCESS_TOKEN=EAAPERMATOKENTESTorders\n",
+        )
+        .args([
+            "watch",
+            "--config",
+            "permatoken.toml",
+            "--check-config",
+            "--strict",
+        ])
+        .run();
+    out.assert_code(0);
+    assert!(!out.stderr.contains("warning"), "{}", out.stderr);
+    // --strict belongs to --check-config.
+    Test::new().args(["watch", "--strict"]).run().assert_code(3);
+}
+
+#[test]
 fn once_exits_with_the_worst_status_of_the_round() {
     let sandbox = sandbox();
     for (scenario, code) in [

@@ -64,6 +64,7 @@
 //! part of them, and no message quotes them).
 
 mod check;
+mod files;
 mod keys;
 mod read;
 
@@ -75,6 +76,7 @@ use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+pub use files::unreadable_files;
 pub use keys::parse_duration;
 
 use crate::schedule::{FREQUENT, calls_an_hour};
