@@ -414,9 +414,12 @@ pub(crate) struct WatchArgs {
     pub(crate) state_new: bool,
     /// Serve /metrics, /healthz, /api/tokens and the status page on this address, over the
     /// configuration's `listen` (default 127.0.0.1:9464; port 0 takes any free port, logged at
-    /// start). A non-loopback address needs --http-token-file.
+    /// start): an address and port (`127.0.0.1:9464`, `[::1]:9464`, `0.0.0.0:9464`), `:9464` for
+    /// every interface of both families (`[::]`, and `0.0.0.0` where it does not take IPv4 too),
+    /// or `localhost:9464` for 127.0.0.1 and ::1 (never a resolver's answer). A non-loopback
+    /// address needs --http-token-file.
     #[arg(long, value_name = "ADDR")]
-    pub(crate) listen: Option<std::net::SocketAddr>,
+    pub(crate) listen: Option<permatoken_watch::listen::Listen>,
     /// A file holding the bearer token that guards / and /api/* (at least 16 visible characters,
     /// e.g. from `openssl rand -hex 32`); /metrics and /healthz stay open.
     #[arg(long, value_name = "FILE")]

@@ -27,6 +27,7 @@ mod fleet;
 pub mod http;
 mod lasted;
 pub mod leadership;
+pub mod listen;
 mod memory;
 pub mod metrics;
 mod outcome;

@@ -13,6 +13,7 @@ use permatoken_watch::alert::Sender;
 use permatoken_watch::config::{self, Config, Loaded, StateLocation};
 use permatoken_watch::daemon::{Daemon, Options, SystemClock};
 use permatoken_watch::http::{self, AppState, BearerToken};
+use permatoken_watch::listen::Listen;
 use permatoken_watch::metrics::Counters;
 use permatoken_watch::snapshot::{self, Snapshot};
 use permatoken_watch::sources;
@@ -391,54 +392,72 @@ fn render_round(args: &WatchArgs, snap: &Snapshot) {
 }
 
 /// The HTTP endpoint, serving from its start: before the state is open while `watch` waits for
-/// its database, then for the daemon.
+/// its database, then for the daemon. On one socket, or two (`:PORT`, `localhost:PORT`).
 struct Endpoint {
     state: AppState,
-    stop: tokio::sync::oneshot::Sender<()>,
-    server: tokio::task::JoinHandle<Result<(), http::HttpError>>,
+    stop: tokio::sync::watch::Sender<bool>,
+    servers: Vec<tokio::task::JoinHandle<Result<(), http::HttpError>>>,
 }
 
 impl Endpoint {
     async fn start(
         args: &WatchArgs,
-        configured: Option<std::net::SocketAddr>,
+        configured: Option<Listen>,
         subscriber: &snapshot::Subscriber,
         counters: &Counters,
     ) -> Result<Self, Failure> {
-        let listen = args.listen.or(configured).unwrap_or(http::DEFAULT_LISTEN);
+        let listen = args
+            .listen
+            .or(configured)
+            .unwrap_or(Listen::Addr(http::DEFAULT_LISTEN));
         let bearer = match &args.http_token_file {
             Some(path) => Some(read_bearer(path)?),
             None => None,
         };
-        let state = AppState::waiting(listen, bearer, subscriber.clone(), counters.clone())
+        let listeners = listen.bind().await.map_err(|e| {
+            Failure::new(
+                format!("cannot listen on {listen}: {e}"),
+                "pick another --listen address, or stop what holds this one",
+            )
+        })?;
+        let bound: Vec<_> = listeners
+            .iter()
+            .filter_map(|l| l.local_addr().ok())
+            .collect();
+        let first = bound.first().copied().unwrap_or(http::DEFAULT_LISTEN);
+        let state = AppState::waiting(first, bearer, subscriber.clone(), counters.clone())
             .map_err(|e| {
                 Failure::new(
                     e.to_string(),
                     "see --listen and --http-token-file in `permatoken watch --help`",
                 )
             })?;
-        let listener = tokio::net::TcpListener::bind(listen).await.map_err(|e| {
-            Failure::new(
-                format!("cannot listen on {listen}: {e}"),
-                "pick another --listen address, or stop what holds this one",
-            )
-        })?;
-        let bound = listener.local_addr().unwrap_or(listen);
-        tracing::info!("serving the status page and /metrics on http://{bound}/");
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let server = tokio::spawn(http::serve(listener, state.clone(), async {
-            let _ = stopped.await;
-        }));
+        // One line per address, each a URL a person (or a test) can open as it is.
+        for addr in &bound {
+            tracing::info!("serving the status page and /metrics on http://{addr}/");
+        }
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        let servers = listeners
+            .into_iter()
+            .map(|listener| {
+                let mut stopped = stopped.clone();
+                tokio::spawn(http::serve(listener, state.clone(), async move {
+                    let _ = stopped.wait_for(|&stop| stop).await;
+                }))
+            })
+            .collect();
         Ok(Self {
             state,
             stop,
-            server,
+            servers,
         })
     }
 
     async fn stop(self) {
-        let _ = self.stop.send(());
-        let _ = self.server.await;
+        let _ = self.stop.send(true);
+        for server in self.servers {
+            let _ = server.await;
+        }
     }
 }
 

@@ -422,6 +422,161 @@ fn spawn_watch(dir: &Path, sandbox: &Running, args: &[&str]) -> Child {
         .expect("the permatoken binary runs")
 }
 
+/// Starts watch with `--listen listen` (and a bearer token file), and returns the addresses it
+/// says it serves on, then stops it with SIGTERM after `f` had them.
+fn serving_on(listen: &str, f: impl FnOnce(&[String])) {
+    let sandbox = sandbox();
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path();
+    std::fs::write(p.join("permatoken.toml"), config_for(&["orders"], "")).unwrap();
+    std::fs::write(p.join("orders.env"), env_for(&sandbox, "system-user")).unwrap();
+    std::fs::write(p.join("http.token"), "PERMATOKENTEST-0123456789abcdef\n").unwrap();
+    let mut child = spawn_watch(
+        p,
+        &sandbox,
+        &[
+            "--config",
+            "permatoken.toml",
+            "--state",
+            "state.db",
+            "--listen",
+            listen,
+            "--http-token-file",
+            "http.token",
+        ],
+    );
+    let (tx, lines) = mpsc::channel();
+    let stderr = child.stderr.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines() {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let mut log = Vec::new();
+    // Every address is logged before the daemon says what it watches.
+    wait_for(&lines, &mut log, "watching 1 token(s)");
+    let addrs: Vec<String> = log
+        .iter()
+        .filter(|l| l.contains("serving the status page"))
+        .filter_map(|l| l.split("http://").nth(1)?.strip_suffix('/'))
+        .map(str::to_owned)
+        .collect();
+    f(&addrs);
+    kill(&child, "-TERM");
+    assert_eq!(child.wait().unwrap().code(), Some(0), "{}", log.join("\n"));
+}
+
+fn metrics_answer(addr: &str) {
+    let answer = get(addr, "/metrics");
+    assert_eq!(
+        answer.map(|(status, _)| status),
+        Some(200),
+        "GET {addr}/metrics"
+    );
+}
+
+fn ipv6_loopback() -> bool {
+    let there = std::net::TcpListener::bind("[::1]:0").is_ok();
+    if !there {
+        eprintln!("skipped the IPv6 part: this host has no ::1");
+    }
+    there
+}
+
+#[test]
+fn listen_takes_an_address_every_interface_and_localhost() {
+    serving_on("127.0.0.1:0", |addrs| {
+        assert_eq!(addrs.len(), 1, "{addrs:?}");
+        assert!(addrs[0].starts_with("127.0.0.1:"), "{addrs:?}");
+        metrics_answer(&addrs[0]);
+    });
+    let v6 = ipv6_loopback();
+    if v6 {
+        serving_on("[::1]:0", |addrs| {
+            assert_eq!(addrs.len(), 1, "{addrs:?}");
+            assert!(addrs[0].starts_with("[::1]:"), "{addrs:?}");
+            metrics_answer(&addrs[0]);
+        });
+    }
+    // localhost: both loopback addresses on one port, never a resolver's answer.
+    serving_on("localhost:0", |addrs| {
+        assert!(addrs[0].starts_with("127.0.0.1:"), "{addrs:?}");
+        let port = addrs[0].rsplit_once(':').unwrap().1.to_owned();
+        metrics_answer(&format!("127.0.0.1:{port}"));
+        if v6 {
+            assert_eq!(addrs.len(), 2, "{addrs:?}");
+            assert_eq!(addrs[1], format!("[::1]:{port}"));
+            metrics_answer(&format!("[::1]:{port}"));
+        }
+    });
+    // `:PORT`: every interface of both families, reached here over each loopback.
+    serving_on(":0", |addrs| {
+        let port = addrs[0].rsplit_once(':').unwrap().1.to_owned();
+        let expected = if v6 { "[::]" } else { "0.0.0.0" };
+        assert_eq!(addrs[0], format!("{expected}:{port}"), "{addrs:?}");
+        for addr in &addrs[1..] {
+            assert_eq!(addr, &format!("0.0.0.0:{port}"), "{addrs:?}");
+        }
+        metrics_answer(&format!("127.0.0.1:{port}"));
+        if v6 {
+            metrics_answer(&format!("[::1]:{port}"));
+        }
+    });
+}
+
+#[test]
+fn listen_refuses_other_forms_and_every_interface_without_a_token() {
+    for bad in ["example.com:9464", "9464", "localhost", ":http", "[::1]"] {
+        let out = Test::new().args(["watch", "--listen", bad]).run();
+        out.assert_code(3);
+        assert!(
+            out.stderr
+                .contains(&format!("`{bad}` is not a listen address"))
+                && out.stderr.contains("`:9464` for every interface"),
+            "{bad}: {}",
+            out.stderr
+        );
+    }
+    let out = Test::new()
+        .write(
+            "permatoken.toml",
+            &format!("listen = \"nowhere:1\"\n{}", config_for(&["orders"], "")),
+        )
+        .args(["watch", "--config", "permatoken.toml", "--check-config"])
+        .run();
+    out.assert_code(3);
+    assert!(
+        out.stderr.contains("`nowhere:1` is not a listen address"),
+        "{}",
+        out.stderr
+    );
+    // Every interface is not loopback: the page needs its bearer token there.
+    let sandbox = sandbox();
+    let out = Test::against(&sandbox)
+        .write("permatoken.toml", &config_for(&["orders"], ""))
+        .write("orders.env", &env_for(&sandbox, "system-user"))
+        .args([
+            "watch",
+            "--config",
+            "permatoken.toml",
+            "--state",
+            "state.db",
+            "--listen",
+            ":0",
+        ])
+        .run();
+    out.assert_code(3);
+    assert!(
+        out.stderr.contains("is not a loopback address")
+            && out.stderr.contains("--http-token-file"),
+        "{}",
+        out.stderr
+    );
+}
+
 #[test]
 fn an_http_token_file_larger_than_any_token_is_refused_with_exit_3() {
     let sandbox = sandbox();

@@ -71,7 +71,6 @@ mod read;
 use std::collections::BTreeMap;
 use std::ffi::OsString;
 use std::fmt;
-use std::net::SocketAddr;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -194,7 +193,7 @@ pub struct Config {
     /// The file it came from; `None` for [`default_config`].
     pub path: Option<PathBuf>,
     /// `listen`: the HTTP endpoint's address, if set here.
-    pub listen: Option<SocketAddr>,
+    pub listen: Option<crate::listen::Listen>,
     /// `state`: the state file or PostgreSQL URL, if set here.
     pub state: Option<StateLocation>,
     /// `state_password_file`: the file holding the PostgreSQL state's password, if set here.
