@@ -50,6 +50,7 @@ Examples:
   permatoken watch --check-config
   permatoken watch --test-alert ops
   permatoken watch --once              # one round, for cron and CI
+  permatoken watch --once --no-alerts  # one round that sends and records no alert: a look
   permatoken watch                     # the daemon, status page on http://127.0.0.1:9464/";
 
 /// Keeps WhatsApp Business Platform access tokens alive: tells the truth about a token, and what to do.
@@ -428,6 +429,12 @@ pub(crate) struct WatchArgs {
     /// with the worst status.
     #[arg(long, conflicts_with_all = ["check_config", "test_alert"])]
     pub(crate) once: bool,
+    /// With --once: look without alerting. The round checks, renews and fails over as usual and
+    /// exits with its worst status, but the alerts it decides are only logged: none is sent and
+    /// none recorded in the state, so a later round (or the daemon) still alerts them. Only with
+    /// --once: a daemon that never alerts would be a silent one.
+    #[arg(long, requires = "once")]
+    pub(crate) no_alerts: bool,
     /// Validate the configuration, look at the files it names (a missing or unreadable env_file,
     /// token_file, app_secret_file, url_file, secret_file or state_password_file, a `backups`
     /// variable its env file lacks), print the warnings, and exit (0 valid, 3 invalid).

@@ -117,6 +117,9 @@ pub(crate) async fn run(args: WatchArgs) -> Result<u8, Failure> {
         clock: Arc::new(SystemClock),
         backup_dir,
     });
+    if args.no_alerts {
+        daemon.without_alerts();
+    }
     if postgres && args.once {
         // No part in the election, but no renewal or failover a replica has claimed either.
         let claims = daemon.store().claims_only(&replica_name());

@@ -286,6 +286,65 @@ fn read_request(stream: &mut TcpStream) -> String {
 }
 
 #[test]
+fn once_with_no_alerts_looks_without_sending_or_recording_an_alert() {
+    let sandbox = sandbox();
+    let (url, seen) = receiver(200);
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path();
+    let config = format!(
+        "[[token]]\nname = \"orders\"\nenv_file = \"orders.env\"\nalerts = [\"ops\"]\n\
+         \n[[alert]]\nname = \"ops\"\nkind = \"webhook\"\nurl = \"{url}\"\n"
+    );
+    std::fs::write(p.join("permatoken.toml"), config).unwrap();
+    std::fs::write(p.join("orders.env"), env_for(&sandbox, "expired")).unwrap();
+    let run = |extra: &[&str]| {
+        Test::against(&sandbox)
+            .args(["watch", "--once", "--json", "--config"])
+            .args([p.join("permatoken.toml").display().to_string()])
+            .args([
+                "--state".to_owned(),
+                p.join("state.db").display().to_string(),
+            ])
+            .args(extra)
+            .run()
+    };
+    // Twice: the first look leaves no alert waiting for the second to send.
+    for _ in 0..2 {
+        let look = run(&["--no-alerts"]);
+        look.assert_code(2);
+        assert_eq!(look.json()["tokens"][0]["state"], "dead", "{}", look.stdout);
+        assert!(
+            look.stderr
+                .contains("1 alert(s) decided and not sent nor recorded (--no-alerts)"),
+            "{}",
+            look.stderr
+        );
+        assert!(seen.lock().unwrap().is_empty(), "nothing received");
+    }
+    // Nothing was recorded as announced: a normal round alerts the death, once.
+    let normal = run(&[]);
+    normal.assert_code(2);
+    let bodies = seen.lock().unwrap().clone();
+    assert_eq!(bodies.len(), 1, "{bodies:?}\n{}", normal.stderr);
+    let alert: serde_json::Value = serde_json::from_str(&bodies[0]).unwrap();
+    assert_eq!(
+        (alert["token"].as_str(), alert["state"].as_str()),
+        (Some("orders"), Some("dead")),
+        "{alert:#}"
+    );
+    run(&[]).assert_code(2);
+    assert_eq!(
+        seen.lock().unwrap().len(),
+        1,
+        "announced once, and recorded so"
+    );
+    // Only with --once: a daemon that never alerts would be a silent one.
+    let out = Test::new().args(["watch", "--no-alerts"]).run();
+    out.assert_code(3);
+    assert!(out.stderr.contains("--once"), "{}", out.stderr);
+}
+
+#[test]
 fn test_alert_says_what_the_receiver_answered() {
     let (url, seen) = receiver(200);
     let route = format!("\n[[alert]]\nname = \"ops\"\nkind = \"webhook\"\nurl = \"{url}\"\n");

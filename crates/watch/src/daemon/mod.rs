@@ -214,6 +214,8 @@ pub struct Daemon {
     unrecorded: Vec<store::Event>,
     /// The state's last error recording them, so that it is logged once per change.
     unrecorded_failing: Option<String>,
+    /// `watch --once --no-alerts`: decide, never send nor record an alert ([`Daemon::without_alerts`]).
+    alerts_off: bool,
 }
 
 impl Daemon {
@@ -256,7 +258,16 @@ impl Daemon {
             stopping: Arc::default(),
             unrecorded: Vec::new(),
             unrecorded_failing: None,
+            alerts_off: false,
         }
+    }
+
+    /// Looks without alerting (`watch --once --no-alerts`, on a copy of the state, say): rounds check,
+    /// renew and fail over as always and record their checks, but the alerts they decide are
+    /// logged only, neither sent nor recorded, and no earlier alert waiting in the state is
+    /// delivered. What was announced is left as it was, so a later round alerts the same change.
+    pub fn without_alerts(&mut self) {
+        self.alerts_off = true;
     }
 
     /// Makes this daemon one of several replicas: [`Daemon::run`] acts only while `election` says
@@ -403,8 +414,10 @@ impl Daemon {
                 kind: crate::alert::AlertKind::Change,
             };
             tracing::warn!(set = %shrunk.set, alert = %alert.id, "{}", alert.message);
-            self.set_event(now, &shrunk.set, store::EventKind::Alert, &alert.message)
-                .await;
+            if !self.alerts_off {
+                self.set_event(now, &shrunk.set, store::EventKind::Alert, &alert.message)
+                    .await;
+            }
             decisions.push(store::Decision {
                 token_name: shrunk.set.clone(),
                 announcement: None,
@@ -416,6 +429,7 @@ impl Daemon {
             });
         }
         if !decisions.is_empty()
+            && !self.alerts_off
             && let Err(e) = self.store.announce_all(decisions.clone()).await
         {
             // As a round's refused decisions: delivered from memory, written with the next ones.
@@ -669,8 +683,19 @@ impl Daemon {
             self.courier.forget_unrecorded();
             return Ok(summary);
         }
-        self.record_decisions(now).await;
-        let delivered = self.deliver_due(now).await?;
+        let delivered = if self.alerts_off {
+            self.announcer.drop_decisions();
+            if summary.alerts > 0 {
+                tracing::info!(
+                    "{} alert(s) decided and not sent nor recorded (--no-alerts): a later round alerts them",
+                    summary.alerts
+                );
+            }
+            0
+        } else {
+            self.record_decisions(now).await;
+            self.deliver_due(now).await?
+        };
         let pruned = self.prune(now).await;
         self.written("the pruning of old history", now, pruned);
         if !tokens.is_empty() {
