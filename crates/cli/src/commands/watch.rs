@@ -117,9 +117,6 @@ pub(crate) async fn run(args: WatchArgs) -> Result<u8, Failure> {
         clock: Arc::new(SystemClock),
         backup_dir,
     });
-    if args.no_alerts {
-        daemon.without_alerts();
-    }
     if postgres && args.once {
         // No part in the election, but no renewal or failover a replica has claimed either.
         let claims = daemon.store().claims_only(&replica_name());
@@ -129,6 +126,9 @@ pub(crate) async fn run(args: WatchArgs) -> Result<u8, Failure> {
         daemon.set_election(election);
     }
     if args.once {
+        if args.no_alerts {
+            daemon.without_alerts();
+        }
         let summary = daemon.run_all(jiff::Timestamp::now()).await.map_err(|e| {
             Failure::new(e.to_string(), "see the message; nothing else was changed")
         })?;

@@ -202,6 +202,8 @@ pub struct Daemon {
     leadership: Leadership,
     /// Per app id: the rate-limit pause of its batches.
     budgets: crate::batch::Budgets,
+    /// `watch --once --no-alerts`: decide, never send nor record an alert ([`Daemon::without_alerts`]).
+    alerts_off: bool,
     started_at: Timestamp,
     /// The `now` of the round under way, or of the last one, on both clocks: due times, retries and
     /// deferrals are set from its monotonic side.
@@ -214,8 +216,6 @@ pub struct Daemon {
     unrecorded: Vec<store::Event>,
     /// The state's last error recording them, so that it is logged once per change.
     unrecorded_failing: Option<String>,
-    /// `watch --once --no-alerts`: decide, never send nor record an alert ([`Daemon::without_alerts`]).
-    alerts_off: bool,
 }
 
 impl Daemon {
@@ -251,6 +251,7 @@ impl Daemon {
             announcer: Announcer::default(),
             leadership: Leadership::alone(),
             budgets: crate::batch::Budgets::default(),
+            alerts_off: false,
             started_at,
             round_at,
             last_round_at: None,
@@ -258,16 +259,7 @@ impl Daemon {
             stopping: Arc::default(),
             unrecorded: Vec::new(),
             unrecorded_failing: None,
-            alerts_off: false,
         }
-    }
-
-    /// Looks without alerting (`watch --once --no-alerts`, on a copy of the state, say): rounds check,
-    /// renew and fail over as always and record their checks, but the alerts they decide are
-    /// logged only, neither sent nor recorded, and no earlier alert waiting in the state is
-    /// delivered. What was announced is left as it was, so a later round alerts the same change.
-    pub fn without_alerts(&mut self) {
-        self.alerts_off = true;
     }
 
     /// Makes this daemon one of several replicas: [`Daemon::run`] acts only while `election` says
@@ -276,6 +268,14 @@ impl Daemon {
         self.leadership = Leadership::elected(election, self.counters.clone());
         // Not before the election says so: the courier's task may pass before the first poll.
         self.courier.set_leading(false);
+    }
+
+    /// Looks without alerting (`watch --once --no-alerts`, on a copy of the state, say): rounds check,
+    /// renew and fail over as always and record their checks, but the alerts they decide are
+    /// logged only, neither sent nor recorded, and no earlier alert waiting in the state is
+    /// delivered. What was announced is left as it was, so a later round alerts the same change.
+    pub fn without_alerts(&mut self) {
+        self.alerts_off = true;
     }
 
     /// Whether this replica leads (always, without an election).
