@@ -270,14 +270,6 @@ impl Daemon {
         self.courier.set_leading(false);
     }
 
-    /// Looks without alerting (`watch --once --no-alerts`, on a copy of the state, say): rounds check,
-    /// renew and fail over as always and record their checks, but the alerts they decide are
-    /// logged only, neither sent nor recorded, and no earlier alert waiting in the state is
-    /// delivered. What was announced is left as it was, so a later round alerts the same change.
-    pub fn without_alerts(&mut self) {
-        self.alerts_off = true;
-    }
-
     /// Whether this replica leads (always, without an election).
     pub fn is_leader(&self) -> bool {
         self.leadership.leads()
@@ -291,6 +283,14 @@ impl Daemon {
     /// The store.
     pub fn store(&self) -> &Store {
         &self.store
+    }
+
+    /// Looks without alerting (`watch --once --no-alerts`, on a copy of the state, say): rounds check,
+    /// renew and fail over as always and record their checks, but the alerts they decide are
+    /// logged only, neither sent nor recorded, and no earlier alert waiting in the state is
+    /// delivered. What was announced is left as it was, so a later round alerts the same change.
+    pub fn without_alerts(&mut self) {
+        self.alerts_off = true;
     }
 
     /// When the next check is due, on the wall clock as the last round read it (`None` with no
