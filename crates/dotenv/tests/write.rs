@@ -118,6 +118,68 @@ fn owner_and_group_are_kept() {
     assert_eq!((after.uid(), after.gid()), (uid, gid));
 }
 
+/// Run by `an_owner_that_cannot_be_kept_stops_the_write_and_says_so` as another user: rewrites
+/// the file and prints the error.
+#[test]
+fn writer_for_the_owner_test() {
+    let Some(path) = std::env::var_os("PERMATOKEN_OWNER_TEST_FILE") else {
+        return;
+    };
+    match lock(Path::new(&path)).replace(b"A=2\n", None) {
+        Ok(_) => println!("written"),
+        Err(e) => println!("{e}"),
+    }
+}
+
+#[test]
+fn an_owner_that_cannot_be_kept_stops_the_write_and_says_so() {
+    use std::os::unix::fs::MetadataExt;
+    let dir = tempfile::tempdir().unwrap();
+    if fs::metadata(dir.path()).unwrap().uid() != 0 {
+        eprintln!("skipped: only root can give a file a group its writer is not in");
+        return;
+    }
+    // `nobody` may write the folder and the file, but the file's group is root's, which `nobody`
+    // cannot give the rewritten file.
+    fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o777)).unwrap();
+    let path = dir.path().join(".env");
+    fs::write(&path, "A=1\n").unwrap();
+    std::os::unix::fs::chown(&path, Some(65534), Some(0)).unwrap();
+    fs::set_permissions(&path, fs::Permissions::from_mode(0o660)).unwrap();
+    // A copy of this test binary that `nobody` can run, wherever the build folder is.
+    let exe = dir.path().join("writer");
+    fs::copy(std::env::current_exe().unwrap(), &exe).unwrap();
+    fs::set_permissions(&exe, fs::Permissions::from_mode(0o755)).unwrap();
+    let out = Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+        .arg(&exe)
+        .args(["--exact", "writer_for_the_owner_test", "--nocapture"])
+        .env("PERMATOKEN_OWNER_TEST_FILE", &path)
+        .output()
+        .expect("setpriv (util-linux) runs");
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        said.contains(&format!(
+            "cannot keep the owner and group of `{}` (uid 65534, gid 0) on its new content",
+            path.display()
+        )) && said.contains("so it was left as it is"),
+        "{said}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(fs::read(&path).unwrap(), b"A=1\n", "nothing written");
+    let meta = fs::metadata(&path).unwrap();
+    assert_eq!(
+        (meta.uid(), meta.gid(), meta.mode() & 0o777),
+        (65534, 0, 0o660)
+    );
+    fs::remove_file(&exe).unwrap();
+    assert_eq!(
+        names_in(dir.path()),
+        [".env", ".env.lock"],
+        "no temporary left"
+    );
+}
+
 #[test]
 fn a_symlink_is_written_through_and_stays_a_link() {
     let dir = tempfile::tempdir().unwrap();
