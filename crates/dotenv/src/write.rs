@@ -230,6 +230,28 @@ impl Locked {
         }
     }
 
+    /// [`WriteError::Owner`] if the file's owner and group could not be given to its rewrite, as
+    /// [`Locked::replace`] would find: tried on an empty temporary file beside it, removed at once.
+    /// For a caller to ask before a token is minted that could then not be written.
+    pub fn check_owner(&self) -> Result<(), WriteError> {
+        let meta = match fs::metadata(&self.target) {
+            Ok(meta) => meta,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(fail("inspect", &self.target)(e)),
+        };
+        let temp = temporary_path(&self.target);
+        let file = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&temp)
+            .map_err(fail("create a temporary file beside", &self.target))?;
+        let kept = keep_owner(&file, &temp, &self.target, (meta.uid(), meta.gid()));
+        drop(file);
+        let _ = fs::remove_file(&temp);
+        kept
+    }
+
     /// A file this large is the wrong one, not a `.env` or token file: it is left as it is.
     fn refuse_too_large(&self, meta: &fs::Metadata) -> Result<(), WriteError> {
         if meta.len() > MAX_FILE {
@@ -397,14 +419,7 @@ fn write_atomically(
     owner: Option<(u32, u32)>,
     sync: impl FnOnce(&Path) -> io::Result<()>,
 ) -> Result<Option<io::Error>, WriteError> {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.subsec_nanos());
-    let temp = target.with_file_name(format!(
-        "{}{}-{nanos}",
-        temporary_prefix(target),
-        std::process::id()
-    ));
+    let temp = temporary_path(target);
     let result = (|| {
         let mut file = OpenOptions::new()
             .write(true)
@@ -415,18 +430,8 @@ fn write_atomically(
         // The umask may have taken bits away; the mode is set exactly.
         file.set_permissions(fs::Permissions::from_mode(mode))
             .map_err(fail("set the mode of", &temp))?;
-        if let Some((uid, gid)) = owner {
-            let meta = file.metadata().map_err(fail("inspect", &temp))?;
-            if (meta.uid(), meta.gid()) != (uid, gid) {
-                std::os::unix::fs::fchown(&file, Some(uid), Some(gid)).map_err(|source| {
-                    WriteError::Owner {
-                        path: target.to_owned(),
-                        uid,
-                        gid,
-                        source,
-                    }
-                })?;
-            }
+        if let Some(owner) = owner {
+            keep_owner(&file, &temp, target, owner)?;
         }
         file.write_all(content).map_err(fail("write", &temp))?;
         file.sync_all().map_err(fail("flush to disk", &temp))?;
@@ -437,6 +442,38 @@ fn write_atomically(
         return Err(e);
     }
     Ok(sync(folder_of(target)).err())
+}
+
+/// A new temporary file's name beside `target`: its prefix, our pid and the time's nanoseconds.
+fn temporary_path(target: &Path) -> PathBuf {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    target.with_file_name(format!(
+        "{}{}-{nanos}",
+        temporary_prefix(target),
+        std::process::id()
+    ))
+}
+
+/// Gives `file` (the temporary `temp` that will replace `target`) the owner and group
+/// `(uid, gid)`; [`WriteError::Owner`] when this process may not.
+fn keep_owner(
+    file: &File,
+    temp: &Path,
+    target: &Path,
+    (uid, gid): (u32, u32),
+) -> Result<(), WriteError> {
+    let meta = file.metadata().map_err(fail("inspect", temp))?;
+    if (meta.uid(), meta.gid()) == (uid, gid) {
+        return Ok(());
+    }
+    std::os::unix::fs::fchown(file, Some(uid), Some(gid)).map_err(|source| WriteError::Owner {
+        path: target.to_owned(),
+        uid,
+        gid,
+        source,
+    })
 }
 
 /// `/srv/app/.env` → `srv%app%.env`: one flat folder for the backups of every file. A path too long

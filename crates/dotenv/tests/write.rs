@@ -125,9 +125,15 @@ fn writer_for_the_owner_test() {
     let Some(path) = std::env::var_os("PERMATOKEN_OWNER_TEST_FILE") else {
         return;
     };
-    match lock(Path::new(&path)).replace(b"A=2\n", None) {
-        Ok(_) => println!("written"),
-        Err(e) => println!("{e}"),
+    let locked = lock(Path::new(&path));
+    // Asked first (before a token is minted), then the write itself.
+    match locked.check_owner() {
+        Ok(()) => println!("check: ok"),
+        Err(e) => println!("check: {e}"),
+    }
+    match locked.replace(b"A=2\n", None) {
+        Ok(_) => println!("write: written"),
+        Err(e) => println!("write: {e}"),
     }
 }
 
@@ -158,14 +164,17 @@ fn an_owner_that_cannot_be_kept_stops_the_write_and_says_so() {
         .output()
         .expect("setpriv (util-linux) runs");
     let said = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        said.contains(&format!(
-            "cannot keep the owner and group of `{}` (uid 65534, gid 0) on its new content",
-            path.display()
-        )) && said.contains("so it was left as it is"),
-        "{said}\n{}",
-        String::from_utf8_lossy(&out.stderr)
+    let refusal = format!(
+        "cannot keep the owner and group of `{}` (uid 65534, gid 0) on its new content: Operation not permitted (os error 1); so it was left as it is",
+        path.display()
     );
+    for step in ["check", "write"] {
+        assert!(
+            said.contains(&format!("{step}: {refusal}")),
+            "{step}: {said}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
     assert_eq!(fs::read(&path).unwrap(), b"A=1\n", "nothing written");
     let meta = fs::metadata(&path).unwrap();
     assert_eq!(
