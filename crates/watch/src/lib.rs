@@ -30,6 +30,7 @@ pub mod health;
 pub mod http;
 mod lasted;
 pub mod leadership;
+pub mod listen;
 mod memory;
 pub mod metrics;
 pub mod notify;

@@ -392,7 +392,7 @@ fn each_mistake_names_its_line_and_column_and_what_is_allowed() {
         ),
         (
             "listen = \"everywhere\"\n".into(),
-            "1:10: `listen` = `everywhere` is not an address and port; write e.g. \"127.0.0.1:9464\"",
+            "1:10: `listen`: `everywhere` is not a listen address: write an address and port (`127.0.0.1:9464`, `[::1]:9464`, `0.0.0.0:9464`), `:9464` for every interface, or `localhost:9464`",
         ),
         (
             "[[token]]\nname = \"x\"\ntoken_file = \"/t\"\napp_secret_file = \"/s\"\n".into(),

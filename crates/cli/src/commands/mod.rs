@@ -89,15 +89,13 @@ pub(crate) async fn run(cli: Cli) -> u8 {
     };
     result.unwrap_or_else(|failure| {
         if let Some(action) = json {
-            let mut object = serde_json::json!({"status": status_of(failure.code)});
-            if let Some(action) = action {
-                object["action"] = action.into();
-            }
-            object["error"] = serde_json::json!({"message": failure.message, "hint": failure.hint});
-            if let Some(code) = failure.error_code {
-                object["error"]["code"] = code.into();
-            }
-            crate::render::stdout_json(&object);
+            crate::render::json_error(
+                status_of(failure.code),
+                action,
+                failure.error_code,
+                &failure.message,
+                failure.hint.as_deref(),
+            );
         }
         crate::render::error(&failure.message, failure.hint.as_deref());
         failure.code

@@ -13,6 +13,7 @@ use permatoken_watch::alert::Sender;
 use permatoken_watch::config::{self, Config, Loaded, StateLocation};
 use permatoken_watch::daemon::{Daemon, Options, SystemClock};
 use permatoken_watch::http::{self, AppState, BearerToken};
+use permatoken_watch::listen::Listen;
 use permatoken_watch::metrics::Counters;
 use permatoken_watch::notify::Notifier;
 use permatoken_watch::snapshot::{self, Snapshot};
@@ -148,6 +149,9 @@ pub(crate) async fn run(args: WatchArgs) -> Result<u8, Failure> {
         daemon.set_election(election);
     }
     if args.once {
+        if args.no_alerts {
+            daemon.without_alerts();
+        }
         let summary = daemon.run_all(jiff::Timestamp::now()).await.map_err(|e| {
             Failure::new(e.to_string(), "see the message; nothing else was changed")
         })?;
@@ -270,15 +274,29 @@ fn check_config(args: &WatchArgs, loaded: &Loaded) -> u8 {
         || "no configuration file: `./.env` with the defaults".to_owned(),
         |p| format!("`{}`", p.display()),
     );
+    let mut warnings = loaded.warnings.clone();
+    warnings.extend(config::unreadable_files(c));
+    let failed = args.strict && !warnings.is_empty();
+    let (message, hint) = (
+        format!(
+            "{} warning(s), and --strict makes a warning fail the check",
+            warnings.len()
+        ),
+        "fix what the warnings say, or leave out --strict to accept them",
+    );
     if args.json {
-        crate::render::stdout_json(&serde_json::json!({
-            "status": "ok",
+        let mut object = serde_json::json!({
+            "status": if failed { Status::Unknown } else { Status::Ok },
             "config": c.path,
             "tokens": c.tokens.iter().map(|t| &t.name).collect::<Vec<_>>(),
             "token_sets": c.token_sets.iter().map(|s| serde_json::json!({"name": s.name, "pattern": s.pattern})).collect::<Vec<_>>(),
             "routes": c.routes.iter().map(|r| &r.name).collect::<Vec<_>>(),
-            "warnings": loaded.warnings,
-        }));
+            "warnings": warnings,
+        });
+        if failed {
+            object["error"] = serde_json::json!({"message": message, "hint": hint});
+        }
+        crate::render::stdout_json(&object);
     } else {
         let mut out = anstream::stdout().lock();
         let _ = writeln!(
@@ -299,8 +317,12 @@ fn check_config(args: &WatchArgs, loaded: &Loaded) -> u8 {
             );
         }
     }
-    for warning in &loaded.warnings {
+    for warning in &warnings {
         crate::render::warning(warning);
+    }
+    if failed {
+        crate::render::error(&message, Some(hint));
+        return 3;
     }
     0
 }
@@ -397,54 +419,72 @@ fn render_round(args: &WatchArgs, snap: &Snapshot) {
 }
 
 /// The HTTP endpoint, serving from its start: before the state is open while `watch` waits for
-/// its database, then for the daemon.
+/// its database, then for the daemon. On one socket, or two (`:PORT`, `localhost:PORT`).
 struct Endpoint {
     state: AppState,
-    stop: tokio::sync::oneshot::Sender<()>,
-    server: tokio::task::JoinHandle<Result<(), http::HttpError>>,
+    stop: tokio::sync::watch::Sender<bool>,
+    servers: Vec<tokio::task::JoinHandle<Result<(), http::HttpError>>>,
 }
 
 impl Endpoint {
     async fn start(
         args: &WatchArgs,
-        configured: Option<std::net::SocketAddr>,
+        configured: Option<Listen>,
         subscriber: &snapshot::Subscriber,
         counters: &Counters,
     ) -> Result<Self, Failure> {
-        let listen = args.listen.or(configured).unwrap_or(http::DEFAULT_LISTEN);
+        let listen = args
+            .listen
+            .or(configured)
+            .unwrap_or(Listen::Addr(http::DEFAULT_LISTEN));
         let bearer = match &args.http_token_file {
             Some(path) => Some(read_bearer(path)?),
             None => None,
         };
-        let state = AppState::waiting(listen, bearer, subscriber.clone(), counters.clone())
+        let listeners = listen.bind().await.map_err(|e| {
+            Failure::new(
+                format!("cannot listen on {listen}: {e}"),
+                "pick another --listen address, or stop what holds this one",
+            )
+        })?;
+        let bound: Vec<_> = listeners
+            .iter()
+            .filter_map(|l| l.local_addr().ok())
+            .collect();
+        let first = bound.first().copied().unwrap_or(http::DEFAULT_LISTEN);
+        let state = AppState::waiting(first, bearer, subscriber.clone(), counters.clone())
             .map_err(|e| {
                 Failure::new(
                     e.to_string(),
                     "see --listen and --http-token-file in `permatoken watch --help`",
                 )
             })?;
-        let listener = tokio::net::TcpListener::bind(listen).await.map_err(|e| {
-            Failure::new(
-                format!("cannot listen on {listen}: {e}"),
-                "pick another --listen address, or stop what holds this one",
-            )
-        })?;
-        let bound = listener.local_addr().unwrap_or(listen);
-        tracing::info!("serving the status page and /metrics on http://{bound}/");
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let server = tokio::spawn(http::serve(listener, state.clone(), async {
-            let _ = stopped.await;
-        }));
+        // One line per address, each a URL a person (or a test) can open as it is.
+        for addr in &bound {
+            tracing::info!("serving the status page and /metrics on http://{addr}/");
+        }
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        let servers = listeners
+            .into_iter()
+            .map(|listener| {
+                let mut stopped = stopped.clone();
+                tokio::spawn(http::serve(listener, state.clone(), async move {
+                    let _ = stopped.wait_for(|&stop| stop).await;
+                }))
+            })
+            .collect();
         Ok(Self {
             state,
             stop,
-            server,
+            servers,
         })
     }
 
     async fn stop(self) {
-        let _ = self.stop.send(());
-        let _ = self.server.await;
+        let _ = self.stop.send(true);
+        for server in self.servers {
+            let _ = server.await;
+        }
     }
 }
 

@@ -64,17 +64,18 @@
 //! part of them, and no message quotes them).
 
 mod check;
+mod files;
 mod keys;
 mod read;
 
 use std::collections::BTreeMap;
 use std::ffi::OsString;
 use std::fmt;
-use std::net::SocketAddr;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+pub use files::unreadable_files;
 pub use keys::parse_duration;
 
 use crate::schedule::{FREQUENT, calls_an_hour};
@@ -192,7 +193,7 @@ pub struct Config {
     /// The file it came from; `None` for [`default_config`].
     pub path: Option<PathBuf>,
     /// `listen`: the HTTP endpoint's address, if set here.
-    pub listen: Option<SocketAddr>,
+    pub listen: Option<crate::listen::Listen>,
     /// `state`: the state file or PostgreSQL URL, if set here.
     pub state: Option<StateLocation>,
     /// `state_password_file`: the file holding the PostgreSQL state's password, if set here.

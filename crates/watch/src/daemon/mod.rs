@@ -206,6 +206,8 @@ pub struct Daemon {
     health: Health,
     /// Per app id: the rate-limit pause of its batches.
     budgets: crate::batch::Budgets,
+    /// `watch --once --no-alerts`: decide, never send nor record an alert ([`Daemon::without_alerts`]).
+    alerts_off: bool,
     started_at: Timestamp,
     /// The `now` of the round under way, or of the last one, on both clocks: due times, retries and
     /// deferrals are set from its monotonic side.
@@ -257,6 +259,7 @@ impl Daemon {
             leadership: Leadership::alone(),
             health: Health::default(),
             budgets: crate::batch::Budgets::default(),
+            alerts_off: false,
             started_at,
             round_at,
             last_round_at: None,
@@ -312,6 +315,14 @@ impl Daemon {
     /// The store.
     pub fn store(&self) -> &Store {
         &self.store
+    }
+
+    /// Looks without alerting (`watch --once --no-alerts`, on a copy of the state, say): rounds check,
+    /// renew and fail over as always and record their checks, but the alerts they decide are
+    /// logged only, neither sent nor recorded, and no earlier alert waiting in the state is
+    /// delivered. What was announced is left as it was, so a later round alerts the same change.
+    pub fn without_alerts(&mut self) {
+        self.alerts_off = true;
     }
 
     /// When the next check is due, on the wall clock as the last round read it (`None` with no
@@ -435,8 +446,10 @@ impl Daemon {
                 kind: crate::alert::AlertKind::Change,
             };
             tracing::warn!(set = %shrunk.set, alert = %alert.id, "{}", alert.message);
-            self.set_event(now, &shrunk.set, store::EventKind::Alert, &alert.message)
-                .await;
+            if !self.alerts_off {
+                self.set_event(now, &shrunk.set, store::EventKind::Alert, &alert.message)
+                    .await;
+            }
             decisions.push(store::Decision {
                 token_name: shrunk.set.clone(),
                 announcement: None,
@@ -448,6 +461,7 @@ impl Daemon {
             });
         }
         if !decisions.is_empty()
+            && !self.alerts_off
             && let Err(e) = self.store.announce_all(decisions.clone()).await
         {
             // As a round's refused decisions: delivered from memory, written with the next ones.
@@ -760,8 +774,19 @@ impl Daemon {
             self.courier.forget_unrecorded();
             return Ok(summary);
         }
-        self.record_decisions(now).await;
-        let delivered = self.deliver_due(now).await?;
+        let delivered = if self.alerts_off {
+            self.announcer.drop_decisions();
+            if summary.alerts > 0 {
+                tracing::info!(
+                    "{} alert(s) decided and not sent nor recorded (--no-alerts): a later round alerts them",
+                    summary.alerts
+                );
+            }
+            0
+        } else {
+            self.record_decisions(now).await;
+            self.deliver_due(now).await?
+        };
         let pruned = self.prune(now).await;
         self.written("the pruning of old history", now, pruned);
         if !tokens.is_empty() {
