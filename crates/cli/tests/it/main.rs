@@ -25,6 +25,6 @@ mod watch_delivery;
 mod watch_faults;
 mod watch_fleet;
 mod watch_leader;
-mod watch_ops;
 mod watch_notify;
+mod watch_ops;
 mod watch_postgres;
