@@ -134,7 +134,7 @@ while base is None:
 def round_at():
     """The start (Unix seconds) of the last finished round, from /healthz; None before one."""
     try:
-        m = re.search(rb"last round finished at (\d+)", urllib.request.urlopen(base + "/healthz", timeout=5).read())
+        m = re.search(rb'"last_round_at":(\d+)', urllib.request.urlopen(base + "/healthz", timeout=5).read())
         return m and int(m.group(1))
     except OSError:
         return None

@@ -89,7 +89,7 @@ while base is None:
 start = time.monotonic()
 while True:
     try:
-        if b"last round finished" in urllib.request.urlopen(base + "/healthz", timeout=30).read():
+        if re.search(rb'"last_round_at":\d', urllib.request.urlopen(base + "/healthz", timeout=30).read()):
             break
     except OSError:
         pass

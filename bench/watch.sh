@@ -13,7 +13,7 @@
 #    one `[[token]]` per service (`env_file`, default interval 1h: after the first round nothing is
 #    due, so what follows is the daemon idle);
 # 2. `permatoken watch --config … --state … --listen 127.0.0.1:0`, sampled from /proc every 100 ms:
-#    the first round (from exec until /healthz says a round finished; every token then has a check,
+#    the first round (from exec until /healthz gives a `last_round_at`; every token then has a check,
 #    verified on /metrics), its peak resident memory (VmHWM) and CPU (utime+stime); then IDLE
 #    seconds idle: CPU as % of one core, resident memory (VmRSS) at the end;
 # 3. side by side, the naive way a cron job would do it: `permatoken check --env-file svc/.env` for
@@ -101,7 +101,7 @@ peak_rss = 0
 while True:
     peak_rss = max(peak_rss, status()["VmRSS"])
     try:
-        if b"last round finished" in urllib.request.urlopen(base + "/healthz", timeout=5).read():
+        if re.search(rb'"last_round_at":\d', urllib.request.urlopen(base + "/healthz", timeout=5).read()):
             break
     except OSError:
         pass

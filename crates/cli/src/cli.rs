@@ -40,7 +40,8 @@ standard input needs --env-file or --output.";
 const WATCH_AFTER_HELP: &str = "\
 Exit codes:
   --once          the worst status of the round: 0 ok, 1 warning, 2 critical, 3 unknown
-  --check-config  0 valid (warnings printed), 3 invalid (the message names file:line:column)
+  --check-config  0 valid (warnings printed, a missing or unreadable file among them), 3 invalid
+                  (the message names file:line:column), or any warning with --strict
   --test-alert    0 delivered, 2 refused by the receiver, 3 could not tell or no such route
   otherwise       0 after SIGTERM or SIGINT; 3 when it cannot start (bad configuration, the state
                   file in use by another watch, the address taken)
@@ -49,6 +50,7 @@ Examples:
   permatoken watch --check-config
   permatoken watch --test-alert ops
   permatoken watch --once              # one round, for cron and CI
+  permatoken watch --once --no-alerts  # one round that sends and records no alert: a look
   permatoken watch                     # the daemon, status page on http://127.0.0.1:9464/";
 
 /// Keeps WhatsApp Business Platform access tokens alive: tells the truth about a token, and what to do.
@@ -69,6 +71,18 @@ pub(crate) struct Global {
     /// When to colour the output.
     #[arg(long, value_enum, default_value_t = ColorWhen::Auto, global = true, value_name = "WHEN")]
     pub(crate) color: ColorWhen,
+    /// How log lines on standard error are written: `text` for people, `json` (one object a line:
+    /// `timestamp`, `level`, `message`, `target` and the line's fields) for a log collector.
+    #[arg(long, value_enum, default_value_t = LogFormat::Text, global = true, env = "PERMATOKEN_LOG_FORMAT", value_name = "FORMAT")]
+    pub(crate) log_format: LogFormat,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum LogFormat {
+    /// One line of text per event.
+    Text,
+    /// One JSON object per line.
+    Json,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -83,8 +97,8 @@ pub(crate) enum ColorWhen {
 
 /// Refuses, before clap reads them, environment variables that back options (`PERMATOKEN_GRAPH_URL`, …)
 /// and are not UTF-8: clap would say only "invalid UTF-8 was detected", naming nothing. Returns the
-/// exit code on refusal.
-pub(crate) fn check_environment() -> Result<(), u8> {
+/// message and hint on refusal.
+pub(crate) fn check_environment() -> Result<(), (String, String)> {
     fn walk(cmd: &clap::Command, bad: &mut Vec<String>) {
         for arg in cmd.get_arguments() {
             if let Some(name) = arg.get_env()
@@ -103,16 +117,70 @@ pub(crate) fn check_environment() -> Result<(), u8> {
     bad.dedup();
     match bad.first() {
         None => Ok(()),
-        Some(name) => {
-            crate::render::error(
-                &format!("`{name}` from the environment is not UTF-8 text"),
-                Some(&format!(
-                    "set `{name}` again as plain text, or unset it to use the default"
-                )),
-            );
-            Err(3)
+        Some(name) => Err((
+            format!("`{name}` from the environment is not UTF-8 text"),
+            format!("set `{name}` again as plain text, or unset it to use the default"),
+        )),
+    }
+}
+
+impl Cli {
+    /// The relations between arguments that clap cannot express, as clap's own usage errors (so
+    /// they are rendered, and exit, like any other): the critical window lies inside the warning
+    /// window, as `crit_days` ≤ `warn_days` in permatoken.toml.
+    pub(crate) fn validate(&self) -> Result<(), clap::Error> {
+        let (name, windows) = match &self.command {
+            Command::Check(args) => ("check", &args.windows),
+            Command::Exchange(args) => ("exchange", &args.windows),
+            Command::Refresh(args) => ("refresh", &args.windows),
+            Command::Mint(args) => ("mint", &args.windows),
+            _ => return Ok(()),
+        };
+        if windows.crit_days <= windows.warn_days {
+            return Ok(());
+        }
+        let mut cmd = <Self as clap::CommandFactory>::command();
+        cmd.build();
+        let sub = cmd.find_subcommand_mut(name).expect("a subcommand of ours");
+        Err(sub.error(
+            clap::error::ErrorKind::ArgumentConflict,
+            format!(
+                "`--crit-days` ({}) is more than `--warn-days` ({}), and the critical window lies inside the warning window: lower `--crit-days` or raise `--warn-days` (defaults 3 and 14)",
+                windows.crit_days, windows.warn_days
+            ),
+        ))
+    }
+}
+
+/// Whether the raw command line asks for JSON (`--json`, before any `--`), read when clap could not
+/// parse it, so that a usage error is one JSON object too; with the `action` the renewal commands
+/// name there. `None`: no JSON asked.
+pub(crate) fn json_requested(
+    args: impl IntoIterator<Item = std::ffi::OsString>,
+) -> Option<Option<&'static str>> {
+    let command = <Cli as clap::CommandFactory>::command();
+    let mut json = false;
+    // The first word naming a command is the command (a later one is some option's value).
+    let mut named = None;
+    for arg in args {
+        let Some(arg) = arg.to_str() else { continue };
+        match arg {
+            "--" => break,
+            "--json" => json = true,
+            _ if arg.starts_with("--json=") => json = true,
+            _ if named.is_none() && command.find_subcommand(arg).is_some() => {
+                named = Some(arg.to_owned())
+            }
+            _ => {}
         }
     }
+    let action = match named.as_deref() {
+        Some("exchange") => Some("exchange"),
+        Some("refresh") => Some("refresh"),
+        Some("mint") => Some("mint"),
+        _ => None,
+    };
+    json.then_some(action)
 }
 
 impl Global {
@@ -134,13 +202,16 @@ impl Global {
             Ok(value) if !value.is_empty() => tracing_subscriber::EnvFilter::new(value),
             _ => tracing_subscriber::EnvFilter::new(default),
         };
-        let ansi = crate::render::stderr_has_colour();
-        tracing_subscriber::fmt()
+        let builder = tracing_subscriber::fmt()
             .with_env_filter(filter)
             .with_writer(std::io::stderr)
-            .with_ansi(ansi)
-            .with_target(true)
-            .init();
+            .with_target(true);
+        match self.log_format {
+            LogFormat::Text => builder.with_ansi(crate::render::stderr_has_colour()).init(),
+            // `message` and the fields at the top level, as collectors (Loki, Elasticsearch) expect
+            // them; never colour codes inside a JSON string.
+            LogFormat::Json => builder.json().flatten_event(true).with_ansi(false).init(),
+        }
     }
 }
 
@@ -170,7 +241,7 @@ pub(crate) enum Command {
     /// The guide's Method 2, done safely: the app secret goes in a POST body (never a URL), the new token
     /// is checked with `/me` and `/debug_token` (valid, same app, same or more permissions) before
     /// anything is written, the `.env` file is edited in place (every other byte kept, the old content
-    /// backed up outside the project, mode 0600), and the token is never printed unless --reveal.
+    /// backed up outside the project, its mode and owner kept), and the token is never printed unless --reveal.
     /// Needs `FACEBOOK_APP_ID` and `FACEBOOK_APP_SECRET`.
     #[command(after_help = RENEW_AFTER_HELP)]
     Exchange(ExchangeArgs),
@@ -235,6 +306,14 @@ pub(crate) enum Command {
     Completions {
         /// The shell.
         shell: clap_complete::Shell,
+    },
+    /// Write the man pages, `permatoken.1` and one `permatoken-COMMAND.1` for each command, into a
+    /// folder (the Debian package is built with them: `contrib/deb/build`).
+    #[command(hide = true)]
+    ManPages {
+        /// The folder to write them into (made if missing).
+        #[arg(value_name = "DIR")]
+        dir: PathBuf,
     },
 }
 
@@ -359,9 +438,12 @@ pub(crate) struct WatchArgs {
     pub(crate) state_new: bool,
     /// Serve /metrics, /healthz, /api/tokens and the status page on this address, over the
     /// configuration's `listen` (default 127.0.0.1:9464; port 0 takes any free port, logged at
-    /// start). A non-loopback address needs --http-token-file.
+    /// start): an address and port (`127.0.0.1:9464`, `[::1]:9464`, `0.0.0.0:9464`), `:9464` for
+    /// every interface of both families (`[::]`, and `0.0.0.0` where it does not take IPv4 too),
+    /// or `localhost:9464` for 127.0.0.1 and ::1 (never a resolver's answer). A non-loopback
+    /// address needs --http-token-file.
     #[arg(long, value_name = "ADDR")]
-    pub(crate) listen: Option<std::net::SocketAddr>,
+    pub(crate) listen: Option<permatoken_watch::listen::Listen>,
     /// A file holding the bearer token that guards / and /api/* (at least 16 visible characters,
     /// e.g. from `openssl rand -hex 32`); /metrics and /healthz stay open.
     #[arg(long, value_name = "FILE")]
@@ -370,9 +452,20 @@ pub(crate) struct WatchArgs {
     /// with the worst status.
     #[arg(long, conflicts_with_all = ["check_config", "test_alert"])]
     pub(crate) once: bool,
-    /// Validate the configuration, print its warnings, and exit (0 valid, 3 invalid).
+    /// With --once: look without alerting. The round checks, renews and fails over as usual and
+    /// exits with its worst status, but the alerts it decides are only logged: none is sent and
+    /// none recorded in the state, so a later round (or the daemon) still alerts them. Only with
+    /// --once: a daemon that never alerts would be a silent one.
+    #[arg(long, requires = "once")]
+    pub(crate) no_alerts: bool,
+    /// Validate the configuration, look at the files it names (a missing or unreadable env_file,
+    /// token_file, app_secret_file, url_file, secret_file or state_password_file, a `backups`
+    /// variable its env file lacks), print the warnings, and exit (0 valid, 3 invalid).
     #[arg(long, conflicts_with = "test_alert")]
     pub(crate) check_config: bool,
+    /// With --check-config: any warning fails it (exit 3), for CI and deploy scripts.
+    #[arg(long, requires = "check_config")]
+    pub(crate) strict: bool,
     /// Send a test alert along the route named ROUTE and print what the receiver answered.
     #[arg(long, value_name = "ROUTE")]
     pub(crate) test_alert: Option<String>,
@@ -389,7 +482,7 @@ pub(crate) struct WindowArgs {
     /// Warn when a token expires within this many days.
     #[arg(long, value_name = "DAYS", default_value_t = 14, value_parser = clap::value_parser!(u32).range(0..=3650))]
     pub(crate) warn_days: u32,
-    /// Critical when a token expires within this many days.
+    /// Critical when a token expires within this many days (at most --warn-days: a usage error otherwise).
     #[arg(long, value_name = "DAYS", default_value_t = 3, value_parser = clap::value_parser!(u32).range(0..=3650))]
     pub(crate) crit_days: u32,
 }
@@ -397,7 +490,7 @@ pub(crate) struct WindowArgs {
 /// Where a new token goes, and what happens after.
 #[derive(Debug, Args)]
 pub(crate) struct WriteArgs {
-    /// Write the new token to this file (mode 0600) instead of the .env file.
+    /// Write the new token to this file (mode 0600 when new; an existing one keeps its mode) instead of the .env file.
     #[arg(long, value_name = "FILE")]
     pub(crate) output: Option<PathBuf>,
     /// Check the current token and show what would change, secrets masked: Meta is asked for no new

@@ -16,16 +16,19 @@ fn main() -> ExitCode {
             .map(|l| format!("{}:{}", l.file(), l.line()));
         render::internal_error(location.as_deref());
     }));
-    if let Err(code) = cli::check_environment() {
-        return ExitCode::from(code);
+    if let Err((message, hint)) = cli::check_environment() {
+        if let Some(action) = cli::json_requested(std::env::args_os().skip(1)) {
+            let status = permatoken_inspect::Status::Unknown;
+            render::json_error(status, action, None, &message, Some(&hint));
+        }
+        render::error(&message, Some(&hint));
+        return ExitCode::from(3);
     }
-    let cli = match cli::Cli::try_parse() {
+    let cli = match cli::Cli::try_parse().and_then(|cli| cli.validate().map(|()| cli)) {
         Ok(cli) => cli,
         Err(e) => {
-            let _ = e.print();
-            // Help and version are successes; any other usage error is "could not tell" (DESIGN §4),
-            // not clap's default 2, which means "critical" here.
-            return ExitCode::from(if e.use_stderr() { 3 } else { 0 });
+            let json = cli::json_requested(std::env::args_os().skip(1));
+            return ExitCode::from(render::usage_error(&e, json));
         }
     };
     cli.global

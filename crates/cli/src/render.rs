@@ -40,6 +40,26 @@ pub(crate) fn stdout_json(value: &serde_json::Value) {
     let _ = writeln!(anstream::stdout().lock(), "{value:#}");
 }
 
+/// The one JSON object of a command that failed, on standard output:
+/// `{"status", "action"?, "error": {"message", "hint", "code"?}}` (README, "Secrets and safety").
+pub(crate) fn json_error(
+    status: Status,
+    action: Option<&str>,
+    code: Option<&str>,
+    message: &str,
+    hint: Option<&str>,
+) {
+    let mut object = serde_json::json!({"status": status});
+    if let Some(action) = action {
+        object["action"] = action.into();
+    }
+    object["error"] = serde_json::json!({"message": message, "hint": hint});
+    if let Some(code) = code {
+        object["error"]["code"] = code.into();
+    }
+    stdout_json(&object);
+}
+
 /// Bytes on standard output as they are (a completion script), a closed pipe ignored.
 pub(crate) fn stdout_bytes(bytes: &[u8]) {
     let _ = std::io::stdout().lock().write_all(bytes);
@@ -547,6 +567,39 @@ fn wrap(text: &str, indent: usize) -> String {
         col += len;
     }
     out
+}
+
+/// A usage error (clap's, or a relation between arguments clap cannot express): clap's text on
+/// standard error as clap writes it, and, when the command line asked for JSON, the one object
+/// scripts wait for on standard output, `{"status": "unknown", "error": {"code": "usage", …}}`.
+/// Exit 3 ("could not tell", DESIGN §4), never clap's 2, which means "critical" here; help and
+/// version are printed as they are and exit 0.
+pub(crate) fn usage_error(e: &clap::Error, json: Option<Option<&str>>) -> u8 {
+    if !e.use_stderr() {
+        let _ = e.print();
+        return 0;
+    }
+    if let Some(action) = json {
+        let text = e.render().to_string();
+        let mut paragraphs = text.split("\n\n");
+        let first = paragraphs.next().unwrap_or_default();
+        let message = first.trim().trim_start_matches("error:").trim();
+        // clap's tips ("a similar argument exists: '--json'") are the hint; `--help` is always one.
+        let mut hints: Vec<String> = paragraphs
+            .flat_map(str::lines)
+            .filter_map(|l| l.trim().strip_prefix("tip:").map(|t| t.trim().to_owned()))
+            .collect();
+        hints.push("`--help` lists the options and their values".to_owned());
+        json_error(
+            Status::Unknown,
+            action,
+            Some("usage"),
+            message,
+            Some(&hints.join("; ")),
+        );
+    }
+    let _ = e.print();
+    3
 }
 
 #[cfg(test)]

@@ -1,9 +1,13 @@
 //! Writing files that hold secrets (DESIGN §5): under an advisory lock on the sibling `<file>.lock`,
 //! through a temporary file in the same folder that is fsynced and renamed over the target, then the
 //! folder fsynced, so that a reader (or a crash) sees the old file or the new one, never half of one.
-//! Mode 0600 (a stricter existing mode is kept), owner and group kept, a symlink written through to its
-//! target, and the previous content kept as a 0600 backup in the folder the caller names (outside the
-//! project: permatoken's is `permatoken-renew`'s `backup_dir`). A file larger than [`MAX_FILE`] is
+//! An existing file keeps its mode exactly and its owner and group (a rewrite never loosens nor
+//! tightens: a `.env` a service reads through its group is still readable by it after a failover;
+//! a loose mode is `check`'s warning to give, not ours to fix); a new file is 0600. When the owner
+//! or group cannot be kept, nothing is written and the error says so: ownership never changes
+//! silently. A symlink is written through to its target, and the previous content kept as a 0600
+//! backup in the folder the caller names (outside the project: permatoken's is `permatoken-renew`'s
+//! `backup_dir`). A file larger than [`MAX_FILE`] is
 //! neither read nor replaced: no `.env` or token file is that large, so it is the wrong file.
 //!
 //! Must never: wait for a lock without saying so or without end, name a temporary or backup file in a
@@ -64,6 +68,23 @@ pub enum WriteError {
         lock: PathBuf,
         /// How long we waited.
         waited: Duration,
+    },
+    /// The rewritten file could not be given the owner and group of the file it replaces (not root,
+    /// and the group is not one of ours). Nothing was written: ownership never changes silently.
+    #[error(
+        "cannot keep the owner and group of `{}` (uid {uid}, gid {gid}) on its new content: {source}; so it was left as it is",
+        path.display()
+    )]
+    Owner {
+        /// The file.
+        path: PathBuf,
+        /// Its owner.
+        uid: u32,
+        /// Its group.
+        gid: u32,
+        /// Why `fchown` refused.
+        #[source]
+        source: io::Error,
     },
     /// The file is larger than [`MAX_FILE`]: not a `.env` or token file. Nothing was written.
     #[error(
@@ -209,6 +230,28 @@ impl Locked {
         }
     }
 
+    /// [`WriteError::Owner`] if the file's owner and group could not be given to its rewrite, as
+    /// [`Locked::replace`] would find: tried on an empty temporary file beside it, removed at once.
+    /// For a caller to ask before a token is minted that could then not be written.
+    pub fn check_owner(&self) -> Result<(), WriteError> {
+        let meta = match fs::metadata(&self.target) {
+            Ok(meta) => meta,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(fail("inspect", &self.target)(e)),
+        };
+        let temp = temporary_path(&self.target);
+        let file = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&temp)
+            .map_err(fail("create a temporary file beside", &self.target))?;
+        let kept = keep_owner(&file, &temp, &self.target, (meta.uid(), meta.gid()));
+        drop(file);
+        let _ = fs::remove_file(&temp);
+        kept
+    }
+
     /// A file this large is the wrong one, not a `.env` or token file: it is left as it is.
     fn refuse_too_large(&self, meta: &fs::Metadata) -> Result<(), WriteError> {
         if meta.len() > MAX_FILE {
@@ -239,11 +282,9 @@ impl Locked {
             (Some(_), Some(dir)) => Some(self.back_up(dir)?),
             _ => None,
         };
-        let mode = match &existing {
-            // Stricter than 0600 (0400, 0000) is the owner's choice and stays; anything looser is fixed.
-            Some(meta) if meta.mode() & 0o777 & !0o600 == 0 => meta.mode() & 0o777,
-            _ => 0o600,
-        };
+        // The owner chose the mode: tightening a 0640 file would lock out the service that reads it
+        // through its group at the moment its token changed; loosening is never ours to do.
+        let mode = existing.as_ref().map_or(0o600, |meta| meta.mode() & 0o777);
         let owner = existing.as_ref().map(|m| (m.uid(), m.gid()));
         let unsynced = write_atomically(&self.target, content, mode, owner, sync_folder)?;
         Ok(Written {
@@ -365,7 +406,9 @@ fn sync_folder(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()
 }
 
-/// The temporary file, fsync, rename, fsync of the folder (`sync`). `owner`: uid and gid to keep.
+/// The temporary file, fsync, rename, fsync of the folder (`sync`). `owner`: uid and gid to keep;
+/// when they cannot be given to the new file (not root, and the group is not one of ours), the
+/// temporary is removed and the error says so before anything is replaced.
 ///
 /// Once the rename is done the new content is in place: a folder that cannot be flushed after it is
 /// not a failed write, and comes back as `Ok(Some(why))`.
@@ -376,14 +419,7 @@ fn write_atomically(
     owner: Option<(u32, u32)>,
     sync: impl FnOnce(&Path) -> io::Result<()>,
 ) -> Result<Option<io::Error>, WriteError> {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.subsec_nanos());
-    let temp = target.with_file_name(format!(
-        "{}{}-{nanos}",
-        temporary_prefix(target),
-        std::process::id()
-    ));
+    let temp = temporary_path(target);
     let result = (|| {
         let mut file = OpenOptions::new()
             .write(true)
@@ -394,12 +430,8 @@ fn write_atomically(
         // The umask may have taken bits away; the mode is set exactly.
         file.set_permissions(fs::Permissions::from_mode(mode))
             .map_err(fail("set the mode of", &temp))?;
-        if let Some((uid, gid)) = owner {
-            let meta = file.metadata().map_err(fail("inspect", &temp))?;
-            if (meta.uid(), meta.gid()) != (uid, gid) {
-                std::os::unix::fs::fchown(&file, Some(uid), Some(gid))
-                    .map_err(fail("keep the owner and group of", target))?;
-            }
+        if let Some(owner) = owner {
+            keep_owner(&file, &temp, target, owner)?;
         }
         file.write_all(content).map_err(fail("write", &temp))?;
         file.sync_all().map_err(fail("flush to disk", &temp))?;
@@ -410,6 +442,38 @@ fn write_atomically(
         return Err(e);
     }
     Ok(sync(folder_of(target)).err())
+}
+
+/// A new temporary file's name beside `target`: its prefix, our pid and the time's nanoseconds.
+fn temporary_path(target: &Path) -> PathBuf {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    target.with_file_name(format!(
+        "{}{}-{nanos}",
+        temporary_prefix(target),
+        std::process::id()
+    ))
+}
+
+/// Gives `file` (the temporary `temp` that will replace `target`) the owner and group
+/// `(uid, gid)`; [`WriteError::Owner`] when this process may not.
+fn keep_owner(
+    file: &File,
+    temp: &Path,
+    target: &Path,
+    (uid, gid): (u32, u32),
+) -> Result<(), WriteError> {
+    let meta = file.metadata().map_err(fail("inspect", temp))?;
+    if (meta.uid(), meta.gid()) == (uid, gid) {
+        return Ok(());
+    }
+    std::os::unix::fs::fchown(file, Some(uid), Some(gid)).map_err(|source| WriteError::Owner {
+        path: target.to_owned(),
+        uid,
+        gid,
+        source,
+    })
 }
 
 /// `/srv/app/.env` → `srv%app%.env`: one flat folder for the backups of every file. A path too long

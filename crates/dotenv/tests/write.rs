@@ -36,19 +36,25 @@ fn names_in(dir: &Path) -> Vec<String> {
 }
 
 #[test]
-fn a_new_file_is_0600_and_a_loose_one_is_tightened() {
+fn a_new_file_is_0600_and_an_existing_one_keeps_its_mode() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join(".env");
     let written = lock(&path).replace(b"A=1\n", None).unwrap();
     assert_eq!(written.backup, None, "nothing to back up");
     assert_eq!(fs::read(&path).unwrap(), b"A=1\n");
     assert_eq!(mode(&path), 0o600);
-    fs::set_permissions(&path, fs::Permissions::from_mode(0o644)).unwrap();
-    lock(&path).replace(b"A=2\n", None).unwrap();
-    assert_eq!(mode(&path), 0o600);
-    fs::set_permissions(&path, fs::Permissions::from_mode(0o400)).unwrap();
-    lock(&path).replace(b"A=3\n", None).unwrap();
-    assert_eq!(mode(&path), 0o400, "a stricter mode is the owner's choice");
+    // A rewrite never loosens nor tightens: a service reading the file through its group (0640)
+    // keeps reading it; a loose mode is `check`'s warning, not ours to change.
+    let backups = dir.path().join("backups");
+    for (n, chosen) in [0o640, 0o644, 0o400, 0o660].into_iter().enumerate() {
+        fs::set_permissions(&path, fs::Permissions::from_mode(chosen)).unwrap();
+        let written = lock(&path)
+            .replace(format!("A={n}\n").as_bytes(), Some(&backups))
+            .unwrap();
+        assert_eq!(mode(&path), chosen, "{chosen:o} kept");
+        let backup = written.backup.expect("backed up");
+        assert_eq!(mode(&backup), 0o600, "a backup is a new file of ours: 0600");
+    }
     let lock = dir.path().join(".env.lock");
     assert_eq!(mode(&lock), 0o600);
 }
@@ -110,6 +116,77 @@ fn owner_and_group_are_kept() {
     lock(&path).replace(b"A=2\n", None).unwrap();
     let after = fs::metadata(&path).unwrap();
     assert_eq!((after.uid(), after.gid()), (uid, gid));
+}
+
+/// Run by `an_owner_that_cannot_be_kept_stops_the_write_and_says_so` as another user: rewrites
+/// the file and prints the error.
+#[test]
+fn writer_for_the_owner_test() {
+    let Some(path) = std::env::var_os("PERMATOKEN_OWNER_TEST_FILE") else {
+        return;
+    };
+    let locked = lock(Path::new(&path));
+    // Asked first (before a token is minted), then the write itself.
+    match locked.check_owner() {
+        Ok(()) => println!("check: ok"),
+        Err(e) => println!("check: {e}"),
+    }
+    match locked.replace(b"A=2\n", None) {
+        Ok(_) => println!("write: written"),
+        Err(e) => println!("write: {e}"),
+    }
+}
+
+#[test]
+fn an_owner_that_cannot_be_kept_stops_the_write_and_says_so() {
+    use std::os::unix::fs::MetadataExt;
+    let dir = tempfile::tempdir().unwrap();
+    if fs::metadata(dir.path()).unwrap().uid() != 0 {
+        eprintln!("skipped: only root can give a file a group its writer is not in");
+        return;
+    }
+    // `nobody` may write the folder and the file, but the file's group is root's, which `nobody`
+    // cannot give the rewritten file.
+    fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o777)).unwrap();
+    let path = dir.path().join(".env");
+    fs::write(&path, "A=1\n").unwrap();
+    std::os::unix::fs::chown(&path, Some(65534), Some(0)).unwrap();
+    fs::set_permissions(&path, fs::Permissions::from_mode(0o660)).unwrap();
+    // A copy of this test binary that `nobody` can run, wherever the build folder is.
+    let exe = dir.path().join("writer");
+    fs::copy(std::env::current_exe().unwrap(), &exe).unwrap();
+    fs::set_permissions(&exe, fs::Permissions::from_mode(0o755)).unwrap();
+    let out = Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+        .arg(&exe)
+        .args(["--exact", "writer_for_the_owner_test", "--nocapture"])
+        .env("PERMATOKEN_OWNER_TEST_FILE", &path)
+        .output()
+        .expect("setpriv (util-linux) runs");
+    let said = String::from_utf8_lossy(&out.stdout);
+    let refusal = format!(
+        "cannot keep the owner and group of `{}` (uid 65534, gid 0) on its new content: Operation not permitted (os error 1); so it was left as it is",
+        path.display()
+    );
+    for step in ["check", "write"] {
+        assert!(
+            said.contains(&format!("{step}: {refusal}")),
+            "{step}: {said}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    assert_eq!(fs::read(&path).unwrap(), b"A=1\n", "nothing written");
+    let meta = fs::metadata(&path).unwrap();
+    assert_eq!(
+        (meta.uid(), meta.gid(), meta.mode() & 0o777),
+        (65534, 0, 0o660)
+    );
+    fs::remove_file(&exe).unwrap();
+    assert_eq!(
+        names_in(dir.path()),
+        [".env", ".env.lock"],
+        "no temporary left"
+    );
 }
 
 #[test]

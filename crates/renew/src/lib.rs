@@ -287,7 +287,8 @@ impl Failure {
             | Self::BackupFolderNotUtf8(_)
             | Self::Store(StoreError::Changed { .. })
             | Self::Store(StoreError::Write(permatoken_dotenv::WriteError::LockHeld { .. }))
-            | Self::Store(StoreError::Write(permatoken_dotenv::WriteError::TooLarge { .. })) => 3,
+            | Self::Store(StoreError::Write(permatoken_dotenv::WriteError::TooLarge { .. }))
+            | Self::Store(StoreError::Write(permatoken_dotenv::WriteError::Owner { .. })) => 3,
             Self::NeedsNoExchange => 0,
             _ => 2,
         }
@@ -326,6 +327,7 @@ impl Failure {
             ),
             Self::Store(StoreError::Changed { .. }) => "another process edited the file meanwhile; run the command again to check what it holds now".into(),
             Self::Store(StoreError::Write(permatoken_dotenv::WriteError::TooLarge { .. })) => "nothing was asked of Meta for it; check the path: name the service's `.env` (--env-file) or token file (--output)".into(),
+            Self::Store(StoreError::Write(permatoken_dotenv::WriteError::Owner { .. })) => "nothing was asked of Meta for it; run as the file's owner (or root), or give the file a group this user belongs to (`chgrp`), so that its rewrite keeps who may read it".into(),
             Self::Store(_) => "nothing was changed; check that this user may write the file and its folder".into(),
         }
     }

@@ -105,7 +105,7 @@ pub fn describe_change(
             path.display(),
         ),
         Destination::TokenFile { path } => format!(
-            "would write {}: {was}{new} (mode 0600; {backup})",
+            "would write {}: {was}{new} (its mode and owner kept, 0600 if new; {backup})",
             path.display()
         ),
     }
@@ -154,7 +154,8 @@ impl<'a> Claims<'a> {
 
     /// Takes the lock of `destination`'s file. With `read`, the token read from there before the lock:
     /// [`StoreError::Changed`] if the file holds another value now (another process renewed it). A
-    /// file too large to be replaced is refused now, before Meta is asked for its token.
+    /// file too large to be replaced, or whose owner and group this process could not give its
+    /// rewrite, is refused now, before Meta is asked for its token.
     pub fn claim(
         &mut self,
         destination: &Destination,
@@ -163,6 +164,7 @@ impl<'a> Claims<'a> {
         let i = self.lock(destination.path())?;
         let locked = &self.held[i].1;
         locked.check_size()?;
+        locked.check_owner()?;
         let Some(read) = read else {
             return Ok(());
         };

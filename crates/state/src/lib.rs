@@ -472,6 +472,14 @@ impl Store {
         on_backend!(self, |c| queries::all_announced(c))
     }
 
+    /// The words of the alert that announced each token's state, but for the tokens announced
+    /// `ok` or `except` (a state whose words go stale at once, such as `cannot_be_checked`): for the
+    /// status page after a restart. One row per such token, by name.
+    pub async fn announced_reasons(&self, except: &str) -> Result<Vec<AnnouncedReason>, Error> {
+        let except = except.to_owned();
+        on_backend!(self, |c| queries::announced_reasons(c, &except))
+    }
+
     /// Takes in a state without an alert (e.g. a token's first `ok`, or a state the caller decides
     /// not to announce), keeping `unknown_since`. An alert announces its state by itself: see
     /// [`Store::record_alert`].

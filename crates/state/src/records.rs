@@ -237,6 +237,22 @@ pub struct Decision {
     pub alert: Option<(Alert, Vec<String>)>,
 }
 
+/// Why a token stands in the state announced for it: the words of the alert that announced it.
+/// The status page shows them after a restart, until the token's next check says it anew.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AnnouncedReason {
+    /// The token name.
+    pub token_name: String,
+    /// The state announced.
+    pub state: String,
+    /// The alert's message.
+    pub message: String,
+    /// The alert's fix.
+    pub fix: Option<String>,
+    /// When the alert was raised.
+    pub at: Timestamp,
+}
+
 /// What watch last said about one token name, and how long it has not been able to check it.
 /// Survives restarts, so that a restarted watch does not announce a state again.
 #[derive(Clone, Debug, PartialEq, Eq)]

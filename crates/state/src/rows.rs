@@ -13,9 +13,9 @@ use jiff::Timestamp;
 
 use crate::conn::Row;
 use crate::{
-    Alert, Announced, Announcement, CheckRecord, CheckStatus, Counts, Delivery, DeliveryStatus,
-    Error, Event, EventKind, IdentityCheck, Role, RouteHealth, StatusPoint, TokenIdentity,
-    TokenRecord,
+    Alert, Announced, AnnouncedReason, Announcement, CheckRecord, CheckStatus, Counts, Delivery,
+    DeliveryStatus, Error, Event, EventKind, IdentityCheck, Role, RouteHealth, StatusPoint,
+    TokenIdentity, TokenRecord,
 };
 
 /// The columns of `tokens t` that [`token`] reads.
@@ -220,6 +220,17 @@ pub(crate) fn announced(r: &dyn Row) -> Result<Announced, Error> {
         token_name: r.string(0)?,
         announcement,
         unknown_since: r.opt_time(5, "announced.unknown_since")?,
+    })
+}
+
+/// `a.token_name, a.state, al.message, al.fix, al.created_at` of `announced` and `alerts`.
+pub(crate) fn announced_reason(r: &dyn Row) -> Result<AnnouncedReason, Error> {
+    Ok(AnnouncedReason {
+        token_name: r.string(0)?,
+        state: r.string(1)?,
+        message: r.string(2)?,
+        fix: r.opt_string(3)?,
+        at: r.time(4, "alerts.created_at")?,
     })
 }
 

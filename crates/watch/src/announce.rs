@@ -35,6 +35,9 @@ pub(crate) struct Announcer {
     stopwatches: Stopwatches,
     /// Decisions of earlier rounds the state could not take, in the order they were made.
     unrecorded: Vec<store::Decision>,
+    /// `--no-alerts`: the states the last round decided, kept for the page and `--once`'s output
+    /// though never recorded ([`Announcer::drop_decisions`]).
+    looked: HashMap<String, State>,
 }
 
 impl Announcer {
@@ -176,13 +179,26 @@ impl Announcer {
 
     /// The announced state of each token whose latest decision is unrecorded: the page shows it.
     pub(crate) fn unrecorded_states(&self) -> HashMap<String, State> {
-        self.unrecorded
-            .iter()
+        let mut states = self.looked.clone();
+        states.extend(self.unrecorded.iter().filter_map(|d| {
+            let state = State::parse(&d.announcement.as_ref()?.state)?;
+            Some((d.token_name.clone(), state))
+        }));
+        states
+    }
+
+    /// Drops the round's decisions unwritten and their alerts unsent (`watch --once --no-alerts`),
+    /// keeping only the states they decided, for the page and the output: what is recorded as
+    /// announced stays as it was, so a later round decides (and alerts) the same again.
+    pub(crate) fn drop_decisions(&mut self) {
+        self.announced = HashMap::new();
+        self.looked = std::mem::take(&mut self.decisions)
+            .into_iter()
             .filter_map(|d| {
-                let state = State::parse(&d.announcement.as_ref()?.state)?;
-                Some((d.token_name.clone(), state))
+                let state = State::parse(&d.announcement?.state)?;
+                Some((d.token_name, state))
             })
-            .collect()
+            .collect();
     }
 
     /// Drops the round's decisions and the unrecorded ones (this replica stopped leading during

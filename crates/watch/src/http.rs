@@ -1,16 +1,18 @@
-//! The HTTP endpoint of `permatoken watch`: `/metrics`, `/healthz`, `/api/tokens` and the status page
-//! `/`, all read from the newest [`Snapshot`] and the
-//! [`Counters`]. The charts' history is the one thing read per request:
+//! The HTTP endpoint of `permatoken watch`: `/metrics`, `/healthz`, `/readyz`, `/api/tokens` and the
+//! status page `/`, all read from the newest [`Snapshot`], the [`Counters`] and the [`Health`] the
+//! daemon tells (`/healthz`: 503 with a JSON reason when the loop is stale, the state cannot be
+//! written or reached, or `watch` waits for it; `/readyz`: 200 once the page is served from the
+//! state). The charts' history is the one thing read per request:
 //! `/api/tokens` asks the [`Store`] for the points of the tokens on the page it answers (at most
 //! [`MAX_PER_PAGE`](crate::page::view::MAX_PER_PAGE)), a few requests at a time, so that memory
 //! follows the page, not the fleet. When that read fails, `/api/tokens` answers 503 with a JSON
 //! `error` (the page's script then keeps what it shows and marks it stale) and the store's error goes
-//! to the log; `/`, `/metrics` and `/healthz` never read the store.
+//! to the log; `/`, `/metrics`, `/healthz` and `/readyz` never read the store.
 //!
 //! [`app`] builds the router apart from serving, so that tests call it without a socket; [`serve`]
 //! serves it until a shutdown future completes. On a non-loopback address a [`BearerToken`] is
-//! required: it then guards `/` and `/api/*` (compared in constant time), while `/metrics` and
-//! `/healthz` stay open for scrapers and probes.
+//! required: it then guards `/` and `/api/*` (compared in constant time), while `/metrics`,
+//! `/healthz` and `/readyz` stay open for scrapers and probes.
 //!
 //! Must never: serve a secret (the snapshot holds none; the bearer token is never echoed or logged),
 //! read a request body, or load anything from another origin (the page's CSP forbids it).
@@ -27,6 +29,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use permatoken_state::Store;
 
+use crate::health::{Health, Problem};
 use crate::metrics::{self, CounterTotals, Counters};
 use crate::page;
 use crate::page::view::{TokenPage, TokenQuery};
@@ -111,6 +114,7 @@ struct Inner {
     /// Empty while `watch` waits for its state at start ([`AppState::set_store`]).
     store: std::sync::OnceLock<Store>,
     history_reads: tokio::sync::Semaphore,
+    health: Health,
 }
 
 impl std::fmt::Debug for AppState {
@@ -154,7 +158,14 @@ impl AppState {
             bearer,
             store: std::sync::OnceLock::new(),
             history_reads: tokio::sync::Semaphore::new(HISTORY_READS),
+            health: Health::default(),
         })))
+    }
+
+    /// What `/healthz` and `/readyz` read beside the snapshot: hand it to the daemon
+    /// ([`crate::daemon::Daemon::set_health`]).
+    pub fn health(&self) -> Health {
+        self.0.health.clone()
     }
 
     /// The store the charts' history is read from, once open; a second one is ignored.
@@ -176,6 +187,7 @@ pub fn app(state: AppState) -> Router {
     Router::new()
         .route("/metrics", get(metrics_handler))
         .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
         .merge(guarded)
         .layer(middleware::from_fn(bounded))
         .layer(DefaultBodyLimit::max(MAX_BODY))
@@ -255,44 +267,87 @@ async fn metrics_handler(State(state): State<AppState>, headers: HeaderMap) -> R
         .into_response()
 }
 
-/// `/healthz`: 200 `ok`, or 503 `unhealthy` with one line for each of [`health_problems`].
-async fn healthz(State(state): State<AppState>) -> Response {
-    let snapshot = state.snapshot();
-    let problems = health_problems(&snapshot);
-    if !problems.is_empty() {
-        return (
-            StatusCode::SERVICE_UNAVAILABLE,
-            [(header::CACHE_CONTROL, "no-store")],
-            format!("unhealthy\n{}\n", problems.join("\n")),
-        )
-            .into_response();
-    }
-    let round = match snapshot.last_round_at {
-        Some(at) if snapshot.round_finished => format!("last round finished at {at}"),
-        _ => "no round finished yet".to_owned(),
-    };
+/// A JSON answer no cache keeps.
+fn probe_answer(status: StatusCode, body: &serde_json::Value) -> Response {
     (
-        [(header::CACHE_CONTROL, "no-store")],
-        format!("ok\n{round}\n"),
+        status,
+        [
+            (header::CONTENT_TYPE, "application/json"),
+            (header::CACHE_CONTROL, "no-store"),
+        ],
+        format!("{body}\n"),
     )
         .into_response()
 }
 
-/// Why this process is not healthy now, a line each; empty when it is. Each condition that fails
-/// `/healthz` is one entry here.
-fn health_problems(snapshot: &Snapshot) -> Vec<String> {
+/// `/healthz`: 200 `{"status": "ok", "leader", "round_finished", "last_round_at"}`, or 503
+/// `{"status": "unhealthy", "problems": [{"reason", "message"}]}`, one for each of
+/// [`health_problems`].
+async fn healthz(State(state): State<AppState>) -> Response {
+    let snapshot = state.snapshot();
+    let problems = health_problems(&snapshot, &state.0.health);
+    if !problems.is_empty() {
+        return probe_answer(
+            StatusCode::SERVICE_UNAVAILABLE,
+            &serde_json::json!({"status": "unhealthy", "problems": problems}),
+        );
+    }
+    let last_round_at = snapshot.last_round_at.filter(|_| snapshot.round_finished);
+    probe_answer(
+        StatusCode::OK,
+        &serde_json::json!({
+            "status": "ok",
+            "leader": state.0.counters.leads(&snapshot),
+            "round_finished": snapshot.round_finished,
+            "last_round_at": last_round_at,
+        }),
+    )
+}
+
+/// Why this process is not healthy now; empty when it is. Each condition that fails `/healthz` is
+/// one entry here: the snapshot's, then what the daemon told ([`Health::problems`]).
+fn health_problems(snapshot: &Snapshot, health: &Health) -> Vec<Problem> {
     let mut problems = Vec::new();
     if let Some(why) = &snapshot.waiting_for_state {
-        problems.push(format!("waiting for the state database: {why}"));
+        problems.push(Problem {
+            reason: "waiting_for_state",
+            message: format!("waiting for the state database: {why}"),
+        });
     }
     if let Some(problem) = &snapshot.state_unwritable {
         // A probe must see it: the alerts of this outage live only in this process's memory.
-        problems.push(format!(
-            "state not writable since {}: {}",
-            problem.since, problem.reason
-        ));
+        problems.push(Problem {
+            reason: "state_unwritable",
+            message: format!(
+                "state not writable since {}: {}",
+                problem.since, problem.reason
+            ),
+        });
     }
+    problems.extend(health.problems(std::time::Instant::now()));
     problems
+}
+
+/// `/readyz`: 200 `{"status": "ready"}` once the daemon serves the page from the state; 503
+/// `{"status": "not_ready", "reason", "message"}` before (starting, or waiting for the state).
+async fn readyz(State(state): State<AppState>) -> Response {
+    if state.0.health.is_ready() {
+        return probe_answer(StatusCode::OK, &serde_json::json!({"status": "ready"}));
+    }
+    let (reason, message) = match &state.snapshot().waiting_for_state {
+        Some(why) => (
+            "waiting_for_state",
+            format!("waiting for the state database: {why}"),
+        ),
+        None => (
+            "starting",
+            "watch is starting: the status page is not built from the state yet".to_owned(),
+        ),
+    };
+    probe_answer(
+        StatusCode::SERVICE_UNAVAILABLE,
+        &serde_json::json!({"status": "not_ready", "reason": reason, "message": message}),
+    )
 }
 
 /// `/api/tokens`: one page of tokens ([`TokenPage`]: `total`, `page`, `per_page`, `pages`, `q`,

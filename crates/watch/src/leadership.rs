@@ -21,7 +21,9 @@
 //! 7. **Taking over**, a new leader takes up the schedule and the identities from the shared state
 //!    ([`Turn::Became`]); **standing down**, it forgets what it remembers of the tokens
 //!    ([`Turn::Lost`]), which would go stale.
-//! 8. An error of the election (the database unreachable) means standing by until a poll wins.
+//! 8. An error of the election (the database unreachable) means standing by until a poll wins;
+//!    once no poll has answered for the lease, `/healthz` fails (`state_unreachable`,
+//!    [`crate::health`]), on a leader cut off as on a standby.
 //! 9. **`permatoken_leader` tells the truth**: it is 1 only until the lease has passed since the
 //!    start of the last poll that held the lock and wrote the heartbeat ([`crate::metrics::LeaderGauge`]), read
 //!    at each scrape: a replica whose polls hang or fail (the database down, the network cut)
@@ -41,6 +43,7 @@ use jiff::Timestamp;
 use permatoken_state as store;
 
 use crate::claims::ClaimGate;
+use crate::health::Health;
 use crate::metrics::Counters;
 
 /// How often the heartbeat renews the lease (leader) or tries the lock (standby).
@@ -60,6 +63,8 @@ pub struct Leadership {
     election: Option<store::Election>,
     leading: bool,
     counters: Counters,
+    /// Told of each poll: `/healthz` fails when none has answered for the lease.
+    health: Health,
     /// The election's last error, so that an outage is logged once per change, not every poll.
     failing: Option<String>,
 }
@@ -77,6 +82,7 @@ impl Leadership {
             election: None,
             leading: true,
             counters: Counters::default(),
+            health: Health::default(),
             failing: None,
         }
     }
@@ -89,8 +95,20 @@ impl Leadership {
             election: Some(election),
             leading: false,
             counters,
+            health: Health::default(),
             failing: None,
         }
+    }
+
+    /// Tells `health` of each poll from now on (an election without a lease, `watch --once`'s
+    /// claims, tells nothing).
+    pub fn set_health(&mut self, health: Health) {
+        if let Some(election) = &self.election
+            && !election.lease().is_zero()
+        {
+            health.election_started(election.lease(), std::time::Instant::now());
+        }
+        self.health = health;
     }
 
     /// Whether this replica led at the last poll.
@@ -109,7 +127,7 @@ impl Leadership {
         let Some(election) = &self.election else {
             return (true, None);
         };
-        let leading = match poll(election, &self.counters).await {
+        let leading = match poll(election, &self.counters, &self.health).await {
             Ok(leading) => {
                 if self.failing.take().is_some() {
                     tracing::info!("leader election: the state database answers again");
@@ -146,10 +164,11 @@ impl Leadership {
     pub fn heartbeat(&self) -> Option<Heartbeat> {
         let election = self.election.clone()?;
         let counters = self.counters.clone();
+        let health = self.health.clone();
         let (tx, rx) = tokio::sync::watch::channel(self.leading);
         let task = tokio::spawn(async move {
             loop {
-                let leading = poll(&election, &counters).await.unwrap_or(false);
+                let leading = poll(&election, &counters, &health).await.unwrap_or(false);
                 tx.send_if_modified(|old| std::mem::replace(old, leading) != leading);
                 tokio::time::sleep(ELECTION_POLL).await;
             }
@@ -166,10 +185,19 @@ impl Leadership {
 }
 
 /// Polls `election`, and tells `counters` until when this replica may say it leads (rule 9): the
-/// lease from the poll's start, since the heartbeat it wrote was written after that.
-async fn poll(election: &store::Election, counters: &Counters) -> Result<bool, store::Error> {
+/// lease from the poll's start, since the heartbeat it wrote was written after that; and `health`
+/// whether the database answered.
+async fn poll(
+    election: &store::Election,
+    counters: &Counters,
+    health: &Health,
+) -> Result<bool, store::Error> {
     let start = std::time::Instant::now();
     let polled = election.poll().await;
+    health.election_polled(
+        start,
+        polled.as_ref().map(drop).map_err(ToString::to_string),
+    );
     // An election without a lease (`watch --once`'s claims) says nothing of who leads.
     if !election.lease().is_zero() {
         let until = matches!(polled, Ok(true)).then(|| start + election.lease());

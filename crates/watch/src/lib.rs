@@ -7,8 +7,9 @@
 //! checked, [`sources`] where a check's inputs are read, `batch` and `check` the Graph calls and
 //! the renewal engine, `outcome`, [`states`], `announce` and `lasted` what a check means and what
 //! is told, `delivery`, [`alert`], [`alertmanager`] and [`signature`] how it is sent, [`snapshot`],
-//! [`metrics`], [`http`] and [`page`] what is shown, [`config`] the configuration, and [`startup`]
-//! waiting for the state's database at start.
+//! [`metrics`], [`http`] and [`page`] what is shown, [`health`] what the probes are told, [`config`]
+//! the configuration, [`startup`] waiting for the state's database at start, and [`notify`] telling
+//! systemd the daemon is ready and alive.
 //!
 //! Must never: print a secret (tokens, app secrets, alert routes' URLs and signing secrets), or know the
 //! terminal: the binary renders.
@@ -25,11 +26,14 @@ pub mod config;
 pub mod daemon;
 mod delivery;
 mod fleet;
+pub mod health;
 pub mod http;
 mod lasted;
 pub mod leadership;
+pub mod listen;
 mod memory;
 pub mod metrics;
+pub mod notify;
 mod outcome;
 pub mod page;
 mod records;

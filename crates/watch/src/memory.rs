@@ -1,5 +1,6 @@
 //! What this process remembers of each token between rounds, beside the shared state: the names of
-//! the backups its last check found, the permissions it had (both for the page), the key (SHA-256)
+//! the backups its last check found, the permissions it had and why it is not ok (all three for the
+//! page), the key (SHA-256)
 //! each name held, and each token's identity and verdict (so that a batched round asks `/me` only on
 //! a first check or a change, [`crate::batch`]).
 //!
@@ -13,14 +14,19 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
+use jiff::Timestamp;
 use permatoken_inspect::FindingCode;
 use permatoken_renew::LastCheck;
 use permatoken_state as store;
 
 use crate::config::TokenConfig;
+use crate::snapshot::{Reason, Words};
+use crate::states::{Observation, Observed, State};
 
 /// Distinct permission lists kept before those no token holds are let go.
 const SCOPE_LISTS_KEPT: usize = 1024;
+/// Distinct reasons' words kept before those no token holds are let go.
+const WORDS_KEPT: usize = 1024;
 
 /// See the module docs.
 #[derive(Default)]
@@ -42,9 +48,16 @@ pub(crate) struct Memory {
     identities: HashMap<String, LastCheck>,
     /// Whether `identities` was filled from the state since this replica began to lead.
     identities_loaded: bool,
-    /// Per token name: why its last check could not tell (its file unreadable, no token in it), for
-    /// the page; only while it is unknown.
-    reasons: HashMap<String, String>,
+    /// Per token name: why its last check found it not ok, or could not tell (its file unreadable,
+    /// no token in it), for the page; none while it is ok, so most of a fleet has no entry.
+    reasons: HashMap<String, Reason>,
+    /// The distinct words of `reasons`: a fleet dead of one cause (an app secret reset) has one
+    /// message and one fix, not one copy of them per token.
+    words: HashSet<Arc<Words>>,
+    /// The size of `words` at which those no token holds are let go: twice what was left last
+    /// time (at least [`WORDS_KEPT`]), so that a fleet of distinct words (each expiring token's
+    /// message names its own date) costs a pass over them now and then, not at every check.
+    words_limit: usize,
 }
 
 impl Memory {
@@ -66,22 +79,41 @@ impl Memory {
         self.keys.get(name)
     }
 
-    /// Why `name`'s last check could not tell, while it is unknown.
-    pub(crate) fn reason(&self, name: &str) -> Option<&str> {
-        self.reasons.get(name).map(String::as_str)
+    /// Why `name`'s last check found it not ok or could not tell; `None` while it is ok.
+    pub(crate) fn reason(&self, name: &str) -> Option<&Reason> {
+        self.reasons.get(name)
     }
 
-    /// What the last check of `name` came to: `Some(why)` when it could not tell, `None` when it
-    /// could.
-    pub(crate) fn told(&mut self, name: &str, why: Option<&str>) {
-        match why {
-            Some(why) => {
-                self.reasons.insert(name.to_owned(), why.to_owned());
-            }
-            None => {
-                self.reasons.remove(name);
-            }
+    /// What the last check of `name`, at `at`, came to: its reason kept unless it was ok.
+    pub(crate) fn told(&mut self, name: &str, observation: &Observation, at: Timestamp) {
+        if observation.observed == Observed::Known(State::Ok) {
+            self.reasons.remove(name);
+            return;
         }
+        let words = self.shared_words(Words {
+            message: observation.message.clone(),
+            fix: observation.fix.clone(),
+        });
+        let reason = Reason {
+            words,
+            tried_at: at.as_second(),
+            unknown: observation.observed == Observed::Unknown,
+        };
+        self.reasons.insert(name.to_owned(), reason);
+    }
+
+    /// `words` as the copy already kept, as [`Memory::shared_scopes`] does for permissions.
+    fn shared_words(&mut self, words: Words) -> Arc<Words> {
+        if let Some(kept) = self.words.get(&words) {
+            return kept.clone();
+        }
+        if self.words.len() >= self.words_limit.max(WORDS_KEPT) {
+            self.words.retain(|w| Arc::strong_count(w) > 1);
+            self.words_limit = self.words.len().saturating_mul(2);
+        }
+        let words = Arc::new(words);
+        self.words.insert(words.clone());
+        words
     }
 
     /// The identities by token key, for the batches.
@@ -144,12 +176,14 @@ impl Memory {
     /// latest check (before a restart, or by another replica) saw its `/me` answer, with that
     /// check's verdict. `dead` is read from the check's finding codes as
     /// [`permatoken_inspect::Report::is_dead`] reads the findings; what this process saw itself is
-    /// kept. A state that cannot be read leaves every token to be asked.
+    /// kept. A state that cannot be read leaves every token to be asked. The reasons of the tokens'
+    /// announced states are read with them ([`Memory::load_reasons`]).
     pub(crate) async fn load_identities(&mut self, store: &store::Store) {
         if self.identities_loaded {
             return;
         }
         self.identities_loaded = true;
+        self.load_reasons(store).await;
         let stored = match store.identities().await {
             Ok(stored) => stored,
             Err(e) => {
@@ -178,6 +212,41 @@ impl Memory {
         }
     }
 
+    /// Takes in the words of the alert that announced each token's state, for the tokens not
+    /// checked by this process yet: after a restart, a dead token's card says why before its next
+    /// check, which may be hours away. Not `cannot_be_checked`: its words (why a file could not be
+    /// read) go stale fastest, and its "last tried" would be the alert's time. What this process
+    /// saw itself is kept; a state that cannot be read leaves the page without them until then.
+    async fn load_reasons(&mut self, store: &store::Store) {
+        let stored = match store
+            .announced_reasons(State::CannotBeChecked.as_str())
+            .await
+        {
+            Ok(stored) => stored,
+            Err(e) => {
+                tracing::warn!(
+                    "cannot read why the tokens are in their states ({e}): the page says it after their next checks"
+                );
+                return;
+            }
+        };
+        for r in stored {
+            if self.reasons.contains_key(&r.token_name) {
+                continue;
+            }
+            let words = self.shared_words(Words {
+                message: r.message,
+                fix: r.fix,
+            });
+            let reason = Reason {
+                words,
+                tried_at: r.at.as_second(),
+                unknown: false,
+            };
+            self.reasons.insert(r.token_name, reason);
+        }
+    }
+
     /// Forgets every identity (this replica stands by: they would go stale); the next time it
     /// leads, they are read from the state again.
     pub(crate) fn forget_identities(&mut self) {
@@ -200,5 +269,111 @@ impl Memory {
             .map(store::TokenKey::as_str)
             .collect();
         self.identities.retain(|key, _| live.contains(key.as_str()));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn seen(observed: Observed, message: &str) -> Observation {
+        Observation {
+            observed,
+            message: message.to_owned(),
+            fix: Some("generate a new token".to_owned()),
+        }
+    }
+
+    #[test]
+    fn reasons_are_kept_while_not_ok_and_their_words_shared() {
+        let mut memory = Memory::default();
+        let at = Timestamp::from_second(1_800_000_000).unwrap();
+        let dead = seen(Observed::Known(State::Dead), "the password was changed");
+        memory.told("a", &dead, at);
+        memory.told("b", &dead, at);
+        let (a, b) = (memory.reason("a").unwrap(), memory.reason("b").unwrap());
+        // A fleet dead of one cause holds its words once.
+        assert!(Arc::ptr_eq(&a.words, &b.words));
+        assert_eq!(a.words.message, "the password was changed");
+        assert_eq!((a.tried_at, a.unknown), (1_800_000_000, false));
+        let gone = seen(Observed::Unknown, "cannot read `/srv/x/.env`: No such file");
+        memory.told("a", &gone, at);
+        assert!(memory.reason("a").unwrap().unknown);
+        memory.told("b", &seen(Observed::Known(State::Ok), "ok"), at);
+        assert!(memory.reason("b").is_none());
+        // Words no token holds are let go, and those held are kept.
+        for i in 0..3 * WORDS_KEPT {
+            let expiring = seen(
+                Observed::Known(State::Expiring),
+                &format!("expires in {i} s"),
+            );
+            memory.told(&format!("t{}", i % 10), &expiring, at);
+        }
+        assert!(
+            memory.words.len() <= 2 * WORDS_KEPT,
+            "{}",
+            memory.words.len()
+        );
+        assert!(
+            memory
+                .reason("a")
+                .unwrap()
+                .words
+                .message
+                .starts_with("cannot read")
+        );
+    }
+}
+
+#[cfg(test)]
+mod restart_tests {
+    use super::*;
+
+    fn alert(id: &str, name: &str, state: &str, message: &str, at: i64) -> store::Alert {
+        store::Alert {
+            id: id.to_owned(),
+            token_name: name.to_owned(),
+            state: state.to_owned(),
+            previous_state: None,
+            message: message.to_owned(),
+            fix: Some("generate a new token".to_owned()),
+            time: Timestamp::from_second(at).unwrap(),
+        }
+    }
+
+    #[tokio::test]
+    async fn after_a_restart_the_announcing_alerts_say_why_until_the_next_check() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store::Store::open(dir.path().join("state.db"))
+            .await
+            .unwrap();
+        let routes = vec!["ops".to_owned()];
+        for a in [
+            alert("1", "legacy", "dead", "the password was changed", 100),
+            alert("2", "gone", "cannot_be_checked", "cannot read `x`", 200),
+            alert("3", "seen", "dead", "an old reason", 300),
+        ] {
+            store.record_alert(a, routes.clone()).await.unwrap();
+        }
+        let mut memory = Memory::default();
+        let now = Timestamp::from_second(400).unwrap();
+        let fresh = Observation {
+            observed: Observed::Known(State::Dead),
+            message: "a reason of this process".to_owned(),
+            fix: None,
+        };
+        memory.told("seen", &fresh, now);
+        memory.load_identities(&store).await;
+        let legacy = memory.reason("legacy").expect("the dead token's reason");
+        assert_eq!(legacy.words.message, "the password was changed");
+        assert_eq!(legacy.words.fix.as_deref(), Some("generate a new token"));
+        assert_eq!((legacy.tried_at, legacy.unknown), (100, false));
+        // A file's words go stale fastest: its next check says them.
+        assert!(memory.reason("gone").is_none());
+        // What this process saw itself stays.
+        assert_eq!(
+            memory.reason("seen").unwrap().words.message,
+            "a reason of this process"
+        );
     }
 }

@@ -582,3 +582,79 @@ async fn an_alertmanager_route_posts_the_array_under_its_base_path() {
     assert_eq!(resolved[0]["labels"]["state"], "dead");
     assert_eq!(resolved[0]["endsAt"], "2023-11-14T22:13:20Z");
 }
+
+/// The log lines written while a [`Log::capture`] guard lives, on this thread.
+#[derive(Clone, Default)]
+struct Log(Arc<Mutex<Vec<u8>>>);
+
+impl std::io::Write for Log {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Log {
+    type Writer = Log;
+
+    fn make_writer(&'a self) -> Log {
+        self.clone()
+    }
+}
+
+impl Log {
+    fn capture(&self) -> tracing::subscriber::DefaultGuard {
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(self.clone())
+            .with_ansi(false)
+            .finish();
+        tracing::subscriber::set_default(subscriber)
+    }
+
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
+    }
+}
+
+/// Issue 16, item 5: 9 deliveries on a plain-http `url_file` route made 9 warnings; now one per
+/// route, at start, and one more when its file names another URL.
+#[tokio::test]
+async fn the_plain_http_warning_of_a_url_file_route_is_said_once_at_start_not_at_every_delivery() {
+    let dir = tempfile::tempdir().unwrap();
+    let (base, seen) = receiver(200, "ok").await;
+    let file = dir.path().join("ops.url");
+    std::fs::write(&file, format!("{base}/hook/PERMATOKENTEST-a\n")).unwrap();
+    let route = route(dir.path(), "kind = \"webhook\"\nurl_file = \"ops.url\"");
+    let log = Log::default();
+    let _guard = log.capture();
+    let sender = sender();
+    // At start: said before any delivery.
+    sender.warn_plain_http(std::slice::from_ref(&route));
+    assert!(
+        log.text()
+            .contains("route `ops` sends alerts over plain http://"),
+        "{}",
+        log.text()
+    );
+    for _ in 0..9 {
+        sender.deliver(&route, &alert()).await.unwrap();
+    }
+    assert_eq!(seen.lock().unwrap().len(), 9);
+    let warnings = |text: &str| text.matches("sends alerts over plain http://").count();
+    assert_eq!(warnings(&log.text()), 1, "{}", log.text());
+    // Another receiver in the file: said again, once.
+    std::fs::write(&file, format!("{base}/hook/PERMATOKENTEST-b\n")).unwrap();
+    for _ in 0..3 {
+        sender.clone().deliver(&route, &alert()).await.unwrap();
+    }
+    assert_eq!(warnings(&log.text()), 2, "{}", log.text());
+    assert!(log.text().contains("route `ops`"), "{}", log.text());
+    assert!(
+        !log.text().contains("PERMATOKENTEST"),
+        "the URL is a secret"
+    );
+}

@@ -392,7 +392,7 @@ fn each_mistake_names_its_line_and_column_and_what_is_allowed() {
         ),
         (
             "listen = \"everywhere\"\n".into(),
-            "1:10: `listen` = `everywhere` is not an address and port; write e.g. \"127.0.0.1:9464\"",
+            "1:10: `listen`: `everywhere` is not a listen address: write an address and port (`127.0.0.1:9464`, `[::1]:9464`, `0.0.0.0:9464`), `:9464` for every interface, or `localhost:9464`",
         ),
         (
             "[[token]]\nname = \"x\"\ntoken_file = \"/t\"\napp_secret_file = \"/s\"\n".into(),
@@ -770,4 +770,34 @@ fn two_tokens_named_alike_but_for_spaces_no_longer_both_pass() {
         "[[token]]\nname = \"orders\"\nenv = \"A\"\n[[token]]\nname = \"orders\"\nenv = \"B\"\n",
     );
     assert!(e.ends_with(":5:8: a second token is named `orders`; token names must be unique"));
+}
+
+/// Issue 16, item 5: a reload says the plain-http warning again only of a route new or changed.
+#[test]
+fn a_reload_warns_of_plain_http_only_for_a_route_new_or_changed() {
+    let routes = |hosts: &[(&str, &str)]| {
+        let mut text = String::new();
+        for (name, url) in hosts {
+            text.push_str(&format!(
+                "[[alert]]\nname = \"{name}\"\nkind = \"webhook\"\nurl = \"{url}\"\n\n"
+            ));
+        }
+        parse(&text)
+    };
+    let first = routes(&[
+        ("ops", "http://ops.internal/hook"),
+        ("moved", "http://old.internal/hook"),
+    ]);
+    assert_eq!(first.warnings.len(), 2, "{:?}", first.warnings);
+    let second = routes(&[
+        ("ops", "http://ops.internal/hook"),
+        ("moved", "http://new.internal/hook"),
+        ("ci", "http://ci.internal/hook"),
+    ]);
+    let said = config::reload_warnings(&first.config.routes, &second);
+    assert_eq!(said.len(), 2, "{said:?}");
+    assert!(said[0].contains("route `moved`") && said[0].contains("new.internal"));
+    assert!(said[1].contains("route `ci`"), "{said:?}");
+    // Unchanged again: nothing to say.
+    assert!(config::reload_warnings(&second.config.routes, &second).is_empty());
 }

@@ -318,13 +318,19 @@ async fn odd_token_names_are_escaped_in_label_values() {
 async fn healthz_says_ok_and_whether_a_round_finished() {
     let now = now();
     let (state, _, _dir) = state(snapshot(now), "127.0.0.1:9464", None).await;
-    let (status, _, body) = get(&state, "/healthz", None).await;
+    let (status, headers, body) = get(&state, "/healthz", None).await;
     assert_eq!(status, StatusCode::OK);
-    assert_eq!(body, format!("ok\nlast round finished at {}\n", now - 30));
+    assert_eq!(headers[header::CONTENT_TYPE], "application/json");
+    let json: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(json["status"], "ok", "{body}");
+    assert_eq!(json["round_finished"], true, "{body}");
+    assert_eq!(json["last_round_at"], now - 30, "{body}");
     let (state, _, _dir) = state_with(Snapshot::default()).await;
     let (status, _, body) = get(&state, "/healthz", None).await;
     assert_eq!(status, StatusCode::OK);
-    assert_eq!(body, "ok\nno round finished yet\n");
+    let json: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(json["round_finished"], false, "{body}");
+    assert!(json["last_round_at"].is_null(), "{body}");
 }
 
 #[tokio::test]
@@ -338,12 +344,13 @@ async fn healthz_fails_and_the_page_says_why_while_the_state_cannot_be_written()
     let (state, _, _dir) = state_with(unwritable).await;
     let (status, _, body) = get(&state, "/healthz", None).await;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    let json: serde_json::Value = serde_json::from_str(&body).unwrap();
     assert_eq!(
-        body,
-        format!(
-            "unhealthy\nstate not writable since {}: database or disk is full\n",
-            now - 120
-        )
+        json,
+        serde_json::json!({"status": "unhealthy", "problems": [{
+            "reason": "state_unwritable",
+            "message": format!("state not writable since {}: database or disk is full", now - 120),
+        }]})
     );
     let (status, _, page) = get(&state, "/", None).await;
     assert_eq!(status, StatusCode::OK);
@@ -384,14 +391,15 @@ async fn api_tokens_without_parameters_is_the_first_page_worst_first_with_counte
             ("support".to_owned(), "failed_over".to_owned()),
             ("billing".to_owned(), "critical".to_owned()),
             (HOSTILE.to_owned(), "cannot_be_checked".to_owned()),
-            ("orders-backup".to_owned(), "expiring".to_owned()),
+            // The backup under its primary, which its state brings up with it.
             ("orders".to_owned(), "ok".to_owned()),
+            ("orders-backup".to_owned(), "expiring".to_owned()),
         ]
     );
-    assert_eq!(tokens[5]["never_expires"], true);
-    assert_eq!(tokens[5]["expires_at"], serde_json::Value::Null);
+    assert_eq!(tokens[4]["never_expires"], true);
+    assert_eq!(tokens[4]["expires_at"], serde_json::Value::Null);
     assert_eq!(
-        tokens[4]["role"],
+        tokens[5]["role"],
         serde_json::json!({"kind": "backup", "of": "orders"})
     );
     // Each chart read from the state file, oldest first, as the checks were written; after the
@@ -439,8 +447,8 @@ async fn api_tokens_without_parameters_is_the_first_page_worst_first_with_counte
         "support",
         "billing",
         HOSTILE,
-        "orders-backup",
         "orders",
+        "orders-backup",
     ];
     expected
         .tokens
@@ -587,7 +595,12 @@ async fn api_tokens_refuses_bad_parameters_with_a_clear_400() {
         ),
         ("state=recovered", "unknown state `recovered`"),
         ("q=a&q=b", "`q` is given more than once"),
-        ("sort=name", "unknown parameter `sort`"),
+        (
+            "sort=name",
+            "`sort` must be `state` (worst first) or `expiry`",
+        ),
+        ("view=list", "`view` must be `cards` or `table`"),
+        ("colour=red", "unknown parameter `colour`"),
         ("q=%E0%A4", "not valid percent-encoded UTF-8"),
         (long_q.as_str(), "`q` is longer than 100 characters"),
         (long_query.as_str(), "longer than 2048 bytes"),
@@ -661,7 +674,8 @@ async fn the_page_escapes_names_and_sends_security_headers() {
             "{name}"
         );
     }
-    assert!(body.contains("&lt;script&gt;alert(1)&lt;/script&gt;"));
+    // Escaped, with a line-break opportunity after its `/`.
+    assert!(body.contains("&lt;script&gt;alert(1)&lt;/<wbr>script&gt;"));
     assert!(
         !body.contains(HOSTILE),
         "the hostile name went in unescaped"
@@ -775,7 +789,7 @@ async fn serves_on_loopback_sees_new_snapshots_and_shuts_down_gracefully() {
     };
     let answer = fetch("/healthz").await;
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
-    assert!(answer.ends_with("ok\nno round finished yet\n"), "{answer}");
+    assert!(answer.contains("\"round_finished\":false"), "{answer}");
     publisher.publish(snapshot(now));
     let answer = fetch("/api/tokens").await;
     assert!(answer.contains("\"orders-backup\""), "{answer}");

@@ -150,7 +150,10 @@ alerts = ["ops"]
     for (name, file) in [("key", "server.key"), ("json", "json.env")] {
         let t = view(&snap, name).unwrap();
         assert_eq!(t.status, Status::Unknown, "{name}");
-        let reason = t.reason.unwrap_or_default();
+        let reason = t
+            .reason
+            .map(|r| r.words.message.clone())
+            .unwrap_or_default();
         assert!(reason.contains(file), "{name}: {reason}");
         assert!(
             reason.contains("does not hold a Meta access token"),
@@ -283,7 +286,12 @@ alerts = ["ops"]
     ] {
         let t = view(&snap, name).unwrap_or_else(|| panic!("{name} vanished"));
         assert_eq!(t.status, Status::Unknown, "{name}");
-        let reason = t.reason.unwrap_or_default();
+        let r = t.reason.unwrap_or_else(|| panic!("{name} has no reason"));
+        // The page says when it was last tried, though no check could be recorded.
+        assert!(r.unknown, "{name}");
+        assert_eq!(r.tried_at, snap.generated_at, "{name}");
+        assert!(r.words.fix.is_some(), "{name}");
+        let reason = &r.words.message;
         assert!(
             reason.contains(why) && reason.contains(".env"),
             "{name}: {reason}"
@@ -338,6 +346,9 @@ alerts = ["ops"]
     assert_eq!(sets.len(), 1, "no second set alert");
     let t = view(&snap, "clients/c05").unwrap();
     assert_eq!(t.status, Status::Unknown);
-    let reason = t.reason.unwrap_or_default();
+    let reason = t
+        .reason
+        .map(|r| r.words.message.clone())
+        .unwrap_or_default();
     assert!(reason.contains("symbolic links"), "{reason}");
 }

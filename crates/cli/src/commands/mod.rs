@@ -54,7 +54,10 @@ impl Command {
             Command::Refresh(args) => args.write.json.then_some(Some("refresh")),
             Command::Mint(args) => args.write.json.then_some(Some("mint")),
             // Scan's formats are its findings' (SARIF has its own shape); its errors go to stderr.
-            Command::Scan(_) | Command::Sandbox(_) | Command::Completions { .. } => None,
+            Command::Scan(_)
+            | Command::Sandbox(_)
+            | Command::Completions { .. }
+            | Command::ManPages { .. } => None,
         }
     }
 }
@@ -82,22 +85,35 @@ pub(crate) async fn run(cli: Cli) -> u8 {
             crate::render::stdout_bytes(&script);
             Ok(0)
         }
+        Command::ManPages { dir } => man_pages(&dir),
     };
     result.unwrap_or_else(|failure| {
         if let Some(action) = json {
-            let mut object = serde_json::json!({"status": status_of(failure.code)});
-            if let Some(action) = action {
-                object["action"] = action.into();
-            }
-            object["error"] = serde_json::json!({"message": failure.message, "hint": failure.hint});
-            if let Some(code) = failure.error_code {
-                object["error"]["code"] = code.into();
-            }
-            crate::render::stdout_json(&object);
+            crate::render::json_error(
+                status_of(failure.code),
+                action,
+                failure.error_code,
+                &failure.message,
+                failure.hint.as_deref(),
+            );
         }
         crate::render::error(&failure.message, failure.hint.as_deref());
         failure.code
     })
+}
+
+/// Writes the man pages of every command that `--help` lists into `dir` (`clap_mangen`).
+fn man_pages(dir: &std::path::Path) -> Result<u8, Failure> {
+    let cmd = <Cli as clap::CommandFactory>::command();
+    std::fs::create_dir_all(dir)
+        .and_then(|()| clap_mangen::generate_to(cmd, dir))
+        .map_err(|e| {
+            Failure::new(
+                format!("cannot write the man pages into `{}`: {e}", dir.display()),
+                "pass a folder you may write to",
+            )
+        })?;
+    Ok(0)
 }
 
 /// The verdict an exit code stands for (DESIGN §4).

@@ -13,7 +13,9 @@ use permatoken_watch::alert::Sender;
 use permatoken_watch::config::{self, Config, Loaded, StateLocation};
 use permatoken_watch::daemon::{Daemon, Options, SystemClock};
 use permatoken_watch::http::{self, AppState, BearerToken};
+use permatoken_watch::listen::Listen;
 use permatoken_watch::metrics::Counters;
+use permatoken_watch::notify::Notifier;
 use permatoken_watch::snapshot::{self, Snapshot};
 use permatoken_watch::sources;
 use permatoken_watch::startup::wait_for_state;
@@ -35,6 +37,7 @@ pub(crate) async fn run(args: WatchArgs) -> Result<u8, Failure> {
     if let Some(name) = &args.test_alert {
         return test_alert(&args, &config, &sender, name).await;
     }
+    sender.warn_plain_http(&config.routes);
     let from_args = args.state.as_ref().map(|p| match p.to_str() {
         Some(text) => StateLocation::parse(text, Path::new("")),
         None => StateLocation::File(p.clone()),
@@ -66,13 +69,25 @@ pub(crate) async fn run(args: WatchArgs) -> Result<u8, Failure> {
     // A daemon takes SIGHUP from the start: while it waits for its database, a reload must not
     // kill it (the signal's default), and the configuration it reads is taken in once it runs.
     let (reload_tx, reload_rx) = tokio::sync::mpsc::unbounded_channel();
-    let hup = (!args.once).then(|| tokio::spawn(reload_on_hangup(args.config.clone(), reload_tx)));
+    let hup = (!args.once).then(|| {
+        tokio::spawn(reload_on_hangup(
+            args.config.clone(),
+            (config.routes.clone(), sender.clone()),
+            reload_tx,
+        ))
+    });
     // Before any wait: a bad lease is bad configuration, refused at once.
     let lease = match postgres && !args.once {
         true => Some(leader_lease()?),
         false => None,
     };
     let mut endpoint = None;
+    // systemd's `Type=notify`: nothing is sent unless `NOTIFY_SOCKET` is set, and only the daemon
+    // sends (a `--once` run is no service's main process).
+    let notifier = match args.once {
+        true => Notifier::none(),
+        false => Notifier::from_env(std::env::vars_os()),
+    };
     let store = match state {
         StateLocation::File(path) => open_file(&path, args.state_new).await?,
         StateLocation::Postgres(url) => {
@@ -86,7 +101,15 @@ pub(crate) async fn run(args: WatchArgs) -> Result<u8, Failure> {
                 Err(e) if e.is_unreachable() && !args.once => {
                     let started =
                         Endpoint::start(&args, config.listen, &subscriber, &counters).await?;
-                    let open = || Store::open_postgres(&url, options.clone());
+                    // Each try extends systemd's start timeout: the wait is by design, and a try
+                    // that hangs stops extending it.
+                    let open = || {
+                        notifier.extend_start(
+                            2 * permatoken_watch::startup::MAX_BACKOFF,
+                            "waiting for the state database",
+                        );
+                        Store::open_postgres(&url, options.clone())
+                    };
                     let shutdown = super::sandbox::shutdown_signal();
                     let waited = wait_for_state(open, Some(e), &publisher, shutdown).await;
                     let Some(store) = waited.map_err(pg_failure)? else {
@@ -116,6 +139,7 @@ pub(crate) async fn run(args: WatchArgs) -> Result<u8, Failure> {
         clock: Arc::new(SystemClock),
         backup_dir,
     });
+    daemon.set_notifier(notifier);
     if postgres && args.once {
         // No part in the election, but no renewal or failover a replica has claimed either.
         let claims = daemon.store().claims_only(&replica_name());
@@ -125,6 +149,9 @@ pub(crate) async fn run(args: WatchArgs) -> Result<u8, Failure> {
         daemon.set_election(election);
     }
     if args.once {
+        if args.no_alerts {
+            daemon.without_alerts();
+        }
         let summary = daemon.run_all(jiff::Timestamp::now()).await.map_err(|e| {
             Failure::new(e.to_string(), "see the message; nothing else was changed")
         })?;
@@ -140,6 +167,7 @@ pub(crate) async fn run(args: WatchArgs) -> Result<u8, Failure> {
             started
         }
     };
+    daemon.set_health(endpoint.state.health());
     let result = serve(daemon, endpoint, reload_rx).await;
     if let Some(hup) = hup {
         hup.abort();
@@ -246,15 +274,29 @@ fn check_config(args: &WatchArgs, loaded: &Loaded) -> u8 {
         || "no configuration file: `./.env` with the defaults".to_owned(),
         |p| format!("`{}`", p.display()),
     );
+    let mut warnings = loaded.warnings.clone();
+    warnings.extend(config::unreadable_files(c));
+    let failed = args.strict && !warnings.is_empty();
+    let (message, hint) = (
+        format!(
+            "{} warning(s), and --strict makes a warning fail the check",
+            warnings.len()
+        ),
+        "fix what the warnings say, or leave out --strict to accept them",
+    );
     if args.json {
-        crate::render::stdout_json(&serde_json::json!({
-            "status": "ok",
+        let mut object = serde_json::json!({
+            "status": if failed { Status::Unknown } else { Status::Ok },
             "config": c.path,
             "tokens": c.tokens.iter().map(|t| &t.name).collect::<Vec<_>>(),
             "token_sets": c.token_sets.iter().map(|s| serde_json::json!({"name": s.name, "pattern": s.pattern})).collect::<Vec<_>>(),
             "routes": c.routes.iter().map(|r| &r.name).collect::<Vec<_>>(),
-            "warnings": loaded.warnings,
-        }));
+            "warnings": warnings,
+        });
+        if failed {
+            object["error"] = serde_json::json!({"message": message, "hint": hint});
+        }
+        crate::render::stdout_json(&object);
     } else {
         let mut out = anstream::stdout().lock();
         let _ = writeln!(
@@ -275,8 +317,12 @@ fn check_config(args: &WatchArgs, loaded: &Loaded) -> u8 {
             );
         }
     }
-    for warning in &loaded.warnings {
+    for warning in &warnings {
         crate::render::warning(warning);
+    }
+    if failed {
+        crate::render::error(&message, Some(hint));
+        return 3;
     }
     0
 }
@@ -373,54 +419,72 @@ fn render_round(args: &WatchArgs, snap: &Snapshot) {
 }
 
 /// The HTTP endpoint, serving from its start: before the state is open while `watch` waits for
-/// its database, then for the daemon.
+/// its database, then for the daemon. On one socket, or two (`:PORT`, `localhost:PORT`).
 struct Endpoint {
     state: AppState,
-    stop: tokio::sync::oneshot::Sender<()>,
-    server: tokio::task::JoinHandle<Result<(), http::HttpError>>,
+    stop: tokio::sync::watch::Sender<bool>,
+    servers: Vec<tokio::task::JoinHandle<Result<(), http::HttpError>>>,
 }
 
 impl Endpoint {
     async fn start(
         args: &WatchArgs,
-        configured: Option<std::net::SocketAddr>,
+        configured: Option<Listen>,
         subscriber: &snapshot::Subscriber,
         counters: &Counters,
     ) -> Result<Self, Failure> {
-        let listen = args.listen.or(configured).unwrap_or(http::DEFAULT_LISTEN);
+        let listen = args
+            .listen
+            .or(configured)
+            .unwrap_or(Listen::Addr(http::DEFAULT_LISTEN));
         let bearer = match &args.http_token_file {
             Some(path) => Some(read_bearer(path)?),
             None => None,
         };
-        let state = AppState::waiting(listen, bearer, subscriber.clone(), counters.clone())
+        let listeners = listen.bind().await.map_err(|e| {
+            Failure::new(
+                format!("cannot listen on {listen}: {e}"),
+                "pick another --listen address, or stop what holds this one",
+            )
+        })?;
+        let bound: Vec<_> = listeners
+            .iter()
+            .filter_map(|l| l.local_addr().ok())
+            .collect();
+        let first = bound.first().copied().unwrap_or(http::DEFAULT_LISTEN);
+        let state = AppState::waiting(first, bearer, subscriber.clone(), counters.clone())
             .map_err(|e| {
                 Failure::new(
                     e.to_string(),
                     "see --listen and --http-token-file in `permatoken watch --help`",
                 )
             })?;
-        let listener = tokio::net::TcpListener::bind(listen).await.map_err(|e| {
-            Failure::new(
-                format!("cannot listen on {listen}: {e}"),
-                "pick another --listen address, or stop what holds this one",
-            )
-        })?;
-        let bound = listener.local_addr().unwrap_or(listen);
-        tracing::info!("serving the status page and /metrics on http://{bound}/");
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let server = tokio::spawn(http::serve(listener, state.clone(), async {
-            let _ = stopped.await;
-        }));
+        // One line per address, each a URL a person (or a test) can open as it is.
+        for addr in &bound {
+            tracing::info!("serving the status page and /metrics on http://{addr}/");
+        }
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        let servers = listeners
+            .into_iter()
+            .map(|listener| {
+                let mut stopped = stopped.clone();
+                tokio::spawn(http::serve(listener, state.clone(), async move {
+                    let _ = stopped.wait_for(|&stop| stop).await;
+                }))
+            })
+            .collect();
         Ok(Self {
             state,
             stop,
-            server,
+            servers,
         })
     }
 
     async fn stop(self) {
-        let _ = self.stop.send(());
-        let _ = self.server.await;
+        let _ = self.stop.send(true);
+        for server in self.servers {
+            let _ = server.await;
+        }
     }
 }
 
@@ -452,9 +516,11 @@ async fn serve(
 }
 
 /// On each SIGHUP, reads the configuration again and hands it over; an invalid one is logged and
-/// the old one kept.
+/// the old one kept. A route's plain-http warning is said again only when the route is new or
+/// changed (`routes`: those of the configuration in use; `sender`'s, for `url_file` routes).
 async fn reload_on_hangup(
     explicit: Option<PathBuf>,
+    (mut routes, sender): (Vec<config::Route>, Sender),
     tx: tokio::sync::mpsc::UnboundedSender<Config>,
 ) {
     #[cfg(unix)]
@@ -467,9 +533,11 @@ async fn reload_on_hangup(
             let cwd = std::env::current_dir().unwrap_or_default();
             match config::load_or_default(explicit.as_deref(), std::env::vars_os(), &cwd) {
                 Ok(loaded) => {
-                    for warning in &loaded.warnings {
+                    for warning in config::reload_warnings(&routes, &loaded) {
                         tracing::warn!("{warning}");
                     }
+                    sender.warn_plain_http(&loaded.config.routes);
+                    routes.clone_from(&loaded.config.routes);
                     if tx.send(loaded.config).is_err() {
                         return;
                     }
@@ -482,7 +550,7 @@ async fn reload_on_hangup(
     }
     #[cfg(not(unix))]
     {
-        let _ = (explicit, tx);
+        let _ = (explicit, routes, sender, tx);
         std::future::pending::<()>().await;
     }
 }

@@ -114,6 +114,118 @@ fn usage_errors_are_unknown_and_help_is_success() {
 }
 
 #[test]
+fn a_critical_window_wider_than_the_warning_window_is_a_usage_error() {
+    // Every command taking both windows; nothing is read or asked (no token exists here).
+    for command in ["check", "exchange", "refresh", "mint"] {
+        let mut args = vec![command, "--crit-days", "20", "--warn-days", "10"];
+        if command == "mint" {
+            args.extend(["--system-user", "1"]);
+        }
+        let out = Test::new().args(&args).run();
+        out.assert_code(3);
+        assert!(
+            out.stderr
+                .contains("`--crit-days` (20) is more than `--warn-days` (10)"),
+            "{command}: {}",
+            out.stderr
+        );
+        assert!(
+            out.stderr.contains(&format!("Usage: permatoken {command}")),
+            "{}",
+            out.stderr
+        );
+        assert_eq!(out.stdout, "", "{command}");
+        // The default critical window (3) is wider than a warning window of 2.
+        let out = Test::new()
+            .args([command, "--warn-days", "2", "--json"])
+            .run();
+        out.assert_code(3);
+        assert_eq!(out.json()["error"]["code"], "usage", "{command}");
+    }
+    // Equal windows are fine: it reaches the credentials (and finds none).
+    let out = Test::new()
+        .args(["check", "--crit-days", "10", "--warn-days", "10"])
+        .run();
+    out.assert_code(3);
+    assert!(!out.stderr.contains("--crit-days"), "{}", out.stderr);
+}
+
+#[test]
+fn usage_errors_with_json_are_the_json_error_object() {
+    for args in [
+        &["check", "--json", "--warn-days", "abc"][..],
+        &["check", "--warn-days", "abc", "--json"],
+        &["check", "--json", "--no-such-flag"],
+        &["doctor", "--json", "--jsno"],
+        &["watch", "--json", "--listen", "nowhere"],
+        &["refresh", "--json", "--renew-days", "-1"],
+        &["--color", "never", "exchange", "--json", "--bogus"],
+    ] {
+        let out = Test::new().args(args).run();
+        out.assert_code(3);
+        let object = out.json();
+        assert_eq!(object["status"], "unknown", "{args:?}: {object:#}");
+        assert_eq!(object["error"]["code"], "usage", "{args:?}: {object:#}");
+        let message = object["error"]["message"].as_str().unwrap();
+        assert!(
+            !message.is_empty() && !message.starts_with("error:"),
+            "{args:?}: {object:#}"
+        );
+        assert!(object["error"]["hint"].is_string(), "{args:?}: {object:#}");
+        // People still read clap's text on standard error.
+        assert!(
+            out.stderr.starts_with("error: "),
+            "{args:?}: {}",
+            out.stderr
+        );
+        let action = args
+            .iter()
+            .find(|a| ["exchange", "refresh"].contains(a))
+            .copied();
+        assert_eq!(object["action"].as_str(), action, "{args:?}: {object:#}");
+    }
+    let out = Test::new()
+        .args(["check", "--json", "--warn-days", "abc"])
+        .run();
+    assert!(
+        out.json()["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("'abc' for '--warn-days <DAYS>'"),
+        "{}",
+        out.stdout
+    );
+    // clap's suggestion is the hint.
+    let out = Test::new().args(["doctor", "--json", "--jsno"]).run();
+    assert!(
+        out.json()["error"]["hint"]
+            .as_str()
+            .unwrap()
+            .contains("--json"),
+        "{}",
+        out.stdout
+    );
+    // Without --json, or after `--`, clap's text alone; help and version stay as they are.
+    let out = Test::new().args(["check", "--warn-days", "abc"]).run();
+    out.assert_code(3);
+    assert_eq!(out.stdout, "");
+    let out = Test::new().args(["check", "--json", "--help"]).run();
+    out.assert_code(0);
+    assert!(
+        out.stdout.starts_with("Tell what a token is"),
+        "{}",
+        out.stdout
+    );
+    let out = Test::new().args(["check", "--json", "--version"]).run();
+    out.assert_code(0);
+    assert!(
+        out.stdout.starts_with("permatoken-check "),
+        "{}",
+        out.stdout
+    );
+}
+
+#[test]
 fn bad_files_get_line_and_column() {
     let out = Test::new()
         .write(

@@ -80,6 +80,19 @@ fn an_option_variable_that_is_not_utf8_is_named() {
     assert_clean(&out.stdout, &out.stderr);
     let stderr = String::from_utf8(out.stderr).unwrap();
     assert!(stderr.contains("`PERMATOKEN_GRAPH_URL`"), "{stderr}");
+    // Refused before clap reads the arguments, yet `--json` still gets its one object.
+    let out = permatoken(&["check", "--json"], dir.path())
+        .env(
+            "PERMATOKEN_GRAPH_URL",
+            OsString::from_vec(b"http://127.0.0.1:1/canary\xff".to_vec()),
+        )
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(3), "{out:?}");
+    let object: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(object["status"], "unknown");
+    let message = object["error"]["message"].as_str().unwrap();
+    assert!(message.contains("`PERMATOKEN_GRAPH_URL`"), "{object:#}");
 }
 
 #[test]

@@ -389,6 +389,55 @@ fn failover_promotes_the_first_healthy_backup_and_moves_the_rest_up() {
     );
 }
 
+/// A `.env` a service reads through its group (0640), given to another group first when we are
+/// root, so that keeping it is no coincidence. Returns the group.
+fn shared_with_a_group(path: &Path) -> u32 {
+    use std::os::unix::fs::MetadataExt;
+    fs::set_permissions(path, fs::Permissions::from_mode(0o640)).unwrap();
+    let meta = fs::metadata(path).unwrap();
+    let gid = if meta.uid() == 0 { 65534 } else { meta.gid() };
+    std::os::unix::fs::chown(path, None, Some(gid)).unwrap();
+    gid
+}
+
+#[test]
+fn a_failover_and_a_renewal_keep_the_files_mode_and_group() {
+    use std::os::unix::fs::MetadataExt;
+    let sandbox = sandbox();
+    let backup = format!(
+        "WHATSAPP_ACCESS_TOKEN_BACKUP={}\n",
+        token_of(&sandbox, "system-user")
+    );
+    let original = env_text(&token_of(&sandbox, "expired"), &sandbox, &backup);
+    let test = Test::against(&sandbox).write(".env", &original);
+    let gid = shared_with_a_group(&test.path().join(".env"));
+    let (out, dir) = run(test.args(["refresh", "--failover"]));
+    out.assert_code(0);
+    let env = dir.path().join(".env");
+    assert_ne!(read(dir.path(), ".env"), original, "failed over");
+    assert_eq!(
+        mode(&env),
+        0o640,
+        "never tightened: the service's group still reads it"
+    );
+    assert_eq!(fs::metadata(&env).unwrap().gid(), gid, "group kept");
+    let saved = backups(dir.path());
+    assert_eq!(mode(&saved[0]), 0o600, "the backup is a file of ours: 0600");
+
+    // A renewal (ten days left on a 60-day system-user token) writes the same way.
+    let renewable = env_text(&token_of(&sandbox, "system-user-60d"), &sandbox, "");
+    sandbox.advance_clock(Duration::from_secs(40 * 86_400));
+    let test = Test::against(&sandbox).write(".env", &renewable);
+    let gid = shared_with_a_group(&test.path().join(".env"));
+    let (out, dir) = run(test.args(["refresh", "--json"]));
+    out.assert_code(0);
+    assert_eq!(out.json()["tokens"][0]["decision"], "renewed");
+    let env = dir.path().join(".env");
+    assert_eq!(mode(&env), 0o640);
+    assert_eq!(fs::metadata(&env).unwrap().gid(), gid);
+    assert_eq!(mode(&backups(dir.path())[0]), 0o600);
+}
+
 #[test]
 fn failover_without_a_healthy_backup_changes_nothing() {
     let sandbox = sandbox();

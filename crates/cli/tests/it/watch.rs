@@ -102,6 +102,104 @@ fn check_config_accepts_a_good_file_and_names_line_and_column_of_a_bad_one() {
 }
 
 #[test]
+fn check_config_warns_of_files_it_cannot_read_and_strict_fails_on_them() {
+    let extra = "\n[[token]]\nname = \"billing\"\ntoken_file = \"billing.token\"\napp_id = \"1\"\napp_secret_file = \"secrets/app\"\n\
+        \n[[token]]\nname = \"shop\"\nenv_file = \"shop.env\"\nbackups = [\"SHOP_SPARE\"]\n\
+        \n[[alert]]\nname = \"ops\"\nkind = \"webhook\"\nurl = \"https://hooks.example.com/x\"\nsecret_file = \"hook.key\"\n";
+    let config = config_for(&["orders"], extra);
+    // `orders.env` missing, `billing.token` a folder, `secrets/app` and `hook.key` missing, and
+    // `shop.env` lacking its backup: each said, none an error.
+    let run = |strict: bool, json: bool| {
+        let mut args = vec!["watch", "--config", "permatoken.toml", "--check-config"];
+        args.extend(strict.then_some("--strict"));
+        args.extend(json.then_some("--json"));
+        let test = Test::new()
+            .write("permatoken.toml", &config)
+            .write("shop.env", "WHATSAPP_ACCESS_TOKEN=EAAPERMATOKENTESTshop\n");
+        std::fs::create_dir(test.path().join("billing.token")).unwrap();
+        let (out, dir) = test.args(&args).run_keep();
+        (out, dir.path().to_owned())
+    };
+    let (out, dir) = run(false, false);
+    out.assert_code(0);
+    for expected in [
+        format!(
+            "token `orders`: cannot read its `env_file` `{}`: no such file",
+            dir.join("orders.env").display()
+        ),
+        format!(
+            "token `billing`: cannot read its `token_file` `{}`: it is a folder, not a file",
+            dir.join("billing.token").display()
+        ),
+        format!(
+            "token `billing`: cannot read its `app_secret_file` `{}`: no such file",
+            dir.join("secrets/app").display()
+        ),
+        format!(
+            "alert route `ops`: cannot read its `secret_file` `{}`: no such file",
+            dir.join("hook.key").display()
+        ),
+        format!(
+            "token `shop`: its backup `SHOP_SPARE` is not in `{}`",
+            dir.join("shop.env").display()
+        ),
+    ] {
+        assert!(
+            out.stderr.contains(&format!("warning: {expected}")),
+            "{expected}\nnot in:\n{}",
+            out.stderr
+        );
+    }
+    assert!(!out.stderr.contains("EAAPERMATOKENTEST"), "{}", out.stderr);
+    assert!(out.stdout.contains("is valid"), "{}", out.stdout);
+
+    let (out, _) = run(false, true);
+    out.assert_code(0);
+    assert_eq!(out.json()["status"], "ok");
+    assert_eq!(
+        out.json()["warnings"].as_array().unwrap().len(),
+        5,
+        "{}",
+        out.stdout
+    );
+
+    let (out, _) = run(true, false);
+    out.assert_code(3);
+    assert!(
+        out.stderr
+            .contains("error: 5 warning(s), and --strict makes a warning fail the check"),
+        "{}",
+        out.stderr
+    );
+    let (out, _) = run(true, true);
+    out.assert_code(3);
+    let json = out.json();
+    assert_eq!(json["status"], "unknown");
+    assert_eq!(json["warnings"].as_array().unwrap().len(), 5);
+    assert!(json["error"]["message"].is_string(), "{json:#}");
+
+    // Every file there: no warning, and --strict passes.
+    let out = Test::new()
+        .write("permatoken.toml", &config_for(&["orders"], ""))
+        .write(
+            "orders.env",
+            "WHATSAPP_ACCESS_TOKEN=EAAPERMATOKENTESTorders\n",
+        )
+        .args([
+            "watch",
+            "--config",
+            "permatoken.toml",
+            "--check-config",
+            "--strict",
+        ])
+        .run();
+    out.assert_code(0);
+    assert!(!out.stderr.contains("warning"), "{}", out.stderr);
+    // --strict belongs to --check-config.
+    Test::new().args(["watch", "--strict"]).run().assert_code(3);
+}
+
+#[test]
 fn once_exits_with_the_worst_status_of_the_round() {
     let sandbox = sandbox();
     for (scenario, code) in [
@@ -185,6 +283,65 @@ fn read_request(stream: &mut TcpStream) -> String {
     let mut body = vec![0; length];
     let _ = reader.read_exact(&mut body);
     String::from_utf8_lossy(&body).into_owned()
+}
+
+#[test]
+fn once_with_no_alerts_looks_without_sending_or_recording_an_alert() {
+    let sandbox = sandbox();
+    let (url, seen) = receiver(200);
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path();
+    let config = format!(
+        "[[token]]\nname = \"orders\"\nenv_file = \"orders.env\"\nalerts = [\"ops\"]\n\
+         \n[[alert]]\nname = \"ops\"\nkind = \"webhook\"\nurl = \"{url}\"\n"
+    );
+    std::fs::write(p.join("permatoken.toml"), config).unwrap();
+    std::fs::write(p.join("orders.env"), env_for(&sandbox, "expired")).unwrap();
+    let run = |extra: &[&str]| {
+        Test::against(&sandbox)
+            .args(["watch", "--once", "--json", "--config"])
+            .args([p.join("permatoken.toml").display().to_string()])
+            .args([
+                "--state".to_owned(),
+                p.join("state.db").display().to_string(),
+            ])
+            .args(extra)
+            .run()
+    };
+    // Twice: the first look leaves no alert waiting for the second to send.
+    for _ in 0..2 {
+        let look = run(&["--no-alerts"]);
+        look.assert_code(2);
+        assert_eq!(look.json()["tokens"][0]["state"], "dead", "{}", look.stdout);
+        assert!(
+            look.stderr
+                .contains("1 alert(s) decided and not sent nor recorded (--no-alerts)"),
+            "{}",
+            look.stderr
+        );
+        assert!(seen.lock().unwrap().is_empty(), "nothing received");
+    }
+    // Nothing was recorded as announced: a normal round alerts the death, once.
+    let normal = run(&[]);
+    normal.assert_code(2);
+    let bodies = seen.lock().unwrap().clone();
+    assert_eq!(bodies.len(), 1, "{bodies:?}\n{}", normal.stderr);
+    let alert: serde_json::Value = serde_json::from_str(&bodies[0]).unwrap();
+    assert_eq!(
+        (alert["token"].as_str(), alert["state"].as_str()),
+        (Some("orders"), Some("dead")),
+        "{alert:#}"
+    );
+    run(&[]).assert_code(2);
+    assert_eq!(
+        seen.lock().unwrap().len(),
+        1,
+        "announced once, and recorded so"
+    );
+    // Only with --once: a daemon that never alerts would be a silent one.
+    let out = Test::new().args(["watch", "--no-alerts"]).run();
+    out.assert_code(3);
+    assert!(out.stderr.contains("--once"), "{}", out.stderr);
 }
 
 #[test]
@@ -322,6 +479,161 @@ fn spawn_watch(dir: &Path, sandbox: &Running, args: &[&str]) -> Child {
         .stderr(Stdio::piped())
         .spawn()
         .expect("the permatoken binary runs")
+}
+
+/// Starts watch with `--listen listen` (and a bearer token file), and returns the addresses it
+/// says it serves on, then stops it with SIGTERM after `f` had them.
+fn serving_on(listen: &str, f: impl FnOnce(&[String])) {
+    let sandbox = sandbox();
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path();
+    std::fs::write(p.join("permatoken.toml"), config_for(&["orders"], "")).unwrap();
+    std::fs::write(p.join("orders.env"), env_for(&sandbox, "system-user")).unwrap();
+    std::fs::write(p.join("http.token"), "PERMATOKENTEST-0123456789abcdef\n").unwrap();
+    let mut child = spawn_watch(
+        p,
+        &sandbox,
+        &[
+            "--config",
+            "permatoken.toml",
+            "--state",
+            "state.db",
+            "--listen",
+            listen,
+            "--http-token-file",
+            "http.token",
+        ],
+    );
+    let (tx, lines) = mpsc::channel();
+    let stderr = child.stderr.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines() {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let mut log = Vec::new();
+    // Every address is logged before the daemon says what it watches.
+    wait_for(&lines, &mut log, "watching 1 token(s)");
+    let addrs: Vec<String> = log
+        .iter()
+        .filter(|l| l.contains("serving the status page"))
+        .filter_map(|l| l.split("http://").nth(1)?.strip_suffix('/'))
+        .map(str::to_owned)
+        .collect();
+    f(&addrs);
+    kill(&child, "-TERM");
+    assert_eq!(child.wait().unwrap().code(), Some(0), "{}", log.join("\n"));
+}
+
+fn metrics_answer(addr: &str) {
+    let answer = get(addr, "/metrics");
+    assert_eq!(
+        answer.map(|(status, _)| status),
+        Some(200),
+        "GET {addr}/metrics"
+    );
+}
+
+fn ipv6_loopback() -> bool {
+    let there = std::net::TcpListener::bind("[::1]:0").is_ok();
+    if !there {
+        eprintln!("skipped the IPv6 part: this host has no ::1");
+    }
+    there
+}
+
+#[test]
+fn listen_takes_an_address_every_interface_and_localhost() {
+    serving_on("127.0.0.1:0", |addrs| {
+        assert_eq!(addrs.len(), 1, "{addrs:?}");
+        assert!(addrs[0].starts_with("127.0.0.1:"), "{addrs:?}");
+        metrics_answer(&addrs[0]);
+    });
+    let v6 = ipv6_loopback();
+    if v6 {
+        serving_on("[::1]:0", |addrs| {
+            assert_eq!(addrs.len(), 1, "{addrs:?}");
+            assert!(addrs[0].starts_with("[::1]:"), "{addrs:?}");
+            metrics_answer(&addrs[0]);
+        });
+    }
+    // localhost: both loopback addresses on one port, never a resolver's answer.
+    serving_on("localhost:0", |addrs| {
+        assert!(addrs[0].starts_with("127.0.0.1:"), "{addrs:?}");
+        let port = addrs[0].rsplit_once(':').unwrap().1.to_owned();
+        metrics_answer(&format!("127.0.0.1:{port}"));
+        if v6 {
+            assert_eq!(addrs.len(), 2, "{addrs:?}");
+            assert_eq!(addrs[1], format!("[::1]:{port}"));
+            metrics_answer(&format!("[::1]:{port}"));
+        }
+    });
+    // `:PORT`: every interface of both families, reached here over each loopback.
+    serving_on(":0", |addrs| {
+        let port = addrs[0].rsplit_once(':').unwrap().1.to_owned();
+        let expected = if v6 { "[::]" } else { "0.0.0.0" };
+        assert_eq!(addrs[0], format!("{expected}:{port}"), "{addrs:?}");
+        for addr in &addrs[1..] {
+            assert_eq!(addr, &format!("0.0.0.0:{port}"), "{addrs:?}");
+        }
+        metrics_answer(&format!("127.0.0.1:{port}"));
+        if v6 {
+            metrics_answer(&format!("[::1]:{port}"));
+        }
+    });
+}
+
+#[test]
+fn listen_refuses_other_forms_and_every_interface_without_a_token() {
+    for bad in ["example.com:9464", "9464", "localhost", ":http", "[::1]"] {
+        let out = Test::new().args(["watch", "--listen", bad]).run();
+        out.assert_code(3);
+        assert!(
+            out.stderr
+                .contains(&format!("`{bad}` is not a listen address"))
+                && out.stderr.contains("`:9464` for every interface"),
+            "{bad}: {}",
+            out.stderr
+        );
+    }
+    let out = Test::new()
+        .write(
+            "permatoken.toml",
+            &format!("listen = \"nowhere:1\"\n{}", config_for(&["orders"], "")),
+        )
+        .args(["watch", "--config", "permatoken.toml", "--check-config"])
+        .run();
+    out.assert_code(3);
+    assert!(
+        out.stderr.contains("`nowhere:1` is not a listen address"),
+        "{}",
+        out.stderr
+    );
+    // Every interface is not loopback: the page needs its bearer token there.
+    let sandbox = sandbox();
+    let out = Test::against(&sandbox)
+        .write("permatoken.toml", &config_for(&["orders"], ""))
+        .write("orders.env", &env_for(&sandbox, "system-user"))
+        .args([
+            "watch",
+            "--config",
+            "permatoken.toml",
+            "--state",
+            "state.db",
+            "--listen",
+            ":0",
+        ])
+        .run();
+    out.assert_code(3);
+    assert!(
+        out.stderr.contains("is not a loopback address")
+            && out.stderr.contains("--http-token-file"),
+        "{}",
+        out.stderr
+    );
 }
 
 #[test]

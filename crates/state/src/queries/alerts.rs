@@ -11,8 +11,8 @@ use jiff::Timestamp;
 use crate::conn::{Conn, Session, Sql, args};
 use crate::rows::{self, announced_cols, delivery_cols};
 use crate::{
-    Alert, Announced, Announcement, Attempt, Decision, Delivery, Error, Event, EventKind, Pruned,
-    RouteHealth,
+    Alert, Announced, AnnouncedReason, Announcement, Attempt, Decision, Delivery, Error, Event,
+    EventKind, Pruned, RouteHealth,
 };
 
 static ANNOUNCED: Sql = Sql::new(concat!(
@@ -25,6 +25,11 @@ static ALL_ANNOUNCED: Sql = Sql::new(concat!(
     announced_cols!(),
     " FROM announced ORDER BY token_name"
 ));
+static ANNOUNCED_REASONS: Sql = Sql::new(
+    "SELECT a.token_name, a.state, al.message, al.fix, al.created_at
+     FROM announced a JOIN alerts al ON al.id = a.alert_id
+     WHERE a.state <> 'ok' AND a.state <> $1 ORDER BY a.token_name",
+);
 static ANNOUNCED_STATE: Sql = Sql::new("SELECT state FROM announced WHERE token_name = $1");
 static UPSERT_ANNOUNCEMENT: Sql = Sql::new(
     "INSERT INTO announced (token_name, state, since, alert_id, last_reminder_at, reminders)
@@ -120,6 +125,19 @@ pub(crate) async fn announced(
 
 pub(crate) async fn all_announced(c: &mut impl Session) -> Result<Vec<Announced>, Error> {
     c.collect(&ALL_ANNOUNCED, &[], None, rows::announced).await
+}
+
+pub(crate) async fn announced_reasons(
+    c: &mut impl Session,
+    except: &str,
+) -> Result<Vec<AnnouncedReason>, Error> {
+    c.collect(
+        &ANNOUNCED_REASONS,
+        args![except],
+        None,
+        rows::announced_reason,
+    )
+    .await
 }
 
 pub(crate) async fn set_announcement(

@@ -1,8 +1,9 @@
 //! Each kind of record written and read back, on both backends.
 
 use permatoken_state::{
-    Alert, Announcement, CheckStatus, DeliveryStatus, Error, Event, EventKind, IdentityCheck,
-    LatestStatus, MAX_TEXT, Role, Status, StatusPoint, TokenIdentity, TokenKey, TokenRecord,
+    Alert, AnnouncedReason, Announcement, CheckStatus, DeliveryStatus, Error, Event, EventKind,
+    IdentityCheck, LatestStatus, MAX_TEXT, Role, Status, StatusPoint, TokenIdentity, TokenKey,
+    TokenRecord,
 };
 
 use crate::{Place, at, check, key_of, on_both_backends, token};
@@ -277,6 +278,18 @@ async fn announcements_alerts_and_reminders(place: Place) {
     assert_eq!(ann.last_reminder_at, Some(at(20)));
     assert_eq!(ann.reminders, 1, "a reminder is counted");
     store.set_unknown_since("orders", None).await.unwrap();
+    // The page's reason is the announcing alert's words, not the reminder's.
+    assert_eq!(
+        store.announced_reasons("cannot_be_checked").await.unwrap(),
+        [AnnouncedReason {
+            token_name: "orders".to_owned(),
+            state: "critical".to_owned(),
+            message: "`orders` is critical".to_owned(),
+            fix: Some("run `permatoken renew`".to_owned()),
+            at: at(10),
+        }]
+    );
+    assert_eq!(store.announced_reasons("critical").await.unwrap(), []);
     let all = store.all_announced().await.unwrap();
     assert_eq!(all.len(), 1);
     assert_eq!(all[0].unknown_since, None);

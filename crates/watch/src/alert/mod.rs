@@ -380,6 +380,11 @@ pub struct Sender {
     direct: Arc<OnceLock<Result<reqwest::Client, String>>>,
     /// For `https://` receivers the proxy covers.
     proxied: Arc<OnceLock<Result<reqwest::Client, String>>>,
+    /// Per `url_file` route, the digest of the plain `http://` URL it was last warned about: the
+    /// warning is said once per route (and again when its file names another URL), not at every
+    /// delivery.
+    warned_plain_http:
+        Arc<std::sync::Mutex<std::collections::HashMap<String, ring::digest::Digest>>>,
 }
 
 impl std::fmt::Debug for Sender {
@@ -400,6 +405,41 @@ impl Sender {
             extra_roots_pem,
             direct: Arc::default(),
             proxied: Arc::default(),
+            warned_plain_http: Arc::default(),
+        }
+    }
+
+    /// Says the plain-http warning of each `url_file` route whose file names an `http://` URL now:
+    /// at start, and at a reload, where only a route new or changed says it again (a file that
+    /// cannot be read now says so at its delivery).
+    pub fn warn_plain_http(&self, routes: &[Route]) {
+        for route in routes {
+            if let Target::UrlFile(path) = &route.target
+                && let Ok(url) = read_secret_file(path).and_then(|text| SecretUrl::parse(&text))
+                && url.is_plain_http()
+            {
+                self.warn_plain_http_once(&route.name, &url);
+            }
+        }
+    }
+
+    /// Warns that `route`'s alerts travel in clear text, unless it was said already for this URL.
+    fn warn_plain_http_once(&self, route: &str, url: &SecretUrl) {
+        // A digest, not the URL: a Slack URL is a key, and this map lives as long as the process.
+        let digest = ring::digest::digest(
+            &ring::digest::SHA256,
+            url.expose_secret().as_str().as_bytes(),
+        );
+        let mut warned = self
+            .warned_plain_http
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let known = warned
+            .get(route)
+            .is_some_and(|d| d.as_ref() == digest.as_ref());
+        if !known {
+            tracing::warn!("{}", crate::config::plain_http_warning(route, url));
+            warned.insert(route.to_owned(), digest);
         }
     }
 
@@ -506,7 +546,7 @@ impl Sender {
                         reason: format!("`url_file` `{}`: {reason}", path.display()),
                     })?;
                 if url.is_plain_http() {
-                    tracing::warn!("{}", crate::config::plain_http_warning(&route.name, &url));
+                    self.warn_plain_http_once(&route.name, &url);
                 }
                 let url = match route.kind {
                     RouteKind::Alertmanager => crate::alertmanager::endpoint(&url),

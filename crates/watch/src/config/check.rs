@@ -7,7 +7,6 @@
 //! or a header's value in a message.
 
 use std::collections::HashSet;
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use toml::Spanned;
@@ -500,16 +499,11 @@ fn name(what: &str, written: &Spanned<String>) -> Result<String, Problem> {
     Ok(name.to_owned())
 }
 
-fn listen(value: &Spanned<String>) -> Result<SocketAddr, Problem> {
-    value.get_ref().trim().parse().map_err(|_| {
-        Problem::new(
-            value.span(),
-            format!(
-                "`listen` = `{}` is not an address and port; write e.g. \"127.0.0.1:9464\"",
-                value.get_ref()
-            ),
-        )
-    })
+fn listen(value: &Spanned<String>) -> Result<crate::listen::Listen, Problem> {
+    value
+        .get_ref()
+        .parse()
+        .map_err(|e: crate::listen::BadListen| Problem::new(value.span(), format!("`listen`: {e}")))
 }
 
 /// The value of `key`, a variable's name.

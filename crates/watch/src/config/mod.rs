@@ -64,17 +64,18 @@
 //! part of them, and no message quotes them).
 
 mod check;
+mod files;
 mod keys;
 mod read;
 
 use std::collections::BTreeMap;
 use std::ffi::OsString;
 use std::fmt;
-use std::net::SocketAddr;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+pub use files::unreadable_files;
 pub use keys::parse_duration;
 
 use crate::schedule::{FREQUENT, calls_an_hour};
@@ -192,7 +193,7 @@ pub struct Config {
     /// The file it came from; `None` for [`default_config`].
     pub path: Option<PathBuf>,
     /// `listen`: the HTTP endpoint's address, if set here.
-    pub listen: Option<SocketAddr>,
+    pub listen: Option<crate::listen::Listen>,
     /// `state`: the state file or PostgreSQL URL, if set here.
     pub state: Option<StateLocation>,
     /// `state_password_file`: the file holding the PostgreSQL state's password, if set here.
@@ -586,6 +587,28 @@ pub(crate) fn plain_http_warning(route: &str, url: &SecretUrl) -> String {
         "route `{route}` sends alerts over plain http:// to `{}`: anyone on the way can read them (fine for a receiver on this machine or a trusted network; use https:// otherwise)",
         url.host()
     )
+}
+
+/// The warnings of `loaded` worth logging when it replaces a configuration whose routes were
+/// `previous` (a reload): all of them but the plain-http warning of a route that did not change,
+/// said already at start or at the reload that brought it.
+pub fn reload_warnings<'a>(previous: &[Route], loaded: &'a Loaded) -> Vec<&'a str> {
+    let said: Vec<String> = loaded
+        .config
+        .routes
+        .iter()
+        .filter(|route| previous.contains(route))
+        .filter_map(|route| match &route.target {
+            Target::Url(url) if url.is_plain_http() => Some(plain_http_warning(&route.name, url)),
+            _ => None,
+        })
+        .collect();
+    loaded
+        .warnings
+        .iter()
+        .map(String::as_str)
+        .filter(|warning| !said.iter().any(|s| s == warning))
+        .collect()
 }
 
 /// One warning line per interval shorter than [`FREQUENT`] among `tokens` (named, a few of them),

@@ -54,9 +54,11 @@ use crate::clients::{ClientError, Clients};
 use crate::config::Config;
 use crate::delivery::Courier;
 use crate::fleet::{Expanded, Fleet, Names};
+use crate::health::Health;
 use crate::leadership::{Heartbeat, Leadership, Turn};
 use crate::memory::Memory;
 use crate::metrics::Counters;
+use crate::notify::Notifier;
 use crate::schedule::{Schedule, wall_time};
 use crate::snapshot::{self, Publisher, Snapshot};
 use crate::states::State;
@@ -122,7 +124,7 @@ const STANDBY_REFRESH: Duration = Duration::from_secs(3);
 const UNRECORDED_EVENTS: usize = 16;
 
 /// The longest sleep of the loop: deliveries waiting for a retry wake it too.
-const LONGEST_SLEEP: Duration = Duration::from_secs(60);
+pub const LONGEST_SLEEP: Duration = Duration::from_secs(60);
 
 /// How often old history is pruned.
 const PRUNE_EVERY: Duration = Duration::from_secs(24 * 3600);
@@ -200,8 +202,12 @@ pub struct Daemon {
     memory: Memory,
     announcer: Announcer,
     leadership: Leadership,
+    /// What the probes are told: the loop's passes, the election's answers, readiness.
+    health: Health,
     /// Per app id: the rate-limit pause of its batches.
     budgets: crate::batch::Budgets,
+    /// `watch --once --no-alerts`: decide, never send nor record an alert ([`Daemon::without_alerts`]).
+    alerts_off: bool,
     started_at: Timestamp,
     /// The `now` of the round under way, or of the last one, on both clocks: due times, retries and
     /// deferrals are set from its monotonic side.
@@ -214,6 +220,9 @@ pub struct Daemon {
     unrecorded: Vec<store::Event>,
     /// The state's last error recording them, so that it is logged once per change.
     unrecorded_failing: Option<String>,
+    /// systemd's `READY=1` and watchdog: pinged from the loop and the rounds, never from a timer
+    /// of its own (`notify.rs`).
+    notifier: Notifier,
 }
 
 impl Daemon {
@@ -252,7 +261,9 @@ impl Daemon {
             memory: Memory::default(),
             announcer: Announcer::default(),
             leadership: Leadership::alone(),
+            health: Health::default(),
             budgets: crate::batch::Budgets::default(),
+            alerts_off: false,
             started_at,
             round_at,
             last_round_at: None,
@@ -260,15 +271,39 @@ impl Daemon {
             stopping: Arc::default(),
             unrecorded: Vec::new(),
             unrecorded_failing: None,
+            notifier: Notifier::none(),
         }
+    }
+
+    /// Tells the service manager through `notifier` ([`Daemon::run`]): `READY=1` as the first
+    /// round begins, `WATCHDOG=1` from the loop and between checks, `STOPPING=1` on a stop.
+    pub fn set_notifier(&mut self, notifier: Notifier) {
+        self.notifier = notifier;
     }
 
     /// Makes this daemon one of several replicas: [`Daemon::run`] acts only while `election` says
     /// it leads, and stands by otherwise (serving the shared state, `permatoken_leader` 0).
     pub fn set_election(&mut self, election: store::Election) {
         self.leadership = Leadership::elected(election, self.counters.clone());
+        self.leadership.set_health(self.health.clone());
         // Not before the election says so: the courier's task may pass before the first poll.
         self.courier.set_leading(false);
+    }
+
+    /// Tells `health` (the endpoint's, [`crate::http::AppState::health`]) how the loop and the
+    /// election go, and when the page is first served.
+    pub fn set_health(&mut self, health: Health) {
+        self.leadership.set_health(health.clone());
+        self.health = health;
+        self.tell_intervals();
+    }
+
+    /// The shortest interval configured, for `/healthz`'s staleness.
+    fn tell_intervals(&self) {
+        let tokens = self.config.tokens.iter().map(|t| t.policy.interval);
+        let sets = self.config.token_sets.iter();
+        let shortest = tokens.chain(sets.map(|s| s.template.policy.interval)).min();
+        self.health.set_shortest_interval(shortest);
     }
 
     /// Whether this replica leads (always, without an election).
@@ -284,6 +319,14 @@ impl Daemon {
     /// The store.
     pub fn store(&self) -> &Store {
         &self.store
+    }
+
+    /// Looks without alerting (`watch --once --no-alerts`, on a copy of the state, say): rounds check,
+    /// renew and fail over as always and record their checks, but the alerts they decide are
+    /// logged only, neither sent nor recorded, and no earlier alert waiting in the state is
+    /// delivered. What was announced is left as it was, so a later round alerts the same change.
+    pub fn without_alerts(&mut self) {
+        self.alerts_off = true;
     }
 
     /// When the next check is due, on the wall clock as the last round read it (`None` with no
@@ -407,8 +450,10 @@ impl Daemon {
                 kind: crate::alert::AlertKind::Change,
             };
             tracing::warn!(set = %shrunk.set, alert = %alert.id, "{}", alert.message);
-            self.set_event(now, &shrunk.set, store::EventKind::Alert, &alert.message)
-                .await;
+            if !self.alerts_off {
+                self.set_event(now, &shrunk.set, store::EventKind::Alert, &alert.message)
+                    .await;
+            }
             decisions.push(store::Decision {
                 token_name: shrunk.set.clone(),
                 announcement: None,
@@ -420,6 +465,7 @@ impl Daemon {
             });
         }
         if !decisions.is_empty()
+            && !self.alerts_off
             && let Err(e) = self.store.announce_all(decisions.clone()).await
         {
             // As a round's refused decisions: delivered from memory, written with the next ones.
@@ -472,6 +518,7 @@ impl Daemon {
         // fleet due at once.
         self.expand_sets(now).await;
         self.forget_unconfigured();
+        self.tell_intervals();
         let text = format!("configuration reloaded: {count} token(s) and set(s)");
         tracing::info!("{text}");
         self.unrecorded.push(store::Event {
@@ -554,6 +601,7 @@ impl Daemon {
     ) -> Result<(), Error> {
         self.courier.start();
         let result = self.run_rounds(shutdown, reloads).await;
+        self.notifier.stopping();
         self.wind_down().await;
         result
     }
@@ -567,6 +615,8 @@ impl Daemon {
         let mut shutdown = std::pin::pin!(shutdown);
         let mut reloads_open = true;
         let mut heartbeat = self.leadership.heartbeat();
+        // The machine's clock, not `self.clock`: see `crate::health`.
+        self.health.pass_began(Instant::now());
         // The sets' tokens are due at once too: without them the first wait would go by the
         // `[[token]]`s alone (an hour's, for a configuration of sets only).
         self.expand_sets(self.clock.now()).await;
@@ -577,8 +627,13 @@ impl Daemon {
         if let Err(e) = self.publish(self.clock.now()).await {
             tracing::error!("cannot build the status: {e}");
         }
+        self.health.pass_ended(Instant::now());
         loop {
+            // Each turn of the loop is progress: the watchdog is pinged here (when due), and the
+            // branch below only wakes the loop for it.
+            self.notifier.alive();
             tokio::select! {
+                () = watchdog_due(self.notifier.ping_in()) => {}
                 () = role_changed(&mut heartbeat) => {
                     let was = self.leadership.leads();
                     if self.ensure_leading().await != was
@@ -605,6 +660,9 @@ impl Daemon {
                     }
                 }
             }
+            // Whatever woke it, the loop runs: settlements and reloads arriving faster than its
+            // sleep put a round off, and that is not a stuck loop.
+            self.health.progressed(Instant::now());
         }
     }
 
@@ -624,31 +682,72 @@ impl Daemon {
     /// `shutdown` comes meanwhile), or a standby's refresh. Returns whether to stop.
     async fn wake(&mut self, mut shutdown: Pin<&mut impl Future<Output = ()>>) -> bool {
         let now = self.clock.now();
+        self.health.pass_began(Instant::now());
         self.record_unrecorded().await;
         let mut stop = false;
-        let result = if self.ensure_leading().await {
+        let leading = self.ensure_leading().await;
+        if !self.notifier.is_ready() {
+            let role = if leading {
+                "the first round begins"
+            } else {
+                "standby"
+            };
+            let count = self.config.tokens.len();
+            self.notifier
+                .ready(&format!("watching {count} token(s): {role}"));
+        }
+        let result = if leading {
             // A fleet's round can outlast a service manager's grace period.
             let stopping = self.stopping.clone();
             let round = self.run_due(now);
             tokio::pin!(round);
             tokio::select! {
-                result = &mut round => result.map(drop),
+                result = &mut round => result.map(Some),
                 () = &mut shutdown => {
                     tracing::info!("stopping: the round ends after the tokens being checked now");
                     stopping.store(true, Ordering::Relaxed);
                     stop = true;
-                    round.await.map(drop)
+                    round.await.map(Some)
                 }
             }
         } else {
             // A standby shows the set files as they are now, as the leader will.
             self.expand_sets(now).await;
-            self.publish(now).await
+            self.publish(now).await.map(|()| None)
         };
-        if let Err(e) = result {
-            tracing::error!("a round failed: {e}");
+        match result {
+            Err(e) => {
+                tracing::error!("a round failed: {e}");
+                self.notifier.status(&format!("a round failed: {e}"));
+            }
+            Ok(summary) => {
+                if let Some(line) = self.status_line(summary) {
+                    self.notifier.status(&line);
+                }
+            }
         }
+        self.health.pass_ended(Instant::now());
         stop
+    }
+
+    /// The line `systemctl status` shows after a wake; `None` keeps the last round's, when
+    /// nothing was due.
+    fn status_line(&self, summary: Option<RoundSummary>) -> Option<String> {
+        let count = self.config.tokens.len();
+        match summary {
+            None => Some(format!(
+                "standby: watching {count} token(s), another replica leads"
+            )),
+            Some(RoundSummary { worst: None, .. }) => None,
+            Some(RoundSummary {
+                checked,
+                worst: Some(worst),
+                ..
+            }) => Some(format!(
+                "watching {count} token(s): last round checked {checked}, worst {}",
+                crate::records::status_str(worst)
+            )),
+        }
     }
 
     /// Checks the tokens at positions `tokens` of the configuration, a window at a time, then
@@ -668,6 +767,8 @@ impl Daemon {
                 break;
             }
             self.window(window, now, &mut summary).await?;
+            self.health.progressed(Instant::now());
+            self.notifier.alive();
         }
         self.memory.forget_unused_identities(&self.config.tokens);
         if !self.ensure_leading().await {
@@ -678,8 +779,19 @@ impl Daemon {
             self.courier.forget_unrecorded();
             return Ok(summary);
         }
-        self.record_decisions(now).await;
-        let delivered = self.deliver_due(now).await?;
+        let delivered = if self.alerts_off {
+            self.announcer.drop_decisions();
+            if summary.alerts > 0 {
+                tracing::info!(
+                    "{} alert(s) decided and not sent nor recorded (--no-alerts): a later round alerts them",
+                    summary.alerts
+                );
+            }
+            0
+        } else {
+            self.record_decisions(now).await;
+            self.deliver_due(now).await?
+        };
         let pruned = self.prune(now).await;
         self.written("the pruning of old history", now, pruned);
         if !tokens.is_empty() {
@@ -731,6 +843,7 @@ impl Daemon {
     pub async fn publish(&mut self, now: Timestamp) -> Result<(), Error> {
         let snapshot = self.snapshot(now).await?;
         self.publisher.publish(snapshot);
+        self.health.set_ready();
         Ok(())
     }
 
@@ -756,6 +869,14 @@ impl Daemon {
 /// The shortest check interval of the tokens watched: a leader runs a round at least that often.
 fn shortest_interval(config: &Config) -> Option<Duration> {
     config.tokens.iter().map(|t| t.policy.interval).min()
+}
+
+/// Resolves when the watchdog's next ping is due (`in`); never without a watchdog.
+async fn watchdog_due(wait: Option<Duration>) {
+    match wait {
+        Some(wait) => tokio::time::sleep(wait).await,
+        None => std::future::pending().await,
+    }
 }
 
 /// Resolves when the heartbeat saw a change of role; never without an election.

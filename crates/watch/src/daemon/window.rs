@@ -187,6 +187,9 @@ impl Daemon {
         summary: &mut RoundSummary,
         writes: &mut WindowWrites,
     ) -> Result<(), Error> {
+        // A check taken in is the round's progress: a round of a fleet may outlast the watchdog's
+        // interval, and only a round that stopped taking checks in is hung.
+        self.notifier.alive();
         let ran = match checked {
             Checked::NotRun(e) => {
                 self.not_checked(token, &e, now, summary);
@@ -312,9 +315,7 @@ impl Daemon {
         now: Timestamp,
         summary: &mut RoundSummary,
     ) {
-        let why =
-            (observation.observed == Observed::Unknown).then_some(observation.message.as_str());
-        self.memory.told(name, why);
+        self.memory.told(name, observation, now);
         let timing = token.policy.timing();
         if self.announcer.announce(
             name,

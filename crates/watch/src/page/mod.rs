@@ -1,9 +1,16 @@
 //! The status page: one self-contained HTML document (inline CSS and JavaScript, no font, script or
 //! image from anywhere), rendered on the server so that it reads before any script runs, then kept
 //! fresh by its script, which fetches `api/tokens` every few seconds. At 10,000 tokens it shows one
-//! page of them at a time: the search, the state filter and the page number live in the page's URL
-//! (`?q=&state=&page=`, read by [`view::TokenQuery::parse`]), the server renders that page first, and
-//! the script fetches only that page.
+//! page of them at a time: the search, the state filter, the page number, the view (cards or a
+//! table) and the order (worst first or soonest expiry) live in the page's URL
+//! (`?q=&state=&page=&view=table&sort=expiry`, read by [`view::TokenQuery::parse`]), the server
+//! renders that page first ([`markup`]: a whole card for each token not ok, with its reason and fix;
+//! a short one for each ok token; or the table), and the script fetches only that page. The view
+//! and order are links, so they work without the script; times read as a person says them
+//! ([`humane`]).
+//!
+//! A page is at most [`view::MAX_PER_PAGE`] tokens (50 unless the link asks), in cards or in the
+//! table alike, whatever the fleet's size: it is written into one buffer, its embedded JSON too.
 //!
 //! Must never: insert untrusted text unescaped (token and route names come from a configuration file;
 //! the server escapes them here, the script uses `textContent` only), or load anything from another
@@ -13,11 +20,11 @@
 use std::fmt::Write as _;
 use std::sync::LazyLock;
 
-use crate::snapshot::Role;
-
+pub mod humane;
+mod markup;
 pub mod view;
 
-use view::{SEVERITY, TokenPage};
+use view::{SEVERITY, TokenPage, View};
 
 const TEMPLATE: &str = include_str!("index.html");
 const STYLE: &str = include_str!("style.css");
@@ -58,32 +65,43 @@ fn sha256_base64(text: &str) -> String {
 /// Escapes text for HTML element content and quoted attribute values.
 pub fn escape(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
-        }
-    }
+    markup::text(&mut out, text);
     out
 }
 
-/// JSON made safe inside `<script type="application/json">`: no `<`, `>` or `&` can end the element
-/// or open a comment.
-fn embedded_json(page: &TokenPage<'_>) -> String {
-    let json = serde_json::to_string(page).unwrap_or_else(|_| "null".to_owned());
-    json.replace('<', "\\u003c")
-        .replace('>', "\\u003e")
-        .replace('&', "\\u0026")
+/// Writes what serde_json writes into the page's buffer, so that `<`, `>` and `&` never appear
+/// inside `<script type="application/json">` (no end of the element, no comment) and the JSON is
+/// not first made apart. serde_json writes whole UTF-8 pieces (it cuts strings only at the ASCII
+/// characters it escapes); a piece that were not would fail the serialisation, not the page.
+struct EmbeddedJson<'o>(&'o mut String);
+
+impl std::io::Write for EmbeddedJson<'_> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let piece = std::str::from_utf8(buf)
+            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))?;
+        for c in piece.chars() {
+            match c {
+                '<' => self.0.push_str("\\u003c"),
+                '>' => self.0.push_str("\\u003e"),
+                '&' => self.0.push_str("\\u0026"),
+                c => self.0.push(c),
+            }
+        }
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
 }
 
-fn utc(at: i64) -> String {
-    jiff::Timestamp::from_second(at)
-        .map(|t| t.strftime("%Y-%m-%d %H:%M UTC").to_string())
-        .unwrap_or_else(|_| "?".to_owned())
+/// The page's data for its script, as JSON, or `null` (the server-rendered tokens then stay).
+fn embedded_json(out: &mut String, page: &TokenPage<'_>) {
+    let mark = out.len();
+    if serde_json::to_writer(EmbeddedJson(out), page).is_err() {
+        out.truncate(mark);
+        out.push_str("null");
+    }
 }
 
 /// `10000` as `10,000`, as the script writes it too.
@@ -99,41 +117,8 @@ pub fn thousands(n: usize) -> String {
     out
 }
 
-/// The server's rendering of this page's token cards: the same markup the script builds, without
-/// the live parts.
-fn cards(page: &TokenPage<'_>) -> String {
-    let mut out = String::new();
-    if page.all() == 0 {
-        out.push_str("<p class=\"empty\">No token is watched yet.</p>");
-    } else if page.tokens.is_empty() {
-        out.push_str("<p class=\"empty\">No token matches.</p>");
-    }
-    for t in &page.tokens {
-        let role = match &t.role {
-            Role::Primary => "primary".to_owned(),
-            Role::Backup(of) => format!("backup of {}", escape(of)),
-        };
-        let expiry = match (t.never_expires, t.expires_at) {
-            (true, _) => "never expires".to_owned(),
-            (false, Some(at)) => format!("expires {}", utc(at)),
-            (false, None) => "expiry unknown".to_owned(),
-        };
-        let _ = write!(
-            out,
-            "<article class=\"token st-{state}\"><header><h2 class=\"name\">{name}</h2><span class=\"badge\">{label}</span></header><p class=\"meta\">{role} · {kind} · {fp}</p><p class=\"left\">{expiry}</p></article>",
-            state = t.state.as_str(),
-            name = escape(&t.name),
-            label = escape(t.state.label()),
-            kind = escape(&t.kind),
-            fp = escape(&t.fingerprint),
-        );
-    }
-    out
-}
-
 /// The filter chips: "all", then each state worst first, with how many tokens are in it.
-fn chips(page: &TokenPage<'_>) -> String {
-    let mut out = String::new();
+fn chips(out: &mut String, page: &TokenPage<'_>) {
     let _ = write!(
         out,
         "<button type=\"button\" class=\"chip\" data-state=\"\" aria-pressed=\"{}\">all <span class=\"n\">{}</span></button>",
@@ -150,7 +135,6 @@ fn chips(page: &TokenPage<'_>) -> String {
             n = thousands(page.counts.get(state)),
         );
     }
-    out
 }
 
 /// "101–150 of 10,000", or "0 of N" for an empty page.
@@ -188,7 +172,10 @@ pub fn unwritable_words(problem: &crate::snapshot::StateProblem) -> String {
 /// The whole page, showing `page` (the first page of the query in the page's own URL).
 pub fn render(page: &TokenPage<'_>) -> String {
     // One pass over the template only: a token named `{{INITIAL}}` stays a name.
-    let mut out = String::with_capacity(TEMPLATE.len() + STYLE.len() + SCRIPT.len() + 65536);
+    // One buffer for the page: a token's markup and its JSON come to some 2 kB, so it is sized
+    // for the page's tokens at once rather than grown by doubling (which holds two copies).
+    let room = TEMPLATE.len() + STYLE.len() + SCRIPT.len() + 16_384 + 2_048 * page.tokens.len();
+    let mut out = String::with_capacity(room);
     let mut rest = TEMPLATE;
     while let Some(start) = rest.find("{{") {
         out.push_str(&rest[..start]);
@@ -200,12 +187,21 @@ pub fn render(page: &TokenPage<'_>) -> String {
         match &after[..end] {
             "STYLE" => out.push_str(STYLE),
             "SCRIPT" => out.push_str(SCRIPT),
-            "CARDS" => out.push_str(&cards(page)),
-            "CHIPS" => out.push_str(&chips(page)),
-            "Q" => out.push_str(&escape(page.q)),
+            "TOKENS" => match page.view {
+                View::Cards => markup::cards(&mut out, page),
+                View::Table => markup::table(&mut out, page),
+            },
+            "VIEWS" => markup::views(&mut out, page),
+            "PREV" => markup::step(&mut out, page, "prev", "‹ Prev", page.page.checked_sub(1)),
+            "NEXT" => {
+                let next = (page.page < page.pages).then_some(page.page + 1);
+                markup::step(&mut out, page, "next", "Next ›", next);
+            }
+            "CHIPS" => chips(&mut out, page),
+            "Q" => markup::text(&mut out, page.q),
             "RANGE" => out.push_str(&range_text(page)),
             "UNWRITABLE" => out.push_str(&unwritable_text(page)),
-            "INITIAL" => out.push_str(&embedded_json(page)),
+            "INITIAL" => embedded_json(&mut out, page),
             other => {
                 out.push_str("{{");
                 out.push_str(other);
@@ -228,6 +224,28 @@ mod tests {
             escape("<script>\"x\"&'y'</script>"),
             "&lt;script&gt;&quot;x&quot;&amp;&#39;y&#39;&lt;/script&gt;"
         );
+    }
+
+    #[test]
+    fn the_embedded_json_cannot_end_its_script_element() {
+        let mut snapshot = crate::snapshot::Snapshot::default();
+        snapshot.routes.push(crate::snapshot::RouteHealth {
+            name: "</script><!--&é".to_owned(),
+            last_result: None,
+            last_at: None,
+            failing_since: None,
+        });
+        let query = view::TokenQuery::default();
+        let page = TokenPage::select(&snapshot, &query);
+        let mut out = String::new();
+        embedded_json(&mut out, &page);
+        assert!(
+            out.contains(r#""\u003c/script\u003e\u003c!--\u0026é""#),
+            "{out}"
+        );
+        assert!(!out.contains(['<', '>', '&']), "{out}");
+        let back: serde_json::Value = serde_json::from_str(&out).unwrap();
+        assert_eq!(back["routes"][0]["name"], "</script><!--&é");
     }
 
     #[test]

@@ -23,28 +23,61 @@
     if (ts === null || ts === undefined) { return '—'; }
     return new Date(ts * 1000).toISOString().slice(0, 16).replace('T', ' ') + ' UTC';
   }
+  // One unit, the largest that fits, rounded down: as `page/humane.rs` says it.
+  var UNITS = [[86400, 'day', 'days'], [3600, 'hour', 'hours'], [60, 'minute', 'minutes'], [1, 'second', 'seconds']];
   function span(sec) {
-    sec = Math.max(0, Math.floor(sec));
-    var d = Math.floor(sec / 86400), h = Math.floor(sec % 86400 / 3600);
-    var m = Math.floor(sec % 3600 / 60), s = sec % 60;
-    if (d > 0) { return d + 'd ' + h + 'h ' + m + 'm ' + s + 's'; }
-    if (h > 0) { return h + 'h ' + m + 'm ' + s + 's'; }
-    return m + 'm ' + s + 's';
+    sec = Math.floor(Math.abs(sec));
+    var u = UNITS[3];
+    for (var i = 0; i < UNITS.length; i++) { if (sec >= UNITS[i][0]) { u = UNITS[i]; break; } }
+    var n = Math.floor(sec / u[0]);
+    return n + ' ' + (n === 1 ? u[1] : u[2]);
   }
   function ago(ts) {
     if (ts === null || ts === undefined) { return 'never'; }
-    var d = now() - ts;
-    return d < 0 ? 'in ' + span(-d) : span(d) + ' ago';
+    var d = Math.floor(ts) - Math.floor(now());
+    return d > 0 ? 'in ' + span(d) : d < 0 ? span(d) + ' ago' : 'now';
+  }
+  function expired(t) {
+    return !t.never_expires && t.expires_at !== null && t.expires_at !== undefined && t.expires_at <= now();
   }
   function leftText(t) {
     if (t.never_expires) { return 'never expires'; }
     if (t.expires_at === null || t.expires_at === undefined) { return 'expiry unknown'; }
-    var d = t.expires_at - now();
-    return d <= 0 ? 'expired ' + span(-d) + ' ago' : span(d) + ' left';
+    var d = Math.floor(t.expires_at) - Math.floor(now());
+    return d > 0 ? 'expires in ' + span(d) : d === 0 ? 'expired just now' : 'expired ' + span(d) + ' ago';
+  }
+  function when(ts) { return utc(ts) + ' (' + ago(ts) + ')'; }
+  // Text with a line-break opportunity after each `_` and `/`, so that a permission or a path
+  // wraps there, never inside a word.
+  function breakable(parent, text) {
+    // No look-behind in the pattern: a browser without it would refuse the whole script.
+    var parts = String(text).match(/[^_\/]*(?:[_\/]|$)/g).filter(function (p) { return p; });
+    parts.forEach(function (part, i) {
+      parent.appendChild(document.createTextNode(part));
+      if (i < parts.length - 1) { parent.appendChild(document.createElement('wbr')); }
+    });
+    return parent;
+  }
+  function list(parent, items) {
+    if (!items || !items.length) { parent.textContent = '—'; return parent; }
+    items.forEach(function (p, i) {
+      if (i) { parent.appendChild(document.createTextNode(', ')); }
+      breakable(parent, p);
+    });
+    return parent;
+  }
+  function live(e, t) {
+    e.setAttribute('data-left', '');
+    e._token = t;
+    e.className = expired(t) ? 'left expired' : 'left';
+    e.textContent = leftText(t);
+    return e;
   }
   function row(dl, term, value, cls) {
     dl.appendChild(el('dt', null, term));
-    dl.appendChild(el('dd', cls || null, value));
+    var dd = el('dd', cls || null);
+    if (typeof value === 'function') { value(dd); } else { dd.textContent = String(value); }
+    dl.appendChild(dd);
   }
   function chart(history) {
     var svg = document.createElementNS(SVG, 'svg');
@@ -74,47 +107,168 @@
     svg.setAttribute('aria-label', caption);
     return [svg, el('p', 'chart-caption', caption)];
   }
+  function stateOf(t) {
+    return Object.prototype.hasOwnProperty.call(LABELS, t.state) ? t.state : 'cannot_be_checked';
+  }
+  function classes(t, base) {
+    return base + ' st-' + stateOf(t) + (t.role && t.role.kind === 'backup' ? ' backup' : '');
+  }
+  function role(parent, t) {
+    if (t.role && t.role.kind === 'backup') {
+      parent.appendChild(document.createTextNode('backup of '));
+      breakable(parent, t.role.of);
+    } else {
+      parent.appendChild(document.createTextNode('primary'));
+    }
+    return parent;
+  }
+  function head(t) {
+    var h = el('header');
+    h.appendChild(breakable(el('h2', 'name'), t.name));
+    h.appendChild(el('span', 'badge', LABELS[stateOf(t)]));
+    return h;
+  }
+  // A token not ok: everything, its reason and fix first (as `page/markup.rs` writes it).
   function card(t) {
-    var state = Object.prototype.hasOwnProperty.call(LABELS, t.state) ? t.state : 'cannot_be_checked';
-    var a = el('article', 'token st-' + state);
-    var head = el('header');
-    head.appendChild(el('h2', 'name', t.name));
-    head.appendChild(el('span', 'badge', LABELS[state]));
-    a.appendChild(head);
-    var role = t.role && t.role.kind === 'backup' ? 'backup of ' + t.role.of : 'primary';
-    a.appendChild(el('p', 'meta', [role, t.kind || 'kind unknown', t.fingerprint].join(' · ')));
-    var left = el('p', 'left', leftText(t));
-    left.setAttribute('data-left', '');
-    if (!t.never_expires && t.expires_at !== null && t.expires_at !== undefined && t.expires_at <= now()) {
-      left.className = 'left expired';
+    var a = el('article', classes(t, 'token'));
+    a.appendChild(head(t));
+    var meta = role(el('p', 'meta'), t);
+    meta.appendChild(document.createTextNode(' · ' + (t.kind || 'kind unknown') + ' · ' + t.fingerprint));
+    a.appendChild(meta);
+    a.appendChild(live(el('p'), t));
+    if (t.reason) {
+      a.appendChild(breakable(el('p', 'why'), t.reason));
+      if (t.fix) {
+        var fix = el('p', 'fix');
+        fix.appendChild(el('b', null, 'Fix:'));
+        fix.appendChild(document.createTextNode(' '));
+        a.appendChild(breakable(fix, t.fix));
+      }
     }
-    a.appendChild(left);
     var dl = el('dl');
-    row(dl, 'status', t.status + (t.valid ? ', valid' : ', not valid'));
-    if (t.reason) { row(dl, 'why', t.reason, 'missing'); }
-    row(dl, 'expires', t.never_expires ? 'never' : utc(t.expires_at));
+    row(dl, 'status', t.last_check ? t.status + (t.valid ? ', valid' : ', not valid') :
+      'unknown: no check has answered yet');
+    row(dl, 'expires', t.never_expires ? 'never' : t.expires_at ? utc(t.expires_at) : 'unknown');
     if (t.missing_permissions && t.missing_permissions.length) {
-      row(dl, 'missing', t.missing_permissions.join(', '), 'missing');
+      row(dl, 'missing', function (dd) { list(dd, t.missing_permissions); }, 'missing');
     }
-    row(dl, 'permissions', t.scopes && t.scopes.length ? t.scopes.join(', ') : '—');
-    row(dl, 'last check', t.last_check ? utc(t.last_check) + ' (' + ago(t.last_check) + ')' : 'not yet');
-    row(dl, 'next check', t.next_check ? utc(t.next_check) + ' (' + ago(t.next_check) + ')' : '—');
+    row(dl, 'permissions', function (dd) { list(dd, t.scopes); });
+    row(dl, 'last check', t.last_check ? when(t.last_check) : 'never answered');
+    if (t.reason && t.unknown) { row(dl, 'last tried', when(t.tried_at)); }
+    row(dl, 'next check', t.next_check ? when(t.next_check) : '—');
     a.appendChild(dl);
     chart(t.history || []).forEach(function (e) { a.appendChild(e); });
-    a._token = t;
     return a;
+  }
+  // An ok token: its name and what is left (and whose backup it is), on two short lines.
+  function compactCard(t) {
+    var a = el('article', classes(t, 'token compact'));
+    a.appendChild(head(t));
+    var meta = el('p', 'meta');
+    meta.appendChild(live(el('span'), t));
+    if (t.role && t.role.kind === 'backup') {
+      meta.appendChild(document.createTextNode(' · '));
+      role(meta, t);
+    }
+    a.appendChild(meta);
+    return a;
+  }
+  function sortLink(sort, label) {
+    var a = el('a', 'sort', label);
+    a.setAttribute('data-sort', sort);
+    a.href = params({ sort: sort });
+    if (view.sort === sort) { a.setAttribute('aria-current', 'true'); }
+    return a;
+  }
+  function checked(t) {
+    if (t.reason && t.unknown) { return 'tried ' + ago(t.tried_at); }
+    return t.last_check ? ago(t.last_check) : 'never answered';
+  }
+  function table(tokens) {
+    var tb = el('table', 'table');
+    var hr = el('tr');
+    [sortLink('state', 'State'), 'Token', sortLink('expiry', 'Expires'), 'Why', 'Last check']
+      .forEach(function (h) {
+        var th = el('th');
+        th.setAttribute('scope', 'col');
+        if (typeof h === 'string') { th.textContent = h; } else { th.appendChild(h); }
+        hr.appendChild(th);
+      });
+    tb.appendChild(el('thead')).appendChild(hr);
+    var body = el('tbody');
+    tokens.forEach(function (t) {
+      var tr = el('tr', classes(t, 'row'));
+      tr.appendChild(el('td', 'state')).appendChild(el('span', 'badge', LABELS[stateOf(t)]));
+      var name = el('td');
+      name.appendChild(breakable(el('span', 'name'), t.name));
+      name.appendChild(document.createTextNode(' '));
+      var meta = el('span', 'meta');
+      if (t.role && t.role.kind === 'backup') {
+        role(meta, t);
+        meta.appendChild(document.createTextNode(' · '));
+      }
+      meta.appendChild(document.createTextNode(t.fingerprint));
+      name.appendChild(meta);
+      tr.appendChild(name);
+      tr.appendChild(live(el('td'), t));
+      var why = el('td', 'why');
+      if (t.reason) {
+        breakable(why, t.reason);
+        if (t.fix) {
+          why.appendChild(document.createTextNode(' '));
+          var fix = el('span', 'fix');
+          fix.appendChild(el('b', null, 'Fix:'));
+          fix.appendChild(document.createTextNode(' '));
+          why.appendChild(breakable(fix, t.fix));
+        }
+      }
+      tr.appendChild(why);
+      tr.appendChild(el('td', 'checked', checked(t)));
+      body.appendChild(tr);
+    });
+    tb.appendChild(body);
+    return tb;
   }
   function fmt(n) { return String(n).replace(/\B(?=(\d{3})+(?!\d))/g, ','); }
   // What the reader asks for; kept in the address bar so that a link shows the same view.
-  var view = { q: '', states: [], page: 1, per_page: 0 };
+  var view = { q: '', states: [], page: 1, per_page: 0, view: 'cards', sort: 'state' };
   var ORDER = ['dead', 'failed_over', 'critical', 'cannot_be_checked', 'expiring', 'ok'];
-  function params() {
+  // The query of the view, or of the view with `change` (a view or a sort) made: a new order
+  // starts again from the first page.
+  function params(change) {
+    var v = Object.assign({}, view, change || {});
     var p = [];
-    if (view.q) { p.push('q=' + encodeURIComponent(view.q)); }
-    if (view.states.length) { p.push('state=' + view.states.join(',')); }
-    if (view.page > 1) { p.push('page=' + view.page); }
-    if (view.per_page) { p.push('per_page=' + view.per_page); }
-    return p.length ? '?' + p.join('&') : '';
+    if (v.q) { p.push('q=' + encodeURIComponent(v.q)); }
+    if (v.states.length) { p.push('state=' + v.states.join(',')); }
+    if (v.page > 1 && (v.sort === view.sort || change.page)) { p.push('page=' + v.page); }
+    if (v.per_page) { p.push('per_page=' + v.per_page); }
+    if (v.view !== 'cards') { p.push('view=' + v.view); }
+    if (v.sort !== 'state') { p.push('sort=' + v.sort); }
+    return p.length ? '?' + p.join('&') : (change ? '?' : '');
+  }
+  // A pager link to page `to` (0: none), as the server writes it.
+  function step(a, to) {
+    if (to) {
+      a.href = params({ page: to });
+      a.removeAttribute('aria-disabled');
+    } else {
+      a.removeAttribute('href');
+      a.setAttribute('aria-disabled', 'true');
+    }
+  }
+  function views() {
+    var nav = $('views');
+    nav.replaceChildren(el('span', 'views-label', 'View'));
+    [['cards', 'cards'], ['table', 'table']].forEach(function (v) {
+      var a = el('a', 'view', v[1]);
+      a.setAttribute('data-view', v[0]);
+      a.href = params({ view: v[0] });
+      if (view.view === v[0]) { a.setAttribute('aria-current', 'true'); }
+      nav.appendChild(a);
+    });
+    nav.appendChild(el('span', 'views-label', 'Sort'));
+    nav.appendChild(sortLink('state', 'worst first'));
+    nav.appendChild(sortLink('expiry', 'soonest expiry'));
   }
   function remember() {
     try { history.replaceState(null, '', location.pathname + params()); } catch (e) { /* file or sandbox */ }
@@ -131,8 +285,15 @@
   function render() {
     var tokens = $('tokens');
     var list = data.tokens || [];
-    var cards = list.map(card);
-    tokens.replaceChildren.apply(tokens, cards);
+    if (view.view === 'table') {
+      tokens.replaceChildren();
+      if (list.length) { tokens.appendChild(table(list)); }
+    } else {
+      tokens.replaceChildren.apply(tokens, list.map(function (t) {
+        return t.state === 'ok' ? compactCard(t) : card(t);
+      }));
+    }
+    views();
     var counts = data.counts || {};
     var all = ORDER.reduce(function (s, k) { return s + (counts[k] || 0); }, 0);
     if (!list.length) { tokens.appendChild(el('p', 'empty', all ? 'No token matches.' : 'No token is watched yet.')); }
@@ -147,8 +308,8 @@
     var first = (data.page - 1) * data.per_page + 1;
     $('range').textContent = list.length ?
       fmt(first) + '–' + fmt(first + list.length - 1) + ' of ' + fmt(data.total) : '0 of ' + fmt(data.total);
-    $('prev').disabled = view.page <= 1;
-    $('next').disabled = view.page >= (data.pages || 1);
+    step($('prev'), view.page > 1 ? view.page - 1 : 0);
+    step($('next'), view.page < (data.pages || 1) ? view.page + 1 : 0);
     var problem = data.state_unwritable;
     $('unwritable').hidden = !problem;
     $('unwritable').textContent = problem ? 'The state cannot be written since ' + utc(problem.since) +
@@ -176,18 +337,17 @@
   }
   function tick() {
     if (!data) { return; }
-    var cards = $('tokens').children;
-    for (var i = 0; i < cards.length; i++) {
-      var t = cards[i]._token;
-      var left = cards[i].querySelector('[data-left]');
-      if (t && left) { left.textContent = leftText(t); }
+    var lefts = $('tokens').querySelectorAll('[data-left]');
+    for (var i = 0; i < lefts.length; i++) {
+      if (lefts[i]._token) { live(lefts[i], lefts[i]._token); }
     }
     $('updated').textContent = 'Data from ' + utc(data.generated_at) + ' (' + ago(data.generated_at) +
       '); refreshes every 5 s.';
   }
   function take(next) {
     data = next;
-    if (typeof next.generated_at === 'number') { skew = next.generated_at - Date.now() / 1000; }
+    var served = typeof next.served_at === 'number' ? next.served_at : next.generated_at;
+    if (typeof served === 'number') { skew = served - Date.now() / 1000; }
     render();
   }
   // Only the newest request's answer is shown: an older one may arrive after it.
@@ -237,8 +397,27 @@
     view.page = 1;
     go();
   });
-  $('prev').addEventListener('click', function () { if (view.page > 1) { view.page -= 1; go(); } });
-  $('next').addEventListener('click', function () {
+  // The view and sort links work without the script too; with it, no page load.
+  document.addEventListener('click', function (e) {
+    var a = e.target.closest ? e.target.closest('a[data-view], a[data-sort]') : null;
+    if (!a || e.ctrlKey || e.metaKey || e.shiftKey) { return; }
+    e.preventDefault();
+    var sort = a.getAttribute('data-sort');
+    if (sort) {
+      if (sort !== view.sort) { view.page = 1; }
+      view.sort = sort;
+    } else {
+      view.view = a.getAttribute('data-view');
+    }
+    go();
+  });
+  // The pager's links work without the script too; with it, no page load.
+  $('prev').addEventListener('click', function (e) {
+    e.preventDefault();
+    if (view.page > 1) { view.page -= 1; go(); }
+  });
+  $('next').addEventListener('click', function (e) {
+    e.preventDefault();
     if (data && view.page < (data.pages || 1)) { view.page += 1; go(); }
   });
   try {
@@ -248,6 +427,8 @@
       view.q = first.q || '';
       view.states = (first.states || []).filter(function (k) { return ORDER.indexOf(k) >= 0; });
       view.page = first.page || 1;
+      view.view = first.view === 'table' ? 'table' : 'cards';
+      view.sort = first.sort === 'expiry' ? 'expiry' : 'state';
       // Sent back only when the link chose it: the server's default stays the server's.
       var chosen = /(^|[?&])per_page=/.test(location.search);
       view.per_page = chosen && first.per_page ? first.per_page : 0;

@@ -1,7 +1,8 @@
 //! One page of tokens, searched and filtered: what `/api/tokens` answers and what the status page
-//! renders first. [`TokenQuery::parse`] reads the query string (`q`, `state`, `page`, `per_page`)
-//! strictly; [`TokenPage::select`] picks the matching tokens from a snapshot, worst state first and
-//! then by name, and cuts out the page asked for; [`TokenPage::read_history`] then reads the chart
+//! renders first. [`TokenQuery::parse`] reads the query string (`q`, `state`, `page`, `per_page`,
+//! `view`, `sort`) strictly; [`TokenPage::select`] picks the matching tokens from a snapshot, in the
+//! order asked for (worst state first, or soonest expiry first; then by name), each backup right
+//! under its primary, and cuts out the page asked for; [`TokenPage::read_history`] then reads the chart
 //! points of that page's tokens (at most [`MAX_PER_PAGE`] of them) from the store.
 //!
 //! Must never: read the history of a token not on the page, do more than linear work in the number of tokens plus a sort of the matches, hold the
@@ -12,8 +13,10 @@ use jiff::{SignedDuration, Timestamp};
 use permatoken_state as store;
 use serde::Serialize;
 
+use std::collections::HashMap;
+
 use crate::snapshot::{
-    Event, HistoryPoint, RouteHealth, Snapshot, StateProblem, Status, TokenState, TokenView,
+    Event, HistoryPoint, Role, RouteHealth, Snapshot, StateProblem, Status, TokenState, TokenView,
     UnixSeconds,
 };
 
@@ -60,9 +63,9 @@ pub enum QueryError {
     #[error("the query string is not valid percent-encoded UTF-8 (in `{0}`)")]
     Encoding(String),
     /// A parameter this endpoint does not know.
-    #[error("unknown parameter `{0}`: the parameters are q, state, page and per_page")]
+    #[error("unknown parameter `{0}`: the parameters are q, state, page, per_page, view and sort")]
     Unknown(String),
-    /// `q`, `page` or `per_page` given twice.
+    /// `q`, `page`, `per_page`, `view` or `sort` given twice.
     #[error("`{0}` is given more than once")]
     Repeated(&'static str),
     /// `q` is longer than [`MAX_Q_CHARS`].
@@ -79,6 +82,55 @@ pub enum QueryError {
     /// `per_page` is not a whole number from 1 to [`MAX_PER_PAGE`].
     #[error("`per_page` must be a whole number from 1 to {MAX_PER_PAGE}")]
     PerPage,
+    /// `view` is not `cards` or `table`.
+    #[error("`view` must be `cards` or `table`")]
+    View,
+    /// `sort` is not `state` or `expiry`.
+    #[error("`sort` must be `state` (worst first) or `expiry` (soonest first)")]
+    Sort,
+}
+
+/// How the page shows its tokens.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum View {
+    /// A card for each token not ok, a line for each ok one.
+    #[default]
+    Cards,
+    /// A table, one row per token.
+    Table,
+}
+
+impl View {
+    /// The name in the URL.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Cards => "cards",
+            Self::Table => "table",
+        }
+    }
+}
+
+/// The order of the tokens (each backup stays under its primary either way).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Sort {
+    /// Worst state first, then by name.
+    #[default]
+    State,
+    /// Soonest expiry first (the expired before them, longest expired first), then those whose
+    /// expiry is unknown, then those that never expire; then by name.
+    Expiry,
+}
+
+impl Sort {
+    /// The name in the URL.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::State => "state",
+            Self::Expiry => "expiry",
+        }
+    }
 }
 
 /// What a reader asked for. The default is every token, first page of [`DEFAULT_PER_PAGE`].
@@ -92,6 +144,10 @@ pub struct TokenQuery {
     pub page: usize,
     /// Tokens per page.
     pub per_page: usize,
+    /// Cards or a table.
+    pub view: View,
+    /// The order.
+    pub sort: Sort,
 }
 
 impl Default for TokenQuery {
@@ -101,6 +157,8 @@ impl Default for TokenQuery {
             states: Vec::new(),
             page: 1,
             per_page: DEFAULT_PER_PAGE,
+            view: View::Cards,
+            sort: Sort::State,
         }
     }
 }
@@ -158,6 +216,7 @@ impl TokenQuery {
             return Err(QueryError::TooLong);
         }
         let (mut seen_q, mut seen_page, mut seen_per_page) = (false, false, false);
+        let (mut seen_view, mut seen_sort) = (false, false);
         for pair in raw.split('&').filter(|p| !p.is_empty()) {
             let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
             let key = decode(key)?;
@@ -197,6 +256,24 @@ impl TokenQuery {
                         return Err(QueryError::Repeated("per_page"));
                     }
                     query.per_page = number(&value, MAX_PER_PAGE).ok_or(QueryError::PerPage)?;
+                }
+                "view" => {
+                    if std::mem::replace(&mut seen_view, true) {
+                        return Err(QueryError::Repeated("view"));
+                    }
+                    query.view = [View::Cards, View::Table]
+                        .into_iter()
+                        .find(|v| v.as_str() == value)
+                        .ok_or(QueryError::View)?;
+                }
+                "sort" => {
+                    if std::mem::replace(&mut seen_sort, true) {
+                        return Err(QueryError::Repeated("sort"));
+                    }
+                    query.sort = [Sort::State, Sort::Expiry]
+                        .into_iter()
+                        .find(|v| v.as_str() == value)
+                        .ok_or(QueryError::Sort)?;
                 }
                 other => return Err(QueryError::Unknown(quote(other))),
             }
@@ -250,12 +327,19 @@ pub struct TokenPage<'a> {
     pub q: &'a str,
     /// The states filtered on, worst first; empty when every state is shown.
     pub states: Vec<&'static str>,
+    /// Cards or a table.
+    pub view: View,
+    /// The order.
+    pub sort: Sort,
     /// Tokens in each state, over every token.
     pub counts: Counts,
-    /// This page's tokens: worst state first, then by name.
+    /// This page's tokens, in the order asked for, each backup under its primary.
     pub tokens: Vec<PageToken<'a>>,
     /// When the snapshot was made.
     pub generated_at: UnixSeconds,
+    /// Now, when this page was cut out: what the page's times are counted from ("3 hours ago"),
+    /// and the script's measure of how far its own clock is off.
+    pub served_at: UnixSeconds,
     /// When the process started.
     pub started_at: UnixSeconds,
     /// Whether this process is the one that acts.
@@ -293,6 +377,63 @@ impl std::ops::Deref for PageToken<'_> {
     }
 }
 
+/// The primary a token stands under: itself, or the primary it is a backup of.
+fn primary_of(token: &TokenView) -> &str {
+    match &token.role {
+        Role::Primary => &token.name,
+        Role::Backup(of) => of,
+    }
+}
+
+/// Where a token's expiry puts it in the `expiry` order: the expired and soonest first, then the
+/// unknown, then those that never expire.
+fn expiry_key(token: &TokenView) -> (u8, UnixSeconds) {
+    match (token.never_expires, token.expires_at) {
+        (true, _) => (2, 0),
+        (false, Some(at)) => (0, at),
+        (false, None) => (1, 0),
+    }
+}
+
+/// Sorts `matching` by `sort`, each primary followed by its backups. A primary and its backups go
+/// where the most urgent of them would (a dead backup brings its primary up with it, since it must
+/// be replaced); within that, by the primary's name without regard to case, then byte by byte so
+/// that the order is total; the primary first, then its backups by name. Each key is made once,
+/// not at every comparison.
+fn order(matching: &mut [&TokenView], sort: Sort) {
+    let mut urgency: HashMap<&str, (usize, (u8, UnixSeconds))> =
+        HashMap::with_capacity(matching.len());
+    for t in matching.iter() {
+        let key = (rank(t.state), expiry_key(t));
+        urgency
+            .entry(primary_of(t))
+            .and_modify(|u| {
+                u.0 = u.0.min(key.0);
+                u.1 = u.1.min(key.1);
+            })
+            .or_insert(key);
+    }
+    matching.sort_by_cached_key(|t| {
+        let t: &TokenView = t;
+        let primary = primary_of(t);
+        let (state, expiry) = urgency.get(primary).copied().unwrap_or_default();
+        let urgent = match sort {
+            Sort::State => (state, (0, 0)),
+            Sort::Expiry => (0, expiry),
+        };
+        let backup = matches!(t.role, Role::Backup(_));
+        let name = backup.then(|| t.name.to_lowercase());
+        (
+            urgent,
+            primary.to_lowercase(),
+            primary,
+            backup,
+            name,
+            t.name.as_str(),
+        )
+    });
+}
+
 impl<'a> TokenPage<'a> {
     /// The page of `snapshot` that `query` asks for. A `page` or `per_page` out of range (as only a
     /// query built by hand can hold) is brought back into it.
@@ -310,9 +451,7 @@ impl<'a> TokenPage<'a> {
                 matching.push(token);
             }
         }
-        // Worst state first, then by name without regard to case, then byte by byte so the order
-        // is total; each name is lowercased once, not at every comparison.
-        matching.sort_by_cached_key(|t| (rank(t.state), t.name.to_lowercase(), t.name.as_str()));
+        order(&mut matching, query.sort);
         let total = matching.len();
         let start = (page - 1).saturating_mul(per_page).min(total);
         let end = start.saturating_add(per_page).min(total);
@@ -330,9 +469,12 @@ impl<'a> TokenPage<'a> {
             pages: total.div_ceil(per_page).max(1),
             q: &query.q,
             states: query.states.iter().map(|s| s.as_str()).collect(),
+            view: query.view,
+            sort: query.sort,
             counts: Counts(counts),
             tokens,
             generated_at: snapshot.generated_at,
+            served_at: Timestamp::now().as_second(),
             started_at: snapshot.started_at,
             leader: snapshot.leader,
             round_finished: snapshot.round_finished,
@@ -454,6 +596,85 @@ mod tests {
         let page = TokenPage::select(&snapshot, &query);
         assert_eq!((page.page, page.per_page, page.pages), (1, 1, 1));
         assert_eq!(page.range(), None);
+    }
+
+    fn token(name: &str, role: Role, state: TokenState, expires_at: Option<i64>) -> TokenView {
+        TokenView {
+            name: name.to_owned(),
+            role,
+            state,
+            announced: true,
+            status: Status::Ok,
+            valid: true,
+            kind: String::new(),
+            fingerprint: String::new(),
+            expires_at,
+            never_expires: false,
+            missing_permissions: Vec::new(),
+            scopes: std::sync::Arc::from(Vec::new()),
+            last_check: None,
+            next_check: None,
+            reason: None,
+        }
+    }
+
+    fn names(snapshot: &Snapshot, query: &str) -> Vec<String> {
+        let query = TokenQuery::parse(Some(query)).unwrap();
+        let page = TokenPage::select(snapshot, &query);
+        page.tokens.iter().map(|t| t.name.clone()).collect()
+    }
+
+    #[test]
+    fn backups_stay_under_their_primary_in_either_order() {
+        let backup = |of: &str| Role::Backup(of.to_owned());
+        let mut never = token("b-never", Role::Primary, TokenState::Ok, None);
+        never.never_expires = true;
+        let snapshot = Snapshot {
+            tokens: vec![
+                token("A-ok", Role::Primary, TokenState::Ok, Some(500)),
+                token("z-spare", backup("A-ok"), TokenState::Dead, Some(100)),
+                token("a-spare", backup("A-ok"), TokenState::Ok, Some(900)),
+                token("b-critical", Role::Primary, TokenState::Critical, Some(50)),
+                token(
+                    "c-unknown",
+                    Role::Primary,
+                    TokenState::CannotBeChecked,
+                    None,
+                ),
+                never,
+                token("d-expiring", Role::Primary, TokenState::Expiring, Some(300)),
+            ],
+            ..Snapshot::default()
+        };
+        // The dead spare brings its ok primary (and the other spare) up with it.
+        assert_eq!(
+            names(&snapshot, ""),
+            [
+                "A-ok",
+                "a-spare",
+                "z-spare",
+                "b-critical",
+                "c-unknown",
+                "d-expiring",
+                "b-never"
+            ]
+        );
+        assert_eq!(
+            names(&snapshot, "sort=expiry"),
+            [
+                "b-critical",
+                "A-ok",
+                "a-spare",
+                "z-spare",
+                "d-expiring",
+                "c-unknown",
+                "b-never"
+            ]
+        );
+        // A filter keeps the order of what it lets through.
+        assert_eq!(names(&snapshot, "state=ok"), ["A-ok", "a-spare", "b-never"]);
+        let query = TokenQuery::parse(Some("view=table&sort=expiry")).unwrap();
+        assert_eq!((query.view, query.sort), (View::Table, Sort::Expiry));
     }
 
     #[test]

@@ -164,13 +164,15 @@ async fn token_views(from: &Sources<'_>) -> Result<Vec<TokenView>, store::Error>
             Role::Primary => name,
             Role::Backup(of) => of.as_str(),
         };
-        let reason = from.memory.reason(name).map(str::to_owned);
+        let reason = from.memory.reason(name).cloned();
         TokenView {
             state,
             announced: decided.is_some(),
             // A check that could not tell writes no check: the last one that could is not news.
             status: match check {
-                Some(c) if reason.is_none() => status_from_store(c.status),
+                Some(c) if !reason.as_ref().is_some_and(|r| r.unknown) => {
+                    status_from_store(c.status)
+                }
                 _ => Status::Unknown,
             },
             valid: check.and_then(|c| c.valid).unwrap_or(false),

@@ -126,10 +126,81 @@ pub struct TokenView {
     pub last_check: Option<UnixSeconds>,
     /// When it will be checked next.
     pub next_check: Option<UnixSeconds>,
-    /// Why its last check could not tell (`permission denied`, no token in its file), while it is
-    /// unknown: one secret-free sentence naming the file.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub reason: Option<String>,
+    /// Why it is not ok, as its last check said: the worst finding's message and fix, or why the
+    /// check could not tell (its file unreadable, no token in it), and when that check was made.
+    /// In JSON its fields sit beside the token's (`reason`, `fix`, `tried_at`, `unknown`), absent
+    /// while the last check found it ok.
+    #[serde(default, flatten)]
+    pub reason: Option<Reason>,
+}
+
+/// What a token's last check found wrong. The words are shared with the daemon's memory (tokens
+/// dead of one cause share one copy), not copied into each snapshot.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reason {
+    /// The message and the fix.
+    pub words: Arc<Words>,
+    /// When that check was made: a check that could not tell writes no check record, so this is
+    /// the only word of when the token was last tried.
+    pub tried_at: UnixSeconds,
+    /// Whether that check could not tell (the token's status is then unknown).
+    pub unknown: bool,
+}
+
+/// The words of a [`Reason`].
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Words {
+    /// One secret-free sentence: what is the matter (naming the file when it could not be read).
+    pub message: String,
+    /// What to do, if something is to be done.
+    pub fix: Option<String>,
+}
+
+/// A [`Reason`] as JSON, borrowed.
+#[derive(Serialize)]
+struct ReasonOut<'a> {
+    reason: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    fix: Option<&'a str>,
+    tried_at: UnixSeconds,
+    unknown: bool,
+}
+
+/// A [`Reason`] read back from JSON.
+#[derive(Deserialize)]
+struct ReasonIn {
+    reason: String,
+    #[serde(default)]
+    fix: Option<String>,
+    tried_at: UnixSeconds,
+    #[serde(default)]
+    unknown: bool,
+}
+
+impl Serialize for Reason {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        ReasonOut {
+            reason: &self.words.message,
+            fix: self.words.fix.as_deref(),
+            tried_at: self.tried_at,
+            unknown: self.unknown,
+        }
+        .serialize(s)
+    }
+}
+
+impl<'de> Deserialize<'de> for Reason {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let r = ReasonIn::deserialize(d)?;
+        Ok(Self {
+            words: Arc::new(Words {
+                message: r.reason,
+                fix: r.fix,
+            }),
+            tried_at: r.tried_at,
+            unknown: r.unknown,
+        })
+    }
 }
 
 /// One past check, for the chart. Never in a [`Snapshot`]: `/api/tokens` reads the points of the

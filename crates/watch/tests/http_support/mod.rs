@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use permatoken_state::{CheckRecord, Store, TokenKey, TokenRecord};
 use permatoken_watch::snapshot::{
-    Event, EventKind, Role, RouteHealth, Snapshot, Status, TokenState, TokenView,
+    Event, EventKind, Reason, Role, RouteHealth, Snapshot, Status, TokenState, TokenView, Words,
 };
 
 pub(crate) const DAY: i64 = 86_400;
@@ -39,6 +39,25 @@ pub(crate) fn token(name: &str, state: TokenState, status: Status, now: i64) -> 
         reason: None,
     }
 }
+
+/// Why a token is not ok, as its last check at `at` said.
+pub(crate) fn reason(message: &str, fix: &str, at: i64, unknown: bool) -> Option<Reason> {
+    Some(Reason {
+        words: Arc::new(Words {
+            message: message.to_owned(),
+            fix: Some(fix.to_owned()),
+        }),
+        tried_at: at,
+        unknown,
+    })
+}
+
+/// The reason of a dead token whose maker changed their password.
+pub(crate) const PASSWORD_CHANGED: &str = "the token no longer works: the password of the person who made it was changed (Graph API code 190, subcode 460)";
+/// Its fix.
+pub(crate) const NEW_TOKEN: &str = "generate a new token in Business Settings → System users → Generate new token, and put it in the env file";
+/// The reason of a token whose file is gone.
+pub(crate) const NO_FILE: &str = "the token could not be read: cannot read `/srv/shop/.env`: No such file or directory (os error 2)";
 
 /// Checks in each token's history in [`store`]: hourly over the last day.
 pub(crate) const HISTORY: i64 = 24;
@@ -113,10 +132,19 @@ pub(crate) fn snapshot(now: i64) -> Snapshot {
     billing.scopes = Arc::from(vec!["whatsapp_business_management".to_owned()]);
     let mut legacy = token("legacy", TokenState::Dead, Status::Critical, now);
     legacy.expires_at = Some(now - 3 * DAY);
+    legacy.reason = reason(PASSWORD_CHANGED, NEW_TOKEN, now - 60, false);
     let mut support = token("support", TokenState::FailedOver, Status::Ok, now);
     support.expires_at = Some(now + 50 * DAY);
     let mut hostile = token(HOSTILE, TokenState::CannotBeChecked, Status::Unknown, now);
     hostile.expires_at = Some(now + 40 * DAY);
+    // Its file is gone: tried a minute ago, never answered since start.
+    hostile.last_check = None;
+    hostile.reason = reason(
+        NO_FILE,
+        "check the file named in the message and its permissions",
+        now - 60,
+        true,
+    );
     Snapshot {
         generated_at: now,
         started_at: now - 7 * DAY,
