@@ -57,6 +57,15 @@ macro_rules! on_backend {
     };
 }
 
+/// Decisions the state did not take ([`Store::announce_all`]), handed back with why.
+#[derive(Debug)]
+pub struct Refused {
+    /// Why the state refused them.
+    pub error: Error,
+    /// The decisions, as given.
+    pub decisions: Vec<Decision>,
+}
+
 /// The newest schema this build knows, for each backend.
 pub const SCHEMA_VERSION: i64 = sqlite::MIGRATIONS.len() as i64;
 
@@ -527,18 +536,28 @@ impl Store {
             token_name: token_name.to_owned(),
             announcement,
             unknown_since,
-            alert,
+            alert: alert.map(Box::new),
         }];
         on_backend!(self, |c| queries::announce_all(c, &decision))
     }
 
     /// [`Store::announce`] for many tokens in one transaction (a round's decisions): each is applied
-    /// in order, and a crash leaves all of them or none.
-    pub async fn announce_all(&self, decisions: Vec<Decision>) -> Result<(), Error> {
+    /// in order, and a crash leaves all of them or none. When the state refuses them, they are
+    /// handed back with the error, for another try: a fleet's first round makes 100,000 of them,
+    /// and a copy kept aside for that case was the daemon's largest allocation.
+    pub async fn announce_all(&self, decisions: Vec<Decision>) -> Result<(), Refused> {
         if decisions.is_empty() {
             return Ok(());
         }
-        on_backend!(self, |c| queries::announce_all(c, &decisions))
+        // SQLite writes on its own thread, which must own what it writes: it shares them.
+        let decisions = std::sync::Arc::new(decisions);
+        let written = std::sync::Arc::clone(&decisions);
+        let result: Result<(), Error> =
+            async { on_backend!(self, |c| queries::announce_all(c, &written)) }.await;
+        result.map_err(|error| Refused {
+            error,
+            decisions: std::sync::Arc::try_unwrap(decisions).unwrap_or_else(|d| (*d).clone()),
+        })
     }
 
     /// Deliveries to attempt at `now` (pending, or failed with a next attempt due), oldest first,

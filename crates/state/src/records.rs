@@ -233,8 +233,9 @@ pub struct Decision {
     pub announcement: Option<Announcement>,
     /// Since when the token has been unknown.
     pub unknown_since: Option<Timestamp>,
-    /// The alert, if any, with the routes it goes to.
-    pub alert: Option<(Alert, Vec<String>)>,
+    /// The alert, if any, with the routes it goes to. Boxed: most decisions hold none (a round's
+    /// first `ok`s), and a fleet's first round keeps 100,000 decisions until it writes them.
+    pub alert: Option<Box<(Alert, Vec<String>)>>,
 }
 
 /// Why a token stands in the state announced for it: the words of the alert that announced it.

@@ -104,7 +104,7 @@ pub(crate) struct WriteSetup {
 impl Job {
     /// The check of `token` from what [`crate::sources::read`] read, with its app's `client`.
     pub(crate) fn new(token: &TokenConfig, read: Read, client: Client, write: WriteSetup) -> Self {
-        let policy = token.policy;
+        let policy = *token.policy;
         let Read { spec, source, app } = read;
         let options = RefreshOptions {
             policy: RenewPolicy {

@@ -27,7 +27,7 @@ pub(crate) struct Fleet {
     /// `[[token]]`s would otherwise hold its configuration twice.
     fixed: Vec<TokenConfig>,
     /// Per set (`None`: the `[[token]]`s), the permits of its reload commands.
-    reload_slots: HashMap<Option<String>, Arc<Semaphore>>,
+    reload_slots: HashMap<Option<Arc<str>>, Arc<Semaphore>>,
     /// Problems of the sets already reported, so that each is reported once.
     reported: HashSet<SetProblem>,
 }
@@ -70,7 +70,7 @@ impl Fleet {
         );
         for set in &config.token_sets {
             reload_slots.insert(
-                Some(set.name.clone()),
+                Some(set.name.as_str().into()),
                 Arc::new(Semaphore::new(set.max_concurrent_reloads)),
             );
         }
@@ -86,7 +86,7 @@ impl Fleet {
     }
 
     /// The permits of the reload commands of `set`'s tokens (`None`: the `[[token]]`s).
-    pub(crate) fn reload_slots(&self, set: &Option<String>) -> Option<Arc<Semaphore>> {
+    pub(crate) fn reload_slots(&self, set: &Option<Arc<str>>) -> Option<Arc<Semaphore>> {
         self.reload_slots.get(set).cloned()
     }
 
@@ -138,7 +138,7 @@ impl Fleet {
                     set: set.name.clone(),
                     before,
                     gone,
-                    routes: set.template.alerts.clone(),
+                    routes: set.template.alerts.to_vec(),
                 });
             }
             if tokens.is_empty() && self.fixed.is_empty() {
@@ -239,7 +239,7 @@ mod tests {
             .tokens
             .remove(0);
         token.name = name.to_owned();
-        token.set = Some("clients".to_owned());
+        token.set = Some("clients".into());
         token.source = TokenSource::EnvFile {
             path: file.into(),
             key: "WHATSAPP_ACCESS_TOKEN".into(),

@@ -150,7 +150,9 @@ fn expand_within(set: &TokenSet, routes: &[Route], max_entries: usize) -> Expans
             match route_of(&file, key) {
                 Ok(Some(route)) if routes.iter().any(|r| r.name == route) => {
                     if !token.alerts.contains(&route) {
-                        token.alerts.push(route);
+                        let mut alerts = token.alerts.to_vec();
+                        alerts.push(route);
+                        token.alerts = alerts.into();
                     }
                 }
                 Ok(Some(route)) => out.problems.push((

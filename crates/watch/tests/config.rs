@@ -66,10 +66,10 @@ fn the_issue_example_is_accepted_as_written() {
         Backups::Keys(vec!["WHATSAPP_ACCESS_TOKEN_BACKUP".into()])
     );
     assert_eq!(token.reload.as_deref(), Some("systemctl restart orders"));
-    assert_eq!(token.alerts, ["ops"]);
+    assert_eq!(*token.alerts, ["ops"]);
     let routes: Vec<&str> = config.routes_for(token).map(|r| r.name.as_str()).collect();
     assert_eq!(routes, ["ops"]);
-    assert_eq!(token.policy, config.defaults);
+    assert_eq!(*token.policy, config.defaults);
     let route = config.route("ops").unwrap();
     assert_eq!(route.kind, RouteKind::Webhook);
     let Target::Url(url) = &route.target else {
@@ -538,7 +538,7 @@ fn without_a_file_the_dot_env_of_the_working_folder_is_watched() {
         }
     );
     assert_eq!(config.tokens[0].app, AppSource::EnvFile(cwd.join(".env")));
-    assert_eq!(config.tokens[0].policy, Policy::default());
+    assert_eq!(*config.tokens[0].policy, Policy::default());
     assert_eq!(config.defaults.unknown_after, Duration::from_secs(6 * 3600));
     assert_eq!(config.defaults.remind_every, Duration::from_secs(24 * 3600));
     assert!(config.defaults.failover && !config.defaults.doctor);
@@ -624,7 +624,7 @@ fn a_token_set_is_read_with_its_pattern_policy_and_limits() {
     );
     assert_eq!(clients.max_concurrent_reloads, 3);
     assert_eq!(clients.template.policy.warn_days, 20);
-    assert_eq!(clients.template.alerts, ["ops"]);
+    assert_eq!(*clients.template.alerts, ["ops"]);
     assert_eq!(clients.template.set.as_deref(), Some("clients"));
     assert!(matches!(
         clients.template.source,

@@ -202,7 +202,8 @@ pub(crate) async fn announce_all(c: &mut impl Conn, decisions: &[Decision]) -> R
     c.begin().await?;
     let done = async {
         for d in decisions {
-            if let Some((alert, routes)) = &d.alert {
+            if let Some(record) = &d.alert {
+                let (alert, routes) = &**record;
                 insert_alert(c, alert, routes).await?;
             }
             match &d.announcement {

@@ -765,10 +765,10 @@ async fn announce_all_is_announce_for_each_decision_in_order(place: Place) {
                     ..ok(20, Some("c1"))
                 }),
                 unknown_since: None,
-                alert: Some((
+                alert: Some(Box::new((
                     alert("c1", "orders", "critical", Some("ok"), 20),
                     vec!["ops".to_owned()],
-                )),
+                ))),
             },
         ])
         .await

@@ -150,10 +150,10 @@ impl Checker {
             name,
             source,
             app,
-            policy,
+            policy: policy.into(),
             backups,
             reload: raw.reload.filter(|r| !r.trim().is_empty()),
-            alerts,
+            alerts: alerts.into(),
             set: None,
         })
     }
@@ -325,7 +325,7 @@ impl Checker {
         let settings = keys::merge(defaults, &policy, span)?;
         let alert_route_key = raw.alert_route_key.clone().map(Spanned::into_inner);
         let mut template = self.token(name.clone(), raw.into_token(), settings.policy, routes)?;
-        template.set = Some(name.clone());
+        template.set = Some(name.as_str().into());
         Ok(TokenSet {
             name,
             pattern,

@@ -384,7 +384,7 @@ impl Daemon {
             .config
             .tokens
             .iter()
-            .map(|t| (t.name.as_str(), &t.policy));
+            .map(|t| (t.name.as_str(), &*t.policy));
         let Moment { wall, mono } = self.moment();
         self.schedule
             .resume(tokens, &latest, wall, mono, random_unit);
@@ -458,19 +458,19 @@ impl Daemon {
                 token_name: shrunk.set.clone(),
                 announcement: None,
                 unknown_since: None,
-                alert: Some((
+                alert: Some(Box::new((
                     crate::records::alert_to_store(&alert),
                     shrunk.routes.clone(),
-                )),
+                ))),
             });
         }
-        if !decisions.is_empty()
-            && !self.alerts_off
-            && let Err(e) = self.store.announce_all(decisions.clone()).await
-        {
+        if self.alerts_off {
+            return;
+        }
+        if let Err(refused) = self.store.announce_all(decisions).await {
             // As a round's refused decisions: delivered from memory, written with the next ones.
-            self.courier.state_failed(&e, now);
-            self.announcer.keep_refused(decisions, &self.courier);
+            self.courier.state_failed(&refused.error, now);
+            self.announcer.keep_refused(refused.decisions, &self.courier);
         }
     }
 
