@@ -470,7 +470,8 @@ impl Daemon {
         if let Err(refused) = self.store.announce_all(decisions).await {
             // As a round's refused decisions: delivered from memory, written with the next ones.
             self.courier.state_failed(&refused.error, now);
-            self.announcer.keep_refused(refused.decisions, &self.courier);
+            self.announcer
+                .keep_refused(refused.decisions, &self.courier);
         }
     }
 
