@@ -40,6 +40,10 @@ pub(crate) struct Memory {
     /// The distinct lists of permissions seen: a fleet's tokens mostly have the same few, and a
     /// list of its own per token came to some 300 bytes a token.
     scope_lists: HashSet<Arc<[String]>>,
+    /// The size of `scope_lists` at which those no token holds are let go: twice what was left
+    /// last time (at least [`SCOPE_LISTS_KEPT`]). A fixed limit cost a pass over every list at each
+    /// new one once more than that many were in use: work that grew with the square of the lists.
+    scope_lists_limit: usize,
     /// Per token name: the key of the token it held at its last check. The store knows a token by
     /// its key under one name, and one token may stand under two names (the same spare in two
     /// `.env` files): the page finds each name's latest check through this.
@@ -147,8 +151,9 @@ impl Memory {
         if let Some(list) = self.scope_lists.get(scopes.as_slice()) {
             return list.clone();
         }
-        if self.scope_lists.len() >= SCOPE_LISTS_KEPT {
+        if self.scope_lists.len() >= self.scope_lists_limit.max(SCOPE_LISTS_KEPT) {
             self.scope_lists.retain(|list| Arc::strong_count(list) > 1);
+            self.scope_lists_limit = self.scope_lists.len().saturating_mul(2);
         }
         let list: Arc<[String]> = scopes.into();
         self.scope_lists.insert(list.clone());
@@ -322,6 +327,49 @@ mod tests {
                 .message
                 .starts_with("cannot read")
         );
+    }
+}
+
+#[cfg(test)]
+mod scope_tests {
+    use super::*;
+
+    fn list(i: usize) -> Vec<String> {
+        vec![
+            "whatsapp_business_messaging".to_owned(),
+            format!("scope_{i}"),
+        ]
+    }
+
+    #[test]
+    fn distinct_permission_lists_in_use_are_kept_and_swept_only_as_they_double() {
+        let mut memory = Memory::default();
+        // More distinct lists than the floor, each held by a token: none can be let go.
+        let n = 3 * SCOPE_LISTS_KEPT;
+        let mut limits = Vec::new();
+        for i in 0..n {
+            memory.saw(&format!("t{i}"), None, list(i), None);
+            if limits.last() != Some(&memory.scope_lists_limit) {
+                limits.push(memory.scope_lists_limit);
+            }
+        }
+        assert_eq!(memory.scope_lists.len(), n);
+        // One pass at the floor, then one each time the lists in use doubled: not one per list.
+        assert_eq!(limits, [0, 2 * SCOPE_LISTS_KEPT, 4 * SCOPE_LISTS_KEPT]);
+        // The same list is shared, not copied.
+        memory.saw("again", None, list(7), None);
+        assert!(Arc::ptr_eq(
+            &memory.scope_list("again"),
+            &memory.scope_list("t7")
+        ));
+        // Lists no token holds any more are let go at the next pass.
+        for i in 0..n {
+            memory.saw(&format!("t{i}"), None, list(0), None);
+        }
+        for i in 0..memory.scope_lists_limit {
+            memory.saw("changing", None, list(n + i), None);
+        }
+        assert!(memory.scope_lists.len() < n, "{}", memory.scope_lists.len());
     }
 }
 
